@@ -1,0 +1,238 @@
+//! `byol`: the command-line front end. Parses flags, resolves them into a validated
+//! [`ExperimentConfig`], calls the library, and draws progress in the terminal.
+
+use anyhow::{Context, Result};
+use byol::ExperimentConfig;
+use byol::train::{EvalReport, Observer, StepLog};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "byol", version, about = "BYOL self-supervised pre-training and evaluation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pre-train an encoder with BYOL, then report its kNN accuracy beside a random-init encoder's.
+    Pretrain(PretrainArgs),
+    /// Print the resolved configuration (preset or file, plus flags) as TOML.
+    DumpConfig(ConfigArgs),
+    /// Evaluate a checkpoint.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// k-nearest-neighbour accuracy of a checkpoint's frozen encoder.
+    Knn(KnnArgs),
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// A preset name (small-cpu, cifar10-cpu, cifar10-resnet18, imagenet-resnet50-1000ep) or a TOML file.
+    #[arg(long, short, default_value = "small-cpu")]
+    config: String,
+    /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
+    /// or the path of an ImageFolder.
+    #[arg(long)]
+    data: Option<String>,
+    /// Compute backend: flex (CPU) or cuda.
+    #[arg(long)]
+    backend: Option<String>,
+    #[arg(long)]
+    epochs: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Any config field: `--set model.encoder.base-width=16` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn overrides(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        if let Some(d) = &self.data {
+            match d.as_str() {
+                "synthetic" => o.push("data.source=\"synthetic\"".into()),
+                "cifar10" | "cifar100" => {
+                    o.push(format!("data.source=\"{d}\""));
+                    o.push("data.path=\"data\"".into());
+                    o.push("data.download=true".into());
+                }
+                path => {
+                    o.push("data.source=\"folder\"".into());
+                    o.push(format!("data.path={}", toml_string(path)));
+                }
+            }
+        }
+        if let Some(b) = &self.backend {
+            o.push(format!("backend={}", toml_string(b)));
+        }
+        if let Some(e) = self.epochs {
+            o.push(format!("train.epochs={e}"));
+        }
+        if let Some(b) = self.batch_size {
+            o.push(format!("train.batch-size={b}"));
+        }
+        if let Some(s) = self.seed {
+            o.push(format!("seed={s}"));
+        }
+        o.extend(self.sets.iter().cloned());
+        o
+    }
+
+    fn resolve(&self) -> Result<ExperimentConfig> {
+        Ok(ExperimentConfig::load(&self.config, &self.overrides())?)
+    }
+}
+
+/// A TOML basic string holding `s`.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[derive(Args)]
+struct PretrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Run directory (checkpoints, metrics.jsonl, config.toml, eval.json). Default: runs/<config>-<time>.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    resume: Option<PathBuf>,
+    /// Skip the random-init encoder's kNN evaluation.
+    #[arg(long)]
+    no_baseline: bool,
+}
+
+#[derive(Args)]
+struct KnnArgs {
+    /// A run directory or a checkpoint file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Evaluate on this data instead of the checkpoint's (same forms as `pretrain --data`).
+    #[arg(long)]
+    data: Option<String>,
+    #[arg(long)]
+    k: Option<usize>,
+    #[arg(long)]
+    temperature: Option<f64>,
+}
+
+struct Bar {
+    pb: ProgressBar,
+}
+
+impl Observer for Bar {
+    fn on_start(&mut self, start: u64, total: u64) {
+        self.pb.set_length(total);
+        self.pb.set_position(start);
+        self.pb.reset_eta();
+    }
+    fn on_step(&mut self, log: &StepLog) {
+        self.pb.set_position(log.step);
+        self.pb.set_message(format!(
+            "ep {} loss {:.4} lr {:.3} τ {:.4} std {:.3} {:.0} img/s",
+            log.epoch, log.loss, log.lr, log.tau, log.projection_std, log.images_per_sec
+        ));
+    }
+    fn on_eval(&mut self, r: &EvalReport) {
+        self.pb.println(format!("epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%", r.epoch, r.step, 100.0 * r.knn.top1, 100.0 * r.knn.top5));
+    }
+    fn on_message(&mut self, m: &str) {
+        self.pb.println(m);
+    }
+}
+
+fn pretrain(args: PretrainArgs) -> Result<()> {
+    let (cfg, run_dir, resume) = match &args.resume {
+        Some(dir) => {
+            let cfg = args.config.resolve()?;
+            (cfg, dir.clone(), true)
+        }
+        None => {
+            let cfg = args.config.resolve()?;
+            let name = Path::new(&args.config.config).file_stem().and_then(|s| s.to_str()).unwrap_or("run").to_string();
+            let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            (cfg, args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{name}-{stamp}"))), false)
+        }
+    };
+    eprintln!("run directory: {}", run_dir.display());
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let mut bar = Bar { pb };
+    let report = byol::train::pretrain(&cfg, &run_dir, resume, !args.no_baseline, &mut bar)
+        .with_context(|| format!("pre-training in {}", run_dir.display()))?;
+    bar.pb.finish_and_clear();
+    println!("pre-trained {} steps on {} images in {:.0} s (final loss {:.4})", report.steps, report.train_images, report.wall_seconds, report.final_loss);
+    if report.skipped_images > 0 {
+        println!("skipped {} unreadable image(s)", report.skipped_images);
+    }
+    let k = cfg.eval.knn.k;
+    if let Some(knn) = report.knn {
+        println!("kNN (k={k}) on {} test images: BYOL encoder   top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * knn.top1, 100.0 * knn.top5);
+    }
+    if let Some(r) = report.random_init_knn {
+        println!("kNN (k={k}) on {} test images: random-init    top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * r.top1, 100.0 * r.top5);
+    }
+    println!("checkpoint, metrics.jsonl and eval.json in {}", run_dir.display());
+    Ok(())
+}
+
+fn eval_knn(args: KnnArgs) -> Result<()> {
+    let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
+    let loaded = byol::train::checkpoint::read(&file)?;
+    let mut overrides = Vec::new();
+    if let Some(d) = &args.data {
+        let ca = ConfigArgs { config: String::new(), data: Some(d.clone()), backend: None, epochs: None, batch_size: None, seed: None, sets: vec![] };
+        overrides = ca.overrides();
+    }
+    if let Some(k) = args.k {
+        overrides.push(format!("eval.knn.k={k}"));
+    }
+    if let Some(t) = args.temperature {
+        overrides.push(format!("eval.knn.temperature={t}"));
+    }
+    let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &overrides)?;
+    let device = cfg.backend.device()?;
+    let online = loaded.online(&device)?;
+    let splits = byol::data::load(&cfg.data, cfg.seed)?;
+    let r = byol::train::knn_of_encoder(&online.encoder, &cfg, &splits.train, &splits.test, &device)?;
+    println!("kNN (k={}, T={}) on {} test images: top-1 {:.2}%  top-5 {:.2}%", cfg.eval.knn.k, cfg.eval.knn.temperature, splits.test.len(), 100.0 * r.top1, 100.0 * r.top5);
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Pretrain(a) => pretrain(a),
+        Command::DumpConfig(a) => {
+            print!("{}", a.resolve()?.to_toml());
+            Ok(())
+        }
+        Command::Eval(EvalCommand::Knn(a)) => eval_knn(a),
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,byol=info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,193 @@
+//! ImageFolder: `root/<class>/<image>` with JPEG or PNG files. If `root/train` and `root/test`
+//! both exist, they are the two splits (the layout of `../shared/data/cifar10`); otherwise a
+//! seeded, class-balanced fraction of each class is held out as the test split.
+//! Unreadable images are skipped, counted and reported, never fatal.
+
+use super::{DataConfig, ImageSet, Pixels, Splits};
+use crate::augment::Rgb8;
+use crate::{Error, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
+}
+
+/// Decode a file to 8-bit RGB (grayscale, 16-bit, palette and alpha images are converted).
+pub fn decode(path: &Path) -> Result<Rgb8> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::data(path, e.to_string()))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::data(path, "image has no pixels"));
+    }
+    Ok(Rgb8 { width: w as usize, height: h as usize, data: img.into_raw() })
+}
+
+/// Class folders (sorted) and their image files (sorted).
+fn scan(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+    if !root.exists() {
+        return Err(Error::data(root, "folder does not exist"));
+    }
+    if !root.is_dir() {
+        return Err(Error::data(root, "not a folder"));
+    }
+    let mut classes = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let path = entry.map_err(|e| Error::io(root, e))?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_image(p))
+            .collect();
+        files.sort();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        classes.push((name, files));
+    }
+    classes.sort_by(|a, b| a.0.cmp(&b.0));
+    classes.retain(|(_, f)| !f.is_empty());
+    if classes.is_empty() {
+        return Err(Error::data(
+            root,
+            "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)",
+        ));
+    }
+    Ok(classes)
+}
+
+/// Build an [`ImageSet`] from (label, file) pairs, decoding in parallel when `cache`.
+fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool) -> ImageSet {
+    let results: Vec<(usize, PathBuf, Result<Pixels>)> = items
+        .into_par_iter()
+        .map(|(label, path)| {
+            let px = if cache {
+                decode(&path).map(Pixels::Memory)
+            } else {
+                image::ImageReader::open(&path)
+                    .map_err(|e| Error::io(&path, e))
+                    .and_then(|r| r.with_guessed_format().map_err(|e| Error::io(&path, e)))
+                    .and_then(|r| r.into_dimensions().map_err(|e| Error::data(&path, e.to_string())))
+                    .map(|_| Pixels::File(path.clone()))
+            };
+            (label, path, px)
+        })
+        .collect();
+    let mut set = ImageSet { images: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new() };
+    for (label, path, px) in results {
+        match px {
+            Ok(px) => {
+                set.images.push(px);
+                set.labels.push(label);
+            }
+            Err(e) => {
+                tracing::warn!("skipping unreadable image {}: {e}", path.display());
+                set.skipped.push((path, e.to_string()));
+            }
+        }
+    }
+    set
+}
+
+/// Load one ImageFolder as a single labelled set.
+pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>) -> Result<ImageSet> {
+    let scanned = scan(root)?;
+    let classes: Vec<String> = match class_names {
+        Some(c) => c.to_vec(),
+        None => scanned.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    let mut items = Vec::new();
+    for (name, files) in scanned {
+        let Some(label) = classes.iter().position(|c| *c == name) else {
+            return Err(Error::data(root.join(&name), "class not present in the training split"));
+        };
+        items.extend(files.into_iter().map(|f| (label, f)));
+    }
+    let set = build(items, classes, cache);
+    if set.is_empty() {
+        return Err(Error::data(root, format!("all {} images are unreadable", set.skipped.len())));
+    }
+    Ok(set)
+}
+
+/// Train and test splits of an ImageFolder root.
+pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
+    let (tr, te) = (root.join("train"), root.join("test"));
+    if tr.is_dir() && te.is_dir() {
+        let train = load_folder(&tr, cfg.cache, None)?;
+        let test = load_folder(&te, cfg.cache, Some(&train.classes))?;
+        return Ok(Splits { train, test });
+    }
+    let all = load_folder(root, cfg.cache, None)?;
+    let n_test = ((all.len() as f64) * cfg.holdout_fraction).round() as usize;
+    let test_idx = super::balanced_subset(&all.labels, all.classes.len(), n_test, seed);
+    let mut is_test = vec![false; all.len()];
+    for &i in &test_idx {
+        is_test[i] = true;
+    }
+    let mut train = ImageSet { images: vec![], labels: vec![], classes: all.classes.clone(), skipped: all.skipped };
+    let mut test = ImageSet { images: vec![], labels: vec![], classes: all.classes, skipped: vec![] };
+    for ((px, l), t) in all.images.into_iter().zip(all.labels).zip(is_test) {
+        let s = if t { &mut test } else { &mut train };
+        s.images.push(px);
+        s.labels.push(l);
+    }
+    Ok(Splits { train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("byol-if-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn missing_and_empty_folders_are_clear_errors() {
+        let e = load_folder(Path::new("/nonexistent/byol"), true, None).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/byol") && e.contains("does not exist"), "{e}");
+        let d = tmpdir("empty");
+        let e = load_folder(&d, true, None).unwrap_err().to_string();
+        assert!(e.contains("no images found"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_images_are_skipped_and_counted() {
+        let d = tmpdir("corrupt");
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(d.join(class)).unwrap();
+            for i in 0..3 {
+                let img = image::RgbImage::from_pixel(5, 4, image::Rgb([i * 40, 10, 200]));
+                img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        std::fs::write(d.join("a").join("bad.jpg"), b"not an image").unwrap();
+        std::fs::write(d.join("b").join("empty.png"), b"").unwrap();
+        std::fs::write(d.join("b").join("notes.txt"), b"ignored").unwrap();
+        let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
+        gray.save(d.join("b").join("gray.png")).unwrap();
+        for cache in [true, false] {
+            let set = load_folder(&d, cache, None).unwrap();
+            assert_eq!(set.len(), 7);
+            assert_eq!(set.skipped.len(), 2);
+            assert_eq!(set.classes, vec!["a", "b"]);
+        }
+        let set = load_folder(&d, true, None).unwrap();
+        let g = set.images.iter().filter_map(|p| if let Pixels::Memory(m) = p { Some(m) } else { None }).find(|m| m.width == 3).unwrap();
+        assert_eq!(g.data[..3], [77, 77, 77]);
+    }
+}

@@ -1,0 +1,224 @@
+//! Datasets: an ImageFolder reader, the CIFAR binary format (with an optional download), and a
+//! procedurally generated dataset that needs nothing on disk. All produce labelled train/test
+//! [`ImageSet`]s; labels are used only by the evaluations.
+
+pub mod cifar;
+pub mod imagefolder;
+pub mod loader;
+pub mod synthetic;
+
+use crate::augment::Rgb8;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the images come from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    /// Built-in procedurally generated shapes and textures (no files needed).
+    Synthetic,
+    /// `path/<class>/<image>` (or `path/train/<class>/…` and `path/test/<class>/…`).
+    Folder,
+    /// CIFAR-10 binary format in `path` (downloaded there with `download = true`).
+    Cifar10,
+    /// CIFAR-100 binary format in `path` (fine labels).
+    Cifar100,
+}
+
+/// The built-in dataset's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SyntheticConfig {
+    /// Training images per class.
+    #[serde(default = "d_train_pc")]
+    pub train_per_class: usize,
+    /// Test images per class.
+    #[serde(default = "d_test_pc")]
+    pub test_per_class: usize,
+}
+
+fn d_train_pc() -> usize {
+    400
+}
+fn d_test_pc() -> usize {
+    100
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { train_per_class: d_train_pc(), test_per_class: d_test_pc() }
+    }
+}
+
+/// Data settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DataConfig {
+    pub source: DataSource,
+    /// Folder of the dataset (ImageFolder root, or CIFAR directory). Unused for `synthetic`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Training resolution (side of the square views). Paper: 224.
+    pub image_size: usize,
+    /// Decode every image once and keep it in memory (for datasets that fit).
+    #[serde(default = "d_true")]
+    pub cache: bool,
+    /// For CIFAR: download the archive into `path` if it is not there.
+    #[serde(default)]
+    pub download: bool,
+    /// For an ImageFolder without `train/` and `test/`: fraction of each class held out as the
+    /// labelled test split of the evaluations.
+    #[serde(default = "d_holdout")]
+    pub holdout_fraction: f64,
+    /// Use at most this many training images (a class-balanced, seeded subset). 0: all.
+    #[serde(default)]
+    pub max_train: usize,
+    /// Use at most this many test images (class-balanced, seeded). 0: all.
+    #[serde(default)]
+    pub max_test: usize,
+    /// Threads that decode and augment images.
+    #[serde(default = "d_workers")]
+    pub workers: usize,
+    /// Built-in dataset settings.
+    #[serde(default)]
+    pub synthetic: SyntheticConfig,
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_holdout() -> f64 {
+    0.1
+}
+fn d_workers() -> usize {
+    2
+}
+
+impl DataConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.image_size < 8 || self.image_size > 1024 {
+            return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
+        }
+        if !(0.0..1.0).contains(&self.holdout_fraction) {
+            return Err(Error::config("data.holdout-fraction", format!("{} is outside [0, 1)", self.holdout_fraction)));
+        }
+        if self.workers == 0 {
+            return Err(Error::config("data.workers", "must be at least 1"));
+        }
+        if self.source != DataSource::Synthetic && self.path.is_none() {
+            return Err(Error::config("data.path", format!("is required for source {:?}", self.source)));
+        }
+        if self.synthetic.train_per_class == 0 || self.synthetic.test_per_class == 0 {
+            return Err(Error::config("data.synthetic", "train-per-class and test-per-class must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Where an image's pixels are.
+#[derive(Debug, Clone)]
+pub enum Pixels {
+    /// Decoded and kept in memory.
+    Memory(Rgb8),
+    /// Decoded from this file when needed.
+    File(PathBuf),
+}
+
+/// A labelled set of images.
+#[derive(Debug, Clone)]
+pub struct ImageSet {
+    pub images: Vec<Pixels>,
+    pub labels: Vec<usize>,
+    pub classes: Vec<String>,
+    /// Files that could not be read, with the reason (skipped).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// The pixels of image `i` (decoding it if it is not cached).
+    pub fn rgb(&self, i: usize) -> Result<std::borrow::Cow<'_, Rgb8>> {
+        match &self.images[i] {
+            Pixels::Memory(img) => Ok(std::borrow::Cow::Borrowed(img)),
+            Pixels::File(p) => imagefolder::decode(p).map(std::borrow::Cow::Owned),
+        }
+    }
+
+    /// Keep a class-balanced subset of at most `n` images chosen with `seed` (0 keeps all).
+    pub fn subset(self, n: usize, seed: u64) -> Self {
+        if n == 0 || n >= self.len() {
+            return self;
+        }
+        let keep = balanced_subset(&self.labels, self.classes.len(), n, seed);
+        let mut images = Vec::with_capacity(keep.len());
+        let mut labels = Vec::with_capacity(keep.len());
+        let mut all: Vec<Option<Pixels>> = self.images.into_iter().map(Some).collect();
+        for i in keep {
+            images.push(all[i].take().expect("unique index"));
+            labels.push(self.labels[i]);
+        }
+        ImageSet { images, labels, classes: self.classes, skipped: self.skipped }
+    }
+}
+
+/// Indices of a class-balanced subset of about `n` items (⌊n/C⌋ per class, the remainder to the
+/// first classes), the same for the same seed; sorted.
+pub fn balanced_subset(labels: &[usize], num_classes: usize, n: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut r = crate::rng::rng(seed, crate::rng::Stream::Split, &[n as u64]);
+    let mut out = Vec::with_capacity(n);
+    for (c, idx) in by_class.iter_mut().enumerate() {
+        idx.shuffle(&mut r);
+        let want = n / num_classes + usize::from(c < n % num_classes);
+        out.extend(idx.iter().take(want));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Train and test splits.
+pub struct Splits {
+    pub train: ImageSet,
+    pub test: ImageSet,
+}
+
+/// Load the dataset a config names.
+pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
+    let splits = match cfg.source {
+        DataSource::Synthetic => synthetic::generate(&cfg.synthetic, cfg.image_size, seed),
+        DataSource::Folder => imagefolder::load_splits(cfg.path.as_ref().expect("validated"), cfg, seed)?,
+        DataSource::Cifar10 | DataSource::Cifar100 => {
+            cifar::load(cfg.path.as_ref().expect("validated"), cfg.source == DataSource::Cifar100, cfg.download)?
+        }
+    };
+    Ok(Splits { train: splits.train.subset(cfg.max_train, seed), test: splits.test.subset(cfg.max_test, seed ^ 1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balanced_subset_has_exact_counts_and_is_seeded() {
+        let labels: Vec<usize> = (0..1000).map(|i| i % 10).collect();
+        let a = balanced_subset(&labels, 10, 100, 5);
+        assert_eq!(a.len(), 100);
+        for c in 0..10 {
+            assert_eq!(a.iter().filter(|&&i| labels[i] == c).count(), 10);
+        }
+        assert_eq!(a, balanced_subset(&labels, 10, 100, 5));
+        assert_ne!(a, balanced_subset(&labels, 10, 100, 6));
+    }
+}

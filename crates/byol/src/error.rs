@@ -1,0 +1,58 @@
+//! The library's error type. The binary wraps it in `anyhow`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the library, each variant naming the file or field at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is out of its allowed range or inconsistent with another.
+    #[error("invalid config field `{field}`: {message}")]
+    Config { field: String, message: String },
+    /// A TOML file could not be parsed (unknown key, wrong type, syntax error).
+    #[error("cannot parse config {path}: {message}")]
+    ConfigParse { path: PathBuf, message: String },
+    /// A dataset could not be used.
+    #[error("data error ({path}): {message}")]
+    Data { path: PathBuf, message: String },
+    /// A checkpoint could not be read or written.
+    #[error("checkpoint error ({path}): {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// A download failed.
+    #[error("download of {url} failed: {message}")]
+    Download { url: String, message: String },
+    /// The requested backend is not compiled in or not usable.
+    #[error("backend `{name}`: {message}")]
+    Backend { name: String, message: String },
+    /// Training produced a non-finite value.
+    #[error("non-finite {what} at step {step}")]
+    NonFinite { what: String, step: u64 },
+    /// Any I/O error, with the path involved.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { field: field.into(), message: message.into() }
+    }
+
+    pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Data { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Checkpoint { path: path.into(), message: message.into() }
+    }
+}

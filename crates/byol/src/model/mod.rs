@@ -1,0 +1,47 @@
+//! Networks: the ResNet encoder, the projector/predictor MLPs and the BYOL online/target pair.
+
+mod bn;
+mod mlp;
+mod networks;
+pub mod params;
+mod resnet;
+
+pub use bn::batch_norm;
+pub use mlp::{Mlp, MlpConfig};
+pub use networks::{Online, OnlineOutput, Target};
+pub use resnet::{Arch, ResNet, ResNetConfig, Stem};
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The encoder, projector and predictor of a BYOL model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelConfig {
+    /// The encoder f.
+    pub encoder: ResNetConfig,
+    /// The projector g: Linear(hidden) → BN → ReLU → Linear(output). Paper: 4096 → 256.
+    #[serde(default)]
+    pub projector: MlpConfig,
+    /// The predictor q, same shape as the projector. Paper: 4096 → 256.
+    #[serde(default)]
+    pub predictor: MlpConfig,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate()?;
+        self.projector.validate("model.projector")?;
+        self.predictor.validate("model.predictor")?;
+        if self.predictor.output != self.projector.output {
+            return Err(Error::config(
+                "model.predictor.output",
+                format!(
+                    "{} must equal model.projector.output ({}): the prediction regresses the target projection",
+                    self.predictor.output, self.projector.output
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

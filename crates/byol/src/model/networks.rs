@@ -1,0 +1,58 @@
+//! The online and target networks (paper Section 3.1, Figure 2).
+
+use super::{Mlp, ModelConfig, ResNet};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+/// Online network θ: encoder f_θ, projector g_θ and predictor q_θ.
+#[derive(Module, Debug)]
+pub struct Online {
+    pub encoder: ResNet,
+    pub projector: Mlp,
+    pub predictor: Mlp,
+}
+
+/// What the online network computes for one view.
+pub struct OnlineOutput {
+    /// Projection z: [B, P].
+    pub projection: Tensor<2>,
+    /// Prediction p = q(z): [B, P].
+    pub prediction: Tensor<2>,
+}
+
+impl Online {
+    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
+        let d = cfg.encoder.output_dim();
+        Online {
+            encoder: cfg.encoder.init(device),
+            projector: cfg.projector.init(d, device),
+            predictor: cfg.predictor.init(cfg.projector.output, device),
+        }
+    }
+
+    /// `x`: [B, 3, H, W] → projection and prediction.
+    pub fn forward(&self, x: Tensor<4>) -> OnlineOutput {
+        let y = self.encoder.forward(x); // [B, D]
+        let projection = self.projector.forward(y); // [B, P]
+        let prediction = self.predictor.forward(projection.clone()); // [B, P]
+        OnlineOutput { projection, prediction }
+    }
+}
+
+/// Target network ξ: encoder f_ξ and projector g_ξ, no predictor.
+#[derive(Module, Debug)]
+pub struct Target {
+    pub encoder: ResNet,
+    pub projector: Mlp,
+}
+
+impl Target {
+    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
+        Target { encoder: cfg.encoder.init(device), projector: cfg.projector.init(cfg.encoder.output_dim(), device) }
+    }
+
+    /// `x`: [B, 3, H, W] → projection z': [B, P].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.projector.forward(self.encoder.forward(x))
+    }
+}

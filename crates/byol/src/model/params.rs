@@ -1,0 +1,122 @@
+//! Parameters addressed by their path in the module tree (`encoder.layer1.0.conv1.weight`).
+//!
+//! burn's optimizers and records identify parameters by `ParamId`; the EMA, the checkpoint and
+//! the deep copy need to match a parameter of one network with the same parameter of another,
+//! which only the path does. Tensors are handed around flattened to rank 1 (a free reshape) so
+//! that one map can hold parameters of every rank.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use std::collections::BTreeMap;
+
+/// BatchNorm running statistics are buffers: visited like parameters, never trained or averaged.
+pub fn is_buffer(path: &str) -> bool {
+    path.ends_with("running_mean") || path.ends_with("running_var")
+}
+
+/// A parameter flattened to rank 1 with its original shape.
+#[derive(Clone, Debug)]
+pub struct Named {
+    pub flat: Tensor<1>,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Path(Vec<String>);
+
+impl Path {
+    fn push(&mut self, name: &str) {
+        self.0.push(name.to_string());
+    }
+    fn pop(&mut self) {
+        self.0.pop();
+    }
+    fn join(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+struct Collector {
+    path: Path,
+    out: BTreeMap<String, Named>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val().without_autodiff();
+        let shape = t.dims().to_vec();
+        let n: usize = shape.iter().product();
+        self.out.insert(self.path.join(), Named { flat: t.reshape([n]), shape });
+    }
+}
+
+/// Every float tensor of `module` (parameters and BatchNorm buffers) by path, without autodiff.
+///
+/// Call it on `module.valid()` (or a module whose BatchNorm updates are synced): burn applies
+/// running-statistics updates lazily and a plain visit can see them one step late.
+pub fn collect<M: Module>(module: &M) -> BTreeMap<String, Named> {
+    let mut c = Collector { path: Path::default(), out: BTreeMap::new() };
+    module.visit(&mut c);
+    c.out
+}
+
+/// Number of trainable scalars (buffers excluded).
+pub fn count_trainable<M: Module>(module: &M) -> usize {
+    collect(module).iter().filter(|(k, _)| !is_buffer(k)).map(|(_, v)| v.shape.iter().product::<usize>()).sum()
+}
+
+/// A mapper that hands each float tensor (flattened, without autodiff) and its path to `f`, and
+/// puts back what `f` returns, keeping the parameter's id and autodiff settings.
+pub struct MapNamed<F: FnMut(&str, Tensor<1>) -> Tensor<1>> {
+    path: Path,
+    f: F,
+}
+
+impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> MapNamed<F> {
+    pub fn new(f: F) -> Self {
+        Self { path: Path::default(), f }
+    }
+}
+
+impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let autodiff = tensor.is_autodiff();
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let flat = tensor.without_autodiff().reshape([n]);
+        let out = (self.f)(&self.path.join(), flat).reshape(dims);
+        let mut out = if autodiff { Tensor::from_inner(out) } else { out };
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// Overwrite every float tensor of `module` with the tensor of the same path in `values`,
+/// moved to the module's device. Returns the paths of `module` that `values` did not hold.
+pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<String>) {
+    let mut missing = Vec::new();
+    let module = module.map(&mut MapNamed::new(|path, old| match values.get(path) {
+        Some(v) if v.flat.dims() == old.dims() => v.flat.clone().to_device(&old.device()),
+        _ => {
+            missing.push(path.to_string());
+            old
+        }
+    }));
+    (module, missing)
+}

@@ -1,0 +1,278 @@
+//! ResNet v1 (He et al. 2016, post-activation) encoders: 18/34 layers with basic blocks,
+//! 50/101/152/200 with bottleneck blocks, a width multiplier and a configurable base width.
+//!
+//! The representation y is the output of the final global average pool (spec, "Networks").
+//! Field names follow torchvision's `resnet*` (conv1, bn1, layer1.0.conv1, …, downsample) so that
+//! an export can map them one to one. As in the official BYOL code (haiku's ResNet v1, and
+//! torchvision), a bottleneck block strides in its 3×3 convolution, and the last BatchNorm of
+//! every block starts with γ = 0 (haiku `scale_init=zeros`), so each block starts as the identity.
+
+use super::bn::batch_norm;
+use crate::{Error, Result};
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Depth of the ResNet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arch {
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Resnet101,
+    Resnet152,
+    Resnet200,
+}
+
+impl Arch {
+    /// Blocks per stage and whether the blocks are bottlenecks.
+    fn layout(self) -> ([usize; 4], bool) {
+        match self {
+            Arch::Resnet18 => ([2, 2, 2, 2], false),
+            Arch::Resnet34 => ([3, 4, 6, 3], false),
+            Arch::Resnet50 => ([3, 4, 6, 3], true),
+            Arch::Resnet101 => ([3, 4, 23, 3], true),
+            Arch::Resnet152 => ([3, 8, 36, 3], true),
+            Arch::Resnet200 => ([3, 24, 36, 3], true),
+        }
+    }
+}
+
+/// First layers of the network.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// 7×7 stride-2 convolution and 3×3 stride-2 max-pool (ImageNet-size inputs).
+    Imagenet,
+    /// 3×3 stride-1 convolution, no max-pool: the usual variant for 32×32 images.
+    Cifar,
+}
+
+/// Encoder configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ResNetConfig {
+    pub arch: Arch,
+    /// Width multiplier (paper: 1×, 2×, 4×).
+    #[serde(default = "d_mult")]
+    pub width_multiplier: usize,
+    /// Channels of the first stage before the multiplier: 64 in the standard ResNet. Smaller
+    /// values give tiny CPU models (a deviation from the paper, for laptops).
+    #[serde(default = "d_base")]
+    pub base_width: usize,
+    pub stem: Stem,
+}
+
+fn d_mult() -> usize {
+    1
+}
+fn d_base() -> usize {
+    64
+}
+
+impl ResNetConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=4).contains(&self.width_multiplier) {
+            return Err(Error::config(
+                "model.encoder.width-multiplier",
+                format!("{} is outside 1..=4", self.width_multiplier),
+            ));
+        }
+        if self.base_width == 0 || self.base_width > 1024 {
+            return Err(Error::config("model.encoder.base-width", format!("{} is outside 1..=1024", self.base_width)));
+        }
+        Ok(())
+    }
+
+    /// Width of stage i's block input/output (before the bottleneck expansion).
+    fn stage_width(&self, i: usize) -> usize {
+        self.base_width * self.width_multiplier * (1 << i)
+    }
+
+    /// Dimension of the representation y.
+    pub fn output_dim(&self) -> usize {
+        let (_, bottleneck) = self.arch.layout();
+        self.stage_width(3) * if bottleneck { 4 } else { 1 }
+    }
+
+    pub fn init(&self, device: &Device) -> ResNet {
+        let (blocks, bottleneck) = self.arch.layout();
+        let expansion = if bottleneck { 4 } else { 1 };
+        let stem_width = self.stage_width(0);
+        let (conv1, maxpool) = match self.stem {
+            Stem::Imagenet => (
+                conv(3, stem_width, 7, 2, 3, device),
+                Some(MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init()),
+            ),
+            Stem::Cifar => (conv(3, stem_width, 3, 1, 1, device), None),
+        };
+        let mut in_ch = stem_width;
+        let mut stages = Vec::with_capacity(4);
+        for (i, &n) in blocks.iter().enumerate() {
+            let width = self.stage_width(i);
+            let mut stage = Vec::with_capacity(n);
+            for b in 0..n {
+                let stride = if b == 0 && i > 0 { 2 } else { 1 };
+                stage.push(Block::new(in_ch, width, stride, bottleneck, device));
+                in_ch = width * expansion;
+            }
+            stages.push(stage);
+        }
+        let mut it = stages.into_iter();
+        ResNet {
+            conv1,
+            bn1: bn(stem_width, false, device),
+            maxpool,
+            layer1: it.next().unwrap(),
+            layer2: it.next().unwrap(),
+            layer3: it.next().unwrap(),
+            layer4: it.next().unwrap(),
+        }
+    }
+}
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        // He et al. (2015) fan-out normal initialisation, as torchvision's ResNet.
+        .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true })
+        .init(device)
+}
+
+fn bn(c: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
+    let mut layer = BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device);
+    if zero_gamma {
+        let id = layer.gamma.id;
+        layer.gamma = Param::initialized(id, Tensor::zeros([c], device));
+    }
+    layer
+}
+
+/// A projection shortcut: 1×1 convolution (strided) and BatchNorm.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+/// A basic block (conv1 3×3, conv2 3×3) or a bottleneck (conv1 1×1, conv2 3×3 strided, conv3 1×1).
+#[derive(Module, Debug)]
+pub struct Block {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm,
+    pub conv3: Option<Conv2d>,
+    pub bn3: Option<BatchNorm>,
+    pub downsample: Option<Downsample>,
+}
+
+impl Block {
+    fn new(cin: usize, width: usize, stride: usize, bottleneck: bool, device: &Device) -> Self {
+        let cout = if bottleneck { width * 4 } else { width };
+        let downsample = (stride != 1 || cin != cout)
+            .then(|| Downsample { conv: conv(cin, cout, 1, stride, 0, device), bn: bn(cout, false, device) });
+        if bottleneck {
+            Block {
+                conv1: conv(cin, width, 1, 1, 0, device),
+                bn1: bn(width, false, device),
+                conv2: conv(width, width, 3, stride, 1, device),
+                bn2: bn(width, false, device),
+                conv3: Some(conv(width, cout, 1, 1, 0, device)),
+                bn3: Some(bn(cout, true, device)),
+                downsample,
+            }
+        } else {
+            Block {
+                conv1: conv(cin, width, 3, stride, 1, device),
+                bn1: bn(width, false, device),
+                conv2: conv(width, width, 3, 1, 1, device),
+                bn2: bn(width, true, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            }
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(d) => batch_norm(&d.bn, d.conv.forward(x.clone())), // [B, C_out, H/s, W/s]
+            None => x.clone(),                                        // [B, C, H, W]
+        };
+        let h = relu(batch_norm(&self.bn1, self.conv1.forward(x))); // [B, w, H', W']
+        let h = batch_norm(&self.bn2, self.conv2.forward(h)); // [B, w, H/s, W/s]
+        let h = match (&self.conv3, &self.bn3) {
+            (Some(c3), Some(b3)) => batch_norm(b3, c3.forward(relu(h))), // [B, 4w, H/s, W/s]
+            _ => h,
+        };
+        relu(h + identity) // [B, C_out, H/s, W/s]
+    }
+}
+
+/// The encoder f: image → representation y.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub maxpool: Option<MaxPool2d>,
+    pub layer1: Vec<Block>,
+    pub layer2: Vec<Block>,
+    pub layer3: Vec<Block>,
+    pub layer4: Vec<Block>,
+}
+
+impl ResNet {
+    /// `x`: [B, 3, H, W] → y: [B, D].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = relu(batch_norm(&self.bn1, self.conv1.forward(x))); // [B, w, H/2 or H, …]
+        if let Some(pool) = &self.maxpool {
+            x = pool.forward(x); // [B, w, H/4, W/4]
+        }
+        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
+            x = block.forward(x); // [B, C_i, H_i, W_i]
+        }
+        let [b, c, h, w] = x.dims();
+        x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c]) // global average pool: [B, D]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_params(m: &ResNet) -> usize {
+        m.num_params()
+    }
+
+    #[test]
+    fn resnet18_and_50_have_torchvision_parameter_counts() {
+        let device = Device::flex();
+        // torchvision resnet18 has 11,689,512 parameters, of which the fc layer 513,000.
+        let r18 = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet }.init(&device);
+        assert_eq!(count_params(&r18), 11_689_512 - 513_000);
+        // torchvision resnet50: 25,557,032 parameters, fc 2,049,000.
+        let r50 = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet }.init(&device);
+        assert_eq!(count_params(&r50), 25_557_032 - 2_049_000);
+    }
+
+    #[test]
+    fn output_shapes() {
+        let device = Device::flex();
+        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 2, base_width: 4, stem: Stem::Cifar };
+        let net = cfg.init(&device);
+        let y = net.forward(Tensor::zeros([2, 3, 16, 16], &device));
+        assert_eq!(y.dims(), [2, cfg.output_dim()]);
+        assert_eq!(cfg.output_dim(), 64);
+        let cfg = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 2, stem: Stem::Imagenet };
+        let y = cfg.init(&device).forward(Tensor::zeros([2, 3, 32, 32], &device));
+        assert_eq!(y.dims(), [2, 64]);
+    }
+}

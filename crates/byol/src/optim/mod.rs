@@ -1,0 +1,310 @@
+//! Optimizers over a module's parameters, with BYOL's exclusion rule: biases and BatchNorm
+//! parameters get neither weight decay nor (for LARS) the trust-ratio adaptation (paper
+//! Appendix C; official `byol/utils/optimizers.py`, whose filters exclude `batchnorm` and bias
+//! parameters). In ResNets and the MLP heads those are exactly the rank-1 parameters, which is
+//! the rule applied here.
+//!
+//! The optimizer state (momentum and second-moment buffers) is kept by parameter path, so it can
+//! be written to and read from a checkpoint by name.
+
+pub mod schedule;
+
+use crate::{Error, Result};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Gradients, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimKind {
+    /// Layer-wise adaptive rate scaling (You et al. 2017), the paper's optimizer.
+    Lars,
+    /// SGD with heavy-ball momentum and L2 weight decay.
+    Sgd,
+    /// Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+    Adamw,
+}
+
+/// Optimizer and learning-rate schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OptimConfig {
+    pub kind: OptimKind,
+    /// Base learning rate; the peak is base × batch/256. Paper: 0.2 (1000 ep), 0.3 (300 ep).
+    pub base_lr: f64,
+    /// Weight decay. Paper: 1.5e-6 (1000 ep), 1e-6 (300 ep).
+    pub weight_decay: f64,
+    /// Momentum (LARS, SGD). Paper: 0.9.
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    /// LARS trust coefficient η. Paper: 1e-3.
+    #[serde(default = "d_eta")]
+    pub trust_coefficient: f64,
+    /// Linear warm-up length in epochs. Paper: 10.
+    #[serde(default = "d_warmup")]
+    pub warmup_epochs: f64,
+    /// AdamW β₁.
+    #[serde(default = "d_b1")]
+    pub beta1: f64,
+    /// AdamW β₂.
+    #[serde(default = "d_b2")]
+    pub beta2: f64,
+    /// AdamW ε.
+    #[serde(default = "d_eps")]
+    pub epsilon: f64,
+}
+
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_eta() -> f64 {
+    1e-3
+}
+fn d_warmup() -> f64 {
+    10.0
+}
+fn d_b1() -> f64 {
+    0.9
+}
+fn d_b2() -> f64 {
+    0.999
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+
+impl OptimConfig {
+    pub fn validate(&self) -> Result<()> {
+        let pos = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{v} must be a positive number")))
+            }
+        };
+        let unit = |field: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{v} is outside [0, 1)")))
+            }
+        };
+        pos("optim.base-lr", self.base_lr)?;
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::config("optim.weight-decay", format!("{} must be ≥ 0", self.weight_decay)));
+        }
+        unit("optim.momentum", self.momentum)?;
+        pos("optim.trust-coefficient", self.trust_coefficient)?;
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(Error::config("optim.warmup-epochs", format!("{} must be ≥ 0", self.warmup_epochs)));
+        }
+        unit("optim.beta1", self.beta1)?;
+        unit("optim.beta2", self.beta2)?;
+        pos("optim.epsilon", self.epsilon)?;
+        Ok(())
+    }
+
+    pub fn init(&self) -> Optimizer {
+        Optimizer { cfg: self.clone(), state: BTreeMap::new() }
+    }
+}
+
+/// Whether a parameter is excluded from weight decay and LARS adaptation (biases, BatchNorm).
+pub fn is_excluded(shape: &[usize]) -> bool {
+    shape.len() == 1
+}
+
+/// An optimizer with its per-parameter state.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    cfg: OptimConfig,
+    /// path → buffers (momentum; or Adam's first and second moments), flattened.
+    pub state: BTreeMap<String, Vec<Tensor<1>>>,
+}
+
+impl Optimizer {
+    pub fn config(&self) -> &OptimConfig {
+        &self.cfg
+    }
+
+    /// Apply one update with learning rate `lr` to every parameter that has a gradient in
+    /// `grads`. `step` is the 1-based update count (Adam's bias correction).
+    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> M {
+        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new() };
+        module.map(&mut mapper)
+    }
+
+    /// The update of one parameter: `w` and `g` flattened, `excluded` per [`is_excluded`].
+    /// Returns the new weights; updates the state of `path`.
+    pub fn update(&mut self, path: &str, w: Tensor<1>, g: Tensor<1>, excluded: bool, lr: f64, step: u64) -> Tensor<1> {
+        let c = &self.cfg;
+        let slots = self.state.entry(path.to_string()).or_default();
+        match c.kind {
+            OptimKind::Lars | OptimKind::Sgd => {
+                let mut g = g;
+                if !excluded && c.weight_decay > 0.0 {
+                    g = g + w.clone().mul_scalar(c.weight_decay); // decay before the trust ratio
+                }
+                if c.kind == OptimKind::Lars && !excluded {
+                    g = g.clone() * trust_ratio(w.clone(), g, c.trust_coefficient);
+                }
+                let m = match slots.pop() {
+                    Some(m) => m.mul_scalar(c.momentum) + g,
+                    None => g,
+                };
+                slots.push(m.clone());
+                w - m.mul_scalar(lr)
+            }
+            OptimKind::Adamw => {
+                let (m, v) = match (slots.len(), slots.drain(..).collect::<Vec<_>>()) {
+                    (2, mut s) => {
+                        let v = s.pop().unwrap();
+                        let m = s.pop().unwrap();
+                        (
+                            m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
+                            v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2),
+                        )
+                    }
+                    _ => (g.clone().mul_scalar(1.0 - c.beta1), g.square().mul_scalar(1.0 - c.beta2)),
+                };
+                let t = step.max(1) as i32;
+                let mhat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
+                let vhat = v.clone().div_scalar(1.0 - c.beta2.powi(t));
+                slots.push(m);
+                slots.push(v);
+                let mut upd = mhat / vhat.sqrt().add_scalar(c.epsilon);
+                if !excluded && c.weight_decay > 0.0 {
+                    upd = upd + w.clone().mul_scalar(c.weight_decay);
+                }
+                w - upd.mul_scalar(lr)
+            }
+        }
+    }
+}
+
+/// η·‖w‖/‖g‖ where both norms are positive, else 1 (official `scale_by_lars`). Stays on the
+/// device: no host synchronisation. Returns a [1] tensor.
+pub fn trust_ratio(w: Tensor<1>, g: Tensor<1>, eta: f64) -> Tensor<1> {
+    let wn = w.square().sum().sqrt(); // [1]
+    let gn = g.square().sum().sqrt(); // [1]
+    let ok = wn.clone().greater_elem(0.0).bool_and(gn.clone().greater_elem(0.0));
+    let ratio = wn.mul_scalar(eta) / gn.clamp_min(f32::MIN_POSITIVE);
+    ratio.ones_like().mask_where(ok, ratio)
+}
+
+struct Updater<'a> {
+    opt: &'a mut Optimizer,
+    grads: &'a mut Gradients,
+    lr: f64,
+    step: u64,
+    path: Vec<String>,
+}
+
+impl ModuleMapper for Updater<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !param.is_require_grad() {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = tensor.grad_remove(self.grads) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let dims = tensor.dims();
+        let n: usize = dims.iter().product();
+        let w = tensor.without_autodiff().reshape([n]);
+        let g = grad.reshape([n]);
+        let path = self.path.join(".");
+        let new = self.opt.update(&path, w, g, is_excluded(&dims), self.lr, self.step);
+        let new = Tensor::from_inner(new.reshape(dims)).require_grad();
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn v(x: &[f32]) -> Tensor<1> {
+        Tensor::from_data(TensorData::new(x.to_vec(), [x.len()]), &Device::flex())
+    }
+    fn get(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().try_into_vec().unwrap()
+    }
+    fn close(a: &[f32], b: &[f64]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((f64::from(*x) - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+    fn cfg(kind: OptimKind) -> OptimConfig {
+        OptimConfig {
+            kind,
+            base_lr: 1.0,
+            weight_decay: 0.1,
+            momentum: 0.9,
+            trust_coefficient: 1e-3,
+            warmup_epochs: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
+    }
+
+    #[test]
+    fn lars_matches_formula_and_excludes_rank1() {
+        let mut opt = cfg(OptimKind::Lars).init();
+        let w = [3.0f64, 4.0]; // ‖w‖ = 5
+        let g = [0.5f64, -1.0];
+        let lr = 0.5;
+        // Two steps with the same gradient, by hand: g̃ = g + wd·w; r = η‖w‖/‖g̃‖; m = 0.9·m + r·g̃.
+        let mut wh = w;
+        let mut m = [0.0f64; 2];
+        let mut w_t = v(&[3.0, 4.0]);
+        for _ in 0..2 {
+            let gt = [g[0] + 0.1 * wh[0], g[1] + 0.1 * wh[1]];
+            let r = 1e-3 * (wh[0].hypot(wh[1])) / gt[0].hypot(gt[1]);
+            m = [0.9 * m[0] + r * gt[0], 0.9 * m[1] + r * gt[1]];
+            wh = [wh[0] - lr * m[0], wh[1] - lr * m[1]];
+            w_t = opt.update("w", w_t, v(&[0.5, -1.0]), false, lr, 1);
+        }
+        close(&get(w_t), &wh);
+
+        // Excluded (bias/BN): plain momentum SGD, no decay, no trust ratio.
+        let mut opt = cfg(OptimKind::Lars).init();
+        let b1 = opt.update("b", v(&[1.0, 2.0]), v(&[0.5, -1.0]), true, lr, 1);
+        close(&get(b1.clone()), &[1.0 - 0.25, 2.0 + 0.5]);
+        let b2 = opt.update("b", b1, v(&[0.5, -1.0]), true, lr, 2);
+        // m = 0.9·g + g = 1.9·g
+        close(&get(b2), &[0.75 - 0.5 * 1.9 * 0.5, 2.5 + 0.5 * 1.9]);
+    }
+
+    #[test]
+    fn lars_trust_ratio_is_one_for_zero_weights() {
+        let r = get(trust_ratio(v(&[0.0, 0.0]), v(&[1.0, 1.0]), 1e-3));
+        assert_eq!(r, vec![1.0]);
+        let r = get(trust_ratio(v(&[1.0, 0.0]), v(&[0.0, 0.0]), 1e-3));
+        assert_eq!(r, vec![1.0]);
+    }
+
+    #[test]
+    fn sgd_and_adamw_match_formulas() {
+        let mut sgd = cfg(OptimKind::Sgd).init();
+        let w = sgd.update("w", v(&[1.0, -2.0]), v(&[0.5, 0.5]), false, 0.1, 1);
+        close(&get(w), &[1.0 - 0.1 * (0.5 + 0.1), -2.0 - 0.1 * (0.5 - 0.2)]);
+
+        let mut adam = cfg(OptimKind::Adamw).init();
+        let w = adam.update("w", v(&[1.0, -2.0]), v(&[0.5, -0.25]), false, 0.1, 1);
+        // First step: m̂ = g, v̂ = g², so the step is sign(g) (up to ε) plus decoupled decay.
+        close(&get(w), &[1.0 - 0.1 * (1.0 + 0.1), -2.0 - 0.1 * (-1.0 - 0.2)]);
+        let b = adam.update("b", v(&[1.0]), v(&[0.5]), true, 0.1, 1);
+        close(&get(b), &[1.0 - 0.1]);
+    }
+}

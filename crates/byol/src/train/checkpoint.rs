@@ -1,0 +1,170 @@
+//! Checkpoints: one safetensors file (readable from Python) holding the online and target
+//! networks (parameters and BatchNorm statistics), the optimizer state, the step and the
+//! resolved config. The data-order and augmentation RNG need no state: they are pure functions
+//! of (seed, step). A format version and a SHA-256 of the tensor bytes are stored in the header;
+//! the file is written to a temporary name, synced, then renamed, so a crash never leaves a
+//! half-written checkpoint under the real name.
+
+use super::TrainState;
+use crate::config::ExperimentConfig;
+use crate::model::params::{Named, collect, load};
+use crate::model::{Online, Target};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// Version of the checkpoint layout.
+pub const FORMAT_VERSION: &str = "1";
+/// File name of the latest checkpoint in a run directory.
+pub const FILE_NAME: &str = "checkpoint.safetensors";
+
+fn to_bytes(t: &Tensor<1>) -> Result<Vec<u8>> {
+    let v: Vec<f32> = t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))?;
+    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+}
+
+/// Serialise a state and its config.
+pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<u8>> {
+    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    // valid() syncs burn's lazily applied BatchNorm running-statistics updates.
+    for (prefix, named) in [("online", collect(&state.online.valid())), ("target", collect(&state.target.valid()))] {
+        for (path, Named { flat, shape }) in named {
+            tensors.insert(format!("{prefix}/{path}"), (shape, to_bytes(&flat)?));
+        }
+    }
+    for (path, slots) in &state.optim.state {
+        for (i, t) in slots.iter().enumerate() {
+            tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), to_bytes(t)?));
+        }
+    }
+    let mut hasher = Sha256::new();
+    for (name, (_, bytes)) in &tensors {
+        hasher.update(name.as_bytes());
+        hasher.update(bytes);
+    }
+    let meta: HashMap<String, String> = [
+        ("format".to_string(), "byol-checkpoint".to_string()),
+        ("version".to_string(), FORMAT_VERSION.to_string()),
+        ("step".to_string(), state.step.to_string()),
+        ("config".to_string(), cfg.to_toml()),
+        ("sha256".to_string(), format!("{:x}", hasher.finalize())),
+    ]
+    .into();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent view")))
+        .collect();
+    safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
+}
+
+/// Write atomically: temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Save a state to `path`.
+pub fn save(path: &Path, state: &TrainState, cfg: &ExperimentConfig) -> Result<()> {
+    write_atomic(path, &to_bytes_state(state, cfg)?)
+}
+
+/// A checkpoint read back: its config, step and tensors.
+pub struct Loaded {
+    pub config: ExperimentConfig,
+    pub step: u64,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// Read and verify a checkpoint file.
+pub fn read(path: &Path) -> Result<Loaded> {
+    let err = |m: String| Error::checkpoint(path, m);
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a readable checkpoint ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some("byol-checkpoint") {
+        return Err(err("not a byol checkpoint".into()));
+    }
+    if meta.get("version").map(String::as_str) != Some(FORMAT_VERSION) {
+        return Err(err(format!("unsupported format version {:?} (expected {FORMAT_VERSION})", meta.get("version"))));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut hasher = Sha256::new();
+    let mut tensors = BTreeMap::new();
+    for name in names {
+        let view = st.tensor(&name).map_err(|e| err(e.to_string()))?;
+        hasher.update(name.as_bytes());
+        hasher.update(view.data());
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        tensors.insert(name, (view.shape().to_vec(), v));
+    }
+    if meta.get("sha256") != Some(&format!("{:x}", hasher.finalize())) {
+        return Err(err("checksum mismatch: the file is corrupted".into()));
+    }
+    let config_text = meta.get("config").ok_or_else(|| err("no config in header".into()))?;
+    let config = ExperimentConfig::from_toml_with_overrides(config_text, path, &[])?;
+    let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header".into()))?;
+    Ok(Loaded { config, step, tensors })
+}
+
+impl Loaded {
+    fn named(&self, prefix: &str, device: &Device) -> BTreeMap<String, Named> {
+        let p = format!("{prefix}/");
+        self.tensors
+            .iter()
+            .filter_map(|(k, (shape, v))| {
+                k.strip_prefix(&p).map(|path| {
+                    let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+                    (path.to_string(), Named { flat, shape: shape.clone() })
+                })
+            })
+            .collect()
+    }
+
+    /// The online network only (for evaluation and export).
+    pub fn online(&self, device: &Device) -> Result<Online> {
+        let (online, missing) = load(Online::new(&self.config.model, device), &self.named("online", device));
+        if !missing.is_empty() {
+            return Err(Error::checkpoint("online", format!("missing tensors: {missing:?}")));
+        }
+        Ok(online)
+    }
+
+    /// The whole training state, on `device` (online on its autodiff twin).
+    pub fn state(&self, device: &Device) -> Result<TrainState> {
+        let ad = device.clone().autodiff();
+        let (online, m1) = load(Online::new(&self.config.model, &ad), &self.named("online", device));
+        let (target, m2) = load(Target::new(&self.config.model, device), &self.named("target", device));
+        if !m1.is_empty() || !m2.is_empty() {
+            return Err(Error::checkpoint("state", format!("missing tensors: {m1:?} {m2:?}")));
+        }
+        let mut optim = self.config.optim.init();
+        for (k, (_, v)) in &self.tensors {
+            if let Some(rest) = k.strip_prefix("optim/") {
+                let (path, idx) = rest.rsplit_once('/').ok_or_else(|| Error::checkpoint(k, "bad optimizer tensor name"))?;
+                let idx: usize = idx.parse().map_err(|_| Error::checkpoint(k, "bad optimizer slot"))?;
+                let slots = optim.state.entry(path.to_string()).or_default();
+                if slots.len() != idx {
+                    return Err(Error::checkpoint(k, "optimizer slots out of order"));
+                }
+                slots.push(Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device));
+            }
+        }
+        Ok(TrainState { online, target, optim, step: self.step })
+    }
+}

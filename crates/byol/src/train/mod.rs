@@ -1,0 +1,10 @@
+//! Pre-training: the state, the pure step, checkpoints and the loop around them.
+
+pub mod checkpoint;
+mod pretrain;
+mod state;
+mod step;
+
+pub use pretrain::{EvalReport, Observer, PretrainReport, StepLog, pretrain, random_init_knn, knn_of_encoder};
+pub use state::TrainState;
+pub use step::{StepMetrics, train_step};

@@ -1,0 +1,236 @@
+//! The loop around [`train_step`]: data, schedules, metrics log, checkpoints, kNN monitor.
+
+use super::checkpoint::{self, FILE_NAME};
+use super::{TrainState, train_step};
+use crate::config::ExperimentConfig;
+use crate::data::{self, ImageSet, loader};
+use crate::ema;
+use crate::eval::{KnnResult, extract, knn_classify};
+use crate::model::{Online, ResNet};
+use crate::optim::schedule;
+use crate::{Error, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub tau: f64,
+    /// Std of the L2-normalised online projections (≈ 1/√P healthy, → 0 on collapse).
+    pub projection_std: f64,
+    /// Images per second over the steps since the previous log line.
+    pub images_per_sec: f64,
+}
+
+/// A kNN evaluation of the encoder during or after training.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub step: u64,
+    pub epoch: u64,
+    pub knn: KnnResult,
+}
+
+/// What the loop reports to its caller (the binary draws a progress bar from it).
+pub trait Observer {
+    fn on_start(&mut self, _start_step: u64, _total_steps: u64) {}
+    fn on_step(&mut self, _log: &StepLog) {}
+    fn on_eval(&mut self, _report: &EvalReport) {}
+    fn on_message(&mut self, _message: &str) {}
+}
+
+/// The outcome of a pre-training run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainReport {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub skipped_images: usize,
+    pub final_loss: f64,
+    pub knn: Option<KnnResult>,
+    pub random_init_knn: Option<KnnResult>,
+    pub wall_seconds: f64,
+}
+
+fn check_writable(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(|e| Error::io(dir, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+    Ok(())
+}
+
+/// kNN accuracy of `encoder` with the config's protocol.
+pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
+    let size = cfg.data.image_size;
+    let k = &cfg.eval.knn;
+    let (ftr, dim) = extract(encoder, train, size, &cfg.augment, k.batch_size, device)?;
+    let (fte, _) = extract(encoder, test, size, &cfg.augment, k.batch_size, device)?;
+    Ok(knn_classify(&ftr, &train.labels, &fte, &test.labels, dim, train.classes.len(), k.k, k.temperature, device))
+}
+
+/// kNN accuracy of the encoder as initialised by the run's seed, before any training.
+pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
+    device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
+    let online = Online::new(&cfg.model, device);
+    knn_of_encoder(&online.encoder, cfg, train, test, device)
+}
+
+fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v, [b, 3, s, s]), device)
+}
+
+/// Pre-train with `cfg` in `run_dir` (resuming from its checkpoint when `resume`), evaluate
+/// with kNN at the end (and every `train.knn-every-epochs`), and compare with the random-init
+/// encoder when `compare_random`.
+pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, compare_random: bool, obs: &mut dyn Observer) -> Result<PretrainReport> {
+    let started = Instant::now();
+    check_writable(run_dir)?;
+    let ckpt_path = run_dir.join(FILE_NAME);
+    let device = cfg.backend.device()?;
+
+    let (cfg, mut state) = if resume {
+        let loaded = checkpoint::read(&ckpt_path)?;
+        let mut c = loaded.config.clone();
+        // A resumed run keeps its recorded config except where the caller extends it.
+        c.train.epochs = cfg.train.epochs.max(c.train.epochs);
+        obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
+        let state = loaded.state(&device)?;
+        (c, state)
+    } else {
+        if ckpt_path.exists() {
+            return Err(Error::checkpoint(&ckpt_path, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
+        }
+        (cfg.clone(), TrainState::init(cfg, &device))
+    };
+    std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(run_dir, e))?;
+
+    obs.on_message("loading data");
+    let splits = data::load(&cfg.data, cfg.seed)?;
+    let skipped = splits.train.skipped.len() + splits.test.skipped.len();
+    if skipped > 0 {
+        obs.on_message(&format!("skipped {skipped} unreadable image(s); see the warnings above"));
+    }
+    let (train, test) = (Arc::new(splits.train), splits.test);
+    let b = cfg.train.batch_size;
+    if b > train.len() {
+        return Err(Error::config(
+            "train.batch-size",
+            format!("{b} is larger than the {} training images; lower it or add data", train.len()),
+        ));
+    }
+    let spe = loader::steps_per_epoch(train.len(), b);
+    let total = spe * cfg.train.epochs;
+    let warmup = (cfg.optim.warmup_epochs * spe as f64).round() as u64;
+    let peak = schedule::peak_lr(cfg.optim.base_lr, b);
+    let meta = serde_json::json!({
+        "seed": cfg.seed,
+        "backend": cfg.backend.name(),
+        "git_revision": option_env!("BYOL_GIT_REVISION").unwrap_or("unknown"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "train_images": train.len(),
+        "test_images": test.len(),
+        "steps_per_epoch": spe,
+        "total_steps": total,
+        "peak_lr": peak,
+    });
+    std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&meta).expect("json")).map_err(|e| Error::io(run_dir, e))?;
+
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+    let size = cfg.data.image_size;
+    let prefetch = loader::Prefetcher::new(train.clone(), cfg.augment.clone(), b, size, cfg.seed, state.step, total, cfg.data.workers, 2);
+    obs.on_start(state.step, total);
+    let mut last_log = (Instant::now(), state.step);
+    let mut final_loss = f64::NAN;
+    let mut evals = Vec::new();
+    while state.step < total {
+        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
+        debug_assert_eq!(batch.step, state.step);
+        for f in &batch.failures {
+            tracing::warn!("{f}");
+        }
+        let k = state.step;
+        let lr = schedule::lr_at(peak, k, warmup, total);
+        let tau = ema::tau(cfg.target.tau_base, k, total);
+        let v1 = host_to_device(batch.view1, b, size, &device);
+        let v2 = host_to_device(batch.view2, b, size, &device);
+        let (next, m) = train_step(state, v1, v2, lr, tau);
+        state = next;
+        let step = state.step;
+        if step % cfg.train.log_every == 0 || step == total {
+            let loss = f64::from(m.loss.into_scalar::<f32>());
+            if !loss.is_finite() {
+                let diag = serde_json::json!({"step": step, "loss": loss, "lr": lr, "tau": tau});
+                let _ = std::fs::write(run_dir.join("non-finite.json"), diag.to_string());
+                if cfg.train.stop_on_non_finite {
+                    return Err(Error::NonFinite { what: "loss".into(), step });
+                }
+            }
+            final_loss = loss;
+            let (t0, s0) = last_log;
+            let ips = ((step - s0) as f64 * b as f64) / t0.elapsed().as_secs_f64().max(1e-9);
+            last_log = (Instant::now(), step);
+            let log = StepLog {
+                step,
+                epoch: (step - 1) / spe,
+                loss,
+                lr,
+                tau,
+                projection_std: f64::from(m.projection_std.into_scalar::<f32>()),
+                images_per_sec: ips,
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&log).expect("json")).map_err(|e| Error::io(&metrics_path, e))?;
+            obs.on_step(&log);
+        }
+        let every = cfg.train.checkpoint_every;
+        if step == total || (every > 0 && step % every == 0) {
+            checkpoint::save(&ckpt_path, &state, &cfg)?;
+        }
+        let ke = cfg.train.knn_every_epochs;
+        if ke > 0 && step % spe == 0 && (step / spe) % ke == 0 && step != total {
+            let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
+            let r = EvalReport { step, epoch: step / spe, knn };
+            obs.on_eval(&r);
+            evals.push(r);
+        }
+    }
+    if state.step == total && !ckpt_path.exists() {
+        checkpoint::save(&ckpt_path, &state, &cfg)?;
+    }
+    drop(prefetch);
+
+    obs.on_message("kNN evaluation of the trained encoder");
+    let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
+    let r = EvalReport { step: state.step, epoch: state.step / spe.max(1), knn };
+    obs.on_eval(&r);
+    evals.push(r);
+    let random = if compare_random {
+        obs.on_message("kNN evaluation of the random-init encoder");
+        Some(random_init_knn(&cfg, &train, &test, &device)?)
+    } else {
+        None
+    };
+    let report = PretrainReport {
+        run_dir: run_dir.to_path_buf(),
+        steps: state.step,
+        train_images: train.len(),
+        test_images: test.len(),
+        skipped_images: skipped,
+        final_loss,
+        knn: Some(knn),
+        random_init_knn: random,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let eval_json = serde_json::json!({"report": &report, "evals": evals});
+    std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&eval_json).expect("json")).map_err(|e| Error::io(run_dir, e))?;
+    Ok(report)
+}

@@ -1,0 +1,34 @@
+//! Everything a run needs to continue: online and target networks, optimizer state and step.
+
+use crate::config::{ExperimentConfig, TargetInit};
+use crate::ema;
+use crate::model::{Online, Target};
+use crate::optim::Optimizer;
+use burn::tensor::Device;
+
+/// The training state. The online network lives on the autodiff device; the target gets no
+/// gradient and lives on the plain device.
+pub struct TrainState {
+    pub online: Online,
+    pub target: Target,
+    pub optim: Optimizer,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+}
+
+impl TrainState {
+    /// A fresh state. Initialisation draws from the device RNG seeded with the run's seed (the
+    /// target from a second seed when `target.init = independent`, as the official code does).
+    pub fn init(cfg: &ExperimentConfig, device: &Device) -> Self {
+        let ad = device.clone().autodiff();
+        device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
+        let online = Online::new(&cfg.model, &ad);
+        device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[1]));
+        let fresh = Target::new(&cfg.model, device);
+        let target = match cfg.target.init {
+            TargetInit::Independent => fresh,
+            TargetInit::Copy => ema::copy_into(fresh, &online),
+        };
+        TrainState { online, target, optim: cfg.optim.init(), step: 0 }
+    }
+}
