@@ -111,6 +111,9 @@ struct PretrainArgs {
     /// Skip the random-init encoder's kNN evaluation.
     #[arg(long)]
     no_baseline: bool,
+    /// Stop with a checkpoint after this many steps in total (continue later with --resume).
+    #[arg(long)]
+    max_steps: Option<u64>,
 }
 
 #[derive(Args)]
@@ -173,7 +176,8 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     let mut bar = Bar { pb };
-    let report = byol::train::pretrain(&cfg, &run_dir, resume, !args.no_baseline, &mut bar)
+    let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps };
+    let report = byol::train::pretrain(&cfg, &run_dir, &opts, &mut bar)
         .with_context(|| format!("pre-training in {}", run_dir.display()))?;
     bar.pb.finish_and_clear();
     println!("pre-trained {} steps on {} images in {:.0} s (final loss {:.4})", report.steps, report.train_images, report.wall_seconds, report.final_loss);

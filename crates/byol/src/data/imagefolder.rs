@@ -99,8 +99,9 @@ fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool) -> Ima
     set
 }
 
-/// Load one ImageFolder as a single labelled set.
-pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>) -> Result<ImageSet> {
+/// Load one ImageFolder as a single labelled set; with `max > 0`, only a class-balanced subset
+/// of `max` files drawn with `seed` is read at all.
+pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>, max: usize, seed: u64) -> Result<ImageSet> {
     let scanned = scan(root)?;
     let classes: Vec<String> = match class_names {
         Some(c) => c.to_vec(),
@@ -113,6 +114,12 @@ pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>) -> 
         };
         items.extend(files.into_iter().map(|f| (label, f)));
     }
+    if max > 0 && max < items.len() {
+        let labels: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
+        let keep = super::balanced_subset(&labels, classes.len(), max, seed);
+        let mut all: Vec<Option<(usize, PathBuf)>> = items.into_iter().map(Some).collect();
+        items = keep.into_iter().map(|i| all[i].take().expect("unique index")).collect();
+    }
     let set = build(items, classes, cache);
     if set.is_empty() {
         return Err(Error::data(root, format!("all {} images are unreadable", set.skipped.len())));
@@ -124,11 +131,11 @@ pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>) -> 
 pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
     let (tr, te) = (root.join("train"), root.join("test"));
     if tr.is_dir() && te.is_dir() {
-        let train = load_folder(&tr, cfg.cache, None)?;
-        let test = load_folder(&te, cfg.cache, Some(&train.classes))?;
+        let train = load_folder(&tr, cfg.cache, None, cfg.max_train, seed)?;
+        let test = load_folder(&te, cfg.cache, Some(&train.classes), cfg.max_test, seed ^ 1)?;
         return Ok(Splits { train, test });
     }
-    let all = load_folder(root, cfg.cache, None)?;
+    let all = load_folder(root, cfg.cache, None, 0, seed)?;
     let n_test = ((all.len() as f64) * cfg.holdout_fraction).round() as usize;
     let test_idx = super::balanced_subset(&all.labels, all.classes.len(), n_test, seed);
     let mut is_test = vec![false; all.len()];
@@ -158,10 +165,10 @@ mod tests {
 
     #[test]
     fn missing_and_empty_folders_are_clear_errors() {
-        let e = load_folder(Path::new("/nonexistent/byol"), true, None).unwrap_err().to_string();
+        let e = load_folder(Path::new("/nonexistent/byol"), true, None, 0, 0).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/byol") && e.contains("does not exist"), "{e}");
         let d = tmpdir("empty");
-        let e = load_folder(&d, true, None).unwrap_err().to_string();
+        let e = load_folder(&d, true, None, 0, 0).unwrap_err().to_string();
         assert!(e.contains("no images found"), "{e}");
     }
 
@@ -181,12 +188,12 @@ mod tests {
         let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
         gray.save(d.join("b").join("gray.png")).unwrap();
         for cache in [true, false] {
-            let set = load_folder(&d, cache, None).unwrap();
+            let set = load_folder(&d, cache, None, 0, 0).unwrap();
             assert_eq!(set.len(), 7);
             assert_eq!(set.skipped.len(), 2);
             assert_eq!(set.classes, vec!["a", "b"]);
         }
-        let set = load_folder(&d, true, None).unwrap();
+        let set = load_folder(&d, true, None, 0, 0).unwrap();
         let g = set.images.iter().filter_map(|p| if let Pixels::Memory(m) = p { Some(m) } else { None }).find(|m| m.width == 3).unwrap();
         assert_eq!(g.data[..3], [77, 77, 77]);
     }

@@ -1,65 +1,64 @@
-//! A built-in, procedurally generated dataset: ten classes of shapes and textures, each image
-//! with random foreground and background colours, position, scale, rotation and pixel noise.
-//! Deterministic by seed. The class is carried by shape alone (colours are random), so an
-//! encoder must learn shape to classify it; it is small enough to pre-train on a laptop CPU.
+//! A built-in, procedurally generated dataset of ten object classes. As in natural images, the
+//! class shows in both the object's shape and its typical colour: each class has a shape and a
+//! characteristic hue, and every image draws the hue's jitter, the saturation and brightness, the
+//! object's position, size and rotation, a random background colour with a texture, and pixel
+//! noise. Deterministic by seed; small enough to pre-train on a laptop CPU.
 
 use super::{ImageSet, Pixels, Splits, SyntheticConfig};
-use crate::augment::Rgb8;
+use crate::augment::{Rgb8, hsv_to_rgb};
 use crate::rng::{Stream, rng};
 use rand::Rng;
 use rayon::prelude::*;
 
 /// The class names, in label order.
-pub const CLASSES: [&str; 10] =
-    ["disc", "square", "triangle", "cross", "ring", "stripes", "checker", "dots", "star", "crescent"];
+pub const CLASSES: [&str; 10] = ["disc", "square", "triangle", "cross", "ring", "star", "crescent", "bar", "diamond", "arrow"];
+
+/// Whether (u, v), in the object's frame in units of its radius, is inside the shape of `class`.
+fn inside(class: usize, u: f32, v: f32) -> bool {
+    let d = (u * u + v * v).sqrt();
+    match class {
+        0 => d < 1.0,
+        1 => u.abs() < 0.8 && v.abs() < 0.8,
+        2 => v > -0.7 && v < 0.9 && u.abs() < (v + 0.7) * 0.6,
+        3 => (u.abs() < 0.3 && v.abs() < 1.0) || (v.abs() < 0.3 && u.abs() < 1.0),
+        4 => d < 1.0 && d > 0.55,
+        5 => d < 0.4 + 0.6 * (0.5 + 0.5 * (5.0 * v.atan2(u)).cos()).powf(2.0),
+        6 => d < 1.0 && ((u - 0.5).powi(2) + v * v).sqrt() > 0.75,
+        7 => u.abs() < 1.0 && v.abs() < 0.35,
+        8 => u.abs() + v.abs() < 1.0,
+        _ => (v.abs() < 0.25 && u > -1.0 && u < 0.2) || (u >= 0.2 && u < 1.0 && v.abs() < (1.0 - u) * 0.9),
+    }
+}
 
 /// Render one image of `class` at `size`×`size`.
 pub fn render(class: usize, size: usize, r: &mut impl Rng) -> Rgb8 {
-    let mut colour = || [r.random_range(0.0..1.0f32), r.random_range(0.0..1.0f32), r.random_range(0.0..1.0f32)];
-    let bg = colour();
-    let mut fg = colour();
-    // Keep foreground and background distinguishable.
-    while (0..3).map(|c| (fg[c] - bg[c]).abs()).sum::<f32>() < 0.6 {
-        fg = colour();
-    }
+    let hue = class as f32 / CLASSES.len() as f32 + r.random_range(-0.04..0.04f32);
+    let (fr, fg, fb) = hsv_to_rgb(hue, r.random_range(0.5..1.0), r.random_range(0.5..1.0));
+    let bg1 = hsv_to_rgb(r.random_range(0.0..1.0), r.random_range(0.0..0.6), r.random_range(0.1..0.9));
+    let bg2 = hsv_to_rgb(r.random_range(0.0..1.0), r.random_range(0.0..0.6), r.random_range(0.1..0.9));
     let s = size as f32;
-    let cx = r.random_range(0.35..0.65) * s;
-    let cy = r.random_range(0.35..0.65) * s;
-    let rad = r.random_range(0.22..0.36) * s;
-    let angle: f32 = r.random_range(0.0..std::f32::consts::TAU);
-    let period = r.random_range(0.12..0.22) * s;
-    let noise = 0.06f32;
+    let (cx, cy) = (r.random_range(0.3..0.7) * s, r.random_range(0.3..0.7) * s);
+    let rad = r.random_range(0.25..0.4) * s;
+    let angle: f32 = r.random_range(-0.5..0.5);
     let (ca, sa) = (angle.cos(), angle.sin());
+    let period = r.random_range(0.15..0.4) * s;
+    let (bu, bv) = (r.random_range(-1.0..1.0f32), r.random_range(-1.0..1.0f32));
+    let noise = 0.05f32;
     let mut data = vec![0u8; size * size * 3];
     for y in 0..size {
         for x in 0..size {
             let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-            // Coordinates in the shape's rotated frame, in units of the radius.
-            let u = (ca * dx + sa * dy) / rad;
-            let v = (-sa * dx + ca * dy) / rad;
-            let d = (u * u + v * v).sqrt();
-            let inside = match class {
-                0 => d < 1.0,
-                1 => u.abs() < 0.8 && v.abs() < 0.8,
-                2 => v > -0.6 && v < 0.9 && u.abs() < (v + 0.6) * 0.65,
-                3 => (u.abs() < 0.28 && v.abs() < 1.0) || (v.abs() < 0.28 && u.abs() < 1.0),
-                4 => d < 1.0 && d > 0.6,
-                5 => d < 1.2 && ((u * rad / period).floor() as i32).rem_euclid(2) == 0,
-                6 => d < 1.2 && (((u * rad / period).floor() as i32) + ((v * rad / period).floor() as i32)).rem_euclid(2) == 0,
-                7 => {
-                    let (gu, gv) = ((u * rad / period).rem_euclid(1.0) - 0.5, (v * rad / period).rem_euclid(1.0) - 0.5);
-                    d < 1.2 && gu * gu + gv * gv < 0.09
-                }
-                8 => {
-                    let a = v.atan2(u);
-                    d < 0.45 + 0.55 * (0.5 + 0.5 * (5.0 * a).cos()).powf(3.0)
-                }
-                _ => d < 1.0 && ((u - 0.45).powi(2) + v * v).sqrt() > 0.75,
+            let (u, v) = ((ca * dx + sa * dy) / rad, (-sa * dx + ca * dy) / rad);
+            let c = if inside(class, u, v) {
+                (fr, fg, fb)
+            } else if ((bu * x as f32 + bv * y as f32) / period).rem_euclid(2.0) < 1.0 {
+                bg1
+            } else {
+                bg2
             };
-            let base = if inside { fg } else { bg };
-            for c in 0..3 {
-                let val = base[c] + r.random_range(-noise..noise);
-                data[(y * size + x) * 3 + c] = (val.clamp(0.0, 1.0) * 255.0).round() as u8;
+            for (k, val) in [c.0, c.1, c.2].into_iter().enumerate() {
+                let val = val + r.random_range(-noise..noise);
+                data[(y * size + x) * 3 + k] = (val.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }
     }

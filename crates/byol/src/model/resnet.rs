@@ -249,7 +249,7 @@ mod tests {
     use super::*;
 
     fn count_params(m: &ResNet) -> usize {
-        m.num_params()
+        crate::model::params::count_trainable(m)
     }
 
     #[test]

@@ -5,6 +5,6 @@ mod pretrain;
 mod state;
 mod step;
 
-pub use pretrain::{EvalReport, Observer, PretrainReport, StepLog, pretrain, random_init_knn, knn_of_encoder};
+pub use pretrain::{EvalReport, Observer, PretrainReport, RunOptions, StepLog, knn_of_encoder, pretrain, random_init_knn};
 pub use state::TrainState;
 pub use step::{StepMetrics, train_step};

@@ -88,10 +88,23 @@ fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4>
     Tensor::from_data(TensorData::new(v, [b, 3, s, s]), device)
 }
 
-/// Pre-train with `cfg` in `run_dir` (resuming from its checkpoint when `resume`), evaluate
-/// with kNN at the end (and every `train.knn-every-epochs`), and compare with the random-init
-/// encoder when `compare_random`.
-pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, compare_random: bool, obs: &mut dyn Observer) -> Result<PretrainReport> {
+/// How to run [`pretrain`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the run directory's checkpoint (its recorded config wins, except that
+    /// `train.epochs` may be raised).
+    pub resume: bool,
+    /// Also evaluate the random-init encoder of the same architecture.
+    pub compare_random: bool,
+    /// Stop (with a checkpoint) once this many steps are done in total, before the end of the
+    /// schedule; a later `resume` continues the same schedule. No final evaluation then.
+    pub max_steps: Option<u64>,
+}
+
+/// Pre-train with `cfg` in `run_dir`, evaluate with kNN at the end (and every
+/// `train.knn-every-epochs`), and compare with the random-init encoder when asked.
+pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
+    let resume = opts.resume;
     let started = Instant::now();
     check_writable(run_dir)?;
     let ckpt_path = run_dir.join(FILE_NAME);
@@ -152,7 +165,8 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, compare_ra
     let mut last_log = (Instant::now(), state.step);
     let mut final_loss = f64::NAN;
     let mut evals = Vec::new();
-    while state.step < total {
+    let stop = opts.max_steps.map_or(total, |m| m.min(total));
+    while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
         debug_assert_eq!(batch.step, state.step);
         for f in &batch.failures {
@@ -192,7 +206,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, compare_ra
             obs.on_step(&log);
         }
         let every = cfg.train.checkpoint_every;
-        if step == total || (every > 0 && step % every == 0) {
+        if step == stop || (every > 0 && step % every == 0) {
             checkpoint::save(&ckpt_path, &state, &cfg)?;
         }
         let ke = cfg.train.knn_every_epochs;
@@ -203,17 +217,28 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, resume: bool, compare_ra
             evals.push(r);
         }
     }
-    if state.step == total && !ckpt_path.exists() {
-        checkpoint::save(&ckpt_path, &state, &cfg)?;
-    }
     drop(prefetch);
+    if state.step < total {
+        obs.on_message(&format!("stopped at step {} of {total}; continue with --resume", state.step));
+        return Ok(PretrainReport {
+            run_dir: run_dir.to_path_buf(),
+            steps: state.step,
+            train_images: train.len(),
+            test_images: test.len(),
+            skipped_images: skipped,
+            final_loss,
+            knn: None,
+            random_init_knn: None,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        });
+    }
 
     obs.on_message("kNN evaluation of the trained encoder");
     let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
     let r = EvalReport { step: state.step, epoch: state.step / spe.max(1), knn };
     obs.on_eval(&r);
     evals.push(r);
-    let random = if compare_random {
+    let random = if opts.compare_random {
         obs.on_message("kNN evaluation of the random-init encoder");
         Some(random_init_knn(&cfg, &train, &test, &device)?)
     } else {

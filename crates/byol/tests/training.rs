@@ -1,0 +1,268 @@
+//! Behaviour of the training machinery on `flex`: EMA, stop-gradient, BatchNorm independence,
+//! checkpoints and resume, bad input, and learning on a real CIFAR-10 subset.
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use byol::ExperimentConfig;
+use byol::ema;
+use byol::model::params::{collect, is_buffer};
+use byol::train::{Observer, RunOptions, TrainState, checkpoint, pretrain, train_step};
+use std::path::{Path, PathBuf};
+
+struct Quiet;
+impl Observer for Quiet {}
+
+fn tiny(extra: &[&str]) -> ExperimentConfig {
+    let mut o: Vec<String> = [
+        "model.encoder.base-width=4",
+        "model.projector.hidden=32",
+        "model.projector.output=16",
+        "model.predictor.hidden=32",
+        "model.predictor.output=16",
+        "data.image-size=16",
+        "data.synthetic.train-per-class=8",
+        "data.synthetic.test-per-class=4",
+        "train.batch-size=16",
+        "train.epochs=2",
+        "train.checkpoint-every=0",
+        "eval.knn.k=5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.extend(extra.iter().map(|s| s.to_string()));
+    ExperimentConfig::load("small-cpu", &o).unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("byol-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn values(t: &Tensor<1>) -> Vec<f32> {
+    t.clone().into_data().try_into_vec().unwrap()
+}
+
+fn views(b: usize, s: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    (
+        Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device),
+        Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device),
+    )
+}
+
+#[test]
+fn ema_update_is_exact_and_skips_buffers() {
+    let cfg = tiny(&[]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let before = collect(&state.target.valid());
+    let theta = collect(&state.online.valid());
+    let target = ema::update(state.target, &state.online, 0.7);
+    let after = collect(&target.valid());
+    let mut checked = 0;
+    for (path, xi) in &before {
+        let new = values(&after[path].flat);
+        let old = values(&xi.flat);
+        if is_buffer(path) {
+            assert_eq!(new, old, "{path}: BatchNorm statistics of the target are its own");
+            continue;
+        }
+        let th = values(&theta[path].flat);
+        for i in 0..old.len() {
+            let want = 0.7 * old[i] + 0.3 * th[i];
+            assert!((new[i] - want).abs() <= 1e-6 * want.abs().max(1.0), "{path}[{i}]");
+        }
+        checked += 1;
+    }
+    assert!(checked > 20);
+}
+
+#[test]
+fn target_gets_no_gradient_and_tau_one_keeps_it_bit_identical() {
+    let cfg = tiny(&[]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let before = collect(&state.target);
+    let online_before = collect(&state.online);
+    let (v1, v2) = views(8, 16, &device);
+    let (state, m) = train_step(state, v1, v2, 0.5, 1.0);
+    assert!(m.loss.into_scalar::<f32>().is_finite());
+    // The target's parameters never enter autodiff…
+    struct NoGrad(usize);
+    impl burn::module::ModuleVisitor for NoGrad {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+            assert!(!p.val().is_autodiff() && !p.is_require_grad());
+            self.0 += 1;
+        }
+    }
+    let mut v = NoGrad(0);
+    state.target.visit(&mut v);
+    assert!(v.0 > 0);
+    // …and with τ = 1 they do not move, while the online network did.
+    let after = collect(&state.target);
+    for (path, t) in &before {
+        if !is_buffer(path) {
+            assert_eq!(values(&t.flat), values(&after[path].flat), "{path}");
+        }
+    }
+    let online_after = collect(&state.online);
+    let moved = online_before.iter().filter(|(p, t)| !is_buffer(p) && values(&t.flat) != values(&online_after[*p].flat)).count();
+    assert!(moved > 20, "only {moved} online tensors moved");
+}
+
+#[test]
+fn target_batchnorm_state_is_independent_of_the_online_one() {
+    let cfg = tiny(&["target.init=\"copy\""]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    // A deep copy: same values at first…
+    let on = collect(&state.online.valid());
+    let tg = collect(&state.target.valid());
+    for (path, t) in &tg {
+        assert_eq!(values(&t.flat), values(&on[path].flat), "{path}");
+    }
+    // …then a forward pass of the online network in training mode updates only its own
+    // running statistics.
+    let x = Tensor::random([8, 3, 16, 16], Distribution::Normal(2.0, 3.0), &device.clone().autodiff());
+    let _ = state.online.forward(x);
+    let on2 = collect(&state.online.valid());
+    let tg2 = collect(&state.target.valid());
+    let path = "encoder.bn1.running_mean";
+    assert_ne!(values(&on2[path].flat), values(&on[path].flat), "online statistics should move");
+    assert_eq!(values(&tg2[path].flat), values(&tg[path].flat), "target statistics must not move");
+    // And the other way round.
+    let _ = state.target.forward(Tensor::random([8, 3, 16, 16], Distribution::Normal(-1.0, 2.0), &device));
+    let on3 = collect(&state.online.valid());
+    assert_eq!(values(&on3[path].flat), values(&on2[path].flat));
+}
+
+#[test]
+fn checkpoint_round_trip_is_exact() {
+    let cfg = tiny(&["optim.kind=\"lars\""]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let (v1, v2) = views(8, 16, &device);
+    let (state, _) = train_step(state, v1, v2, 0.1, 0.9);
+    let dir = tmp("ckpt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.safetensors");
+    checkpoint::save(&path, &state, &cfg).unwrap();
+    let loaded = checkpoint::read(&path).unwrap();
+    assert_eq!(loaded.config, cfg);
+    assert_eq!(loaded.step, 1);
+    let back = loaded.state(&device).unwrap();
+    for (a, b) in [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.valid()), collect(&back.target.valid()))] {
+        assert_eq!(a.len(), b.len());
+        for (p, t) in &a {
+            assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
+        }
+    }
+    assert_eq!(state.optim.state.len(), back.optim.state.len());
+    for (p, slots) in &state.optim.state {
+        for (x, y) in slots.iter().zip(&back.optim.state[p]) {
+            assert_eq!(values(x), values(y), "optimizer state of {p}");
+        }
+    }
+    // A flipped byte is detected and named.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xFF;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = checkpoint::read(&path).err().unwrap().to_string();
+    assert!(err.contains("c.safetensors") && err.contains("checksum"), "{err}");
+    // So is a truncated one.
+    std::fs::write(&path, &bytes[..n / 2]).unwrap();
+    assert!(checkpoint::read(&path).err().unwrap().to_string().contains("c.safetensors"));
+}
+
+fn losses(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {}", v["step"], v["loss"], v["projection_std"])
+        })
+        .collect()
+}
+
+#[test]
+fn n_steps_equal_half_then_resume_then_half() {
+    let cfg = tiny(&[]);
+    let full = tmp("full");
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: None };
+    let r = pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 10);
+    let half = tmp("half");
+    let r = pretrain(&cfg, &half, &RunOptions { max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 5);
+    assert!(r.knn.is_none());
+    let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 10);
+    let (a, b) = (losses(&full), losses(&half));
+    assert_eq!(a.len(), 10);
+    assert_eq!(a, b, "same loss sequence with and without the interruption");
+    // Same final weights, bit for bit.
+    let fa = checkpoint::read(&full.join(checkpoint::FILE_NAME)).unwrap();
+    let fb = checkpoint::read(&half.join(checkpoint::FILE_NAME)).unwrap();
+    let device = Device::flex();
+    let (oa, ob) = (collect(&fa.online(&device).unwrap()), collect(&fb.online(&device).unwrap()));
+    for (p, t) in &oa {
+        assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
+    }
+    // Starting a new run over an existing one is refused.
+    let err = pretrain(&cfg, &full, &opts, &mut Quiet).err().unwrap().to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let cfg = tiny(&["train.batch-size=1000"]);
+    let err = pretrain(&cfg, &tmp("big-batch"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
+    assert!(err.contains("train.batch-size") && err.contains("larger than"), "{err}");
+    let cfg = tiny(&["data.source=\"folder\"", "data.path=\"/nonexistent/images\""]);
+    let err = pretrain(&cfg, &tmp("missing"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
+    assert!(err.contains("/nonexistent/images") && err.contains("does not exist"), "{err}");
+    let err = ExperimentConfig::load("small-cpu", &["train.bogus=1".into()]).err().unwrap().to_string();
+    assert!(err.contains("bogus"), "{err}");
+    let err = pretrain(&tiny(&[]), Path::new("/proc/byol-not-writable"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
+    assert!(err.contains("/proc/byol-not-writable"), "{err}");
+}
+
+fn cifar10() -> PathBuf {
+    std::env::var_os("BYOL_CIFAR10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10"))
+}
+
+#[test]
+fn loss_decreases_on_a_cifar10_subset() {
+    let root = cifar10();
+    assert!(root.join("train").is_dir(), "CIFAR-10 ImageFolder not found at {} (set BYOL_CIFAR10)", root.display());
+    let path = format!("data.path={:?}", root.to_string_lossy());
+    let cfg = tiny(&[
+        "data.source=\"folder\"",
+        &path,
+        "data.image-size=32",
+        "data.max-train=320",
+        "data.max-test=100",
+        "train.batch-size=32",
+        "train.epochs=4",
+        "optim.warmup-epochs=0.5",
+    ]);
+    let dir = tmp("cifar");
+    let r = pretrain(&cfg, &dir, &RunOptions { compare_random: true, ..Default::default() }, &mut Quiet).unwrap();
+    assert_eq!(r.train_images, 320);
+    assert_eq!(r.test_images, 100);
+    let l: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|s| serde_json::from_str::<serde_json::Value>(s).unwrap()["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(l.len(), 40);
+    let first = l[..5].iter().sum::<f64>() / 5.0;
+    let last = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(last < first - 0.2, "loss did not decrease: first {first:.4}, last {last:.4}");
+    assert!(r.knn.unwrap().top1 > 0.0 && r.random_init_knn.is_some());
+}
