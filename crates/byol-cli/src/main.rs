@@ -57,21 +57,7 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     fn overrides(&self) -> Vec<String> {
-        let mut o = Vec::new();
-        if let Some(d) = &self.data {
-            match d.as_str() {
-                "synthetic" => o.push("data.source=\"synthetic\"".into()),
-                "cifar10" | "cifar100" => {
-                    o.push(format!("data.source=\"{d}\""));
-                    o.push("data.path=\"data\"".into());
-                    o.push("data.download=true".into());
-                }
-                path => {
-                    o.push("data.source=\"folder\"".into());
-                    o.push(format!("data.path={}", toml_string(path)));
-                }
-            }
-        }
+        let mut o = self.data.as_deref().map(data_overrides).unwrap_or_default();
         if let Some(b) = &self.backend {
             o.push(format!("backend={}", toml_string(b)));
         }
@@ -93,6 +79,15 @@ impl ConfigArgs {
     }
 }
 
+/// The config overrides that `--data VALUE` stands for.
+fn data_overrides(data: &str) -> Vec<String> {
+    match data {
+        "synthetic" => vec!["data.source=\"synthetic\"".into()],
+        "cifar10" | "cifar100" => vec![format!("data.source=\"{data}\""), "data.path=\"data\"".into(), "data.download=true".into()],
+        path => vec!["data.source=\"folder\"".into(), format!("data.path={}", toml_string(path))],
+    }
+}
+
 /// A TOML basic string holding `s`.
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -105,7 +100,8 @@ struct PretrainArgs {
     /// Run directory (checkpoints, metrics.jsonl, config.toml, eval.json). Default: runs/<config>-<time>.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Continue the run in this directory from its last checkpoint.
+    /// Continue the run in this directory from its last checkpoint, with its recorded config
+    /// (flags such as --epochs still apply on top; --config is ignored).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
     resume: Option<PathBuf>,
     /// Skip the random-init encoder's kNN evaluation.
@@ -158,7 +154,10 @@ impl Observer for Bar {
 fn pretrain(args: PretrainArgs) -> Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => {
-            let cfg = args.config.resolve()?;
+            // The run's recorded config, with only the flags given now applied on top.
+            let file = dir.join(byol::train::checkpoint::FILE_NAME);
+            let recorded = byol::train::checkpoint::read(&file)?.config;
+            let cfg = ExperimentConfig::from_toml_with_overrides(&recorded.to_toml(), &file, &args.config.overrides())?;
             (cfg, dir.clone(), true)
         }
         None => {
@@ -198,11 +197,7 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
 fn eval_knn(args: KnnArgs) -> Result<()> {
     let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
     let loaded = byol::train::checkpoint::read(&file)?;
-    let mut overrides = Vec::new();
-    if let Some(d) = &args.data {
-        let ca = ConfigArgs { config: String::new(), data: Some(d.clone()), backend: None, epochs: None, batch_size: None, seed: None, sets: vec![] };
-        overrides = ca.overrides();
-    }
+    let mut overrides = args.data.as_deref().map(data_overrides).unwrap_or_default();
     if let Some(k) = args.k {
         overrides.push(format!("eval.knn.k={k}"));
     }

@@ -84,6 +84,14 @@ pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet
     knn_of_encoder(&online.encoder, cfg, train, test, device)
 }
 
+/// Append an evaluation to `evals.jsonl` and report it.
+fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{}", serde_json::to_string(&report).expect("json")).map_err(|e| Error::io(path, e))?;
+    obs.on_eval(&report);
+    Ok(())
+}
+
 fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(v, [b, 3, s, s]), device)
 }
@@ -91,8 +99,9 @@ fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4>
 /// How to run [`pretrain`].
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Continue from the run directory's checkpoint (its recorded config wins, except that
-    /// `train.epochs` may be raised).
+    /// Continue from the run directory's checkpoint. The config passed in must have the
+    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read`) to
+    /// continue the same schedule.
     pub resume: bool,
     /// Also evaluate the random-init encoder of the same architecture.
     pub compare_random: bool,
@@ -112,12 +121,11 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
 
     let (cfg, mut state) = if resume {
         let loaded = checkpoint::read(&ckpt_path)?;
-        let mut c = loaded.config.clone();
-        // A resumed run keeps its recorded config except where the caller extends it.
-        c.train.epochs = cfg.train.epochs.max(c.train.epochs);
+        if loaded.config.model != cfg.model {
+            return Err(Error::config("model", format!("differs from the model of the checkpoint {}", ckpt_path.display())));
+        }
         obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
-        let state = loaded.state(&device)?;
-        (c, state)
+        (cfg.clone(), loaded.state(&device)?)
     } else {
         if ckpt_path.exists() {
             return Err(Error::checkpoint(&ckpt_path, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
@@ -164,7 +172,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     obs.on_start(state.step, total);
     let mut last_log = (Instant::now(), state.step);
     let mut final_loss = f64::NAN;
-    let mut evals = Vec::new();
+    let evals_path = run_dir.join("evals.jsonl");
     let stop = opts.max_steps.map_or(total, |m| m.min(total));
     while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
@@ -212,37 +220,25 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let ke = cfg.train.knn_every_epochs;
         if ke > 0 && step % spe == 0 && (step / spe) % ke == 0 && step != total {
             let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
-            let r = EvalReport { step, epoch: step / spe, knn };
-            obs.on_eval(&r);
-            evals.push(r);
+            record_eval(&evals_path, EvalReport { step, epoch: step / spe, knn }, obs)?;
         }
     }
     drop(prefetch);
-    if state.step < total {
-        obs.on_message(&format!("stopped at step {} of {total}; continue with --resume", state.step));
-        return Ok(PretrainReport {
-            run_dir: run_dir.to_path_buf(),
-            steps: state.step,
-            train_images: train.len(),
-            test_images: test.len(),
-            skipped_images: skipped,
-            final_loss,
-            knn: None,
-            random_init_knn: None,
-            wall_seconds: started.elapsed().as_secs_f64(),
-        });
-    }
-
-    obs.on_message("kNN evaluation of the trained encoder");
-    let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
-    let r = EvalReport { step: state.step, epoch: state.step / spe.max(1), knn };
-    obs.on_eval(&r);
-    evals.push(r);
-    let random = if opts.compare_random {
-        obs.on_message("kNN evaluation of the random-init encoder");
-        Some(random_init_knn(&cfg, &train, &test, &device)?)
+    let finished = state.step == total;
+    let (knn, random) = if finished {
+        obs.on_message("kNN evaluation of the trained encoder");
+        let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
+        record_eval(&evals_path, EvalReport { step: total, epoch: total / spe, knn }, obs)?;
+        let random = if opts.compare_random {
+            obs.on_message("kNN evaluation of the random-init encoder");
+            Some(random_init_knn(&cfg, &train, &test, &device)?)
+        } else {
+            None
+        };
+        (Some(knn), random)
     } else {
-        None
+        obs.on_message(&format!("stopped at step {} of {total}; continue with --resume", state.step));
+        (None, None)
     };
     let report = PretrainReport {
         run_dir: run_dir.to_path_buf(),
@@ -251,11 +247,13 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         test_images: test.len(),
         skipped_images: skipped,
         final_loss,
-        knn: Some(knn),
+        knn,
         random_init_knn: random,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    let eval_json = serde_json::json!({"report": &report, "evals": evals});
-    std::fs::write(run_dir.join("eval.json"), serde_json::to_string_pretty(&eval_json).expect("json")).map_err(|e| Error::io(run_dir, e))?;
+    if finished {
+        let json = serde_json::to_string_pretty(&report).expect("json");
+        std::fs::write(run_dir.join("eval.json"), json).map_err(|e| Error::io(run_dir, e))?;
+    }
     Ok(report)
 }

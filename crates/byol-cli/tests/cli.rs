@@ -1,0 +1,60 @@
+//! The `byol` binary as a user runs it.
+
+use std::process::Command;
+
+fn byol(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().expect("run byol");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn dump_config_prints_the_resolved_config_with_overrides() {
+    let (ok, out, err) = byol(&["dump-config", "--config", "cifar10-cpu", "--epochs", "7", "--set", "model.encoder.base-width=16"]);
+    assert!(ok, "{err}");
+    let v: toml::Table = out.parse().expect("valid TOML");
+    assert_eq!(v["train"]["epochs"].as_integer(), Some(7));
+    assert_eq!(v["model"]["encoder"]["base-width"].as_integer(), Some(16));
+    assert_eq!(v["data"]["source"].as_str(), Some("folder"));
+}
+
+#[test]
+fn bad_config_is_rejected_naming_the_field() {
+    let (ok, _, err) = byol(&["dump-config", "--set", "optim.learning-rate=0.1"]);
+    assert!(!ok);
+    assert!(err.contains("learning-rate"), "{err}");
+    let (ok, _, err) = byol(&["dump-config", "--set", "augment.view1.crop-scale=[0.9, 0.1]"]);
+    assert!(!ok);
+    assert!(err.contains("augment.view1.crop-scale"), "{err}");
+    let (ok, _, err) = byol(&["dump-config", "--config", "no-such-preset"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-preset") && err.contains("presets"), "{err}");
+}
+
+#[test]
+fn pretrain_then_resume_then_eval_knn() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let tiny = [
+        "--set", "model.encoder.base-width=4",
+        "--set", "model.projector.hidden=32",
+        "--set", "model.predictor.hidden=32",
+        "--set", "data.image-size=16",
+        "--set", "data.synthetic.train-per-class=8",
+        "--set", "data.synthetic.test-per-class=4",
+        "--set", "eval.knn.k=5",
+        "--batch-size", "16",
+        "--epochs", "2",
+    ];
+    let mut args = vec!["pretrain", "--run-dir", d, "--max-steps", "3"];
+    args.extend(tiny);
+    let (ok, out, err) = byol(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("pre-trained 3 steps"), "{out}");
+    let (ok, out, err) = byol(&["pretrain", "--resume", d]);
+    assert!(ok, "{err}");
+    assert!(out.contains("pre-trained 10 steps") && out.contains("random-init"), "{out}");
+    let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", d, "--k", "3"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("top-1"), "{out}");
+}
