@@ -24,12 +24,52 @@ enum Command {
     /// Evaluate a checkpoint.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Write the representation of every image (train and test splits) to a safetensors file.
+    Embed(EmbedArgs),
+    /// Write the encoder with torchvision's `resnet*` tensor names to a safetensors file.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A run directory or a checkpoint file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
 enum EvalCommand {
     /// k-nearest-neighbour accuracy of a checkpoint's frozen encoder.
     Knn(KnnArgs),
+    /// Linear evaluation of a checkpoint's frozen encoder (fast mode: features computed once).
+    Linear(LinearArgs),
+    /// Semi-supervised fine-tuning of the encoder and a classifier on a fraction of the labels.
+    Finetune(FinetuneArgs),
+}
+
+#[derive(Args)]
+struct FinetuneArgs {
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Labelled fraction: `1%`, `10%`, `100%` (or a number in (0, 1]).
+    #[arg(long, default_value = "10%")]
+    labels: String,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
 }
 
 #[derive(Args, Clone)]
@@ -113,17 +153,41 @@ struct PretrainArgs {
 }
 
 #[derive(Args)]
-struct KnnArgs {
+struct EvalArgs {
     /// A run directory or a checkpoint file.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Evaluate on this data instead of the checkpoint's (same forms as `pretrain --data`).
+    /// Evaluate on this data instead of the checkpoint's (same forms as `pretrain --data`):
+    /// another ImageFolder with its own classes is a transfer evaluation.
     #[arg(long)]
     data: Option<String>,
+    /// Evaluate the random-init encoder of the checkpoint's architecture and seed instead.
+    #[arg(long)]
+    random_init: bool,
+    /// Any config field: `--set eval.linear.epochs=20` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct KnnArgs {
+    #[command(flatten)]
+    eval: EvalArgs,
     #[arg(long)]
     k: Option<usize>,
     #[arg(long)]
     temperature: Option<f64>,
+}
+
+#[derive(Args)]
+struct LinearArgs {
+    #[command(flatten)]
+    eval: EvalArgs,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rates to sweep, comma-separated (default: the paper's 0.4,0.3,0.2,0.1,0.05).
+    #[arg(long, value_delimiter = ',')]
+    lrs: Option<Vec<f64>>,
 }
 
 struct Bar {
@@ -194,22 +258,117 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval_knn(args: KnnArgs) -> Result<()> {
+/// What an evaluation needs: the resolved config, the device, the encoder and the data.
+struct EvalSetup {
+    cfg: ExperimentConfig,
+    device: byol::Device,
+    encoder: byol::model::ResNet,
+    splits: byol::data::Splits,
+    label: &'static str,
+}
+
+fn eval_setup(args: &EvalArgs, mut overrides: Vec<String>) -> Result<EvalSetup> {
     let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
     let loaded = byol::train::checkpoint::read(&file)?;
-    let mut overrides = args.data.as_deref().map(data_overrides).unwrap_or_default();
+    let mut all = args.data.as_deref().map(data_overrides).unwrap_or_default();
+    all.append(&mut overrides);
+    all.extend(args.sets.iter().cloned());
+    let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &all)?;
+    let device = cfg.backend.device()?;
+    let (encoder, label) = if args.random_init {
+        (byol::train::random_init_encoder(&cfg, &device), "random-init encoder")
+    } else {
+        (loaded.online(&device)?.encoder, "BYOL encoder")
+    };
+    let splits = byol::data::load(&cfg.data, cfg.seed)?;
+    Ok(EvalSetup { cfg, device, encoder, splits, label })
+}
+
+fn eval_knn(args: KnnArgs) -> Result<()> {
+    let mut overrides = Vec::new();
     if let Some(k) = args.k {
         overrides.push(format!("eval.knn.k={k}"));
     }
     if let Some(t) = args.temperature {
         overrides.push(format!("eval.knn.temperature={t}"));
     }
-    let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &overrides)?;
-    let device = cfg.backend.device()?;
+    let e = eval_setup(&args.eval, overrides)?;
+    let r = byol::train::knn_of_encoder(&e.encoder, &e.cfg, &e.splits.train, &e.splits.test, &e.device)?;
+    let k = &e.cfg.eval.knn;
+    println!("kNN (k={}, T={}) on {} test images, {}: top-1 {:.2}%  top-5 {:.2}%", k.k, k.temperature, e.splits.test.len(), e.label, 100.0 * r.top1, 100.0 * r.top5);
+    Ok(())
+}
+
+fn eval_linear(args: LinearArgs) -> Result<()> {
+    let mut overrides = Vec::new();
+    if let Some(n) = args.epochs {
+        overrides.push(format!("eval.linear.epochs={n}"));
+    }
+    if let Some(lrs) = &args.lrs {
+        let list: Vec<String> = lrs.iter().map(|l| format!("{l:?}")).collect();
+        overrides.push(format!("eval.linear.learning-rates=[{}]", list.join(", ")));
+    }
+    let e = eval_setup(&args.eval, overrides)?;
+    let r = byol::train::linear_of_encoder(&e.encoder, &e.cfg, &e.splits.train, &e.splits.test, &e.device)?;
+    for (lr, acc) in &r.sweep {
+        println!("  lr {lr:<6} validation top-1 {:.2}%", 100.0 * acc);
+    }
+    println!(
+        "linear evaluation on {} test images, {} (lr {}): top-1 {:.2}%  top-5 {:.2}%  (train top-1 {:.2}%)",
+        e.splits.test.len(),
+        e.label,
+        r.best_lr,
+        100.0 * r.test.top1,
+        100.0 * r.test.top5,
+        100.0 * r.train.top1
+    );
+    Ok(())
+}
+
+fn eval_finetune(args: FinetuneArgs) -> Result<()> {
+    let fraction = match args.labels.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => args.labels.trim().parse::<f64>(),
+    }
+    .with_context(|| format!("--labels {}: expected a percentage such as 10%", args.labels))?;
+    let mut overrides = vec![format!("eval.finetune.label-fraction={fraction}")];
+    if let Some(n) = args.epochs {
+        overrides.push(format!("eval.finetune.epochs={n}"));
+    }
+    if let Some(lr) = args.lr {
+        overrides.push(format!("eval.finetune.learning-rate={lr}"));
+    }
+    let e = eval_setup(&args.eval, overrides)?;
+    let r = byol::train::finetune_of_encoder(e.encoder, &e.cfg, &e.splits.train, &e.splits.test, &e.device)?;
+    println!(
+        "fine-tuning on {} labelled images ({}), {} test images: top-1 {:.2}%  top-5 {:.2}%",
+        r.labelled_images,
+        e.label,
+        e.splits.test.len(),
+        100.0 * r.test.top1,
+        100.0 * r.test.top5
+    );
+    Ok(())
+}
+
+fn embed(args: EmbedArgs) -> Result<()> {
+    let e = eval_setup(&args.eval, Vec::new())?;
+    let (tr, te) = byol::train::features_of(&e.encoder, &e.cfg, &e.splits.train, &e.splits.test, &e.device)?;
+    let mut rows: Vec<byol::eval::embed::Row> = e.splits.train.names.iter().map(|n| byol::eval::embed::Row { name: n.clone(), split: "train" }).collect();
+    rows.extend(e.splits.test.names.iter().map(|n| byol::eval::embed::Row { name: n.clone(), split: "test" }));
+    let all = byol::eval::Features { values: [tr.values, te.values].concat(), labels: [tr.labels, te.labels].concat(), dim: tr.dim };
+    byol::eval::embed::write_embeddings(&args.out, &rows, &e.splits.train.classes, &all)?;
+    println!("wrote {} × {} features ({}) to {}", all.len(), all.dim, e.label, args.out.display());
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
+    let loaded = byol::train::checkpoint::read(&file)?;
+    let device = loaded.config.backend.device()?;
     let online = loaded.online(&device)?;
-    let splits = byol::data::load(&cfg.data, cfg.seed)?;
-    let r = byol::train::knn_of_encoder(&online.encoder, &cfg, &splits.train, &splits.test, &device)?;
-    println!("kNN (k={}, T={}) on {} test images: top-1 {:.2}%  top-5 {:.2}%", cfg.eval.knn.k, cfg.eval.knn.temperature, splits.test.len(), 100.0 * r.top1, 100.0 * r.top5);
+    byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, &args.out)?;
+    println!("wrote the encoder with torchvision resnet names to {}", args.out.display());
     Ok(())
 }
 
@@ -222,6 +381,10 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Eval(EvalCommand::Knn(a)) => eval_knn(a),
+        Command::Eval(EvalCommand::Linear(a)) => eval_linear(a),
+        Command::Eval(EvalCommand::Finetune(a)) => eval_finetune(a),
+        Command::Embed(a) => embed(a),
+        Command::Export(a) => export(a),
     }
 }
 

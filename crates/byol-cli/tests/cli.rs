@@ -57,4 +57,18 @@ fn pretrain_then_resume_then_eval_knn() {
     let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", d, "--k", "3"]);
     assert!(ok, "{err}");
     assert!(out.contains("top-1"), "{out}");
+    let (ok, out, err) = byol(&["eval", "linear", "--checkpoint", d, "--epochs", "2", "--lrs", "0.1,0.05", "--random-init"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("linear evaluation") && out.contains("random-init") && out.contains("lr 0.1 "), "{out}");
+    let (ok, out, err) = byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("fine-tuning on 40 labelled images"), "{out}");
+    let emb = dir.join("emb.safetensors");
+    let (ok, out, err) = byol(&["embed", "--checkpoint", d, "--out", emb.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("120 × 32"), "{out}");
+    let enc = dir.join("enc.safetensors");
+    let (ok, _, err) = byol(&["export", "--checkpoint", d, "--out", enc.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::metadata(&enc).unwrap().len() > 1000);
 }

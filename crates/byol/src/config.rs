@@ -116,6 +116,10 @@ impl Default for KnnConfig {
 pub struct EvalConfig {
     #[serde(default)]
     pub knn: KnnConfig,
+    #[serde(default)]
+    pub linear: crate::eval::LinearEvalConfig,
+    #[serde(default)]
+    pub finetune: crate::eval::FinetuneConfig,
 }
 
 /// A whole experiment.
@@ -219,6 +223,8 @@ impl ExperimentConfig {
         if k.batch_size == 0 {
             return Err(Error::config("eval.knn.batch-size", "must be at least 1"));
         }
+        self.eval.linear.validate()?;
+        self.eval.finetune.validate()?;
         Ok(())
     }
 }

@@ -266,3 +266,51 @@ fn loss_decreases_on_a_cifar10_subset() {
     assert!(last < first - 0.2, "loss did not decrease: first {first:.4}, last {last:.4}");
     assert!(r.knn.unwrap().top1 > 0.0 && r.random_init_knn.is_some());
 }
+
+#[test]
+fn linear_probe_leaves_the_encoder_bit_identical() {
+    let cfg = tiny(&["eval.linear.epochs=3", "eval.linear.batch-size=16"]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    // Move the BatchNorm statistics away from their initial values first.
+    let (v1, v2) = views(8, 16, &device);
+    let (state, _) = train_step(state, v1, v2, 0.1, 0.99);
+    let encoder = state.online.encoder;
+    let before = collect(&encoder.valid());
+    let splits = byol::data::load(&cfg.data, cfg.seed).unwrap();
+    let r = byol::train::linear_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device).unwrap();
+    assert_eq!(r.sweep.len(), 5);
+    let after = collect(&encoder.valid());
+    assert_eq!(before.len(), after.len());
+    for (p, t) in &before {
+        assert_eq!(values(&t.flat), values(&after[p].flat), "{p} changed during the linear probe");
+    }
+}
+
+#[test]
+fn export_then_import_gives_the_same_features() {
+    for arch in ["resnet18", "resnet50"] {
+        let cfg = tiny(&[&format!("model.encoder.arch=\"{arch}\""), "model.encoder.stem=\"imagenet\"", "data.image-size=32"]);
+        let device = Device::flex();
+        let state = TrainState::init(&cfg, &device);
+        let (v1, v2) = views(8, 32, &device);
+        let (state, _) = train_step(state, v1, v2, 0.1, 0.99);
+        let encoder = state.online.encoder;
+        let dir = tmp(&format!("export-{arch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("encoder.safetensors");
+        byol::model::export::export_encoder(&encoder, &cfg.model.encoder, &file).unwrap();
+        // torchvision's names are in the file.
+        let bytes = std::fs::read(&file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        assert!(names.contains(&"layer2.0.downsample.0.weight".to_string()), "{names:?}");
+        assert!(names.contains(&"layer1.0.bn1.running_mean".to_string()));
+        assert!(names.contains(&"bn1.weight".to_string()));
+        let back = byol::model::export::import_encoder(&cfg.model.encoder, &file, &device).unwrap();
+        let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let a: Vec<f32> = encoder.valid().forward(x.clone()).into_data().try_into_vec().unwrap();
+        let b: Vec<f32> = back.valid().forward(x).into_data().try_into_vec().unwrap();
+        assert_eq!(a, b, "{arch}");
+    }
+}

@@ -43,7 +43,7 @@ pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixel
 }
 
 fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]) -> Result<ImageSet> {
-    let mut set = ImageSet { images: vec![], labels: vec![], classes: classes.to_vec(), skipped: vec![] };
+    let mut set = ImageSet { images: vec![], names: vec![], labels: vec![], classes: classes.to_vec(), skipped: vec![] };
     for name in names {
         let p = dir.join(name);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
@@ -51,6 +51,7 @@ fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]
         if let Some(&bad) = labels.iter().find(|&&l| l >= classes.len()) {
             return Err(Error::data(&p, format!("label {bad} out of range")));
         }
+        set.names.extend((0..imgs.len()).map(|i| format!("{}#{i}", p.display())));
         set.images.extend(imgs);
         set.labels.extend(labels);
     }

@@ -83,11 +83,12 @@ fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool) -> Ima
             (label, path, px)
         })
         .collect();
-    let mut set = ImageSet { images: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new() };
+    let mut set = ImageSet { images: Vec::new(), names: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new() };
     for (label, path, px) in results {
         match px {
             Ok(px) => {
                 set.images.push(px);
+                set.names.push(path.to_string_lossy().into_owned());
                 set.labels.push(label);
             }
             Err(e) => {
@@ -142,11 +143,12 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
     for &i in &test_idx {
         is_test[i] = true;
     }
-    let mut train = ImageSet { images: vec![], labels: vec![], classes: all.classes.clone(), skipped: all.skipped };
-    let mut test = ImageSet { images: vec![], labels: vec![], classes: all.classes, skipped: vec![] };
-    for ((px, l), t) in all.images.into_iter().zip(all.labels).zip(is_test) {
+    let mut train = ImageSet { images: vec![], names: vec![], labels: vec![], classes: all.classes.clone(), skipped: all.skipped };
+    let mut test = ImageSet { images: vec![], names: vec![], labels: vec![], classes: all.classes, skipped: vec![] };
+    for (((px, name), l), t) in all.images.into_iter().zip(all.names).zip(all.labels).zip(is_test) {
         let s = if t { &mut test } else { &mut train };
         s.images.push(px);
+        s.names.push(name);
         s.labels.push(l);
     }
     Ok(Splits { train, test })

@@ -129,6 +129,8 @@ pub enum Pixels {
 #[derive(Debug, Clone)]
 pub struct ImageSet {
     pub images: Vec<Pixels>,
+    /// Where each image came from (file path, or `file#record`, or `synthetic/split/index`).
+    pub names: Vec<String>,
     pub labels: Vec<usize>,
     pub classes: Vec<String>,
     /// Files that could not be read, with the reason (skipped).
@@ -160,12 +162,14 @@ impl ImageSet {
         let keep = balanced_subset(&self.labels, self.classes.len(), n, seed);
         let mut images = Vec::with_capacity(keep.len());
         let mut labels = Vec::with_capacity(keep.len());
+        let mut names = Vec::with_capacity(keep.len());
         let mut all: Vec<Option<Pixels>> = self.images.into_iter().map(Some).collect();
         for i in keep {
             images.push(all[i].take().expect("unique index"));
             labels.push(self.labels[i]);
+            names.push(self.names[i].clone());
         }
-        ImageSet { images, labels, classes: self.classes, skipped: self.skipped }
+        ImageSet { images, names, labels, classes: self.classes, skipped: self.skipped }
     }
 }
 

@@ -73,6 +73,7 @@ fn split(per_class: usize, size: usize, seed: u64, split: u64) -> ImageSet {
         .collect();
     ImageSet {
         images,
+        names: (0..n).map(|i| format!("synthetic/{}/{i}", if split == 0 { "train" } else { "test" })).collect(),
         labels: (0..n).map(|i| i % CLASSES.len()).collect(),
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
         skipped: Vec::new(),

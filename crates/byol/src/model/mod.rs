@@ -3,6 +3,7 @@
 mod bn;
 mod mlp;
 mod networks;
+pub mod export;
 pub mod params;
 mod resnet;
 

@@ -39,6 +39,9 @@ pub struct OptimConfig {
     /// Momentum (LARS, SGD). Paper: 0.9.
     #[serde(default = "d_momentum")]
     pub momentum: f64,
+    /// Nesterov momentum for SGD (the evaluation protocols use it; pre-training does not).
+    #[serde(default)]
+    pub nesterov: bool,
     /// LARS trust coefficient η. Paper: 1e-3.
     #[serde(default = "d_eta")]
     pub trust_coefficient: f64,
@@ -96,6 +99,9 @@ impl OptimConfig {
             return Err(Error::config("optim.weight-decay", format!("{} must be ≥ 0", self.weight_decay)));
         }
         unit("optim.momentum", self.momentum)?;
+        if self.nesterov && self.kind != OptimKind::Sgd {
+            return Err(Error::config("optim.nesterov", "applies only to kind = \"sgd\""));
+        }
         pos("optim.trust-coefficient", self.trust_coefficient)?;
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return Err(Error::config("optim.warmup-epochs", format!("{} must be ≥ 0", self.warmup_epochs)));
@@ -151,11 +157,13 @@ impl Optimizer {
                     g = g.clone() * trust_ratio(w.clone(), g, c.trust_coefficient);
                 }
                 let m = match slots.pop() {
-                    Some(m) => m.mul_scalar(c.momentum) + g,
-                    None => g,
+                    Some(m) => m.mul_scalar(c.momentum) + g.clone(),
+                    None => g.clone(),
                 };
                 slots.push(m.clone());
-                w - m.mul_scalar(lr)
+                // Nesterov: step along g + μ·m instead of m.
+                let direction = if c.nesterov && c.kind == OptimKind::Sgd { g + m.mul_scalar(c.momentum) } else { m };
+                w - direction.mul_scalar(lr)
             }
             OptimKind::Adamw => {
                 let (m, v) = match (slots.len(), slots.drain(..).collect::<Vec<_>>()) {
@@ -250,6 +258,7 @@ mod tests {
             base_lr: 1.0,
             weight_decay: 0.1,
             momentum: 0.9,
+            nesterov: false,
             trust_coefficient: 1e-3,
             warmup_epochs: 0.0,
             beta1: 0.9,
@@ -299,6 +308,12 @@ mod tests {
         let mut sgd = cfg(OptimKind::Sgd).init();
         let w = sgd.update("w", v(&[1.0, -2.0]), v(&[0.5, 0.5]), false, 0.1, 1);
         close(&get(w), &[1.0 - 0.1 * (0.5 + 0.1), -2.0 - 0.1 * (0.5 - 0.2)]);
+        // Nesterov, two steps on an excluded (no decay) parameter with gradient 1:
+        // m₁ = 1, step g + 0.9·m₁ = 1.9; m₂ = 1.9, step 1 + 0.9·1.9 = 2.71.
+        let mut nag = OptimConfig { nesterov: true, ..cfg(OptimKind::Sgd) }.init();
+        let b = nag.update("b", v(&[0.0]), v(&[1.0]), true, 0.1, 1);
+        let b = nag.update("b", b, v(&[1.0]), true, 0.1, 2);
+        close(&get(b), &[-0.1 * (1.9 + 2.71)]);
 
         let mut adam = cfg(OptimKind::Adamw).init();
         let w = adam.update("w", v(&[1.0, -2.0]), v(&[0.5, -0.25]), false, 0.1, 1);

@@ -5,6 +5,9 @@ mod pretrain;
 mod state;
 mod step;
 
-pub use pretrain::{EvalReport, Observer, PretrainReport, RunOptions, StepLog, knn_of_encoder, pretrain, random_init_knn};
+pub use pretrain::{
+    EvalReport, Observer, PretrainReport, RunOptions, StepLog, features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, pretrain,
+    random_init_encoder, random_init_knn,
+};
 pub use state::TrainState;
 pub use step::{StepMetrics, train_step};

@@ -5,7 +5,7 @@ use super::{TrainState, train_step};
 use crate::config::ExperimentConfig;
 use crate::data::{self, ImageSet, loader};
 use crate::ema;
-use crate::eval::{KnnResult, extract, knn_classify};
+use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
 use crate::model::{Online, ResNet};
 use crate::optim::schedule;
 use crate::{Error, Result};
@@ -68,20 +68,42 @@ fn check_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Frozen-encoder features of both splits, in eval mode.
+pub fn features_of(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<(Features, Features)> {
+    let (size, batch) = (cfg.data.image_size, cfg.eval.knn.batch_size);
+    let (ftr, dim) = extract(encoder, train, size, &cfg.augment, batch, device)?;
+    let (fte, _) = extract(encoder, test, size, &cfg.augment, batch, device)?;
+    Ok((Features { values: ftr, labels: train.labels.clone(), dim }, Features { values: fte, labels: test.labels.clone(), dim }))
+}
+
 /// kNN accuracy of `encoder` with the config's protocol.
 pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
-    let size = cfg.data.image_size;
+    let (tr, te) = features_of(encoder, cfg, train, test, device)?;
     let k = &cfg.eval.knn;
-    let (ftr, dim) = extract(encoder, train, size, &cfg.augment, k.batch_size, device)?;
-    let (fte, _) = extract(encoder, test, size, &cfg.augment, k.batch_size, device)?;
-    Ok(knn_classify(&ftr, &train.labels, &fte, &test.labels, dim, train.classes.len(), k.k, k.temperature, device))
+    Ok(knn_classify(&tr.values, &tr.labels, &te.values, &te.labels, tr.dim, train.classes.len(), k.k, k.temperature, device))
+}
+
+/// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).
+pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<LinearResult> {
+    let (tr, te) = features_of(encoder, cfg, train, test, device)?;
+    Ok(linear_eval(&tr, &te, train.classes.len(), &cfg.eval.linear, cfg.seed, device))
+}
+
+/// Semi-supervised fine-tuning of `encoder` with the config's protocol.
+pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
+    let dim = cfg.model.encoder.output_dim();
+    finetune(encoder, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
+}
+
+/// The encoder as initialised by the run's seed, before any training.
+pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
+    device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
+    Online::new(&cfg.model, device).encoder
 }
 
 /// kNN accuracy of the encoder as initialised by the run's seed, before any training.
 pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
-    device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
-    let online = Online::new(&cfg.model, device);
-    knn_of_encoder(&online.encoder, cfg, train, test, device)
+    knn_of_encoder(&random_init_encoder(cfg, device), cfg, train, test, device)
 }
 
 /// Append an evaluation to `evals.jsonl` and report it.

@@ -1,0 +1,160 @@
+//! Semi-supervised fine-tuning (paper Section 4.2 and Appendix C.2): the encoder and a linear
+//! classifier are trained together, with labels, on a class-balanced seeded subset (1 % or 10 %)
+//! of the training set, with random resized crops and horizontal flips, SGD with Nesterov
+//! momentum 0.9, no weight decay and a cosine learning rate; the test split is evaluated with
+//! centre crops in eval mode.
+
+use crate::augment::{AugmentConfig, ViewConfig, eval_view, make_view};
+use crate::data::{ImageSet, balanced_subset};
+use crate::eval::linear::Accuracy;
+use crate::model::ResNet;
+use crate::optim::{OptimConfig, OptimKind, schedule};
+use crate::rng::{Stream, rng};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Fine-tuning settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FinetuneConfig {
+    /// Fraction of the labelled training set used (paper: 0.01 and 0.1).
+    #[serde(default = "d_frac")]
+    pub label_fraction: f64,
+    /// Epochs over the labelled subset. Paper: 30 (1 %) and 20 (10 %) on ImageNet.
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Batch size. Paper: 1024.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Learning rate (cosine-decayed to 0). Paper: chosen on a validation split.
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+}
+
+fn d_frac() -> f64 {
+    0.1
+}
+fn d_epochs() -> usize {
+    20
+}
+fn d_batch() -> usize {
+    256
+}
+fn d_lr() -> f64 {
+    0.05
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self { label_fraction: d_frac(), epochs: d_epochs(), batch_size: d_batch(), learning_rate: d_lr() }
+    }
+}
+
+impl FinetuneConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.label_fraction > 0.0 && self.label_fraction <= 1.0) {
+            return Err(Error::config("eval.finetune.label-fraction", format!("{} is outside (0, 1]", self.label_fraction)));
+        }
+        if self.epochs == 0 || self.batch_size < 2 {
+            return Err(Error::config("eval.finetune", "epochs must be ≥ 1 and batch-size ≥ 2"));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(Error::config("eval.finetune.learning-rate", "must be a positive number"));
+        }
+        Ok(())
+    }
+}
+
+/// Encoder and classifier.
+#[derive(Module, Debug)]
+pub struct Finetuned {
+    pub encoder: ResNet,
+    pub head: Linear,
+}
+
+impl Finetuned {
+    /// `x`: [B, 3, S, S] → logits [B, C].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.encoder.forward(x))
+    }
+}
+
+/// The result of a fine-tuning run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinetuneResult {
+    pub labelled_images: usize,
+    pub test: Accuracy,
+}
+
+/// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin) on the labelled
+/// subset of `train`, and evaluate on `test`.
+pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, aug: &AugmentConfig, size: usize, cfg: &FinetuneConfig, seed: u64, device: &Device) -> Result<FinetuneResult> {
+    let classes = train.classes.len();
+    let n = ((train.len() as f64) * cfg.label_fraction).round().max(classes as f64) as usize;
+    let labelled = balanced_subset(&train.labels, classes, n, seed);
+    let b = cfg.batch_size.min(labelled.len());
+    let ad = device.clone().autodiff();
+    device.seed(crate::rng::key(seed, Stream::Init, &[7]));
+    let mut model = Finetuned { encoder: encoder.fork(&ad), head: LinearConfig::new(dim, classes).init(&ad) }.set_require_grad(true);
+    let mut opt = OptimConfig {
+        kind: OptimKind::Sgd,
+        base_lr: cfg.learning_rate,
+        weight_decay: 0.0,
+        momentum: 0.9,
+        nesterov: true,
+        trust_coefficient: 1e-3,
+        warmup_epochs: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    }
+    .init();
+    // Training views: random resized crop and flip only.
+    let view = ViewConfig { jitter_prob: 0.0, grayscale_prob: 0.0, blur_prob: 0.0, solarize_prob: 0.0, ..ViewConfig::paper_view1() };
+    let spe = labelled.len() / b;
+    let total = (spe * cfg.epochs) as u64;
+    let mut step = 0u64;
+    for epoch in 0..cfg.epochs as u64 {
+        let mut order = labelled.clone();
+        order.shuffle(&mut rng(seed, Stream::Shuffle, &[2_000_000 + epoch]));
+        for chunk in order.chunks_exact(b) {
+            let pix: Vec<Vec<f32>> = chunk
+                .par_iter()
+                .map(|&i| {
+                    let img = train.rgb(i)?;
+                    Ok(make_view(&img, size, &view, (&aug.mean, &aug.std), &mut rng(seed, Stream::Augment, &[3_000_000 + epoch, i as u64])))
+                })
+                .collect::<Result<_>>()?;
+            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, size, size]), &ad); // [B, 3, S, S]
+            let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
+            let logp = log_softmax(model.forward(x), 1); // [B, C]
+            let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]
+            let mut grads = loss.backward();
+            let lr = schedule::lr_at(cfg.learning_rate, step, 0, total);
+            model = opt.step(model, &mut grads, lr, step + 1);
+            step += 1;
+        }
+    }
+    let eval = model.valid();
+    let logits_dev = device.clone();
+    let mut correct = (0usize, 0usize);
+    for start in (0..test.len()).step_by(256) {
+        let end = (start + 256).min(test.len());
+        let pix: Vec<Vec<f32>> = (start..end).into_par_iter().map(|i| test.rgb(i).map(|img| eval_view(&img, size, (&aug.mean, &aug.std)))).collect::<Result<_>>()?;
+        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [end - start, 3, size, size]), &logits_dev);
+        let logits: Vec<f32> = eval.forward(x).into_data().try_into_vec().map_err(|e| Error::data("finetune", format!("{e:?}")))?;
+        for (row, &label) in logits.chunks(classes).zip(&test.labels[start..end]) {
+            let above = row.iter().filter(|&&v| v > row[label]).count();
+            correct.0 += usize::from(above == 0);
+            correct.1 += usize::from(above < 5);
+        }
+    }
+    let m = test.len().max(1) as f64;
+    Ok(FinetuneResult { labelled_images: labelled.len(), test: Accuracy { top1: correct.0 as f64 / m, top5: correct.1 as f64 / m } })
+}

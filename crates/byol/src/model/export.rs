@@ -1,0 +1,121 @@
+//! The encoder in safetensors with the tensor names and layouts of torchvision's `resnet*`
+//! (the de-facto standard ResNet in PyTorch), so that
+//! `torchvision.models.resnet50().load_state_dict(safetensors.torch.load_file(f), strict=False)`
+//! loads everything but the classifier (`fc.*`) and gives the same features.
+//!
+//! Name mapping (ours → torchvision), for every block `layerS.B`:
+//!
+//! | ours | torchvision |
+//! |---|---|
+//! | `conv1.weight`, `layerS.B.convK.weight` | same |
+//! | `…bnK.gamma`, `…bnK.beta` | `…bnK.weight`, `…bnK.bias` |
+//! | `…bnK.running_mean`, `…bnK.running_var` | same |
+//! | `layerS.B.downsample.conv.weight` | `layerS.B.downsample.0.weight` |
+//! | `layerS.B.downsample.bn.{gamma,beta,running_*}` | `layerS.B.downsample.1.{weight,bias,running_*}` |
+//!
+//! Layouts are identical (convolutions are [out, in, kh, kw] in both). torchvision's ResNets have
+//! base width 64 and the ImageNet stem; for the CIFAR stem replace `model.conv1` by
+//! `nn.Conv2d(3, 64 * w, 3, 1, 1, bias=False)` and `model.maxpool` by `nn.Identity()` before
+//! loading. torchvision's `num_batches_tracked` buffers are not written (unused in eval mode).
+
+use super::params::{Named, collect, load};
+use super::{ResNet, ResNetConfig};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Our encoder path → torchvision's state-dict key.
+pub fn torchvision_name(path: &str) -> String {
+    let mut s = path.replace("downsample.conv.", "downsample.0.").replace("downsample.bn.", "downsample.1.");
+    if let Some(stem) = s.strip_suffix(".gamma") {
+        s = format!("{stem}.weight");
+    } else if let Some(stem) = s.strip_suffix(".beta") {
+        s = format!("{stem}.bias");
+    }
+    s
+}
+
+/// torchvision's key → our encoder path (the inverse of [`torchvision_name`]).
+pub fn our_name(key: &str) -> String {
+    let mut s = key.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.");
+    // BatchNorm parameters: every `…bnK.weight`/`…bn.weight` and `downsample.1.*` (renamed above).
+    let is_bn = s.rsplit('.').nth(1).is_some_and(|m| m.starts_with("bn"));
+    if is_bn {
+        if let Some(stem) = s.strip_suffix(".weight") {
+            s = format!("{stem}.gamma");
+        } else if let Some(stem) = s.strip_suffix(".bias") {
+            s = format!("{stem}.beta");
+        }
+    }
+    s
+}
+
+/// Write the encoder (parameters and BatchNorm statistics) with torchvision names.
+pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, path: &Path) -> Result<()> {
+    let named = collect(&encoder.valid());
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (p, Named { flat, shape }) in named {
+        let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
+        tensors.push((torchvision_name(&p), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    }
+    let meta: HashMap<String, String> = [
+        ("format".to_string(), "byol-encoder/torchvision-resnet".to_string()),
+        ("encoder".to_string(), toml::to_string(cfg).expect("config serialises")),
+    ]
+    .into();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view")))
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    crate::train::checkpoint::write_atomic(path, &bytes)
+}
+
+/// Read a torchvision-named safetensors file into an encoder of shape `cfg`. Extra keys (such as
+/// `fc.*` or `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
+pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Result<ResNet> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let mut values = BTreeMap::new();
+    for (key, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            continue;
+        }
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+        values.insert(our_name(&key), Named { flat, shape: view.shape().to_vec() });
+    }
+    let (encoder, missing) = load(cfg.init(device), &values);
+    if !missing.is_empty() {
+        return Err(Error::checkpoint(path, format!("missing or mis-shaped tensors: {missing:?}")));
+    }
+    Ok(encoder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_both_ways() {
+        let table = [
+            ("conv1.weight", "conv1.weight"),
+            ("bn1.gamma", "bn1.weight"),
+            ("bn1.beta", "bn1.bias"),
+            ("bn1.running_var", "bn1.running_var"),
+            ("layer2.0.conv2.weight", "layer2.0.conv2.weight"),
+            ("layer2.0.bn3.gamma", "layer2.0.bn3.weight"),
+            ("layer2.0.downsample.conv.weight", "layer2.0.downsample.0.weight"),
+            ("layer2.0.downsample.bn.gamma", "layer2.0.downsample.1.weight"),
+            ("layer2.0.downsample.bn.beta", "layer2.0.downsample.1.bias"),
+            ("layer4.1.downsample.bn.running_mean", "layer4.1.downsample.1.running_mean"),
+        ];
+        for (ours, tv) in table {
+            assert_eq!(torchvision_name(ours), tv);
+            assert_eq!(our_name(tv), ours);
+        }
+    }
+}
