@@ -137,7 +137,7 @@ fn toml_string(s: &str) -> String {
 struct PretrainArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Run directory (checkpoints, metrics.jsonl, config.toml, eval.json). Default: runs/<config>-<time>.
+    /// Run directory (checkpoints, metrics.jsonl, evals.jsonl, config.toml, run.json, eval.json). Default: runs/<config>-<time>.
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its recorded config
@@ -219,9 +219,8 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => {
             // The run's recorded config, with only the flags given now applied on top.
-            let file = dir.join(byol::train::checkpoint::FILE_NAME);
-            let recorded = byol::train::checkpoint::read(&file)?.config;
-            let cfg = ExperimentConfig::from_toml_with_overrides(&recorded.to_toml(), &file, &args.config.overrides())?;
+            let (loaded, file) = byol::train::checkpoint::read_latest(dir)?;
+            let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &args.config.overrides())?;
             (cfg, dir.clone(), true)
         }
         None => {
@@ -268,12 +267,11 @@ struct EvalSetup {
 }
 
 fn eval_setup(args: &EvalArgs, mut overrides: Vec<String>) -> Result<EvalSetup> {
-    let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
-    let loaded = byol::train::checkpoint::read(&file)?;
+    let loaded = byol::train::checkpoint::read_path_or_dir(&args.checkpoint)?;
     let mut all = args.data.as_deref().map(data_overrides).unwrap_or_default();
     all.append(&mut overrides);
     all.extend(args.sets.iter().cloned());
-    let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &all)?;
+    let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &args.checkpoint, &all)?;
     let device = cfg.backend.device()?;
     let (encoder, label) = if args.random_init {
         (byol::train::random_init_encoder(&cfg, &device), "random-init encoder")
@@ -363,8 +361,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    let file = if args.checkpoint.is_dir() { args.checkpoint.join(byol::train::checkpoint::FILE_NAME) } else { args.checkpoint.clone() };
-    let loaded = byol::train::checkpoint::read(&file)?;
+    let loaded = byol::train::checkpoint::read_path_or_dir(&args.checkpoint)?;
     let device = loaded.config.backend.device()?;
     let online = loaded.online(&device)?;
     byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, &args.out)?;

@@ -63,6 +63,18 @@ fn pretrain_then_resume_then_eval_knn() {
     let (ok, out, err) = byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8"]);
     assert!(ok, "{err}");
     assert!(out.contains("fine-tuning on 40 labelled images"), "{out}");
+    // Transfer: the same encoder on another ImageFolder with its own classes.
+    let other = dir.join("other");
+    for (c, colour) in [("red", [200u8, 20, 20]), ("blue", [20, 20, 200])] {
+        std::fs::create_dir_all(other.join(c)).unwrap();
+        for i in 0..20u8 {
+            let img = image::RgbImage::from_fn(12, 10, |x, y| if (x + y) % 3 == 0 { image::Rgb([i, i, i]) } else { image::Rgb(colour) });
+            img.save(other.join(c).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let (ok, out, err) = byol(&["eval", "linear", "--checkpoint", d, "--data", other.to_str().unwrap(), "--epochs", "5"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("on 4 test images"), "{out}");
     let emb = dir.join("emb.safetensors");
     let (ok, out, err) = byol(&["embed", "--checkpoint", d, "--out", emb.to_str().unwrap()]);
     assert!(ok, "{err}");

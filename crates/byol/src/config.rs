@@ -58,25 +58,38 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps (and always at the end). 0: only at the end.
     #[serde(default = "d_ckpt")]
     pub checkpoint_every: u64,
+    /// How many of the newest checkpoints to keep (older ones are deleted).
+    #[serde(default = "d_keep")]
+    pub keep_checkpoints: usize,
     /// Append a metrics line to `metrics.jsonl` every this many steps.
     #[serde(default = "d_one")]
     pub log_every: u64,
     /// Run the kNN monitor every this many epochs (0: only at the end).
     #[serde(default)]
     pub knn_every_epochs: u64,
-    /// Stop with an error when the loss becomes NaN or infinite.
-    #[serde(default = "d_true")]
-    pub stop_on_non_finite: bool,
+    /// Warn when the collapse signal (std of the L2-normalised projections) stays below this
+    /// fraction of its healthy value 1/√P for `collapse-patience` logged steps in a row.
+    #[serde(default = "d_collapse")]
+    pub collapse_fraction: f64,
+    /// Logged steps below the threshold before the collapse warning.
+    #[serde(default = "d_patience")]
+    pub collapse_patience: u64,
 }
 
 fn d_ckpt() -> u64 {
     500
 }
+fn d_keep() -> usize {
+    3
+}
 fn d_one() -> u64 {
     1
 }
-fn d_true() -> bool {
-    true
+fn d_collapse() -> f64 {
+    0.1
+}
+fn d_patience() -> u64 {
+    20
 }
 
 /// The kNN monitor (not in the paper; the protocol common in SSL libraries).
@@ -210,8 +223,14 @@ impl ExperimentConfig {
                 format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size),
             ));
         }
+        if t.keep_checkpoints == 0 {
+            return Err(Error::config("train.keep-checkpoints", "must be at least 1"));
+        }
         if t.log_every == 0 {
             return Err(Error::config("train.log-every", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&t.collapse_fraction) {
+            return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
         }
         let k = &self.eval.knn;
         if k.k == 0 {

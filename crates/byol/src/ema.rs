@@ -16,7 +16,7 @@ pub fn tau(tau_base: f64, k: u64, total: u64) -> f64 {
 /// ξ ← τ·ξ + (1 − τ)·θ for every parameter of the target (buffers untouched).
 pub fn update(target: Target, online: &Online, tau: f64) -> Target {
     let theta = collect(online);
-    target.map(&mut MapNamed::new(|path, xi| {
+    target.map(&mut MapNamed::new(|path, _, xi| {
         if is_buffer(path) {
             return xi;
         }

@@ -33,6 +33,11 @@ pub fn key(seed: u64, stream: Stream, parts: &[u64]) -> u64 {
     h
 }
 
+/// A 64-bit key of a string (FNV-1a), to index streams by name.
+pub fn hash_str(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// A generator for (seed, purpose, indices…).
 pub fn rng(seed: u64, stream: Stream, parts: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(key(seed, stream, parts))

@@ -204,8 +204,8 @@ fn n_steps_equal_half_then_resume_then_half() {
     assert_eq!(a.len(), 10);
     assert_eq!(a, b, "same loss sequence with and without the interruption");
     // Same final weights, bit for bit.
-    let fa = checkpoint::read(&full.join(checkpoint::FILE_NAME)).unwrap();
-    let fb = checkpoint::read(&half.join(checkpoint::FILE_NAME)).unwrap();
+    let (fa, _) = checkpoint::read_latest(&full).unwrap();
+    let (fb, _) = checkpoint::read_latest(&half).unwrap();
     let device = Device::flex();
     let (oa, ob) = (collect(&fa.online(&device).unwrap()), collect(&fb.online(&device).unwrap()));
     for (p, t) in &oa {
@@ -312,5 +312,54 @@ fn export_then_import_gives_the_same_features() {
         let a: Vec<f32> = encoder.valid().forward(x.clone()).into_data().try_into_vec().unwrap();
         let b: Vec<f32> = back.valid().forward(x).into_data().try_into_vec().unwrap();
         assert_eq!(a, b, "{arch}");
+    }
+}
+
+#[test]
+fn collapse_warning_fires_below_the_threshold() {
+    struct Capture(Vec<String>);
+    impl Observer for Capture {
+        fn on_message(&mut self, m: &str) {
+            self.0.push(m.to_string());
+        }
+    }
+    // A threshold at 0.999 of the healthy 1/√P: any real run stays under it.
+    let cfg = tiny(&["train.collapse-fraction=0.999", "train.collapse-patience=3", "train.epochs=1"]);
+    let mut obs = Capture(Vec::new());
+    pretrain(&cfg, &tmp("collapse"), &RunOptions::default(), &mut obs).unwrap();
+    assert_eq!(obs.0.iter().filter(|m| m.contains("possible collapse at step 3")).count(), 1, "{:?}", obs.0);
+    // The default threshold (0.1 of healthy) stays silent on the same run.
+    let mut obs = Capture(Vec::new());
+    let dir = tmp("no-collapse");
+    pretrain(&tiny(&["train.epochs=1"]), &dir, &RunOptions::default(), &mut obs).unwrap();
+    assert!(obs.0.iter().all(|m| !m.contains("collapse")), "{:?}", obs.0);
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_ne!(run["git_revision"], "", "{run}");
+}
+
+#[test]
+fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
+    let cfg = tiny(&["train.checkpoint-every=2", "train.keep-checkpoints=2"]);
+    let full = tmp("fallback-full");
+    pretrain(&cfg, &full, &RunOptions::default(), &mut Quiet).unwrap();
+    let steps: Vec<u64> = checkpoint::list(&full).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, vec![10, 8], "only the newest two are kept");
+    let part = tmp("fallback-part");
+    pretrain(&cfg, &part, &RunOptions { max_steps: Some(6), ..Default::default() }, &mut Quiet).unwrap();
+    // The newest checkpoint (step 6) is damaged: resume falls back to step 4.
+    let newest = checkpoint::path_for(&part, 6);
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
+    let (l, p) = checkpoint::read_latest(&part).unwrap();
+    assert_eq!((l.step, p), (4, checkpoint::path_for(&part, 4)));
+    let r = pretrain(&cfg, &part, &RunOptions { resume: true, ..Default::default() }, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 10);
+    // Data order and augmentations are functions of the step: the repeated steps 5-6 and the
+    // rest give the uninterrupted run's final weights, bit for bit.
+    let device = Device::flex();
+    let a = collect(&checkpoint::read_latest(&full).unwrap().0.online(&device).unwrap());
+    let b = collect(&checkpoint::read_latest(&part).unwrap().0.online(&device).unwrap());
+    for (p, t) in &a {
+        assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
     }
 }

@@ -100,8 +100,8 @@ pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, 
     let labelled = balanced_subset(&train.labels, classes, n, seed);
     let b = cfg.batch_size.min(labelled.len());
     let ad = device.clone().autodiff();
-    device.seed(crate::rng::key(seed, Stream::Init, &[7]));
-    let mut model = Finetuned { encoder: encoder.fork(&ad), head: LinearConfig::new(dim, classes).init(&ad) }.set_require_grad(true);
+    let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(&ad), crate::rng::key(seed, Stream::Init, &[7]));
+    let mut model = Finetuned { encoder: encoder.fork(&ad), head }.set_require_grad(true);
     let mut opt = OptimConfig {
         kind: OptimKind::Sgd,
         base_lr: cfg.learning_rate,

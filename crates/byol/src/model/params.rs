@@ -71,20 +71,20 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
     collect(module).iter().filter(|(k, _)| !is_buffer(k)).map(|(_, v)| v.shape.iter().product::<usize>()).sum()
 }
 
-/// A mapper that hands each float tensor (flattened, without autodiff) and its path to `f`, and
-/// puts back what `f` returns, keeping the parameter's id and autodiff settings.
-pub struct MapNamed<F: FnMut(&str, Tensor<1>) -> Tensor<1>> {
+/// A mapper that hands each float tensor (flattened, without autodiff), its path and its shape to
+/// `f`, and puts back what `f` returns, keeping the parameter's id and autodiff settings.
+pub struct MapNamed<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> {
     path: Path,
     f: F,
 }
 
-impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> MapNamed<F> {
+impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> MapNamed<F> {
     pub fn new(f: F) -> Self {
         Self { path: Path::default(), f }
     }
 }
 
-impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
+impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
     fn enter_module(&mut self, name: &str, _: &str) {
         self.path.push(name);
     }
@@ -98,7 +98,7 @@ impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let flat = tensor.without_autodiff().reshape([n]);
-        let out = (self.f)(&self.path.join(), flat).reshape(dims);
+        let out = (self.f)(&self.path.join(), &dims, flat).reshape(dims);
         let mut out = if autodiff { Tensor::from_inner(out) } else { out };
         if require_grad {
             out = out.require_grad();
@@ -111,7 +111,7 @@ impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
 /// moved to the module's device. Returns the paths of `module` that `values` did not hold.
 pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<String>) {
     let mut missing = Vec::new();
-    let module = module.map(&mut MapNamed::new(|path, old| match values.get(path) {
+    let module = module.map(&mut MapNamed::new(|path, _, old| match values.get(path) {
         Some(v) if v.flat.dims() == old.dims() => v.flat.clone().to_device(&old.device()),
         _ => {
             missing.push(path.to_string());
@@ -119,4 +119,72 @@ pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<S
         }
     }));
     (module, missing)
+}
+
+/// Re-draw every parameter of `module` from a generator seeded by (`seed`, parameter path), so
+/// that initialisation is reproducible whatever else runs in the process (burn's device RNG is
+/// shared by all threads). The distributions are those of the layers' own initialisers:
+/// convolutions He-normal with fan-out (std √(2/fan_out), as torchvision's ResNet), linear
+/// weights and biases uniform in ±1/√fan_in (burn's and PyTorch's default); BatchNorm
+/// parameters and buffers are deterministic and kept.
+pub fn reinit<M: Module>(module: M, seed: u64) -> M {
+    use rand::Rng;
+    let mut fan_in = 1usize;
+    module.map(&mut MapNamed::new(|path, shape, old| {
+        let name = path.rsplit('.').next().unwrap_or("");
+        if is_buffer(path) || name == "gamma" || name == "beta" {
+            return old;
+        }
+        let mut r = crate::rng::rng(seed, crate::rng::Stream::Init, &[crate::rng::hash_str(path)]);
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = match shape.len() {
+            4 => {
+                let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
+                (0..n)
+                    .map(|_| {
+                        // Box–Muller.
+                        let (u1, u2): (f64, f64) = (r.random_range(f64::MIN_POSITIVE..1.0), r.random());
+                        (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+                    })
+                    .collect()
+            }
+            2 => {
+                fan_in = shape[0]; // burn's Linear weight is [d_input, d_output]
+                let b = 1.0 / (fan_in as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..b)).collect()
+            }
+            _ => {
+                // A bias: follows its layer's weight, visited just before it.
+                let b = 1.0 / (fan_in as f32).sqrt();
+                (0..n).map(|_| r.random_range(-b..b)).collect()
+            }
+        };
+        Tensor::from_data(burn::tensor::TensorData::new(values, [n]), &old.device())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Arch, ResNetConfig, Stem};
+    use burn::tensor::Device;
+
+    #[test]
+    fn reinit_is_seeded_and_has_the_initialisers_scale() {
+        let device = Device::flex();
+        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 16, stem: Stem::Cifar };
+        let a = collect(&reinit(cfg.init(&device), 1));
+        let b = collect(&reinit(cfg.init(&device), 1));
+        let c = collect(&reinit(cfg.init(&device), 2));
+        let v = |m: &BTreeMap<String, Named>, k: &str| -> Vec<f32> { m[k].flat.clone().into_data().try_into_vec().unwrap() };
+        let k = "layer3.0.conv1.weight"; // [64, 32, 3, 3]: fan-out 576
+        assert_eq!(v(&a, k), v(&b, k));
+        assert_ne!(v(&a, k), v(&c, k));
+        let w = v(&a, k);
+        let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std - (2.0f32 / 576.0).sqrt()).abs() < 0.01 * 3.0, "{std}");
+        // BatchNorm: γ = 1 (0 for the last of each block), β = 0.
+        assert!(v(&a, "layer3.0.bn1.gamma").iter().all(|&x| x == 1.0));
+        assert!(v(&a, "layer3.0.bn2.gamma").iter().all(|&x| x == 0.0));
+    }
 }

@@ -4,6 +4,9 @@
 //! of (seed, step). A format version and a SHA-256 of the tensor bytes are stored in the header;
 //! the file is written to a temporary name, synced, then renamed, so a crash never leaves a
 //! half-written checkpoint under the real name.
+//!
+//! A run directory keeps the newest `train.keep-checkpoints` files, `checkpoint-<step>.safetensors`;
+//! [`read_latest`] takes the newest one that reads and verifies, falling back to older ones.
 
 use super::TrainState;
 use crate::config::ExperimentConfig;
@@ -20,8 +23,68 @@ use std::path::Path;
 
 /// Version of the checkpoint layout.
 pub const FORMAT_VERSION: &str = "1";
-/// File name of the latest checkpoint in a run directory.
-pub const FILE_NAME: &str = "checkpoint.safetensors";
+const PREFIX: &str = "checkpoint-";
+const SUFFIX: &str = ".safetensors";
+
+/// The file of the checkpoint at `step` in a run directory.
+pub fn path_for(dir: &Path, step: u64) -> std::path::PathBuf {
+    dir.join(format!("{PREFIX}{step:09}{SUFFIX}"))
+}
+
+/// The checkpoints of a run directory, newest first.
+pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut found: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let step = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()?;
+            Some((step, p))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found
+}
+
+/// Save a checkpoint of `state` in `dir`, then delete all but the newest `keep`.
+pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, keep: usize) -> Result<std::path::PathBuf> {
+    let path = path_for(dir, state.step);
+    save(&path, state, cfg)?;
+    for (_, old) in list(dir).into_iter().skip(keep.max(1)) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
+        }
+    }
+    Ok(path)
+}
+
+/// The newest checkpoint of `dir` that reads and verifies; each newer one that does not is
+/// reported and skipped.
+pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
+    let all = list(dir);
+    if all.is_empty() {
+        return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
+    }
+    let mut problems = Vec::new();
+    for (_, path) in all {
+        match read(&path) {
+            Ok(l) => {
+                if !problems.is_empty() {
+                    tracing::warn!("using {} (newer checkpoints unusable: {})", path.display(), problems.join("; "));
+                }
+                return Ok((l, path));
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Err(Error::checkpoint(dir, format!("no usable checkpoint: {}", problems.join("; "))))
+}
+
+/// A checkpoint file, or the newest usable one of a run directory.
+pub fn read_path_or_dir(path: &Path) -> Result<Loaded> {
+    if path.is_dir() { read_latest(path).map(|(l, _)| l) } else { read(path) }
+}
 
 fn to_bytes(t: &Tensor<1>) -> Result<Vec<u8>> {
     let v: Vec<f32> = t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))?;

@@ -1,11 +1,12 @@
 //! The loop around [`train_step`]: data, schedules, metrics log, checkpoints, kNN monitor.
 
-use super::checkpoint::{self, FILE_NAME};
+use super::checkpoint;
 use super::{TrainState, train_step};
 use crate::config::ExperimentConfig;
 use crate::data::{self, ImageSet, loader};
 use crate::ema;
 use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
+use crate::model::params::reinit;
 use crate::model::{Online, ResNet};
 use crate::optim::schedule;
 use crate::{Error, Result};
@@ -97,8 +98,7 @@ pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &Imag
 
 /// The encoder as initialised by the run's seed, before any training.
 pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
-    device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
-    Online::new(&cfg.model, device).encoder
+    reinit(Online::new(&cfg.model, device), super::state::online_seed(cfg.seed)).encoder
 }
 
 /// kNN accuracy of the encoder as initialised by the run's seed, before any training.
@@ -138,19 +138,18 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let resume = opts.resume;
     let started = Instant::now();
     check_writable(run_dir)?;
-    let ckpt_path = run_dir.join(FILE_NAME);
     let device = cfg.backend.device()?;
 
     let (cfg, mut state) = if resume {
-        let loaded = checkpoint::read(&ckpt_path)?;
+        let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
         if loaded.config.model != cfg.model {
             return Err(Error::config("model", format!("differs from the model of the checkpoint {}", ckpt_path.display())));
         }
         obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
         (cfg.clone(), loaded.state(&device)?)
     } else {
-        if ckpt_path.exists() {
-            return Err(Error::checkpoint(&ckpt_path, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
+        if let Some((_, existing)) = checkpoint::list(run_dir).first() {
+            return Err(Error::checkpoint(existing, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
         }
         (cfg.clone(), TrainState::init(cfg, &device))
     };
@@ -177,7 +176,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let meta = serde_json::json!({
         "seed": cfg.seed,
         "backend": cfg.backend.name(),
-        "git_revision": option_env!("BYOL_GIT_REVISION").unwrap_or("unknown"),
+        "git_revision": env!("BYOL_GIT_REVISION"),
         "version": env!("CARGO_PKG_VERSION"),
         "train_images": train.len(),
         "test_images": test.len(),
@@ -194,6 +193,8 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     obs.on_start(state.step, total);
     let mut last_log = (Instant::now(), state.step);
     let mut final_loss = f64::NAN;
+    let collapse_threshold = cfg.train.collapse_fraction / (cfg.model.projector.output as f64).sqrt();
+    let mut low_std_run = 0u64;
     let evals_path = run_dir.join("evals.jsonl");
     let stop = opts.max_steps.map_or(total, |m| m.min(total));
     while state.step < stop {
@@ -213,11 +214,11 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         if step % cfg.train.log_every == 0 || step == total {
             let loss = f64::from(m.loss.into_scalar::<f32>());
             if !loss.is_finite() {
-                let diag = serde_json::json!({"step": step, "loss": loss, "lr": lr, "tau": tau});
+                // Stop before a checkpoint can store the broken weights; the diagnostic names the
+                // step (NaN persists, so the first bad step is at most log-every steps earlier).
+                let diag = serde_json::json!({"step": step, "loss": loss, "lr": lr, "tau": tau, "log_every": cfg.train.log_every});
                 let _ = std::fs::write(run_dir.join("non-finite.json"), diag.to_string());
-                if cfg.train.stop_on_non_finite {
-                    return Err(Error::NonFinite { what: "loss".into(), step });
-                }
+                return Err(Error::NonFinite { what: "loss".into(), step });
             }
             final_loss = loss;
             let (t0, s0) = last_log;
@@ -233,11 +234,21 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
                 images_per_sec: ips,
             };
             writeln!(metrics, "{}", serde_json::to_string(&log).expect("json")).map_err(|e| Error::io(&metrics_path, e))?;
+            low_std_run = if log.projection_std < collapse_threshold { low_std_run + 1 } else { 0 };
+            if low_std_run == cfg.train.collapse_patience {
+                let msg = format!(
+                    "possible collapse at step {step}: the std of the normalised projections has been below {collapse_threshold:.4} \
+                     (healthy ≈ {:.4}) for {low_std_run} logged steps",
+                    1.0 / (cfg.model.projector.output as f64).sqrt()
+                );
+                tracing::warn!("{msg}");
+                obs.on_message(&msg);
+            }
             obs.on_step(&log);
         }
         let every = cfg.train.checkpoint_every;
         if step == stop || (every > 0 && step % every == 0) {
-            checkpoint::save(&ckpt_path, &state, &cfg)?;
+            checkpoint::save_in(run_dir, &state, &cfg, cfg.train.keep_checkpoints)?;
         }
         let ke = cfg.train.knn_every_epochs;
         if ke > 0 && step % spe == 0 && (step / spe) % ke == 0 && step != total {

@@ -2,6 +2,7 @@
 
 use crate::config::{ExperimentConfig, TargetInit};
 use crate::ema;
+use crate::model::params::reinit;
 use crate::model::{Online, Target};
 use crate::optim::Optimizer;
 use burn::tensor::Device;
@@ -17,18 +18,21 @@ pub struct TrainState {
 }
 
 impl TrainState {
-    /// A fresh state. Initialisation draws from the device RNG seeded with the run's seed (the
-    /// target from a second seed when `target.init = independent`, as the official code does).
+    /// A fresh state, initialised from the run's seed (the target from a second seed when
+    /// `target.init = independent`, as the official code does).
     pub fn init(cfg: &ExperimentConfig, device: &Device) -> Self {
         let ad = device.clone().autodiff();
-        device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[0]));
-        let online = Online::new(&cfg.model, &ad);
-        device.seed(crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[1]));
-        let fresh = Target::new(&cfg.model, device);
+        let online = reinit(Online::new(&cfg.model, &ad), online_seed(cfg.seed));
+        let fresh = reinit(Target::new(&cfg.model, device), crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[1]));
         let target = match cfg.target.init {
             TargetInit::Independent => fresh,
             TargetInit::Copy => ema::copy_into(fresh, &online),
         };
         TrainState { online, target, optim: cfg.optim.init(), step: 0 }
     }
+}
+
+/// The seed of the online network's initialisation (also that of the random-init baseline).
+pub fn online_seed(seed: u64) -> u64 {
+    crate::rng::key(seed, crate::rng::Stream::Init, &[0])
 }
