@@ -4,9 +4,10 @@
 //! momentum 0.9, no weight decay and a cosine learning rate; the test split is evaluated with
 //! centre crops in eval mode.
 
-use crate::augment::{AugmentConfig, ViewConfig, eval_view, make_view};
+use crate::augment::{AugmentConfig, ViewConfig, make_view};
 use crate::data::{ImageSet, balanced_subset};
-use crate::eval::linear::Accuracy;
+use crate::eval::features::eval_batch;
+use crate::eval::linear::{Accuracy, top1_top5};
 use crate::model::ResNet;
 use crate::optim::{OptimConfig, OptimKind, schedule};
 use crate::rng::{Stream, rng};
@@ -142,19 +143,10 @@ pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, 
         }
     }
     let eval = model.valid();
-    let logits_dev = device.clone();
-    let mut correct = (0usize, 0usize);
+    let mut logits = Vec::with_capacity(test.len() * classes);
     for start in (0..test.len()).step_by(256) {
-        let end = (start + 256).min(test.len());
-        let pix: Vec<Vec<f32>> = (start..end).into_par_iter().map(|i| test.rgb(i).map(|img| eval_view(&img, size, (&aug.mean, &aug.std)))).collect::<Result<_>>()?;
-        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [end - start, 3, size, size]), &logits_dev);
-        let logits: Vec<f32> = eval.forward(x).into_data().try_into_vec().map_err(|e| Error::data("finetune", format!("{e:?}")))?;
-        for (row, &label) in logits.chunks(classes).zip(&test.labels[start..end]) {
-            let above = row.iter().filter(|&&v| v > row[label]).count();
-            correct.0 += usize::from(above == 0);
-            correct.1 += usize::from(above < 5);
-        }
+        let x = eval_batch(test, start..(start + 256).min(test.len()), size, aug, device)?; // [b, 3, S, S]
+        logits.extend(eval.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("finetune", format!("{e:?}")))?);
     }
-    let m = test.len().max(1) as f64;
-    Ok(FinetuneResult { labelled_images: labelled.len(), test: Accuracy { top1: correct.0 as f64 / m, top5: correct.1 as f64 / m } })
+    Ok(FinetuneResult { labelled_images: labelled.len(), test: top1_top5(&logits, classes, &test.labels) })
 }

@@ -194,6 +194,18 @@ pub fn train_classifier(train: &Features, classes: usize, lr: f64, cfg: &LinearE
     Classifier { weight: w, bias: b, mean, std }
 }
 
+/// Top-1 and top-5 accuracy of row-major `logits` ([N, C]) against `labels`.
+pub fn top1_top5(logits: &[f32], classes: usize, labels: &[usize]) -> Accuracy {
+    let (mut t1, mut t5) = (0usize, 0usize);
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        let above = row.iter().filter(|&&v| v > row[label]).count();
+        t1 += usize::from(above == 0);
+        t5 += usize::from(above < 5);
+    }
+    let n = labels.len().max(1) as f64;
+    Accuracy { top1: t1 as f64 / n, top5: t5 as f64 / n }
+}
+
 impl Classifier {
     /// Top-1 and top-5 accuracy on `f`.
     pub fn accuracy(&self, f: &Features, device: &Device) -> Accuracy {
@@ -202,14 +214,7 @@ impl Classifier {
         }
         let x = to_device(f, &self.mean, &self.std, device);
         let logits: Vec<f32> = (x.matmul(self.weight.clone()) + self.bias.clone()).into_data().try_into_vec().expect("f32");
-        let c = self.bias.dims()[1];
-        let (mut t1, mut t5) = (0usize, 0usize);
-        for (row, &label) in logits.chunks(c).zip(&f.labels) {
-            let above = row.iter().filter(|&&v| v > row[label]).count();
-            t1 += usize::from(above == 0);
-            t5 += usize::from(above < 5);
-        }
-        Accuracy { top1: t1 as f64 / f.len() as f64, top5: t5 as f64 / f.len() as f64 }
+        top1_top5(&logits, self.bias.dims()[1], &f.labels)
     }
 }
 
