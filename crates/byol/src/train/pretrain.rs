@@ -122,7 +122,7 @@ fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4>
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue from the run directory's checkpoint. The config passed in must have the
-    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read`) to
+    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read_latest`) to
     /// continue the same schedule.
     pub resume: bool,
     /// Also evaluate the random-init encoder of the same architecture.
@@ -135,12 +135,11 @@ pub struct RunOptions {
 /// Pre-train with `cfg` in `run_dir`, evaluate with kNN at the end (and every
 /// `train.knn-every-epochs`), and compare with the random-init encoder when asked.
 pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
-    let resume = opts.resume;
     let started = Instant::now();
     check_writable(run_dir)?;
     let device = cfg.backend.device()?;
 
-    let (cfg, mut state) = if resume {
+    let (cfg, mut state) = if opts.resume {
         let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
         if loaded.config.model != cfg.model {
             return Err(Error::config("model", format!("differs from the model of the checkpoint {}", ckpt_path.display())));
