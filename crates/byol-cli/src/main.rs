@@ -28,6 +28,48 @@ enum Command {
     Embed(EmbedArgs),
     /// Write the encoder with torchvision's `resnet*` tensor names to a safetensors file.
     Export(ExportArgs),
+    /// Write a PNG grid of images and their two training views (the config's augmentations).
+    Augment(AugmentArgs),
+    /// Measure throughput beside a baseline in the same process.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct AugmentArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output file (.png).
+    #[arg(long, default_value = "views.png")]
+    out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Upscaling factor of each tile (default: to about 128 pixels).
+    #[arg(long)]
+    scale: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Views per second of the batched view pipeline against the per-image host pipeline.
+    Augment(BenchAugmentArgs),
+}
+
+#[derive(Args)]
+struct BenchAugmentArgs {
+    /// View sides to measure; source images are 32 px for 32 and 8/7 of the side otherwise.
+    #[arg(long, value_delimiter = ',', default_value = "32,224")]
+    sizes: Vec<usize>,
+    /// Images per batch (each gives two views).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Timed batches (median reported), after 2 warm-up batches.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Compute backend of the batched pipeline: flex (CPU) or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: String,
 }
 
 #[derive(Args)]
@@ -369,6 +411,40 @@ fn export(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn augment(args: AugmentArgs) -> Result<()> {
+    let cfg = args.config.resolve()?;
+    let device = cfg.backend.device()?;
+    let splits = byol::data::load(&cfg.data, cfg.seed)?;
+    let size = cfg.data.image_size;
+    let scale = args.scale.unwrap_or_else(|| (128 / size).max(1));
+    let grid = byol::augment::preview::preview_grid(&splits.train, &cfg.augment, size, args.count, cfg.seed, scale, &device)?;
+    byol::augment::preview::write_png(&grid, &args.out)?;
+    println!("wrote {} rows of (image, view t, view t') at {size} px to {}", args.count.min(splits.train.len()), args.out.display());
+    Ok(())
+}
+
+fn bench_augment(args: BenchAugmentArgs) -> Result<()> {
+    let kind: byol::backend::BackendKind = args.backend.parse()?;
+    let device = kind.device()?;
+    let aug = byol::augment::AugmentConfig::default();
+    let mut rows = Vec::new();
+    for &size in &args.sizes {
+        let source = if size <= 32 { size } else { size * 8 / 7 };
+        let r = byol::bench::bench_augment(&aug, size, source, args.batch, args.reps, &device, kind.name());
+        println!("{}", serde_json::to_string(&r)?);
+        rows.push(r);
+    }
+    println!("\n| size | source | batch | threads | backend | batched (views/s) | per-image host (views/s) | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+            r.size, r.source, r.batch, r.threads, r.backend, r.device_views_per_sec, r.host_views_per_sec, r.ratio
+        );
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -382,6 +458,8 @@ fn run() -> Result<()> {
         Command::Eval(EvalCommand::Finetune(a)) => eval_finetune(a),
         Command::Embed(a) => embed(a),
         Command::Export(a) => export(a),
+        Command::Augment(a) => augment(a),
+        Command::Bench(BenchCommand::Augment(a)) => bench_augment(a),
     }
 }
 

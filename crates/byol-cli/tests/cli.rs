@@ -84,3 +84,26 @@ fn pretrain_then_resume_then_eval_knn() {
     assert!(ok, "{err}");
     assert!(std::fs::metadata(&enc).unwrap().len() > 1000);
 }
+
+#[test]
+fn augment_writes_a_grid_of_images_and_views() {
+    let out = std::env::temp_dir().join(format!("byol-views-{}.png", std::process::id()));
+    let (ok, _, err) = byol(&["augment", "--count", "3", "--scale", "2", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let img = image::open(&out).expect("a PNG").to_rgb8();
+    // 3 tiles of 32·2 px and 4 gutters across; 3 rows of tiles and 4 gutters down.
+    assert_eq!((img.width(), img.height()), (3 * 64 + 16, 3 * 64 + 16));
+    // The tiles are not blank.
+    let distinct: std::collections::HashSet<_> = img.pixels().map(|p| p.0).collect();
+    assert!(distinct.len() > 100, "{}", distinct.len());
+    std::fs::remove_file(out).ok();
+}
+
+#[test]
+fn bench_augment_prints_one_json_line_per_size() {
+    let (ok, out, err) = byol(&["bench", "augment", "--sizes", "16", "--batch", "8", "--reps", "1"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");
+    assert_eq!(v["size"], 16);
+    assert!(v["device_views_per_sec"].as_f64().unwrap() > 0.0 && v["host_views_per_sec"].as_f64().unwrap() > 0.0);
+}

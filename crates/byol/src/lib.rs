@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod ema;

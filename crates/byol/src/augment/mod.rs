@@ -1,12 +1,18 @@
 //! The two BYOL views (paper Appendix B, Table 6): one pipeline, two parameter sets.
 //!
-//! Host-side implementation, per image, in f32: random resized crop (bilinear), horizontal flip,
-//! colour jitter (brightness, contrast, saturation, hue in a random order, clipped after each),
-//! grayscale, Gaussian blur (separable), solarize, then normalisation. Every random draw comes
-//! from the RNG handed in, which the loader seeds by (seed, epoch, image index).
+//! As in the official code, the work is split in two. On the host, per image: decode, random
+//! resized crop (bilinear) to u8, and the draw of every random parameter of the view
+//! ([`sample_params`], from the RNG the loader seeds by (seed, epoch, image index)). On the
+//! training device, batched ([`ViewPipeline`]): horizontal flip, colour jitter (brightness,
+//! contrast, saturation, hue in a random order per sample, clipped after each), grayscale,
+//! Gaussian blur (separable, per-sample σ), solarize, normalisation. [`apply_host`] is the same
+//! computation per image on the host: the reference the device pipeline is tested against.
 
+mod device;
 mod ops;
+pub mod preview;
 
+pub use device::ViewPipeline;
 pub use ops::*;
 
 use crate::{Error, Result};
@@ -164,6 +170,35 @@ pub struct AugmentConfig {
     /// Per-channel standard deviation divided after augmenting (default: ImageNet's).
     #[serde(default = "d_std")]
     pub std: [f32; 3],
+    /// Where the operations after the crop run (the two give the same views to 1e-5).
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+/// Where flip, jitter, grayscale, blur, solarize and normalisation run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// `device` on an accelerator, `host` on a CPU backend. On a CPU the batched tensor
+    /// operations are memory-bound and several times slower than the per-image loop, which also
+    /// overlaps with the training step on the loader threads (see `byol bench augment`).
+    #[default]
+    Auto,
+    /// Per image on the loader threads ([`apply_host`]).
+    Host,
+    /// Batched on the training device ([`ViewPipeline`]), as the official code does.
+    Device,
+}
+
+impl Placement {
+    /// Whether the operations run on the device for `backend`.
+    pub fn on_device(self, backend: crate::backend::BackendKind) -> bool {
+        match self {
+            Placement::Auto => backend != crate::backend::BackendKind::Flex,
+            Placement::Host => false,
+            Placement::Device => true,
+        }
+    }
 }
 
 fn d_mean() -> [f32; 3] {
@@ -175,7 +210,7 @@ fn d_std() -> [f32; 3] {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { view1: ViewConfig::paper_view1(), view2: ViewConfig::paper_view2(), mean: d_mean(), std: d_std() }
+        Self { view1: ViewConfig::paper_view1(), view2: ViewConfig::paper_view2(), mean: d_mean(), std: d_std(), placement: Placement::Auto }
     }
 }
 
@@ -198,42 +233,99 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
-/// Make one view of `img` at `size`×`size`: returns normalised CHW f32 of length 3·size².
-pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, norm: (&[f32; 3], &[f32; 3]), rng: &mut impl Rng) -> Vec<f32> {
-    let crop = sample_crop(img.width, img.height, view.crop_scale, view.crop_ratio, rng);
-    let mut x = resize_crop(img, crop, size); // CHW in [0,1]
-    if rng.random::<f64>() < view.flip_prob {
-        hflip(&mut x, size);
+/// The random parameters of one view of one image, drawn on the host from the seeded RNG.
+/// The same parameters give the same view on the host ([`apply_host`]) and on the device
+/// ([`ViewPipeline`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewParams {
+    pub crop: Crop,
+    pub flip: bool,
+    pub jitter: Option<Jitter>,
+    pub grayscale: bool,
+    pub blur_sigma: Option<f32>,
+    pub solarize: bool,
+}
+
+/// Colour-jitter parameters: the four operations in `order` (0 brightness, 1 contrast,
+/// 2 saturation, 3 hue), as torchvision's and the official code's random order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Jitter {
+    pub order: [u8; 4],
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+}
+
+impl Jitter {
+    /// The parameter of operation `op` (0 brightness, 1 contrast, 2 saturation, 3 hue).
+    pub fn param(&self, op: u8) -> f32 {
+        match op {
+            0 => self.brightness,
+            1 => self.contrast,
+            2 => self.saturation,
+            _ => self.hue,
+        }
     }
-    if rng.random::<f64>() < view.jitter_prob {
-        let mut order = [0usize, 1, 2, 3];
+}
+
+/// Draw the parameters of one view of a `width`×`height` image.
+pub fn sample_params(width: usize, height: usize, view: &ViewConfig, rng: &mut impl Rng) -> ViewParams {
+    let crop = sample_crop(width, height, view.crop_scale, view.crop_ratio, rng);
+    let flip = rng.random::<f64>() < view.flip_prob;
+    let jitter = (rng.random::<f64>() < view.jitter_prob).then(|| {
+        let mut order = [0u8, 1, 2, 3];
         for i in (1..4).rev() {
             order.swap(i, rng.random_range(0..=i));
         }
-        let b = rng.random_range(-view.brightness..=view.brightness) as f32;
-        let c = rng.random_range(1.0 - view.contrast..=1.0 + view.contrast) as f32;
-        let s = rng.random_range(1.0 - view.saturation..=1.0 + view.saturation) as f32;
-        let h = rng.random_range(-view.hue..=view.hue) as f32;
-        for op in order {
+        Jitter {
+            order,
+            brightness: rng.random_range(-view.brightness..=view.brightness) as f32,
+            contrast: rng.random_range(1.0 - view.contrast..=1.0 + view.contrast) as f32,
+            saturation: rng.random_range(1.0 - view.saturation..=1.0 + view.saturation) as f32,
+            hue: rng.random_range(-view.hue..=view.hue) as f32,
+        }
+    });
+    let grayscale = rng.random::<f64>() < view.grayscale_prob;
+    let blur_sigma = (rng.random::<f64>() < view.blur_prob).then(|| rng.random_range(view.blur_sigma[0]..=view.blur_sigma[1]) as f32);
+    let solarize = rng.random::<f64>() < view.solarize_prob;
+    ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
+}
+
+/// Apply everything after the crop to one CHW image in [0, 1], per pixel on the host: flip,
+/// jitter, grayscale, blur (kernel side `kernel`), solarize. The reference implementation of the
+/// device pipeline, and the per-image baseline of `byol bench augment`.
+pub fn apply_host(x: &mut [f32], size: usize, p: &ViewParams, kernel: usize) {
+    if p.flip {
+        hflip(x, size);
+    }
+    if let Some(j) = &p.jitter {
+        for op in j.order {
             match op {
-                0 => brightness(&mut x, b),
-                1 => contrast(&mut x, c),
-                2 => saturation(&mut x, s),
-                _ => hue(&mut x, h),
+                0 => brightness(x, j.brightness),
+                1 => contrast(x, j.contrast),
+                2 => saturation(x, j.saturation),
+                _ => hue(x, j.hue),
             }
         }
     }
-    if rng.random::<f64>() < view.grayscale_prob {
-        grayscale(&mut x);
+    if p.grayscale {
+        grayscale(x);
     }
-    if rng.random::<f64>() < view.blur_prob {
-        let sigma = rng.random_range(view.blur_sigma[0]..=view.blur_sigma[1]) as f32;
-        let k = kernel_size(size, view.blur_kernel_fraction);
-        gaussian_blur(&mut x, size, k, sigma);
+    if let Some(sigma) = p.blur_sigma {
+        gaussian_blur(x, size, kernel, sigma);
     }
-    if rng.random::<f64>() < view.solarize_prob {
-        solarize(&mut x);
+    if p.solarize {
+        solarize(x);
     }
+}
+
+/// Make one view of `img` at `size`×`size` entirely on the host: returns normalised CHW f32 of
+/// length 3·size².
+pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, norm: (&[f32; 3], &[f32; 3]), rng: &mut impl Rng) -> Vec<f32> {
+    let p = sample_params(img.width, img.height, view, rng);
+    let mut x: Vec<f32> = resize_crop_u8(img, p.crop, size).into_iter().map(|v| f32::from(v) / 255.0).collect(); // [3, S, S]
+    apply_host(&mut x, size, &p, kernel_size(size, view.blur_kernel_fraction));
     normalize(&mut x, norm.0, norm.1);
     x
 }

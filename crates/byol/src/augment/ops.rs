@@ -71,6 +71,11 @@ pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize) -> Vec<f32> {
     out
 }
 
+/// [`resize_crop`] rounded to u8, CHW: what the host hands to the device pipeline.
+pub fn resize_crop_u8(img: &Rgb8, crop: Crop, size: usize) -> Vec<u8> {
+    resize_crop(img, crop, size).into_iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect()
+}
+
 /// Mirror left-right.
 pub fn hflip(x: &mut [f32], size: usize) {
     for row in x.chunks_mut(size) {

@@ -7,20 +7,29 @@
 //! would have seen.
 
 use super::ImageSet;
-use crate::augment::{AugmentConfig, make_view};
+use crate::augment::{AugmentConfig, ViewConfig, ViewParams, apply_host, kernel_size, normalize, resize_crop_u8, sample_params};
 use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-/// Two views of a batch: CHW f32, normalised, `batch`×3×`size`×`size` each.
+/// One view of a batch, as the loader hands it over.
+pub enum View {
+    /// Finished on the host: normalised CHW f32, `batch`×3×`size`×`size`.
+    Host(Vec<f32>),
+    /// u8 crops (CHW, `batch`×3×`size`×`size`) and the parameters of everything that follows the
+    /// crop, to be finished by [`crate::augment::ViewPipeline`] on the device.
+    Device(Vec<u8>, Vec<ViewParams>),
+}
+
+/// The two views of a batch.
 pub struct ViewBatch {
     pub step: u64,
     pub batch: usize,
     pub size: usize,
-    pub view1: Vec<f32>,
-    pub view2: Vec<f32>,
+    pub view1: View,
+    pub view2: View,
     /// Images that failed to decode (replaced by the next image in the epoch's order).
     pub failures: Vec<String>,
 }
@@ -37,7 +46,8 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// Build the two views of the images `order[pos·B .. (pos+1)·B]`.
+/// Crop the two views of the images `order[pos·B .. (pos+1)·B]` and draw their parameters; finish
+/// them here too unless `on_device`.
 pub fn make_batch(
     set: &ImageSet,
     order: &[usize],
@@ -48,9 +58,10 @@ pub fn make_batch(
     aug: &AugmentConfig,
     size: usize,
     seed: u64,
+    on_device: bool,
 ) -> ViewBatch {
-    let per = 3 * size * size;
-    let results: Vec<(Vec<f32>, Vec<f32>, Option<String>)> = (0..batch)
+    type Views = ((Vec<u8>, ViewParams), (Vec<u8>, ViewParams), Option<String>);
+    let results: Vec<Views> = (0..batch)
         .into_par_iter()
         .map(|j| {
             let mut slot = pos * batch + j;
@@ -67,19 +78,36 @@ pub fn make_batch(
             };
             let idx = order[slot % order.len()];
             let mut r = rng(seed, Stream::Augment, &[epoch, idx as u64]);
-            let v1 = make_view(&img, size, &aug.view1, (&aug.mean, &aug.std), &mut r);
-            let v2 = make_view(&img, size, &aug.view2, (&aug.mean, &aug.std), &mut r);
-            (v1, v2, failure)
+            let p1 = sample_params(img.width, img.height, &aug.view1, &mut r);
+            let p2 = sample_params(img.width, img.height, &aug.view2, &mut r);
+            ((resize_crop_u8(&img, p1.crop, size), p1), (resize_crop_u8(&img, p2.crop, size), p2), failure)
         })
         .collect();
-    let mut view1 = Vec::with_capacity(batch * per);
-    let mut view2 = Vec::with_capacity(batch * per);
+    let per = 3 * size * size;
+    let (mut crops1, mut crops2) = (Vec::with_capacity(batch * per), Vec::with_capacity(batch * per));
+    let (mut params1, mut params2) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
     let mut failures = Vec::new();
-    for (a, b, f) in results {
-        view1.extend(a);
-        view2.extend(b);
+    for ((c1, p1), (c2, p2), f) in results {
+        crops1.extend(c1);
+        crops2.extend(c2);
+        params1.push(p1);
+        params2.push(p2);
         failures.extend(f);
     }
+    let finish = |crops: Vec<u8>, params: Vec<ViewParams>, view: &ViewConfig| {
+        if on_device {
+            return View::Device(crops, params);
+        }
+        let kernel = kernel_size(size, view.blur_kernel_fraction);
+        let mut x: Vec<f32> = crops.iter().map(|&v| f32::from(v) / 255.0).collect(); // [B, 3, S, S]
+        x.par_chunks_mut(per).zip(params.par_iter()).for_each(|(img, p)| {
+            apply_host(img, size, p, kernel);
+            normalize(img, &aug.mean, &aug.std);
+        });
+        View::Host(x)
+    };
+    let view1 = finish(crops1, params1, &aug.view1);
+    let view2 = finish(crops2, params2, &aug.view2);
     ViewBatch { step, batch, size, view1, view2, failures }
 }
 
@@ -101,6 +129,7 @@ impl Prefetcher {
         end: u64,
         workers: usize,
         prefetch: usize,
+        on_device: bool,
     ) -> Self {
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
@@ -117,7 +146,7 @@ impl Prefetcher {
                     cached = Some((epoch, epoch_order(set.len(), seed, epoch)));
                 }
                 let order = &cached.as_ref().expect("set above").1;
-                let b = pool.install(|| make_batch(&set, order, pos, batch, epoch, step, &aug, size, seed));
+                let b = pool.install(|| make_batch(&set, order, pos, batch, epoch, step, &aug, size, seed, on_device));
                 if tx.send(b).is_err() {
                     return; // the consumer stopped
                 }

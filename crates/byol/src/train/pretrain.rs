@@ -10,7 +10,8 @@ use crate::model::params::reinit;
 use crate::model::{Online, ResNet};
 use crate::optim::schedule;
 use crate::{Error, Result};
-use burn::tensor::{Device, Tensor, TensorData};
+use crate::augment::ViewPipeline;
+use burn::tensor::Device;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,10 +115,6 @@ fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Resul
     Ok(())
 }
 
-fn host_to_device(v: Vec<f32>, b: usize, s: usize, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(v, [b, 3, s, s]), device)
-}
-
 /// How to run [`pretrain`].
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -188,7 +185,10 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
     let size = cfg.data.image_size;
-    let prefetch = loader::Prefetcher::new(train.clone(), cfg.augment.clone(), b, size, cfg.seed, state.step, total, cfg.data.workers, 2);
+    let on_device = cfg.augment.placement.on_device(cfg.backend);
+    let prefetch = loader::Prefetcher::new(train.clone(), cfg.augment.clone(), b, size, cfg.seed, state.step, total, cfg.data.workers, 2, on_device);
+    let pipe1 = ViewPipeline::new(&cfg.augment.view1, &cfg.augment, size, &device);
+    let pipe2 = ViewPipeline::new(&cfg.augment.view2, &cfg.augment, size, &device);
     obs.on_start(state.step, total);
     let mut last_log = (Instant::now(), state.step);
     let mut final_loss = f64::NAN;
@@ -205,8 +205,8 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let k = state.step;
         let lr = schedule::lr_at(peak, k, warmup, total);
         let tau = ema::tau(cfg.target.tau_base, k, total);
-        let v1 = host_to_device(batch.view1, b, size, &device);
-        let v2 = host_to_device(batch.view2, b, size, &device);
+        let v1 = pipe1.finish(batch.view1, b); // [B, 3, S, S]
+        let v2 = pipe2.finish(batch.view2, b); // [B, 3, S, S]
         let (next, m) = train_step(state, v1, v2, lr, tau);
         state = next;
         let step = state.step;

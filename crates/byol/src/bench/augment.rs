@@ -1,0 +1,81 @@
+//! Views per second of the view pipeline: the batched device pipeline (host crop +
+//! [`ViewPipeline`]) against the same pipeline done per image on the host ([`make_view`]), on the
+//! same images, in the same process.
+
+use super::median_seconds;
+use crate::augment::{AugmentConfig, ViewPipeline, make_view, resize_crop_u8, sample_params};
+use crate::augment::Rgb8;
+use crate::data::synthetic::render;
+use crate::rng::{Stream, rng};
+use burn::tensor::Device;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// One line of `byol bench augment`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AugmentBench {
+    pub backend: String,
+    /// Training size of a view (side in pixels).
+    pub size: usize,
+    /// Side of the in-memory source images the crops are taken from.
+    pub source: usize,
+    pub batch: usize,
+    pub threads: usize,
+    /// Both views of the paper (t and t'), per image per step: 2·batch views.
+    pub views_per_step: usize,
+    /// Ours: crops on the host threads, the rest batched on the device.
+    pub device_views_per_sec: f64,
+    /// Baseline: every operation per image on the host threads.
+    pub host_views_per_sec: f64,
+    /// device / host.
+    pub ratio: f64,
+}
+
+/// Time both pipelines on `batch` rendered images of side `source`, producing views of side
+/// `size`, median of `reps` batches after 2 warm-up batches.
+pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usize, reps: usize, device: &Device, backend: &str) -> AugmentBench {
+    let images: Vec<Rgb8> = (0..batch).map(|i| render(i % 10, source, &mut rng(0, Stream::Synthetic, &[i as u64]))).collect();
+    let pipes = [ViewPipeline::new(&aug.view1, aug, size, device), ViewPipeline::new(&aug.view2, aug, size, device)];
+    let views = [&aug.view1, &aug.view2];
+    let mut step = 0u64;
+    let device_t = median_seconds(2, reps, || {
+        step += 1;
+        for (v, (view, pipe)) in views.iter().zip(&pipes).enumerate() {
+            let (crops, params): (Vec<Vec<u8>>, Vec<_>) = images
+                .par_iter()
+                .enumerate()
+                .map(|(i, img)| {
+                    let mut r = rng(1, Stream::Augment, &[step, i as u64, v as u64]);
+                    let p = sample_params(img.width, img.height, view, &mut r);
+                    (resize_crop_u8(img, p.crop, size), p)
+                })
+                .unzip();
+            let out = pipe.apply(crops.concat(), &params);
+            // Wait for the device: read one value back.
+            let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+        }
+    });
+    let host_t = median_seconds(2, reps, || {
+        step += 1;
+        for (v, view) in views.iter().enumerate() {
+            let out: Vec<Vec<f32>> = images
+                .par_iter()
+                .enumerate()
+                .map(|(i, img)| make_view(img, size, view, (&aug.mean, &aug.std), &mut rng(1, Stream::Augment, &[step, i as u64, v as u64])))
+                .collect();
+            std::hint::black_box(out);
+        }
+    });
+    let n = 2 * batch;
+    AugmentBench {
+        backend: backend.to_string(),
+        size,
+        source,
+        batch,
+        threads: rayon::current_num_threads(),
+        views_per_step: n,
+        device_views_per_sec: n as f64 / device_t,
+        host_views_per_sec: n as f64 / host_t,
+        ratio: host_t / device_t,
+    }
+}

@@ -1,0 +1,22 @@
+//! Benchmarks behind `byol bench`: each measures ours and a baseline in the same process, so
+//! that the ratio is meaningful on any machine.
+
+pub mod augment;
+
+pub use augment::{AugmentBench, bench_augment};
+
+/// Median of `f`'s wall time over `reps` runs after `warmup` untimed runs, in seconds.
+pub fn median_seconds(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
