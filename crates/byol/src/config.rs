@@ -26,6 +26,77 @@ pub struct TargetConfig {
     /// `copy`: start it as a deep copy of the online network.
     #[serde(default)]
     pub init: TargetInit,
+    /// `ema`: a target network ξ updated by moving average (BYOL, MoCo's key encoder);
+    /// `none`: no target network, the online projections of the other view are the targets,
+    /// with gradient (SimCLR).
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// `cosine`: τ rises from τ_base to 1 (paper Section 3.2); `constant`: τ = τ_base throughout
+    /// (τ = 1: a constant random target; τ = 0: a stop-gradient copy of the online network;
+    /// MoCo: 0.999).
+    #[serde(default)]
+    pub tau_schedule: TauSchedule,
+}
+
+/// Whether there is a target network.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    #[default]
+    Ema,
+    None,
+}
+
+/// How τ moves over the run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TauSchedule {
+    #[default]
+    Cosine,
+    Constant,
+}
+
+/// The training objective.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectiveConfig {
+    /// `byol`: the regression loss plus β times the contrastive term of the paper's unified
+    /// objective (BYOL↔SimCLR appendix; β = 0 is BYOL); `nt-xent`: SimCLR's loss over the 2N−2
+    /// in-batch negatives; `moco`: MoCo v2's InfoNCE against a queue of past target keys.
+    #[serde(default)]
+    pub kind: ObjectiveKind,
+    /// β, the weight of the negative pairs in the unified objective (kind `byol` only).
+    #[serde(default)]
+    pub beta: f64,
+    /// Temperature α of the contrastive terms (SimCLR: 0.1–0.5; MoCo v2: 0.2).
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+    /// Negative keys kept by MoCo's queue (MoCo v2: 65,536).
+    #[serde(default = "d_queue")]
+    pub queue_size: usize,
+}
+
+/// See [`ObjectiveConfig::kind`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectiveKind {
+    #[default]
+    Byol,
+    NtXent,
+    Moco,
+}
+
+fn d_temperature() -> f64 {
+    0.1
+}
+fn d_queue() -> usize {
+    65_536
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self { kind: ObjectiveKind::Byol, beta: 0.0, temperature: d_temperature(), queue_size: d_queue() }
+    }
 }
 
 /// How the target is initialised.
@@ -43,7 +114,7 @@ fn d_tau() -> f64 {
 
 impl Default for TargetConfig {
     fn default() -> Self {
-        Self { tau_base: d_tau(), init: TargetInit::Independent }
+        Self { tau_base: d_tau(), init: TargetInit::Independent, mode: TargetMode::Ema, tau_schedule: TauSchedule::Cosine }
     }
 }
 
@@ -148,6 +219,8 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     #[serde(default)]
     pub target: TargetConfig,
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
     pub optim: OptimConfig,
     pub data: DataConfig,
     #[serde(default)]
@@ -170,6 +243,17 @@ impl ExperimentConfig {
     pub fn from_toml_with_overrides(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
         let parse_err = |message: String| Error::ConfigParse { path: origin.to_path_buf(), message };
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        if let Some(base) = value.remove("extends") {
+            let name = base.as_str().ok_or_else(|| parse_err("`extends` must name a preset, as a string".into()))?;
+            let (_, base_text) = PRESETS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| parse_err(format!("`extends = \"{name}\"` is not a preset")))?;
+            let mut merged: toml::Table = base_text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+            merged.remove("extends");
+            merge(&mut merged, value);
+            value = merged;
+        }
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
@@ -213,6 +297,24 @@ impl ExperimentConfig {
         if !(0.0..=1.0).contains(&self.target.tau_base) {
             return Err(Error::config("target.tau-base", format!("{} is outside [0, 1]", self.target.tau_base)));
         }
+        let o = &self.objective;
+        if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+            return Err(Error::config("objective.temperature", format!("{} must be a positive number", o.temperature)));
+        }
+        if !(o.beta >= 0.0 && o.beta.is_finite()) {
+            return Err(Error::config("objective.beta", format!("{} must be a number ≥ 0", o.beta)));
+        }
+        if o.beta > 0.0 && o.kind != ObjectiveKind::Byol {
+            return Err(Error::config("objective.beta", "applies to objective.kind = \"byol\" only"));
+        }
+        if o.kind == ObjectiveKind::Moco {
+            if self.target.mode != TargetMode::Ema {
+                return Err(Error::config("target.mode", "objective.kind = \"moco\" needs a target (key) network: use \"ema\""));
+            }
+            if o.queue_size == 0 {
+                return Err(Error::config("objective.queue-size", "must be at least 1"));
+            }
+        }
         let t = &self.train;
         if t.epochs == 0 {
             return Err(Error::config("train.epochs", "must be at least 1"));
@@ -245,6 +347,18 @@ impl ExperimentConfig {
         self.eval.linear.validate()?;
         self.eval.finetune.validate()?;
         Ok(())
+    }
+}
+
+/// Deep-merge `over` into `base` (tables merge, other values replace).
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
     }
 }
 

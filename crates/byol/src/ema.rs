@@ -13,6 +13,14 @@ pub fn tau(tau_base: f64, k: u64, total: u64) -> f64 {
     1.0 - (1.0 - tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
 }
 
+/// τ at step `k` of `total` under the target's schedule.
+pub fn tau_at(cfg: &crate::config::TargetConfig, k: u64, total: u64) -> f64 {
+    match cfg.tau_schedule {
+        crate::config::TauSchedule::Cosine => tau(cfg.tau_base, k, total),
+        crate::config::TauSchedule::Constant => cfg.tau_base,
+    }
+}
+
 /// ξ ← τ·ξ + (1 − τ)·θ for every parameter of the target (buffers untouched).
 pub fn update(target: Target, online: &Online, tau: f64) -> Target {
     let theta = collect(online);

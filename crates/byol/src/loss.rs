@@ -1,6 +1,9 @@
 //! The BYOL objective (paper Eq. 2): with p̄ = p/‖p‖₂ and z̄' = z'/‖z'‖₂,
 //! L = ‖p̄ − z̄'‖²₂ = 2 − 2·⟨p, z'⟩/(‖p‖₂·‖z'‖₂). The symmetrised loss is the SUM L + L̃ of the two
 //! view orders (paper Eq. 2 and the official code); each term is averaged over the batch.
+//!
+//! The baselines of the paper through the same code: the unified objective of the BYOL↔SimCLR
+//! appendix (a weight β on negative pairs), SimCLR's NT-Xent and MoCo v2's queue InfoNCE.
 
 use burn::tensor::Tensor;
 
@@ -24,6 +27,79 @@ pub fn regression_loss(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
 /// The target projections must come without gradient (stop-gradient).
 pub fn byol_loss(p1: Tensor<2>, p2: Tensor<2>, z1_target: Tensor<2>, z2_target: Tensor<2>) -> Tensor<1> {
     regression_loss(p1, z2_target).mean() + regression_loss(p2, z1_target).mean() // [1]
+}
+
+/// Cosine similarities S[i, j] = ⟨a_i, b_j⟩/(‖a_i‖‖b_j‖). `a`: [B, P], `b`: [N, P] → [B, N].
+pub fn cosine_matrix(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    l2_normalize(a).matmul(l2_normalize(b).transpose())
+}
+
+/// Row-wise log Σ exp, stabilised by the row maximum. `x`: [B, N] → [B].
+pub fn logsumexp(x: Tensor<2>) -> Tensor<1> {
+    let [b, _] = x.dims();
+    let m = x.clone().max_dim(1).detach(); // [B, 1]
+    ((x - m.clone()).exp().sum_dim(1).log() + m).reshape([b])
+}
+
+/// Logit given to the excluded pair (i, i) of a view with itself: exp of it is 0 in f32.
+const MASKED: f32 = -1e4;
+
+/// For anchors φ of view v: log Σ over the 2B − 1 candidates, ψ_j of the same view (j ≠ i) and
+/// ψ'_j of the other view (every j), of exp(S/α). `phi`, `psi_same`, `psi_other`: [B, P] → [B].
+fn candidates_lse(phi: Tensor<2>, psi_same: Tensor<2>, psi_other: Tensor<2>, alpha: f64) -> (Tensor<1>, Tensor<2>) {
+    let [b, _] = phi.dims();
+    let same = cosine_matrix(phi.clone(), psi_same).div_scalar(alpha); // [B, B]
+    let diagonal = Tensor::<2, burn::tensor::Bool>::diag_mask([b, b], 0, &same.device()).bool_not(); // true on the diagonal
+    let same = same.mask_fill(diagonal, MASKED);
+    let other = cosine_matrix(phi, psi_other).div_scalar(alpha); // [B, B]
+    (logsumexp(Tensor::cat(vec![same, other.clone()], 1)), other) // [B], [B, B]
+}
+
+/// One direction of the unified objective of the paper's BYOL↔SimCLR appendix, written as a loss
+/// (2 − InfoNCE^{α,β}, so that β = 0 is exactly the BYOL loss):
+/// mean_i (2 − 2·S(φ_i, ψ'_i)) + β·2α·mean_i log(Σ_{j≠i} e^{S(φ_i, ψ_j)/α} + Σ_j e^{S(φ_i, ψ'_j)/α}).
+/// `phi`: online outputs of view v; `psi_same`, `psi_other`: targets of v and v'; all [B, P] → [1].
+pub fn unified_direction(phi: Tensor<2>, psi_same: Tensor<2>, psi_other: Tensor<2>, beta: f64, alpha: f64) -> Tensor<1> {
+    let regression = regression_loss(phi.clone(), psi_other.clone()).mean(); // [1]
+    if beta == 0.0 {
+        return regression;
+    }
+    let (lse, _) = candidates_lse(phi, psi_same, psi_other, alpha);
+    regression + lse.mean().mul_scalar(beta * 2.0 * alpha)
+}
+
+/// The symmetrised unified objective: both view orders summed, as [`byol_loss`].
+pub fn unified_loss(p1: Tensor<2>, p2: Tensor<2>, z1: Tensor<2>, z2: Tensor<2>, beta: f64, alpha: f64) -> Tensor<1> {
+    unified_direction(p1, z1.clone(), z2.clone(), beta, alpha) + unified_direction(p2, z2, z1, beta, alpha)
+}
+
+/// SimCLR's NT-Xent (Chen et al. 2020): for each of the 2B anchors, −S(anchor, positive)/α plus
+/// the log-sum-exp over the positive and the 2B − 2 negatives; averaged over the 2B anchors.
+/// With no target network, `z1`, `z2` are the online projections themselves.
+pub fn nt_xent(p1: Tensor<2>, p2: Tensor<2>, z1: Tensor<2>, z2: Tensor<2>, alpha: f64) -> Tensor<1> {
+    let direction = |phi: Tensor<2>, same: Tensor<2>, other: Tensor<2>| {
+        let (lse, logits) = candidates_lse(phi, same, other, alpha);
+        let [b, _] = logits.dims();
+        let positive = logits.mask_fill(Tensor::<2, burn::tensor::Bool>::diag_mask([b, b], 0, &lse.device()), 0.0).sum_dim(1).reshape([b]); // [B]
+        (lse - positive).mean() // [1]
+    };
+    (direction(p1, z1.clone(), z2.clone()) + direction(p2, z2, z1)).div_scalar(2.0)
+}
+
+/// MoCo v2's InfoNCE (He et al. 2020; Chen et al. 2020b): query q against its positive key k
+/// and the queue's negative keys, cross-entropy with the positive as the class, temperature α.
+/// Symmetrised as a sum over the two view orders (as BYOL's loss and MoCo v3; MoCo v2's code uses
+/// one order). `q1`, `q2`: online outputs; `k1`, `k2`: target keys (no gradient); `queue`:
+/// [K, P] L2-normalised keys of earlier steps. → [1].
+pub fn moco_loss(q1: Tensor<2>, q2: Tensor<2>, k1: Tensor<2>, k2: Tensor<2>, queue: Tensor<2>, alpha: f64) -> Tensor<1> {
+    let direction = |q: Tensor<2>, k: Tensor<2>| {
+        let [b, _] = q.dims();
+        let qn = l2_normalize(q); // [B, P]
+        let positive = (qn.clone() * l2_normalize(k)).sum_dim(1).div_scalar(alpha); // [B, 1]
+        let negatives = qn.matmul(queue.clone().transpose()).div_scalar(alpha); // [B, K]
+        (logsumexp(Tensor::cat(vec![positive.clone(), negatives], 1)) - positive.reshape([b])).mean() // [1]
+    };
+    direction(q1, k2) + direction(q2, k1)
 }
 
 /// Collapse signal: the standard deviation over the batch of the L2-normalised projections,
@@ -104,6 +180,65 @@ mod tests {
             let numeric = (f(&a) - f(&b)) / (2.0 * f64::from(h));
             assert!((numeric - f64::from(g[i])).abs() < 2e-3, "coordinate {i}: {numeric} vs {}", g[i]);
         }
+    }
+
+    fn scalar(t: Tensor<1>) -> f64 {
+        f64::from(t.into_scalar::<f32>())
+    }
+
+    #[test]
+    fn unified_objective_matches_hand_computation_and_is_byol_at_beta_zero() {
+        let d = Device::flex();
+        // φ = (1,0), (0,1); ψ (same view) = (1,0), (0,1); ψ' (other view) = (2,0), (1,0); α = 0.5.
+        // Anchor 0: same-view candidate j=1: S = 0; other view: S = 1, 1. log(1 + 2e²).
+        // Anchor 1: same-view j=0: S = 0; other view: S = 0, 0. log 3.
+        // Regression part: S(φ0, ψ'0) = 1 → 0, S(φ1, ψ'1) = 0 → 2; mean 1.
+        let phi = t2(&[1., 0., 0., 1.], 2, 2, &d);
+        let same = t2(&[1., 0., 0., 1.], 2, 2, &d);
+        let other = t2(&[2., 0., 1., 0.], 2, 2, &d);
+        let e2 = std::f64::consts::E.powi(2);
+        for beta in [0.0, 1.0, 0.3] {
+            let got = scalar(unified_direction(phi.clone(), same.clone(), other.clone(), beta, 0.5));
+            let want = 1.0 + beta * 2.0 * 0.5 * ((1.0 + 2.0 * e2).ln() + 3f64.ln()) / 2.0;
+            assert!((got - want).abs() < 1e-5, "β={beta}: {got} vs {want}");
+        }
+        // The temperature enters the log-sum-exp: α = 0.25 doubles the logits.
+        let got = scalar(unified_direction(phi.clone(), same.clone(), other.clone(), 1.0, 0.25));
+        let want = 1.0 + 2.0 * 0.25 * ((1.0 + 2.0 * e2 * e2).ln() + 3f64.ln()) / 2.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // β = 0: bit-identical to the BYOL loss on random inputs.
+        let r = |s| Tensor::<2>::random(s, burn::tensor::Distribution::Normal(0.0, 1.0), &d);
+        let (p1, p2, z1, z2) = (r([6, 5]), r([6, 5]), r([6, 5]), r([6, 5]));
+        let a: f32 = unified_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone(), 0.0, 0.1).into_scalar();
+        let b: f32 = byol_loss(p1, p2, z1, z2).into_scalar();
+        assert_eq!(a.to_bits(), b.to_bits());
+    }
+
+    #[test]
+    fn nt_xent_and_moco_match_hand_computation() {
+        let d = Device::flex();
+        let phi = t2(&[1., 0., 0., 1.], 2, 2, &d);
+        let same = t2(&[1., 0., 0., 1.], 2, 2, &d);
+        let other = t2(&[2., 0., 1., 0.], 2, 2, &d);
+        let e2 = std::f64::consts::E.powi(2);
+        // Both directions equal here (φ = ψ for view 1 is not needed: pass the same pair twice).
+        // Anchor 0: −S⁺/α + lse = −2 + log(1 + 2e²); anchor 1: 0 + log 3.
+        let got = scalar(nt_xent(phi.clone(), phi.clone(), same.clone(), other.clone(), 0.5));
+        // Direction 1 (φ=phi, same=same, other=other) as above; direction 2 (φ=phi, same=other,
+        // other=same): anchor 0: same-view j=1: S((1,0),(1,0)) = 1 → e²; other: S = 1, 0 → e², 1;
+        // positive S = 1. Anchor 1: same-view j=0: S((0,1),(2,0)) = 0 → 1; other: 0, 1 → 1, e²;
+        // positive S((0,1),(0,1)) = 1.
+        let d1 = (-2.0 + (1.0 + 2.0 * e2).ln() + 3f64.ln()) / 2.0;
+        let d2 = ((-2.0 + (2.0 * e2 + 1.0).ln()) + (-2.0 + (2.0 + e2).ln())) / 2.0;
+        let want = (d1 + d2) / 2.0;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // MoCo: q = (1,0), k = (0,3), queue (−1,0), (0,−1), α = 0.2: logits [0, −5, 0].
+        let q = t2(&[1., 0.], 1, 2, &d);
+        let k = t2(&[0., 3.], 1, 2, &d);
+        let queue = t2(&[-1., 0., 0., -1.], 2, 2, &d);
+        let got = scalar(moco_loss(q.clone(), q, k.clone(), k, queue, 0.2));
+        let want = 2.0 * (2.0 + (-5f64).exp()).ln();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 
     #[test]

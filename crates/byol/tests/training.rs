@@ -56,9 +56,9 @@ fn ema_update_is_exact_and_skips_buffers() {
     let cfg = tiny(&[]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
-    let before = collect(&state.target.valid());
+    let before = collect(&state.target.as_ref().unwrap().valid());
     let theta = collect(&state.online.valid());
-    let target = ema::update(state.target, &state.online, 0.7);
+    let target = ema::update(state.target.unwrap(), &state.online, 0.7);
     let after = collect(&target.valid());
     let mut checked = 0;
     for (path, xi) in &before {
@@ -83,10 +83,10 @@ fn target_gets_no_gradient_and_tau_one_keeps_it_bit_identical() {
     let cfg = tiny(&[]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
-    let before = collect(&state.target);
+    let before = collect(state.target.as_ref().unwrap());
     let online_before = collect(&state.online);
     let (v1, v2) = views(8, 16, &device);
-    let (state, m) = train_step(state, v1, v2, 0.5, 1.0);
+    let (state, m) = train_step(state, v1, v2, 0.5, 1.0, &cfg.objective);
     assert!(m.loss.into_scalar::<f32>().is_finite());
     // The target's parameters never enter autodiff…
     struct NoGrad(usize);
@@ -97,10 +97,10 @@ fn target_gets_no_gradient_and_tau_one_keeps_it_bit_identical() {
         }
     }
     let mut v = NoGrad(0);
-    state.target.visit(&mut v);
+    state.target.as_ref().unwrap().visit(&mut v);
     assert!(v.0 > 0);
     // …and with τ = 1 they do not move, while the online network did.
-    let after = collect(&state.target);
+    let after = collect(state.target.as_ref().unwrap());
     for (path, t) in &before {
         if !is_buffer(path) {
             assert_eq!(values(&t.flat), values(&after[path].flat), "{path}");
@@ -111,6 +111,85 @@ fn target_gets_no_gradient_and_tau_one_keeps_it_bit_identical() {
     assert!(moved > 20, "only {moved} online tensors moved");
 }
 
+/// τ = 0: after every step the target's parameters are the online network's (a stop-gradient
+/// copy); its BatchNorm statistics stay its own.
+#[test]
+fn tau_zero_makes_the_target_equal_to_the_online_network_after_each_step() {
+    let cfg = tiny(&["target.tau-schedule=\"constant\"", "target.tau-base=0.0"]);
+    let device = Device::flex();
+    let mut state = TrainState::init(&cfg, &device);
+    for _ in 0..2 {
+        let (v1, v2) = views(8, 16, &device);
+        state = train_step(state, v1, v2, 0.3, byol::ema::tau_at(&cfg.target, 0, 10), &cfg.objective).0;
+        let (on, tg) = (collect(&state.online), collect(state.target.as_ref().unwrap()));
+        let mut checked = 0;
+        for (path, t) in &tg {
+            if !is_buffer(path) {
+                assert_eq!(values(&t.flat), values(&on[path].flat), "{path}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 20);
+    }
+}
+
+/// MoCo's queue: the step enqueues 2B keys, and a checkpoint keeps the keys and the position.
+#[test]
+fn moco_queue_advances_and_survives_a_checkpoint() {
+    let cfg = tiny(&[
+        "objective.kind=\"moco\"",
+        "objective.queue-size=40",
+        "objective.temperature=0.2",
+        "model.use-predictor=false",
+        "target.tau-schedule=\"constant\"",
+        "target.tau-base=0.999",
+    ]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    assert!(state.online.predictor.is_none());
+    assert_eq!(state.queue.as_ref().unwrap().len(), 40);
+    let (v1, v2) = views(8, 16, &device);
+    let (state, m) = train_step(state, v1, v2, 0.1, 0.999, &cfg.objective);
+    assert!(m.loss.into_scalar::<f32>().is_finite());
+    assert_eq!(state.queue.as_ref().unwrap().ptr, 16);
+    let dir = tmp("moco-ckpt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.safetensors");
+    checkpoint::save(&path, &state, &cfg).unwrap();
+    let back = checkpoint::read(&path).unwrap().state(&device).unwrap();
+    let (q, r) = (state.queue.as_ref().unwrap(), back.queue.as_ref().unwrap());
+    assert_eq!(q.ptr, r.ptr);
+    assert_eq!(q.keys.clone().into_data().try_into_vec::<f32>().unwrap(), r.keys.clone().into_data().try_into_vec::<f32>().unwrap());
+    // And a MoCo run resumes bit-identically.
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: Some(4) };
+    let full = tmp("moco-full");
+    pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
+    let half = tmp("moco-half");
+    pretrain(&cfg, &half, &RunOptions { max_steps: Some(2), ..opts.clone() }, &mut Quiet).unwrap();
+    pretrain(&cfg, &half, &RunOptions { resume: true, ..opts }, &mut Quiet).unwrap();
+    assert_eq!(losses(&full), losses(&half));
+}
+
+/// SimCLR: no target network at all, gradients through both branches; checkpoints hold no target.
+#[test]
+fn simclr_has_no_target_and_learns_through_both_branches() {
+    let cfg = tiny(&["objective.kind=\"nt-xent\"", "objective.temperature=0.5", "model.use-predictor=false", "target.mode=\"none\""]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    assert!(state.target.is_none() && state.queue.is_none());
+    let (v1, v2) = views(8, 16, &device);
+    let (state, m) = train_step(state, v1, v2, 0.1, 1.0, &cfg.objective);
+    // Initial NT-Xent is about log(2B − 1) for unrelated embeddings.
+    let l = m.loss.into_scalar::<f32>();
+    assert!(l > 1.0 && l < 2.0 * (15f32).ln(), "{l}");
+    let dir = tmp("simclr-ckpt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("c.safetensors");
+    checkpoint::save(&path, &state, &cfg).unwrap();
+    let back = checkpoint::read(&path).unwrap().state(&device).unwrap();
+    assert!(back.target.is_none());
+}
+
 #[test]
 fn target_batchnorm_state_is_independent_of_the_online_one() {
     let cfg = tiny(&["target.init=\"copy\""]);
@@ -118,7 +197,7 @@ fn target_batchnorm_state_is_independent_of_the_online_one() {
     let state = TrainState::init(&cfg, &device);
     // A deep copy: same values at first…
     let on = collect(&state.online.valid());
-    let tg = collect(&state.target.valid());
+    let tg = collect(&state.target.as_ref().unwrap().valid());
     for (path, t) in &tg {
         assert_eq!(values(&t.flat), values(&on[path].flat), "{path}");
     }
@@ -127,12 +206,12 @@ fn target_batchnorm_state_is_independent_of_the_online_one() {
     let x = Tensor::random([8, 3, 16, 16], Distribution::Normal(2.0, 3.0), &device.clone().autodiff());
     let _ = state.online.forward(x);
     let on2 = collect(&state.online.valid());
-    let tg2 = collect(&state.target.valid());
+    let tg2 = collect(&state.target.as_ref().unwrap().valid());
     let path = "encoder.bn1.running_mean";
     assert_ne!(values(&on2[path].flat), values(&on[path].flat), "online statistics should move");
     assert_eq!(values(&tg2[path].flat), values(&tg[path].flat), "target statistics must not move");
     // And the other way round.
-    let _ = state.target.forward(Tensor::random([8, 3, 16, 16], Distribution::Normal(-1.0, 2.0), &device));
+    let _ = state.target.as_ref().unwrap().forward(Tensor::random([8, 3, 16, 16], Distribution::Normal(-1.0, 2.0), &device));
     let on3 = collect(&state.online.valid());
     assert_eq!(values(&on3[path].flat), values(&on2[path].flat));
 }
@@ -143,7 +222,7 @@ fn checkpoint_round_trip_is_exact() {
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     let (v1, v2) = views(8, 16, &device);
-    let (state, _) = train_step(state, v1, v2, 0.1, 0.9);
+    let (state, _) = train_step(state, v1, v2, 0.1, 0.9, &cfg.objective);
     let dir = tmp("ckpt");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.safetensors");
@@ -152,7 +231,7 @@ fn checkpoint_round_trip_is_exact() {
     assert_eq!(loaded.config, cfg);
     assert_eq!(loaded.step, 1);
     let back = loaded.state(&device).unwrap();
-    for (a, b) in [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.valid()), collect(&back.target.valid()))] {
+    for (a, b) in [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.as_ref().unwrap().valid()), collect(&back.target.valid()))] {
         assert_eq!(a.len(), b.len());
         for (p, t) in &a {
             assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
@@ -296,7 +375,7 @@ fn linear_probe_leaves_the_encoder_bit_identical() {
     let state = TrainState::init(&cfg, &device);
     // Move the BatchNorm statistics away from their initial values first.
     let (v1, v2) = views(8, 16, &device);
-    let (state, _) = train_step(state, v1, v2, 0.1, 0.99);
+    let (state, _) = train_step(state, v1, v2, 0.1, 0.99, &cfg.objective);
     let encoder = state.online.encoder;
     let before = collect(&encoder.valid());
     let splits = byol::data::load(&cfg.data, cfg.seed).unwrap();
@@ -316,7 +395,7 @@ fn export_then_import_gives_the_same_features() {
         let device = Device::flex();
         let state = TrainState::init(&cfg, &device);
         let (v1, v2) = views(8, 32, &device);
-        let (state, _) = train_step(state, v1, v2, 0.1, 0.99);
+        let (state, _) = train_step(state, v1, v2, 0.1, 0.99, &cfg.objective);
         let encoder = state.online.encoder;
         let dir = tmp(&format!("export-{arch}"));
         std::fs::create_dir_all(&dir).unwrap();

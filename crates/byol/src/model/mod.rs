@@ -27,6 +27,14 @@ pub struct ModelConfig {
     /// The predictor q, same shape as the projector. Paper: 4096 → 256.
     #[serde(default)]
     pub predictor: MlpConfig,
+    /// Whether the online network has the predictor (off: the projection is the prediction,
+    /// as in SimCLR and MoCo, and in the paper's "no predictor" ablation).
+    #[serde(default = "d_true")]
+    pub use_predictor: bool,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 impl ModelConfig {

@@ -4,19 +4,20 @@ use super::{Mlp, ModelConfig, ResNet};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-/// Online network θ: encoder f_θ, projector g_θ and predictor q_θ.
+/// Online network θ: encoder f_θ, projector g_θ and predictor q_θ (absent when
+/// `model.use-predictor = false`).
 #[derive(Module, Debug)]
 pub struct Online {
     pub encoder: ResNet,
     pub projector: Mlp,
-    pub predictor: Mlp,
+    pub predictor: Option<Mlp>,
 }
 
 /// What the online network computes for one view.
 pub struct OnlineOutput {
     /// Projection z: [B, P].
     pub projection: Tensor<2>,
-    /// Prediction p = q(z): [B, P].
+    /// Prediction p = q(z), or z itself without a predictor: [B, P].
     pub prediction: Tensor<2>,
 }
 
@@ -26,7 +27,7 @@ impl Online {
         Online {
             encoder: cfg.encoder.init(device),
             projector: cfg.projector.init(d, device),
-            predictor: cfg.predictor.init(cfg.projector.output, device),
+            predictor: cfg.use_predictor.then(|| cfg.predictor.init(cfg.projector.output, device)),
         }
     }
 
@@ -34,7 +35,10 @@ impl Online {
     pub fn forward(&self, x: Tensor<4>) -> OnlineOutput {
         let y = self.encoder.forward(x); // [B, D]
         let projection = self.projector.forward(y); // [B, P]
-        let prediction = self.predictor.forward(projection.clone()); // [B, P]
+        let prediction = match &self.predictor {
+            Some(q) => q.forward(projection.clone()), // [B, P]
+            None => projection.clone(),
+        };
         OnlineOutput { projection, prediction }
     }
 }

@@ -1,6 +1,6 @@
 //! Checkpoints: one safetensors file (readable from Python) holding the online and target
-//! networks (parameters and BatchNorm statistics), the optimizer state, the step and the
-//! resolved config. The data-order and augmentation RNG need no state: they are pure functions
+//! networks (parameters and BatchNorm statistics), the optimizer state, MoCo's queue, the step
+//! and the resolved config. The data-order and augmentation RNG need no state: they are pure functions
 //! of (seed, step). A format version and a SHA-256 of the tensor bytes are stored in the header;
 //! the file is written to a temporary name, synced, then renamed, so a crash never leaves a
 //! half-written checkpoint under the real name.
@@ -8,8 +8,8 @@
 //! A run directory keeps the newest `train.keep-checkpoints` files, `checkpoint-<step>.safetensors`;
 //! [`read_latest`] takes the newest one that reads and verifies, falling back to older ones.
 
-use super::TrainState;
-use crate::config::ExperimentConfig;
+use super::{Queue, TrainState};
+use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
 use crate::model::params::{Named, collect, load};
 use crate::model::{Online, Target};
 use crate::{Error, Result};
@@ -95,10 +95,20 @@ fn to_bytes(t: &Tensor<1>) -> Result<Vec<u8>> {
 pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<u8>> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     // valid() syncs burn's lazily applied BatchNorm running-statistics updates.
-    for (prefix, named) in [("online", collect(&state.online.valid())), ("target", collect(&state.target.valid()))] {
+    let mut parts = vec![("online", collect(&state.online.valid()))];
+    if let Some(target) = &state.target {
+        parts.push(("target", collect(&target.valid())));
+    }
+    for (prefix, named) in parts {
         for (path, Named { flat, shape }) in named {
             tensors.insert(format!("{prefix}/{path}"), (shape, to_bytes(&flat)?));
         }
+    }
+    if let Some(q) = &state.queue {
+        let flat = q.keys.clone().reshape([q.keys.dims().iter().product::<usize>()]);
+        tensors.insert("queue/keys".into(), (q.keys.dims().to_vec(), to_bytes(&flat)?));
+        // The write position, as a one-element tensor so that the checksum covers it.
+        tensors.insert("queue/ptr".into(), (vec![1], (q.ptr as f32).to_le_bytes().to_vec()));
     }
     for (path, slots) in &state.optim.state {
         for (i, t) in slots.iter().enumerate() {
@@ -212,10 +222,28 @@ impl Loaded {
     pub fn state(&self, device: &Device) -> Result<TrainState> {
         let ad = device.clone().autodiff();
         let (online, m1) = load(Online::new(&self.config.model, &ad), &self.named("online", device));
-        let (target, m2) = load(Target::new(&self.config.model, device), &self.named("target", device));
-        if !m1.is_empty() || !m2.is_empty() {
-            return Err(Error::checkpoint("state", format!("missing tensors: {m1:?} {m2:?}")));
+        let mut missing = m1;
+        let target = match self.config.target.mode {
+            TargetMode::Ema => {
+                let (target, m2) = load(Target::new(&self.config.model, device), &self.named("target", device));
+                missing.extend(m2);
+                Some(target)
+            }
+            TargetMode::None => None,
+        };
+        if !missing.is_empty() {
+            return Err(Error::checkpoint("state", format!("missing tensors: {missing:?}")));
         }
+        let queue = match self.config.objective.kind {
+            ObjectiveKind::Moco => {
+                let (Some((shape, keys)), Some((_, ptr))) = (self.tensors.get("queue/keys"), self.tensors.get("queue/ptr")) else {
+                    return Err(Error::checkpoint("queue", "a MoCo checkpoint must hold queue/keys and queue/ptr"));
+                };
+                let keys = Tensor::<1>::from_data(TensorData::new(keys.clone(), [keys.len()]), device).reshape([shape[0], shape[1]]);
+                Some(Queue { keys, ptr: ptr[0] as usize })
+            }
+            _ => None,
+        };
         let mut optim = self.config.optim.init();
         for (k, (_, v)) in &self.tensors {
             if let Some(rest) = k.strip_prefix("optim/") {
@@ -228,6 +256,6 @@ impl Loaded {
                 slots.push(Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device));
             }
         }
-        Ok(TrainState { online, target, optim, step: self.step })
+        Ok(TrainState { online, target, optim, queue, step: self.step })
     }
 }

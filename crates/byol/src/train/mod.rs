@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 mod pretrain;
+pub mod queue;
 mod state;
 mod step;
 
@@ -9,5 +10,6 @@ pub use pretrain::{
     EvalReport, Observer, PretrainReport, RunOptions, StepLog, features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, pretrain,
     random_init_encoder, random_init_knn,
 };
+pub use queue::Queue;
 pub use state::TrainState;
 pub use step::{StepMetrics, train_step};

@@ -204,10 +204,10 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         }
         let k = state.step;
         let lr = schedule::lr_at(peak, k, warmup, total);
-        let tau = ema::tau(cfg.target.tau_base, k, total);
+        let tau = ema::tau_at(&cfg.target, k, total);
         let v1 = pipe1.finish(batch.view1, b); // [B, 3, S, S]
         let v2 = pipe2.finish(batch.view2, b); // [B, 3, S, S]
-        let (next, m) = train_step(state, v1, v2, lr, tau);
+        let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective);
         state = next;
         let step = state.step;
         if step % cfg.train.log_every == 0 || step == total {

@@ -1,6 +1,8 @@
-//! Everything a run needs to continue: online and target networks, optimizer state and step.
+//! Everything a run needs to continue: online and target networks, optimizer state, MoCo's
+//! queue and the step.
 
-use crate::config::{ExperimentConfig, TargetInit};
+use super::Queue;
+use crate::config::{ExperimentConfig, ObjectiveKind, TargetInit, TargetMode};
 use crate::ema;
 use crate::model::params::reinit;
 use crate::model::{Online, Target};
@@ -11,8 +13,11 @@ use burn::tensor::Device;
 /// gradient and lives on the plain device.
 pub struct TrainState {
     pub online: Online,
-    pub target: Target,
+    /// Absent with `target.mode = none` (SimCLR).
+    pub target: Option<Target>,
     pub optim: Optimizer,
+    /// MoCo's negative keys (`objective.kind = moco` only).
+    pub queue: Option<Queue>,
     /// Optimizer steps taken so far.
     pub step: u64,
 }
@@ -24,11 +29,14 @@ impl TrainState {
         let ad = device.clone().autodiff();
         let online = reinit(Online::new(&cfg.model, &ad), online_seed(cfg.seed));
         let fresh = reinit(Target::new(&cfg.model, device), crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[1]));
-        let target = match cfg.target.init {
-            TargetInit::Independent => fresh,
-            TargetInit::Copy => ema::copy_into(fresh, &online),
+        let target = match (cfg.target.mode, cfg.target.init) {
+            (TargetMode::None, _) => None,
+            (TargetMode::Ema, TargetInit::Independent) => Some(fresh),
+            (TargetMode::Ema, TargetInit::Copy) => Some(ema::copy_into(fresh, &online)),
         };
-        TrainState { online, target, optim: cfg.optim.init(), step: 0 }
+        let queue = (cfg.objective.kind == ObjectiveKind::Moco)
+            .then(|| Queue::new(cfg.objective.queue_size, cfg.model.projector.output, cfg.seed, device));
+        TrainState { online, target, optim: cfg.optim.init(), queue, step: 0 }
     }
 }
 

@@ -1,9 +1,11 @@
-//! One BYOL training step (paper Algorithm 1): a function from (state, batch, schedule values)
-//! to (new state, metrics). No I/O, no host synchronisation.
+//! One training step (paper Algorithm 1 for BYOL; the variants and baselines through the same
+//! code): a function from (state, batch, schedule values) to (new state, metrics). No I/O, no
+//! host synchronisation.
 
 use super::TrainState;
 use crate::ema;
-use crate::loss::{byol_loss, normalized_std};
+use crate::config::{ObjectiveConfig, ObjectiveKind};
+use crate::loss::{moco_loss, normalized_std, nt_xent, unified_loss};
 use burn::tensor::Tensor;
 
 /// Device-side metrics of a step (read them only when logging, to avoid synchronising).
@@ -14,23 +16,38 @@ pub struct StepMetrics {
     pub projection_std: Tensor<1>,
 }
 
-/// Forward both views through the online and target networks, take the symmetrised loss,
-/// update θ with the optimizer at learning rate `lr`, then ξ by EMA with `tau`.
+/// Forward both views through the online network and the target (when there is one), take the
+/// objective's loss, update θ with the optimizer at learning rate `lr`, then ξ by EMA with `tau`
+/// and MoCo's queue with this step's keys.
 /// `view1`, `view2`: [B, 3, S, S] on the plain device.
-pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64) -> (TrainState, StepMetrics) {
-    let TrainState { online, target, mut optim, step } = state;
+pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, objective: &ObjectiveConfig) -> (TrainState, StepMetrics) {
+    let TrainState { online, target, mut optim, mut queue, step } = state;
     // Each view through the online network separately, so that BatchNorm statistics are per view
     // as in the official code.
     let o1 = online.forward(view1.clone().autodiff()); // p, z: [B, P]
     let o2 = online.forward(view2.clone().autodiff()); // [B, P]
-    // Target: no autodiff at all (stop-gradient), BatchNorm in training mode.
-    let z1t = target.forward(view1); // [B, P]
-    let z2t = target.forward(view2); // [B, P]
-    let loss = byol_loss(o1.prediction, o2.prediction, z1t, z2t); // [1]
+    let (z1t, z2t) = match &target {
+        // Target: no autodiff at all (stop-gradient), BatchNorm in training mode.
+        Some(t) => (t.forward(view1), t.forward(view2)), // [B, P]
+        // No target network (SimCLR): the online projections, with gradient.
+        None => (o1.projection.clone(), o2.projection.clone()), // [B, P]
+    };
+    let (alpha, beta) = (objective.temperature, objective.beta);
+    let loss = match objective.kind {
+        ObjectiveKind::Byol => unified_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), beta, alpha), // [1]
+        ObjectiveKind::NtXent => nt_xent(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), alpha), // [1]
+        ObjectiveKind::Moco => {
+            let keys = queue.as_ref().expect("a MoCo state has a queue").keys.clone(); // [K, P]
+            moco_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), keys, alpha) // [1]
+        }
+    };
     let projection_std = normalized_std(o1.projection.without_autodiff()); // [1]
     let mut grads = loss.backward();
     let online = optim.step(online, &mut grads, lr, step + 1);
-    let target = ema::update(target, &online, tau);
+    let target = target.map(|t| ema::update(t, &online, tau));
+    if let Some(q) = queue.as_mut() {
+        q.push(Tensor::cat(vec![z1t, z2t], 0)); // [2B, P]
+    }
     let metrics = StepMetrics { loss: loss.without_autodiff(), projection_std };
-    (TrainState { online, target, optim, step: step + 1 }, metrics)
+    (TrainState { online, target, optim, queue, step: step + 1 }, metrics)
 }
