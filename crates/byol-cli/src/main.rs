@@ -30,6 +30,8 @@ enum Command {
     Export(ExportArgs),
     /// Write a PNG grid of images and their two training views (the config's augmentations).
     Augment(AugmentArgs),
+    /// Train and evaluate a list of variants of one config; write a table and a chart.
+    Ablate(AblateArgs),
     /// Measure throughput beside a baseline in the same process.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -48,6 +50,21 @@ struct AugmentArgs {
     /// Upscaling factor of each tile (default: to about 128 pixels).
     #[arg(long)]
     scale: Option<usize>,
+}
+
+#[derive(Args)]
+struct AblateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The variants: a TOML file of `[[variant]]` tables (name, set = [overrides], random-init).
+    #[arg(long)]
+    grid: PathBuf,
+    /// Where each variant's run and the reports go. Default: runs/ablate-<grid name>.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Also run the linear evaluation of each variant.
+    #[arg(long)]
+    linear: bool,
 }
 
 #[derive(Subcommand)]
@@ -116,7 +133,8 @@ struct FinetuneArgs {
 
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// A preset name (small-cpu, cifar10-cpu, cifar10-resnet18, imagenet-resnet50-1000ep) or a TOML file.
+    /// A preset name (small-cpu, cifar10-cpu, cifar10-resnet18, imagenet-resnet50-1000ep,
+    /// simclr-cifar10-cpu, mocov2-cifar10-cpu) or a TOML file.
     #[arg(long, short, default_value = "small-cpu")]
     config: String,
     /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
@@ -236,6 +254,27 @@ struct Bar {
     pb: ProgressBar,
 }
 
+impl Bar {
+    fn new() -> Self {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        Bar { pb }
+    }
+
+    /// A line above the bar, or on stderr when there is no terminal to draw the bar on.
+    fn println(&self, m: &str) {
+        if self.pb.is_hidden() {
+            eprintln!("{m}");
+        } else {
+            self.pb.println(m);
+        }
+    }
+}
+
 impl Observer for Bar {
     fn on_start(&mut self, start: u64, total: u64) {
         self.pb.set_length(total);
@@ -250,10 +289,10 @@ impl Observer for Bar {
         ));
     }
     fn on_eval(&mut self, r: &EvalReport) {
-        self.pb.println(format!("epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%", r.epoch, r.step, 100.0 * r.knn.top1, 100.0 * r.knn.top5));
+        self.println(&format!("epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%", r.epoch, r.step, 100.0 * r.knn.top1, 100.0 * r.knn.top5));
     }
     fn on_message(&mut self, m: &str) {
-        self.pb.println(m);
+        self.println(m);
     }
 }
 
@@ -273,13 +312,7 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
         }
     };
     eprintln!("run directory: {}", run_dir.display());
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let mut bar = Bar { pb };
+    let mut bar = Bar::new();
     let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps };
     let report = byol::train::pretrain(&cfg, &run_dir, &opts, &mut bar)
         .with_context(|| format!("pre-training in {}", run_dir.display()))?;
@@ -423,6 +456,19 @@ fn augment(args: AugmentArgs) -> Result<()> {
     Ok(())
 }
 
+fn ablate(args: AblateArgs) -> Result<()> {
+    let grid = byol::ablate::Grid::load(&args.grid)?;
+    let stem = args.grid.file_stem().and_then(|s| s.to_str()).unwrap_or("grid");
+    let dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{stem}")));
+    eprintln!("ablation directory: {} ({} variants)", dir.display(), grid.variant.len());
+    let mut bar = Bar::new();
+    let rows = byol::ablate::ablate(&args.config.config, &args.config.overrides(), &grid, &dir, args.linear, &mut bar)?;
+    bar.pb.finish_and_clear();
+    print!("{}", std::fs::read_to_string(dir.join("ablation.md"))?);
+    println!("\n{} variants; table, JSON and chart in {}", rows.len(), dir.display());
+    Ok(())
+}
+
 fn bench_augment(args: BenchAugmentArgs) -> Result<()> {
     let kind: byol::backend::BackendKind = args.backend.parse()?;
     let device = kind.device()?;
@@ -459,6 +505,7 @@ fn run() -> Result<()> {
         Command::Embed(a) => embed(a),
         Command::Export(a) => export(a),
         Command::Augment(a) => augment(a),
+        Command::Ablate(a) => ablate(a),
         Command::Bench(BenchCommand::Augment(a)) => bench_augment(a),
     }
 }

@@ -56,6 +56,15 @@ pub enum TauSchedule {
     Constant,
 }
 
+/// See [`TrainConfig::on_non_finite`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNonFinite {
+    #[default]
+    Stop,
+    Skip,
+}
+
 /// The training objective.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -145,6 +154,12 @@ pub struct TrainConfig {
     /// Logged steps below the threshold before the collapse warning.
     #[serde(default = "d_patience")]
     pub collapse_patience: u64,
+    /// A non-finite loss: `stop` the run (default; checked at logged steps, no host
+    /// synchronisation otherwise) or `skip` the step (checked every step, which synchronises
+    /// with the device once per step): no update, a record in `skipped-steps.jsonl`, and a stop
+    /// after 10 consecutive skips.
+    #[serde(default)]
+    pub on_non_finite: OnNonFinite,
 }
 
 fn d_ckpt() -> u64 {
@@ -236,6 +251,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("cifar10-cpu", include_str!("../../../configs/cifar10-cpu.toml")),
     ("cifar10-resnet18", include_str!("../../../configs/cifar10-resnet18.toml")),
     ("imagenet-resnet50-1000ep", include_str!("../../../configs/imagenet-resnet50-1000ep.toml")),
+    ("simclr-cifar10-cpu", include_str!("../../../configs/simclr-cifar10-cpu.toml")),
+    ("mocov2-cifar10-cpu", include_str!("../../../configs/mocov2-cifar10-cpu.toml")),
 ];
 
 impl ExperimentConfig {

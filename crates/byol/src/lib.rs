@@ -4,6 +4,7 @@
 //! the training loop (which reports through [`train::Observer`]) and the evaluations.
 //! Every tensor is a burn `Tensor<D>`; the backend is chosen at run time by the [`Device`].
 
+pub mod ablate;
 pub mod augment;
 pub mod backend;
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod train;
 

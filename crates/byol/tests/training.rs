@@ -329,6 +329,25 @@ fn bad_inputs_give_clear_errors() {
     assert!(err.contains("bogus"), "{err}");
     let err = pretrain(&tiny(&[]), Path::new("/proc/byol-not-writable"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
     assert!(err.contains("/proc/byol-not-writable"), "{err}");
+    // Out-of-range values and wrong types, each rejected before any work, naming the field.
+    for (set, field, says) in [
+        ("optim.base-lr=-0.1", "optim.base-lr", ""),
+        ("target.tau-base=1.5", "target.tau-base", "[0, 1]"),
+        ("train.batch-size=0", "train.batch-size", ""),
+        ("augment.view1.crop-scale=[0.9, 0.1]", "augment.view1.crop-scale", "min ≤ max"),
+        ("objective.temperature=0", "objective.temperature", "positive"),
+        ("objective.beta=-1", "objective.beta", "≥ 0"),
+        ("train.epochs=\"ten\"", "train.epochs", "expected u64"),
+        ("train.on-non-finite=\"ignore\"", "ignore", ""),
+        ("target.mode=\"none\"", "target.mode", "moco"),
+    ] {
+        let mut o: Vec<String> = vec![set.to_string()];
+        if field == "target.mode" {
+            o.push("objective.kind=\"moco\"".into());
+        }
+        let err = ExperimentConfig::load("small-cpu", &o).err().unwrap_or_else(|| panic!("{set} accepted")).to_string();
+        assert!(err.contains(field) && err.contains(says), "{set}: {err}");
+    }
 }
 
 fn cifar10() -> PathBuf {
@@ -463,4 +482,93 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     for (p, t) in &a {
         assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
     }
+}
+
+/// `ablate` trains each variant, writes the reports, and skips finished variants on a rerun.
+#[test]
+fn ablate_runs_variants_writes_reports_and_skips_finished_ones() {
+    let dir = tmp("ablate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid_path = dir.join("grid.toml");
+    std::fs::write(
+        &grid_path,
+        r#"
+[[variant]]
+name = "random-init"
+random-init = true
+[[variant]]
+name = "byol"
+[[variant]]
+name = "simclr"
+set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xent"', "objective.temperature=0.5"]
+"#,
+    )
+    .unwrap();
+    let grid = byol::ablate::Grid::load(&grid_path).unwrap();
+    let base: Vec<String> = [
+        "model.encoder.base-width=4",
+        "model.projector.hidden=32",
+        "model.projector.output=16",
+        "model.predictor.hidden=32",
+        "model.predictor.output=16",
+        "data.image-size=16",
+        "data.synthetic.train-per-class=8",
+        "data.synthetic.test-per-class=4",
+        "train.batch-size=16",
+        "train.epochs=1",
+        "train.checkpoint-every=0",
+        "train.knn-every-epochs=0",
+        "eval.knn.k=5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let runs = dir.join("runs");
+    let rows = byol::ablate::ablate("small-cpu", &base, &grid, &runs, false, &mut Quiet).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].steps, 0);
+    assert!(rows[0].losses.is_empty() && rows[0].collapsed.is_none());
+    assert_eq!((rows[1].steps, rows[2].steps), (5, 5));
+    assert!(rows[1].losses.len() == 5 && rows[2].final_loss.unwrap() > 0.0);
+    assert!(rows[2].command.contains("objective.kind=\"nt-xent\"") || rows[2].command.contains("nt-xent"));
+    for f in ["ablation.md", "ablation.json", "ablation.png"] {
+        assert!(runs.join(f).exists(), "{f}");
+    }
+    let md = std::fs::read_to_string(runs.join("ablation.md")).unwrap();
+    assert!(md.contains("| simclr |"), "{md}");
+    // A rerun does no training: every row is read back.
+    struct Count(usize);
+    impl Observer for Count {
+        fn on_message(&mut self, m: &str) {
+            if m.contains("already done") {
+                self.0 += 1;
+            }
+        }
+    }
+    let mut c = Count(0);
+    let again = byol::ablate::ablate("small-cpu", &base, &grid, &runs, false, &mut c).unwrap();
+    assert_eq!(c.0, 3);
+    assert_eq!(again[1].knn_top1, rows[1].knn_top1);
+}
+
+/// A diverging run (an absurd learning rate): `stop` ends it with an error naming the step and a
+/// diagnostic file; `skip` skips the non-finite steps, records each, and gives up after 10 in a row.
+#[test]
+fn non_finite_loss_stops_or_skips_as_configured() {
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: None };
+    let diverging = ["optim.kind=\"sgd\"", "optim.base-lr=1e30", "train.epochs=6"];
+    let dir = tmp("nan-stop");
+    let e = pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).err().expect("a diverging run fails");
+    assert!(e.to_string().contains("non-finite loss at step"), "{e}");
+    let diag: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("non-finite.json")).unwrap()).unwrap();
+    assert!(diag["step"].as_u64().unwrap() >= 1);
+    let mut with_skip = diverging.to_vec();
+    with_skip.push("train.on-non-finite=\"skip\"");
+    let dir = tmp("nan-skip");
+    let e = pretrain(&tiny(&with_skip), &dir, &opts, &mut Quiet).err().expect("gives up after 10 skips");
+    assert!(e.to_string().contains("10 consecutive steps"), "{e}");
+    let skipped = std::fs::read_to_string(dir.join("skipped-steps.jsonl")).unwrap();
+    assert_eq!(skipped.lines().count(), 10);
+    let first: serde_json::Value = serde_json::from_str(skipped.lines().next().unwrap()).unwrap();
+    assert!(first["step"].as_u64().unwrap() >= 1);
 }

@@ -80,6 +80,10 @@ pub struct DataConfig {
     /// Threads that decode and augment images.
     #[serde(default = "d_workers")]
     pub workers: usize,
+    /// Images whose header announces more pixels than this are skipped (and counted) without
+    /// being decoded: a 20,000 × 20,000 file would need 1.2 GB.
+    #[serde(default = "d_max_pixels")]
+    pub max_image_pixels: u64,
     /// Built-in dataset settings.
     #[serde(default)]
     pub synthetic: SyntheticConfig,
@@ -94,6 +98,9 @@ fn d_holdout() -> f64 {
 fn d_workers() -> usize {
     2
 }
+fn d_max_pixels() -> u64 {
+    100_000_000
+}
 
 impl DataConfig {
     pub fn validate(&self) -> Result<()> {
@@ -105,6 +112,9 @@ impl DataConfig {
         }
         if self.workers == 0 {
             return Err(Error::config("data.workers", "must be at least 1"));
+        }
+        if self.max_image_pixels == 0 {
+            return Err(Error::config("data.max-image-pixels", "must be at least 1"));
         }
         if self.source != DataSource::Synthetic && self.path.is_none() {
             return Err(Error::config("data.path", format!("is required for source {:?}", self.source)));

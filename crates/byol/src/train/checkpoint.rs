@@ -135,14 +135,39 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
 }
 
-/// Write atomically: temporary file in the same folder, fsync, rename.
+/// The temporary name `path` is written under before the rename.
+fn temporary(path: &Path) -> std::path::PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")))
+}
+
+/// Delete the temporary files that a process killed while writing a checkpoint left behind.
+pub fn remove_stale_temporaries(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{PREFIX}")) && name.ends_with(".tmp") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed {name}, left by an interrupted checkpoint write"),
+                Err(e) => tracing::warn!("could not remove {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// Write atomically: temporary file in the same folder, fsync, rename. On failure (disk full,
+/// I/O error) the temporary file is removed and whatever `path` held before is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
+    let tmp = temporary(path);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -159,6 +184,8 @@ pub fn save(path: &Path, state: &TrainState, cfg: &ExperimentConfig) -> Result<(
 pub struct Loaded {
     pub config: ExperimentConfig,
     pub step: u64,
+    /// SHA-256 of the tensors (verified on reading): equal digests, bit-identical states.
+    pub sha256: String,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
@@ -186,13 +213,14 @@ pub fn read(path: &Path) -> Result<Loaded> {
         let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         tensors.insert(name, (view.shape().to_vec(), v));
     }
-    if meta.get("sha256") != Some(&format!("{:x}", hasher.finalize())) {
+    let sha256 = format!("{:x}", hasher.finalize());
+    if meta.get("sha256") != Some(&sha256) {
         return Err(err("checksum mismatch: the file is corrupted".into()));
     }
     let config_text = meta.get("config").ok_or_else(|| err("no config in header".into()))?;
     let config = ExperimentConfig::from_toml_with_overrides(config_text, path, &[])?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header".into()))?;
-    Ok(Loaded { config, step, tensors })
+    Ok(Loaded { config, step, sha256, tensors })
 }
 
 impl Loaded {
@@ -257,5 +285,35 @@ impl Loaded {
             }
         }
         Ok(TrainState { online, target, optim, queue, step: self.step })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails with "no space left on device" (the temporary file is a link to
+    /// /dev/full) reports the file, leaves nothing behind, and keeps the previous file intact.
+    #[test]
+    fn a_failed_write_leaves_the_previous_file_intact() {
+        if !Path::new("/dev/full").exists() {
+            return; // not a Linux machine
+        }
+        let dir = std::env::temp_dir().join(format!("byol-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("checkpoint-000000001.safetensors");
+        write_atomic(&path, b"previous").unwrap();
+        std::os::unix::fs::symlink("/dev/full", temporary(&path)).unwrap();
+        let e = write_atomic(&path, &vec![7u8; 1 << 16]).unwrap_err().to_string();
+        assert!(e.contains(".checkpoint-000000001.safetensors.tmp"), "{e}");
+        assert!(e.to_lowercase().contains("no space"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+        assert!(!temporary(&path).exists() && std::fs::symlink_metadata(temporary(&path)).is_err());
+        // A stale temporary file of a killed write is removed at the next start.
+        std::fs::write(temporary(&path), b"half").unwrap();
+        remove_stale_temporaries(&dir);
+        assert!(!temporary(&path).exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
     }
 }

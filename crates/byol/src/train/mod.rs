@@ -12,4 +12,4 @@ pub use pretrain::{
 };
 pub use queue::Queue;
 pub use state::TrainState;
-pub use step::{StepMetrics, train_step};
+pub use step::{Forward, StepMetrics, forward, train_step};

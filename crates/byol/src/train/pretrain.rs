@@ -1,7 +1,8 @@
 //! The loop around [`train_step`]: data, schedules, metrics log, checkpoints, kNN monitor.
 
 use super::checkpoint;
-use super::{TrainState, train_step};
+use super::{TrainState, forward, train_step};
+use crate::config::OnNonFinite;
 use crate::config::ExperimentConfig;
 use crate::data::{self, ImageSet, loader};
 use crate::ema;
@@ -107,10 +108,17 @@ pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet
     knn_of_encoder(&random_init_encoder(cfg, device), cfg, train, test, device)
 }
 
+/// Consecutive non-finite steps after which `on-non-finite = "skip"` gives up.
+const MAX_CONSECUTIVE_SKIPS: u64 = 10;
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}
+
 /// Append an evaluation to `evals.jsonl` and report it.
 fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{}", serde_json::to_string(&report).expect("json")).map_err(|e| Error::io(path, e))?;
+    append_line(path, &serde_json::to_string(&report).expect("json"))?;
     obs.on_eval(&report);
     Ok(())
 }
@@ -134,6 +142,7 @@ pub struct RunOptions {
 pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
     let started = Instant::now();
     check_writable(run_dir)?;
+    checkpoint::remove_stale_temporaries(run_dir);
     let device = cfg.backend.device()?;
 
     let (cfg, mut state) = if opts.resume {
@@ -153,9 +162,11 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
 
     obs.on_message("loading data");
     let splits = data::load(&cfg.data, cfg.seed)?;
-    let skipped = splits.train.skipped.len() + splits.test.skipped.len();
-    if skipped > 0 {
-        obs.on_message(&format!("skipped {skipped} unreadable image(s); see the warnings above"));
+    // Files skipped when loading, and (without the cache) files that failed to decode later.
+    let mut skipped_files: std::collections::BTreeMap<String, String> =
+        splits.train.skipped.iter().chain(&splits.test.skipped).map(|(p, e)| (p.display().to_string(), e.clone())).collect();
+    if !skipped_files.is_empty() {
+        obs.on_message(&format!("skipped {} unreadable image(s); see the warnings above", skipped_files.len()));
     }
     let (train, test) = (Arc::new(splits.train), splits.test);
     let b = cfg.train.batch_size;
@@ -196,21 +207,48 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let mut low_std_run = 0u64;
     let evals_path = run_dir.join("evals.jsonl");
     let stop = opts.max_steps.map_or(total, |m| m.min(total));
+    let mut consecutive_skips = 0u64;
     while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
         debug_assert_eq!(batch.step, state.step);
-        for f in &batch.failures {
+        for f in batch.failures {
             tracing::warn!("{f}");
+            skipped_files.entry(f.clone()).or_insert(f);
         }
         let k = state.step;
         let lr = schedule::lr_at(peak, k, warmup, total);
         let tau = ema::tau_at(&cfg.target, k, total);
         let v1 = pipe1.finish(batch.view1, b); // [B, 3, S, S]
         let v2 = pipe2.finish(batch.view2, b); // [B, 3, S, S]
-        let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective);
+        let (next, m) = match cfg.train.on_non_finite {
+            OnNonFinite::Stop => {
+                let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective);
+                (next, Some(m))
+            }
+            OnNonFinite::Skip => {
+                let f = forward(state, v1, v2, &cfg.objective);
+                let loss = f.loss_value();
+                if loss.is_finite() {
+                    consecutive_skips = 0;
+                    let (next, m) = f.apply(lr, tau);
+                    (next, Some(m))
+                } else {
+                    consecutive_skips += 1;
+                    let record = serde_json::json!({"step": k + 1, "loss": loss, "lr": lr, "tau": tau});
+                    append_line(&run_dir.join("skipped-steps.jsonl"), &record.to_string())?;
+                    let msg = format!("step {}: non-finite loss ({loss}), step skipped", k + 1);
+                    tracing::warn!("{msg}");
+                    obs.on_message(&msg);
+                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
+                        return Err(Error::NonFinite { what: format!("loss in {consecutive_skips} consecutive steps"), step: k + 1 });
+                    }
+                    (f.skip(), None)
+                }
+            }
+        };
         state = next;
         let step = state.step;
-        if step % cfg.train.log_every == 0 || step == total {
+        if let Some(m) = m.filter(|_| step % cfg.train.log_every == 0 || step == total) {
             let loss = f64::from(m.loss.into_scalar::<f32>());
             if !loss.is_finite() {
                 // Stop before a checkpoint can store the broken weights; the diagnostic names the
@@ -256,6 +294,10 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         }
     }
     drop(prefetch);
+    if !skipped_files.is_empty() {
+        let list: Vec<_> = skipped_files.iter().map(|(file, reason)| serde_json::json!({"file": file, "reason": reason})).collect();
+        std::fs::write(run_dir.join("skipped.json"), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run_dir, e))?;
+    }
     let finished = state.step == total;
     let (knn, random) = if finished {
         obs.on_message("kNN evaluation of the trained encoder");
@@ -277,7 +319,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         steps: state.step,
         train_images: train.len(),
         test_images: test.len(),
-        skipped_images: skipped,
+        skipped_images: skipped_files.len(),
         final_loss,
         knn,
         random_init_knn: random,
