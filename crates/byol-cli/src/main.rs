@@ -71,6 +71,31 @@ struct AblateArgs {
 enum BenchCommand {
     /// Views per second of the batched view pipeline against the per-image host pipeline.
     Augment(BenchAugmentArgs),
+    /// Samples per second of the training step on the reference's model and batch (one JSON
+    /// line in the fields of shared/reference/byol_torch.py).
+    Step(BenchStepArgs),
+}
+
+#[derive(Args)]
+struct BenchStepArgs {
+    /// resnet18-cifar (r18c32: 32×32, CIFAR stem) or resnet50 (r50i224: 224×224).
+    #[arg(long, default_value = "resnet18-cifar")]
+    arch: String,
+    /// Samples per step (each two views). The reference uses 512 / 256 on a GPU, 64 / 8 on a CPU.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// flex (CPU) or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Timed steps (median reported).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// f32, or bf16 / f16 mixed precision (encoders in that type, the rest in f32).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 #[derive(Args)]
@@ -469,6 +494,23 @@ fn ablate(args: AblateArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_step(args: BenchStepArgs) -> Result<()> {
+    let arch: byol::bench::StepArch = args.arch.parse()?;
+    let kind: byol::backend::BackendKind = args.backend.parse()?;
+    let gpu = kind != byol::backend::BackendKind::Flex;
+    let batch = args.batch.unwrap_or(match (arch, gpu) {
+        (byol::bench::StepArch::Resnet18Cifar, true) => 512,
+        (byol::bench::StepArch::Resnet50, true) => 256,
+        (byol::bench::StepArch::Resnet18Cifar, false) => 64,
+        (byol::bench::StepArch::Resnet50, false) => 8,
+    });
+    let cfg = arch.config(batch, kind.name(), args.precision.parse()?)?;
+    let device = kind.device()?;
+    let r = byol::bench::bench_step(arch, &cfg, args.steps, args.warmup, &device);
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
 fn bench_augment(args: BenchAugmentArgs) -> Result<()> {
     let kind: byol::backend::BackendKind = args.backend.parse()?;
     let device = kind.device()?;
@@ -507,6 +549,7 @@ fn run() -> Result<()> {
         Command::Augment(a) => augment(a),
         Command::Ablate(a) => ablate(a),
         Command::Bench(BenchCommand::Augment(a)) => bench_augment(a),
+        Command::Bench(BenchCommand::Step(a)) => bench_step(a),
     }
 }
 

@@ -160,6 +160,11 @@ pub struct TrainConfig {
     /// after 10 consecutive skips.
     #[serde(default)]
     pub on_non_finite: OnNonFinite,
+    /// Compute type of the encoder: `f32`, or `bf16` / `f16` mixed precision (f32 weights,
+    /// batch-norm statistics, heads, loss, optimizer and EMA; see `model::precision`). On `flex`
+    /// the low-precision convolutions are emulated (slower than f32): use them on `cuda`.
+    #[serde(default)]
+    pub precision: crate::model::precision::Precision,
 }
 
 fn d_ckpt() -> u64 {
@@ -413,6 +418,18 @@ mod tests {
         for (name, _) in PRESETS {
             ExperimentConfig::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn extends_merges_over_a_preset() {
+        let text = "extends = \"cifar10-cpu\"\n[model]\nuse-predictor = false\n[objective]\nkind = \"nt-xent\"\n[target]\nmode = \"none\"\n";
+        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
+        let base = ExperimentConfig::load("cifar10-cpu", &[]).unwrap();
+        assert_eq!(cfg.model.encoder, base.model.encoder, "tables merge");
+        assert!(!cfg.model.use_predictor && cfg.objective.kind == ObjectiveKind::NtXent);
+        assert_eq!(cfg.train, base.train);
+        let err = ExperimentConfig::from_toml_with_overrides("extends = \"nope\"\n", Path::new("x.toml"), &[]).unwrap_err();
+        assert!(err.to_string().contains("nope") && err.to_string().contains("x.toml"), "{err}");
     }
 
     #[test]

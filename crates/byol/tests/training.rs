@@ -572,3 +572,30 @@ fn non_finite_loss_stops_or_skips_as_configured() {
     let first: serde_json::Value = serde_json::from_str(skipped.lines().next().unwrap()).unwrap();
     assert!(first["step"].as_u64().unwrap() >= 1);
 }
+
+/// Mixed precision on `flex`: with bf16 or f16 views the first loss is close to the f32 one,
+/// the weights stay f32 and the step updates them.
+#[test]
+fn mixed_precision_steps_track_the_f32_step() {
+    use byol::model::precision::Precision;
+    let cfg = tiny(&[]);
+    let device = Device::flex();
+    let (v1, v2) = views(8, 16, &device);
+    let f32_loss = {
+        let state = TrainState::init(&cfg, &device);
+        let (_, m) = train_step(state, v1.clone(), v2.clone(), 0.1, 0.99, &cfg.objective);
+        m.loss.into_scalar::<f32>()
+    };
+    for p in [Precision::Bf16, Precision::F16] {
+        let state = TrainState::init(&cfg, &device);
+        let before = collect(&state.online);
+        let (state, m) = train_step(state, p.cast(v1.clone()), p.cast(v2.clone()), 0.1, 0.99, &cfg.objective);
+        let l = m.loss.into_scalar::<f32>();
+        assert!((l - f32_loss).abs() < 0.02 * f32_loss.abs(), "{p:?}: {l} vs f32 {f32_loss}");
+        assert_ne!(l, f32_loss, "{p:?}: the encoder computed in f32");
+        let after = collect(&state.online);
+        let w = "encoder.conv1.weight";
+        assert_eq!(after[w].flat.dtype(), burn::tensor::DType::F32, "master weights stay f32");
+        assert_ne!(values(&before[w].flat), values(&after[w].flat), "{p:?}: the convolution weights moved");
+    }
+}

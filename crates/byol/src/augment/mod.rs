@@ -173,6 +173,10 @@ pub struct AugmentConfig {
     /// Where the operations after the crop run (the two give the same views to 1e-5).
     #[serde(default)]
     pub placement: Placement,
+    /// Resizing of the training crops (evaluation resizes bilinearly, as torchvision's default).
+    /// Paper: bicubic at 224 px.
+    #[serde(default)]
+    pub interpolation: Interpolation,
 }
 
 /// Where flip, jitter, grayscale, blur, solarize and normalisation run.
@@ -210,7 +214,7 @@ fn d_std() -> [f32; 3] {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { view1: ViewConfig::paper_view1(), view2: ViewConfig::paper_view2(), mean: d_mean(), std: d_std(), placement: Placement::Auto }
+        Self { view1: ViewConfig::paper_view1(), view2: ViewConfig::paper_view2(), mean: d_mean(), std: d_std(), placement: Placement::Auto, interpolation: Interpolation::Bilinear }
     }
 }
 
@@ -322,11 +326,11 @@ pub fn apply_host(x: &mut [f32], size: usize, p: &ViewParams, kernel: usize) {
 
 /// Make one view of `img` at `size`×`size` entirely on the host: returns normalised CHW f32 of
 /// length 3·size².
-pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, norm: (&[f32; 3], &[f32; 3]), rng: &mut impl Rng) -> Vec<f32> {
+pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, aug: &AugmentConfig, rng: &mut impl Rng) -> Vec<f32> {
     let p = sample_params(img.width, img.height, view, rng);
-    let mut x: Vec<f32> = resize_crop_u8(img, p.crop, size).into_iter().map(|v| f32::from(v) / 255.0).collect(); // [3, S, S]
+    let mut x: Vec<f32> = resize_crop_u8(img, p.crop, size, aug.interpolation).into_iter().map(|v| f32::from(v) / 255.0).collect(); // [3, S, S]
     apply_host(&mut x, size, &p, kernel_size(size, view.blur_kernel_fraction));
-    normalize(&mut x, norm.0, norm.1);
+    normalize(&mut x, &aug.mean, &aug.std);
     x
 }
 
@@ -338,7 +342,7 @@ pub fn eval_view(img: &Rgb8, size: usize, norm: (&[f32; 3], &[f32; 3])) -> Vec<f
     let crop_side = crop_side.min(short);
     let x0 = (img.width - crop_side) / 2;
     let y0 = (img.height - crop_side) / 2;
-    let mut x = resize_crop(img, Crop { x: x0 as f64, y: y0 as f64, w: crop_side as f64, h: crop_side as f64 }, size);
+    let mut x = resize_crop(img, Crop { x: x0 as f64, y: y0 as f64, w: crop_side as f64, h: crop_side as f64 }, size, Interpolation::Bilinear);
     normalize(&mut x, norm.0, norm.1);
     x
 }

@@ -41,30 +41,74 @@ pub fn sample_crop(width: usize, height: usize, scale: [f64; 2], ratio: [f64; 2]
     Crop { x: ((wf - w) / 2.0).floor(), y: ((hf - h) / 2.0).floor(), w, h }
 }
 
-/// Bilinear resize of the crop box to `size`×`size` (pixel-centre sampling, edge clamped).
+/// How a crop is resized to the training size.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interpolation {
+    /// 2×2 taps.
+    #[default]
+    Bilinear,
+    /// 4×4 taps of Keys' cubic convolution with a = −0.5 (PIL's bicubic, which the paper's
+    /// pipeline uses at 224 px), clipped to the pixel range.
+    Bicubic,
+}
+
+/// Keys' cubic convolution kernel, a = −0.5.
+fn cubic(t: f64) -> f64 {
+    let (a, t) = (-0.5, t.abs());
+    if t <= 1.0 {
+        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    } else if t < 2.0 {
+        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
+    } else {
+        0.0
+    }
+}
+
+/// The source taps (index, weight) of each output coordinate along one axis: pixel-centre
+/// sampling of `len` outputs over [start, start + extent) of a source of `n` pixels, edge clamped.
+fn taps(start: f64, extent: f64, len: usize, n: usize, interp: Interpolation) -> Vec<[(usize, f32); 4]> {
+    let max = n as f64 - 1.0;
+    let scale = extent / len as f64;
+    (0..len)
+        .map(|o| {
+            let f = (start + (o as f64 + 0.5) * scale - 0.5).clamp(0.0, max);
+            let i0 = f.floor();
+            let t = f - i0;
+            let at = |k: f64| (i0 + k).clamp(0.0, max) as usize;
+            match interp {
+                Interpolation::Bilinear => [(at(0.0), (1.0 - t) as f32), (at(1.0), t as f32), (0, 0.0), (0, 0.0)],
+                Interpolation::Bicubic => {
+                    [(at(-1.0), cubic(t + 1.0) as f32), (at(0.0), cubic(t) as f32), (at(1.0), cubic(1.0 - t) as f32), (at(2.0), cubic(2.0 - t) as f32)]
+                }
+            }
+        })
+        .collect()
+}
+
+/// Resize the crop box to `size`×`size` (pixel-centre sampling, edge clamped, no antialiasing).
 /// Returns CHW f32 in [0, 1].
-pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize) -> Vec<f32> {
+pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation) -> Vec<f32> {
     let plane = size * size;
     let mut out = vec![0f32; 3 * plane];
-    let (sx, sy) = (crop.w / size as f64, crop.h / size as f64);
-    let (wmax, hmax) = (img.width as f64 - 1.0, img.height as f64 - 1.0);
-    let xs: Vec<(usize, usize, f32)> = (0..size)
-        .map(|ox| {
-            let fx = (crop.x + (ox as f64 + 0.5) * sx - 0.5).clamp(0.0, wmax);
-            let x0 = fx.floor();
-            (x0 as usize, (x0 + 1.0).min(wmax) as usize, (fx - x0) as f32)
-        })
-        .collect();
-    for oy in 0..size {
-        let fy = (crop.y + (oy as f64 + 0.5) * sy - 0.5).clamp(0.0, hmax);
-        let y0 = fy.floor();
-        let (y0i, y1i, ty) = (y0 as usize, (y0 + 1.0).min(hmax) as usize, (fy - y0) as f32);
-        for (ox, &(x0i, x1i, tx)) in xs.iter().enumerate() {
+    let xs = taps(crop.x, crop.w, size, img.width, interp);
+    let ys = taps(crop.y, crop.h, size, img.height, interp);
+    for (oy, ty) in ys.iter().enumerate() {
+        for (ox, tx) in xs.iter().enumerate() {
             for c in 0..3 {
-                let p = |x: usize, y: usize| f32::from(img.data[(y * img.width + x) * 3 + c]);
-                let top = p(x0i, y0i) * (1.0 - tx) + p(x1i, y0i) * tx;
-                let bot = p(x0i, y1i) * (1.0 - tx) + p(x1i, y1i) * tx;
-                out[c * plane + oy * size + ox] = (top * (1.0 - ty) + bot * ty) / 255.0;
+                let mut acc = 0f32;
+                for &(yi, wy) in ty {
+                    if wy == 0.0 {
+                        continue;
+                    }
+                    let row = yi * img.width;
+                    let mut r = 0f32;
+                    for &(xi, wx) in tx {
+                        r += wx * f32::from(img.data[(row + xi) * 3 + c]);
+                    }
+                    acc += wy * r;
+                }
+                out[c * plane + oy * size + ox] = (acc / 255.0).clamp(0.0, 1.0);
             }
         }
     }
@@ -72,8 +116,8 @@ pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize) -> Vec<f32> {
 }
 
 /// [`resize_crop`] rounded to u8, CHW: what the host hands to the device pipeline.
-pub fn resize_crop_u8(img: &Rgb8, crop: Crop, size: usize) -> Vec<u8> {
-    resize_crop(img, crop, size).into_iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect()
+pub fn resize_crop_u8(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation) -> Vec<u8> {
+    resize_crop(img, crop, size, interp).into_iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
 /// Mirror left-right.
@@ -373,15 +417,38 @@ mod tests {
     #[test]
     fn resize_of_full_crop_at_same_size_is_identity() {
         let img = Rgb8 { width: 4, height: 4, data: (0..48).map(|v| (v * 5) as u8).collect() };
-        let out = resize_crop(&img, Crop { x: 0.0, y: 0.0, w: 4.0, h: 4.0 }, 4);
-        for y in 0..4 {
-            for x in 0..4 {
-                for c in 0..3 {
-                    let want = f32::from(img.data[(y * 4 + x) * 3 + c]) / 255.0;
-                    assert!((out[c * 16 + y * 4 + x] - want).abs() < 1e-6);
+        for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            let out = resize_crop(&img, Crop { x: 0.0, y: 0.0, w: 4.0, h: 4.0 }, 4, interp);
+            for y in 0..4 {
+                for x in 0..4 {
+                    for c in 0..3 {
+                        let want = f32::from(img.data[(y * 4 + x) * 3 + c]) / 255.0;
+                        assert!((out[c * 16 + y * 4 + x] - want).abs() < 1e-6, "{interp:?}");
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn bicubic_reproduces_a_linear_ramp_and_differs_from_bilinear_on_a_curve() {
+        // A horizontal ramp 10·x: both interpolations give the ramp's value at the sample point.
+        let (w, h) = (16usize, 4usize);
+        let ramp = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * 10) as u8; 3]).collect() };
+        // 4 outputs over [4, 12): sample points 4.5, 6.5, 8.5, 10.5 (pixel centres) → 45, 65, 85, 105.
+        for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            let out = resize_crop(&ramp, Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 }, 4, interp);
+            for (o, want) in [45.0f32, 65.0, 85.0, 105.0].iter().enumerate() {
+                assert!((out[o] * 255.0 - want).abs() < 1e-3, "{interp:?}: {}", out[o] * 255.0);
+            }
+        }
+        // On x² the cubic kernel is closer to the true value than linear interpolation.
+        let sq = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * (i % w)) as u8; 3]).collect() };
+        let crop = Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 };
+        let bl = resize_crop(&sq, crop, 4, Interpolation::Bilinear)[1] * 255.0;
+        let bc = resize_crop(&sq, crop, 4, Interpolation::Bicubic)[1] * 255.0;
+        let truth = 6.5f32 * 6.5;
+        assert!((bc - truth).abs() < (bl - truth).abs(), "bicubic {bc}, bilinear {bl}, truth {truth}");
     }
 
     #[test]
@@ -395,10 +462,10 @@ mod tests {
             blur_prob: 0.0,
             ..super::super::ViewConfig::paper_view1()
         };
-        let norm = ([0.0; 3], [1.0; 3]);
+        let aug = super::super::AugmentConfig { mean: [0.0; 3], std: [1.0; 3], ..Default::default() };
         let mut r = rng(1, Stream::Augment, &[9]);
         let n = 4000;
-        let flips = (0..n).filter(|_| super::super::make_view(&img, 2, &view, (&norm.0, &norm.1), &mut r)[0] > 0.5).count();
+        let flips = (0..n).filter(|_| super::super::make_view(&img, 2, &view, &aug, &mut r)[0] > 0.5).count();
         let p = flips as f64 / n as f64;
         assert!((p - 0.5).abs() < 0.03, "{p}");
     }

@@ -1,7 +1,7 @@
 //! A picture of what the model is trained on: each row is an image, its view t and its view t'
 //! (made by the same code as training, on the training device), side by side.
 
-use super::{AugmentConfig, Crop, Rgb8, ViewPipeline, resize_crop, resize_crop_u8, sample_params};
+use super::{AugmentConfig, Crop, Interpolation, Rgb8, ViewPipeline, resize_crop, resize_crop_u8, sample_params};
 use crate::data::ImageSet;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
@@ -24,10 +24,10 @@ pub fn preview_grid(set: &ImageSet, aug: &AugmentConfig, size: usize, count: usi
         let mut r = rng(seed, Stream::Augment, &[0, i as u64]);
         for (v, view) in [&aug.view1, &aug.view2].into_iter().enumerate() {
             let p = sample_params(img.width, img.height, view, &mut r);
-            crops[v].extend(resize_crop_u8(&img, p.crop, size));
+            crops[v].extend(resize_crop_u8(&img, p.crop, size, aug.interpolation));
             params[v].push(p);
         }
-        originals.push(resize_crop(&img, Crop { x: 0.0, y: 0.0, w: img.width as f64, h: img.height as f64 }, size));
+        originals.push(resize_crop(&img, Crop { x: 0.0, y: 0.0, w: img.width as f64, h: img.height as f64 }, size, Interpolation::Bilinear));
     }
     let [c1, c2] = crops;
     let views: Vec<Vec<f32>> = [(c1, &params[0], &aug.view1), (c2, &params[1], &aug.view2)]

@@ -47,7 +47,7 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
                 .map(|(i, img)| {
                     let mut r = rng(1, Stream::Augment, &[step, i as u64, v as u64]);
                     let p = sample_params(img.width, img.height, view, &mut r);
-                    (resize_crop_u8(img, p.crop, size), p)
+                    (resize_crop_u8(img, p.crop, size, aug.interpolation), p)
                 })
                 .unzip();
             let out = pipe.apply(crops.concat(), &params);
@@ -61,7 +61,7 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
             let out: Vec<Vec<f32>> = images
                 .par_iter()
                 .enumerate()
-                .map(|(i, img)| make_view(img, size, view, (&aug.mean, &aug.std), &mut rng(1, Stream::Augment, &[step, i as u64, v as u64])))
+                .map(|(i, img)| make_view(img, size, view, aug, &mut rng(1, Stream::Augment, &[step, i as u64, v as u64])))
                 .collect();
             std::hint::black_box(out);
         }

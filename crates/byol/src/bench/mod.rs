@@ -2,8 +2,10 @@
 //! that the ratio is meaningful on any machine.
 
 pub mod augment;
+pub mod step;
 
 pub use augment::{AugmentBench, bench_augment};
+pub use step::{StepArch, StepBench, bench_step};
 
 /// Median of `f`'s wall time over `reps` runs after `warmup` untimed runs, in seconds.
 pub fn median_seconds(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {

@@ -80,7 +80,8 @@ pub fn make_batch(
             let mut r = rng(seed, Stream::Augment, &[epoch, idx as u64]);
             let p1 = sample_params(img.width, img.height, &aug.view1, &mut r);
             let p2 = sample_params(img.width, img.height, &aug.view2, &mut r);
-            ((resize_crop_u8(&img, p1.crop, size), p1), (resize_crop_u8(&img, p2.crop, size), p2), failure)
+            let i = aug.interpolation;
+            ((resize_crop_u8(&img, p1.crop, size, i), p1), (resize_crop_u8(&img, p2.crop, size, i), p2), failure)
         })
         .collect();
     let per = 3 * size * size;

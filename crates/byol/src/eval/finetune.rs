@@ -129,7 +129,7 @@ pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, 
                 .par_iter()
                 .map(|&i| {
                     let img = train.rgb(i)?;
-                    Ok(make_view(&img, size, &view, (&aug.mean, &aug.std), &mut rng(seed, Stream::Augment, &[3_000_000 + epoch, i as u64])))
+                    Ok(make_view(&img, size, &view, aug, &mut rng(seed, Stream::Augment, &[3_000_000 + epoch, i as u64])))
                 })
                 .collect::<Result<_>>()?;
             let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, size, size]), &ad); // [B, 3, S, S]

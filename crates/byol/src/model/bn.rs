@@ -9,8 +9,18 @@ use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 
 /// `x`: [B, C, …] → [B, C, …]. Batch statistics (and a running-statistics update) when the
-/// layer's training flag is on; running statistics otherwise (after `Module::valid`).
+/// layer's training flag is on; running statistics otherwise (after `Module::valid`). A bf16 or
+/// f16 input is normalised in f32 and returned in its own type (mixed precision).
 pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    if dtype != burn::tensor::DType::F32 {
+        let y = batch_norm_f32(bn, super::precision::to_f32(x));
+        return y.cast(burn::tensor::FloatDType::from(dtype));
+    }
+    batch_norm_f32(bn, x)
+}
+
+fn batch_norm_f32<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     if !bn.training.is_enabled() {
         let device = x.device();
         return burn::tensor::module::batch_norm(

@@ -5,6 +5,7 @@ mod mlp;
 mod networks;
 pub mod export;
 pub mod params;
+pub mod precision;
 mod resnet;
 
 pub use bn::batch_norm;

@@ -8,6 +8,7 @@
 //! every block starts with γ = 0 (haiku `scale_init=zeros`), so each block starts as the identity.
 
 use super::bn::batch_norm;
+use super::precision::{conv_in_input_type as conv_x, to_f32};
 use crate::{Error, Result};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -204,13 +205,13 @@ impl Block {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => batch_norm(&d.bn, d.conv.forward(x.clone())), // [B, C_out, H/s, W/s]
+            Some(d) => batch_norm(&d.bn, conv_x(&d.conv, x.clone())), // [B, C_out, H/s, W/s]
             None => x.clone(),                                        // [B, C, H, W]
         };
-        let h = relu(batch_norm(&self.bn1, self.conv1.forward(x))); // [B, w, H', W']
-        let h = batch_norm(&self.bn2, self.conv2.forward(h)); // [B, w, H/s, W/s]
+        let h = relu(batch_norm(&self.bn1, conv_x(&self.conv1, x))); // [B, w, H', W']
+        let h = batch_norm(&self.bn2, conv_x(&self.conv2, h)); // [B, w, H/s, W/s]
         let h = match (&self.conv3, &self.bn3) {
-            (Some(c3), Some(b3)) => batch_norm(b3, c3.forward(relu(h))), // [B, 4w, H/s, W/s]
+            (Some(c3), Some(b3)) => batch_norm(b3, conv_x(c3, relu(h))), // [B, 4w, H/s, W/s]
             _ => h,
         };
         relu(h + identity) // [B, C_out, H/s, W/s]
@@ -231,8 +232,10 @@ pub struct ResNet {
 
 impl ResNet {
     /// `x`: [B, 3, H, W] → y: [B, D].
+    /// `x`: [B, 3, H, W] in f32, bf16 or f16 (the compute type, see [`super::precision`]) →
+    /// the representation y: [B, D], f32.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(batch_norm(&self.bn1, self.conv1.forward(x))); // [B, w, H/2 or H, …]
+        let mut x = relu(batch_norm(&self.bn1, conv_x(&self.conv1, x))); // [B, w, H/2 or H, …]
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x); // [B, w, H/4, W/4]
         }
@@ -240,7 +243,7 @@ impl ResNet {
             x = block.forward(x); // [B, C_i, H_i, W_i]
         }
         let [b, c, h, w] = x.dims();
-        x.reshape([b, c, h * w]).mean_dim(2).reshape([b, c]) // global average pool: [B, D]
+        to_f32(x).reshape([b, c, h * w]).mean_dim(2).reshape([b, c]) // global average pool: [B, D]
     }
 }
 

@@ -218,8 +218,8 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let k = state.step;
         let lr = schedule::lr_at(peak, k, warmup, total);
         let tau = ema::tau_at(&cfg.target, k, total);
-        let v1 = pipe1.finish(batch.view1, b); // [B, 3, S, S]
-        let v2 = pipe2.finish(batch.view2, b); // [B, 3, S, S]
+        let v1 = cfg.train.precision.cast(pipe1.finish(batch.view1, b)); // [B, 3, S, S]
+        let v2 = cfg.train.precision.cast(pipe2.finish(batch.view2, b)); // [B, 3, S, S]
         let (next, m) = match cfg.train.on_non_finite {
             OnNonFinite::Stop => {
                 let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective);

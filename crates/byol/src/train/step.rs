@@ -27,7 +27,8 @@ pub struct Forward {
 }
 
 /// Forward both views through the online network and the target (when there is one) and take
-/// the objective's loss. `view1`, `view2`: [B, 3, S, S] on the plain device.
+/// the objective's loss. `view1`, `view2`: [B, 3, S, S] on the plain device, in f32, or in bf16 /
+/// f16 for mixed precision (the encoders compute in that type; see `model::precision`).
 pub fn forward(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective: &ObjectiveConfig) -> Forward {
     // Each view through the online network separately, so that BatchNorm statistics are per view
     // as in the official code.

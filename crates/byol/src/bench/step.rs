@@ -1,0 +1,139 @@
+//! Samples per second of our training step, on the model and batch of the PyTorch reference
+//! (`shared/reference/byol_torch.py`): online forward on two views, target forward without
+//! gradient, symmetric loss, backward, SGD with momentum 0.9 (lr 0.2·B/256, weight decay 1.5e-6),
+//! EMA update. Mixed precision as the reference's autocast: the encoders in bf16 or f16, the
+//! rest in f32 (`model::precision`). Synthetic inputs already on the device; the step is [`train_step`], the same code
+//! as `pretrain`; median over the timed steps, each ended by reading the loss back.
+
+use crate::config::ExperimentConfig;
+use crate::model::precision::Precision;
+use crate::train::{TrainState, train_step};
+use crate::{Error, Result};
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+/// The reference's two configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepArch {
+    /// ResNet-18, CIFAR stem, 32×32 (`r18c32`).
+    Resnet18Cifar,
+    /// ResNet-50, ImageNet stem, 224×224 (`r50i224`).
+    Resnet50,
+}
+
+impl std::str::FromStr for StepArch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "resnet18-cifar" | "r18c32" => Ok(StepArch::Resnet18Cifar),
+            "resnet50" | "r50i224" => Ok(StepArch::Resnet50),
+            _ => Err(Error::config("--arch", format!("{s:?}: expected resnet18-cifar (r18c32) or resnet50 (r50i224)"))),
+        }
+    }
+}
+
+impl StepArch {
+    /// The reference's name of the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepArch::Resnet18Cifar => "r18c32",
+            StepArch::Resnet50 => "r50i224",
+        }
+    }
+
+    /// The experiment config of the reference's step at batch `batch` on `backend`.
+    pub fn config(self, batch: usize, backend: &str, precision: Precision) -> Result<ExperimentConfig> {
+        let (arch, stem, size) = match self {
+            StepArch::Resnet18Cifar => ("resnet18", "cifar", 32),
+            StepArch::Resnet50 => ("resnet50", "imagenet", 224),
+        };
+        let o: Vec<String> = vec![
+            format!("backend=\"{backend}\""),
+            format!("model.encoder.arch=\"{arch}\""),
+            format!("model.encoder.stem=\"{stem}\""),
+            "model.encoder.base-width=64".into(),
+            "model.projector.hidden=4096".into(),
+            "model.projector.output=256".into(),
+            "model.predictor.hidden=4096".into(),
+            "model.predictor.output=256".into(),
+            "target.init=\"copy\"".into(),
+            "target.tau-base=0.996".into(),
+            "optim.kind=\"sgd\"".into(),
+            "optim.base-lr=0.2".into(),
+            "optim.weight-decay=1.5e-6".into(),
+            "optim.momentum=0.9".into(),
+            format!("data.image-size={size}"),
+            format!("train.batch-size={batch}"),
+            format!("train.precision=\"{}\"", match precision {
+                Precision::F32 => "f32",
+                Precision::Bf16 => "bf16",
+                Precision::F16 => "f16",
+            }),
+        ];
+        ExperimentConfig::load("small-cpu", &o)
+    }
+}
+
+/// One line of `byol bench step`, in the reference's fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepBench {
+    pub cfg: String,
+    pub device: String,
+    pub batch: usize,
+    pub dtype: String,
+    pub step_ms_median: f64,
+    pub samples_per_s: f64,
+    pub warmup_s: f64,
+    pub loss: f64,
+    /// Peak resident memory of the process (CPU backends), GiB.
+    pub peak_mem_gib: Option<f64>,
+    pub threads: usize,
+}
+
+/// Peak resident set size of this process in GiB (Linux), if known.
+fn peak_rss_gib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / (1024.0 * 1024.0) * 100.0).round() / 100.0)
+}
+
+/// Time `steps` training steps after `warmup` untimed ones.
+pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> StepBench {
+    let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
+    let mut state = TrainState::init(cfg, device);
+    let precision = cfg.train.precision;
+    let xs: Vec<Tensor<4>> = (0..4).map(|_| precision.cast(Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))).collect();
+    let lr = crate::optim::schedule::peak_lr(cfg.optim.base_lr, b);
+    let tau = cfg.target.tau_base;
+    let run = |i: usize, state: TrainState| -> (TrainState, f64) {
+        let (next, m) = train_step(state, xs[i % 4].clone(), xs[(i + 1) % 4].clone(), lr, tau, &cfg.objective);
+        (next, f64::from(m.loss.into_scalar::<f32>())) // reading the loss waits for the device
+    };
+    let t0 = Instant::now();
+    let mut loss = f64::NAN;
+    for i in 0..warmup {
+        (state, loss) = run(i, state);
+    }
+    let warmup_s = t0.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps.max(1) {
+        let t = Instant::now();
+        (state, loss) = run(i, state);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    StepBench {
+        cfg: arch.name().to_string(),
+        device: cfg.backend.name().to_string(),
+        batch: b,
+        dtype: precision.name().into(),
+        step_ms_median: (med * 1e6).round() / 1e3,
+        samples_per_s: (b as f64 / med * 10.0).round() / 10.0,
+        warmup_s: (warmup_s * 10.0).round() / 10.0,
+        loss,
+        peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex { peak_rss_gib() } else { None },
+        threads: rayon::current_num_threads(),
+    }
+}
