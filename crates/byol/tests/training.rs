@@ -12,26 +12,28 @@ use std::path::{Path, PathBuf};
 struct Quiet;
 impl Observer for Quiet {}
 
+/// A tiny model on a tiny built-in dataset: 5 steps of batch 16 per epoch.
+const TINY: &[&str] = &[
+    "model.encoder.base-width=4",
+    "model.projector.hidden=32",
+    "model.projector.output=16",
+    "model.predictor.hidden=32",
+    "model.predictor.output=16",
+    "data.image-size=16",
+    "data.synthetic.train-per-class=8",
+    "data.synthetic.test-per-class=4",
+    "train.batch-size=16",
+    "train.epochs=2",
+    "train.checkpoint-every=0",
+    "eval.knn.k=5",
+];
+
+fn tiny_overrides(extra: &[&str]) -> Vec<String> {
+    TINY.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 fn tiny(extra: &[&str]) -> ExperimentConfig {
-    let mut o: Vec<String> = [
-        "model.encoder.base-width=4",
-        "model.projector.hidden=32",
-        "model.projector.output=16",
-        "model.predictor.hidden=32",
-        "model.predictor.output=16",
-        "data.image-size=16",
-        "data.synthetic.train-per-class=8",
-        "data.synthetic.test-per-class=4",
-        "train.batch-size=16",
-        "train.epochs=2",
-        "train.checkpoint-every=0",
-        "eval.knn.k=5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    o.extend(extra.iter().map(|s| s.to_string()));
-    ExperimentConfig::load("small-cpu", &o).unwrap()
+    ExperimentConfig::load("small-cpu", &tiny_overrides(extra)).unwrap()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -505,24 +507,7 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     )
     .unwrap();
     let grid = byol::ablate::Grid::load(&grid_path).unwrap();
-    let base: Vec<String> = [
-        "model.encoder.base-width=4",
-        "model.projector.hidden=32",
-        "model.projector.output=16",
-        "model.predictor.hidden=32",
-        "model.predictor.output=16",
-        "data.image-size=16",
-        "data.synthetic.train-per-class=8",
-        "data.synthetic.test-per-class=4",
-        "train.batch-size=16",
-        "train.epochs=1",
-        "train.checkpoint-every=0",
-        "train.knn-every-epochs=0",
-        "eval.knn.k=5",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let base = tiny_overrides(&["train.epochs=1", "train.knn-every-epochs=0"]);
     let runs = dir.join("runs");
     let rows = byol::ablate::ablate("small-cpu", &base, &grid, &runs, false, &mut Quiet).unwrap();
     assert_eq!(rows.len(), 3);

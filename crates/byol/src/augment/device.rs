@@ -6,7 +6,7 @@
 //! order with one more `select`. Every operation is a plain tensor expression, so one
 //! implementation serves every backend.
 
-use super::{AugmentConfig, LUMA, ViewConfig, ViewParams, gaussian_kernel, kernel_size};
+use super::{AugmentConfig, LUMA, ViewConfig, ViewParams, gaussian_kernel, kernel_size, reflect};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 /// The device side of one view (its blur kernel side and the normalisation), for images of one
@@ -143,25 +143,10 @@ impl ViewPipeline {
         let kernel = kernel_size(size, view.blur_kernel_fraction);
         let fold = (kernel > 1).then(|| {
             let r = (kernel / 2) as isize;
-            let n = size as isize;
-            let refl = |mut i: isize| -> usize {
-                if n == 1 {
-                    return 0;
-                }
-                while i < 0 || i >= n {
-                    if i < 0 {
-                        i = -i;
-                    }
-                    if i >= n {
-                        i = 2 * (n - 1) - i;
-                    }
-                }
-                i as usize
-            };
             let mut f = vec![0f32; kernel * size * size];
             for t in 0..kernel {
                 for i in 0..size {
-                    f[t * size * size + i * size + refl(i as isize + t as isize - r)] = 1.0;
+                    f[t * size * size + i * size + reflect(i as isize + t as isize - r, size)] = 1.0;
                 }
             }
             Tensor::<2>::from_data(TensorData::new(f, [kernel, size * size]), device)

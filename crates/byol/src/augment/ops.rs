@@ -238,6 +238,24 @@ pub fn gaussian_kernel(k: usize, sigma: f32) -> Vec<f32> {
     w.into_iter().map(|v| v / s).collect()
 }
 
+/// Index `i` reflected into 0..n at the borders (…, 2, 1, | 0, 1, …, n−1, | n−2, …), as the
+/// reflect padding of the official blur.
+pub fn reflect(mut i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    while i < 0 || i >= n {
+        if i < 0 {
+            i = -i;
+        }
+        if i >= n {
+            i = 2 * (n - 1) - i;
+        }
+    }
+    i as usize
+}
+
 /// Separable Gaussian blur with reflected borders.
 pub fn gaussian_blur(x: &mut [f32], size: usize, k: usize, sigma: f32) {
     if k <= 1 {
@@ -245,22 +263,7 @@ pub fn gaussian_blur(x: &mut [f32], size: usize, k: usize, sigma: f32) {
     }
     let w = gaussian_kernel(k, sigma);
     let r = (k / 2) as isize;
-    let n = size as isize;
-    let refl = |i: isize| -> usize {
-        let mut i = i;
-        if n == 1 {
-            return 0;
-        }
-        while i < 0 || i >= n {
-            if i < 0 {
-                i = -i;
-            }
-            if i >= n {
-                i = 2 * (n - 1) - i;
-            }
-        }
-        i as usize
-    };
+    let refl = |i: isize| reflect(i, size);
     let mut tmp = vec![0f32; size * size];
     for plane in x.chunks_mut(size * size) {
         for y in 0..size {
