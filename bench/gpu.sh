@@ -38,5 +38,16 @@ for cfg in r18c32 r50i224; do
     "$BYOL" bench step --arch "$cfg" --backend cuda --precision "$prec" --steps "$STEPS" --warmup "$WARM" | tee -a "$OUT/ours.jsonl" >&2
   done
 done
+"$BYOL" bench augment --backend cuda --sizes 32,224 --batch 256 | tee "$OUT/augment.txt" >&2
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "GPU")
 python3 bench/compare.py "$OUT/ref.jsonl" "$OUT/ours.jsonl" "$GPU"
+# The view pipeline against what the ResNet-50 step consumes (issue target: at least 3×).
+python3 - "$OUT/augment.txt" "$OUT/ours.jsonl" <<'PY'
+import json, sys
+aug = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+steps = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+a = next(r for r in aug if r["size"] == 224)
+for s in (s for s in steps if s["cfg"] == "r50i224"):
+    need = 2 * s["samples_per_s"]
+    print(f"224 px: batched pipeline {a['device_views_per_sec']:.0f} views/s; ResNet-50 step ({s['dtype']}) consumes {need:.0f} views/s: {a['device_views_per_sec'] / need:.1f}x")
+PY
