@@ -22,6 +22,7 @@ fi
 cargo build --release -p byol-cli >&2
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 : > "$OUT/ref.jsonl"; : > "$OUT/ours.jsonl"
 for cfg in ${CONFIGS//,/ }; do
   "$VENV/bin/python" "$REF" --configs "$cfg" --steps "$STEPS" --warm "$WARM" | tee -a "$OUT/ref.jsonl" >&2

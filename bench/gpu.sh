@@ -31,6 +31,7 @@ if [ -z "${CUDA_PATH:-}" ]; then
   [ -n "$H" ] && export CUDA_PATH=$(dirname "$(dirname "$H")")
 fi
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 "$PY" "$REF" --configs r18c32,r50i224 --steps "$STEPS" --warm "$WARM" | tee "$OUT/ref.jsonl" >&2
 : > "$OUT/ours.jsonl"
 for cfg in r18c32 r50i224; do
