@@ -27,7 +27,7 @@ impl BackendKind {
             BackendKind::Cuda => Err(Error::Backend {
                 name: "cuda".into(),
                 message: "this binary was built without the `cuda` feature; rebuild with \
-                          `cargo build --release --features cuda`"
+                          `cargo build --release -p byol-cli --features cuda`"
                     .into(),
             }),
         }

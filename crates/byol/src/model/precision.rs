@@ -53,7 +53,7 @@ impl std::str::FromStr for Precision {
             "f32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "f16" | "float16" => Ok(Precision::F16),
-            _ => Err(crate::Error::config("precision", format!("{s:?}: expected f32, bf16 or f16"))),
+            _ => Err(crate::Error::config("precision", format!("{s:?}: expected f32, bf16 or f16 (train.precision, or --precision)"))),
         }
     }
 }
