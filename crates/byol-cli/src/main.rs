@@ -325,8 +325,9 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => {
             // The run's recorded config, with only the flags given now applied on top.
-            let (loaded, file) = byol::train::checkpoint::read_latest(dir)?;
-            let cfg = ExperimentConfig::from_toml_with_overrides(&loaded.config.to_toml(), &file, &args.config.overrides())?;
+            // From the newest checkpoint's header only; the library then loads and verifies it.
+            let (recorded, file) = byol::train::checkpoint::read_latest_config(dir)?;
+            let cfg = ExperimentConfig::from_toml_with_overrides(&recorded.to_toml(), &file, &args.config.overrides())?;
             (cfg, dir.clone(), true)
         }
         None => {

@@ -474,6 +474,13 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
     let (l, p) = checkpoint::read_latest(&part).unwrap();
     assert_eq!((l.step, p), (4, checkpoint::path_for(&part, 4)));
+    // The config for `--resume` comes from the header alone: the truncated file's still reads…
+    let (c, p) = checkpoint::read_latest_config(&part).unwrap();
+    assert_eq!((c, p), (cfg.clone(), newest.clone()));
+    // …and a file whose header is gone is skipped.
+    std::fs::write(&newest, b"garbage").unwrap();
+    let (_, p) = checkpoint::read_latest_config(&part).unwrap();
+    assert_eq!(p, checkpoint::path_for(&part, 4));
     let r = pretrain(&cfg, &part, &RunOptions { resume: true, ..Default::default() }, &mut Quiet).unwrap();
     assert_eq!(r.steps, 10);
     // Data order and augmentations are functions of the step: the repeated steps 5-6 and the

@@ -81,6 +81,50 @@ pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
     Err(Error::checkpoint(dir, format!("no usable checkpoint: {}", problems.join("; "))))
 }
 
+/// The config recorded in the newest checkpoint of `dir` whose header reads, from the header
+/// alone (a few kilobytes, not the tensors): what `--resume` needs before [`read_latest`] loads
+/// and verifies the state. Headers that do not read are reported and skipped.
+pub fn read_latest_config(dir: &Path) -> Result<(ExperimentConfig, std::path::PathBuf)> {
+    let all = list(dir);
+    if all.is_empty() {
+        return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
+    }
+    let mut problems = Vec::new();
+    for (_, path) in all {
+        match read_header_config(&path) {
+            Ok(cfg) => return Ok((cfg, path)),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Err(Error::checkpoint(dir, format!("no checkpoint with a readable header: {}", problems.join("; "))))
+}
+
+/// The config in a checkpoint's header: safetensors starts with the header's length (u64, little
+/// endian), then the header as JSON, whose `__metadata__` holds our strings.
+fn read_header_config(path: &Path) -> Result<ExperimentConfig> {
+    use std::io::Read;
+    let err = |m: String| Error::checkpoint(path, m);
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| err(format!("no header ({e})")))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(err(format!("header of {len} bytes: not a checkpoint")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| err(format!("truncated header ({e})")))?;
+    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| err(format!("unreadable header ({e})")))?;
+    let meta = &json["__metadata__"];
+    if meta["format"].as_str() != Some("byol-checkpoint") {
+        return Err(err("not a byol checkpoint".into()));
+    }
+    if meta["version"].as_str() != Some(FORMAT_VERSION) {
+        return Err(err(format!("unsupported format version {} (expected {FORMAT_VERSION})", meta["version"])));
+    }
+    let text = meta["config"].as_str().ok_or_else(|| err("no config in header".into()))?;
+    ExperimentConfig::from_toml_with_overrides(text, path, &[])
+}
+
 /// A checkpoint file, or the newest usable one of a run directory.
 pub fn read_path_or_dir(path: &Path) -> Result<Loaded> {
     if path.is_dir() { read_latest(path).map(|(l, _)| l) } else { read(path) }

@@ -127,7 +127,7 @@ fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Resul
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue from the run directory's checkpoint. The config passed in must have the
-    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read_latest`) to
+    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read_latest_config`) to
     /// continue the same schedule.
     pub resume: bool,
     /// Also evaluate the random-init encoder of the same architecture.
