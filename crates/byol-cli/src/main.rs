@@ -349,10 +349,10 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     }
     let k = cfg.eval.knn.k;
     if let Some(knn) = report.knn {
-        println!("kNN (k={k}) on {} test images: BYOL encoder   top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * knn.top1, 100.0 * knn.top5);
+        println!("kNN (k={k}) on {} test images: trained encoder top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * knn.top1, 100.0 * knn.top5);
     }
     if let Some(r) = report.random_init_knn {
-        println!("kNN (k={k}) on {} test images: random-init    top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * r.top1, 100.0 * r.top5);
+        println!("kNN (k={k}) on {} test images: random-init     top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * r.top1, 100.0 * r.top5);
     }
     println!("checkpoint, metrics.jsonl and eval.json in {}", run_dir.display());
     Ok(())
@@ -377,7 +377,12 @@ fn eval_setup(args: &EvalArgs, mut overrides: Vec<String>) -> Result<EvalSetup> 
     let (encoder, label) = if args.random_init {
         (byol::train::random_init_encoder(&cfg, &device), "random-init encoder")
     } else {
-        (loaded.online(&device)?.encoder, "BYOL encoder")
+        let label = match cfg.objective.kind {
+            byol::config::ObjectiveKind::Byol => "trained encoder (BYOL objective)",
+            byol::config::ObjectiveKind::NtXent => "trained encoder (SimCLR objective)",
+            byol::config::ObjectiveKind::Moco => "trained encoder (MoCo objective)",
+        };
+        (loaded.online(&device)?.encoder, label)
     };
     let splits = byol::data::load(&cfg.data, cfg.seed)?;
     Ok(EvalSetup { cfg, device, encoder, splits, label })
