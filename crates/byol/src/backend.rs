@@ -22,7 +22,7 @@ impl BackendKind {
         match self {
             BackendKind::Flex => Ok(Device::flex()),
             #[cfg(feature = "cuda")]
-            BackendKind::Cuda => Ok(Device::cuda(0)),
+            BackendKind::Cuda => cuda_device(),
             #[cfg(not(feature = "cuda"))]
             BackendKind::Cuda => Err(Error::Backend {
                 name: "cuda".into(),
@@ -40,6 +40,36 @@ impl BackendKind {
             BackendKind::Cuda => "cuda",
         }
     }
+}
+
+/// The first CUDA device, checked by a one-element allocation. Without a usable driver, NVRTC or
+/// device, the CUDA runtime panics on its device thread; that becomes an error naming what is
+/// needed instead of a crash (the runtime's own log line above it says which library is missing).
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device> {
+    use burn::tensor::Tensor;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::cuda(0);
+        let _ = Tensor::<1>::zeros([1], &device).into_data();
+        device
+    });
+    std::panic::set_hook(hook);
+    probe.map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Error::Backend {
+            name: "cuda".into(),
+            message: format!(
+                "no usable CUDA device ({what}); it needs an NVIDIA GPU and driver (libcuda), libnvrtc on \
+                 LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include"
+            ),
+        }
+    })
 }
 
 impl std::str::FromStr for BackendKind {
