@@ -30,8 +30,9 @@ pub struct ViewBatch {
     pub size: usize,
     pub view1: View,
     pub view2: View,
-    /// Images that failed to decode (replaced by the next image in the epoch's order).
-    pub failures: Vec<String>,
+    /// Images that failed to decode, as (name, reason) (each replaced by the next image in the
+    /// epoch's order).
+    pub failures: Vec<(String, String)>,
 }
 
 /// Steps in one epoch.
@@ -60,7 +61,7 @@ pub fn make_batch(
     seed: u64,
     on_device: bool,
 ) -> ViewBatch {
-    type Views = ((Vec<u8>, ViewParams), (Vec<u8>, ViewParams), Option<String>);
+    type Views = ((Vec<u8>, ViewParams), (Vec<u8>, ViewParams), Option<(String, String)>);
     let results: Vec<Views> = (0..batch)
         .into_par_iter()
         .map(|j| {
@@ -71,7 +72,7 @@ pub fn make_batch(
                 match set.rgb(order[slot % order.len()]) {
                     Ok(img) => break img,
                     Err(e) => {
-                        failure.get_or_insert_with(|| e.to_string());
+                        failure.get_or_insert_with(|| (set.names[order[slot % order.len()]].clone(), e.to_string()));
                         slot += 1;
                     }
                 }

@@ -211,9 +211,9 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
         debug_assert_eq!(batch.step, state.step);
-        for f in batch.failures {
-            tracing::warn!("{f}");
-            skipped_files.entry(f.clone()).or_insert(f);
+        for (file, reason) in batch.failures {
+            tracing::warn!("skipping unreadable image {file}: {reason}");
+            skipped_files.entry(file).or_insert(reason);
         }
         let k = state.step;
         let lr = schedule::lr_at(peak, k, warmup, total);
