@@ -136,7 +136,6 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
             let knn = knn_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device)?;
             (encoder, 0, knn, Some(splits))
         } else {
-            std::fs::create_dir_all(&vdir).map_err(|e| Error::io(&vdir, e))?;
             let resume = !checkpoint::list(&vdir).is_empty();
             let report = pretrain(&cfg, &vdir, &RunOptions { resume, compare_random: false, max_steps: None }, obs)?;
             let knn = report.knn.ok_or_else(|| Error::data(&vdir, "the run ended without an evaluation"))?;

@@ -59,9 +59,9 @@ pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, keep: usi
     Ok(path)
 }
 
-/// The newest checkpoint of `dir` that reads and verifies; each newer one that does not is
-/// reported and skipped.
-pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
+/// `read` applied to the checkpoints of `dir`, newest first, until one succeeds; each newer one
+/// that fails is reported and skipped.
+fn newest<T>(dir: &Path, read: impl Fn(&Path) -> Result<T>) -> Result<(T, std::path::PathBuf)> {
     let all = list(dir);
     if all.is_empty() {
         return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
@@ -69,11 +69,11 @@ pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
     let mut problems = Vec::new();
     for (_, path) in all {
         match read(&path) {
-            Ok(l) => {
+            Ok(v) => {
                 if !problems.is_empty() {
                     tracing::warn!("using {} (newer checkpoints unusable: {})", path.display(), problems.join("; "));
                 }
-                return Ok((l, path));
+                return Ok((v, path));
             }
             Err(e) => problems.push(e.to_string()),
         }
@@ -81,22 +81,28 @@ pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
     Err(Error::checkpoint(dir, format!("no usable checkpoint: {}", problems.join("; "))))
 }
 
+/// The newest checkpoint of `dir` that reads and verifies; each newer one that does not is
+/// reported and skipped.
+pub fn read_latest(dir: &Path) -> Result<(Loaded, std::path::PathBuf)> {
+    newest(dir, read)
+}
+
 /// The config recorded in the newest checkpoint of `dir` whose header reads, from the header
 /// alone (a few kilobytes, not the tensors): what `--resume` needs before [`read_latest`] loads
 /// and verifies the state. Headers that do not read are reported and skipped.
 pub fn read_latest_config(dir: &Path) -> Result<(ExperimentConfig, std::path::PathBuf)> {
-    let all = list(dir);
-    if all.is_empty() {
-        return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
+    newest(dir, read_header_config)
+}
+
+/// Check the format and version strings of a checkpoint's header metadata.
+fn check_format(path: &Path, format: Option<&str>, version: Option<&str>) -> Result<()> {
+    if format != Some("byol-checkpoint") {
+        return Err(Error::checkpoint(path, "not a byol checkpoint"));
     }
-    let mut problems = Vec::new();
-    for (_, path) in all {
-        match read_header_config(&path) {
-            Ok(cfg) => return Ok((cfg, path)),
-            Err(e) => problems.push(e.to_string()),
-        }
+    if version != Some(FORMAT_VERSION) {
+        return Err(Error::checkpoint(path, format!("unsupported format version {version:?} (expected {FORMAT_VERSION})")));
     }
-    Err(Error::checkpoint(dir, format!("no checkpoint with a readable header: {}", problems.join("; "))))
+    Ok(())
 }
 
 /// The config in a checkpoint's header: safetensors starts with the header's length (u64, little
@@ -115,12 +121,7 @@ fn read_header_config(path: &Path) -> Result<ExperimentConfig> {
     f.read_exact(&mut header).map_err(|e| err(format!("truncated header ({e})")))?;
     let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| err(format!("unreadable header ({e})")))?;
     let meta = &json["__metadata__"];
-    if meta["format"].as_str() != Some("byol-checkpoint") {
-        return Err(err("not a byol checkpoint".into()));
-    }
-    if meta["version"].as_str() != Some(FORMAT_VERSION) {
-        return Err(err(format!("unsupported format version {} (expected {FORMAT_VERSION})", meta["version"])));
-    }
+    check_format(path, meta["format"].as_str(), meta["version"].as_str())?;
     let text = meta["config"].as_str().ok_or_else(|| err("no config in header".into()))?;
     ExperimentConfig::from_toml_with_overrides(text, path, &[])
 }
@@ -239,12 +240,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a readable checkpoint ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some("byol-checkpoint") {
-        return Err(err("not a byol checkpoint".into()));
-    }
-    if meta.get("version").map(String::as_str) != Some(FORMAT_VERSION) {
-        return Err(err(format!("unsupported format version {:?} (expected {FORMAT_VERSION})", meta.get("version"))));
-    }
+    check_format(path, meta.get("format").map(String::as_str), meta.get("version").map(String::as_str))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
