@@ -1,0 +1,537 @@
+//! The encoder's f32 convolutions on the `flex` CPU backend: im2col + GEMM for a group of images
+//! at a time, forward and backward, with its own autodiff node.
+//!
+//! burn's `flex` convolution computes the weight gradient as a convolution of the input with the
+//! output gradient (a 32×32 "kernel" for a CIFAR layer) and the input gradient as a transposed
+//! convolution; measured on the 2-core benchmark machine that ran at 60–100 GFLOP/s for the
+//! ResNet-18 CIFAR layers, where the GEMM underneath reaches 300–450 (docs/BENCHMARKS.md). Here
+//! all three products are plain GEMMs on an im2col matrix:
+//!
+//! - forward      y[n]  = W · col(x[n])           W: [O, K], col: [K, P], K = C·kh·kw, P = Ho·Wo
+//! - input grad   dx[n] = col⁻¹(Wᵀ · dy[n])       col⁻¹ adds each patch entry back (col2im)
+//! - weight grad  dW    = Σₙ dy[n] · col(x[n])ᵀ
+//!
+//! For small feature maps (deep layers) `G` images share one im2col matrix [K, G·P] so that each
+//! GEMM has enough columns. The path is taken for f32 tensors on `flex` (with or without
+//! autodiff), groups = 1, dilation = 1 and symmetric padding, which is every encoder convolution;
+//! anything else, and every other backend, uses burn's `conv2d`. Values agree with burn's to f32
+//! rounding (tested in this module).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
+use rayon::prelude::*;
+
+/// The sizes of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Geometry {
+    /// Rows of the im2col matrix (C·kh·kw).
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    /// Output positions per image.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// A 1×1, stride-1, unpadded convolution: an image's im2col matrix is the image itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+    /// Images per GEMM: enough output columns (≥ 256) for the GEMM kernel to run at speed.
+    fn group(&self) -> usize {
+        (256 / self.p()).clamp(1, self.n.max(1))
+    }
+}
+
+/// `x ⊛ weight` (stride, symmetric zero padding, no bias) through this module when `x` and
+/// `weight` are f32 `flex` tensors, both tracked by autodiff or both not; `None` otherwise.
+pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, stride: usize, pad: usize) -> Option<Tensor<4>> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let [n, c, h, w] = x.dims();
+    let [o, cw, kh, kw] = weight.dims();
+    if cw != c || h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
+        return None;
+    }
+    let g = Geometry { n, c, h, w, o, kh, kw, stride, pad, ho: (h + 2 * pad - kh) / stride + 1, wo: (w + 2 * pad - kw) / stride + 1 };
+    if let (Ok(xp), Ok(wp)) = (
+        x.clone().try_into_primitive::<Autodiff<Flex>>(),
+        weight.clone().try_into_primitive::<Autodiff<Flex>>(),
+    ) {
+        let out = match ConvBackward.prepare::<NoCheckpointing>([xp.node(), wp.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (xc, wc) = (xp.primitive().to_contiguous(), wp.primitive().to_contiguous());
+                let y = forward(&xc, &wc, &g);
+                prep.finish((xc, wc, g), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(xp.primitive(), wp.primitive(), &g)),
+        };
+        return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
+    }
+    if let (Ok(xp), Ok(wp)) = (x.clone().try_into_primitive::<Flex>(), weight.clone().try_into_primitive::<Flex>()) {
+        return Some(Tensor::from_primitive::<Flex>(forward(&xp, &wp, &g)));
+    }
+    None
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (x, w, g) = ops.state;
+        let (dx, dw) = backward(&x, &w, &dy, &g, node_x.is_some(), node_w.is_some());
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let (Some(node), Some(dw)) = (node_w, dw) {
+            grads.register::<Flex>(node.id, dw);
+        }
+    }
+}
+
+/// The f32 values of a `flex` tensor in row-major order (copied only when not contiguous).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
+    }
+}
+
+fn tensor(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape))
+}
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`); each operand is given by its
+/// pointer, column stride and row stride, so transposes are free.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    accumulate: bool,
+    parallel: bool,
+) {
+    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.1,
+            dst.2,
+            accumulate,
+            lhs.0,
+            lhs.1,
+            lhs.2,
+            rhs.0,
+            rhs.1,
+            rhs.2,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// The output columns `[lo, hi)` whose input column `ow·stride + kj − pad` lies inside `[0, w)`.
+fn valid_cols(g: &Geometry, kj: usize, w: usize) -> (usize, usize) {
+    let lo = if g.pad > kj { (g.pad - kj).div_ceil(g.stride) } else { 0 };
+    let hi = if w + g.pad > kj { ((w + g.pad - kj - 1) / g.stride + 1).min(g.wo) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// Writes the patches of output rows `rows` of one image `x` [C, H, W] into columns
+/// `off..off + rows.len()·Wo` of `col` [K, ld].
+fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
+    let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
+    for c in 0..g.c {
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &mut col[r * ld + off..r * ld + off + p];
+                let (lo, hi) = valid_cols(g, kj, w);
+                for (t, oh) in rows.clone().enumerate() {
+                    let dst = &mut row[t * g.wo..(t + 1) * g.wo];
+                    let ih = (oh * g.stride + ki) as isize - g.pad as isize;
+                    if ih < 0 || ih >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[ih as usize * w..(ih as usize + 1) * w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[lo + kj - g.pad..hi + kj - g.pad]);
+                    } else {
+                        for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d = src[ow * g.stride + kj - g.pad];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds columns `off..off + rows.len()·Wo` of `col` [K, ld] (output rows `rows`) back onto one
+/// image's gradient `dx` [C, H, W] (the adjoint of [`im2col`]).
+fn col2im(col: &[f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+    let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
+    for c in 0..g.c {
+        let plane = &mut dx[c * h * w..(c + 1) * h * w];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let row = &col[r * ld + off..r * ld + off + p];
+                let (lo, hi) = valid_cols(g, kj, w);
+                for (t, oh) in rows.clone().enumerate() {
+                    let ih = (oh * g.stride + ki) as isize - g.pad as isize;
+                    if ih < 0 || ih >= h as isize {
+                        continue;
+                    }
+                    let src = &row[t * g.wo..(t + 1) * g.wo];
+                    let dst = &mut plane[ih as usize * w..(ih as usize + 1) * w];
+                    if g.stride == 1 {
+                        for (d, s) in dst[lo + kj - g.pad..hi + kj - g.pad].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for ow in lo..hi {
+                            dst[ow * g.stride + kj - g.pad] += src[ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output columns per band of rows when one image is processed in bands (see [`backward`]).
+const TILE_COLS: usize = 256;
+
+/// Runs of image groups in the backward pass (see [`backward`]).
+const RUNS: usize = 8;
+
+/// Whether one GEMM per group should itself be split over threads (too few groups to share out).
+fn inner_parallel(groups: usize) -> bool {
+    groups < 2 * rayon::current_num_threads()
+}
+
+fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
+    let (xv, wv) = (values(x), values(w));
+    let (k, p, gs) = (g.k(), g.p(), g.group());
+    let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
+    let mut y = vec![0f32; g.n * img_out]; // [N, O, Ho·Wo]
+    let groups = g.n.div_ceil(gs);
+    let inner = inner_parallel(groups);
+    y.par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, ychunk)| {
+        with_scratch(|s| {
+            let Scratch { col, dy: tmp, .. } = s;
+            let imgs = ychunk.len() / img_out;
+            let x0 = gi * gs * img_in;
+            let ld = imgs * p;
+            let lhs = (wv.as_ptr(), 1, k as isize); // W [O, K]
+            let rhs = if g.pointwise() && imgs == 1 {
+                (xv[x0..].as_ptr(), 1, p as isize) // the image itself is [C, P]
+            } else {
+                col.resize(k * ld, 0.0);
+                for i in 0..imgs {
+                    im2col(&xv[x0 + i * img_in..x0 + (i + 1) * img_in], g, col, ld, i * p, 0..g.ho);
+                }
+                (col.as_ptr(), 1, ld as isize) // [K, G·P]
+            };
+            if imgs == 1 {
+                unsafe { matmul(g.o, p, k, (ychunk.as_mut_ptr(), 1, p as isize), lhs, rhs, false, inner) };
+            } else {
+                tmp.resize(g.o * ld, 0.0);
+                unsafe { matmul(g.o, ld, k, (tmp.as_mut_ptr(), 1, ld as isize), lhs, rhs, false, inner) }; // [O, G·P]
+                for i in 0..imgs {
+                    for oc in 0..g.o {
+                        ychunk[i * img_out + oc * p..i * img_out + (oc + 1) * p]
+                            .copy_from_slice(&tmp[oc * ld + i * p..oc * ld + (i + 1) * p]);
+                    }
+                }
+            }
+        })
+    });
+    tensor(y, [g.n, g.o, g.ho, g.wo])
+}
+
+/// Per-thread buffers, kept between calls so that the im2col matrices are not allocated (and
+/// faulted in) again for every group of images.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::default();
+}
+
+/// Runs `f` with this thread's buffers. They are taken out for the duration rather than
+/// borrowed: a thread waiting inside a parallel GEMM may run another convolution task, which
+/// then gets fresh buffers instead of a borrow conflict.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut s = SCRATCH.take();
+    let r = f(&mut s);
+    SCRATCH.set(s);
+    r
+}
+
+fn backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    dy: &FlexTensor,
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
+    let (xv, wv, dyv) = (values(x), values(w), values(dy));
+    let (k, p, gs) = (g.k(), g.p(), g.group());
+    let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
+    let groups = g.n.div_ceil(gs);
+    let inner = inner_parallel(groups);
+    let mut dx = vec![0f32; if want_dx { g.n * img_in } else { 0 }];
+    let work = |dw: &mut Vec<f32>, gi: usize, dxchunk: Option<&mut [f32]>| with_scratch(|s| {
+        let n0 = gi * gs;
+        let imgs = gs.min(g.n - n0);
+        if imgs == 1 && !g.pointwise() {
+            // One large image: a band of output rows at a time, so that its im2col block and
+            // the block's input gradient stay in the core's L2 cache between the GEMMs.
+            if want_dw && dw.is_empty() {
+                *dw = vec![0.0; g.o * k];
+            }
+            let band = (TILE_COLS / g.wo).max(1);
+            let x = &xv[n0 * img_in..(n0 + 1) * img_in];
+            let mut dxchunk = dxchunk;
+            for r0 in (0..g.ho).step_by(band) {
+                let rows = r0..(r0 + band).min(g.ho);
+                let t = rows.len() * g.wo;
+                let dyt = (dyv[n0 * img_out + r0 * g.wo..].as_ptr(), 1, p as isize); // [O, t]
+                if want_dw {
+                    s.col.resize(k * t, 0.0);
+                    im2col(x, g, &mut s.col, t, 0, rows.clone());
+                    // dW (as dWᵀ [K, O]) += dy_t [O, t] · col_tᵀ [t, K]
+                    unsafe { matmul(g.o, k, t, (dw.as_mut_ptr(), g.o as isize, 1), dyt, (s.col.as_ptr(), t as isize, 1), true, inner) };
+                }
+                if let Some(dxchunk) = dxchunk.as_deref_mut() {
+                    s.dcol.resize(k * t, 0.0);
+                    let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
+                    unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
+                    col2im(&s.dcol, g, t, 0, rows, dxchunk);
+                }
+            }
+            return;
+        }
+        let ld = imgs * p;
+        // dy of the group as [O, G·P].
+        let dyg: (*const f32, isize, isize) = if imgs == 1 {
+            (dyv[n0 * img_out..].as_ptr(), 1, p as isize)
+        } else {
+            s.dy.resize(g.o * ld, 0.0);
+            for i in 0..imgs {
+                for oc in 0..g.o {
+                    let src = (n0 + i) * img_out + oc * p;
+                    s.dy[oc * ld + i * p..oc * ld + (i + 1) * p].copy_from_slice(&dyv[src..src + p]);
+                }
+            }
+            (s.dy.as_ptr(), 1, ld as isize)
+        };
+        if want_dw {
+            let colp = if g.pointwise() && imgs == 1 {
+                xv[n0 * img_in..].as_ptr()
+            } else {
+                s.col.resize(k * ld, 0.0);
+                for i in 0..imgs {
+                    im2col(&xv[(n0 + i) * img_in..(n0 + i + 1) * img_in], g, &mut s.col, ld, i * p, 0..g.ho);
+                }
+                s.col.as_ptr()
+            };
+            if dw.is_empty() {
+                *dw = vec![0.0; g.o * k];
+            }
+            // dW [O, K] += dy_g [O, G·P] · col_gᵀ [G·P, K], accumulated column-major (as dWᵀ
+            // [K, O]), which the GEMM kernel runs ~3× faster than row-major for these shapes.
+            unsafe { matmul(g.o, k, ld, (dw.as_mut_ptr(), g.o as isize, 1), dyg, (colp, ld as isize, 1), true, inner) };
+        }
+        if let Some(dxchunk) = dxchunk {
+            let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
+            if g.pointwise() && imgs == 1 {
+                unsafe { matmul(k, p, g.o, (dxchunk.as_mut_ptr(), 1, p as isize), wt, dyg, false, inner) };
+            } else {
+                s.dcol.resize(k * ld, 0.0);
+                unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
+                for i in 0..imgs {
+                    col2im(&s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
+                }
+            }
+        }
+    });
+    // The groups are cut into a fixed number of runs, each accumulating its own weight gradient
+    // in order; the partial sums are then added in run order. The result does not depend on the
+    // thread count or on scheduling, so training stays bit-reproducible.
+    let runs = groups.min(RUNS);
+    let per_run = groups.div_ceil(runs);
+    let run = |r: usize, dxrun: Option<&mut [f32]>| {
+        let mut dw = Vec::new();
+        let first = r * per_run;
+        let last = ((r + 1) * per_run).min(groups);
+        match dxrun {
+            Some(dxrun) => {
+                for (i, chunk) in dxrun.chunks_mut(gs * img_in).enumerate() {
+                    work(&mut dw, first + i, Some(chunk));
+                }
+            }
+            None => (first..last).for_each(|gi| work(&mut dw, gi, None)),
+        }
+        dw
+    };
+    let partial: Vec<Vec<f32>> = if want_dx {
+        dx.par_chunks_mut(per_run * gs * img_in).enumerate().map(|(r, d)| run(r, Some(d))).collect()
+    } else {
+        (0..groups.div_ceil(per_run)).into_par_iter().map(|r| run(r, None)).collect()
+    };
+    let dw = partial.into_iter().reduce(|mut a, b| {
+        if a.is_empty() {
+            return b;
+        }
+        if !b.is_empty() {
+            a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+        }
+        a
+    });
+    let dw = dw.unwrap_or_default();
+    let dx = want_dx.then(|| tensor(dx, [g.n, g.c, g.h, g.w]));
+    let dw = want_dw.then(|| {
+        let mut out = vec![0.0; g.o * k]; // dWᵀ [K, O] → dW [O, K]
+        if !dw.is_empty() {
+            for (r, row) in dw.chunks_exact(g.o).enumerate() {
+                for (oc, v) in row.iter().enumerate() {
+                    out[oc * k + r] = *v;
+                }
+            }
+        }
+        tensor(out, [g.o, g.c, g.kh, g.kw])
+    });
+    (dx, dw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Device, Distribution};
+
+    fn reference(x: Tensor<4>, w: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+        conv2d(x, w, None, ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1))
+    }
+
+    fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Forward, input gradient and weight gradient against burn's convolution, for the shapes of
+    /// the encoders (3×3 s1/s2, 1×1 s1/s2, 7×7 s2 stem), single images and groups of images.
+    #[test]
+    fn matches_burn_conv_values_and_gradients() {
+        let device = Device::flex();
+        let cases = [
+            // n, c, h, o, k, stride, pad
+            (3, 4, 9, 5, 3, 1, 1),
+            (2, 3, 32, 8, 3, 1, 1),
+            (5, 6, 8, 7, 3, 2, 1),
+            (4, 6, 7, 9, 1, 1, 0),
+            (3, 5, 8, 4, 1, 2, 0),
+            (2, 3, 23, 4, 7, 2, 3),
+            (20, 8, 4, 6, 3, 1, 1),
+            (7, 16, 16, 16, 3, 1, 1),
+        ];
+        for (n, c, h, o, k, stride, pad) in cases {
+            let x = Tensor::<4>::random([n, c, h, h], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<4>::random([o, c, k, k], Distribution::Normal(0.0, 0.3), &device);
+            let ours = try_conv2d(&x, &w, stride, pad).expect("flex f32 takes this path");
+            let want = reference(x.clone(), w.clone(), stride, pad);
+            assert_eq!(ours.dims(), want.dims());
+            let d = max_diff(ours, want.clone());
+            assert!(d < 1e-5, "forward {n}×{c}×{h}² k{k} s{stride}: {d}");
+
+            // Gradients of Σ y ⊙ r for a fixed random r.
+            let r = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let grads = |use_ours: bool| {
+                let xa = x.clone().autodiff().require_grad();
+                let wa = w.clone().autodiff().require_grad();
+                let y = if use_ours {
+                    try_conv2d(&xa, &wa, stride, pad).expect("autodiff flex f32 takes this path")
+                } else {
+                    reference(xa.clone(), wa.clone(), stride, pad)
+                };
+                let g = (y * r.clone().autodiff()).sum().backward();
+                (xa.grad(&g).unwrap(), wa.grad(&g).unwrap())
+            };
+            let ((dx, dw), (dx_ref, dw_ref)) = (grads(true), grads(false));
+            let ddx = max_diff(dx, dx_ref);
+            let ddw = max_diff(dw, dw_ref);
+            assert!(ddx < 1e-5, "dx {n}×{c}×{h}² k{k} s{stride}: {ddx}");
+            assert!(ddw < 1e-5, "dw {n}×{c}×{h}² k{k} s{stride}: {ddw}");
+        }
+    }
+
+    /// Only the weight needs a gradient (the first convolution on the input views).
+    #[test]
+    fn weight_gradient_without_input_gradient() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([4, 3, 10, 10], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random([6, 3, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+        let xa = x.clone().autodiff();
+        let wa = w.clone().autodiff().require_grad();
+        let g = try_conv2d(&xa, &wa, 1, 1).unwrap().powi_scalar(2).sum().backward();
+        let wr = w.autodiff().require_grad();
+        let gr = reference(x.autodiff(), wr.clone(), 1, 1).powi_scalar(2).sum().backward();
+        assert!(max_diff(wa.grad(&g).unwrap(), wr.grad(&gr).unwrap()) < 1e-5);
+    }
+
+    /// Low-precision tensors are left to burn's convolution.
+    #[test]
+    fn other_dtypes_are_not_taken() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([1, 2, 4, 4], &device).cast(burn::tensor::FloatDType::BF16);
+        let w = Tensor::<4>::ones([2, 2, 3, 3], &device).cast(burn::tensor::FloatDType::BF16);
+        assert!(try_conv2d(&x, &w, 1, 1).is_none());
+    }
+}
