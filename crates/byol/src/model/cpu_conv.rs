@@ -253,13 +253,16 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
     let (xv, wv) = (values(x), values(w));
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    let mut y = vec![0f32; g.n * img_out]; // [N, O, Ho·Wo]
+    // [N, O, Ho·Wo], left unset: every element is written once below (the GEMMs do not read
+    // their destination), which spares a pass over the output.
+    let mut y: Vec<f32> = Vec::with_capacity(g.n * img_out);
     let groups = g.n.div_ceil(gs);
     let inner = inner_parallel(groups);
-    y.par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, ychunk)| {
+    y.spare_capacity_mut()[..g.n * img_out].par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, ychunk)| {
         with_scratch(|s| {
             let Scratch { col, dy: tmp, .. } = s;
             let imgs = ychunk.len() / img_out;
+            let yp = ychunk.as_mut_ptr() as *mut f32;
             let x0 = gi * gs * img_in;
             let ld = imgs * p;
             let lhs = (wv.as_ptr(), 1, k as isize); // W [O, K]
@@ -273,19 +276,21 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
                 (col.as_ptr(), 1, ld as isize) // [K, G·P]
             };
             if imgs == 1 {
-                unsafe { matmul(g.o, p, k, (ychunk.as_mut_ptr(), 1, p as isize), lhs, rhs, false, inner) };
+                unsafe { matmul(g.o, p, k, (yp, 1, p as isize), lhs, rhs, false, inner) };
             } else {
                 tmp.resize(g.o * ld, 0.0);
                 unsafe { matmul(g.o, ld, k, (tmp.as_mut_ptr(), 1, ld as isize), lhs, rhs, false, inner) }; // [O, G·P]
                 for i in 0..imgs {
                     for oc in 0..g.o {
-                        ychunk[i * img_out + oc * p..i * img_out + (oc + 1) * p]
-                            .copy_from_slice(&tmp[oc * ld + i * p..oc * ld + (i + 1) * p]);
+                        let src = &tmp[oc * ld + i * p..oc * ld + (i + 1) * p];
+                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), yp.add(i * img_out + oc * p), p) };
                     }
                 }
             }
         })
     });
+    // SAFETY: the chunks cover all N·O·P elements and each was written above.
+    unsafe { y.set_len(g.n * img_out) };
     tensor(y, [g.n, g.o, g.ho, g.wo])
 }
 
