@@ -1,6 +1,7 @@
 //! Networks: the ResNet encoder, the projector/predictor MLPs and the BYOL online/target pair.
 
 mod bn;
+mod cpu_bn;
 pub mod cpu_conv;
 mod mlp;
 mod networks;
