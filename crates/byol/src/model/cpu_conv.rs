@@ -51,6 +51,10 @@ impl Geometry {
     fn p(&self) -> usize {
         self.ho * self.wo
     }
+    /// A stride-1 convolution whose output has the input's height and width.
+    fn same(&self) -> bool {
+        self.stride == 1 && self.ho == self.h && self.wo == self.w
+    }
     /// A 1×1, stride-1, unpadded convolution: an image's im2col matrix is the image itself.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -174,6 +178,9 @@ fn valid_cols(g: &Geometry, kj: usize, w: usize) -> (usize, usize) {
 /// Writes the patches of output rows `rows` of one image `x` [C, H, W] into columns
 /// `off..off + rows.len()·Wo` of `col` [K, ld].
 fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
+    if g.same() {
+        return im2col_same(x, g, col, ld, off, rows);
+    }
     let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
     for c in 0..g.c {
         let plane = &x[c * h * w..(c + 1) * h * w];
@@ -207,7 +214,10 @@ fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows:
 
 /// Adds columns `off..off + rows.len()·Wo` of `col` [K, ld] (output rows `rows`) back onto one
 /// image's gradient `dx` [C, H, W] (the adjoint of [`im2col`]).
-fn col2im(col: &[f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+fn col2im(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+    if g.same() {
+        return col2im_same(col, g, ld, off, rows, dx);
+    }
     let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
     for c in 0..g.c {
         let plane = &mut dx[c * h * w..(c + 1) * h * w];
@@ -232,6 +242,79 @@ fn col2im(col: &[f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Rang
                             dst[ow * g.stride + kj - g.pad] += src[ow];
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// For a stride-1 convolution whose output has the input's size: row (c, ki, kj) of the im2col
+/// matrix is the flattened plane shifted by s = (ki − pad)·W + (kj − pad), with zeros where the
+/// shifted row leaves the plane and in the columns that wrapped around from the neighbouring row.
+/// Returns the output range [lo, hi) (flat indices oh·W + ow) that reads inside the plane, and
+/// the shift.
+fn same_shift(g: &Geometry, ki: usize, kj: usize, rows: &std::ops::Range<usize>) -> (usize, usize, isize) {
+    let s = (ki as isize - g.pad as isize) * g.w as isize + (kj as isize - g.pad as isize);
+    let hw = (g.h * g.w) as isize;
+    let (start, end) = ((rows.start * g.w) as isize, (rows.end * g.w) as isize);
+    let lo = start.max(-s).min(end);
+    let hi = end.min(hw - s).max(lo);
+    (lo as usize, hi as usize, s)
+}
+
+/// The output columns [0, a) and [b, W) of each row whose input column lies outside the plane.
+fn wrapped_cols(g: &Geometry, kj: usize) -> (usize, usize) {
+    let (dj, w) = (kj as isize - g.pad as isize, g.w as isize);
+    let a = (-dj).clamp(0, w);
+    (a as usize, (w - dj.max(0)).clamp(a, w) as usize)
+}
+
+/// [`im2col`] for stride-1 "same" convolutions: one contiguous copy per row of the matrix.
+fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
+    let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
+    let t = rows.len() * w;
+    for c in 0..g.c {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let dst = &mut col[r * ld + off..r * ld + off + t];
+                let (lo, hi, s) = same_shift(g, ki, kj, &rows);
+                dst[..lo - base].fill(0.0);
+                dst[hi - base..].fill(0.0);
+                if hi > lo {
+                    dst[lo - base..hi - base].copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
+                }
+                let (a, b) = wrapped_cols(g, kj);
+                for row in dst.chunks_exact_mut(w) {
+                    row[..a].fill(0.0);
+                    row[b..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] for stride-1 "same" convolutions: the wrapped columns of `col` are zeroed, then
+/// each row of the matrix is added onto the plane in one contiguous pass.
+fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+    let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
+    let t = rows.len() * w;
+    for c in 0..g.c {
+        let plane = &mut dx[c * hw..(c + 1) * hw];
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                let r = (c * g.kh + ki) * g.kw + kj;
+                let src = &mut col[r * ld + off..r * ld + off + t];
+                let (a, b) = wrapped_cols(g, kj);
+                for row in src.chunks_exact_mut(w) {
+                    row[..a].fill(0.0);
+                    row[b..].fill(0.0);
+                }
+                let (lo, hi, s) = same_shift(g, ki, kj, &rows);
+                if hi > lo {
+                    let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];
+                    dst.iter_mut().zip(&src[lo - base..hi - base]).for_each(|(d, v)| *d += v);
                 }
             }
         }
@@ -357,7 +440,7 @@ fn backward(
                     s.dcol.resize(k * t, 0.0);
                     let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
                     unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
-                    col2im(&s.dcol, g, t, 0, rows, dxchunk);
+                    col2im(&mut s.dcol, g, t, 0, rows, dxchunk);
                 }
             }
             return;
@@ -401,7 +484,7 @@ fn backward(
                 s.dcol.resize(k * ld, 0.0);
                 unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
                 for i in 0..imgs {
-                    col2im(&s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
+                    col2im(&mut s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
                 }
             }
         }
@@ -486,6 +569,9 @@ mod tests {
             (2, 3, 23, 4, 7, 2, 3),
             (20, 8, 4, 6, 3, 1, 1),
             (7, 16, 16, 16, 3, 1, 1),
+            (3, 4, 1, 5, 3, 1, 1),
+            (2, 3, 2, 4, 3, 1, 1),
+            (2, 2, 2, 3, 7, 1, 3),
         ];
         for (n, c, h, o, k, stride, pad) in cases {
             let x = Tensor::<4>::random([n, c, h, h], Distribution::Normal(0.0, 1.0), &device);
