@@ -513,29 +513,38 @@ fn backward(
     } else {
         (0..groups.div_ceil(per_run)).into_par_iter().map(|r| run(r, None)).collect()
     };
-    let dw = partial.into_iter().reduce(|mut a, b| {
-        if a.is_empty() {
-            return b;
-        }
-        if !b.is_empty() {
-            a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
-        }
-        a
-    });
-    let dw = dw.unwrap_or_default();
     let dx = want_dx.then(|| tensor(dx, [g.n, g.c, g.h, g.w]));
-    let dw = want_dw.then(|| {
-        let mut out = vec![0.0; g.o * k]; // dWᵀ [K, O] → dW [O, K]
-        if !dw.is_empty() {
-            for (r, row) in dw.chunks_exact(g.o).enumerate() {
-                for (oc, v) in row.iter().enumerate() {
-                    out[oc * k + r] = *v;
+    let dw = want_dw.then(|| tensor(sum_transposed(partial, k, g.o), [g.o, g.c, g.kh, g.kw]));
+    (dx, dw)
+}
+
+/// Σ of the partial weight gradients, each dWᵀ [K, O] (empty where a run had none), as dW
+/// [O, K]: in parallel over 32-row blocks of dW, each reading 32 × 32 tiles of the partials.
+fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
+    const B: usize = 32;
+    let parts: Vec<&Vec<f32>> = partial.iter().filter(|p| !p.is_empty()).collect();
+    let mut out = vec![0f32; o * k];
+    out.par_chunks_mut(B * k).enumerate().for_each(|(blk, rows)| {
+        let o0 = blk * B;
+        let ob = rows.len() / k;
+        let mut tile = [0f32; B * B];
+        for r0 in (0..k).step_by(B) {
+            let rb = B.min(k - r0);
+            tile[..rb * B].fill(0.0);
+            for part in &parts {
+                for r in 0..rb {
+                    let src = &part[(r0 + r) * o + o0..(r0 + r) * o + o0 + ob];
+                    tile[r * B..r * B + ob].iter_mut().zip(src).for_each(|(t, v)| *t += v);
+                }
+            }
+            for oc in 0..ob {
+                for r in 0..rb {
+                    rows[oc * k + r0 + r] = tile[r * B + oc];
                 }
             }
         }
-        tensor(out, [g.o, g.c, g.kh, g.kw])
     });
-    (dx, dw)
+    out
 }
 
 #[cfg(test)]
