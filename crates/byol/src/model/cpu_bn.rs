@@ -1,13 +1,16 @@
-//! Training-mode batch normalisation on the `flex` CPU backend as two passes forward (statistics,
-//! then the affine map) and two backward (per-channel sums of dy and dy·x̂, then dx), with its own
-//! autodiff node. Built from tensor operations, the same function takes ≈ 6 passes over the
-//! activation forward and ≈ 12 backward (docs/BENCHMARKS.md).
+//! Training-mode batch normalisation on the `flex` CPU backend, optionally followed by a residual
+//! add and a ReLU (the tail of every ResNet block), as one autodiff node: two passes forward
+//! (statistics, then the affine map with the add and the ReLU) and three backward (the ReLU mask,
+//! per-channel sums of dz and dz·x̂, then dx). Built from tensor operations, batch norm alone
+//! takes ≈ 6 passes forward and ≈ 12 backward, and `flex`'s element-wise kernels (the ReLU, the
+//! add and their gradients) run on one thread (docs/BENCHMARKS.md).
 //!
 //! With n values per channel, x̂ = (x − μ)/σ, σ = √(var + ε) (biased variance, as the paper's
-//! BatchNorm and burn's):
-//! y = γ·x̂ + β;  dβ = Σ dy;  dγ = Σ dy·x̂;  dx = γ/σ · (dy − dβ/n − x̂·dγ/n).
-//! Taken for f32 tensors on `flex` (with or without autodiff); the caller falls back to tensor
-//! operations elsewhere. Equal to burn's `batch_norm_train` to f32 rounding (tested in `bn`).
+//! BatchNorm and burn's), out = relu(γ·x̂ + β + r):
+//! dz = dout·[out > 0];  dr = dz;  dβ = Σ dz;  dγ = Σ dz·x̂;  dx = γ/σ · (dz − dβ/n − x̂·dγ/n).
+//! A NaN passes through the ReLU and keeps its gradient, as in burn's `relu`.
+//! Taken for f32 tensors on `flex` (with or without autodiff); the callers fall back to tensor
+//! operations elsewhere. Equal to the unfused form to f32 rounding (tested in `bn`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -18,6 +21,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
+
 /// [N, C, R]: batch, channels, values per (batch, channel).
 #[derive(Debug, Clone, Copy)]
 struct Dims {
@@ -26,48 +30,83 @@ struct Dims {
     r: usize,
 }
 
+/// (output, batch mean [C], biased batch variance [C]).
 type Output<const D: usize> = (Tensor<D>, Tensor<1>, Tensor<1>);
 
-/// (output, batch mean [C], biased batch variance [C]) when `x`, `gamma` and `beta` are f32
-/// `flex` tensors, all tracked by autodiff or all not; `None` otherwise.
-pub fn try_batch_norm_train<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64) -> Option<Output<D>> {
-    if [x.dtype(), gamma.dtype(), beta.dtype()].iter().any(|d| *d != DType::F32) || D < 2 {
+/// What the backward pass needs.
+#[derive(Debug, Clone)]
+struct State {
+    x: FlexTensor,
+    /// The output, when a ReLU follows (its mask).
+    out: Option<FlexTensor>,
+    d: Dims,
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+}
+
+/// relu?(batch_norm(x) + residual?) when `x`, `gamma`, `beta` (and `residual`) are f32 `flex`
+/// tensors, all tracked by autodiff or all not; `None` otherwise.
+pub fn try_batch_norm_act<const D: usize>(
+    x: &Tensor<D>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    epsilon: f64,
+    residual: Option<&Tensor<D>>,
+    relu: bool,
+) -> Option<Output<D>> {
+    let mut dtypes = vec![x.dtype(), gamma.dtype(), beta.dtype()];
+    dtypes.extend(residual.map(|r| r.dtype()));
+    if dtypes.iter().any(|d| *d != DType::F32) || D < 2 || residual.is_some_and(|r| r.dims() != x.dims()) {
         return None;
     }
     let shape = x.dims();
-    let dims = Dims { n: shape[0], c: shape[1], r: shape[2..].iter().product() };
-    if dims.n * dims.r == 0 {
+    let d = Dims { n: shape[0], c: shape[1], r: shape[2..].iter().product() };
+    if d.n * d.r == 0 {
         return None;
     }
-    if let (Ok(xp), Ok(gp), Ok(bp)) = (
-        x.clone().try_into_primitive::<Autodiff<Flex>>(),
-        gamma.clone().try_into_primitive::<Autodiff<Flex>>(),
-        beta.clone().try_into_primitive::<Autodiff<Flex>>(),
-    ) {
+    let stat = |v: Vec<f32>| Tensor::from_primitive::<Flex>(vector(v));
+    let normalise = |xc: &FlexTensor, gv: &[f32], bv: &[f32], rv: Option<&FlexTensor>| {
+        let (mean, var) = statistics(xc, d);
+        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + epsilon as f32).sqrt()).collect();
+        let rc = rv.map(|r| r.to_contiguous());
+        let rs = rc.as_ref().map(|r| r.as_slice::<f32>().expect("contiguous f32"));
+        let y = affine(xc, d, &mean, &invstd, gv, bv, rs, relu, shape.into());
+        (y, mean, var, invstd)
+    };
+    let ad = |t: &Tensor<D>| t.clone().try_into_primitive::<Autodiff<Flex>>().ok();
+    let ad1 = |t: &Tensor<1>| t.clone().try_into_primitive::<Autodiff<Flex>>().ok();
+    if let (Some(xp), Some(gp), Some(bp)) = (ad(x), ad1(gamma), ad1(beta)) {
+        let rp = match residual {
+            Some(r) => Some(ad(r)?),
+            None => None,
+        };
         let xc = xp.primitive().to_contiguous();
         let (gv, bv) = (values(gp.primitive()), values(bp.primitive()));
-        let (mean, var) = statistics(&xc, dims);
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + epsilon as f32).sqrt()).collect();
-        let y = affine(&xc, dims, &mean, &invstd, &gv, &bv, shape.into());
-        let out = match BnBackward.prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((xc, dims, mean.clone(), invstd, gv), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
+        let (y, mean, var, invstd) = normalise(&xc, &gv, &bv, rp.as_ref().map(|r| r.primitive()));
+        let state = State { x: xc, out: relu.then(|| y.clone()), d, mean: mean.clone(), invstd, gamma: gv };
+        let out = match rp {
+            None => match BnBackward.prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
+            Some(rp) => match BnResidualBackward.prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node(), rp.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, y),
+                OpsKind::UnTracked(prep) => prep.finish(y),
+            },
         };
         // The statistics carry no gradient (they only feed the running averages): plain tensors.
-        let stat = |v: Vec<f32>| Tensor::from_primitive::<Flex>(vector(v));
         return Some((Tensor::from_primitive::<Autodiff<Flex>>(out), stat(mean), stat(var)));
     }
-    if let (Ok(xp), Ok(gp), Ok(bp)) =
-        (x.clone().try_into_primitive::<Flex>(), gamma.clone().try_into_primitive::<Flex>(), beta.clone().try_into_primitive::<Flex>())
-    {
-        let xc = xp.to_contiguous();
-        let (mean, var) = statistics(&xc, dims);
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + epsilon as f32).sqrt()).collect();
-        let y = affine(&xc, dims, &mean, &invstd, &values(&gp), &values(&bp), shape.into());
-        let stat = |v: Vec<f32>| Tensor::from_primitive::<Flex>(vector(v));
-        return Some((Tensor::from_primitive::<Flex>(y), stat(mean), stat(var)));
-    }
-    None
+    let plain = |t: &Tensor<D>| t.clone().try_into_primitive::<Flex>().ok();
+    let plain1 = |t: &Tensor<1>| t.clone().try_into_primitive::<Flex>().ok();
+    let (xp, gp, bp) = (plain(x)?, plain1(gamma)?, plain1(beta)?);
+    let rp = match residual {
+        Some(r) => Some(plain(r)?),
+        None => None,
+    };
+    let (y, mean, var, _) = normalise(&xp.to_contiguous(), &values(&gp), &values(&bp), rp.as_ref());
+    Some((Tensor::from_primitive::<Flex>(y), stat(mean), stat(var)))
 }
 
 fn values(t: &FlexTensor) -> Vec<f32> {
@@ -115,68 +154,146 @@ fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// y = x·a + b per channel, a = γ/σ, b = β − μ·a.
-fn affine(x: &FlexTensor, d: Dims, mean: &[f32], invstd: &[f32], gamma: &[f32], beta: &[f32], shape: Shape) -> FlexTensor {
+/// burn's ReLU: NaN passes through (`NaN <= 0` is false). Written as a select so that the loops
+/// around it vectorise.
+#[inline(always)]
+fn relu_f(v: f32) -> f32 {
+    if v <= 0.0 { 0.0 } else { v }
+}
+
+/// out = relu?(x·a + b + r?) per channel, a = γ/σ, b = β − μ·a.
+#[allow(clippy::too_many_arguments)]
+fn affine(
+    x: &FlexTensor,
+    d: Dims,
+    mean: &[f32],
+    invstd: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    shape: Shape,
+) -> FlexTensor {
     let xv = x.as_slice::<f32>().expect("contiguous f32");
     let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
     let mut y = vec![0f32; xv.len()];
-    y.par_chunks_mut(d.c * d.r).zip(xv.par_chunks(d.c * d.r)).for_each(|(yb, xb)| {
+    let row = d.c * d.r;
+    y.par_chunks_mut(row).enumerate().for_each(|(i, yb)| {
+        let xb = &xv[i * row..(i + 1) * row];
+        let rb = residual.map(|r| &r[i * row..(i + 1) * row]);
         for ch in 0..d.c {
-            let (ys, xs) = (&mut yb[ch * d.r..(ch + 1) * d.r], &xb[ch * d.r..(ch + 1) * d.r]);
-            let (ac, bc) = (a[ch], b[ch]);
-            ys.iter_mut().zip(xs).for_each(|(o, i)| *o = i * ac + bc);
+            let span = ch * d.r..(ch + 1) * d.r;
+            let (ys, xs) = (&mut yb[span.clone()], &xb[span.clone()]);
+            let (ac, bc, n) = (a[ch], b[ch], d.r);
+            match (rb, relu) {
+                (None, false) => (0..n).for_each(|i| ys[i] = xs[i] * ac + bc),
+                (None, true) => (0..n).for_each(|i| ys[i] = relu_f(xs[i] * ac + bc)),
+                (Some(rb), false) => {
+                    let rs = &rb[span];
+                    (0..n).for_each(|i| ys[i] = xs[i] * ac + bc + rs[i])
+                }
+                (Some(rb), true) => {
+                    let rs = &rb[span];
+                    (0..n).for_each(|i| ys[i] = relu_f(xs[i] * ac + bc + rs[i]))
+                }
+            }
         }
     });
     FlexTensor::from_data(TensorData::new(y, shape))
+}
+
+/// (dx, dγ, dβ, dr) for the output gradient `dout`; each only where `want` asks for it.
+fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>; 4] {
+    let dout = dout.to_contiguous();
+    let d = s.d;
+    let shape = s.x.layout().shape().clone();
+    // dz = dout·[out > 0] (or dout itself without a ReLU).
+    let dz = match &s.out {
+        Some(out) => {
+            let (ov, gv) = (out.as_slice::<f32>().expect("contiguous f32"), dout.as_slice::<f32>().expect("contiguous f32"));
+            let mut dz = vec![0f32; ov.len()];
+            dz.par_chunks_mut(1 << 15).zip(ov.par_chunks(1 << 15)).zip(gv.par_chunks(1 << 15)).for_each(|((z, o), g)| {
+                let (o, g) = (&o[..z.len()], &g[..z.len()]);
+                // Keep the gradient where the output is positive or NaN (`NaN <= 0` is false).
+                for i in 0..z.len() {
+                    let (oi, gi) = (o[i], g[i]);
+                    z[i] = if oi <= 0.0 { 0.0 } else { gi };
+                }
+            });
+            FlexTensor::from_data(TensorData::new(dz, shape.clone()))
+        }
+        None => dout,
+    };
+    let (xv, dzv) = (s.x.as_slice::<f32>().expect("contiguous f32"), dz.as_slice::<f32>().expect("contiguous f32"));
+    // Σ dz and Σ dz·x̂ per channel.
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..d.c)
+        .into_par_iter()
+        .map(|ch| {
+            let (m, sd) = (s.mean[ch], s.invstd[ch]);
+            let (mut sb, mut sg) = (0f64, 0f64);
+            for (xs, gs) in channel_blocks(xv, d, ch).zip(channel_blocks(dzv, d, ch)) {
+                sb += lane_sum(gs, gs, |g, _| g);
+                sg += lane_sum(xs, gs, |x, g| g * (x - m));
+            }
+            (sb as f32, (sg * sd as f64) as f32)
+        })
+        .unzip();
+    let dx = want[0].then(|| {
+        let count = (d.n * d.r) as f32;
+        let mut dx = vec![0f32; xv.len()];
+        let row = d.c * d.r;
+        dx.par_chunks_mut(row).zip(xv.par_chunks(row)).zip(dzv.par_chunks(row)).for_each(|((ob, xb), gb)| {
+            for ch in 0..d.c {
+                let span = ch * d.r..(ch + 1) * d.r;
+                let (m, sd) = (s.mean[ch], s.invstd[ch]);
+                let k = s.gamma[ch] * sd;
+                let (mb, mg) = (dbeta[ch] / count, dgamma[ch] / count);
+                let (o, xs, gs) = (&mut ob[span.clone()], &xb[span.clone()], &gb[span]);
+                let c = sd * mg;
+                (0..d.r).for_each(|i| o[i] = k * (gs[i] - mb - (xs[i] - m) * c));
+            }
+        });
+        FlexTensor::from_data(TensorData::new(dx, shape))
+    });
+    let dgamma = want[1].then(|| vector(dgamma));
+    let dbeta = want[2].then(|| vector(dbeta));
+    let dr = want[3].then_some(dz);
+    [dx, dgamma, dbeta, dr]
 }
 
 #[derive(Debug)]
 struct BnBackward;
 
 impl Backward<Flex, 3> for BnBackward {
-    /// (x, dims, mean, 1/σ, γ)
-    type State = (FlexTensor, Dims, Vec<f32>, Vec<f32>, Vec<f32>);
+    type State = State;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_g, node_b] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (x, d, mean, invstd, gamma) = ops.state;
-        let (xv, dyv) = (x.as_slice::<f32>().expect("contiguous f32"), dy.as_slice::<f32>().expect("contiguous f32"));
-        // Σ dy and Σ dy·x̂ per channel.
-        let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..d.c)
-            .into_par_iter()
-            .map(|ch| {
-                let (m, s) = (mean[ch], invstd[ch]);
-                let (mut sb, mut sg) = (0f64, 0f64);
-                for (xs, gs) in channel_blocks(xv, d, ch).zip(channel_blocks(dyv, d, ch)) {
-                    sb += lane_sum(gs, gs, |g, _| g);
-                    sg += lane_sum(xs, gs, |x, g| g * (x - m));
-                }
-                (sb as f32, (sg * s as f64) as f32)
-            })
-            .unzip();
-        if let Some(node) = node_x {
-            let count = (d.n * d.r) as f32;
-            let mut dx = vec![0f32; xv.len()];
-            dx.par_chunks_mut(d.c * d.r).zip(xv.par_chunks(d.c * d.r)).zip(dyv.par_chunks(d.c * d.r)).for_each(|((ob, xb), gb)| {
-                for ch in 0..d.c {
-                    let range = ch * d.r..(ch + 1) * d.r;
-                    let (m, s) = (mean[ch], invstd[ch]);
-                    let k = gamma[ch] * s;
-                    let (mb, mg) = (dbeta[ch] / count, dgamma[ch] / count);
-                    for ((o, xi), gi) in ob[range.clone()].iter_mut().zip(&xb[range.clone()]).zip(&gb[range]) {
-                        *o = k * (gi - mb - (xi - m) * s * mg);
-                    }
-                }
-            });
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, x.layout().shape().clone())));
+        let dout = grads.consume::<Flex>(&ops.node);
+        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), ops.parents[2].is_some(), false];
+        let out = backward(&ops.state, dout, want);
+        for (node, g) in ops.parents.into_iter().zip(out) {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
         }
-        if let Some(node) = node_g {
-            grads.register::<Flex>(node.id, vector(dgamma));
-        }
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, vector(dbeta));
+    }
+}
+
+#[derive(Debug)]
+struct BnResidualBackward;
+
+impl Backward<Flex, 4> for BnResidualBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<Flex>(&ops.node);
+        let want = ops.parents.each_ref().map(|p| p.is_some());
+        let out = backward(&ops.state, dout, want);
+        for (node, g) in ops.parents.into_iter().zip(out) {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
         }
     }
 }

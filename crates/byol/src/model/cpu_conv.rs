@@ -523,7 +523,7 @@ fn backward(
 fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
     const B: usize = 32;
     let parts: Vec<&Vec<f32>> = partial.iter().filter(|p| !p.is_empty()).collect();
-    let mut out = vec![0f32; o * k];
+    let mut out = zeros(o * k);
     out.par_chunks_mut(B * k).enumerate().for_each(|(blk, rows)| {
         let o0 = blk * B;
         let ob = rows.len() / k;
@@ -545,6 +545,16 @@ fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
         }
     });
     out
+}
+
+/// `n` zeros, written by all threads (a serial `vec![0.0; n]` of an activation-sized buffer
+/// leaves the other cores idle while one clears it).
+pub(crate) fn zeros(n: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n].par_chunks_mut(1 << 15).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all n elements were initialised above.
+    unsafe { v.set_len(n) };
+    v
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! rectified linear units (ReLU), and a final linear layer with output dimension 256".
 //! The output is not batch-normalised.
 
-use super::bn::batch_norm;
+use super::bn::batch_norm_relu;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +67,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let x = self.fc1.forward(x); // [B, hidden]
-        let x = relu(batch_norm(&self.bn, x)); // [B, hidden]
+        let x = batch_norm_relu(&self.bn, x, None); // [B, hidden]
         self.fc2.forward(x) // [B, output]
     }
 }

@@ -10,7 +10,7 @@ pub mod params;
 pub mod precision;
 mod resnet;
 
-pub use bn::{batch_norm, batch_norm_train};
+pub use bn::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use mlp::{Mlp, MlpConfig};
 pub use networks::{Online, OnlineOutput, Target};
 pub use resnet::{Arch, ResNet, ResNetConfig, Stem};

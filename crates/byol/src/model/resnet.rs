@@ -7,14 +7,13 @@
 //! torchvision), a bottleneck block strides in its 3×3 convolution, and the last BatchNorm of
 //! every block starts with γ = 0 (haiku `scale_init=zeros`), so each block starts as the identity.
 
-use super::bn::batch_norm;
+use super::bn::{batch_norm, batch_norm_relu};
 use super::precision::{conv_in_input_type as conv_x, to_f32};
 use crate::{Error, Result};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -208,13 +207,14 @@ impl Block {
             Some(d) => batch_norm(&d.bn, conv_x(&d.conv, x.clone())), // [B, C_out, H/s, W/s]
             None => x.clone(),                                        // [B, C, H, W]
         };
-        let h = relu(batch_norm(&self.bn1, conv_x(&self.conv1, x))); // [B, w, H', W']
-        let h = batch_norm(&self.bn2, conv_x(&self.conv2, h)); // [B, w, H/s, W/s]
-        let h = match (&self.conv3, &self.bn3) {
-            (Some(c3), Some(b3)) => batch_norm(b3, conv_x(c3, relu(h))), // [B, 4w, H/s, W/s]
-            _ => h,
-        };
-        relu(h + identity) // [B, C_out, H/s, W/s]
+        let h = batch_norm_relu(&self.bn1, conv_x(&self.conv1, x), None); // [B, w, H', W']
+        match (&self.conv3, &self.bn3) {
+            (Some(c3), Some(b3)) => {
+                let h = batch_norm_relu(&self.bn2, conv_x(&self.conv2, h), None); // [B, w, H/s, W/s]
+                batch_norm_relu(b3, conv_x(c3, h), Some(identity)) // [B, 4w, H/s, W/s]
+            }
+            _ => batch_norm_relu(&self.bn2, conv_x(&self.conv2, h), Some(identity)), // [B, w, H/s, W/s]
+        }
     }
 }
 
@@ -235,7 +235,7 @@ impl ResNet {
     /// `x`: [B, 3, H, W] in f32, bf16 or f16 (the compute type, see [`super::precision`]) →
     /// the representation y: [B, D], f32.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(batch_norm(&self.bn1, conv_x(&self.conv1, x))); // [B, w, H/2 or H, …]
+        let mut x = batch_norm_relu(&self.bn1, conv_x(&self.conv1, x), None); // [B, w, H/2 or H, …]
         if let Some(pool) = &self.maxpool {
             x = pool.forward(x); // [B, w, H/4, W/4]
         }
