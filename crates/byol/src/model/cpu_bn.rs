@@ -262,6 +262,19 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
     [dx, dgamma, dbeta, dr]
 }
 
+/// Computes and registers the gradients of the node's parents: [x, γ, β] or [x, γ, β, residual].
+fn backward_node<const N: usize>(ops: Ops<State, N>, grads: &mut Gradients) {
+    let dout = grads.consume::<Flex>(&ops.node);
+    let mut want = [false; 4];
+    want.iter_mut().zip(&ops.parents).for_each(|(w, p)| *w = p.is_some());
+    let out = backward(&ops.state, dout, want);
+    for (node, g) in ops.parents.into_iter().zip(out) {
+        if let (Some(node), Some(g)) = (node, g) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct BnBackward;
 
@@ -269,14 +282,7 @@ impl Backward<Flex, 3> for BnBackward {
     type State = State;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dout = grads.consume::<Flex>(&ops.node);
-        let want = [ops.parents[0].is_some(), ops.parents[1].is_some(), ops.parents[2].is_some(), false];
-        let out = backward(&ops.state, dout, want);
-        for (node, g) in ops.parents.into_iter().zip(out) {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+        backward_node(ops, grads);
     }
 }
 
@@ -287,13 +293,6 @@ impl Backward<Flex, 4> for BnResidualBackward {
     type State = State;
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dout = grads.consume::<Flex>(&ops.node);
-        let want = ops.parents.each_ref().map(|p| p.is_some());
-        let out = backward(&ops.state, dout, want);
-        for (node, g) in ops.parents.into_iter().zip(out) {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+        backward_node(ops, grads);
     }
 }
