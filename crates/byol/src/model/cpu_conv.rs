@@ -269,6 +269,19 @@ fn wrapped_cols(g: &Geometry, kj: usize) -> (usize, usize) {
     (a as usize, (w - dj.max(0)).clamp(a, w) as usize)
 }
 
+/// Zeroes columns [0, a) and [b, w) of every w-wide row of `m` (at most `pad` columns on each
+/// side, usually one: single stores rather than a `memset` call each).
+fn zero_wrapped(m: &mut [f32], w: usize, a: usize, b: usize) {
+    for row in m.chunks_exact_mut(w) {
+        for v in row.iter_mut().take(a) {
+            *v = 0.0;
+        }
+        for v in row.iter_mut().skip(b) {
+            *v = 0.0;
+        }
+    }
+}
+
 /// [`im2col`] for stride-1 "same" convolutions: one contiguous copy per row of the matrix.
 fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
     let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
@@ -286,10 +299,7 @@ fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, 
                     dst[lo - base..hi - base].copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
                 }
                 let (a, b) = wrapped_cols(g, kj);
-                for row in dst.chunks_exact_mut(w) {
-                    row[..a].fill(0.0);
-                    row[b..].fill(0.0);
-                }
+                zero_wrapped(dst, w, a, b);
             }
         }
     }
@@ -307,10 +317,7 @@ fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::
                 let r = (c * g.kh + ki) * g.kw + kj;
                 let src = &mut col[r * ld + off..r * ld + off + t];
                 let (a, b) = wrapped_cols(g, kj);
-                for row in src.chunks_exact_mut(w) {
-                    row[..a].fill(0.0);
-                    row[b..].fill(0.0);
-                }
+                zero_wrapped(src, w, a, b);
                 let (lo, hi, s) = same_shift(g, ki, kj, &rows);
                 if hi > lo {
                     let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];
