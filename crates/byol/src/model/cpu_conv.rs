@@ -340,7 +340,11 @@ fn inner_parallel(groups: usize) -> bool {
 }
 
 fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
-    let (xv, wv) = (values(x), values(w));
+    tensor(forward_values(&values(x), &values(w), g), [g.n, g.o, g.ho, g.wo])
+}
+
+/// The forward convolution on row-major values: x [N, C, H, W], w [O, C, kh, kw] → [N, O, Ho, Wo].
+fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     // [N, O, Ho·Wo], left unset: every element is written once below (the GEMMs do not read
@@ -381,7 +385,7 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
     });
     // SAFETY: the chunks cover all N·O·P elements and each was written above.
     unsafe { y.set_len(g.n * img_out) };
-    tensor(y, [g.n, g.o, g.ho, g.wo])
+    y
 }
 
 /// Per-thread buffers, kept between calls so that the im2col matrices are not allocated (and
@@ -416,6 +420,16 @@ fn backward(
     want_dw: bool,
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xv, wv, dyv) = (values(x), values(w), values(dy));
+    // For a stride-1 "same" convolution the input gradient is itself such a convolution, of dy
+    // with the kernel transposed (O ↔ C) and flipped: the forward GEMM shape (C × O·kh·kw ·
+    // O·kh·kw × P) runs faster than Wᵀ·dy (O·kh·kw·C rows, O deep) followed by col2im.
+    if want_dx && g.same() && !g.pointwise() && g.kh == g.kw && g.pad * 2 + 1 == g.kh {
+        let flipped = flip_transpose(&wv, g);
+        let gt = Geometry { c: g.o, o: g.c, ..*g };
+        let dx = tensor(forward_values(&dyv, &flipped, &gt), [g.n, g.c, g.h, g.w]);
+        let (_, dw) = if want_dw { backward(x, w, dy, g, false, true) } else { (None, None) };
+        return (Some(dx), dw);
+    }
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     let groups = g.n.div_ceil(gs);
@@ -523,6 +537,22 @@ fn backward(
     let dx = want_dx.then(|| tensor(dx, [g.n, g.c, g.h, g.w]));
     let dw = want_dw.then(|| tensor(sum_transposed(partial, k, g.o), [g.o, g.c, g.kh, g.kw]));
     (dx, dw)
+}
+
+/// w [O, C, kh, kw] → [C, O, kh, kw] with both spatial axes reversed.
+fn flip_transpose(w: &[f32], g: &Geometry) -> Vec<f32> {
+    let kk = g.kh * g.kw;
+    let mut out = vec![0f32; w.len()];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            let src = &w[(o * g.c + c) * kk..(o * g.c + c + 1) * kk];
+            let dst = &mut out[(c * g.o + o) * kk..(c * g.o + o + 1) * kk];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
 }
 
 /// Σ of the partial weight gradients, each dWᵀ [K, O] (empty where a run had none), as dW
