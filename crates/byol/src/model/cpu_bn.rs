@@ -20,6 +20,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 
 /// [N, C, R]: batch, channels, values per (batch, channel).
@@ -154,6 +155,17 @@ fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
+/// A buffer of `n` values written in parallel chunks of `chunk` by `f(chunk index, chunk)`,
+/// which must write every element of its chunk: no pass to clear it first.
+fn written(n: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    // SAFETY: the chunks cover all n elements and `f` writes each of its chunk (every caller
+    // below assigns each index of its loop range, which is the whole chunk).
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// burn's ReLU: NaN passes through (`NaN <= 0` is false). Written as a select so that the loops
 /// around it vectorise.
 #[inline(always)]
@@ -177,9 +189,8 @@ fn affine(
     let xv = x.as_slice::<f32>().expect("contiguous f32");
     let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
-    let mut y = vec![0f32; xv.len()];
     let row = d.c * d.r;
-    y.par_chunks_mut(row).enumerate().for_each(|(i, yb)| {
+    let y = written(xv.len(), row, |i, yb| {
         let xb = &xv[i * row..(i + 1) * row];
         let rb = residual.map(|r| &r[i * row..(i + 1) * row]);
         for ch in 0..d.c {
@@ -187,15 +198,15 @@ fn affine(
             let (ys, xs) = (&mut yb[span.clone()], &xb[span.clone()]);
             let (ac, bc, n) = (a[ch], b[ch], d.r);
             match (rb, relu) {
-                (None, false) => (0..n).for_each(|i| ys[i] = xs[i] * ac + bc),
-                (None, true) => (0..n).for_each(|i| ys[i] = relu_f(xs[i] * ac + bc)),
+                (None, false) => (0..n).for_each(|i| _ = ys[i].write(xs[i] * ac + bc)),
+                (None, true) => (0..n).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc))),
                 (Some(rb), false) => {
                     let rs = &rb[span];
-                    (0..n).for_each(|i| ys[i] = xs[i] * ac + bc + rs[i])
+                    (0..n).for_each(|i| _ = ys[i].write(xs[i] * ac + bc + rs[i]))
                 }
                 (Some(rb), true) => {
                     let rs = &rb[span];
-                    (0..n).for_each(|i| ys[i] = relu_f(xs[i] * ac + bc + rs[i]))
+                    (0..n).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc + rs[i])))
                 }
             }
         }
@@ -212,13 +223,13 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
     let dz = match &s.out {
         Some(out) => {
             let (ov, gv) = (out.as_slice::<f32>().expect("contiguous f32"), dout.as_slice::<f32>().expect("contiguous f32"));
-            let mut dz = vec![0f32; ov.len()];
-            dz.par_chunks_mut(1 << 15).zip(ov.par_chunks(1 << 15)).zip(gv.par_chunks(1 << 15)).for_each(|((z, o), g)| {
-                let (o, g) = (&o[..z.len()], &g[..z.len()]);
+            const CHUNK: usize = 1 << 15;
+            let dz = written(ov.len(), CHUNK, |i, z| {
+                let (o, g) = (&ov[i * CHUNK..i * CHUNK + z.len()], &gv[i * CHUNK..i * CHUNK + z.len()]);
                 // Keep the gradient where the output is positive or NaN (`NaN <= 0` is false).
-                for i in 0..z.len() {
-                    let (oi, gi) = (o[i], g[i]);
-                    z[i] = if oi <= 0.0 { 0.0 } else { gi };
+                for j in 0..z.len() {
+                    let (oj, gj) = (o[j], g[j]);
+                    z[j].write(if oj <= 0.0 { 0.0 } else { gj });
                 }
             });
             FlexTensor::from_data(TensorData::new(dz, shape.clone()))
@@ -241,9 +252,9 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
         .unzip();
     let dx = want[0].then(|| {
         let count = (d.n * d.r) as f32;
-        let mut dx = vec![0f32; xv.len()];
         let row = d.c * d.r;
-        dx.par_chunks_mut(row).zip(xv.par_chunks(row)).zip(dzv.par_chunks(row)).for_each(|((ob, xb), gb)| {
+        let dx = written(xv.len(), row, |i, ob| {
+            let (xb, gb) = (&xv[i * row..(i + 1) * row], &dzv[i * row..(i + 1) * row]);
             for ch in 0..d.c {
                 let span = ch * d.r..(ch + 1) * d.r;
                 let (m, sd) = (s.mean[ch], s.invstd[ch]);
@@ -251,7 +262,7 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
                 let (mb, mg) = (dbeta[ch] / count, dgamma[ch] / count);
                 let (o, xs, gs) = (&mut ob[span.clone()], &xb[span.clone()], &gb[span]);
                 let c = sd * mg;
-                (0..d.r).for_each(|i| o[i] = k * (gs[i] - mb - (xs[i] - m) * c));
+                (0..d.r).for_each(|i| _ = o[i].write(k * (gs[i] - mb - (xs[i] - m) * c)));
             }
         });
         FlexTensor::from_data(TensorData::new(dx, shape))
