@@ -331,6 +331,9 @@ fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::
 /// Output columns per band of rows when one image is processed in bands (see [`backward`]).
 const TILE_COLS: usize = 256;
 
+/// Floats of partial weight gradients the backward pass may hold (see [`backward`]).
+const PARTIAL_BUDGET: usize = 1 << 22;
+
 /// Runs of image groups in the backward pass (see [`backward`]).
 const RUNS: usize = 8;
 
@@ -513,7 +516,9 @@ fn backward(
     // The groups are cut into a fixed number of runs, each accumulating its own weight gradient
     // in order; the partial sums are then added in run order. The result does not depend on the
     // thread count or on scheduling, so training stays bit-reproducible.
-    let runs = groups.min(RUNS);
+    // Fewer runs for large kernels, whose partial sums are the larger cost (512·4608 floats each
+    // for a 3×3 convolution of 512 channels). Depends on sizes only, never on the thread count.
+    let runs = groups.min(RUNS).min((PARTIAL_BUDGET / (g.o * k)).max(2));
     let per_run = groups.div_ceil(runs);
     let run = |r: usize, dxrun: Option<&mut [f32]>| {
         let mut dw = Vec::new();
