@@ -666,6 +666,16 @@ mod tests {
         }
     }
 
+    /// A non-contiguous input (a transposed view) and a single image give burn's values.
+    #[test]
+    fn strided_input_and_single_image() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([1, 4, 9, 7], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
+        let w = Tensor::<4>::random([5, 4, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+        let ours = try_conv2d(&x, &w, 1, 1).unwrap();
+        assert!(max_diff(ours, reference(x, w, 1, 1)) < 1e-5);
+    }
+
     /// Only the weight needs a gradient (the first convolution on the input views).
     #[test]
     fn weight_gradient_without_input_gradient() {
