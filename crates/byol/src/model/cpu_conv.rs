@@ -288,19 +288,20 @@ fn zero_wrapped(m: &mut [f32], w: usize, a: usize, b: usize) {
 fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
     let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
     let t = rows.len() * w;
-    for c in 0..g.c {
-        let plane = &x[c * hw..(c + 1) * hw];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
+    // The shift and the bounds depend on (ki, kj) only: computed once for all channels.
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let (lo, hi, s) = same_shift(g, ki, kj, &rows);
+            let (a, b) = wrapped_cols(g, kj);
+            for c in 0..g.c {
+                let plane = &x[c * hw..(c + 1) * hw];
                 let r = (c * g.kh + ki) * g.kw + kj;
                 let dst = &mut col[r * ld + off..r * ld + off + t];
-                let (lo, hi, s) = same_shift(g, ki, kj, &rows);
                 dst[..lo - base].fill(0.0);
                 dst[hi - base..].fill(0.0);
                 if hi > lo {
                     dst[lo - base..hi - base].copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
                 }
-                let (a, b) = wrapped_cols(g, kj);
                 zero_wrapped(dst, w, a, b);
             }
         }
@@ -550,15 +551,14 @@ fn backward(
 fn flip_transpose(w: &[f32], g: &Geometry) -> Vec<f32> {
     let kk = g.kh * g.kw;
     let mut out = vec![0f32; w.len()];
-    for o in 0..g.o {
-        for c in 0..g.c {
+    out.par_chunks_mut(g.o * kk).enumerate().for_each(|(c, row)| {
+        for o in 0..g.o {
             let src = &w[(o * g.c + c) * kk..(o * g.c + c + 1) * kk];
-            let dst = &mut out[(c * g.o + o) * kk..(c * g.o + o + 1) * kk];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+            for (d, s) in row[o * kk..(o + 1) * kk].iter_mut().zip(src.iter().rev()) {
                 *d = *s;
             }
         }
-    }
+    });
     out
 }
 
