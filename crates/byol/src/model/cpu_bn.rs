@@ -22,6 +22,8 @@ use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::cpu_conv::{tensor, values};
+
 
 /// [N, C, R]: batch, channels, values per (batch, channel).
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +85,7 @@ pub fn try_batch_norm_act<const D: usize>(
             None => None,
         };
         let xc = xp.primitive().to_contiguous();
-        let (gv, bv) = (values(gp.primitive()), values(bp.primitive()));
+        let (gv, bv) = (values(gp.primitive()).into_owned(), values(bp.primitive()));
         let (y, mean, var, invstd) = normalise(&xc, &gv, &bv, rp.as_ref().map(|r| r.primitive()));
         let state = State { x: xc, out: relu.then(|| y.clone()), d, mean: mean.clone(), invstd, gamma: gv };
         let out = match rp {
@@ -110,13 +112,9 @@ pub fn try_batch_norm_act<const D: usize>(
     Some((Tensor::from_primitive::<Flex>(y), stat(mean), stat(var)))
 }
 
-fn values(t: &FlexTensor) -> Vec<f32> {
-    t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()
-}
-
 fn vector(v: Vec<f32>) -> FlexTensor {
     let n = v.len();
-    FlexTensor::from_data(TensorData::new(v, [n]))
+    tensor(v, [n])
 }
 
 /// Per channel: the values of batch item `b` are `x[(b·C + ch)·R .. +R]`.

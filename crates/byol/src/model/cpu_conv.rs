@@ -120,14 +120,15 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 /// The f32 values of a `flex` tensor in row-major order (copied only when not contiguous).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
     }
 }
 
-fn tensor(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+/// A `flex` tensor owning `v` (no copy).
+pub(super) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, shape))
 }
 
