@@ -65,13 +65,9 @@ pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: O
     })
 }
 
-/// Training-mode batch normalisation from plain tensor operations: per-channel mean and biased
-/// variance reduced along contiguous axes ([B, C, rest] → sum over rest, then over B), then one
-/// affine map x·a + b. It computes the same as burn's `batch_norm_train` (to ~2e-6), whose
-/// statistics transpose the whole activation twice; on `flex` this is 1.3–2.6× faster in the
-/// forward pass (the target network's) and no slower with its backward pass.
-/// Returns (output, mean [C], variance [C]).
-/// On `flex` in f32 the fused form of [`super::cpu_bn`] computes the same in 2 + 2 passes.
+/// Training-mode batch normalisation: (output, batch mean [C], biased batch variance [C]). On
+/// `flex` in f32 it is the fused node of [`super::cpu_bn`] (2 passes forward, 2 backward);
+/// elsewhere [`batch_norm_ops`]. Both compute the same as burn's `batch_norm_train` (tested).
 pub fn batch_norm_train<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     if let Some(out) = super::cpu_bn::try_batch_norm_act(&x, &gamma, &beta, epsilon, None, false) {
         return out;
@@ -79,7 +75,10 @@ pub fn batch_norm_train<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Te
     batch_norm_ops(x, gamma, beta, epsilon)
 }
 
-/// [`batch_norm_train`] from tensor operations (every backend).
+/// [`batch_norm_train`] from tensor operations (every backend): per-channel mean and biased
+/// variance reduced along contiguous axes ([B, C, rest] → sum over rest, then over B), then one
+/// affine map x·a + b. Same as burn's `batch_norm_train` (to ~2e-6), whose statistics transpose
+/// the whole activation twice; on `flex` this was 1.3–2.6× faster in the forward pass.
 fn batch_norm_ops<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let dims = x.dims();
     let (b, c) = (dims[0], dims[1]);

@@ -20,9 +20,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
-use super::cpu_conv::{tensor, values};
+use super::cpu_conv::{tensor, values, written};
 
 
 /// [N, C, R]: batch, channels, values per (batch, channel).
@@ -153,17 +152,6 @@ fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// A buffer of `n` values written in parallel chunks of `chunk` by `f(chunk index, chunk)`,
-/// which must write every element of its chunk: no pass to clear it first.
-fn written(n: usize, chunk: usize, f: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    // SAFETY: the chunks cover all n elements and `f` writes each of its chunk (every caller
-    // below assigns each index of its loop range, which is the whole chunk).
-    unsafe { v.set_len(n) };
-    v
-}
-
 /// burn's ReLU: NaN passes through (`NaN <= 0` is false). Written as a select so that the loops
 /// around it vectorise.
 #[inline(always)]
@@ -188,7 +176,8 @@ fn affine(
     let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
     let row = d.c * d.r;
-    let y = written(xv.len(), row, |i, yb| {
+    // SAFETY: each chunk is one batch item's row; the channel loop writes all of it.
+    let y = unsafe { written(xv.len(), row, |i, yb| {
         let xb = &xv[i * row..(i + 1) * row];
         let rb = residual.map(|r| &r[i * row..(i + 1) * row]);
         for ch in 0..d.c {
@@ -208,7 +197,7 @@ fn affine(
                 }
             }
         }
-    });
+    }) };
     FlexTensor::from_data(TensorData::new(y, shape))
 }
 
@@ -222,14 +211,15 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
         Some(out) => {
             let (ov, gv) = (out.as_slice::<f32>().expect("contiguous f32"), dout.as_slice::<f32>().expect("contiguous f32"));
             const CHUNK: usize = 1 << 15;
-            let dz = written(ov.len(), CHUNK, |i, z| {
+            // SAFETY: the loop writes every index of its chunk.
+            let dz = unsafe { written(ov.len(), CHUNK, |i, z| {
                 let (o, g) = (&ov[i * CHUNK..i * CHUNK + z.len()], &gv[i * CHUNK..i * CHUNK + z.len()]);
                 // Keep the gradient where the output is positive or NaN (`NaN <= 0` is false).
                 for j in 0..z.len() {
                     let (oj, gj) = (o[j], g[j]);
                     z[j].write(if oj <= 0.0 { 0.0 } else { gj });
                 }
-            });
+            }) };
             FlexTensor::from_data(TensorData::new(dz, shape.clone()))
         }
         None => dout,
@@ -251,7 +241,8 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
     let dx = want[0].then(|| {
         let count = (d.n * d.r) as f32;
         let row = d.c * d.r;
-        let dx = written(xv.len(), row, |i, ob| {
+        // SAFETY: each chunk is one batch item's row; the channel loop writes all of it.
+        let dx = unsafe { written(xv.len(), row, |i, ob| {
             let (xb, gb) = (&xv[i * row..(i + 1) * row], &dzv[i * row..(i + 1) * row]);
             for ch in 0..d.c {
                 let span = ch * d.r..(ch + 1) * d.r;
@@ -262,7 +253,7 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
                 let c = sd * mg;
                 (0..d.r).for_each(|i| _ = o[i].write(k * (gs[i] - mb - (xs[i] - m) * c)));
             }
-        });
+        }) };
         FlexTensor::from_data(TensorData::new(dx, shape))
     });
     let dgamma = want[1].then(|| vector(dgamma));

@@ -354,12 +354,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
 fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
-    // [N, O, Ho·Wo], left unset: every element is written once below (the GEMMs do not read
-    // their destination), which spares a pass over the output.
-    let mut y: Vec<f32> = Vec::with_capacity(g.n * img_out);
     let groups = g.n.div_ceil(gs);
     let inner = inner_parallel(groups);
-    y.spare_capacity_mut()[..g.n * img_out].par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, ychunk)| {
+    let group = |gi: usize, ychunk: &mut [std::mem::MaybeUninit<f32>]| {
         with_scratch(|s| {
             let Scratch { col, dy: tmp, .. } = s;
             let imgs = ychunk.len() / img_out;
@@ -389,10 +386,10 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
                 }
             }
         })
-    });
-    // SAFETY: the chunks cover all N·O·P elements and each was written above.
-    unsafe { y.set_len(g.n * img_out) };
-    y
+    };
+    // [N, O, Ho·Wo], a group of images per chunk. SAFETY: `group` writes its chunk whole, by the
+    // GEMM (which does not read its destination) or by the copies from `tmp`.
+    unsafe { written(g.n * img_out, gs * img_out, group) }
 }
 
 /// Per-thread buffers, kept between calls so that the im2col matrices are not allocated (and
@@ -518,10 +515,10 @@ fn backward(
         }
     });
     // The groups are cut into a fixed number of runs, each accumulating its own weight gradient
-    // in order; the partial sums are then added in run order. The result does not depend on the
-    // thread count or on scheduling, so training stays bit-reproducible.
-    // Fewer runs for large kernels, whose partial sums are the larger cost (512·4608 floats each
-    // for a 3×3 convolution of 512 channels). Depends on sizes only, never on the thread count.
+    // in order; the partial sums are then added in run order. The number of runs depends on
+    // sizes only (fewer for large kernels, whose partial sums cost the most: 512·4608 floats each
+    // for a 3×3 convolution of 512 channels), never on the thread count or on scheduling, so
+    // training stays bit-reproducible.
     let runs = groups.min(RUNS).min((PARTIAL_BUDGET / (g.o * k)).max(2));
     let per_run = groups.div_ceil(runs);
     let run = |r: usize, dxrun: Option<&mut [f32]>| {
@@ -568,8 +565,7 @@ fn flip_transpose(w: &[f32], g: &Geometry) -> Vec<f32> {
 fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
     const B: usize = 32;
     let parts: Vec<&Vec<f32>> = partial.iter().filter(|p| !p.is_empty()).collect();
-    let mut out = zeros(o * k);
-    out.par_chunks_mut(B * k).enumerate().for_each(|(blk, rows)| {
+    let block = |blk: usize, rows: &mut [std::mem::MaybeUninit<f32>]| {
         let o0 = blk * B;
         let ob = rows.len() / k;
         let mut tile = [0f32; B * B];
@@ -584,20 +580,24 @@ fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
             }
             for oc in 0..ob {
                 for r in 0..rb {
-                    rows[oc * k + r0 + r] = tile[r * B + oc];
+                    rows[oc * k + r0 + r].write(tile[r * B + oc]);
                 }
             }
         }
-    });
-    out
+    };
+    // SAFETY: each chunk is rows o0..o0+ob of dW; the tile loops write every (oc, r) of them.
+    unsafe { written(o * k, B * k, block) }
 }
 
-/// `n` zeros, written by all threads (a serial `vec![0.0; n]` of an activation-sized buffer
-/// leaves the other cores idle while one clears it).
-pub(crate) fn zeros(n: usize) -> Vec<f32> {
+/// A buffer of `n` values written in parallel chunks of `chunk` by `f(chunk index, chunk)`, with
+/// no pass to clear it first.
+///
+/// # Safety
+/// `f` must write every element of the chunk it is given.
+pub(super) unsafe fn written(n: usize, chunk: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n].par_chunks_mut(1 << 15).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
-    // SAFETY: all n elements were initialised above.
+    v.spare_capacity_mut()[..n].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    // SAFETY: the chunks cover all n elements and the caller guarantees `f` wrote each.
     unsafe { v.set_len(n) };
     v
 }
