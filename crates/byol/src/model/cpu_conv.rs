@@ -273,13 +273,11 @@ fn wrapped_cols(g: &Geometry, kj: usize) -> (usize, usize) {
 }
 
 /// Zeroes columns [0, a) and [b, w) of every w-wide row of `m` (at most `pad` columns on each
-/// side, usually one: single stores rather than a `memset` call each).
+/// side, usually one). Column by column, with a stride of `w`: a per-row loop becomes one
+/// `memset` call per row of a few bytes, which cost ≈ 3 % of a training step (`perf`).
 fn zero_wrapped(m: &mut [f32], w: usize, a: usize, b: usize) {
-    for row in m.chunks_exact_mut(w) {
-        for v in row.iter_mut().take(a) {
-            *v = 0.0;
-        }
-        for v in row.iter_mut().skip(b) {
+    for j in (0..a).chain(b..w) {
+        for v in m.iter_mut().skip(j).step_by(w) {
             *v = 0.0;
         }
     }
