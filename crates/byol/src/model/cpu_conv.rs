@@ -61,6 +61,11 @@ impl Geometry {
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
+    /// A 3×3, stride-1, padding-1 convolution with enough input channels for the 16 GEMMs of
+    /// [`super::winograd`] to run at speed.
+    fn winograd(&self) -> bool {
+        self.kh == 3 && self.kw == 3 && self.stride == 1 && self.pad == 1 && self.c >= WINOGRAD_MIN_CHANNELS
+    }
     /// Images per GEMM: enough output columns (≥ 256) for the GEMM kernel to run at speed.
     fn group(&self) -> usize {
         (256 / self.p()).clamp(1, self.n.max(1))
@@ -330,6 +335,9 @@ fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::
     }
 }
 
+/// Input channels from which 3×3 convolutions use [`super::winograd`].
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
 /// Output columns per band of rows when one image is processed in bands (see [`backward`]).
 const TILE_COLS: usize = 256;
 
@@ -350,6 +358,9 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
 
 /// The forward convolution on row-major values: x [N, C, H, W], w [O, C, kh, kw] → [N, O, Ho, Wo].
 fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
+    if g.winograd() {
+        return super::winograd::conv3x3(xv, wv, super::winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o });
+    }
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
     let groups = g.n.div_ceil(gs);
@@ -634,6 +645,12 @@ mod tests {
             (3, 4, 1, 5, 3, 1, 1),
             (2, 3, 2, 4, 3, 1, 1),
             (2, 2, 2, 3, 7, 1, 3),
+            // Winograd F(2×2, 3×3): odd sizes, a 1×1 map, several groups of images.
+            (2, 16, 7, 20, 3, 1, 1),
+            (3, 32, 4, 24, 3, 1, 1),
+            (2, 16, 1, 16, 3, 1, 1),
+            (9, 16, 32, 16, 3, 1, 1),
+            (600, 16, 2, 17, 3, 1, 1),
         ];
         for (n, c, h, o, k, stride, pad) in cases {
             let x = Tensor::<4>::random([n, c, h, h], Distribution::Normal(0.0, 1.0), &device);
@@ -671,6 +688,16 @@ mod tests {
         let device = Device::flex();
         let x = Tensor::<4>::random([1, 4, 9, 7], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
         let w = Tensor::<4>::random([5, 4, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+        let ours = try_conv2d(&x, &w, 1, 1).unwrap();
+        assert!(max_diff(ours, reference(x, w, 1, 1)) < 1e-5);
+    }
+
+    /// A non-square map through the Winograd path (odd height, even width) and a strided input.
+    #[test]
+    fn winograd_non_square_and_strided_input() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([3, 16, 8, 5], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
+        let w = Tensor::<4>::random([18, 16, 3, 3], Distribution::Normal(0.0, 0.3), &device);
         let ours = try_conv2d(&x, &w, 1, 1).unwrap();
         assert!(max_diff(ours, reference(x, w, 1, 1)) < 1e-5);
     }

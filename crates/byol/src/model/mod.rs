@@ -9,6 +9,8 @@ pub mod export;
 pub mod params;
 pub mod precision;
 mod resnet;
+mod simd;
+mod winograd;
 
 pub use bn::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use mlp::{Mlp, MlpConfig};

@@ -1,0 +1,303 @@
+//! 3×3, stride-1, padding-1 convolutions on f32 values by Winograd's minimal filtering algorithm
+//! F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016).
+//!
+//! Each 2×2 block of output ("tile") is computed from the 4×4 block of input around it:
+//!
+//! ```text
+//! Y = Aᵀ [ Σ_c (G g G ᵀ) ⊙ (Bᵀ d B) ] A      g: 3×3 kernel, d: 4×4 input tile
+//! ```
+//!
+//! so the sum over input channels becomes 16 independent GEMMs, one per position (ξ, ν) of the
+//! 4×4 transformed tile: M_ξν [O, T] = U_ξν [O, C] · V_ξν [C, T] over the T tiles of a group of
+//! images. That is 16·O·C multiply-adds per tile of 4 outputs instead of 36·O·C, 2.25× fewer,
+//! and the transformed input V is 4× the input, where an im2col matrix is 9×. The transform
+//! matrices hold only 0, ±1 and ±½, so their rounding error is that of a few additions: values
+//! agree with the direct convolution to f32 rounding (tested in `cpu_conv`, through which every
+//! use goes).
+//!
+//! Memory layouts (all row-major): U [O][16][C], V [C][16][T], M [O][16][T]; the GEMM of
+//! position ξν reads and writes its slices through strides.
+
+use super::simd::multiversion;
+use rayon::prelude::*;
+
+/// The sizes of one convolution: x [N, C, H, W] ⊛ w [O, C, 3, 3] → y [N, O, H, W].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizes {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+}
+
+/// Tiles (output columns of the 16 GEMMs) per group of images: enough for the GEMM kernel to run
+/// at speed, few enough that a group's transformed input and output stay near the cores.
+const GROUP_TILES: usize = 256;
+
+/// Positions of the transformed 4×4 tile.
+const P: usize = 16;
+
+/// `Send`/`Sync` wrapper for a base pointer whose disjoint parts are written by different tasks.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// y = x ⊛ w (3×3, stride 1, zero padding 1, no bias), row-major values.
+pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
+    let per_img = s.h.div_ceil(2) * s.w.div_ceil(2);
+    let gs = (GROUP_TILES / per_img).clamp(1, s.n.max(1));
+    let groups = s.n.div_ceil(gs);
+    let u = transform_weights(w, s.o, s.c); // [O][16][C]
+    let (img_in, img_out) = (s.c * s.h * s.w, s.o * s.h * s.w);
+    let mut y = vec![0f32; s.n * img_out];
+    let group = |gi: usize, ychunk: &mut [f32], inner: bool| {
+        let imgs = ychunk.len() / img_out;
+        let xg = &x[gi * gs * img_in..(gi * gs + imgs) * img_in];
+        with_buffers(|v, m| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner));
+    };
+    // Many groups: one per task, each on one thread with its own buffers. Few: one at a time,
+    // each phase split over the threads.
+    if groups >= 2 * rayon::current_num_threads() {
+        y.par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, false));
+    } else {
+        y.chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, true));
+    }
+    y
+}
+
+thread_local! {
+    static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = std::cell::Cell::default();
+}
+
+/// Runs `f` with this thread's transformed-input and product buffers (taken out for the call,
+/// so that a nested task on the same thread gets its own).
+fn with_buffers<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    let (mut v, mut m) = BUFFERS.take();
+    let r = f(&mut v, &mut m);
+    BUFFERS.set((v, m));
+    r
+}
+
+/// Runs `f(i, chunk)` over the `size`-long chunks of `data`, in parallel when `par`.
+fn chunks<T: Send + Sync>(par: bool, data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+    if par {
+        data.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// One group of `imgs` images: xg [imgs, C, H, W] → y [imgs, O, H, W].
+#[allow(clippy::too_many_arguments)]
+fn group_conv(xg: &[f32], u: &[f32], y: &mut [f32], imgs: usize, per_img: usize, s: Sizes, v: &mut Vec<f32>, m: &mut Vec<f32>, par: bool) {
+    let t = imgs * per_img;
+    let (img_in, img_out, hw) = (s.c * s.h * s.w, s.o * s.h * s.w, s.h * s.w);
+    v.resize(s.c * P * t, 0.0);
+    m.resize(s.o * P * t, 0.0);
+    // V [C][16][T]: each channel of each image of the group.
+    chunks(par, v, P * t, |c, vc| {
+        let mut rows = Vec::new();
+        for i in 0..imgs {
+            let plane = &xg[i * img_in + c * hw..i * img_in + (c + 1) * hw];
+            transform_input(plane, s.h, s.w, &mut rows, vc, t, i * per_img);
+        }
+    });
+    // M_ξν [O, T] = U_ξν [O, C] · V_ξν [C, T] for the 16 positions.
+    let mp = Shared(m.as_mut_ptr());
+    let product = |k: usize| {
+        let mp = mp;
+        // SAFETY: position k writes only the k-th T-wide block of each row of M; the operands
+        // are read-only slices of U and V that outlive the call.
+        unsafe {
+            gemm::gemm(
+                s.o,
+                t,
+                s.c,
+                mp.0.add(k * t),
+                1,
+                (P * t) as isize,
+                false,
+                u.as_ptr().add(k * s.c),
+                1,
+                (P * s.c) as isize,
+                v.as_ptr().add(k * t),
+                1,
+                (P * t) as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    };
+    if par {
+        (0..P).into_par_iter().for_each(product);
+    } else {
+        (0..P).for_each(product);
+    }
+    // y [imgs][O][H][W] from M [O][16][T]: output channel o of every image of the group.
+    let yp = Shared(y.as_mut_ptr());
+    let out = |o: usize, mo: &mut [f32]| {
+        let yp = yp;
+        let mut tmp = Vec::new();
+        for i in 0..imgs {
+            // SAFETY: plane (i, o) of the group's output, written by this call only.
+            let plane = unsafe { std::slice::from_raw_parts_mut(yp.0.add(i * img_out + o * hw), hw) };
+            transform_output(mo, t, i * per_img, plane, s.h, s.w, &mut tmp);
+        }
+    };
+    chunks(par, m, P * t, out);
+}
+
+/// U [O][16][C] = G g Gᵀ for every 3×3 kernel g of w [O, C, 3, 3], with
+/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
+    let mut u = vec![0f32; o * P * c];
+    u.par_chunks_mut(P * c).enumerate().for_each(|(oc, uo)| {
+        for ci in 0..c {
+            let g = &w[(oc * c + ci) * 9..(oc * c + ci + 1) * 9];
+            // Gg [4][3], by rows of g.
+            let mut gg = [[0f32; 3]; 4];
+            for j in 0..3 {
+                let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                gg[0][j] = a;
+                gg[1][j] = 0.5 * (a + b + d);
+                gg[2][j] = 0.5 * (a - b + d);
+                gg[3][j] = d;
+            }
+            // (Gg) Gᵀ [4][4].
+            for (r, row) in gg.iter().enumerate() {
+                let (a, b, d) = (row[0], row[1], row[2]);
+                uo[(r * 4) * c + ci] = a;
+                uo[(r * 4 + 1) * c + ci] = 0.5 * (a + b + d);
+                uo[(r * 4 + 2) * c + ci] = 0.5 * (a - b + d);
+                uo[(r * 4 + 3) * c + ci] = d;
+            }
+        }
+    });
+    u
+}
+
+multiversion! {
+/// Writes Bᵀ d B for every tile of one plane [H, W] into columns `off..` of the 16 rows of `v`
+/// (row stride `t`), with Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+/// `rows` is scratch. Tiles are numbered row-major (ty, tx), and every inner loop runs over
+/// contiguous memory, so it vectorises.
+fn transform_input(plane: &[f32], h: usize, w: usize, rows: &mut Vec<f32>, v: &mut [f32], t: usize, off: usize) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let n = th * tw;
+    // Row transform d·B of every row of the zero-padded plane (padded rows 0..2·th+2; padded
+    // row pr = plane row pr − 1), tile column tx reading padded columns 2tx..2tx+3 = plane
+    // columns 2tx−1..2tx+2. With the padded row split into even columns e[k] = row[2k−1] and
+    // odd columns o[k] = row[2k]: (d0, d1, d2, d3) = (e[tx], o[tx], e[tx+1], o[tx+1]).
+    // Stored as rows[ν][pr mod 2][pr / 2][tx], so that the column transform below reads each
+    // of its four input rows as one contiguous run over all tiles.
+    let plane_len = (th + 1) * tw;
+    rows.resize(8 * plane_len, 0.0);
+    let at = |nu: usize, pr: usize| (nu * 2 + pr % 2) * plane_len + (pr / 2) * tw;
+    for pr in std::iter::once(0).chain(h + 1..2 * th + 2) {
+        for nu in 0..4 {
+            rows[at(nu, pr)..at(nu, pr) + tw].fill(0.0);
+        }
+    }
+    let mut e = vec![0f32; tw + 1];
+    let mut o = vec![0f32; tw + 1];
+    for r in 0..h {
+        let src = &plane[r * w..(r + 1) * w];
+        let half = w / 2;
+        let (pairs, (os, es)) = (&src[..2 * half], (&mut o[..half], &mut e[1..half + 1]));
+        for k in 0..half {
+            os[k] = pairs[2 * k];
+            es[k] = pairs[2 * k + 1];
+        }
+        if w % 2 == 1 {
+            o[half] = src[w - 1];
+        }
+        let (e0, e1, o0, o1) = (&e[..tw], &e[1..], &o[..tw], &o[1..]);
+        let row = |nu: usize| at(nu, r + 1)..at(nu, r + 1) + tw;
+        for ((y, a), b) in rows[row(0)].iter_mut().zip(e0).zip(e1) {
+            *y = a - b;
+        }
+        for ((y, a), b) in rows[row(1)].iter_mut().zip(o0).zip(e1) {
+            *y = a + b;
+        }
+        for ((y, a), b) in rows[row(2)].iter_mut().zip(e1).zip(o0) {
+            *y = a - b;
+        }
+        for ((y, a), b) in rows[row(3)].iter_mut().zip(o0).zip(o1) {
+            *y = a - b;
+        }
+    }
+    // Column transform (Bᵀ ·): tile row ty reads padded rows 2ty..2ty+3, i.e. even[ty],
+    // odd[ty], even[ty + 1], odd[ty + 1]: four runs of n values over all tiles.
+    for nu in 0..4 {
+        let even = &rows[at(nu, 0)..at(nu, 0) + plane_len];
+        let odd = &rows[at(nu, 1)..at(nu, 1) + plane_len];
+        let (d0, d1, d2, d3) = (&even[..n], &odd[..n], &even[tw..tw + n], &odd[tw..tw + n]);
+        let out = |xi: usize| (xi * 4 + nu) * t + off..(xi * 4 + nu) * t + off + n;
+        for ((y, a), c) in v[out(0)].iter_mut().zip(d0).zip(d2) {
+            *y = a - c;
+        }
+        for ((y, b), c) in v[out(1)].iter_mut().zip(d1).zip(d2) {
+            *y = b + c;
+        }
+        for ((y, b), c) in v[out(2)].iter_mut().zip(d1).zip(d2) {
+            *y = c - b;
+        }
+        for ((y, b), d) in v[out(3)].iter_mut().zip(d1).zip(d3) {
+            *y = b - d;
+        }
+    }
+}
+}
+
+multiversion! {
+/// Writes Aᵀ m A for every tile of one output plane [H, W] from columns `off..` of the 16 rows
+/// of `m` (row stride `t`), with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. `tmp` is scratch.
+fn transform_output(m: &[f32], t: usize, off: usize, plane: &mut [f32], h: usize, w: usize, tmp: &mut Vec<f32>) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let n = th * tw;
+    tmp.resize(10 * n, 0.0); // Aᵀ m [2][4][n], then one output row parity's even/odd columns
+    let (q, eo) = tmp.split_at_mut(8 * n);
+    for nu in 0..4 {
+        let row = |xi: usize| &m[(xi * 4 + nu) * t + off..(xi * 4 + nu) * t + off + n];
+        let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
+        for (((y, a), b), c) in q[nu * n..(nu + 1) * n].iter_mut().zip(m0).zip(m1).zip(m2) {
+            *y = a + b + c;
+        }
+        for (((y, a), b), c) in q[(4 + nu) * n..(5 + nu) * n].iter_mut().zip(m1).zip(m2).zip(m3) {
+            *y = a - b - c;
+        }
+    }
+    let (even, odd) = eo.split_at_mut(n);
+    for i in 0..2 {
+        let qi = &q[i * 4 * n..(i + 1) * 4 * n];
+        let (q0, q1, q2, q3) = (&qi[..n], &qi[n..2 * n], &qi[2 * n..3 * n], &qi[3 * n..]);
+        for ((((ev, od), a), b), (c, d)) in even.iter_mut().zip(odd.iter_mut()).zip(q0).zip(q1).zip(q2.iter().zip(q3)) {
+            *ev = a + b + c;
+            *od = b - c - d;
+        }
+        // Output row 2ty + i of every tile row.
+        for ty in 0..th {
+            let oh = 2 * ty + i;
+            if oh >= h {
+                break;
+            }
+            let out = &mut plane[oh * w..(oh + 1) * w];
+            let half = w / 2;
+            let (pairs, ev, od) = (&mut out[..2 * half], &even[ty * tw..ty * tw + half], &odd[ty * tw..ty * tw + half]);
+            for k in 0..half {
+                pairs[2 * k] = ev[k];
+                pairs[2 * k + 1] = od[k];
+            }
+            if w % 2 == 1 {
+                out[w - 1] = even[ty * tw + tw - 1];
+            }
+        }
+    }
+}
+}
