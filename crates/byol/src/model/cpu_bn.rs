@@ -22,7 +22,8 @@ use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::cpu_conv::{tensor, values, written};
-
+use super::simd::multiversion;
+use std::mem::MaybeUninit;
 
 /// [N, C, R]: batch, channels, values per (batch, channel).
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +123,8 @@ fn channel_blocks(x: &[f32], d: Dims, ch: usize) -> impl Iterator<Item = &[f32]>
 }
 
 /// Σ f(a[i], b[i]) with 16 independent f32 partial sums (so that the loop vectorises), added up
-/// in f64.
+/// in f64. Inlined into its (multi-versioned) callers.
+#[inline(always)]
 fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     const L: usize = 16;
     let mut acc = [0f32; L];
@@ -140,16 +142,18 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
 /// Mean and biased variance per channel (two passes).
 fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
     let xv = x.as_slice::<f32>().expect("contiguous f32");
+    (0..d.c).into_par_iter().map(|ch| channel_statistics(xv, d, ch)).unzip()
+}
+
+multiversion! {
+/// Mean and biased variance of channel `ch`.
+fn channel_statistics(xv: &[f32], d: Dims, ch: usize) -> (f32, f32) {
     let count = (d.n * d.r) as f64;
-    (0..d.c)
-        .into_par_iter()
-        .map(|ch| {
-            let sum: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| v)).sum();
-            let mean = (sum / count) as f32;
-            let sq: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| (v - mean) * (v - mean))).sum();
-            (mean, (sq / count) as f32)
-        })
-        .unzip()
+    let sum: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| v)).sum();
+    let mean = (sum / count) as f32;
+    let sq: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| (v - mean) * (v - mean))).sum();
+    (mean, (sq / count) as f32)
+}
 }
 
 /// burn's ReLU: NaN passes through (`NaN <= 0` is false). Written as a select so that the loops
@@ -176,29 +180,68 @@ fn affine(
     let a: Vec<f32> = (0..d.c).map(|ch| gamma[ch] * invstd[ch]).collect();
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
     let row = d.c * d.r;
-    // SAFETY: each chunk is one batch item's row; the channel loop writes all of it.
-    let y = unsafe { written(xv.len(), row, |i, yb| {
-        let xb = &xv[i * row..(i + 1) * row];
-        let rb = residual.map(|r| &r[i * row..(i + 1) * row]);
-        for ch in 0..d.c {
-            let span = ch * d.r..(ch + 1) * d.r;
-            let (ys, xs) = (&mut yb[span.clone()], &xb[span.clone()]);
-            let (ac, bc, n) = (a[ch], b[ch], d.r);
-            match (rb, relu) {
-                (None, false) => (0..n).for_each(|i| _ = ys[i].write(xs[i] * ac + bc)),
-                (None, true) => (0..n).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc))),
-                (Some(rb), false) => {
-                    let rs = &rb[span];
-                    (0..n).for_each(|i| _ = ys[i].write(xs[i] * ac + bc + rs[i]))
-                }
-                (Some(rb), true) => {
-                    let rs = &rb[span];
-                    (0..n).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc + rs[i])))
-                }
+    // SAFETY: each chunk is one batch item's row; `affine_row` writes all of it.
+    let y = unsafe {
+        written(xv.len(), row, |i, yb| affine_row(&xv[i * row..(i + 1) * row], residual.map(|r| &r[i * row..(i + 1) * row]), yb, &a, &b, d.r, relu))
+    };
+    FlexTensor::from_data(TensorData::new(y, shape))
+}
+
+multiversion! {
+/// One batch item's row [C, R] of the affine map: yb = relu?(xb·a + b + rb?) per channel.
+fn affine_row(xb: &[f32], rb: Option<&[f32]>, yb: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], r: usize, relu: bool) {
+    for ch in 0..a.len() {
+        let span = ch * r..(ch + 1) * r;
+        let (ys, xs) = (&mut yb[span.clone()], &xb[span.clone()]);
+        let (ac, bc) = (a[ch], b[ch]);
+        match (rb, relu) {
+            (None, false) => (0..r).for_each(|i| _ = ys[i].write(xs[i] * ac + bc)),
+            (None, true) => (0..r).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc))),
+            (Some(rb), false) => {
+                let rs = &rb[span];
+                (0..r).for_each(|i| _ = ys[i].write(xs[i] * ac + bc + rs[i]))
+            }
+            (Some(rb), true) => {
+                let rs = &rb[span];
+                (0..r).for_each(|i| _ = ys[i].write(relu_f(xs[i] * ac + bc + rs[i])))
             }
         }
-    }) };
-    FlexTensor::from_data(TensorData::new(y, shape))
+    }
+}
+}
+
+multiversion! {
+/// z = g where the output o is positive or NaN (`NaN <= 0` is false), 0 elsewhere.
+fn relu_mask(o: &[f32], g: &[f32], z: &mut [MaybeUninit<f32>]) {
+    for j in 0..z.len() {
+        let (oj, gj) = (o[j], g[j]);
+        z[j].write(if oj <= 0.0 { 0.0 } else { gj });
+    }
+}
+}
+
+multiversion! {
+/// (Σ dz, Σ dz·(x − m)) over channel `ch`.
+fn channel_gradient_sums(xv: &[f32], dzv: &[f32], d: Dims, ch: usize, m: f32) -> (f64, f64) {
+    let (mut sb, mut sg) = (0f64, 0f64);
+    for (xs, gs) in channel_blocks(xv, d, ch).zip(channel_blocks(dzv, d, ch)) {
+        sb += lane_sum(gs, gs, |g, _| g);
+        sg += lane_sum(xs, gs, |x, g| g * (x - m));
+    }
+    (sb, sg)
+}
+}
+
+multiversion! {
+/// One batch item's row [C, R] of dx = k·(dz − mb − (x − μ)·c) per channel, with k = γ/σ,
+/// mb = Σdz/n and c = Σdz·x̂/(n·σ) given per channel as `coef` = [(μ, k, mb, c)].
+fn input_gradient_row(xb: &[f32], gb: &[f32], ob: &mut [MaybeUninit<f32>], coef: &[(f32, f32, f32, f32)], r: usize) {
+    for (ch, &(m, k, mb, c)) in coef.iter().enumerate() {
+        let span = ch * r..(ch + 1) * r;
+        let (o, xs, gs) = (&mut ob[span.clone()], &xb[span.clone()], &gb[span]);
+        (0..r).for_each(|i| _ = o[i].write(k * (gs[i] - mb - (xs[i] - m) * c)));
+    }
+}
 }
 
 /// (dx, dγ, dβ, dr) for the output gradient `dout`; each only where `want` asks for it.
@@ -211,15 +254,8 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
         Some(out) => {
             let (ov, gv) = (out.as_slice::<f32>().expect("contiguous f32"), dout.as_slice::<f32>().expect("contiguous f32"));
             const CHUNK: usize = 1 << 15;
-            // SAFETY: the loop writes every index of its chunk.
-            let dz = unsafe { written(ov.len(), CHUNK, |i, z| {
-                let (o, g) = (&ov[i * CHUNK..i * CHUNK + z.len()], &gv[i * CHUNK..i * CHUNK + z.len()]);
-                // Keep the gradient where the output is positive or NaN (`NaN <= 0` is false).
-                for j in 0..z.len() {
-                    let (oj, gj) = (o[j], g[j]);
-                    z[j].write(if oj <= 0.0 { 0.0 } else { gj });
-                }
-            }) };
+            // SAFETY: `relu_mask` writes every index of its chunk.
+            let dz = unsafe { written(ov.len(), CHUNK, |i, z| relu_mask(&ov[i * CHUNK..i * CHUNK + z.len()], &gv[i * CHUNK..i * CHUNK + z.len()], z)) };
             FlexTensor::from_data(TensorData::new(dz, shape.clone()))
         }
         None => dout,
@@ -229,31 +265,21 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..d.c)
         .into_par_iter()
         .map(|ch| {
-            let (m, sd) = (s.mean[ch], s.invstd[ch]);
-            let (mut sb, mut sg) = (0f64, 0f64);
-            for (xs, gs) in channel_blocks(xv, d, ch).zip(channel_blocks(dzv, d, ch)) {
-                sb += lane_sum(gs, gs, |g, _| g);
-                sg += lane_sum(xs, gs, |x, g| g * (x - m));
-            }
-            (sb as f32, (sg * sd as f64) as f32)
+            let (sb, sg) = channel_gradient_sums(xv, dzv, d, ch, s.mean[ch]);
+            (sb as f32, (sg * s.invstd[ch] as f64) as f32)
         })
         .unzip();
     let dx = want[0].then(|| {
         let count = (d.n * d.r) as f32;
         let row = d.c * d.r;
-        // SAFETY: each chunk is one batch item's row; the channel loop writes all of it.
-        let dx = unsafe { written(xv.len(), row, |i, ob| {
-            let (xb, gb) = (&xv[i * row..(i + 1) * row], &dzv[i * row..(i + 1) * row]);
-            for ch in 0..d.c {
-                let span = ch * d.r..(ch + 1) * d.r;
-                let (m, sd) = (s.mean[ch], s.invstd[ch]);
-                let k = s.gamma[ch] * sd;
-                let (mb, mg) = (dbeta[ch] / count, dgamma[ch] / count);
-                let (o, xs, gs) = (&mut ob[span.clone()], &xb[span.clone()], &gb[span]);
-                let c = sd * mg;
-                (0..d.r).for_each(|i| _ = o[i].write(k * (gs[i] - mb - (xs[i] - m) * c)));
-            }
-        }) };
+        let coef: Vec<(f32, f32, f32, f32)> = (0..d.c)
+            .map(|ch| {
+                let sd = s.invstd[ch];
+                (s.mean[ch], s.gamma[ch] * sd, dbeta[ch] / count, sd * (dgamma[ch] / count))
+            })
+            .collect();
+        // SAFETY: each chunk is one batch item's row; `input_gradient_row` writes all of it.
+        let dx = unsafe { written(xv.len(), row, |i, ob| input_gradient_row(&xv[i * row..(i + 1) * row], &dzv[i * row..(i + 1) * row], ob, &coef, d.r)) };
         FlexTensor::from_data(TensorData::new(dx, shape))
     });
     let dgamma = want[1].then(|| vector(dgamma));

@@ -69,6 +69,8 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
 
 thread_local! {
     static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = std::cell::Cell::default();
+    /// Scratch of the per-plane transforms, kept between calls (not allocated per plane).
+    static PLANE_SCRATCH: std::cell::Cell<Vec<f32>> = std::cell::Cell::default();
 }
 
 /// Runs `f` with this thread's transformed-input and product buffers (taken out for the call,
@@ -98,11 +100,12 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [f32], imgs: usize, per_img: usize,
     m.resize(s.o * P * t, 0.0);
     // V [C][16][T]: each channel of each image of the group.
     chunks(par, v, P * t, |c, vc| {
-        let mut rows = Vec::new();
+        let mut rows = PLANE_SCRATCH.take();
         for i in 0..imgs {
             let plane = &xg[i * img_in + c * hw..i * img_in + (c + 1) * hw];
             transform_input(plane, s.h, s.w, &mut rows, vc, t, i * per_img);
         }
+        PLANE_SCRATCH.set(rows);
     });
     // M_ξν [O, T] = U_ξν [O, C] · V_ξν [C, T] for the 16 positions.
     let mp = Shared(m.as_mut_ptr());
@@ -143,12 +146,13 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [f32], imgs: usize, per_img: usize,
     let yp = Shared(y.as_mut_ptr());
     let out = |o: usize, mo: &mut [f32]| {
         let yp = yp;
-        let mut tmp = Vec::new();
+        let mut tmp = PLANE_SCRATCH.take();
         for i in 0..imgs {
             // SAFETY: plane (i, o) of the group's output, written by this call only.
             let plane = unsafe { std::slice::from_raw_parts_mut(yp.0.add(i * img_out + o * hw), hw) };
             transform_output(mo, t, i * per_img, plane, s.h, s.w, &mut tmp);
         }
+        PLANE_SCRATCH.set(tmp);
     };
     chunks(par, m, P * t, out);
 }
@@ -197,15 +201,17 @@ fn transform_input(plane: &[f32], h: usize, w: usize, rows: &mut Vec<f32>, v: &m
     // Stored as rows[ν][pr mod 2][pr / 2][tx], so that the column transform below reads each
     // of its four input rows as one contiguous run over all tiles.
     let plane_len = (th + 1) * tw;
-    rows.resize(8 * plane_len, 0.0);
+    rows.resize(8 * plane_len + 2 * (tw + 1), 0.0);
+    let (rows, eo) = rows.split_at_mut(8 * plane_len);
+    let (e, o) = eo.split_at_mut(tw + 1);
+    // e[0] (padded column 0) and, for an odd width, e[tw] and o[tw] lie in the padding.
+    (e[0], e[tw], o[tw]) = (0.0, 0.0, 0.0);
     let at = |nu: usize, pr: usize| (nu * 2 + pr % 2) * plane_len + (pr / 2) * tw;
     for pr in std::iter::once(0).chain(h + 1..2 * th + 2) {
         for nu in 0..4 {
             rows[at(nu, pr)..at(nu, pr) + tw].fill(0.0);
         }
     }
-    let mut e = vec![0f32; tw + 1];
-    let mut o = vec![0f32; tw + 1];
     for r in 0..h {
         let src = &plane[r * w..(r + 1) * w];
         let half = w / 2;
