@@ -148,10 +148,18 @@ fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
 multiversion! {
 /// Mean and biased variance of channel `ch`.
 fn channel_statistics(xv: &[f32], d: Dims, ch: usize) -> (f32, f32) {
+    // Plain loops rather than iterator adapters: an adapter's `fold` is a function of its own,
+    // compiled without this function's target features.
     let count = (d.n * d.r) as f64;
-    let sum: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| v)).sum();
+    let mut sum = 0f64;
+    for s in channel_blocks(xv, d, ch) {
+        sum += lane_sum(s, s, |v, _| v);
+    }
     let mean = (sum / count) as f32;
-    let sq: f64 = channel_blocks(xv, d, ch).map(|s| lane_sum(s, s, |v, _| (v - mean) * (v - mean))).sum();
+    let mut sq = 0f64;
+    for s in channel_blocks(xv, d, ch) {
+        sq += lane_sum(s, s, |v, _| (v - mean) * (v - mean));
+    }
     (mean, (sq / count) as f32)
 }
 }

@@ -20,6 +20,7 @@
 
 use super::simd::multiversion;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The sizes of one convolution: x [N, C, H, W] ⊛ w [O, C, 3, 3] → y [N, O, H, W].
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +52,9 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
     let groups = s.n.div_ceil(gs);
     let u = transform_weights(w, s.o, s.c); // [O][16][C]
     let (img_in, img_out) = (s.c * s.h * s.w, s.o * s.h * s.w);
-    let mut y = vec![0f32; s.n * img_out];
-    let group = |gi: usize, ychunk: &mut [f32], inner: bool| {
+    let len = s.n * img_out;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    let group = |gi: usize, ychunk: &mut [MaybeUninit<f32>], inner: bool| {
         let imgs = ychunk.len() / img_out;
         let xg = &x[gi * gs * img_in..(gi * gs + imgs) * img_in];
         with_buffers(|v, m| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner));
@@ -60,10 +62,13 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
     // Many groups: one per task, each on one thread with its own buffers. Few: one at a time,
     // each phase split over the threads.
     if groups >= 2 * rayon::current_num_threads() {
-        y.par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, false));
+        y.spare_capacity_mut()[..len].par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, false));
     } else {
-        y.chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, true));
+        y.spare_capacity_mut()[..len].chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, true));
     }
+    // SAFETY: the groups cover all `len` values, and each writes every value of its chunk
+    // (`transform_output` writes every position of each of its planes).
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -93,7 +98,7 @@ fn chunks<T: Send + Sync>(par: bool, data: &mut [T], size: usize, f: impl Fn(usi
 
 /// One group of `imgs` images: xg [imgs, C, H, W] → y [imgs, O, H, W].
 #[allow(clippy::too_many_arguments)]
-fn group_conv(xg: &[f32], u: &[f32], y: &mut [f32], imgs: usize, per_img: usize, s: Sizes, v: &mut Vec<f32>, m: &mut Vec<f32>, par: bool) {
+fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, per_img: usize, s: Sizes, v: &mut Vec<f32>, m: &mut Vec<f32>, par: bool) {
     let t = imgs * per_img;
     let (img_in, img_out, hw) = (s.c * s.h * s.w, s.o * s.h * s.w, s.h * s.w);
     v.resize(s.c * P * t, 0.0);
@@ -143,13 +148,13 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [f32], imgs: usize, per_img: usize,
         (0..P).for_each(product);
     }
     // y [imgs][O][H][W] from M [O][16][T]: output channel o of every image of the group.
-    let yp = Shared(y.as_mut_ptr());
+    let yp = Shared(y.as_mut_ptr().cast::<f32>());
     let out = |o: usize, mo: &mut [f32]| {
         let yp = yp;
         let mut tmp = PLANE_SCRATCH.take();
         for i in 0..imgs {
             // SAFETY: plane (i, o) of the group's output, written by this call only.
-            let plane = unsafe { std::slice::from_raw_parts_mut(yp.0.add(i * img_out + o * hw), hw) };
+            let plane = unsafe { std::slice::from_raw_parts_mut(yp.0.add(i * img_out + o * hw).cast::<MaybeUninit<f32>>(), hw) };
             transform_output(mo, t, i * per_img, plane, s.h, s.w, &mut tmp);
         }
         PLANE_SCRATCH.set(tmp);
@@ -264,7 +269,7 @@ fn transform_input(plane: &[f32], h: usize, w: usize, rows: &mut Vec<f32>, v: &m
 multiversion! {
 /// Writes Aᵀ m A for every tile of one output plane [H, W] from columns `off..` of the 16 rows
 /// of `m` (row stride `t`), with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]. `tmp` is scratch.
-fn transform_output(m: &[f32], t: usize, off: usize, plane: &mut [f32], h: usize, w: usize, tmp: &mut Vec<f32>) {
+fn transform_output(m: &[f32], t: usize, off: usize, plane: &mut [MaybeUninit<f32>], h: usize, w: usize, tmp: &mut Vec<f32>) {
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
     let n = th * tw;
     tmp.resize(10 * n, 0.0); // Aᵀ m [2][4][n], then one output row parity's even/odd columns
@@ -297,11 +302,11 @@ fn transform_output(m: &[f32], t: usize, off: usize, plane: &mut [f32], h: usize
             let half = w / 2;
             let (pairs, ev, od) = (&mut out[..2 * half], &even[ty * tw..ty * tw + half], &odd[ty * tw..ty * tw + half]);
             for k in 0..half {
-                pairs[2 * k] = ev[k];
-                pairs[2 * k + 1] = od[k];
+                pairs[2 * k].write(ev[k]);
+                pairs[2 * k + 1].write(od[k]);
             }
             if w % 2 == 1 {
-                out[w - 1] = even[ty * tw + tw - 1];
+                out[w - 1].write(even[ty * tw + tw - 1]);
             }
         }
     }
