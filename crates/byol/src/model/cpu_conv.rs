@@ -433,6 +433,10 @@ fn backward(
     want_dw: bool,
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xv, wv, dyv) = (values(x), values(w), values(dy));
+    if want_dw && !want_dx && g.winograd() {
+        let sizes = super::winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o };
+        return (None, Some(tensor(super::winograd::weight_grad(&xv, &dyv, sizes), [g.o, g.c, g.kh, g.kw])));
+    }
     // For a stride-1 "same" convolution the input gradient is itself such a convolution, of dy
     // with the kernel transposed (O ↔ C) and flipped: the forward GEMM shape (C × O·kh·kw ·
     // O·kh·kw × P) runs faster than Wᵀ·dy (O·kh·kw·C rows, O deep) followed by col2im.
