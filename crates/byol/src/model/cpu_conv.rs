@@ -14,7 +14,9 @@
 //! - weight grad  dW    = Σₙ dy[n] · col(x[n])ᵀ
 //!
 //! For small feature maps (deep layers) `G` images share one im2col matrix [K, G·P] so that each
-//! GEMM has enough columns. The path is taken for f32 tensors on `flex` (with or without
+//! GEMM has enough columns. 3×3, stride-1, padding-1 convolutions with at least
+//! `WINOGRAD_MIN_CHANNELS` input channels (most of a ResNet's work) take Winograd's F(2×2, 3×3)
+//! instead, for all three products ([`super::winograd`]). The path is taken for f32 tensors on `flex` (with or without
 //! autodiff), groups = 1, dilation = 1 and symmetric padding, which is every encoder convolution;
 //! anything else, and every other backend, uses burn's `conv2d`. Values agree with burn's to f32
 //! rounding (tested in this module).
