@@ -142,7 +142,7 @@ pub(super) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTens
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`); each operand is given by its
 /// pointer, column stride and row stride, so transposes are free.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(super) unsafe fn matmul(
     m: usize,
     n: usize,
     k: usize,
@@ -688,24 +688,17 @@ mod tests {
         }
     }
 
-    /// A non-contiguous input (a transposed view) and a single image give burn's values.
+    /// Non-contiguous inputs (transposed views) give burn's values: a single image through the
+    /// im2col path, and a non-square map (odd height, even width) through the Winograd path.
     #[test]
-    fn strided_input_and_single_image() {
+    fn strided_inputs() {
         let device = Device::flex();
-        let x = Tensor::<4>::random([1, 4, 9, 7], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
-        let w = Tensor::<4>::random([5, 4, 3, 3], Distribution::Normal(0.0, 0.3), &device);
-        let ours = try_conv2d(&x, &w, 1, 1).unwrap();
-        assert!(max_diff(ours, reference(x, w, 1, 1)) < 1e-5);
-    }
-
-    /// A non-square map through the Winograd path (odd height, even width) and a strided input.
-    #[test]
-    fn winograd_non_square_and_strided_input() {
-        let device = Device::flex();
-        let x = Tensor::<4>::random([3, 16, 8, 5], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
-        let w = Tensor::<4>::random([18, 16, 3, 3], Distribution::Normal(0.0, 0.3), &device);
-        let ours = try_conv2d(&x, &w, 1, 1).unwrap();
-        assert!(max_diff(ours, reference(x, w, 1, 1)) < 1e-5);
+        for (n, c, h, w, o) in [(1, 4, 9, 7, 5), (3, 16, 8, 5, 18)] {
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
+            let k = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 0.3), &device);
+            let ours = try_conv2d(&x, &k, 1, 1).unwrap();
+            assert!(max_diff(ours, reference(x, k, 1, 1)) < 1e-5, "{n}×{c}×{h}×{w}");
+        }
     }
 
     /// Only the weight needs a gradient (the first convolution on the input views).

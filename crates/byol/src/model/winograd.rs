@@ -18,6 +18,7 @@
 //! Memory layouts (all row-major): U [O][16][C], V [C][16][T], M [O][16][T]; the GEMM of
 //! position ξν reads and writes its slices through strides.
 
+use super::cpu_conv::matmul;
 use super::simd::multiversion;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -122,28 +123,18 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
                         transform_output_grad(&dy[(n0 + i) * img_out..(n0 + i + 1) * img_out], s.h, s.w, s.o, &mut scratch, mi);
                     }
                     for k in 0..P {
+                        // dU_k [O, C] (column-major) += dM_k [O, T] (column-major) · V_k [C, T]ᵀ.
                         // SAFETY: in-bounds blocks of `du`, `md` and `v`, as laid out above.
                         unsafe {
-                            gemm::gemm(
+                            matmul(
                                 s.o,
                                 s.c,
                                 t,
-                                du.as_mut_ptr().add(k * s.c * s.o),
-                                s.o as isize,
-                                1,
+                                (du.as_mut_ptr().add(k * s.c * s.o), s.o as isize, 1),
+                                (md.as_ptr().add(k * s.o), (P * s.o) as isize, 1),
+                                (v.as_ptr().add(k * t), (P * t) as isize, 1),
                                 true,
-                                md.as_ptr().add(k * s.o),
-                                (P * s.o) as isize,
-                                1,
-                                v.as_ptr().add(k * t),
-                                (P * t) as isize,
-                                1,
-                                1.0,
-                                1.0,
                                 false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
                             )
                         }
                     }
@@ -236,26 +227,15 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, pe
         // SAFETY: position k writes only the k-th T-wide block of each row of M; the operands
         // are read-only slices of U and V that outlive the call.
         unsafe {
-            gemm::gemm(
+            matmul(
                 s.o,
                 t,
                 s.c,
-                mp.0.add(k * t),
-                1,
-                (P * t) as isize,
-                false,
-                u.as_ptr().add(k * s.c),
-                1,
-                (P * s.c) as isize,
-                v.as_ptr().add(k * t),
-                1,
-                (P * t) as isize,
-                0.0,
-                1.0,
+                (mp.0.add(k * t), 1, (P * t) as isize),
+                (u.as_ptr().add(k * s.c), 1, (P * s.c) as isize),
+                (v.as_ptr().add(k * t), 1, (P * t) as isize),
                 false,
                 false,
-                false,
-                gemm::Parallelism::None,
             )
         }
     };
