@@ -3,6 +3,7 @@
 mod bn;
 mod cpu_bn;
 pub mod cpu_conv;
+mod cpu_pool;
 mod mlp;
 mod networks;
 pub mod export;

@@ -231,13 +231,17 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// `x`: [B, 3, H, W] → y: [B, D].
     /// `x`: [B, 3, H, W] in f32, bf16 or f16 (the compute type, see [`super::precision`]) →
     /// the representation y: [B, D], f32.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = batch_norm_relu(&self.bn1, conv_x(&self.conv1, x), None); // [B, w, H/2 or H, …]
         if let Some(pool) = &self.maxpool {
-            x = pool.forward(x); // [B, w, H/4, W/4]
+            // [B, w, H/4, W/4]; the stem's pool is 3×3 / stride 2 / padding 1 (see `init`).
+            let stem_pool = pool.kernel_size == [3, 3] && pool.stride == [2, 2] && pool.padding == PaddingConfig2d::Explicit(1, 1, 1, 1);
+            x = match stem_pool.then(|| super::cpu_pool::try_max_pool_3x3_s2(&x)).flatten() {
+                Some(y) => y,
+                None => pool.forward(x),
+            };
         }
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = block.forward(x); // [B, C_i, H_i, W_i]
