@@ -82,7 +82,7 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, stride: usize, pad: usize) 
     }
     let [n, c, h, w] = x.dims();
     let [o, cw, kh, kw] = weight.dims();
-    if cw != c || h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
+    if n == 0 || c == 0 || o == 0 || cw != c || h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
         return None;
     }
     let g = Geometry { n, c, h, w, o, kh, kw, stride, pad, ho: (h + 2 * pad - kh) / stride + 1, wo: (w + 2 * pad - kw) / stride + 1 };
@@ -713,6 +713,15 @@ mod tests {
         let wr = w.autodiff().require_grad();
         let gr = reference(x.autodiff(), wr.clone(), 1, 1).powi_scalar(2).sum().backward();
         assert!(max_diff(wa.grad(&g).unwrap(), wr.grad(&gr).unwrap()) < 1e-5);
+    }
+
+    /// Empty batches and channel-less tensors are left to burn's convolution.
+    #[test]
+    fn empty_tensors_are_not_taken() {
+        let device = Device::flex();
+        let w = Tensor::<4>::ones([4, 16, 3, 3], &device);
+        assert!(try_conv2d(&Tensor::<4>::ones([0, 16, 8, 8], &device), &w, 1, 1).is_none());
+        assert!(try_conv2d(&Tensor::<4>::ones([2, 0, 8, 8], &device), &Tensor::<4>::ones([4, 0, 3, 3], &device), 1, 1).is_none());
     }
 
     /// Low-precision tensors are left to burn's convolution.
