@@ -1,11 +1,13 @@
-//! Hot loops compiled twice: for the baseline x86-64 target (SSE2, what a portable binary is
-//! built for) and for AVX-512, chosen at run time. The GEMM crate under the convolutions does the
-//! same; element-wise loops of our own otherwise run on 128-bit registers.
+//! Hot loops compiled three times: for the baseline x86-64 target (SSE2, what a portable binary
+//! is built for), for AVX2 + FMA and for AVX-512, the widest the CPU has chosen at run time. The
+//! GEMM crate under the convolutions does the same; element-wise loops of our own otherwise run
+//! on 128-bit registers. The loops use no fused multiply-add unless written so (Rust does not
+//! contract `a * b + c`), and vectorising does not reorder their sums (those that reduce keep
+//! explicit lanes), so every build computes the same bits.
 
-/// Defines `fn name(args) -> ret { body }` whose body is compiled both for the baseline target
-/// and with AVX-512 enabled, the latter taken when the CPU has it. The body must not `return`
-/// early (it becomes the body of an inner function, so `return` would still work, but keep it
-/// simple).
+/// Defines `fn name(args) -> ret { body }` whose body is compiled for the baseline target, with
+/// AVX2 + FMA and with AVX-512 enabled; each call takes the widest build the CPU supports
+/// (feature detection is cached by the standard library).
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? $body:block) => {
         $(#[$m])*
@@ -18,9 +20,18 @@ macro_rules! multiversion {
                 unsafe fn v4($($a: $t),*) $(-> $r)? {
                     body($($a),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($a: $t),*) $(-> $r)? {
+                    body($($a),*)
+                }
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") && has!("avx2") && has!("fma") {
                     // SAFETY: the CPU has the features `v4` is compiled for.
                     return unsafe { v4($($a),*) };
+                }
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: the CPU has the features `v3` is compiled for.
+                    return unsafe { v3($($a),*) };
                 }
             }
             body($($a),*)
