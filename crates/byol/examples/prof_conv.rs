@@ -1,6 +1,6 @@
 //! One 3×3 convolution (stride 1, padding 1) at each ResNet-18 CIFAR stage size on `flex`,
-//! batch 128: forward (plain and autodiff) and backward times and GFLOP/s, burn's `conv2d`
-//! against `byol::model::cpu_conv`.
+//! batch 128: forward (plain and autodiff), backward and weight-gradient-only times and GFLOP/s
+//! (counted as for the direct convolution), burn's `conv2d` against `byol::model::cpu_conv`.
 //! Run: cargo run --release -p byol --example prof_conv
 use burn::tensor::{Distribution, Tensor};
 use std::time::Instant;
@@ -36,14 +36,23 @@ fn main() {
                 let gw = wa.grad(&g).unwrap();
                 let _ = gx.sum().into_scalar::<f32>() + gw.sum().into_scalar::<f32>();
                 let tb = t.elapsed().as_secs_f64();
+                // The weight gradient alone (the input needs none).
+                let wa = w.clone().autodiff().require_grad();
+                let y = conv(x.clone().autodiff(), wa.clone());
+                let _ = y.clone().sum().into_scalar::<f32>();
+                let t = Instant::now();
+                let g = y.sum().backward();
+                let _ = wa.grad(&g).unwrap().sum().into_scalar::<f32>();
+                let tw = t.elapsed().as_secs_f64();
                 println!(
-                    "{} {c}x{h}: plain fwd {:.1} ms ({:.0} GF/s) autodiff fwd {:.1} ms bwd {:.1} ms ({:.0} GF/s)",
+                    "{} {c}x{h}: plain fwd {:.1} ms ({:.0} GF/s) autodiff fwd {:.1} ms bwd {:.1} ms ({:.0} GF/s) dW only {:.1} ms",
                     if ours { "ours" } else { "burn" },
                     tp * 1e3,
                     gflop / tp,
                     tf * 1e3,
                     tb * 1e3,
-                    2.0 * gflop / tb
+                    2.0 * gflop / tb,
+                    tw * 1e3
                 );
             }
         }
