@@ -16,8 +16,8 @@
 //! For small feature maps (deep layers) `G` images share one im2col matrix [K, G·P] so that each
 //! GEMM has enough columns. 3×3, stride-1, padding-1 convolutions with at least
 //! `WINOGRAD_MIN_CHANNELS` input channels (most of a ResNet's work) take Winograd's F(2×2, 3×3)
-//! instead, for all three products ([`super::winograd`]). The path is taken for f32 tensors on `flex` (with or without
-//! autodiff), groups = 1, dilation = 1 and symmetric padding, which is every encoder convolution;
+//! instead, for all three products ([`super::winograd`]). The path is taken for f32 tensors on
+//! `flex` (with or without autodiff), groups = 1, dilation = 1 and symmetric padding, which is every encoder convolution;
 //! anything else, and every other backend, uses burn's `conv2d`. Values agree with burn's to f32
 //! rounding (tested in this module).
 
@@ -343,11 +343,23 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Output columns per band of rows when one image is processed in bands (see [`backward`]).
 const TILE_COLS: usize = 256;
 
-/// Floats of partial weight gradients the backward pass may hold (see [`backward`]).
+/// Floats of partial weight gradients the backward pass may hold (see [`run_split`]).
 const PARTIAL_BUDGET: usize = 1 << 22;
 
-/// Runs of image groups in the backward pass (see [`backward`]).
+/// Runs of image groups in the backward pass (see [`run_split`]).
 const RUNS: usize = 8;
+
+/// (runs, groups per run) for a weight gradient over `groups` groups of images whose partial
+/// sum has `partial_len` floats. The groups are cut into a fixed number of runs, each
+/// accumulating its own weight gradient in order; the partial sums are then added in run order.
+/// The number of runs depends on sizes only (fewer for large kernels, whose partial sums cost
+/// the most: 512·4608 floats each for a 3×3 convolution of 512 channels), never on the thread
+/// count or on scheduling, so training stays bit-reproducible.
+pub(super) fn run_split(groups: usize, partial_len: usize) -> (usize, usize) {
+    let runs = groups.min(RUNS).min((PARTIAL_BUDGET / partial_len).max(2));
+    let per_run = groups.div_ceil(runs);
+    (groups.div_ceil(per_run), per_run)
+}
 
 /// Whether one GEMM per group should itself be split over threads (too few groups to share out).
 fn inner_parallel(groups: usize) -> bool {
@@ -406,10 +418,13 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
 /// Per-thread buffers, kept between calls so that the im2col matrices are not allocated (and
 /// faulted in) again for every group of images.
 #[derive(Default)]
-struct Scratch {
-    col: Vec<f32>,
-    dcol: Vec<f32>,
-    dy: Vec<f32>,
+pub(super) struct Scratch {
+    /// im2col matrix (in [`super::winograd`]: the transformed input).
+    pub col: Vec<f32>,
+    /// Its gradient (in [`super::winograd`]: the products or the transformed output gradient).
+    pub dcol: Vec<f32>,
+    /// dy of a group of images.
+    pub dy: Vec<f32>,
 }
 
 thread_local! {
@@ -419,7 +434,7 @@ thread_local! {
 /// Runs `f` with this thread's buffers. They are taken out for the duration rather than
 /// borrowed: a thread waiting inside a parallel GEMM may run another convolution task, which
 /// then gets fresh buffers instead of a borrow conflict.
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     let mut s = SCRATCH.take();
     let r = f(&mut s);
     SCRATCH.set(s);
@@ -529,13 +544,7 @@ fn backward(
             }
         }
     });
-    // The groups are cut into a fixed number of runs, each accumulating its own weight gradient
-    // in order; the partial sums are then added in run order. The number of runs depends on
-    // sizes only (fewer for large kernels, whose partial sums cost the most: 512·4608 floats each
-    // for a 3×3 convolution of 512 channels), never on the thread count or on scheduling, so
-    // training stays bit-reproducible.
-    let runs = groups.min(RUNS).min((PARTIAL_BUDGET / (g.o * k)).max(2));
-    let per_run = groups.div_ceil(runs);
+    let (runs, per_run) = run_split(groups, g.o * k);
     let run = |r: usize, dxrun: Option<&mut [f32]>| {
         let mut dw = Vec::new();
         let first = r * per_run;
@@ -553,7 +562,7 @@ fn backward(
     let partial: Vec<Vec<f32>> = if want_dx {
         dx.par_chunks_mut(per_run * gs * img_in).enumerate().map(|(r, d)| run(r, Some(d))).collect()
     } else {
-        (0..groups.div_ceil(per_run)).into_par_iter().map(|r| run(r, None)).collect()
+        (0..runs).into_par_iter().map(|r| run(r, None)).collect()
     };
     let dx = want_dx.then(|| tensor(dx, [g.n, g.c, g.h, g.w]));
     let dw = want_dw.then(|| tensor(sum_transposed(partial, k, g.o), [g.o, g.c, g.kh, g.kw]));

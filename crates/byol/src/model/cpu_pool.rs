@@ -16,6 +16,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+use burn::nn::PaddingConfig2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::{DType, Tensor};
 use std::mem::MaybeUninit;
 
@@ -31,10 +33,15 @@ struct Plane {
     wo: usize,
 }
 
-/// 3×3 / stride 2 / padding 1 max-pooling of an f32 `flex` tensor (with or without autodiff);
-/// `None` otherwise.
-pub fn try_max_pool_3x3_s2(x: &Tensor<4>) -> Option<Tensor<4>> {
-    if x.dtype() != DType::F32 {
+/// `pool(x)` when `pool` is the stem's 3×3 / stride 2 / padding 1 max-pool (no dilation, floor
+/// rounding) and `x` an f32 `flex` tensor (with or without autodiff); `None` otherwise.
+pub fn try_max_pool2d(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let stem = pool.kernel_size == [3, 3]
+        && pool.stride == [2, 2]
+        && pool.padding == PaddingConfig2d::Explicit(1, 1, 1, 1)
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode;
+    if !stem || x.dtype() != DType::F32 {
         return None;
     }
     let [n, c, h, w] = x.dims();
@@ -166,12 +173,27 @@ impl Backward<Flex, 1> for PoolBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::PaddingConfig2d;
     use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::{Device, Distribution};
 
+    fn stem_pool() -> MaxPool2d {
+        MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init()
+    }
+
     fn reference(x: Tensor<4>) -> Tensor<4> {
-        MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init().forward(x)
+        stem_pool().forward(x)
+    }
+
+    fn ours(x: &Tensor<4>) -> Option<Tensor<4>> {
+        try_max_pool2d(&stem_pool(), x)
+    }
+
+    /// Other pools are left to burn.
+    #[test]
+    fn other_pools_are_not_taken() {
+        let x = Tensor::<4>::ones([1, 1, 8, 8], &Device::flex());
+        assert!(try_max_pool2d(&MaxPool2dConfig::new([2, 2]).init(), &x).is_none());
+        assert!(try_max_pool2d(&MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_ceil_mode(true).init(), &x).is_none());
     }
 
     /// Values and gradients against burn's max-pool: even and odd sizes, and inputs rounded to
@@ -184,14 +206,14 @@ mod tests {
             if ties {
                 x = x.round().clamp_min(0.0);
             }
-            let ours = try_max_pool_3x3_s2(&x).expect("flex f32 takes this path");
+            let got = ours(&x).expect("flex f32 takes this path");
             let want = reference(x.clone());
-            assert_eq!(ours.dims(), want.dims());
-            assert_eq!(ours.to_data().try_to_vec::<f32>().unwrap(), want.to_data().try_to_vec::<f32>().unwrap(), "values {n}×{c}×{h}×{w}");
+            assert_eq!(got.dims(), want.dims());
+            assert_eq!(got.to_data().try_to_vec::<f32>().unwrap(), want.to_data().try_to_vec::<f32>().unwrap(), "values {n}×{c}×{h}×{w}");
             let r = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &device);
             let grad = |use_ours: bool| {
                 let xa = x.clone().autodiff().require_grad();
-                let y = if use_ours { try_max_pool_3x3_s2(&xa).unwrap() } else { reference(xa.clone()) };
+                let y = if use_ours { ours(&xa).unwrap() } else { reference(xa.clone()) };
                 let g = (y * r.clone().autodiff()).sum().backward();
                 xa.grad(&g).unwrap().to_data().try_to_vec::<f32>().unwrap()
             };
@@ -208,9 +230,9 @@ mod tests {
         let mut v = vec![1.0f32; 16];
         v[5] = f32::NAN;
         let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, 4, 4]), &device);
-        let ours = try_max_pool_3x3_s2(&x).unwrap().to_data().try_to_vec::<f32>().unwrap();
+        let got = ours(&x).unwrap().to_data().try_to_vec::<f32>().unwrap();
         let want = reference(x).to_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(ours.iter().map(|v| v.is_nan()).collect::<Vec<_>>(), want.iter().map(|v| v.is_nan()).collect::<Vec<_>>());
-        assert!(ours[0].is_nan());
+        assert_eq!(got.iter().map(|v| v.is_nan()).collect::<Vec<_>>(), want.iter().map(|v| v.is_nan()).collect::<Vec<_>>());
+        assert!(got[0].is_nan());
     }
 }

@@ -236,9 +236,8 @@ impl ResNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = batch_norm_relu(&self.bn1, conv_x(&self.conv1, x), None); // [B, w, H/2 or H, …]
         if let Some(pool) = &self.maxpool {
-            // [B, w, H/4, W/4]; the stem's pool is 3×3 / stride 2 / padding 1 (see `init`).
-            let stem_pool = pool.kernel_size == [3, 3] && pool.stride == [2, 2] && pool.padding == PaddingConfig2d::Explicit(1, 1, 1, 1);
-            x = match stem_pool.then(|| super::cpu_pool::try_max_pool_3x3_s2(&x)).flatten() {
+            // [B, w, H/4, W/4]
+            x = match super::cpu_pool::try_max_pool2d(pool, &x) {
                 Some(y) => y,
                 None => pool.forward(x),
             };

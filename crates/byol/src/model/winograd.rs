@@ -22,7 +22,7 @@
 //! gradient dM [T][16][O] and dU [16][C][O]; the GEMM of position ξν reads and writes its slices
 //! through strides.
 
-use super::cpu_conv::matmul;
+use super::cpu_conv::{Scratch, matmul, run_split, with_scratch};
 use super::simd::multiversion;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -62,7 +62,7 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
     let group = |gi: usize, ychunk: &mut [MaybeUninit<f32>], inner: bool| {
         let imgs = ychunk.len() / img_out;
         let xg = &x[gi * gs * img_in..(gi * gs + imgs) * img_in];
-        with_buffers(|v, m| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner));
+        with_scratch(|Scratch { col: v, dcol: m, .. }| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner));
     };
     // Many groups: one per task, each on one thread with its own buffers. Few: one at a time,
     // each phase split over the threads.
@@ -80,12 +80,6 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
 /// Tiles per group of images in [`weight_grad`] (the depth of its GEMMs).
 const DW_GROUP_TILES: usize = 256;
 
-/// Weight-gradient partial sums to hold at once at most (floats; see [`weight_grad`]).
-const PARTIAL_BUDGET: usize = 1 << 22;
-
-/// Runs of image groups whose weight gradients are summed separately (see [`weight_grad`]).
-const RUNS: usize = 8;
-
 /// dW [O, C, 3, 3] of `y = x ⊛ w` from x [N, C, H, W] and dy [N, O, H, W].
 ///
 /// Through the identity of [`conv3x3`]: with U = G g Gᵀ and M = Σ_c U ⊙ V per tile, the
@@ -94,23 +88,22 @@ const RUNS: usize = 8;
 /// then transformed along O-vectors) so that both GEMM operands are in the layout the GEMM
 /// kernel packs fastest; with dM as [O][16][T] the whole weight gradient ran ≈ 2× slower
 /// (64 channels at 32 × 32, batch 128: 54 ms against 21–25).
-/// The groups of images are cut into a fixed number of runs (a function of the sizes only), each
-/// summing its own dU in order, and the runs are added in order: the result does not depend on
-/// the thread count or on scheduling.
+/// The groups of images are cut into runs as in `cpu_conv` ([`run_split`]): each sums its own dU
+/// in order and the runs are added in order, so the result does not depend on the thread count
+/// or on scheduling.
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
     let per_img = s.h.div_ceil(2) * s.w.div_ceil(2);
     let gs = (DW_GROUP_TILES / per_img).clamp(1, s.n.max(1));
     let groups = s.n.div_ceil(gs);
     let du_len = P * s.c * s.o;
-    let runs = groups.min(RUNS).min((PARTIAL_BUDGET / du_len).max(2));
-    let per_run = groups.div_ceil(runs);
+    let (runs, per_run) = run_split(groups, du_len);
     let (img_in, img_out, hw) = (s.c * s.h * s.w, s.o * s.h * s.w, s.h * s.w);
-    let partial: Vec<Vec<f32>> = (0..groups.div_ceil(per_run))
+    let partial: Vec<Vec<f32>> = (0..runs)
         .into_par_iter()
         .map(|r| {
             // dU [16][C][O]: each position's [O, C] block column-major.
             let mut du = vec![0f32; du_len];
-            with_buffers(|v, md| {
+            with_scratch(|Scratch { col: v, dcol: md, .. }| {
                 let mut scratch = PLANE_SCRATCH.take();
                 for gi in r * per_run..((r + 1) * per_run).min(groups) {
                     let n0 = gi * gs;
@@ -186,18 +179,10 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
 }
 
 thread_local! {
-    static BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> = std::cell::Cell::default();
-    /// Scratch of the per-plane transforms, kept between calls (not allocated per plane).
+    /// Scratch of the per-plane transforms, kept between calls (not allocated per plane). Apart
+    /// from `cpu_conv`'s [`Scratch`]: the transforms run as parallel tasks inside a call that
+    /// holds that one, and a task on the same thread would otherwise find it taken.
     static PLANE_SCRATCH: std::cell::Cell<Vec<f32>> = std::cell::Cell::default();
-}
-
-/// Runs `f` with this thread's transformed-input and product buffers (taken out for the call,
-/// so that a nested task on the same thread gets its own).
-fn with_buffers<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
-    let (mut v, mut m) = BUFFERS.take();
-    let r = f(&mut v, &mut m);
-    BUFFERS.set((v, m));
-    r
 }
 
 /// Runs `f(i, chunk)` over the `size`-long chunks of `data`, in parallel when `par`.
