@@ -512,7 +512,7 @@ fn bench_step(args: BenchStepArgs) -> Result<()> {
     });
     let cfg = arch.config(batch, kind.name(), args.precision.parse()?)?;
     let device = kind.device()?;
-    let r = byol::bench::bench_step(arch, &cfg, args.steps, args.warmup, &device);
+    let r = byol::bench::bench_step(arch, &cfg, args.steps, args.warmup, &device)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

@@ -127,6 +127,8 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result() {
     }
     assert!(kills >= 5, "only {kills} kills landed before the run finished");
     assert!(mid_write >= 1, "no kill landed during a checkpoint write");
+    // A killed process is checked when it got as far as announcing its resume point.
+    assert!(resumes >= 3, "only {resumes} of {kills} killed processes were checked to resume from the newest checkpoint");
     let (a, _) = checkpoint::read_latest(&reference).unwrap();
     let (b, _) = checkpoint::read_latest(&killed).unwrap();
     assert_eq!((a.step, b.step), (STEPS, STEPS));

@@ -29,7 +29,7 @@ fn main() {
         let mut grads = loss.backward();
         let t_bw = t.elapsed();
         let t = Instant::now();
-        let online = state.optim.step(state.online, &mut grads, 0.05, 1);
+        let online = state.optim.step(state.online, &mut grads, 0.05, 1).expect("every parameter trains");
         let _ = byol::model::params::collect(&online).values().next().unwrap().flat.clone().sum().into_scalar::<f32>();
         let t_opt = t.elapsed();
         let t = Instant::now();

@@ -78,6 +78,10 @@ pub struct Row {
     pub command: String,
     /// (step, loss) of every logged step.
     pub losses: Vec<(u64, f64)>,
+    /// The resolved config of the variant (TOML): a rerun reuses this row only if the variant
+    /// resolves to the same config.
+    #[serde(default)]
+    pub config: String,
 }
 
 /// Quote a shell word when it needs it.
@@ -115,11 +119,24 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
     for (v, (cfg, all)) in grid.variant.iter().zip(configs) {
         let vdir = dir.join(&v.name);
         let row_path = vdir.join("ablation-row.json");
+        let resolved = cfg.to_toml();
         if let Ok(text) = std::fs::read_to_string(&row_path) {
             if let Ok(row) = serde_json::from_str::<Row>(&text) {
-                obs.on_message(&format!("{}: already done ({:.2}% kNN), skipped", v.name, 100.0 * row.knn_top1));
-                rows.push(row);
-                continue;
+                if row.config != resolved || row.random_init != v.random_init {
+                    return Err(Error::data(
+                        &vdir,
+                        format!(
+                            "variant `{}` was run with another config or kind; its result would be stale. Remove {} to rerun it, or use another directory",
+                            v.name,
+                            vdir.display()
+                        ),
+                    ));
+                }
+                if !linear || row.linear_top1.is_some() {
+                    obs.on_message(&format!("{}: already done ({:.2}% kNN), skipped", v.name, 100.0 * row.knn_top1));
+                    rows.push(row);
+                    continue;
+                }
             }
         }
         obs.on_message(&format!("{}: {}", v.name, if v.random_init { "random-init encoder".to_string() } else { all.join(" ") }));
@@ -169,6 +186,7 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
             wall_seconds: started.elapsed().as_secs_f64(),
             command,
             losses,
+            config: resolved,
         };
         std::fs::create_dir_all(&vdir).map_err(|e| Error::io(&vdir, e))?;
         checkpoint::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;

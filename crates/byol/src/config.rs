@@ -279,6 +279,7 @@ impl ExperimentConfig {
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
+        complete_view2(&mut value);
         let cfg: ExperimentConfig =
             toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         cfg.validate()?;
@@ -306,6 +307,40 @@ impl ExperimentConfig {
     }
 
     /// The resolved config as TOML.
+    /// The fields in which `self` differs from `recorded` (the config a checkpoint was written
+    /// with) that change the training trajectory, as `field: recorded → new`. A run may resume
+    /// with other values only for fields that do not: the backend, where the data is and how it
+    /// is read (`data.path`, `data.cache`, `data.workers`; the files must be the same), logging,
+    /// checkpointing, monitoring and evaluation settings.
+    pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<String> {
+        const FREE: &[&str] = &[
+            "backend",
+            "data.path",
+            "data.cache",
+            "data.workers",
+            "train.checkpoint-every",
+            "train.keep-checkpoints",
+            "train.log-every",
+            "train.knn-every-epochs",
+            "train.collapse-fraction",
+            "train.collapse-patience",
+            "train.on-non-finite",
+            "eval",
+        ];
+        let (mut new, mut old) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+        flatten("", &toml::Value::try_from(self).expect("config serialises"), &mut new);
+        flatten("", &toml::Value::try_from(recorded).expect("config serialises"), &mut old);
+        let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+        keys.into_iter()
+            .filter(|k| !FREE.iter().any(|f| k.as_str() == *f || k.starts_with(&format!("{f}."))))
+            .filter(|k| new.get(*k) != old.get(*k))
+            .map(|k| {
+                let show = |m: &std::collections::BTreeMap<String, String>| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
+                format!("{k}: {} → {}", show(&old), show(&new))
+            })
+            .collect()
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
@@ -373,6 +408,33 @@ impl ExperimentConfig {
 }
 
 /// Deep-merge `over` into `base` (tables merge, other values replace).
+/// Every leaf of `value` as `dotted.key → value`.
+fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        v => {
+            out.insert(prefix.to_string(), v.to_string());
+        }
+    }
+}
+
+/// A partial `[augment.view2]` table (or `--set augment.view2.…`) keeps the paper's view t'
+/// values for the keys it does not give. The struct's field defaults are view t's, so without
+/// this a table giving only `blur-prob` would silently drop view t''s solarisation.
+fn complete_view2(value: &mut toml::Table) {
+    let Some(toml::Value::Table(augment)) = value.get_mut("augment") else { return };
+    let Some(toml::Value::Table(view2)) = augment.get_mut("view2") else { return };
+    let Ok(toml::Value::Table(mut full)) = toml::Value::try_from(crate::augment::ViewConfig::paper_view2()) else {
+        unreachable!("a view config serialises to a table")
+    };
+    merge(&mut full, std::mem::take(view2));
+    *view2 = full;
+}
+
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
@@ -449,6 +511,43 @@ mod tests {
         assert!(err.to_string().contains("optim.base-lr"), "{err}");
         let err = ExperimentConfig::load("small-cpu", &["train.batch-size=0".into()]).unwrap_err();
         assert!(err.to_string().contains("train.batch-size"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_view2_table_keeps_the_paper_view2_values() {
+        // Only blur-prob given: solarisation stays at the paper's 0.2 for view t'.
+        let text = "extends = \"small-cpu\"\n[augment.view2]\nblur-prob = 0.5\n";
+        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
+        let want = crate::augment::ViewConfig { blur_prob: 0.5, ..crate::augment::ViewConfig::paper_view2() };
+        assert_eq!(cfg.augment.view2, want);
+        // The same through --set on a config without the table.
+        let text = "extends = \"small-cpu\"\n";
+        let mut bare: toml::Table = PRESETS[0].1.parse().unwrap();
+        if let Some(a) = bare.get_mut("augment").and_then(|a| a.as_table_mut()) {
+            a.remove("view2");
+        }
+        let cfg = ExperimentConfig::from_toml_with_overrides(&toml::to_string(&bare).unwrap(), Path::new("x.toml"), &["augment.view2.hue=0.05".into()]).unwrap();
+        assert_eq!(cfg.augment.view2, crate::augment::ViewConfig { hue: 0.05, ..crate::augment::ViewConfig::paper_view2() });
+        // View t keeps view t's values.
+        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &["augment.view1.hue=0.05".into()]).unwrap();
+        assert_eq!(cfg.augment.view1.solarize_prob, 0.0);
+    }
+
+    #[test]
+    fn resume_differences_name_what_changes_the_trajectory() {
+        let base = ExperimentConfig::load("small-cpu", &[]).unwrap();
+        let same_run = ExperimentConfig::load(
+            "small-cpu",
+            &["train.log-every=7".into(), "data.workers=1".into(), "eval.knn.k=5".into(), "train.checkpoint-every=3".into()],
+        )
+        .unwrap();
+        assert!(same_run.resume_differences(&base).is_empty(), "{:?}", same_run.resume_differences(&base));
+        let other = ExperimentConfig::load("small-cpu", &["optim.base-lr=0.5".into(), "seed=3".into(), "augment.view2.solarize-prob=0.1".into()]).unwrap();
+        let d = other.resume_differences(&base);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d.iter().any(|l| l.starts_with("optim.base-lr: 1.0 → 0.5")), "{d:?}");
+        assert!(d.iter().any(|l| l.starts_with("seed: 0 → 3")), "{d:?}");
+        assert!(d.iter().any(|l| l.starts_with("augment.view2.solarize-prob")), "{d:?}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum Error {
     /// Training produced a non-finite value.
     #[error("non-finite {what} at step {step}")]
     NonFinite { what: String, step: u64 },
+    /// Parameters that should train but would not be updated by the optimizer: they do not
+    /// require a gradient, or the loss does not depend on them.
+    #[error("parameters that should train got no gradient: {}", parameters.join(", "))]
+    Untrained { parameters: Vec<String> },
     /// Any I/O error, with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -206,12 +206,23 @@ mod tests {
         let got = scalar(unified_direction(phi.clone(), same.clone(), other.clone(), 1.0, 0.25));
         let want = 1.0 + 2.0 * 0.25 * ((1.0 + 2.0 * e2 * e2).ln() + 3f64.ln()) / 2.0;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
-        // β = 0: bit-identical to the BYOL loss on random inputs.
+        // β = 0 on random inputs: the BYOL loss computed by hand in f64, and the limit of β → 0
+        // of the contrastive branch (which the β = 0 shortcut skips).
         let r = |s| Tensor::<2>::random(s, burn::tensor::Distribution::Normal(0.0, 1.0), &d);
         let (p1, p2, z1, z2) = (r([6, 5]), r([6, 5]), r([6, 5]), r([6, 5]));
-        let a: f32 = unified_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone(), 0.0, 0.1).into_scalar();
-        let b: f32 = byol_loss(p1, p2, z1, z2).into_scalar();
-        assert_eq!(a.to_bits(), b.to_bits());
+        let rows = |t: &Tensor<2>| -> Vec<Vec<f64>> {
+            t.clone().into_data().try_into_vec::<f32>().unwrap().chunks(5).map(|c| c.iter().map(|&x| f64::from(x)).collect()).collect()
+        };
+        let cos = |a: &[f64], b: &[f64]| {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+        };
+        let by_hand = |p: &Tensor<2>, z: &Tensor<2>| rows(p).iter().zip(rows(z)).map(|(a, b)| 2.0 - 2.0 * cos(a, &b)).sum::<f64>() / 6.0;
+        let want = by_hand(&p1, &z2) + by_hand(&p2, &z1);
+        let at = |beta: f64| scalar(unified_loss(p1.clone(), p2.clone(), z1.clone(), z2.clone(), beta, 0.1));
+        assert!((at(0.0) - want).abs() < 1e-5, "{} vs {want}", at(0.0));
+        assert!((at(1e-7) - want).abs() < 1e-5, "β → 0: {} vs {want}", at(1e-7));
+        assert!(at(1e-2) - want > 1e-3, "β > 0 adds the contrastive term");
     }
 
     #[test]

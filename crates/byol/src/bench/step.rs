@@ -99,32 +99,32 @@ fn peak_rss_gib() -> Option<f64> {
 }
 
 /// Time `steps` training steps after `warmup` untimed ones.
-pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> StepBench {
+pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> crate::Result<StepBench> {
     let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
     let mut state = TrainState::init(cfg, device);
     let precision = cfg.train.precision;
     let xs: Vec<Tensor<4>> = (0..4).map(|_| precision.cast(Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))).collect();
     let lr = crate::optim::schedule::peak_lr(cfg.optim.base_lr, b);
     let tau = cfg.target.tau_base;
-    let run = |i: usize, state: TrainState| -> (TrainState, f64) {
-        let (next, m) = train_step(state, xs[i % 4].clone(), xs[(i + 1) % 4].clone(), lr, tau, &cfg.objective);
-        (next, f64::from(m.loss.into_scalar::<f32>())) // reading the loss waits for the device
+    let run = |i: usize, state: TrainState| -> crate::Result<(TrainState, f64)> {
+        let (next, m) = train_step(state, xs[i % 4].clone(), xs[(i + 1) % 4].clone(), lr, tau, &cfg.objective)?;
+        Ok((next, f64::from(m.loss.into_scalar::<f32>()))) // reading the loss waits for the device
     };
     let t0 = Instant::now();
     let mut loss = f64::NAN;
     for i in 0..warmup {
-        (state, loss) = run(i, state);
+        (state, loss) = run(i, state)?;
     }
     let warmup_s = t0.elapsed().as_secs_f64();
     let mut times = Vec::with_capacity(steps);
     for i in 0..steps.max(1) {
         let t = Instant::now();
-        (state, loss) = run(i, state);
+        (state, loss) = run(i, state)?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
-    StepBench {
+    Ok(StepBench {
         cfg: arch.name().to_string(),
         device: cfg.backend.name().to_string(),
         batch: b,
@@ -135,5 +135,5 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         loss,
         peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex { peak_rss_gib() } else { None },
         threads: rayon::current_num_threads(),
-    }
+    })
 }

@@ -102,7 +102,7 @@ pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, 
     let b = cfg.batch_size.min(labelled.len());
     let ad = device.clone().autodiff();
     let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(&ad), crate::rng::key(seed, Stream::Init, &[7]));
-    let mut model = Finetuned { encoder: encoder.fork(&ad), head }.set_require_grad(true);
+    let mut model = crate::model::params::require_grad(Finetuned { encoder: encoder.fork(&ad), head });
     let mut opt = OptimConfig {
         kind: OptimKind::Sgd,
         base_lr: cfg.learning_rate,
@@ -138,7 +138,7 @@ pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, 
             let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]
             let mut grads = loss.backward();
             let lr = schedule::lr_at(cfg.learning_rate, step, 0, total);
-            model = opt.step(model, &mut grads, lr, step + 1);
+            model = opt.step(model, &mut grads, lr, step + 1)?;
             step += 1;
         }
     }

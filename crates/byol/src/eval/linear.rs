@@ -243,9 +243,11 @@ mod tests {
     use super::*;
     use rand::Rng;
 
-    fn separable(n: usize, dim: usize, classes: usize, seed: u64) -> Features {
-        let mut r = crate::rng::rng(seed, crate::rng::Stream::Synthetic, &[]);
-        let centres: Vec<Vec<f32>> = (0..classes).map(|_| (0..dim).map(|_| r.random_range(-3.0..3.0)).collect()).collect();
+    /// `n` points around `classes` centres drawn from `centre_seed`; the points from `seed`.
+    fn separable(n: usize, dim: usize, classes: usize, centre_seed: u64, seed: u64) -> Features {
+        let mut c = crate::rng::rng(centre_seed, crate::rng::Stream::Synthetic, &[]);
+        let centres: Vec<Vec<f32>> = (0..classes).map(|_| (0..dim).map(|_| c.random_range(-3.0..3.0)).collect()).collect();
+        let mut r = crate::rng::rng(seed, crate::rng::Stream::Synthetic, &[1]);
         let mut values = Vec::new();
         let mut labels = Vec::new();
         for i in 0..n {
@@ -259,13 +261,32 @@ mod tests {
     #[test]
     fn separable_features_are_learned() {
         let device = Device::flex();
-        let train = separable(600, 16, 5, 1);
-        let test = separable(200, 16, 5, 1);
+        // Same centres, other points: the test set shares no row with the training set.
+        let train = separable(600, 16, 5, 1, 1);
+        let test = separable(200, 16, 5, 1, 2);
+        assert!(test.values.chunks(16).all(|t| !train.values.chunks(16).any(|x| x == t)));
         let cfg = LinearEvalConfig { epochs: 20, batch_size: 64, ..Default::default() };
         let r = linear_eval(&train, &test, 5, &cfg, 0, &device);
-        assert!(r.train.top1 > 0.95, "{r:?}");
+        assert!(r.train.top1 > 0.95 && r.test.top1 > 0.95, "{r:?}");
         assert_eq!(r.sweep.len(), 5);
-        assert!(r.test.top5 >= r.test.top1);
+        // Test labels permuted without a fixed point: the accuracy is measured against the test
+        // labels, so it falls to (almost) nothing.
+        let shuffled = Features { labels: test.labels.iter().map(|&l| (l + 1) % 5).collect(), ..test.clone() };
+        let r = linear_eval(&train, &shuffled, 5, &cfg, 0, &device);
+        assert!(r.test.top1 < 0.05, "{r:?}");
+    }
+
+    #[test]
+    fn top1_and_top5_by_hand() {
+        // 7 classes; sample 0: label ranked 1st; sample 1: ranked 3rd; sample 2: ranked 6th.
+        let logits = [
+            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [1.0, 7.0, 5.0, 6.0, 0.0, 2.0, 3.0],
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
+        ]
+        .concat();
+        let a = top1_top5(&logits, 7, &[0, 2, 5]);
+        assert_eq!((a.top1, a.top5), (1.0 / 3.0, 2.0 / 3.0));
     }
 
     #[test]

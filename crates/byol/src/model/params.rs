@@ -107,6 +107,31 @@ impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed
     }
 }
 
+/// `module` with every parameter an autodiff tensor that requires a gradient (BatchNorm running
+/// statistics aside). burn's `Module::fork` to an autodiff device and `Module::set_require_grad`
+/// leave the tensors of a module loaded on a plain device without autodiff (the second only
+/// records the wish), so such a module's parameters would stay frozen.
+pub fn require_grad<M: Module>(module: M) -> M {
+    struct RequireGrad(Path);
+    impl ModuleMapper for RequireGrad {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name);
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if is_buffer(&self.0.join()) || param.is_require_grad() {
+                return param;
+            }
+            let (id, tensor, mapper) = param.consume();
+            let tensor = if tensor.is_autodiff() { tensor.detach() } else { tensor.autodiff() };
+            Param::from_mapped_value(id, tensor.require_grad(), mapper)
+        }
+    }
+    module.map(&mut RequireGrad(Path::default()))
+}
+
 /// Overwrite every float tensor of `module` with the tensor of the same path in `values`,
 /// moved to the module's device. Returns the paths of `module` that `values` did not hold.
 pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<String>) {
@@ -181,10 +206,16 @@ mod tests {
         assert_eq!(v(&a, k), v(&b, k));
         assert_ne!(v(&a, k), v(&c, k));
         let w = v(&a, k);
+        // 18,432 draws: the sample std's relative standard error is 1/√(2n) ≈ 0.52 %, so 3 % is
+        // a 6σ bound (a wrong fan, 3× or 1/3 of the variance, is off by 42 % or more).
         let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
-        assert!((std - (2.0f32 / 576.0).sqrt()).abs() < 0.01 * 3.0, "{std}");
-        // BatchNorm: γ = 1 (0 for the last of each block), β = 0.
+        let want = (2.0f32 / 576.0).sqrt();
+        assert!((std / want - 1.0).abs() < 0.03, "{std} vs {want}");
+        let mean = w.iter().sum::<f32>() / w.len() as f32;
+        assert!(mean.abs() < 6.0 * want / (w.len() as f32).sqrt(), "mean {mean}");
+        // BatchNorm of a basic block: γ = 1, β = 0, also in the last of each block (haiku's BlockV1).
         assert!(v(&a, "layer3.0.bn1.gamma").iter().all(|&x| x == 1.0));
-        assert!(v(&a, "layer3.0.bn2.gamma").iter().all(|&x| x == 0.0));
+        assert!(v(&a, "layer3.0.bn2.gamma").iter().all(|&x| x == 1.0));
+        assert!(v(&a, "layer3.0.bn2.beta").iter().all(|&x| x == 0.0));
     }
 }

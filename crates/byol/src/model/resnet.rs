@@ -3,14 +3,24 @@
 //!
 //! The representation y is the output of the final global average pool (spec, "Networks").
 //! Field names follow torchvision's `resnet*` (conv1, bn1, layer1.0.conv1, …, downsample) so that
-//! an export can map them one to one. As in the official BYOL code (haiku's ResNet v1, and
-//! torchvision), a bottleneck block strides in its 3×3 convolution, and the last BatchNorm of
-//! every block starts with γ = 0 (haiku `scale_init=zeros`), so each block starts as the identity.
+//! an export can map them one to one. A bottleneck block strides in its 3×3 convolution, as the
+//! official BYOL code (which builds its blocks with haiku's `hk.nets.ResNet.BlockV1`) and
+//! torchvision do.
+//!
+//! Initial γ of the last BatchNorm of each block, as in haiku's `BlockV1`, which the official
+//! code uses: γ = 0 in a bottleneck block (`batchnorm_2` has `scale_init=jnp.zeros`, the
+//! "zero-γ" trick of Goyal et al. 2017, so each block starts as the identity), γ = 1 in a basic
+//! block (haiku gives its last BatchNorm the default scale, as torchvision's default
+//! `zero_init_residual=False`). Every γ is a trainable parameter either way.
+//!
+//! Deviation: the official code gives the first block of every stage a projection shortcut
+//! (`use_projection=(True, True, True, True)`); here, as in torchvision, a block has one only
+//! where its shape changes.
 
 use super::bn::{batch_norm, batch_norm_relu};
 use super::precision::{conv_in_input_type as conv_x, to_f32};
 use crate::{Error, Result};
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
@@ -146,11 +156,15 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &D
         .init(device)
 }
 
+/// A BatchNorm with ε = 1e-5 and decay 0.9 (burn's momentum 0.1), as the official code.
+/// `zero_gamma`: γ starts at 0 instead of 1, still trainable.
 fn bn(c: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
     let mut layer = BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device);
     if zero_gamma {
-        let id = layer.gamma.id;
-        layer.gamma = Param::initialized(id, Tensor::zeros([c], device));
+        // Through the initializer, which requires a gradient on an autodiff device. (A
+        // `Param::initialized` of a plain `Tensor::zeros` would not: it takes the flag from the
+        // tensor, and the optimizer would never update that γ.)
+        layer.gamma = Initializer::Zeros.init([c], device);
     }
     layer
 }
@@ -194,7 +208,7 @@ impl Block {
                 conv1: conv(cin, width, 3, stride, 1, device),
                 bn1: bn(width, false, device),
                 conv2: conv(width, width, 3, 1, 1, device),
-                bn2: bn(width, true, device),
+                bn2: bn(width, false, device),
                 conv3: None,
                 bn3: None,
                 downsample,

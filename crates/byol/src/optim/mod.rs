@@ -9,6 +9,7 @@
 
 pub mod schedule;
 
+use crate::model::params::is_buffer;
 use crate::{Error, Result};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Gradients, Tensor};
@@ -135,11 +136,16 @@ impl Optimizer {
         &self.cfg
     }
 
-    /// Apply one update with learning rate `lr` to every parameter that has a gradient in
-    /// `grads`. `step` is the 1-based update count (Adam's bias correction).
-    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> M {
-        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new() };
-        module.map(&mut mapper)
+    /// Apply one update with learning rate `lr` to every parameter of `module`. `step` is the
+    /// 1-based update count (Adam's bias correction).
+    ///
+    /// Every parameter (BatchNorm running statistics aside) must require a gradient and have one
+    /// in `grads`: a parameter that would silently stay at its initial value is an error naming
+    /// it ([`Error::Untrained`]), and `module` is lost with it.
+    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> Result<M> {
+        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new() };
+        let module = module.map(&mut mapper);
+        if mapper.untrained.is_empty() { Ok(module) } else { Err(Error::Untrained { parameters: mapper.untrained }) }
     }
 
     /// The update of one parameter: `w` and `g` flattened, `excluded` per [`is_excluded`].
@@ -208,6 +214,8 @@ struct Updater<'a> {
     lr: f64,
     step: u64,
     path: Vec<String>,
+    /// Parameters that do not require a gradient or got none, with the reason.
+    untrained: Vec<String>,
 }
 
 impl ModuleMapper for Updater<'_> {
@@ -218,18 +226,23 @@ impl ModuleMapper for Updater<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        if is_buffer(&path) {
+            return param;
+        }
         if !param.is_require_grad() {
+            self.untrained.push(format!("{path} (does not require a gradient)"));
             return param;
         }
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = tensor.grad_remove(self.grads) else {
+            self.untrained.push(format!("{path} (no gradient reached it)"));
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let w = tensor.without_autodiff().reshape([n]);
         let g = grad.reshape([n]);
-        let path = self.path.join(".");
         let new = self.opt.update(&path, w, g, is_excluded(&dims), self.lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)

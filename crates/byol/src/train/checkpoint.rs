@@ -336,9 +336,10 @@ mod tests {
     /// /dev/full) reports the file, leaves nothing behind, and keeps the previous file intact.
     #[test]
     fn a_failed_write_leaves_the_previous_file_intact() {
-        if !Path::new("/dev/full").exists() {
-            return; // not a Linux machine
+        if !cfg!(target_os = "linux") {
+            return; // /dev/full is Linux's
         }
+        assert!(Path::new("/dev/full").exists(), "/dev/full is missing on this Linux machine: the test cannot run");
         let dir = std::env::temp_dir().join(format!("byol-full-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

@@ -126,9 +126,10 @@ fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Resul
 /// How to run [`pretrain`].
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Continue from the run directory's checkpoint. The config passed in must have the
-    /// checkpoint's model; start from the checkpoint's recorded config (`checkpoint::read_latest_config`) to
-    /// continue the same schedule.
+    /// Continue from the run directory's checkpoint. The config passed in must equal the
+    /// checkpoint's in every field that changes the trajectory
+    /// ([`ExperimentConfig::resume_differences`]); start from the checkpoint's recorded config
+    /// (`checkpoint::read_latest_config`).
     pub resume: bool,
     /// Also evaluate the random-init encoder of the same architecture.
     pub compare_random: bool,
@@ -147,8 +148,16 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
 
     let (cfg, mut state) = if opts.resume {
         let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
-        if loaded.config.model != cfg.model {
-            return Err(Error::config("model", format!("differs from the model of the checkpoint {}", ckpt_path.display())));
+        let differences = cfg.resume_differences(&loaded.config);
+        if !differences.is_empty() {
+            return Err(Error::config(
+                differences.iter().map(|d| d.split(':').next().unwrap_or_default()).collect::<Vec<_>>().join(", "),
+                format!(
+                    "differs from the config of the checkpoint {} ({}); resuming with it would not continue the same run",
+                    ckpt_path.display(),
+                    differences.join("; ")
+                ),
+            ));
         }
         obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
         (cfg.clone(), loaded.state(&device)?)
@@ -222,7 +231,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let v2 = cfg.train.precision.cast(pipe2.finish(batch.view2, b)); // [B, 3, S, S]
         let (next, m) = match cfg.train.on_non_finite {
             OnNonFinite::Stop => {
-                let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective);
+                let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective)?;
                 (next, Some(m))
             }
             OnNonFinite::Skip => {
@@ -230,7 +239,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
                 let loss = f.loss_value();
                 if loss.is_finite() {
                     consecutive_skips = 0;
-                    let (next, m) = f.apply(lr, tau);
+                    let (next, m) = f.apply(lr, tau)?;
                     (next, Some(m))
                 } else {
                     consecutive_skips += 1;

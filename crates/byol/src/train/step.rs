@@ -5,6 +5,7 @@
 use super::TrainState;
 use crate::ema;
 use crate::config::{ObjectiveConfig, ObjectiveKind};
+use crate::Result;
 use crate::loss::{moco_loss, normalized_std, nt_xent, unified_loss};
 use burn::tensor::Tensor;
 
@@ -67,22 +68,23 @@ impl Forward {
     }
 
     /// Back-propagate, update θ with the optimizer at learning rate `lr`, then ξ by EMA with
-    /// `tau` and MoCo's queue with this step's keys.
-    pub fn apply(self, lr: f64, tau: f64) -> (TrainState, StepMetrics) {
+    /// `tau` and MoCo's queue with this step's keys. Fails, naming them, when parameters of the
+    /// online network got no gradient ([`crate::Error::Untrained`]).
+    pub fn apply(self, lr: f64, tau: f64) -> Result<(TrainState, StepMetrics)> {
         let Forward { state, loss, z1t, z2t, projection_std } = self;
         let TrainState { online, target, mut optim, mut queue, step } = state;
         let mut grads = loss.backward();
-        let online = optim.step(online, &mut grads, lr, step + 1);
+        let online = optim.step(online, &mut grads, lr, step + 1)?;
         let target = target.map(|t| ema::update(t, &online, tau));
         if let Some(q) = queue.as_mut() {
             q.push(Tensor::cat(vec![z1t, z2t], 0)); // [2B, P]
         }
         let metrics = StepMetrics { loss: loss.without_autodiff(), projection_std };
-        (TrainState { online, target, optim, queue, step: step + 1 }, metrics)
+        Ok((TrainState { online, target, optim, queue, step: step + 1 }, metrics))
     }
 }
 
 /// A whole step: [`forward`], then [`Forward::apply`].
-pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, objective: &ObjectiveConfig) -> (TrainState, StepMetrics) {
+pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, objective: &ObjectiveConfig) -> Result<(TrainState, StepMetrics)> {
     forward(state, view1, view2, objective).apply(lr, tau)
 }

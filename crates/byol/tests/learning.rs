@@ -1,0 +1,183 @@
+//! The encoder learns: every parameter that should train requires a gradient, gets a non-zero
+//! one and moves; the optimizer refuses to skip one silently; the target's BatchNorm uses batch
+//! statistics and keeps its own running statistics moving.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
+use byol::model::params::{Named, collect, is_buffer};
+use std::collections::BTreeMap;
+use byol::train::{TrainState, train_step};
+use byol::{Error, ExperimentConfig};
+
+fn tiny(extra: &[&str]) -> ExperimentConfig {
+    let mut o: Vec<String> = [
+        "model.encoder.base-width=4",
+        "model.projector.hidden=32",
+        "model.projector.output=16",
+        "model.predictor.hidden=32",
+        "model.predictor.output=16",
+        "optim.weight-decay=0.0",
+        "data.image-size=16",
+        "train.batch-size=8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.extend(extra.iter().map(|s| s.to_string()));
+    ExperimentConfig::load("small-cpu", &o).unwrap()
+}
+
+fn views(b: usize, s: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    (Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device), Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))
+}
+
+fn values(t: &Tensor<1>) -> Vec<f32> {
+    t.clone().into_data().try_into_vec().unwrap()
+}
+
+/// Visits every trainable parameter (BatchNorm running statistics excluded) with its path.
+struct Trainable<'a, F: FnMut(&str, bool, Option<f32>)> {
+    path: Vec<String>,
+    grads: Option<&'a Gradients>,
+    f: F,
+}
+
+impl<F: FnMut(&str, bool, Option<f32>)> ModuleVisitor for Trainable<'_, F> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let path = self.path.join(".");
+        if is_buffer(&path) {
+            return;
+        }
+        // Largest |gradient| of the parameter, when asked and present.
+        let g = self.grads.and_then(|g| param.val().grad(g)).map(|g| g.abs().max().into_scalar::<f32>());
+        (self.f)(&path, param.is_require_grad(), g)
+    }
+}
+
+/// Paths of the online parameters that do not require a gradient, or (with `grads`) got a zero
+/// or no gradient.
+fn untrained(state: &TrainState, grads: Option<&Gradients>) -> (usize, Vec<String>) {
+    let (mut n, mut bad) = (0, Vec::new());
+    let mut v = Trainable {
+        path: Vec::new(),
+        grads,
+        f: |path: &str, requires: bool, g: Option<f32>| {
+            n += 1;
+            if !requires {
+                bad.push(format!("{path}: requires no gradient"));
+            } else if grads.is_some() && !g.is_some_and(|g| g > 0.0) {
+                bad.push(format!("{path}: gradient {g:?}"));
+            }
+        },
+    };
+    state.online.visit(&mut v);
+    (n, bad)
+}
+
+/// The gradients of the BYOL loss of one step, computed as the step computes them.
+fn byol_grads(state: &TrainState, v1: Tensor<4>, v2: Tensor<4>) -> Gradients {
+    let o1 = state.online.forward(v1.clone().autodiff());
+    let o2 = state.online.forward(v2.clone().autodiff());
+    let t = state.target.as_ref().unwrap();
+    byol::loss::byol_loss(o1.prediction, o2.prediction, t.forward(v1), t.forward(v2)).backward()
+}
+
+/// Paths of the trainable online parameters whose values in `after` equal `before`'s.
+fn unmoved(before: &BTreeMap<String, Named>, after: &TrainState) -> (usize, Vec<String>) {
+    let after = collect(&after.online.valid());
+    let trainable: Vec<_> = before.keys().filter(|p| !is_buffer(p)).collect();
+    (trainable.len(), trainable.into_iter().filter(|p| values(&before[*p].flat) == values(&after[*p].flat)).cloned().collect())
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_and_moves_resnet18() {
+    let cfg = tiny(&["model.encoder.arch=\"resnet18\"", "model.encoder.stem=\"cifar\""]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let (n, bad) = untrained(&state, None);
+    assert!(bad.is_empty(), "after init: {bad:?}");
+    let (v1, v2) = views(8, 16, &device);
+    let grads = byol_grads(&state, v1.clone(), v2.clone());
+    let (m, bad) = untrained(&state, Some(&grads));
+    assert_eq!(m, n);
+    assert!(bad.is_empty(), "{} of {n} parameters get no gradient: {bad:?}", bad.len());
+    let before = collect(&state.online.valid());
+    let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
+    let (total, still) = unmoved(&before, &after);
+    assert!(still.is_empty(), "{} of {total} parameters did not move: {still:?}", still.len());
+}
+
+/// Bottleneck blocks start with γ = 0 in their last BatchNorm, so the block's convolutions get a
+/// zero gradient at the first step; the γ must train, and from the second step on everything moves.
+#[test]
+fn every_parameter_moves_with_zero_initialised_bottlenecks_resnet50() {
+    let cfg = tiny(&["model.encoder.arch=\"resnet50\"", "model.encoder.stem=\"imagenet\"", "data.image-size=32"]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    assert!(untrained(&state, None).1.is_empty());
+    let gamma = |s: &TrainState| values(&collect(&s.online.valid())["encoder.layer1.0.bn3.gamma"].flat);
+    assert!(gamma(&state).iter().all(|&g| g == 0.0), "the last γ of a bottleneck starts at 0");
+    let before = collect(&state.online.valid());
+    let (v1, v2) = views(8, 32, &device);
+    let (state, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
+    assert!(gamma(&state).iter().any(|&g| g != 0.0), "γ = 0 did not train");
+    let (v1, v2) = views(8, 32, &device);
+    let grads = byol_grads(&state, v1.clone(), v2.clone());
+    let (n, bad) = untrained(&state, Some(&grads));
+    assert!(bad.is_empty(), "{} of {n} parameters get no gradient at step 2: {bad:?}", bad.len());
+    let (state, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
+    let (total, still) = unmoved(&before, &state);
+    assert!(still.is_empty(), "{} of {total} parameters did not move in 2 steps: {still:?}", still.len());
+}
+
+/// A parameter that does not require a gradient (the way a layer built from a plain tensor
+/// ends up) is an error of the step that names it, not a silently frozen layer.
+#[test]
+fn the_optimizer_refuses_a_parameter_that_would_not_train() {
+    let cfg = tiny(&[]);
+    let device = Device::flex();
+    let mut state = TrainState::init(&cfg, &device);
+    let block = &mut state.online.encoder.layer1[0];
+    block.bn2 = block.bn2.clone().no_grad();
+    let (v1, v2) = views(8, 16, &device);
+    let err = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).err().expect("a frozen γ is refused");
+    assert!(matches!(err, Error::Untrained { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("encoder.layer1.0.bn2.gamma") && msg.contains("encoder.layer1.0.bn2.beta"), "{msg}");
+    assert!(!msg.contains("running"), "running statistics are not parameters: {msg}");
+}
+
+/// The target runs BatchNorm in training mode: its output for an image depends on the other
+/// images of the batch, and a step moves its running statistics (its own, not the online ones).
+#[test]
+fn the_target_uses_batch_statistics_and_moves_its_running_statistics() {
+    let cfg = tiny(&[]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let target = state.target.as_ref().unwrap();
+    let x = Tensor::<4>::random([8, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+    let y = Tensor::<4>::random([1, 3, 16, 16], Distribution::Normal(3.0, 2.0), &device);
+    let changed = x.clone().slice_assign([1..2], y);
+    let first = |t: Tensor<2>| -> Vec<f32> { t.slice([0..1]).into_data().try_into_vec().unwrap() };
+    assert_ne!(first(target.forward(x)), first(target.forward(changed)), "image 0's target projection ignores the batch");
+
+    let before = collect(&state.target.as_ref().unwrap().valid());
+    let online_before = collect(&state.online.valid());
+    let (v1, v2) = views(8, 16, &device);
+    let (state, _) = train_step(state, v1, v2, 0.05, 1.0, &cfg.objective).unwrap();
+    let after = collect(&state.target.as_ref().unwrap().valid());
+    let online_after = collect(&state.online.valid());
+    let buffers: Vec<_> = before.keys().filter(|p| is_buffer(p)).collect();
+    assert!(buffers.len() >= 40, "{}", buffers.len());
+    for p in buffers {
+        assert_ne!(values(&before[p].flat), values(&after[p].flat), "target {p} did not move");
+        assert_ne!(values(&after[p].flat), values(&online_after[p].flat), "target {p} equals the online one");
+        assert_ne!(values(&online_before[p].flat), values(&online_after[p].flat), "online {p} did not move");
+    }
+}
