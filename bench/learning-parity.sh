@@ -4,7 +4,8 @@
 # and number of steps on this CPU, for several seeds; prints kNN top-1 (k = 200, T = 0.1, cosine,
 # all 10,000 test images) of both trained encoders and of both random-init encoders.
 #
-# The recipe (both sides): CIFAR-10 ResNet-18 with the CIFAR stem at base width $WIDTH, projector
+# The recipe (both sides): CIFAR-10 ResNet-18 with the CIFAR stem at base width $WIDTH (every
+# BatchNorm γ starting at 1, torchvision's initialisation, as the reference), projector
 # and predictor 512 → 128, batch 128, LARS lr 1.0 × 128/256 with trust coefficient 0.02 and weight
 # decay 1.5e-6, 0.5 warm-up epochs then cosine, τ 0.99 cosine, target initialised as a copy, views
 # without blur and with solarisation 0.2 on view 2, $EPOCHS epochs (78 steps each at 10,000
@@ -51,7 +52,7 @@ PY
     --width "$WIDTH" --proj-hidden 512 --proj-out 128 --lr 1.0 --eta 0.02 --wd 1.5e-6 --tau 0.99 --warmup 0.5 \
     --target-init copy --seed "$s" --threads "$THREADS" | tee "$OUT/reference-$s.jsonl" >&2
   ./target/release/byol pretrain --config cifar10-cpu --data "$SUB" --run-dir "$OUT/ours-$s" \
-    --set model.encoder.base-width="$WIDTH" --set train.epochs="$EPOCHS" \
+    --set model.encoder.base-width="$WIDTH" --set model.encoder.residual-gamma='"one"' --set train.epochs="$EPOCHS" \
     --set seed="$s" --set target.init='"copy"' --set train.knn-every-epochs=0 >&2
 done
 python3 - "$OUT" $SEEDS <<'PY'

@@ -389,35 +389,50 @@ fn cifar10() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10"))
 }
 
+/// The end-to-end check that the encoder learns on real images: BYOL on 5,000 CIFAR-10 training
+/// images (ResNet-18 at base width 8, 312 steps of 128, about 2.5 minutes on 2 cores), then kNN
+/// on 2,000 test images against the random-init encoder of the same seed. Measured (flex is
+/// deterministic): 28.35 % against 22.05 %, a gain of 6.30 points. The bound, 5 points, leaves
+/// room for a change of the kernels' arithmetic order (earlier kernel changes moved the main
+/// job's kNN by up to 1.4 points). It catches an encoder that does not learn, not every way of
+/// learning less: with the frozen-γ bug (block branches frozen, stem and shortcuts training) this
+/// budget measured 27.40 % against 22.05 %. That bug is caught by `tests/learning.rs` and
+/// `tests/parity.rs`.
 #[test]
-fn loss_decreases_on_a_cifar10_subset() {
+fn byol_beats_random_init_on_cifar10() {
     let root = cifar10();
     assert!(root.join("train").is_dir(), "CIFAR-10 ImageFolder not found at {} (set BYOL_CIFAR10)", root.display());
     let path = format!("data.path={:?}", root.to_string_lossy());
-    let cfg = tiny(&[
+    let o: Vec<String> = [
         "data.source=\"folder\"",
         &path,
-        "data.image-size=32",
-        "data.max-train=320",
-        "data.max-test=100",
-        "train.batch-size=32",
-        "train.epochs=4",
+        "data.max-train=5000",
+        "data.max-test=2000",
+        "train.batch-size=128",
+        "train.epochs=8",
+        "train.checkpoint-every=0",
         "optim.warmup-epochs=0.5",
-    ]);
+        "model.encoder.residual-gamma=\"zero\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = ExperimentConfig::load("small-cpu", &o).unwrap();
+    assert_eq!(cfg.model.encoder.base_width, 8);
     let dir = tmp("cifar");
     let r = pretrain(&cfg, &dir, &RunOptions { compare_random: true, ..Default::default() }, &mut Quiet).unwrap();
-    assert_eq!(r.train_images, 320);
-    assert_eq!(r.test_images, 100);
+    assert_eq!((r.train_images, r.test_images, r.steps), (5000, 2000, 312));
     let l: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|s| serde_json::from_str::<serde_json::Value>(s).unwrap()["loss"].as_f64().unwrap())
         .collect();
-    assert_eq!(l.len(), 40);
     let first = l[..5].iter().sum::<f64>() / 5.0;
     let last = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
-    assert!(last < first - 0.2, "loss did not decrease: first {first:.4}, last {last:.4}");
-    assert!(r.knn.unwrap().top1 > 0.0 && r.random_init_knn.is_some());
+    assert!(last < first - 1.0, "loss did not decrease: first {first:.4}, last {last:.4}");
+    let (trained, random) = (r.knn.unwrap().top1, r.random_init_knn.unwrap().top1);
+    println!("kNN top-1: trained {:.2} %, random init {:.2} %", 100.0 * trained, 100.0 * random);
+    assert!(trained - random > 0.05, "trained {trained:.4} is not 5 points above random init {random:.4}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod winograd;
 pub use bn::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use mlp::{Mlp, MlpConfig};
 pub use networks::{Online, OnlineOutput, Target};
-pub use resnet::{Arch, ResNet, ResNetConfig, Stem};
+pub use resnet::{Arch, ResNet, ResNetConfig, ResidualGamma, Stem};
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};

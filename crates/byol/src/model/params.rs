@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn reinit_is_seeded_and_has_the_initialisers_scale() {
         let device = Device::flex();
-        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 16, stem: Stem::Cifar };
+        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 16, stem: Stem::Cifar, residual_gamma: Default::default() };
         let a = collect(&reinit(cfg.init(&device), 1));
         let b = collect(&reinit(cfg.init(&device), 1));
         let c = collect(&reinit(cfg.init(&device), 2));

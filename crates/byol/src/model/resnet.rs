@@ -7,11 +7,11 @@
 //! official BYOL code (which builds its blocks with haiku's `hk.nets.ResNet.BlockV1`) and
 //! torchvision do.
 //!
-//! Initial γ of the last BatchNorm of each block, as in haiku's `BlockV1`, which the official
-//! code uses: γ = 0 in a bottleneck block (`batchnorm_2` has `scale_init=jnp.zeros`, the
-//! "zero-γ" trick of Goyal et al. 2017, so each block starts as the identity), γ = 1 in a basic
-//! block (haiku gives its last BatchNorm the default scale, as torchvision's default
-//! `zero_init_residual=False`). Every γ is a trainable parameter either way.
+//! Initial γ of the last BatchNorm of each block ([`ResidualGamma`]): by default as in haiku's
+//! `BlockV1`, which the official code uses: γ = 0 in a bottleneck block (`batchnorm_2` has
+//! `scale_init=jnp.zeros`, the "zero-γ" trick of Goyal et al. 2017, so each block starts as the
+//! identity), γ = 1 in a basic block (haiku gives its last BatchNorm the default scale, as
+//! torchvision's default `zero_init_residual=False`). Every γ is a trainable parameter.
 //!
 //! Deviation: the official code gives the first block of every stage a projection shortcut
 //! (`use_projection=(True, True, True, True)`); here, as in torchvision, a block has one only
@@ -76,6 +76,33 @@ pub struct ResNetConfig {
     #[serde(default = "d_base")]
     pub base_width: usize,
     pub stem: Stem,
+    /// Initial γ of the last BatchNorm of each block (trainable in every case).
+    #[serde(default)]
+    pub residual_gamma: ResidualGamma,
+}
+
+/// Initial γ of the last BatchNorm of each residual block.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResidualGamma {
+    /// As the official code (haiku's `BlockV1`): 0 in bottleneck blocks, 1 in basic blocks.
+    #[default]
+    Official,
+    /// 0 in every block, so that each starts as the identity (Goyal et al. 2017; torchvision's
+    /// `zero_init_residual=True`).
+    Zero,
+    /// 1 in every block (torchvision's default).
+    One,
+}
+
+impl ResidualGamma {
+    fn zero(self, bottleneck: bool) -> bool {
+        match self {
+            ResidualGamma::Official => bottleneck,
+            ResidualGamma::Zero => true,
+            ResidualGamma::One => false,
+        }
+    }
 }
 
 fn d_mult() -> usize {
@@ -128,7 +155,7 @@ impl ResNetConfig {
             let mut stage = Vec::with_capacity(n);
             for b in 0..n {
                 let stride = if b == 0 && i > 0 { 2 } else { 1 };
-                stage.push(Block::new(in_ch, width, stride, bottleneck, device));
+                stage.push(Block::new(in_ch, width, stride, bottleneck, self.residual_gamma.zero(bottleneck), device));
                 in_ch = width * expansion;
             }
             stages.push(stage);
@@ -189,7 +216,7 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(cin: usize, width: usize, stride: usize, bottleneck: bool, device: &Device) -> Self {
+    fn new(cin: usize, width: usize, stride: usize, bottleneck: bool, zero_gamma: bool, device: &Device) -> Self {
         let cout = if bottleneck { width * 4 } else { width };
         let downsample = (stride != 1 || cin != cout)
             .then(|| Downsample { conv: conv(cin, cout, 1, stride, 0, device), bn: bn(cout, false, device) });
@@ -200,7 +227,7 @@ impl Block {
                 conv2: conv(width, width, 3, stride, 1, device),
                 bn2: bn(width, false, device),
                 conv3: Some(conv(width, cout, 1, 1, 0, device)),
-                bn3: Some(bn(cout, true, device)),
+                bn3: Some(bn(cout, zero_gamma, device)),
                 downsample,
             }
         } else {
@@ -208,7 +235,7 @@ impl Block {
                 conv1: conv(cin, width, 3, stride, 1, device),
                 bn1: bn(width, false, device),
                 conv2: conv(width, width, 3, 1, 1, device),
-                bn2: bn(width, false, device),
+                bn2: bn(width, zero_gamma, device),
                 conv3: None,
                 bn3: None,
                 downsample,
@@ -276,22 +303,22 @@ mod tests {
     fn resnet18_and_50_have_torchvision_parameter_counts() {
         let device = Device::flex();
         // torchvision resnet18 has 11,689,512 parameters, of which the fc layer 513,000.
-        let r18 = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet }.init(&device);
+        let r18 = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
         assert_eq!(count_params(&r18), 11_689_512 - 513_000);
         // torchvision resnet50: 25,557,032 parameters, fc 2,049,000.
-        let r50 = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet }.init(&device);
+        let r50 = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
         assert_eq!(count_params(&r50), 25_557_032 - 2_049_000);
     }
 
     #[test]
     fn output_shapes() {
         let device = Device::flex();
-        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 2, base_width: 4, stem: Stem::Cifar };
+        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 2, base_width: 4, stem: Stem::Cifar, residual_gamma: Default::default() };
         let net = cfg.init(&device);
         let y = net.forward(Tensor::zeros([2, 3, 16, 16], &device));
         assert_eq!(y.dims(), [2, cfg.output_dim()]);
         assert_eq!(cfg.output_dim(), 64);
-        let cfg = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 2, stem: Stem::Imagenet };
+        let cfg = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 2, stem: Stem::Imagenet, residual_gamma: Default::default() };
         let y = cfg.init(&device).forward(Tensor::zeros([2, 3, 32, 32], &device));
         assert_eq!(y.dims(), [2, 64]);
     }
