@@ -306,7 +306,6 @@ impl ExperimentConfig {
         Self::from_toml_with_overrides(&text, path, overrides)
     }
 
-    /// The resolved config as TOML.
     /// The fields in which `self` differs from `recorded` (the config a checkpoint was written
     /// with) that change the training trajectory, as `field: recorded → new`. A run may resume
     /// with other values only for fields that do not: the backend, where the data is and how it
@@ -341,6 +340,7 @@ impl ExperimentConfig {
             .collect()
     }
 
+    /// The resolved config as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
@@ -407,7 +407,6 @@ impl ExperimentConfig {
     }
 }
 
-/// Deep-merge `over` into `base` (tables merge, other values replace).
 /// Every leaf of `value` as `dotted.key → value`.
 fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
     match value {
@@ -435,6 +434,7 @@ fn complete_view2(value: &mut toml::Table) {
     *view2 = full;
 }
 
+/// Deep-merge `over` into `base` (tables merge, other values replace).
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
