@@ -97,7 +97,9 @@ fn unmoved(before: &BTreeMap<String, Named>, after: &TrainState) -> (usize, Vec<
 
 #[test]
 fn every_parameter_gets_a_gradient_and_moves_resnet18() {
-    let cfg = tiny(&["model.encoder.arch=\"resnet18\"", "model.encoder.stem=\"cifar\""]);
+    // γ = 1 in the basic blocks (the official initialisation), so that every block's branch gets
+    // a gradient at the first step.
+    let cfg = tiny(&["model.encoder.arch=\"resnet18\"", "model.encoder.stem=\"cifar\"", "model.encoder.residual-gamma=\"official\""]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     let (n, bad) = untrained(&state, None);
@@ -117,7 +119,7 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
 /// zero gradient at the first step; the γ must train, and from the second step on everything moves.
 #[test]
 fn every_parameter_moves_with_zero_initialised_bottlenecks_resnet50() {
-    let cfg = tiny(&["model.encoder.arch=\"resnet50\"", "model.encoder.stem=\"imagenet\"", "data.image-size=32"]);
+    let cfg = tiny(&["model.encoder.arch=\"resnet50\"", "model.encoder.stem=\"imagenet\"", "data.image-size=32", "model.encoder.residual-gamma=\"official\""]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     assert!(untrained(&state, None).1.is_empty());
