@@ -311,7 +311,7 @@ impl ExperimentConfig {
     /// with other values only for fields that do not: the backend, where the data is and how it
     /// is read (`data.path`, `data.cache`, `data.workers`; the files must be the same), logging,
     /// checkpointing, monitoring and evaluation settings.
-    pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<String> {
+    pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<ConfigDifference> {
         const FREE: &[&str] = &[
             "backend",
             "data.path",
@@ -333,10 +333,7 @@ impl ExperimentConfig {
         keys.into_iter()
             .filter(|k| !FREE.iter().any(|f| k.as_str() == *f || k.starts_with(&format!("{f}."))))
             .filter(|k| new.get(*k) != old.get(*k))
-            .map(|k| {
-                let show = |m: &std::collections::BTreeMap<String, String>| m.get(k).cloned().unwrap_or_else(|| "(unset)".into());
-                format!("{k}: {} → {}", show(&old), show(&new))
-            })
+            .map(|k| ConfigDifference { field: k.clone(), recorded: old.get(k).cloned(), new: new.get(k).cloned() })
             .collect()
     }
 
@@ -404,6 +401,25 @@ impl ExperimentConfig {
         self.eval.linear.validate()?;
         self.eval.finetune.validate()?;
         Ok(())
+    }
+}
+
+/// One field in which two configs differ ([`ExperimentConfig::resume_differences`]); shown as
+/// `field: recorded → new`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigDifference {
+    /// Dotted path of the field, e.g. `optim.base-lr`.
+    pub field: String,
+    /// Its value in the recorded config, as TOML (absent: not set there).
+    pub recorded: Option<String>,
+    /// Its value in the new config, as TOML.
+    pub new: Option<String>,
+}
+
+impl std::fmt::Display for ConfigDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        write!(f, "{}: {} → {}", self.field, show(&self.recorded), show(&self.new))
     }
 }
 
@@ -543,7 +559,7 @@ mod tests {
         .unwrap();
         assert!(same_run.resume_differences(&base).is_empty(), "{:?}", same_run.resume_differences(&base));
         let other = ExperimentConfig::load("small-cpu", &["optim.base-lr=0.5".into(), "seed=3".into(), "augment.view2.solarize-prob=0.1".into()]).unwrap();
-        let d = other.resume_differences(&base);
+        let d: Vec<String> = other.resume_differences(&base).iter().map(ToString::to_string).collect();
         assert_eq!(d.len(), 3, "{d:?}");
         assert!(d.iter().any(|l| l.starts_with("optim.base-lr: 1.0 → 0.5")), "{d:?}");
         assert!(d.iter().any(|l| l.starts_with("seed: 0 → 3")), "{d:?}");

@@ -5,9 +5,9 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor};
 use byol::model::params::{Named, collect, is_buffer};
-use std::collections::BTreeMap;
 use byol::train::{TrainState, train_step};
 use byol::{Error, ExperimentConfig};
+use std::collections::BTreeMap;
 
 fn tiny(extra: &[&str]) -> ExperimentConfig {
     let mut o: Vec<String> = [

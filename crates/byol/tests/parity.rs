@@ -102,8 +102,8 @@ impl Fixture {
         assert_eq!(ours.len(), want.len(), "{name}: size");
         let scale = want.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
         let dev = ours.iter().zip(want).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
-        let scale = self.f32_deviation[name].max(self.sensitivity.get(name).copied().unwrap_or(0.0));
-        let tol = (ROUNDING_FACTOR * scale).max(FLOOR);
+        let rounding = self.f32_deviation[name].max(self.sensitivity.get(name).copied().unwrap_or(0.0));
+        let tol = (ROUNDING_FACTOR * rounding).max(FLOOR);
         let mut worst = self.worst.borrow_mut();
         if dev / tol > worst.0 {
             *worst = (dev / tol, name.to_string());

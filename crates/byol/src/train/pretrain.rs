@@ -150,12 +150,14 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
         let differences = cfg.resume_differences(&loaded.config);
         if !differences.is_empty() {
+            let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
+            let shown: Vec<String> = differences.iter().map(ToString::to_string).collect();
             return Err(Error::config(
-                differences.iter().map(|d| d.split(':').next().unwrap_or_default()).collect::<Vec<_>>().join(", "),
+                fields.join(", "),
                 format!(
                     "differs from the config of the checkpoint {} ({}); resuming with it would not continue the same run",
                     ckpt_path.display(),
-                    differences.join("; ")
+                    shown.join("; ")
                 ),
             ));
         }
