@@ -1,6 +1,8 @@
 //! `byol`: the command-line front end. Parses flags, resolves them into a validated
 //! [`ExperimentConfig`], calls the library, and draws progress in the terminal.
 
+mod chart;
+
 use anyhow::{Context, Result};
 use byol::ExperimentConfig;
 use byol::train::{EvalReport, Observer, StepLog};
@@ -62,9 +64,13 @@ struct AblateArgs {
     /// Where each variant's run and the reports go. Default: runs/ablate-<grid name>.
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Also run the linear evaluation of each variant.
+    /// Also run the linear evaluation of each run.
     #[arg(long)]
     linear: bool,
+    /// Run every variant at each of these seeds (`--seeds 0,1,2`); the table reports the mean
+    /// and spread. Default: the config's seed.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<u64>,
 }
 
 #[derive(Subcommand)]
@@ -354,7 +360,9 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     if let Some(r) = report.random_init_knn {
         println!("kNN (k={k}) on {} test images: random-init     top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * r.top1, 100.0 * r.top5);
     }
-    println!("checkpoint, metrics.jsonl and eval.json in {}", run_dir.display());
+    let png = run_dir.join("curves.png");
+    chart::run_curves(&run_dir, &png).with_context(|| format!("writing {}", png.display()))?;
+    println!("checkpoint, metrics.jsonl, eval.json and curves.png in {}", run_dir.display());
     Ok(())
 }
 
@@ -493,10 +501,13 @@ fn ablate(args: AblateArgs) -> Result<()> {
     let dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{stem}")));
     eprintln!("ablation directory: {} ({} variants)", dir.display(), grid.variant.len());
     let mut bar = Bar::new();
-    let rows = byol::ablate::ablate(&args.config.config, &args.config.overrides(), &grid, &dir, args.linear, &mut bar)?;
+    let options = byol::ablate::AblationOptions { seeds: args.seeds.clone(), linear: args.linear };
+    let a = byol::ablate::ablate(&args.config.config, &args.config.overrides(), &grid, &dir, &options, &mut bar)?;
     bar.pb.finish_and_clear();
+    let png = dir.join("ablation.png");
+    chart::ablation(&a, &png).with_context(|| format!("writing {}", png.display()))?;
     print!("{}", std::fs::read_to_string(dir.join("ablation.md"))?);
-    println!("\n{} variants; table, JSON and chart in {}", rows.len(), dir.display());
+    println!("\n{} variants, {} runs; table (ablation.md), JSON and chart (ablation.png) in {}", a.summary.len(), a.runs.len(), dir.display());
     Ok(())
 }
 

@@ -54,6 +54,10 @@ fn pretrain_then_resume_then_eval_knn() {
     let (ok, out, err) = byol(&["pretrain", "--resume", d]);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 10 steps") && out.contains("random-init"), "{out}");
+    // The run's curves as a chart: a real PNG of the size the chart draws, not a blank page.
+    let png = image::open(dir.join("curves.png")).expect("curves.png is a PNG").to_rgb8();
+    assert_eq!(png.dimensions(), (1200, 720));
+    assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "curves.png is nearly blank");
     let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", d, "--k", "3"]);
     assert!(ok, "{err}");
     assert!(out.contains("top-1"), "{out}");
@@ -106,4 +110,27 @@ fn bench_augment_prints_one_json_line_per_size() {
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");
     assert_eq!(v["size"], 16);
     assert!(v["device_views_per_sec"].as_f64().unwrap() > 0.0 && v["host_views_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn ablate_over_two_seeds_writes_table_json_and_chart() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-ablate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let grid = dir.join("grid.toml");
+    std::fs::write(&grid, "[[variant]]\nname = \"random-init\"\nrandom-init = true\n[[variant]]\nname = \"byol\"\n").unwrap();
+    let runs = dir.join("runs");
+    let (ok, out, err) = byol(&[
+        "ablate", "--grid", grid.to_str().unwrap(), "--run-dir", runs.to_str().unwrap(), "--seeds", "0,1",
+        "--set", "model.encoder.base-width=4", "--set", "model.projector.hidden=32", "--set", "model.predictor.hidden=32",
+        "--set", "data.image-size=16", "--set", "data.synthetic.train-per-class=8", "--set", "data.synthetic.test-per-class=4",
+        "--set", "eval.knn.k=5", "--set", "train.knn-every-epochs=0", "--batch-size", "16", "--epochs", "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| byol | 0, 1 |") && out.contains("2 variants, 4 runs"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(runs.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 4);
+    let png = image::open(runs.join("ablation.png")).expect("ablation.png is a PNG").to_rgb8();
+    assert_eq!(png.width(), 1200);
+    assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "ablation.png is nearly blank");
 }

@@ -1,11 +1,10 @@
 //! The ablation runner behind `byol ablate`: a list of variants of one base config, each trained
-//! with the same budget and seed through the same code, evaluated with the kNN protocol (and
-//! linear evaluation when asked), reported as a Markdown table, a JSON file and a PNG chart of
-//! the accuracies and loss curves. A variant whose result is already recorded is skipped, and one
-//! that was interrupted resumes from its last checkpoint.
+//! at each of a list of seeds with the same budget through the same code, evaluated with the kNN
+//! protocol (and linear evaluation when asked), reported per run and per variant (mean, spread)
+//! as a Markdown table and a JSON file. A run whose result is already recorded is read back, and
+//! one that was interrupted resumes from its last checkpoint.
 
 use crate::config::ExperimentConfig;
-use crate::plot::{BLACK, Canvas, GREY, PALETTE, polyline};
 use crate::train::{Observer, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain, random_init_encoder};
 use crate::{Error, Result, data};
 use serde::{Deserialize, Serialize};
@@ -53,11 +52,17 @@ impl Grid {
     }
 }
 
-/// The result of one variant.
+/// The result of one variant at one seed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub name: String,
+    /// The seed of this run (`seed` of the config).
+    pub seed: u64,
+    /// The variant's own overrides (of the base config and the command line's).
     pub overrides: Vec<String>,
+    /// Every override of the base config for this run, in order: the command line's, the
+    /// variant's, then `seed=…`. The base config with these is this run alone.
+    pub all_overrides: Vec<String>,
     pub random_init: bool,
     pub steps: u64,
     pub knn_top1: f64,
@@ -71,22 +76,100 @@ pub struct Row {
     pub healthy_std: f64,
     /// projection_std below `train.collapse-fraction`·healthy_std.
     pub collapsed: Option<bool>,
-    /// Seconds of this variant's last invocation (training and evaluation).
+    /// Seconds of this run's last invocation (training and evaluation).
     pub wall_seconds: f64,
-    /// The same training alone, as a `byol pretrain` command (for a random-init row: the command
-    /// whose random-init baseline line is this row).
-    pub command: String,
     /// (step, loss) of every logged step.
     pub losses: Vec<(u64, f64)>,
-    /// The resolved config of the variant (TOML): a rerun reuses this row only if the variant
+    /// The resolved config of the run (TOML): a rerun reuses this row only if the variant
     /// resolves to the same config.
-    #[serde(default)]
     pub config: String,
 }
 
-/// Quote a shell word when it needs it.
-fn shell_word(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c)) { s.to_string() } else { format!("'{}'", s.replace('\'', "'\\''")) }
+/// Mean, sample standard deviation, minimum and maximum of one figure over a variant's seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub mean: f64,
+    /// Sample standard deviation (n − 1); 0 for one seed.
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no values.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(Spread { mean, std, min, max })
+    }
+}
+
+/// One variant over all its seeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub name: String,
+    pub overrides: Vec<String>,
+    pub random_init: bool,
+    pub seeds: Vec<u64>,
+    pub knn_top1: Spread,
+    pub knn_top5: Spread,
+    pub linear_top1: Option<Spread>,
+    pub projection_std: Option<Spread>,
+    pub healthy_std: f64,
+    /// How many of the seeds collapsed.
+    pub collapsed: Option<usize>,
+    pub final_loss: Option<Spread>,
+    pub wall_seconds: Spread,
+}
+
+/// Every run of an ablation and its per-variant summary, in the grid's order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ablation {
+    /// The base config (a preset name or a file).
+    pub base: String,
+    pub runs: Vec<Row>,
+    pub summary: Vec<Summary>,
+}
+
+/// Summarise `runs` per variant, in the order of first appearance.
+pub fn summarise(runs: &[Row]) -> Vec<Summary> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.name.as_str()) {
+            names.push(&r.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let rs: Vec<&Row> = runs.iter().filter(|r| r.name == name).collect();
+            let all = |f: &dyn Fn(&Row) -> Option<f64>| -> Option<Spread> {
+                let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+                if v.len() == rs.len() { Spread::of(&v) } else { None }
+            };
+            let first = rs[0];
+            Summary {
+                name: name.to_string(),
+                overrides: first.overrides.clone(),
+                random_init: first.random_init,
+                seeds: rs.iter().map(|r| r.seed).collect(),
+                knn_top1: all(&|r| Some(r.knn_top1)).expect("a variant has runs"),
+                knn_top5: all(&|r| Some(r.knn_top5)).expect("a variant has runs"),
+                linear_top1: all(&|r| r.linear_top1),
+                projection_std: all(&|r| r.projection_std),
+                healthy_std: first.healthy_std,
+                collapsed: if rs.iter().all(|r| r.collapsed.is_some()) { Some(rs.iter().filter(|r| r.collapsed == Some(true)).count()) } else { None },
+                final_loss: all(&|r| r.final_loss),
+                wall_seconds: all(&|r| Some(r.wall_seconds)).expect("a variant has runs"),
+            }
+        })
+        .collect()
 }
 
 fn read_metrics(dir: &Path) -> (Vec<(u64, f64)>, Option<f64>) {
@@ -104,20 +187,35 @@ fn read_metrics(dir: &Path) -> (Vec<(u64, f64)>, Option<f64>) {
     (losses, std)
 }
 
-/// Run every variant of `grid` over the base config `base` (a preset or file) with
-/// `overrides`, in sub-directories of `dir`; write `ablation.md`, `ablation.json` and
-/// `ablation.png` there. Returns the rows in the grid's order.
-pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear: bool, obs: &mut dyn Observer) -> Result<Vec<Row>> {
+/// What to run besides the grid.
+#[derive(Debug, Clone, Default)]
+pub struct AblationOptions {
+    /// The seeds each variant runs with; empty: the config's own seed only.
+    pub seeds: Vec<u64>,
+    /// Also run the linear evaluation of each run.
+    pub linear: bool,
+}
+
+/// Run every variant of `grid` at every seed over the base config `base` (a preset or file)
+/// with `overrides`, each in `dir/<variant>/seed-<seed>`; write `ablation.md` and
+/// `ablation.json` into `dir` after each run. A run whose row is recorded with the same
+/// resolved config is read back, not rerun; one recorded with another config is an error.
+pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    // Resolve every variant's config first, so that a bad one fails before any training.
-    let mut configs = Vec::new();
+    let seeds = if options.seeds.is_empty() { vec![ExperimentConfig::load(base, overrides)?.seed] } else { options.seeds.clone() };
+    // Resolve every run's config first, so that a bad one fails before any training.
+    let mut plan = Vec::new();
     for v in &grid.variant {
-        let all: Vec<String> = overrides.iter().chain(&v.set).cloned().collect();
-        configs.push((ExperimentConfig::load(base, &all)?, all));
+        for &seed in &seeds {
+            let mut all: Vec<String> = overrides.iter().chain(&v.set).cloned().collect();
+            all.push(format!("seed={seed}"));
+            plan.push((v, seed, ExperimentConfig::load(base, &all)?, all));
+        }
     }
-    let mut rows = Vec::new();
-    for (v, (cfg, all)) in grid.variant.iter().zip(configs) {
-        let vdir = dir.join(&v.name);
+    let mut runs = Vec::new();
+    for (v, seed, cfg, all) in plan {
+        let vdir = dir.join(&v.name).join(format!("seed-{seed}"));
+        let label = format!("{} (seed {seed})", v.name);
         let row_path = vdir.join("ablation-row.json");
         let resolved = cfg.to_toml();
         if let Ok(text) = std::fs::read_to_string(&row_path) {
@@ -132,21 +230,17 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
                         ),
                     ));
                 }
-                if !linear || row.linear_top1.is_some() {
-                    obs.on_message(&format!("{}: already done ({:.2}% kNN), skipped", v.name, 100.0 * row.knn_top1));
-                    rows.push(row);
+                if !options.linear || row.linear_top1.is_some() {
+                    obs.on_message(&format!("{label}: already done ({:.2}% kNN), skipped", 100.0 * row.knn_top1));
+                    runs.push(row);
                     continue;
                 }
             }
         }
-        obs.on_message(&format!("{}: {}", v.name, if v.random_init { "random-init encoder".to_string() } else { all.join(" ") }));
+        obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { all.join(" ") }));
         let started = Instant::now();
         let device = cfg.backend.device()?;
         let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
-        let mut command = format!("byol pretrain --config {}", shell_word(base));
-        for o in &all {
-            command.push_str(&format!(" --set {}", shell_word(o)));
-        }
         let (encoder, steps, knn, splits) = if v.random_init {
             let splits = data::load(&cfg.data, cfg.seed)?;
             let encoder = random_init_encoder(&cfg, &device);
@@ -160,8 +254,8 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
             let encoder = loaded.online(&device)?.encoder;
             (encoder, report.steps, knn, None)
         };
-        let linear_top1 = if linear {
-            obs.on_message(&format!("{}: linear evaluation", v.name));
+        let linear_top1 = if options.linear {
+            obs.on_message(&format!("{label}: linear evaluation"));
             let splits = match splits {
                 Some(s) => s,
                 None => data::load(&cfg.data, cfg.seed)?,
@@ -173,7 +267,9 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
         let (losses, projection_std) = read_metrics(&vdir);
         let row = Row {
             name: v.name.clone(),
+            seed,
             overrides: v.set.clone(),
+            all_overrides: all,
             random_init: v.random_init,
             steps,
             knn_top1: knn.top1,
@@ -184,106 +280,83 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, linear:
             healthy_std,
             collapsed: projection_std.map(|s| s < cfg.train.collapse_fraction * healthy_std),
             wall_seconds: started.elapsed().as_secs_f64(),
-            command,
             losses,
             config: resolved,
         };
         std::fs::create_dir_all(&vdir).map_err(|e| Error::io(&vdir, e))?;
         checkpoint::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;
-        rows.push(row);
-        write_reports(dir, &rows)?;
+        runs.push(row);
+        write_reports(dir, &Ablation { base: base.to_string(), summary: summarise(&runs), runs: runs.clone() })?;
     }
-    write_reports(dir, &rows)?;
-    Ok(rows)
+    let ablation = Ablation { base: base.to_string(), summary: summarise(&runs), runs };
+    write_reports(dir, &ablation)?;
+    Ok(ablation)
 }
 
-/// `ablation.md`, `ablation.json` and `ablation.png` of the rows so far.
-pub fn write_reports(dir: &Path, rows: &[Row]) -> Result<()> {
+/// `ablation.md` (the per-variant summary, then every run) and `ablation.json`.
+pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
     let pct = |v: f64| format!("{:.2}", 100.0 * v);
-    let mut md = String::from(
-        "| variant | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std (healthy) | collapsed | steps | wall s |\n\
+    let spread_pct = |s: &Spread, n: usize| if n > 1 { format!("{} ± {} ({}–{})", pct(s.mean), pct(s.std), pct(s.min), pct(s.max)) } else { pct(s.mean) };
+    let mut md = format!(
+        "Base config `{}`; mean ± sample std (min–max) over the seeds.\n\n\
+         | variant | seeds | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std (healthy) | collapsed | wall s |\n\
          |---|---|---|---|---|---|---|---|---|\n",
+        a.base
     );
-    for r in rows {
+    for s in &a.summary {
+        let n = s.seeds.len();
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            s.name,
+            s.seeds.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+            spread_pct(&s.knn_top1, n),
+            pct(s.knn_top5.mean),
+            s.linear_top1.as_ref().map_or("–".into(), |l| spread_pct(l, n)),
+            s.final_loss.map_or("–".into(), |l| format!("{:.4}", l.mean)),
+            s.projection_std.map_or("–".into(), |p| format!("{:.4} ({:.4})", p.mean, s.healthy_std)),
+            s.collapsed.map_or("–".into(), |c| format!("{c} of {n}")),
+            s.wall_seconds.mean
+        ));
+    }
+    md.push_str(
+        "\nEvery run:\n\n| variant | seed | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std | steps | wall s | overrides of the base |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &a.runs {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | `{}` |\n",
             r.name,
+            r.seed,
             pct(r.knn_top1),
             pct(r.knn_top5),
             r.linear_top1.map_or("–".into(), pct),
             r.final_loss.map_or("–".into(), |l| format!("{l:.4}")),
-            r.projection_std.map_or("–".into(), |s| format!("{s:.4} ({:.4})", r.healthy_std)),
-            r.collapsed.map_or("–", |c| if c { "yes" } else { "no" }),
+            r.projection_std.map_or("–".into(), |s| format!("{s:.4}")),
             r.steps,
-            r.wall_seconds
+            r.wall_seconds,
+            r.all_overrides.join(" ")
         ));
-    }
-    md.push_str("\nCommands (each row alone):\n\n");
-    for r in rows {
-        if r.random_init {
-            md.push_str(&format!("- {}: the random-init baseline printed by `{}`\n", r.name, r.command));
-        } else {
-            md.push_str(&format!("- {}: `{}`\n", r.name, r.command));
-        }
     }
     let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&dir.join(name), bytes);
     write("ablation.md", md.as_bytes())?;
-    write("ablation.json", serde_json::to_string_pretty(rows).expect("json").as_bytes())?;
-    crate::augment::preview::write_png(&chart(rows), &dir.join("ablation.png"))
-}
-
-/// Bars of kNN top-1 per variant, then one small loss-curve panel per trained variant.
-pub fn chart(rows: &[Row]) -> crate::augment::Rgb8 {
-    let (w, s) = (960i64, 2i64);
-    let bar_h = 28i64;
-    let top = 40 + rows.len() as i64 * (bar_h + 8) + 20;
-    let trained: Vec<(usize, &Row)> = rows.iter().enumerate().filter(|(_, r)| !r.losses.is_empty()).collect();
-    let (cols, pw, ph) = (3i64, 300i64, 170i64);
-    let panel_rows = (trained.len() as i64 + cols - 1) / cols;
-    let h = top + 30 + panel_rows * (ph + 50) + 10;
-    let mut c = Canvas::new(w as usize, h as usize);
-    c.text(10, 10, "knn top-1 % (same seed, same budget)", s, BLACK);
-    let label_w = 200i64;
-    let max_acc = rows.iter().map(|r| r.knn_top1).fold(0.0, f64::max).max(1e-9);
-    for (i, r) in rows.iter().enumerate() {
-        let y = 40 + i as i64 * (bar_h + 8);
-        c.text(10, y + 8, &r.name, s, BLACK);
-        let len = ((r.knn_top1 / max_acc) * (w - label_w - 120) as f64).round() as i64;
-        c.rect(label_w, y, len.max(1), bar_h, PALETTE[i % PALETTE.len()]);
-        let mut label = format!("{:.2}%", 100.0 * r.knn_top1);
-        if r.collapsed == Some(true) {
-            label.push_str(" collapsed");
-        }
-        c.text(label_w + len + 8, y + 8, &label, s, BLACK);
-    }
-    c.text(10, top, "training loss per variant (own scale)", s, BLACK);
-    for (k, &(i, r)) in trained.iter().enumerate() {
-        let (col, row) = (k as i64 % cols, k as i64 / cols);
-        let (x, y) = (10 + col * (pw + 15), top + 30 + row * (ph + 50));
-        c.text(x, y, &r.name, s, BLACK);
-        let frame = (x, y + 16, pw, ph);
-        c.rect(frame.0, frame.1, pw, 1, GREY);
-        c.rect(frame.0, frame.1 + ph - 1, pw, 1, GREY);
-        c.rect(frame.0, frame.1, 1, ph, GREY);
-        c.rect(frame.0 + pw - 1, frame.1, 1, ph, GREY);
-        let xs: Vec<f64> = r.losses.iter().map(|l| l.0 as f64).collect();
-        let ys: Vec<f64> = r.losses.iter().map(|l| l.1).collect();
-        let lo = ys.iter().copied().filter(|v| v.is_finite()).fold(f64::INFINITY, f64::min);
-        let hi = ys.iter().copied().filter(|v| v.is_finite()).fold(f64::NEG_INFINITY, f64::max);
-        if lo.is_finite() && hi.is_finite() {
-            polyline(&mut c, frame, &xs, &ys, (lo, hi), PALETTE[i % PALETTE.len()]);
-            c.text(x + 4, y + 20, &format!("{hi:.3}"), s, BLACK);
-            c.text(x + 4, y + 16 + ph - 14, &format!("{lo:.3}"), s, BLACK);
-            let steps = format!("{} steps", xs.last().copied().unwrap_or(0.0));
-            c.text(x + pw - Canvas::text_width(&steps, s) - 4, y + 16 + ph - 14, &steps, s, BLACK);
-        }
-    }
-    c.into_image()
+    write("ablation.json", serde_json::to_string_pretty(a).expect("json").as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_is_mean_sample_std_min_and_max() {
+        // (values, mean, sample std)
+        let table: [(&[f64], f64, f64); 3] = [(&[0.25], 0.25, 0.0), (&[0.2, 0.3], 0.25, 0.070_710_678_118_654_75), (&[1.0, 2.0, 4.0], 7.0 / 3.0, 1.527_525_231_651_947)];
+        for (values, mean, std) in table {
+            let s = Spread::of(values).unwrap();
+            assert!((s.mean - mean).abs() < 1e-15 && (s.std - std).abs() < 1e-15, "{values:?}: {s:?}");
+            assert_eq!((s.min, s.max), (values[0], values[values.len() - 1]));
+        }
+        assert_eq!(Spread::of(&[]), None);
+    }
 
     #[test]
     fn grid_names_are_checked() {

@@ -16,7 +16,6 @@ pub mod eval;
 pub mod loss;
 pub mod model;
 pub mod optim;
-pub mod plot;
 pub mod rng;
 pub mod train;
 

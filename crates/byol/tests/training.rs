@@ -540,9 +540,11 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     }
 }
 
-/// `ablate` trains each variant, writes the reports, and skips finished variants on a rerun.
+/// `ablate` trains each variant at each seed, summarises the seeds, writes the reports, skips
+/// finished runs on a rerun and refuses stale ones.
 #[test]
 fn ablate_runs_variants_writes_reports_and_skips_finished_ones() {
+    use byol::ablate::{AblationOptions, Grid, ablate};
     let dir = tmp("ablate");
     std::fs::create_dir_all(&dir).unwrap();
     let grid_path = dir.join("grid.toml");
@@ -560,22 +562,35 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
 "#,
     )
     .unwrap();
-    let grid = byol::ablate::Grid::load(&grid_path).unwrap();
+    let grid = Grid::load(&grid_path).unwrap();
     let base = tiny_overrides(&["train.epochs=1", "train.knn-every-epochs=0"]);
     let runs = dir.join("runs");
-    let rows = byol::ablate::ablate("small-cpu", &base, &grid, &runs, false, &mut Quiet).unwrap();
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0].steps, 0);
-    assert!(rows[0].losses.is_empty() && rows[0].collapsed.is_none());
-    assert_eq!((rows[1].steps, rows[2].steps), (5, 5));
-    assert!(rows[1].losses.len() == 5 && rows[2].final_loss.unwrap() > 0.0);
-    assert!(rows[2].command.contains("objective.kind=\"nt-xent\"") || rows[2].command.contains("nt-xent"));
-    for f in ["ablation.md", "ablation.json", "ablation.png"] {
+    let two = AblationOptions { seeds: vec![3, 4], linear: false };
+    let a = ablate("small-cpu", &base, &grid, &runs, &two, &mut Quiet).unwrap();
+    assert_eq!(a.runs.len(), 6);
+    let names: Vec<(&str, u64)> = a.runs.iter().map(|r| (r.name.as_str(), r.seed)).collect();
+    assert_eq!(names, [("random-init", 3), ("random-init", 4), ("byol", 3), ("byol", 4), ("simclr", 3), ("simclr", 4)]);
+    assert_eq!(a.runs[0].steps, 0);
+    assert!(a.runs[0].losses.is_empty() && a.runs[0].collapsed.is_none());
+    assert!(a.runs[2..].iter().all(|r| r.steps == 5 && r.losses.len() == 5 && r.final_loss.unwrap() > 0.0));
+    assert_eq!(a.runs[4].all_overrides.last().map(String::as_str), Some("seed=3"));
+    assert!(a.runs[4].all_overrides.contains(&"objective.kind=\"nt-xent\"".to_string()));
+    // The seeds give different encoders, and the summary is their mean and spread.
+    let (b3, b4) = (a.runs[2].knn_top1, a.runs[3].knn_top1);
+    assert_ne!(a.runs[2].losses, a.runs[3].losses, "seeds 3 and 4 trained the same run");
+    let s = &a.summary[1];
+    assert_eq!((s.name.as_str(), s.seeds.as_slice()), ("byol", &[3u64, 4][..]));
+    assert!((s.knn_top1.mean - (b3 + b4) / 2.0).abs() < 1e-12);
+    assert!((s.knn_top1.std - (b3 - b4).abs() / 2f64.sqrt()).abs() < 1e-12);
+    assert_eq!((s.knn_top1.min, s.knn_top1.max), (b3.min(b4), b3.max(b4)));
+    assert_eq!(s.collapsed.map(|c| c <= 2), Some(true));
+    for f in ["ablation.md", "ablation.json"] {
         assert!(runs.join(f).exists(), "{f}");
     }
+    assert!(runs.join("simclr/seed-4/ablation-row.json").exists());
     let md = std::fs::read_to_string(runs.join("ablation.md")).unwrap();
-    assert!(md.contains("| simclr |"), "{md}");
-    // A rerun does no training: every row is read back.
+    assert!(md.contains("| simclr | 3, 4 |"), "{md}");
+    // A rerun does no training: every run is read back.
     struct Count(usize);
     impl Observer for Count {
         fn on_message(&mut self, m: &str) {
@@ -585,18 +600,18 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
         }
     }
     let mut c = Count(0);
-    let again = byol::ablate::ablate("small-cpu", &base, &grid, &runs, false, &mut c).unwrap();
-    assert_eq!(c.0, 3);
-    assert_eq!(again[1].knn_top1, rows[1].knn_top1);
-    // After a change of the base config the recorded rows are stale: refused, not reported.
+    let again = ablate("small-cpu", &base, &grid, &runs, &two, &mut c).unwrap();
+    assert_eq!(c.0, 6);
+    assert_eq!(again.runs[3].knn_top1, b4);
+    // After a change of the base config the recorded runs are stale: refused, not reported.
     let changed = tiny_overrides(&["train.epochs=1", "train.knn-every-epochs=0", "optim.base-lr=0.5"]);
-    let err = byol::ablate::ablate("small-cpu", &changed, &grid, &runs, false, &mut Quiet).err().expect("stale rows refused").to_string();
+    let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).err().expect("stale rows refused").to_string();
     assert!(err.contains("random-init") && err.contains("another config"), "{err}");
     // So after a change of one variant's overrides.
     let mut edited = grid.clone();
     edited.variant.remove(0);
     edited.variant[1].set.push("objective.temperature=0.2".into());
-    let err = byol::ablate::ablate("small-cpu", &base, &edited, &runs, false, &mut Quiet).err().expect("stale row refused").to_string();
+    let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet).err().expect("stale row refused").to_string();
     assert!(err.contains("simclr") && err.contains("another config"), "{err}");
 }
 

@@ -1,0 +1,203 @@
+//! PNG charts of the binary's reports, drawn with `plotters`: the curves of one pre-training run
+//! (`curves.png` in its run directory) and an ablation's accuracies and losses (`ablation.png`).
+//! Text is DejaVu Sans, embedded, so a chart needs no system font.
+
+use anyhow::{Context, Result, anyhow};
+use byol::ablate::Ablation;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_err() {
+            unreachable!("the embedded DejaVu Sans is a valid font");
+        }
+    });
+}
+
+/// Okabe–Ito colours, distinguishable with the common colour-vision deficiencies.
+const COLOURS: [RGBColor; 7] =
+    [RGBColor(0, 114, 178), RGBColor(230, 159, 0), RGBColor(0, 158, 115), RGBColor(204, 121, 167), RGBColor(86, 180, 233), RGBColor(213, 94, 0), RGBColor(0, 0, 0)];
+
+fn colour(i: usize) -> RGBColor {
+    COLOURS[i % COLOURS.len()]
+}
+
+/// Plotters' errors carry the backend's error type; keep their text.
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the chart: {e:?}")
+}
+
+/// (min, max) of the finite values, widened by 5 % (or ±1 % of the value for a constant).
+fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.01 * lo.abs().max(1e-6) };
+    Some((lo - pad, hi + pad))
+}
+
+/// One line panel: `series` are (label, points); the legend shows the labels when there are
+/// several.
+fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
+    let Some((y0, y1)) = range(series.iter().flat_map(|s| s.1.iter().map(|p| p.1))) else {
+        return Ok(());
+    };
+    let x1 = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(8)
+        .x_label_area_size(36)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0.0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(err)?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let c = colour(i);
+        if points.len() == 1 {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(err)?;
+        }
+        let s = chart.draw_series(LineSeries::new(points.iter().copied().filter(|p| p.1.is_finite()), c.stroke_width(2))).map_err(err)?;
+        if series.len() > 1 {
+            s.label(label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        }
+    }
+    if series.len() > 1 {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The curves of a run directory: training loss, learning rate, τ and the projections' std per
+/// step (`metrics.jsonl`), kNN top-1 per evaluation (`evals.jsonl`, when there is one).
+pub fn run_curves(run_dir: &Path, out: &Path) -> Result<()> {
+    register_font();
+    let path = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cols: [Vec<(f64, f64)>; 4] = Default::default();
+    for (n, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), n + 1))?;
+        let Some(step) = v["step"].as_f64() else { continue };
+        for (c, key) in cols.iter_mut().zip(["loss", "lr", "tau", "projection_std"]) {
+            if let Some(y) = v[key].as_f64() {
+                c.push((step, y));
+            }
+        }
+    }
+    let mut knn = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(run_dir.join("evals.jsonl")) {
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                if let (Some(s), Some(t)) = (v["step"].as_f64(), v["knn"]["top1"].as_f64()) {
+                    knn.push((s, 100.0 * t));
+                }
+            }
+        }
+    }
+    let root = BitMapBackend::new(out, (1200, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let panels = root.split_evenly((2, 3));
+    let [loss, lr, tau, std] = cols;
+    let one = |label: &str, p: Vec<(f64, f64)>| vec![(label.to_string(), p)];
+    line_panel(&panels[0], "training loss", "step", "loss", &one("loss", loss))?;
+    line_panel(&panels[1], "kNN top-1 (test set)", "step", "top-1 %", &one("kNN", knn))?;
+    line_panel(&panels[2], "projection std (collapse → 0)", "step", "std", &one("std", std))?;
+    line_panel(&panels[3], "learning rate", "step", "lr", &one("lr", lr))?;
+    line_panel(&panels[4], "target decay rate τ", "step", "τ", &one("tau", tau))?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// kNN top-1 per variant (bar: mean over seeds; dots: each seed), then one panel of training
+/// loss per trained variant (one line per seed).
+pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
+    register_font();
+    let n = a.summary.len();
+    let trained: Vec<_> = a.summary.iter().filter(|s| !s.random_init).collect();
+    let cols = 3usize;
+    let panel_rows = trained.len().div_ceil(cols);
+    let bars_h = 90 + 34 * n as u32;
+    let root = BitMapBackend::new(out, (1200, bars_h + 260 * panel_rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(bars_h);
+    let all_top1 = a.runs.iter().map(|r| 100.0 * r.knn_top1);
+    let (lo, hi) = range(all_top1).ok_or_else(|| anyhow!("the ablation has no runs"))?;
+    let lo = (lo - 0.2 * (hi - lo)).max(0.0).floor();
+    let names: Vec<String> = a.summary.iter().map(|s| s.name.clone()).collect();
+    let seeds = a.summary.iter().map(|s| s.seeds.len()).max().unwrap_or(1);
+    let mut chart = ChartBuilder::on(&top)
+        .caption(format!("kNN top-1 on the test set (bar: mean of {seeds} seed(s); dots: each seed) — base {}", a.base), (FONT, 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(210)
+        .build_cartesian_2d(lo..hi.ceil(), (0..n as i32 - 1).into_segmented())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("kNN top-1 %")
+        .y_labels(n)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(n.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
+    for (i, s) in a.summary.iter().enumerate() {
+        let c = colour(i);
+        let y = (n - 1 - i) as i32; // the grid's first variant at the top
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(lo, SegmentValue::Exact(y)), (100.0 * s.knn_top1.mean, SegmentValue::Exact(y + 1))], c.mix(0.6).filled())))
+            .map_err(err)?;
+        let dots = a.runs.iter().filter(|r| r.name == s.name).map(|r| Circle::new((100.0 * r.knn_top1, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
+        chart.draw_series(dots).map_err(err)?;
+        let mut label = format!("{:.2}", 100.0 * s.knn_top1.mean);
+        if s.seeds.len() > 1 {
+            label.push_str(&format!(" ± {:.2}", 100.0 * s.knn_top1.std));
+        }
+        if let Some(c) = s.collapsed.filter(|&c| c > 0) {
+            label.push_str(&format!("  collapsed in {c} of {}", s.seeds.len()));
+        }
+        chart.draw_series(std::iter::once(Text::new(label, (lo + 0.01 * (hi - lo), SegmentValue::CenterOf(y)), (FONT, 13)))).map_err(err)?;
+    }
+    if !trained.is_empty() {
+        let panels = bottom.split_evenly((panel_rows, cols));
+        for (s, panel) in trained.iter().zip(panels.iter()) {
+            let series: Vec<(String, Vec<(f64, f64)>)> = a
+                .runs
+                .iter()
+                .filter(|r| r.name == s.name)
+                .map(|r| (format!("seed {}", r.seed), r.losses.iter().map(|&(x, y)| (x as f64, y)).collect()))
+                .collect();
+            line_panel(panel, &format!("{}: training loss", s.name), "step", "loss", &series)?;
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
