@@ -571,7 +571,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    byol::backend::keep_freed_memory();
+    byol_kernels::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,byol=info".into()))
         .with_writer(std::io::stderr)

@@ -6,7 +6,7 @@ use byol::bench::StepArch;
 use byol::train::TrainState;
 use std::time::Instant;
 fn main() {
-    byol::backend::keep_freed_memory();
+    byol_kernels::alloc::keep_freed_memory();
     let cfg = StepArch::Resnet18Cifar.config(64, "flex", Default::default()).unwrap();
     let device = burn::tensor::Device::flex();
     let mut state = TrainState::init(&cfg, &device);

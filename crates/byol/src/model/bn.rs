@@ -48,12 +48,12 @@ fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
 }
 
 /// relu(batch_norm(bn, x) + residual): the ReLU after a batch norm, with the residual add of a
-/// ResNet block's tail. In f32 training mode on `flex` it is one fused node
-/// ([`super::cpu_bn`]); everywhere else it is exactly the unfused expression.
+/// ResNet block's tail. In f32 training mode on `flex` it is one fused node (a kernel of
+/// [`super::kernels`]); everywhere else it is exactly the unfused expression.
 pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: Option<Tensor<D>>) -> Tensor<D> {
     if bn.training.is_enabled()
         && let Some((y, mean, var)) =
-            super::cpu_bn::try_batch_norm_act(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, residual.as_ref(), true)
+            super::kernels::fused_batch_norm_act(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, residual.as_ref(), true)
     {
         update_running(bn, mean, var);
         return y;
@@ -66,10 +66,10 @@ pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: O
 }
 
 /// Training-mode batch normalisation: (output, batch mean [C], biased batch variance [C]). On
-/// `flex` in f32 it is the fused node of [`super::cpu_bn`] (2 passes forward, 2 backward);
+/// `flex` in f32 it is the fused node of [`super::kernels`] (2 passes forward, 2 backward);
 /// elsewhere [`batch_norm_ops`]. Both compute the same as burn's `batch_norm_train` (tested).
 pub fn batch_norm_train<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if let Some(out) = super::cpu_bn::try_batch_norm_act(&x, &gamma, &beta, epsilon, None, false) {
+    if let Some(out) = super::kernels::fused_batch_norm_act(&x, &gamma, &beta, epsilon, None, false) {
         return out;
     }
     batch_norm_ops(x, gamma, beta, epsilon)
@@ -124,6 +124,7 @@ mod tests {
 
     /// The fused `flex` form (used by `batch_norm_train` there) against the tensor-operation form,
     /// without autodiff (the target network) and on [B, C] (the MLP heads), values and gradients.
+    #[cfg(feature = "kernels")]
     #[test]
     fn fused_flex_form_matches_the_tensor_operation_form() {
         let plain = Device::flex();
@@ -149,46 +150,5 @@ mod tests {
         assert!(max(x.grad(&g1).unwrap().flatten(0, 1), x.grad(&g0).unwrap().flatten(0, 1)) < 1e-5);
         assert!(max(g.grad(&g1).unwrap(), g.grad(&g0).unwrap()) < 1e-5);
         assert!(max(b.grad(&g1).unwrap(), b.grad(&g0).unwrap()) < 1e-5);
-    }
-
-    /// relu(batch_norm(x) + r) fused on `flex` against the unfused expression: values and the
-    /// gradients of x, γ, β and the residual, with and without the residual, and without
-    /// autodiff (the target network).
-    #[test]
-    fn fused_relu_and_residual_match_the_unfused_expression() {
-        let plain = Device::flex();
-        let d = plain.clone().autodiff();
-        let max = |a: Tensor<4>, b: Tensor<4>| (a - b).abs().max().into_scalar::<f32>();
-        let max1 = |a: Tensor<1>, b: Tensor<1>| (a - b).abs().max().into_scalar::<f32>();
-        for with_residual in [false, true] {
-            let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.2, 1.5), &d).require_grad();
-            let r = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d).require_grad();
-            let g = Tensor::<1>::random([3], Distribution::Normal(1.0, 0.2), &d).require_grad();
-            let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.2), &d).require_grad();
-            let w = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d);
-            let res = with_residual.then(|| r.clone());
-            let (y, _, _) = super::super::cpu_bn::try_batch_norm_act(&x, &g, &b, 1e-5, res.as_ref(), true).expect("flex f32");
-            let (z, _, _) = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
-            let y0 = relu(match res {
-                Some(r) => z + r,
-                None => z,
-            });
-            assert!(max(y.clone(), y0.clone()) < 1e-5);
-            assert!(y0.clone().lower_equal_elem(0.0).any().into_scalar::<bool>(), "the ReLU is active somewhere");
-            let g1 = (y * w.clone()).sum().backward();
-            let g0 = (y0 * w).sum().backward();
-            assert!(max(x.grad(&g1).unwrap(), x.grad(&g0).unwrap()) < 1e-5);
-            assert!(max1(g.grad(&g1).unwrap(), g.grad(&g0).unwrap()) < 1e-5);
-            assert!(max1(b.grad(&g1).unwrap(), b.grad(&g0).unwrap()) < 1e-5);
-            if with_residual {
-                assert!(max(r.grad(&g1).unwrap(), r.grad(&g0).unwrap()) < 1e-6);
-            }
-        }
-        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.2, 1.5), &plain);
-        let r = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &plain);
-        let (g, b) = (Tensor::<1>::ones([3], &plain), Tensor::<1>::zeros([3], &plain));
-        let (y, _, _) = super::super::cpu_bn::try_batch_norm_act(&x, &g, &b, 1e-5, Some(&r), true).expect("flex f32");
-        let (z, _, _) = batch_norm_ops(x, g, b, 1e-5);
-        assert!(max(y, relu(z + r)) < 1e-5);
     }
 }

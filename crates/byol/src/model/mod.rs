@@ -1,17 +1,13 @@
 //! Networks: the ResNet encoder, the projector/predictor MLPs and the BYOL online/target pair.
 
 mod bn;
-mod cpu_bn;
-pub mod cpu_conv;
-mod cpu_pool;
+pub mod kernels;
 mod mlp;
 mod networks;
 pub mod export;
 pub mod params;
 pub mod precision;
 mod resnet;
-mod simd;
-mod winograd;
 
 pub use bn::{batch_norm, batch_norm_relu, batch_norm_train};
 pub use mlp::{Mlp, MlpConfig};

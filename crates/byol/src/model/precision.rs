@@ -67,10 +67,7 @@ pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn conv_in_input_type(c: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let dtype = x.dtype();
     if dtype == DType::F32 {
-        if let Some(y) = fast_cpu_conv(c, &x) {
-            return y;
-        }
-        return c.forward(x);
+        return super::kernels::conv2d(c, x);
     }
     let pads = match c.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
@@ -81,18 +78,4 @@ pub fn conv_in_input_type(c: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let options = ConvOptions::new_with_padding(c.stride, pads, c.dilation, c.groups);
     let low: FloatDType = dtype.into();
     conv2d(x, c.weight.val().cast(low), c.bias.as_ref().map(|b| b.val().cast(low)), options)
-}
-
-/// The f32 convolution through [`super::cpu_conv`] when `c` has its shape (square stride,
-/// symmetric padding, no dilation, groups or bias) and `x` lives on `flex`.
-fn fast_cpu_conv(c: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    let pad = match c.padding {
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == left && left == bottom && bottom == right => top,
-        PaddingConfig2d::Valid => 0,
-        _ => return None,
-    };
-    if c.stride[0] != c.stride[1] || c.dilation != [1, 1] || c.groups != 1 || c.bias.is_some() {
-        return None;
-    }
-    super::cpu_conv::try_conv2d(x, &c.weight.val(), c.stride[0], pad)
 }

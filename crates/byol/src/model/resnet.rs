@@ -278,10 +278,7 @@ impl ResNet {
         let mut x = batch_norm_relu(&self.bn1, conv_x(&self.conv1, x), None); // [B, w, H/2 or H, …]
         if let Some(pool) = &self.maxpool {
             // [B, w, H/4, W/4]
-            x = match super::cpu_pool::try_max_pool2d(pool, &x) {
-                Some(y) => y,
-                None => pool.forward(x),
-            };
+            x = super::kernels::max_pool2d(pool, x);
         }
         for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
             x = block.forward(x); // [B, C_i, H_i, W_i]

@@ -10,7 +10,7 @@
 //! dz = dout·[out > 0];  dr = dz;  dβ = Σ dz;  dγ = Σ dz·x̂;  dx = γ/σ · (dz − dβ/n − x̂·dγ/n).
 //! A NaN passes through the ReLU and keeps its gradient, as in burn's `relu`.
 //! Taken for f32 tensors on `flex` (with or without autodiff); the callers fall back to tensor
-//! operations elsewhere. Equal to the unfused form to f32 rounding (tested in `bn`).
+//! operations elsewhere. Equal to the unfused form to f32 rounding (tested below).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -21,8 +21,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::cpu_conv::{tensor, values, written};
-use super::simd::multiversion;
+use crate::common::{tensor, values, written};
+use crate::simd::multiversion;
 use std::mem::MaybeUninit;
 
 /// [N, C, R]: batch, channels, values per (batch, channel).
@@ -328,5 +328,67 @@ impl Backward<Flex, 4> for BnResidualBackward {
 
     fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
         backward_node(ops, grads);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::relu;
+    use burn::tensor::{Device, Distribution};
+
+    fn max<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// relu(batch_norm(x) + r), fused, against burn's `batch_norm_train` followed by the add and
+    /// burn's ReLU: values, batch statistics and the gradients of x, γ, β and the residual, with
+    /// and without the residual and the ReLU, then without autodiff (a target network).
+    #[test]
+    fn matches_burns_batch_norm_add_and_relu() {
+        let plain = Device::flex();
+        let d = plain.clone().autodiff();
+        for (with_residual, with_relu) in [(false, false), (false, true), (true, true)] {
+            let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.2, 1.5), &d).require_grad();
+            let r = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let g = Tensor::<1>::random([3], Distribution::Normal(1.0, 0.2), &d).require_grad();
+            let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.2), &d).require_grad();
+            let w = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d);
+            let res = with_residual.then(|| r.clone());
+            let (y, mean, var) = try_batch_norm_act(&x, &g, &b, 1e-5, res.as_ref(), with_relu).expect("flex f32");
+            let reference = burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+            let z = match res {
+                Some(r) => reference.output + r,
+                None => reference.output,
+            };
+            let y0 = if with_relu { relu(z) } else { z };
+            assert!(max(y.clone(), y0.clone()) < 1e-5);
+            assert!(max(mean, reference.mean) < 1e-5 && max(var, reference.variance) < 1e-5);
+            if with_relu {
+                assert!(y0.clone().lower_equal_elem(0.0).any().into_scalar::<bool>(), "the ReLU is active somewhere");
+            }
+            let g1 = (y * w.clone()).sum().backward();
+            let g0 = (y0 * w).sum().backward();
+            assert!(max(x.grad(&g1).unwrap(), x.grad(&g0).unwrap()) < 1e-5);
+            assert!(max(g.grad(&g1).unwrap(), g.grad(&g0).unwrap()) < 1e-5);
+            assert!(max(b.grad(&g1).unwrap(), b.grad(&g0).unwrap()) < 1e-5);
+            if with_residual {
+                assert!(max(r.grad(&g1).unwrap(), r.grad(&g0).unwrap()) < 1e-6);
+            }
+        }
+        // [B, C] (the MLP heads), without autodiff.
+        let x = Tensor::<2>::random([8, 7], Distribution::Normal(-0.3, 1.5), &plain);
+        let (g, b) = (Tensor::<1>::random([7], Distribution::Normal(1.0, 0.2), &plain), Tensor::<1>::zeros([7], &plain));
+        let (y, _, _) = try_batch_norm_act(&x, &g, &b, 1e-5, None, true).expect("flex f32");
+        let reference = burn::tensor::module::batch_norm_train(x, g, b, 1e-5);
+        assert!(max(y, relu(reference.output)) < 1e-5);
+    }
+
+    /// Other dtypes are declined (the caller uses tensor operations).
+    #[test]
+    fn declines_other_dtypes() {
+        let x = Tensor::<2>::ones([4, 3], &Device::flex()).cast(burn::tensor::FloatDType::BF16);
+        let (g, b) = (Tensor::<1>::ones([3], &Device::flex()), Tensor::<1>::zeros([3], &Device::flex()));
+        assert!(try_batch_norm_act(&x, &g, &b, 1e-5, None, false).is_none());
     }
 }

@@ -16,10 +16,14 @@ macro_rules! multiversion {
             fn body($($a: $t),*) $(-> $r)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// The CPU must support AVX-512 (F, VL, BW, DQ), AVX2 and FMA.
                 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
                 unsafe fn v4($($a: $t),*) $(-> $r)? {
                     body($($a),*)
                 }
+                /// # Safety
+                /// The CPU must support AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn v3($($a: $t),*) $(-> $r)? {
                     body($($a),*)
@@ -39,4 +43,4 @@ macro_rules! multiversion {
     };
 }
 
-pub(super) use multiversion;
+pub(crate) use multiversion;

@@ -1,11 +1,11 @@
 //! One 3×3 convolution (stride 1, padding 1) at each ResNet-18 CIFAR stage size on `flex`,
 //! batch 128: forward (plain and autodiff), backward and weight-gradient-only times and GFLOP/s
-//! (counted as for the direct convolution), burn's `conv2d` against `byol::model::cpu_conv`.
-//! Run: cargo run --release -p byol --example prof_conv
+//! (counted as for the direct convolution), burn's `conv2d` against `byol_kernels::conv`.
+//! Run: cargo run --release -p byol-kernels --example prof_conv
 use burn::tensor::{Distribution, Tensor};
 use std::time::Instant;
 fn main() {
-    byol::backend::keep_freed_memory();
+    byol_kernels::alloc::keep_freed_memory();
     let device = burn::tensor::Device::flex();
     for (c, h) in [(64usize, 32usize), (128, 16), (256, 8), (512, 4)] {
         let x = Tensor::<4>::random([128, c, h, h], Distribution::Normal(0.0, 1.0), &device);
@@ -15,7 +15,7 @@ fn main() {
         for ours in [false, true] {
             let conv = |x: Tensor<4>, w: Tensor<4>| {
                 if ours {
-                    byol::model::cpu_conv::try_conv2d(&x, &w, 1, 1).unwrap()
+                    byol_kernels::conv::try_conv2d(&x, &w, 1, 1).unwrap()
                 } else {
                     burn::tensor::module::conv2d(x, w, None, opts.clone())
                 }

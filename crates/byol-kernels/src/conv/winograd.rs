@@ -22,8 +22,9 @@
 //! gradient dM [T][16][O] and dU [16][C][O]; the GEMM of position ξν reads and writes its slices
 //! through strides.
 
-use super::cpu_conv::{Scratch, matmul, run_split, with_scratch};
-use super::simd::multiversion;
+use crate::common::{Scratch, run_split, with_scratch};
+use crate::gemm::matmul;
+use crate::simd::multiversion;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -47,7 +48,10 @@ const P: usize = 16;
 /// `Send`/`Sync` wrapper for a base pointer whose disjoint parts are written by different tasks.
 #[derive(Clone, Copy)]
 struct Shared(*mut f32);
+// SAFETY: the pointer is only dereferenced inside `unsafe` blocks whose tasks write disjoint
+// ranges of the buffer it points into, which outlives the parallel loop that shares it.
 unsafe impl Send for Shared {}
+// SAFETY: as for `Send`; no two tasks access the same element.
 unsafe impl Sync for Shared {}
 
 /// y = x ⊛ w (3×3, stride 1, zero padding 1, no bias), row-major values.

@@ -16,7 +16,7 @@
 //! For small feature maps (deep layers) `G` images share one im2col matrix [K, G·P] so that each
 //! GEMM has enough columns. 3×3, stride-1, padding-1 convolutions with at least
 //! `WINOGRAD_MIN_CHANNELS` input channels (most of a ResNet's work) take Winograd's F(2×2, 3×3)
-//! instead, for all three products ([`super::winograd`]). The path is taken for f32 tensors on
+//! instead, for all three products ([`winograd`]). The path is taken for f32 tensors on
 //! `flex` (with or without autodiff), groups = 1, dilation = 1 and symmetric padding, which is every encoder convolution;
 //! anything else, and every other backend, uses burn's `conv2d`. Values agree with burn's to f32
 //! rounding (tested in this module).
@@ -27,52 +27,15 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
 
-/// The sizes of one convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
-}
+use crate::common::{Scratch, run_split, tensor, values, with_scratch, written};
+use crate::gemm::matmul;
+use im2col::{Geometry, col2im, im2col};
 
-impl Geometry {
-    /// Rows of the im2col matrix (C·kh·kw).
-    fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-    /// Output positions per image.
-    fn p(&self) -> usize {
-        self.ho * self.wo
-    }
-    /// A stride-1 convolution whose output has the input's height and width.
-    fn same(&self) -> bool {
-        self.stride == 1 && self.ho == self.h && self.wo == self.w
-    }
-    /// A 1×1, stride-1, unpadded convolution: an image's im2col matrix is the image itself.
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-    /// A 3×3, stride-1, padding-1 convolution with enough input channels for the 16 GEMMs of
-    /// [`super::winograd`] to run at speed.
-    fn winograd(&self) -> bool {
-        self.kh == 3 && self.kw == 3 && self.stride == 1 && self.pad == 1 && self.c >= WINOGRAD_MIN_CHANNELS
-    }
-    /// Images per GEMM: enough output columns (≥ 256) for the GEMM kernel to run at speed.
-    fn group(&self) -> usize {
-        (256 / self.p()).clamp(1, self.n.max(1))
-    }
-}
+mod im2col;
+pub mod winograd;
 
 /// `x ⊛ weight` (stride, symmetric zero padding, no bias) through this module when `x` and
 /// `weight` are f32 `flex` tensors, both tracked by autodiff or both not; `None` otherwise.
@@ -126,239 +89,16 @@ impl Backward<Flex, 2> for ConvBackward {
     }
 }
 
-/// The f32 values of a `flex` tensor in row-major order (copied only when not contiguous).
-pub(super) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
-    }
-}
-
-/// A `flex` tensor owning `v` (no copy).
-pub(super) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, shape))
-}
-
-/// `dst = lhs · rhs` (or `dst += lhs · rhs` with `accumulate`); each operand is given by its
-/// pointer, column stride and row stride, so transposes are free.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: (*mut f32, isize, isize),
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
-    accumulate: bool,
-    parallel: bool,
-) {
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst.1,
-            dst.2,
-            accumulate,
-            lhs.0,
-            lhs.1,
-            lhs.2,
-            rhs.0,
-            rhs.1,
-            rhs.2,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
-}
-
-/// The output columns `[lo, hi)` whose input column `ow·stride + kj − pad` lies inside `[0, w)`.
-fn valid_cols(g: &Geometry, kj: usize, w: usize) -> (usize, usize) {
-    let lo = if g.pad > kj { (g.pad - kj).div_ceil(g.stride) } else { 0 };
-    let hi = if w + g.pad > kj { ((w + g.pad - kj - 1) / g.stride + 1).min(g.wo) } else { 0 };
-    (lo.min(hi), hi)
-}
-
-/// Writes the patches of output rows `rows` of one image `x` [C, H, W] into columns
-/// `off..off + rows.len()·Wo` of `col` [K, ld].
-fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
-    if g.same() {
-        return im2col_same(x, g, col, ld, off, rows);
-    }
-    let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
-    for c in 0..g.c {
-        let plane = &x[c * h * w..(c + 1) * h * w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let row = &mut col[r * ld + off..r * ld + off + p];
-                let (lo, hi) = valid_cols(g, kj, w);
-                for (t, oh) in rows.clone().enumerate() {
-                    let dst = &mut row[t * g.wo..(t + 1) * g.wo];
-                    let ih = (oh * g.stride + ki) as isize - g.pad as isize;
-                    if ih < 0 || ih >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[ih as usize * w..(ih as usize + 1) * w];
-                    dst[..lo].fill(0.0);
-                    dst[hi..].fill(0.0);
-                    if g.stride == 1 {
-                        dst[lo..hi].copy_from_slice(&src[lo + kj - g.pad..hi + kj - g.pad]);
-                    } else {
-                        for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                            *d = src[ow * g.stride + kj - g.pad];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Adds columns `off..off + rows.len()·Wo` of `col` [K, ld] (output rows `rows`) back onto one
-/// image's gradient `dx` [C, H, W] (the adjoint of [`im2col`]).
-fn col2im(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
-    if g.same() {
-        return col2im_same(col, g, ld, off, rows, dx);
-    }
-    let (h, w, p) = (g.h, g.w, rows.len() * g.wo);
-    for c in 0..g.c {
-        let plane = &mut dx[c * h * w..(c + 1) * h * w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let row = &col[r * ld + off..r * ld + off + p];
-                let (lo, hi) = valid_cols(g, kj, w);
-                for (t, oh) in rows.clone().enumerate() {
-                    let ih = (oh * g.stride + ki) as isize - g.pad as isize;
-                    if ih < 0 || ih >= h as isize {
-                        continue;
-                    }
-                    let src = &row[t * g.wo..(t + 1) * g.wo];
-                    let dst = &mut plane[ih as usize * w..(ih as usize + 1) * w];
-                    if g.stride == 1 {
-                        for (d, s) in dst[lo + kj - g.pad..hi + kj - g.pad].iter_mut().zip(&src[lo..hi]) {
-                            *d += s;
-                        }
-                    } else {
-                        for ow in lo..hi {
-                            dst[ow * g.stride + kj - g.pad] += src[ow];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// For a stride-1 convolution whose output has the input's size: row (c, ki, kj) of the im2col
-/// matrix is the flattened plane shifted by s = (ki − pad)·W + (kj − pad), with zeros where the
-/// shifted row leaves the plane and in the columns that wrapped around from the neighbouring row.
-/// Returns the output range [lo, hi) (flat indices oh·W + ow) that reads inside the plane, and
-/// the shift.
-fn same_shift(g: &Geometry, ki: usize, kj: usize, rows: &std::ops::Range<usize>) -> (usize, usize, isize) {
-    let s = (ki as isize - g.pad as isize) * g.w as isize + (kj as isize - g.pad as isize);
-    let hw = (g.h * g.w) as isize;
-    let (start, end) = ((rows.start * g.w) as isize, (rows.end * g.w) as isize);
-    let lo = start.max(-s).min(end);
-    let hi = end.min(hw - s).max(lo);
-    (lo as usize, hi as usize, s)
-}
-
-/// The output columns [0, a) and [b, W) of each row whose input column lies outside the plane.
-fn wrapped_cols(g: &Geometry, kj: usize) -> (usize, usize) {
-    let (dj, w) = (kj as isize - g.pad as isize, g.w as isize);
-    let a = (-dj).clamp(0, w);
-    (a as usize, (w - dj.max(0)).clamp(a, w) as usize)
-}
-
-/// Zeroes columns [0, a) and [b, w) of every w-wide row of `m` (at most `pad` columns on each
-/// side, usually one). Column by column, with a stride of `w`: a per-row loop becomes one
-/// `memset` call per row of a few bytes, which cost ≈ 3 % of a training step (`perf`).
-fn zero_wrapped(m: &mut [f32], w: usize, a: usize, b: usize) {
-    for j in (0..a).chain(b..w) {
-        for v in m.iter_mut().skip(j).step_by(w) {
-            *v = 0.0;
-        }
-    }
-}
-
-/// [`im2col`] for stride-1 "same" convolutions: one contiguous copy per row of the matrix.
-fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
-    let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
-    let t = rows.len() * w;
-    // The shift and the bounds depend on (ki, kj) only: computed once for all channels.
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let (lo, hi, s) = same_shift(g, ki, kj, &rows);
-            let (a, b) = wrapped_cols(g, kj);
-            for c in 0..g.c {
-                let plane = &x[c * hw..(c + 1) * hw];
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let dst = &mut col[r * ld + off..r * ld + off + t];
-                dst[..lo - base].fill(0.0);
-                dst[hi - base..].fill(0.0);
-                if hi > lo {
-                    dst[lo - base..hi - base].copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
-                }
-                zero_wrapped(dst, w, a, b);
-            }
-        }
-    }
-}
-
-/// [`col2im`] for stride-1 "same" convolutions: the wrapped columns of `col` are zeroed, then
-/// each row of the matrix is added onto the plane in one contiguous pass.
-fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
-    let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
-    let t = rows.len() * w;
-    for c in 0..g.c {
-        let plane = &mut dx[c * hw..(c + 1) * hw];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let r = (c * g.kh + ki) * g.kw + kj;
-                let src = &mut col[r * ld + off..r * ld + off + t];
-                let (a, b) = wrapped_cols(g, kj);
-                zero_wrapped(src, w, a, b);
-                let (lo, hi, s) = same_shift(g, ki, kj, &rows);
-                if hi > lo {
-                    let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];
-                    dst.iter_mut().zip(&src[lo - base..hi - base]).for_each(|(d, v)| *d += v);
-                }
-            }
-        }
-    }
-}
-
-/// Input channels from which 3×3 convolutions use [`super::winograd`].
-const WINOGRAD_MIN_CHANNELS: usize = 16;
-
 /// Output columns per band of rows when one image is processed in bands (see [`backward`]).
 const TILE_COLS: usize = 256;
 
-/// Floats of partial weight gradients the backward pass may hold (see [`run_split`]).
-const PARTIAL_BUDGET: usize = 1 << 22;
+/// Input channels from which 3×3 convolutions use [`winograd`].
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Runs of image groups in the backward pass (see [`run_split`]).
-const RUNS: usize = 8;
-
-/// (runs, groups per run) for a weight gradient over `groups` groups of images whose partial
-/// sum has `partial_len` floats. The groups are cut into a fixed number of runs, each
-/// accumulating its own weight gradient in order; the partial sums are then added in run order.
-/// The number of runs depends on sizes only (fewer for large kernels, whose partial sums cost
-/// the most: 512·4608 floats each for a 3×3 convolution of 512 channels), never on the thread
-/// count or on scheduling, so training stays bit-reproducible.
-pub(super) fn run_split(groups: usize, partial_len: usize) -> (usize, usize) {
-    let runs = groups.min(RUNS).min((PARTIAL_BUDGET / partial_len).max(2));
-    let per_run = groups.div_ceil(runs);
-    (groups.div_ceil(per_run), per_run)
+/// A 3×3, stride-1, padding-1 convolution with enough input channels for the 16 GEMMs of
+/// [`winograd`] to run at speed.
+fn takes_winograd(g: &Geometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1 && g.c >= WINOGRAD_MIN_CHANNELS
 }
 
 /// Whether one GEMM per group should itself be split over threads (too few groups to share out).
@@ -372,8 +112,8 @@ fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
 
 /// The forward convolution on row-major values: x [N, C, H, W], w [O, C, kh, kw] → [N, O, Ho, Wo].
 fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
-    if g.winograd() {
-        return super::winograd::conv3x3(xv, wv, super::winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o });
+    if takes_winograd(g) {
+        return winograd::conv3x3(xv, wv, winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o });
     }
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
@@ -397,13 +137,18 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
                 (col.as_ptr(), 1, ld as isize) // [K, G·P]
             };
             if imgs == 1 {
+                // SAFETY: W is [O, K] in `wv`, the rhs [K, P] lies in `xv` or `col` (sized k·ld
+                // above), and y's chunk holds this image's [O, P], written only here.
                 unsafe { matmul(g.o, p, k, (yp, 1, p as isize), lhs, rhs, false, inner) };
             } else {
                 tmp.resize(g.o * ld, 0.0);
+                // SAFETY: W [O, K] in `wv`, col [K, G·P] sized k·ld above, `tmp` sized o·ld.
                 unsafe { matmul(g.o, ld, k, (tmp.as_mut_ptr(), 1, ld as isize), lhs, rhs, false, inner) }; // [O, G·P]
                 for i in 0..imgs {
                     for oc in 0..g.o {
                         let src = &tmp[oc * ld + i * p..oc * ld + (i + 1) * p];
+                        // SAFETY: image i's row oc of y lies inside this group's chunk
+                        // (imgs·img_out values), which `tmp` does not overlap.
                         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), yp.add(i * img_out + oc * p), p) };
                     }
                 }
@@ -415,32 +160,6 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     unsafe { written(g.n * img_out, gs * img_out, group) }
 }
 
-/// Per-thread buffers, kept between calls so that the im2col matrices are not allocated (and
-/// faulted in) again for every group of images.
-#[derive(Default)]
-pub(super) struct Scratch {
-    /// im2col matrix (in [`super::winograd`]: the transformed input).
-    pub col: Vec<f32>,
-    /// Its gradient (in [`super::winograd`]: the products or the transformed output gradient).
-    pub dcol: Vec<f32>,
-    /// dy of a group of images.
-    pub dy: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::default();
-}
-
-/// Runs `f` with this thread's buffers. They are taken out for the duration rather than
-/// borrowed: a thread waiting inside a parallel GEMM may run another convolution task, which
-/// then gets fresh buffers instead of a borrow conflict.
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    let mut s = SCRATCH.take();
-    let r = f(&mut s);
-    SCRATCH.set(s);
-    r
-}
-
 fn backward(
     x: &FlexTensor,
     w: &FlexTensor,
@@ -450,9 +169,9 @@ fn backward(
     want_dw: bool,
 ) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xv, wv, dyv) = (values(x), values(w), values(dy));
-    if want_dw && !want_dx && g.winograd() {
-        let sizes = super::winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o };
-        return (None, Some(tensor(super::winograd::weight_grad(&xv, &dyv, sizes), [g.o, g.c, g.kh, g.kw])));
+    if want_dw && !want_dx && takes_winograd(g) {
+        let sizes = winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o };
+        return (None, Some(tensor(winograd::weight_grad(&xv, &dyv, sizes), [g.o, g.c, g.kh, g.kw])));
     }
     // For a stride-1 "same" convolution the input gradient is itself such a convolution, of dy
     // with the kernel transposed (O ↔ C) and flipped: the forward GEMM shape (C × O·kh·kw ·
@@ -489,11 +208,15 @@ fn backward(
                     s.col.resize(k * t, 0.0);
                     im2col(x, g, &mut s.col, t, 0, rows.clone());
                     // dW (as dWᵀ [K, O]) += dy_t [O, t] · col_tᵀ [t, K]
+                    // SAFETY: dy_t reads rows r0.. of image n0's dy (O rows of stride P, t
+                    // columns), col is [K, t] (resized above), dW is this run's own o·k buffer.
                     unsafe { matmul(g.o, k, t, (dw.as_mut_ptr(), g.o as isize, 1), dyt, (s.col.as_ptr(), t as isize, 1), true, inner) };
                 }
                 if let Some(dxchunk) = dxchunk.as_deref_mut() {
                     s.dcol.resize(k * t, 0.0);
                     let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
+                    // SAFETY: Wᵀ is `wv` [O, K] read transposed, dy_t as above, dcol [K, t]
+                    // resized above and this thread's own.
                     unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
                     col2im(&mut s.dcol, g, t, 0, rows, dxchunk);
                 }
@@ -529,14 +252,19 @@ fn backward(
             }
             // dW [O, K] += dy_g [O, G·P] · col_gᵀ [G·P, K], accumulated column-major (as dWᵀ
             // [K, O]), which the GEMM kernel runs ~3× faster than row-major for these shapes.
+            // SAFETY: dy_g is [O, G·P] (the group's dy, or `s.dy` sized o·ld), col_g [K, G·P] in
+            // `xv` or `s.col` (sized k·ld), dW this run's own o·k buffer.
             unsafe { matmul(g.o, k, ld, (dw.as_mut_ptr(), g.o as isize, 1), dyg, (colp, ld as isize, 1), true, inner) };
         }
         if let Some(dxchunk) = dxchunk {
             let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
             if g.pointwise() && imgs == 1 {
+                // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, P], and dx's chunk is this image's
+                // [C, P] = [K, P], which only this task writes.
                 unsafe { matmul(k, p, g.o, (dxchunk.as_mut_ptr(), 1, p as isize), wt, dyg, false, inner) };
             } else {
                 s.dcol.resize(k * ld, 0.0);
+                // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, G·P], dcol [K, G·P] resized above.
                 unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
                 for i in 0..imgs {
                     col2im(&mut s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
@@ -611,19 +339,6 @@ fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
     };
     // SAFETY: each chunk is rows o0..o0+ob of dW; the tile loops write every (oc, r) of them.
     unsafe { written(o * k, B * k, block) }
-}
-
-/// A buffer of `n` values written in parallel chunks of `chunk` by `f(chunk index, chunk)`, with
-/// no pass to clear it first.
-///
-/// # Safety
-/// `f` must write every element of the chunk it is given.
-pub(super) unsafe fn written(n: usize, chunk: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    // SAFETY: the chunks cover all n elements and the caller guarantees `f` wrote each.
-    unsafe { v.set_len(n) };
-    v
 }
 
 #[cfg(test)]

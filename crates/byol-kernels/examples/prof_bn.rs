@@ -1,11 +1,11 @@
-//! Training-mode batch norm (`byol::model::batch_norm_train`, the fused `flex` node) followed
-//! by burn's ReLU, forward and backward, at each ResNet-18 CIFAR stage size, batch 64, and the
+//! Training-mode batch norm with its ReLU (`byol_kernels::batch_norm::try_batch_norm_act`, the
+//! fused `flex` node), forward and backward, at each ResNet-18 CIFAR stage size, batch 64, and the
 //! estimate per training step for the online network (both views).
-//! Run: cargo run --release -p byol --example prof_bn
+//! Run: cargo run --release -p byol-kernels --example prof_bn
 use burn::tensor::{Distribution, Tensor};
 use std::time::Instant;
 fn main() {
-    byol::backend::keep_freed_memory();
+    byol_kernels::alloc::keep_freed_memory();
     let device = burn::tensor::Device::flex();
     let mut tot = 0.0;
     for (c, h, count) in [(64usize, 32usize, 5usize), (128, 16, 5), (256, 8, 5), (512, 4, 5)] {
@@ -18,8 +18,7 @@ fn main() {
             let ga = g.clone().autodiff().require_grad();
             let ba = b.clone().autodiff().require_grad();
             let t = Instant::now();
-            let (y, _, _) = byol::model::batch_norm_train(xa.clone(), ga.clone(), ba.clone(), 1e-5);
-            let y = burn::tensor::activation::relu(y);
+            let (y, _, _) = byol_kernels::batch_norm::try_batch_norm_act(&xa, &ga, &ba, 1e-5, None, true).expect("flex f32");
             let _ = y.clone().slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
             let tf = t.elapsed().as_secs_f64();
             let yr = y * r.clone().autodiff();

@@ -21,8 +21,8 @@ use burn::nn::pool::MaxPool2d;
 use burn::tensor::{DType, Tensor};
 use std::mem::MaybeUninit;
 
-use super::cpu_conv::{tensor, values, written};
-use super::simd::multiversion;
+use crate::common::{tensor, values, written};
+use crate::simd::multiversion;
 
 /// Plane sizes: input H × W, output Ho × Wo.
 #[derive(Debug, Clone, Copy)]
