@@ -4,7 +4,7 @@
 //! as a Markdown table and a JSON file. A run whose result is already recorded is read back, and
 //! one that was interrupted resumes from its last checkpoint.
 
-use crate::config::ExperimentConfig;
+use crate::workflow::Settings;
 use crate::train::{Observer, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain, random_init_encoder};
 use crate::{Error, Result, data};
 use serde::{Deserialize, Serialize};
@@ -58,11 +58,8 @@ pub struct Row {
     pub name: String,
     /// The seed of this run (`seed` of the config).
     pub seed: u64,
-    /// The variant's own overrides (of the base config and the command line's).
+    /// The variant's own overrides of the base config and its settings.
     pub overrides: Vec<String>,
-    /// Every override of the base config for this run, in order: the command line's, the
-    /// variant's, then `seed=…`. The base config with these is this run alone.
-    pub all_overrides: Vec<String>,
     pub random_init: bool,
     pub steps: u64,
     pub knn_top1: f64,
@@ -133,6 +130,8 @@ pub struct Summary {
 pub struct Ablation {
     /// The base config (a preset name or a file).
     pub base: String,
+    /// The settings every run applies to it ([`Settings::describe`]).
+    pub settings: Vec<String>,
     pub runs: Vec<Row>,
     pub summary: Vec<Summary>,
 }
@@ -197,23 +196,25 @@ pub struct AblationOptions {
 }
 
 /// Run every variant of `grid` at every seed over the base config `base` (a preset or file)
-/// with `overrides`, each in `dir/<variant>/seed-<seed>`; write `ablation.md` and
+/// with `settings` (a variant's `set` comes after the settings' own, the seed last), each in `dir/<variant>/seed-<seed>`; write `ablation.md` and
 /// `ablation.json` into `dir` after each run. A run whose row is recorded with the same
 /// resolved config is read back, not rerun; one recorded with another config is an error.
-pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
+pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let seeds = if options.seeds.is_empty() { vec![ExperimentConfig::load(base, overrides)?.seed] } else { options.seeds.clone() };
+    let seeds = if options.seeds.is_empty() { vec![settings.resolve(base)?.seed] } else { options.seeds.clone() };
     // Resolve every run's config first, so that a bad one fails before any training.
     let mut plan = Vec::new();
     for v in &grid.variant {
         for &seed in &seeds {
-            let mut all: Vec<String> = overrides.iter().chain(&v.set).cloned().collect();
-            all.push(format!("seed={seed}"));
-            plan.push((v, seed, ExperimentConfig::load(base, &all)?, all));
+            let mut run = settings.clone();
+            run.set.extend(v.set.iter().cloned());
+            run.seed = Some(seed);
+            plan.push((v, seed, run.resolve(base)?));
         }
     }
+    let described = settings.describe();
     let mut runs = Vec::new();
-    for (v, seed, cfg, all) in plan {
+    for (v, seed, cfg) in plan {
         let vdir = dir.join(&v.name).join(format!("seed-{seed}"));
         let label = format!("{} (seed {seed})", v.name);
         let row_path = vdir.join("ablation-row.json");
@@ -237,7 +238,7 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options
                 }
             }
         }
-        obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { all.join(" ") }));
+        obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
         let started = Instant::now();
         let device = cfg.backend.device()?;
         let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
@@ -269,7 +270,6 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options
             name: v.name.clone(),
             seed,
             overrides: v.set.clone(),
-            all_overrides: all,
             random_init: v.random_init,
             steps,
             knn_top1: knn.top1,
@@ -284,11 +284,11 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options
             config: resolved,
         };
         std::fs::create_dir_all(&vdir).map_err(|e| Error::io(&vdir, e))?;
-        checkpoint::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;
+        crate::io::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;
         runs.push(row);
-        write_reports(dir, &Ablation { base: base.to_string(), summary: summarise(&runs), runs: runs.clone() })?;
+        write_reports(dir, &Ablation { base: base.to_string(), settings: described.clone(), summary: summarise(&runs), runs: runs.clone() })?;
     }
-    let ablation = Ablation { base: base.to_string(), summary: summarise(&runs), runs };
+    let ablation = Ablation { base: base.to_string(), settings: described, summary: summarise(&runs), runs };
     write_reports(dir, &ablation)?;
     Ok(ablation)
 }
@@ -297,8 +297,9 @@ pub fn ablate(base: &str, overrides: &[String], grid: &Grid, dir: &Path, options
 pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
     let pct = |v: f64| format!("{:.2}", 100.0 * v);
     let spread_pct = |s: &Spread, n: usize| if n > 1 { format!("{} ± {} ({}–{})", pct(s.mean), pct(s.std), pct(s.min), pct(s.max)) } else { pct(s.mean) };
+    let with = if a.settings.is_empty() { String::new() } else { format!(" with `{}`", a.settings.join("`, `")) };
     let mut md = format!(
-        "Base config `{}`; mean ± sample std (min–max) over the seeds.\n\n\
+        "Base config `{}`{with}; mean ± sample std (min–max) over the seeds.\n\n\
          | variant | seeds | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std (healthy) | collapsed | wall s |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         a.base
@@ -319,7 +320,7 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
         ));
     }
     md.push_str(
-        "\nEvery run:\n\n| variant | seed | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std | steps | wall s | overrides of the base |\n\
+        "\nEvery run:\n\n| variant | seed | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std | steps | wall s | the variant's overrides |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &a.runs {
@@ -334,10 +335,10 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
             r.projection_std.map_or("–".into(), |s| format!("{s:.4}")),
             r.steps,
             r.wall_seconds,
-            r.all_overrides.join(" ")
+            r.overrides.join(" ")
         ));
     }
-    let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&dir.join(name), bytes);
+    let write = |name: &str, bytes: &[u8]| crate::io::write_atomic(&dir.join(name), bytes);
     write("ablation.md", md.as_bytes())?;
     write("ablation.json", serde_json::to_string_pretty(a).expect("json").as_bytes())
 }

@@ -1,230 +1,25 @@
-//! The experiment configuration: a TOML file composed of one section per component.
+//! The experiment configuration: a TOML file composed of one section per component. Each
+//! section's type lives next to the code it configures (`model::ModelConfig`, `ema::TargetConfig`,
+//! `train::TrainConfig`, …, re-exported here); this module composes them, loads presets and files,
+//! applies overrides and checks the consistency between sections.
 //!
 //! Every struct denies unknown fields, so a misspelt key is an error naming it. Values are
 //! checked by [`ExperimentConfig::validate`] before any work starts, with messages naming the
 //! field and its allowed range. Defaults are the paper's (Grill et al. 2020, Appendix B/C) unless
 //! a comment says otherwise; the small CPU presets in `configs/` say where and why they deviate.
 
-use crate::augment::AugmentConfig;
-use crate::backend::BackendKind;
-use crate::data::DataConfig;
-use crate::model::ModelConfig;
-use crate::optim::OptimConfig;
+pub use crate::augment::AugmentConfig;
+pub use crate::backend::BackendKind;
+pub use crate::data::DataConfig;
+pub use crate::ema::{TargetConfig, TargetInit, TargetMode, TauSchedule};
+pub use crate::eval::{EvalConfig, KnnConfig};
+pub use crate::loss::{ObjectiveConfig, ObjectiveKind};
+pub use crate::model::ModelConfig;
+pub use crate::optim::OptimConfig;
+pub use crate::train::config::{OnNonFinite, TrainConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// How the target network is built and updated.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TargetConfig {
-    /// τ_base of the cosine schedule τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2. Paper: 0.996 for
-    /// 1000 epochs, 0.99 for 300 epochs.
-    #[serde(default = "d_tau")]
-    pub tau_base: f64,
-    /// `independent`: initialise the target from its own seed (what the official code does);
-    /// `copy`: start it as a deep copy of the online network.
-    #[serde(default)]
-    pub init: TargetInit,
-    /// `ema`: a target network ξ updated by moving average (BYOL, MoCo's key encoder);
-    /// `none`: no target network, the online projections of the other view are the targets,
-    /// with gradient (SimCLR).
-    #[serde(default)]
-    pub mode: TargetMode,
-    /// `cosine`: τ rises from τ_base to 1 (paper Section 3.2); `constant`: τ = τ_base throughout
-    /// (τ = 1: a constant random target; τ = 0: a stop-gradient copy of the online network;
-    /// MoCo: 0.999).
-    #[serde(default)]
-    pub tau_schedule: TauSchedule,
-}
-
-/// Whether there is a target network.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetMode {
-    #[default]
-    Ema,
-    None,
-}
-
-/// How τ moves over the run.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TauSchedule {
-    #[default]
-    Cosine,
-    Constant,
-}
-
-/// See [`TrainConfig::on_non_finite`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnNonFinite {
-    #[default]
-    Stop,
-    Skip,
-}
-
-/// The training objective.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ObjectiveConfig {
-    /// `byol`: the regression loss plus β times the contrastive term of the paper's unified
-    /// objective (BYOL↔SimCLR appendix; β = 0 is BYOL); `nt-xent`: SimCLR's loss over the 2N−2
-    /// in-batch negatives; `moco`: MoCo v2's InfoNCE against a queue of past target keys.
-    #[serde(default)]
-    pub kind: ObjectiveKind,
-    /// β, the weight of the negative pairs in the unified objective (kind `byol` only).
-    #[serde(default)]
-    pub beta: f64,
-    /// Temperature α of the contrastive terms (SimCLR: 0.1–0.5; MoCo v2: 0.2).
-    #[serde(default = "d_temperature")]
-    pub temperature: f64,
-    /// Negative keys kept by MoCo's queue (MoCo v2: 65,536).
-    #[serde(default = "d_queue")]
-    pub queue_size: usize,
-}
-
-/// See [`ObjectiveConfig::kind`].
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ObjectiveKind {
-    #[default]
-    Byol,
-    NtXent,
-    Moco,
-}
-
-fn d_temperature() -> f64 {
-    0.1
-}
-fn d_queue() -> usize {
-    65_536
-}
-
-impl Default for ObjectiveConfig {
-    fn default() -> Self {
-        Self { kind: ObjectiveKind::Byol, beta: 0.0, temperature: d_temperature(), queue_size: d_queue() }
-    }
-}
-
-/// How the target is initialised.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetInit {
-    #[default]
-    Independent,
-    Copy,
-}
-
-fn d_tau() -> f64 {
-    0.996
-}
-
-impl Default for TargetConfig {
-    fn default() -> Self {
-        Self { tau_base: d_tau(), init: TargetInit::Independent, mode: TargetMode::Ema, tau_schedule: TauSchedule::Cosine }
-    }
-}
-
-/// The training schedule and loop settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TrainConfig {
-    /// Number of passes over the training set. Paper: 1000 (also 300 for the ablations).
-    pub epochs: u64,
-    /// Images per step (each gives two views). Paper: 4096.
-    pub batch_size: usize,
-    /// Write a checkpoint every this many steps (and always at the end). 0: only at the end.
-    #[serde(default = "d_ckpt")]
-    pub checkpoint_every: u64,
-    /// How many of the newest checkpoints to keep (older ones are deleted).
-    #[serde(default = "d_keep")]
-    pub keep_checkpoints: usize,
-    /// Append a metrics line to `metrics.jsonl` every this many steps.
-    #[serde(default = "d_one")]
-    pub log_every: u64,
-    /// Run the kNN monitor every this many epochs (0: only at the end).
-    #[serde(default)]
-    pub knn_every_epochs: u64,
-    /// Warn when the collapse signal (std of the L2-normalised projections) stays below this
-    /// fraction of its healthy value 1/√P for `collapse-patience` logged steps in a row.
-    #[serde(default = "d_collapse")]
-    pub collapse_fraction: f64,
-    /// Logged steps below the threshold before the collapse warning.
-    #[serde(default = "d_patience")]
-    pub collapse_patience: u64,
-    /// A non-finite loss: `stop` the run (default; checked at logged steps, no host
-    /// synchronisation otherwise) or `skip` the step (checked every step, which synchronises
-    /// with the device once per step): no update, a record in `skipped-steps.jsonl`, and a stop
-    /// after 10 consecutive skips.
-    #[serde(default)]
-    pub on_non_finite: OnNonFinite,
-    /// Compute type of the encoder: `f32`, or `bf16` / `f16` mixed precision (f32 weights,
-    /// batch-norm statistics, heads, loss, optimizer and EMA; see `model::precision`). On `flex`
-    /// the low-precision convolutions are emulated (slower than f32): use them on `cuda`.
-    #[serde(default)]
-    pub precision: crate::model::precision::Precision,
-}
-
-fn d_ckpt() -> u64 {
-    500
-}
-fn d_keep() -> usize {
-    3
-}
-fn d_one() -> u64 {
-    1
-}
-fn d_collapse() -> f64 {
-    0.1
-}
-fn d_patience() -> u64 {
-    20
-}
-
-/// The kNN monitor (not in the paper; the protocol common in SSL libraries).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KnnConfig {
-    /// Number of neighbours.
-    #[serde(default = "d_k")]
-    pub k: usize,
-    /// Temperature T of the vote weights exp(sim/T).
-    #[serde(default = "d_t")]
-    pub temperature: f64,
-    /// Images per forward pass when extracting features.
-    #[serde(default = "d_feat_batch")]
-    pub batch_size: usize,
-}
-
-fn d_k() -> usize {
-    200
-}
-fn d_t() -> f64 {
-    0.1
-}
-fn d_feat_batch() -> usize {
-    256
-}
-
-impl Default for KnnConfig {
-    fn default() -> Self {
-        Self { k: d_k(), temperature: d_t(), batch_size: d_feat_batch() }
-    }
-}
-
-/// Evaluation settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct EvalConfig {
-    #[serde(default)]
-    pub knn: KnnConfig,
-    #[serde(default)]
-    pub linear: crate::eval::LinearEvalConfig,
-    #[serde(default)]
-    pub finetune: crate::eval::FinetuneConfig,
-}
 
 /// A whole experiment.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -348,58 +143,13 @@ impl ExperimentConfig {
         self.optim.validate()?;
         self.data.validate()?;
         self.augment.validate()?;
-        if !(0.0..=1.0).contains(&self.target.tau_base) {
-            return Err(Error::config("target.tau-base", format!("{} is outside [0, 1]", self.target.tau_base)));
+        self.target.validate()?;
+        self.objective.validate()?;
+        if self.objective.kind == ObjectiveKind::Moco && self.target.mode != TargetMode::Ema {
+            return Err(Error::config("target.mode", "objective.kind = \"moco\" needs a target (key) network: use \"ema\""));
         }
-        let o = &self.objective;
-        if !(o.temperature > 0.0 && o.temperature.is_finite()) {
-            return Err(Error::config("objective.temperature", format!("{} must be a positive number", o.temperature)));
-        }
-        if !(o.beta >= 0.0 && o.beta.is_finite()) {
-            return Err(Error::config("objective.beta", format!("{} must be a number ≥ 0", o.beta)));
-        }
-        if o.beta > 0.0 && o.kind != ObjectiveKind::Byol {
-            return Err(Error::config("objective.beta", "applies to objective.kind = \"byol\" only"));
-        }
-        if o.kind == ObjectiveKind::Moco {
-            if self.target.mode != TargetMode::Ema {
-                return Err(Error::config("target.mode", "objective.kind = \"moco\" needs a target (key) network: use \"ema\""));
-            }
-            if o.queue_size == 0 {
-                return Err(Error::config("objective.queue-size", "must be at least 1"));
-            }
-        }
-        let t = &self.train;
-        if t.epochs == 0 {
-            return Err(Error::config("train.epochs", "must be at least 1"));
-        }
-        if t.batch_size < 2 {
-            return Err(Error::config(
-                "train.batch-size",
-                format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size),
-            ));
-        }
-        if t.keep_checkpoints == 0 {
-            return Err(Error::config("train.keep-checkpoints", "must be at least 1"));
-        }
-        if t.log_every == 0 {
-            return Err(Error::config("train.log-every", "must be at least 1"));
-        }
-        if !(0.0..1.0).contains(&t.collapse_fraction) {
-            return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
-        }
-        let k = &self.eval.knn;
-        if k.k == 0 {
-            return Err(Error::config("eval.knn.k", "must be at least 1"));
-        }
-        if !(k.temperature > 0.0 && k.temperature.is_finite()) {
-            return Err(Error::config("eval.knn.temperature", "must be a positive number"));
-        }
-        if k.batch_size == 0 {
-            return Err(Error::config("eval.knn.batch-size", "must be at least 1"));
-        }
-        self.eval.linear.validate()?;
-        self.eval.finetune.validate()?;
+        self.train.validate()?;
+        self.eval.validate()?;
         Ok(())
     }
 }

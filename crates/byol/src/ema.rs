@@ -5,7 +5,80 @@
 
 use crate::model::params::{MapNamed, collect, is_buffer, load};
 use crate::model::{Online, Target};
+use crate::{Error, Result};
 use burn::module::Module;
+use serde::{Deserialize, Serialize};
+
+/// How the target network is built and updated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetConfig {
+    /// τ_base of the cosine schedule τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2. Paper: 0.996 for
+    /// 1000 epochs, 0.99 for 300 epochs.
+    #[serde(default = "d_tau")]
+    pub tau_base: f64,
+    /// `independent`: initialise the target from its own seed (what the official code does);
+    /// `copy`: start it as a deep copy of the online network.
+    #[serde(default)]
+    pub init: TargetInit,
+    /// `ema`: a target network ξ updated by moving average (BYOL, MoCo's key encoder);
+    /// `none`: no target network, the online projections of the other view are the targets,
+    /// with gradient (SimCLR).
+    #[serde(default)]
+    pub mode: TargetMode,
+    /// `cosine`: τ rises from τ_base to 1 (paper Section 3.2); `constant`: τ = τ_base throughout
+    /// (τ = 1: a constant random target; τ = 0: a stop-gradient copy of the online network;
+    /// MoCo: 0.999).
+    #[serde(default)]
+    pub tau_schedule: TauSchedule,
+}
+
+/// Whether there is a target network.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetMode {
+    #[default]
+    Ema,
+    None,
+}
+
+/// How τ moves over the run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TauSchedule {
+    #[default]
+    Cosine,
+    Constant,
+}
+
+/// How the target is initialised.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetInit {
+    #[default]
+    Independent,
+    Copy,
+}
+
+fn d_tau() -> f64 {
+    0.996
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self { tau_base: d_tau(), init: TargetInit::Independent, mode: TargetMode::Ema, tau_schedule: TauSchedule::Cosine }
+    }
+}
+
+impl TargetConfig {
+    /// Check the section's values.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.tau_base) {
+            return Err(Error::config("target.tau-base", format!("{} is outside [0, 1]", self.tau_base)));
+        }
+        Ok(())
+    }
+}
 
 /// τ at step `k` of `total` steps.
 pub fn tau(tau_base: f64, k: u64, total: u64) -> f64 {
@@ -14,10 +87,10 @@ pub fn tau(tau_base: f64, k: u64, total: u64) -> f64 {
 }
 
 /// τ at step `k` of `total` under the target's schedule.
-pub fn tau_at(cfg: &crate::config::TargetConfig, k: u64, total: u64) -> f64 {
+pub fn tau_at(cfg: &TargetConfig, k: u64, total: u64) -> f64 {
     match cfg.tau_schedule {
-        crate::config::TauSchedule::Cosine => tau(cfg.tau_base, k, total),
-        crate::config::TauSchedule::Constant => cfg.tau_base,
+        TauSchedule::Cosine => tau(cfg.tau_base, k, total),
+        TauSchedule::Constant => cfg.tau_base,
     }
 }
 

@@ -13,11 +13,14 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod eval;
+pub mod image;
+pub mod io;
 pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod train;
+pub mod workflow;
 
 pub use burn::tensor::Device;
 pub use config::ExperimentConfig;

@@ -5,7 +5,72 @@
 //! The baselines of the paper through the same code: the unified objective of the BYOL↔SimCLR
 //! appendix (a weight β on negative pairs), SimCLR's NT-Xent and MoCo v2's queue InfoNCE.
 
+use crate::{Error, Result};
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// The training objective.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectiveConfig {
+    /// `byol`: the regression loss plus β times the contrastive term of the paper's unified
+    /// objective (BYOL↔SimCLR appendix; β = 0 is BYOL); `nt-xent`: SimCLR's loss over the 2N−2
+    /// in-batch negatives; `moco`: MoCo v2's InfoNCE against a queue of past target keys.
+    #[serde(default)]
+    pub kind: ObjectiveKind,
+    /// β, the weight of the negative pairs in the unified objective (kind `byol` only).
+    #[serde(default)]
+    pub beta: f64,
+    /// Temperature α of the contrastive terms (SimCLR: 0.1–0.5; MoCo v2: 0.2).
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+    /// Negative keys kept by MoCo's queue (MoCo v2: 65,536).
+    #[serde(default = "d_queue")]
+    pub queue_size: usize,
+}
+
+/// See [`ObjectiveConfig::kind`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectiveKind {
+    #[default]
+    Byol,
+    NtXent,
+    Moco,
+}
+
+fn d_temperature() -> f64 {
+    0.1
+}
+fn d_queue() -> usize {
+    65_536
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self { kind: ObjectiveKind::Byol, beta: 0.0, temperature: d_temperature(), queue_size: d_queue() }
+    }
+}
+
+impl ObjectiveConfig {
+    /// Check the section's values (the need of `moco` for a target network is checked with the
+    /// whole config).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::config("objective.temperature", format!("{} must be a positive number", self.temperature)));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(Error::config("objective.beta", format!("{} must be a number ≥ 0", self.beta)));
+        }
+        if self.beta > 0.0 && self.kind != ObjectiveKind::Byol {
+            return Err(Error::config("objective.beta", "applies to objective.kind = \"byol\" only"));
+        }
+        if self.kind == ObjectiveKind::Moco && self.queue_size == 0 {
+            return Err(Error::config("objective.queue-size", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
 
 /// Smallest norm used in a normalisation, as the official code's `eps` in `l2_normalize`.
 const NORM_EPS: f64 = 1e-12;

@@ -545,6 +545,7 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
 #[test]
 fn ablate_runs_variants_writes_reports_and_skips_finished_ones() {
     use byol::ablate::{AblationOptions, Grid, ablate};
+    use byol::workflow::Settings;
     let dir = tmp("ablate");
     std::fs::create_dir_all(&dir).unwrap();
     let grid_path = dir.join("grid.toml");
@@ -563,7 +564,7 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     )
     .unwrap();
     let grid = Grid::load(&grid_path).unwrap();
-    let base = tiny_overrides(&["train.epochs=1", "train.knn-every-epochs=0"]);
+    let base = Settings { set: tiny_overrides(&["train.knn-every-epochs=0"]), epochs: Some(1), ..Default::default() };
     let runs = dir.join("runs");
     let two = AblationOptions { seeds: vec![3, 4], linear: false };
     let a = ablate("small-cpu", &base, &grid, &runs, &two, &mut Quiet).unwrap();
@@ -573,8 +574,9 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     assert_eq!(a.runs[0].steps, 0);
     assert!(a.runs[0].losses.is_empty() && a.runs[0].collapsed.is_none());
     assert!(a.runs[2..].iter().all(|r| r.steps == 5 && r.losses.len() == 5 && r.final_loss.unwrap() > 0.0));
-    assert_eq!(a.runs[4].all_overrides.last().map(String::as_str), Some("seed=3"));
-    assert!(a.runs[4].all_overrides.contains(&"objective.kind=\"nt-xent\"".to_string()));
+    assert!(a.runs[4].config.starts_with("seed = 3\n") && a.runs[4].config.contains("kind = \"nt-xent\""), "{}", a.runs[4].config);
+    assert_eq!(a.runs[4].overrides[2], "objective.kind=\"nt-xent\"");
+    assert_eq!(a.settings.last().map(String::as_str), Some("train.epochs = 1"));
     // The seeds give different encoders, and the summary is their mean and spread.
     let (b3, b4) = (a.runs[2].knn_top1, a.runs[3].knn_top1);
     assert_ne!(a.runs[2].losses, a.runs[3].losses, "seeds 3 and 4 trained the same run");
@@ -604,7 +606,7 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     assert_eq!(c.0, 6);
     assert_eq!(again.runs[3].knn_top1, b4);
     // After a change of the base config the recorded runs are stale: refused, not reported.
-    let changed = tiny_overrides(&["train.epochs=1", "train.knn-every-epochs=0", "optim.base-lr=0.5"]);
+    let changed = Settings { set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]), epochs: Some(1), ..Default::default() };
     let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).err().expect("stale rows refused").to_string();
     assert!(err.contains("random-init") && err.contains("another config"), "{err}");
     // So after a change of one variant's overrides.

@@ -12,11 +12,11 @@
 //! images. That is 16·O·C multiply-adds per tile of 4 outputs instead of 36·O·C, 2.25× fewer,
 //! and the transformed input V is 4× the input, where an im2col matrix is 9×. The transform
 //! matrices hold only 0, ±1 and ±½, so their rounding error is that of a few additions: values
-//! agree with the direct convolution to f32 rounding (tested in `cpu_conv`, through which every
+//! agree with the direct convolution to f32 rounding (tested in `conv`, through which every
 //! use goes).
 //!
 //! The input gradient is this same convolution of dy with the flipped, transposed kernel (see
-//! `cpu_conv`); the weight gradient goes through the same identity ([`weight_grad`]).
+//! `conv`); the weight gradient goes through the same identity ([`weight_grad`]).
 //!
 //! Memory layouts (all row-major): U [O][16][C], V [C][16][T], M [O][16][T], and for the weight
 //! gradient dM [T][16][O] and dU [16][C][O]; the GEMM of position ξν reads and writes its slices
@@ -92,7 +92,7 @@ const DW_GROUP_TILES: usize = 256;
 /// then transformed along O-vectors) so that both GEMM operands are in the layout the GEMM
 /// kernel packs fastest; with dM as [O][16][T] the whole weight gradient ran ≈ 2× slower
 /// (64 channels at 32 × 32, batch 128: 54 ms against 21–25).
-/// The groups of images are cut into runs as in `cpu_conv` ([`run_split`]): each sums its own dU
+/// The groups of images are cut into runs as in `conv` ([`run_split`]): each sums its own dU
 /// in order and the runs are added in order, so the result does not depend on the thread count
 /// or on scheduling.
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
@@ -184,7 +184,7 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
 
 thread_local! {
     /// Scratch of the per-plane transforms, kept between calls (not allocated per plane). Apart
-    /// from `cpu_conv`'s [`Scratch`]: the transforms run as parallel tasks inside a call that
+    /// from `conv`'s [`Scratch`]: the transforms run as parallel tasks inside a call that
     /// holds that one, and a task on the same thread would otherwise find it taken.
     static PLANE_SCRATCH: std::cell::Cell<Vec<f32>> = std::cell::Cell::default();
 }

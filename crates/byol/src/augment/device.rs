@@ -164,8 +164,8 @@ impl ViewPipeline {
 
     /// A view from the loader, on the device: uploaded as it is if the host finished it,
     /// finished here otherwise. Returns [B, 3, S, S].
-    pub fn finish(&self, view: crate::data::loader::View, batch: usize) -> Tensor<4> {
-        use crate::data::loader::View;
+    pub fn finish(&self, view: super::loader::View, batch: usize) -> Tensor<4> {
+        use super::loader::View;
         match view {
             View::Host(x) => {
                 let s = self.size;

@@ -9,12 +9,14 @@
 //! computation per image on the host: the reference the device pipeline is tested against.
 
 mod device;
+pub mod loader;
 mod ops;
 pub mod preview;
 
 pub use device::ViewPipeline;
 pub use ops::*;
 
+use crate::image::Rgb8;
 use crate::{Error, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -227,14 +229,6 @@ impl AugmentConfig {
         }
         Ok(())
     }
-}
-
-/// An RGB image, 8 bits per channel, interleaved (HWC).
-#[derive(Debug, Clone)]
-pub struct Rgb8 {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<u8>,
 }
 
 /// The random parameters of one view of one image, drawn on the host from the seeded RNG.

@@ -1,6 +1,6 @@
 //! The individual operations on a CHW f32 image in [0, 1] (before normalisation).
 
-use super::Rgb8;
+use crate::image::{Rgb8, hsv_to_rgb};
 use rand::Rng;
 
 /// A crop box in source pixels.
@@ -175,22 +175,6 @@ pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
         ((r - g) / d + 4.0) / 6.0
     };
     (h, s, max)
-}
-
-/// HSV → RGB.
-pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
-    let h6 = h.rem_euclid(1.0) * 6.0;
-    let i = h6.floor();
-    let f = h6 - i;
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match i as i32 % 6 {
-        0 => (v, t, p),
-        1 => (q, v, p),
-        2 => (p, v, t),
-        3 => (p, q, v),
-        4 => (t, p, v),
-        _ => (v, p, q),
-    }
 }
 
 fn map_hsv(x: &mut [f32], f: impl Fn(f32, f32, f32) -> (f32, f32, f32)) {

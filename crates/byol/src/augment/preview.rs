@@ -1,7 +1,8 @@
 //! A picture of what the model is trained on: each row is an image, its view t and its view t'
 //! (made by the same code as training, on the training device), side by side.
 
-use super::{AugmentConfig, Crop, Interpolation, Rgb8, ViewPipeline, resize_crop, resize_crop_u8, sample_params};
+use super::{AugmentConfig, Crop, Interpolation, ViewPipeline, resize_crop, resize_crop_u8, sample_params};
+use crate::image::Rgb8;
 use crate::data::ImageSet;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};

@@ -4,7 +4,7 @@
 
 use super::median_seconds;
 use crate::augment::{AugmentConfig, ViewPipeline, make_view, resize_crop_u8, sample_params};
-use crate::augment::Rgb8;
+use crate::image::Rgb8;
 use crate::data::synthetic::render;
 use crate::rng::{Stream, rng};
 use burn::tensor::Device;

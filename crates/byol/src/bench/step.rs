@@ -42,6 +42,16 @@ impl StepArch {
         }
     }
 
+    /// The reference's batch for this configuration: 512 / 256 samples on a GPU, 64 / 8 on a CPU.
+    pub fn default_batch(self, gpu: bool) -> usize {
+        match (self, gpu) {
+            (StepArch::Resnet18Cifar, true) => 512,
+            (StepArch::Resnet50, true) => 256,
+            (StepArch::Resnet18Cifar, false) => 64,
+            (StepArch::Resnet50, false) => 8,
+        }
+    }
+
     /// The experiment config of the reference's step at batch `batch` on `backend`.
     pub fn config(self, batch: usize, backend: &str, precision: Precision) -> Result<ExperimentConfig> {
         let (arch, stem, size) = match self {

@@ -7,7 +7,7 @@
 //! data folder first. Without network access this fails after a bounded wait with a clear error.
 
 use super::{ImageSet, Pixels, Splits};
-use crate::augment::Rgb8;
+use crate::image::Rgb8;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! Unreadable images are skipped, counted and reported, never fatal.
 
 use super::{DataConfig, ImageSet, Pixels, Splits};
-use crate::augment::Rgb8;
+use crate::image::Rgb8;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};

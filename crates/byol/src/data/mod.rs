@@ -4,10 +4,9 @@
 
 pub mod cifar;
 pub mod imagefolder;
-pub mod loader;
 pub mod synthetic;
 
-use crate::augment::Rgb8;
+use crate::image::Rgb8;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

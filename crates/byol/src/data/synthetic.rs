@@ -5,7 +5,7 @@
 //! noise. Deterministic by seed; small enough to pre-train on a laptop CPU.
 
 use super::{ImageSet, Pixels, Splits, SyntheticConfig};
-use crate::augment::{Rgb8, hsv_to_rgb};
+use crate::image::{Rgb8, hsv_to_rgb};
 use crate::rng::{Stream, rng};
 use rand::Rng;
 use rayon::prelude::*;

@@ -38,5 +38,5 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
         ("labels".to_string(), TensorView::new(Dtype::I64, vec![n], &lbytes).expect("view")),
     ];
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::data(path, e.to_string()))?;
-    crate::train::checkpoint::write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }

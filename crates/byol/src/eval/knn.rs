@@ -2,7 +2,57 @@
 //! most SSL libraries): cosine similarity on L2-normalised features, the k most similar training
 //! features vote for their class with weight exp(sim/T).
 
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use burn::tensor::{Device, Tensor, TensorData};
+
+/// The kNN monitor (not in the paper; the protocol common in SSL libraries).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KnnConfig {
+    /// Number of neighbours.
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Temperature T of the vote weights exp(sim/T).
+    #[serde(default = "d_t")]
+    pub temperature: f64,
+    /// Images per forward pass when extracting features.
+    #[serde(default = "d_feat_batch")]
+    pub batch_size: usize,
+}
+
+fn d_k() -> usize {
+    200
+}
+fn d_t() -> f64 {
+    0.1
+}
+fn d_feat_batch() -> usize {
+    256
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        Self { k: d_k(), temperature: d_t(), batch_size: d_feat_batch() }
+    }
+}
+
+impl KnnConfig {
+    /// Check the section's values.
+    pub fn validate(&self) -> Result<()> {
+        let k = self;
+        if k.k == 0 {
+            return Err(Error::config("eval.knn.k", "must be at least 1"));
+        }
+        if !(k.temperature > 0.0 && k.temperature.is_finite()) {
+            return Err(Error::config("eval.knn.temperature", "must be a positive number"));
+        }
+        if k.batch_size == 0 {
+            return Err(Error::config("eval.knn.batch-size", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
 
 /// Accuracy of a kNN classification.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

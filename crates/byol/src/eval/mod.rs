@@ -7,6 +7,29 @@ pub mod knn;
 pub mod linear;
 
 pub use features::extract;
-pub use knn::{KnnResult, knn_classify};
+pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{Features, LinearEvalConfig, LinearResult, linear_eval};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
+
+use serde::{Deserialize, Serialize};
+
+/// Evaluation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvalConfig {
+    #[serde(default)]
+    pub knn: KnnConfig,
+    #[serde(default)]
+    pub linear: LinearEvalConfig,
+    #[serde(default)]
+    pub finetune: FinetuneConfig,
+}
+
+impl EvalConfig {
+    /// Check the section's values.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.knn.validate()?;
+        self.linear.validate()?;
+        self.finetune.validate()
+    }
+}

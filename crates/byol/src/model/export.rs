@@ -71,7 +71,7 @@ pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, path: &Path) -> Resu
         .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view")))
         .collect();
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    crate::train::checkpoint::write_atomic(path, &bytes)
+    crate::io::write_atomic(path, &bytes)
 }
 
 /// Read a torchvision-named safetensors file into an encoder of shape `cfg`. Extra keys (such as

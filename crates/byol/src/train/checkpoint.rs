@@ -8,6 +8,7 @@
 //! A run directory keeps the newest `train.keep-checkpoints` files, `checkpoint-<step>.safetensors`;
 //! [`read_latest`] takes the newest one that reads and verifies, falling back to older ones.
 
+use crate::io::write_atomic;
 use super::{Queue, TrainState};
 use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
 use crate::model::params::{Named, collect, load};
@@ -18,7 +19,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// Version of the checkpoint layout.
@@ -180,12 +180,6 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
 }
 
-/// The temporary name `path` is written under before the rename.
-fn temporary(path: &Path) -> std::path::PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")))
-}
-
 /// Delete the temporary files that a process killed while writing a checkpoint left behind.
 pub fn remove_stale_temporaries(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -197,27 +191,6 @@ pub fn remove_stale_temporaries(dir: &Path) {
             }
         }
     }
-}
-
-/// Write atomically: temporary file in the same folder, fsync, rename. On failure (disk full,
-/// I/O error) the temporary file is removed and whatever `path` held before is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temporary(path);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Save a state to `path`.
@@ -331,6 +304,7 @@ impl Loaded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::temporary;
 
     /// A write that fails with "no space left on device" (the temporary file is a link to
     /// /dev/full) reports the file, leaves nothing behind, and keeps the previous file intact.

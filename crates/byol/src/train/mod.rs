@@ -1,15 +1,16 @@
 //! Pre-training: the state, the pure step, checkpoints and the loop around them.
 
 pub mod checkpoint;
+pub mod config;
+mod evaluate;
 mod pretrain;
 pub mod queue;
 mod state;
 mod step;
 
-pub use pretrain::{
-    EvalReport, Observer, PretrainReport, RunOptions, StepLog, features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, pretrain,
-    random_init_encoder, random_init_knn,
-};
+pub use evaluate::{features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
+pub use pretrain::{EvalReport, Observer, PretrainReport, RunOptions, StepLog, pretrain};
+pub use config::{OnNonFinite, TrainConfig};
 pub use queue::Queue;
 pub use state::TrainState;
 pub use step::{Forward, StepMetrics, forward, train_step};

@@ -4,15 +4,14 @@ use super::checkpoint;
 use super::{TrainState, forward, train_step};
 use crate::config::OnNonFinite;
 use crate::config::ExperimentConfig;
-use crate::data::{self, ImageSet, loader};
+use crate::augment::loader;
+use crate::data;
 use crate::ema;
-use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
-use crate::model::params::reinit;
-use crate::model::{Online, ResNet};
+use super::evaluate::{knn_of_encoder, random_init_knn};
+use crate::eval::KnnResult;
 use crate::optim::schedule;
 use crate::{Error, Result};
 use crate::augment::ViewPipeline;
-use burn::tensor::Device;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,43 +68,6 @@ fn check_writable(dir: &Path) -> Result<()> {
     std::fs::write(&probe, b"ok").map_err(|e| Error::io(dir, e))?;
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
     Ok(())
-}
-
-/// Frozen-encoder features of both splits, in eval mode.
-pub fn features_of(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<(Features, Features)> {
-    let (size, batch) = (cfg.data.image_size, cfg.eval.knn.batch_size);
-    let (ftr, dim) = extract(encoder, train, size, &cfg.augment, batch, device)?;
-    let (fte, _) = extract(encoder, test, size, &cfg.augment, batch, device)?;
-    Ok((Features { values: ftr, labels: train.labels.clone(), dim }, Features { values: fte, labels: test.labels.clone(), dim }))
-}
-
-/// kNN accuracy of `encoder` with the config's protocol.
-pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
-    let (tr, te) = features_of(encoder, cfg, train, test, device)?;
-    let k = &cfg.eval.knn;
-    Ok(knn_classify(&tr.values, &tr.labels, &te.values, &te.labels, tr.dim, train.classes.len(), k.k, k.temperature, device))
-}
-
-/// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).
-pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<LinearResult> {
-    let (tr, te) = features_of(encoder, cfg, train, test, device)?;
-    Ok(linear_eval(&tr, &te, train.classes.len(), &cfg.eval.linear, cfg.seed, device))
-}
-
-/// Semi-supervised fine-tuning of `encoder` with the config's protocol.
-pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
-    let dim = cfg.model.encoder.output_dim();
-    finetune(encoder, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
-}
-
-/// The encoder as initialised by the run's seed, before any training.
-pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
-    reinit(Online::new(&cfg.model, device), super::state::online_seed(cfg.seed)).encoder
-}
-
-/// kNN accuracy of the encoder as initialised by the run's seed, before any training.
-pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
-    knn_of_encoder(&random_init_encoder(cfg, device), cfg, train, test, device)
 }
 
 /// Consecutive non-finite steps after which `on-non-finite = "skip"` gives up.

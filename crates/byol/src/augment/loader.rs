@@ -6,8 +6,8 @@
 //! is a pure function of the step: a resumed run sees exactly the data an uninterrupted run
 //! would have seen.
 
-use super::ImageSet;
-use crate::augment::{AugmentConfig, ViewConfig, ViewParams, apply_host, kernel_size, normalize, resize_crop_u8, sample_params};
+use crate::data::ImageSet;
+use super::{AugmentConfig, ViewConfig, ViewParams, apply_host, kernel_size, normalize, resize_crop_u8, sample_params};
 use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;

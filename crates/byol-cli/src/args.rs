@@ -1,0 +1,317 @@
+//! The command line: every subcommand's flags. Closed choices are `ValueEnum`s that convert
+//! into the library's types; everything else is passed on typed.
+
+use byol::workflow::{DataChoice, Settings};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+fn fraction(s: &str) -> Result<f64, String> {
+    byol::workflow::parse_fraction(s).map_err(|e| e.to_string())
+}
+
+fn data_choice(s: &str) -> Result<DataChoice, String> {
+    Ok(DataChoice::parse(s))
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// burn's pure-Rust CPU backend.
+    Flex,
+    /// NVIDIA GPUs (a build with `--features cuda`).
+    Cuda,
+}
+
+impl From<Backend> for byol::backend::BackendKind {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Flex => byol::backend::BackendKind::Flex,
+            Backend::Cuda => byol::backend::BackendKind::Cuda,
+        }
+    }
+}
+
+/// `bench step --arch`: the reference's two configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    /// ResNet-18, CIFAR stem, 32×32 (r18c32).
+    #[value(alias = "r18c32")]
+    Resnet18Cifar,
+    /// ResNet-50, 224×224 (r50i224).
+    #[value(alias = "r50i224")]
+    Resnet50,
+}
+
+impl From<Arch> for byol::bench::StepArch {
+    fn from(a: Arch) -> Self {
+        match a {
+            Arch::Resnet18Cifar => byol::bench::StepArch::Resnet18Cifar,
+            Arch::Resnet50 => byol::bench::StepArch::Resnet50,
+        }
+    }
+}
+
+/// `--precision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<Precision> for byol::model::precision::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::F32 => Self::F32,
+            Precision::Bf16 => Self::Bf16,
+            Precision::F16 => Self::F16,
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(name = "byol", version, about = "BYOL self-supervised pre-training and evaluation")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Pre-train an encoder with BYOL, then report its kNN accuracy beside a random-init encoder's.
+    Pretrain(PretrainArgs),
+    /// Print the resolved configuration (preset or file, plus flags) as TOML.
+    DumpConfig(ConfigArgs),
+    /// Evaluate a checkpoint.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Write the representation of every image (train and test splits) to a safetensors file.
+    Embed(EmbedArgs),
+    /// Write the encoder with torchvision's `resnet*` tensor names to a safetensors file.
+    Export(ExportArgs),
+    /// Write a PNG grid of images and their two training views (the config's augmentations).
+    Augment(AugmentArgs),
+    /// Train and evaluate a list of variants of one config; write a table and a chart.
+    Ablate(AblateArgs),
+    /// Measure throughput beside a baseline in the same process.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+pub struct AugmentArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output file (.png).
+    #[arg(long, default_value = "views.png")]
+    pub out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Upscaling factor of each tile (default: to about 128 pixels).
+    #[arg(long)]
+    pub scale: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct AblateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The variants: a TOML file of `[[variant]]` tables (name, set = [overrides], random-init).
+    #[arg(long)]
+    pub grid: PathBuf,
+    /// Where each variant's run and the reports go. Default: runs/ablate-<grid name>.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Also run the linear evaluation of each run.
+    #[arg(long)]
+    pub linear: bool,
+    /// Run every variant at each of these seeds (`--seeds 0,1,2`); the table reports the mean
+    /// and spread. Default: the config's seed.
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Views per second of the batched view pipeline against the per-image host pipeline.
+    Augment(BenchAugmentArgs),
+    /// Samples per second of the training step on the reference's model and batch (one JSON
+    /// line in the fields of shared/reference/byol_torch.py).
+    Step(BenchStepArgs),
+}
+
+#[derive(Args)]
+pub struct BenchStepArgs {
+    /// The reference's configuration.
+    #[arg(long, value_enum, default_value_t = Arch::Resnet18Cifar)]
+    pub arch: Arch,
+    /// Samples per step (each two views). The reference uses 512 / 256 on a GPU, 64 / 8 on a CPU.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+    /// Timed steps (median reported).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Compute type of the encoders (bf16 / f16: mixed precision, the rest in f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+#[derive(Args)]
+pub struct BenchAugmentArgs {
+    /// View sides to measure; source images are 32 px for 32 and 8/7 of the side otherwise.
+    #[arg(long, value_delimiter = ',', default_value = "32,224")]
+    pub sizes: Vec<usize>,
+    /// Images per batch (each gives two views).
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Timed batches (median reported), after 2 warm-up batches.
+    #[arg(long, default_value_t = 10)]
+    pub reps: usize,
+    /// Compute backend of the batched pipeline.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A run directory or a checkpoint file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Output file (.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// k-nearest-neighbour accuracy of a checkpoint's frozen encoder.
+    Knn(KnnArgs),
+    /// Linear evaluation of a checkpoint's frozen encoder (fast mode: features computed once).
+    Linear(LinearArgs),
+    /// Semi-supervised fine-tuning of the encoder and a classifier on a fraction of the labels.
+    Finetune(FinetuneArgs),
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    /// Labelled fraction: `1%`, `10%`, `100%` (or a number in (0, 1]).
+    #[arg(long, default_value = "10%", value_parser = fraction)]
+    pub labels: f64,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArgs {
+    /// A preset name (small-cpu, cifar10-cpu, cifar10-resnet18, imagenet-resnet50-1000ep,
+    /// simclr-cifar10-cpu, mocov2-cifar10-cpu) or a TOML file.
+    #[arg(long, short, default_value = "small-cpu")]
+    pub config: String,
+    /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
+    /// or the path of an ImageFolder.
+    #[arg(long, value_parser = data_choice)]
+    pub data: Option<DataChoice>,
+    /// Compute backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Any config field: `--set model.encoder.base-width=16` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The flags as the library's typed settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            set: self.sets.clone(),
+            data: self.data.clone(),
+            backend: self.backend.map(Into::into),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run directory (checkpoints, metrics.jsonl, evals.jsonl, config.toml, run.json, eval.json). Default: runs/<config>-<time>.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its recorded config
+    /// (flags such as --epochs still apply on top; --config is ignored).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    pub resume: Option<PathBuf>,
+    /// Skip the random-init encoder's kNN evaluation.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Stop with a checkpoint after this many steps in total (continue later with --resume).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A run directory or a checkpoint file.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Evaluate on this data instead of the checkpoint's (same forms as `pretrain --data`):
+    /// another ImageFolder with its own classes is a transfer evaluation.
+    #[arg(long, value_parser = data_choice)]
+    pub data: Option<DataChoice>,
+    /// Evaluate the random-init encoder of the checkpoint's architecture and seed instead.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Any config field: `--set eval.linear.epochs=20` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[arg(long)]
+    pub k: Option<usize>,
+    #[arg(long)]
+    pub temperature: Option<f64>,
+}
+
+#[derive(Args)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Learning rates to sweep, comma-separated (default: the paper's 0.4,0.3,0.2,0.1,0.05).
+    #[arg(long, value_delimiter = ',')]
+    pub lrs: Option<Vec<f64>>,
+}

@@ -1,0 +1,95 @@
+//! The `[train]` section: schedule length, batch, checkpoints, logging and the loop's checks.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The training schedule and loop settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrainConfig {
+    /// Number of passes over the training set. Paper: 1000 (also 300 for the ablations).
+    pub epochs: u64,
+    /// Images per step (each gives two views). Paper: 4096.
+    pub batch_size: usize,
+    /// Write a checkpoint every this many steps (and always at the end). 0: only at the end.
+    #[serde(default = "d_ckpt")]
+    pub checkpoint_every: u64,
+    /// How many of the newest checkpoints to keep (older ones are deleted).
+    #[serde(default = "d_keep")]
+    pub keep_checkpoints: usize,
+    /// Append a metrics line to `metrics.jsonl` every this many steps.
+    #[serde(default = "d_one")]
+    pub log_every: u64,
+    /// Run the kNN monitor every this many epochs (0: only at the end).
+    #[serde(default)]
+    pub knn_every_epochs: u64,
+    /// Warn when the collapse signal (std of the L2-normalised projections) stays below this
+    /// fraction of its healthy value 1/√P for `collapse-patience` logged steps in a row.
+    #[serde(default = "d_collapse")]
+    pub collapse_fraction: f64,
+    /// Logged steps below the threshold before the collapse warning.
+    #[serde(default = "d_patience")]
+    pub collapse_patience: u64,
+    /// A non-finite loss: `stop` the run (default; checked at logged steps, no host
+    /// synchronisation otherwise) or `skip` the step (checked every step, which synchronises
+    /// with the device once per step): no update, a record in `skipped-steps.jsonl`, and a stop
+    /// after 10 consecutive skips.
+    #[serde(default)]
+    pub on_non_finite: OnNonFinite,
+    /// Compute type of the encoder: `f32`, or `bf16` / `f16` mixed precision (f32 weights,
+    /// batch-norm statistics, heads, loss, optimizer and EMA; see `model::precision`). On `flex`
+    /// the low-precision convolutions are emulated (slower than f32): use them on `cuda`.
+    #[serde(default)]
+    pub precision: crate::model::precision::Precision,
+}
+
+fn d_ckpt() -> u64 {
+    500
+}
+fn d_keep() -> usize {
+    3
+}
+fn d_one() -> u64 {
+    1
+}
+fn d_collapse() -> f64 {
+    0.1
+}
+fn d_patience() -> u64 {
+    20
+}
+
+/// See [`TrainConfig::on_non_finite`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNonFinite {
+    #[default]
+    Stop,
+    Skip,
+}
+
+impl TrainConfig {
+    /// Check the section's values.
+    pub fn validate(&self) -> Result<()> {
+        let t = self;
+        if t.epochs == 0 {
+            return Err(Error::config("train.epochs", "must be at least 1"));
+        }
+        if t.batch_size < 2 {
+            return Err(Error::config(
+                "train.batch-size",
+                format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size),
+            ));
+        }
+        if t.keep_checkpoints == 0 {
+            return Err(Error::config("train.keep-checkpoints", "must be at least 1"));
+        }
+        if t.log_every == 0 {
+            return Err(Error::config("train.log-every", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&t.collapse_fraction) {
+            return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,247 @@
+//! What the `byol` commands do, as functions any program can call: a config from a preset or a
+//! file with a front end's typed settings on top, the name of a new run directory, the config a
+//! run resumes with, an evaluation set up from a checkpoint, and the embedding of both splits.
+//! The binary only parses flags into these types and prints.
+
+use crate::backend::BackendKind;
+use crate::config::ExperimentConfig;
+use crate::data::{DataSource, Splits};
+use crate::eval::Features;
+use crate::eval::embed::{Row, write_embeddings};
+use crate::model::ResNet;
+use crate::train::{checkpoint, features_of, random_init_encoder};
+use crate::{Error, Result};
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+/// Where the images come from, as a front end names it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataChoice {
+    /// The built-in synthetic dataset.
+    Synthetic,
+    /// CIFAR-10 in its binary format under `./data`, downloaded there when missing.
+    Cifar10,
+    /// CIFAR-100 (fine labels), as CIFAR-10.
+    Cifar100,
+    /// An ImageFolder.
+    Folder(PathBuf),
+}
+
+impl DataChoice {
+    /// `synthetic`, `cifar10`, `cifar100`, or else the path of an ImageFolder.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "synthetic" => DataChoice::Synthetic,
+            "cifar10" => DataChoice::Cifar10,
+            "cifar100" => DataChoice::Cifar100,
+            path => DataChoice::Folder(PathBuf::from(path)),
+        }
+    }
+
+    /// Set the `data` section's source, path and download flag to this choice.
+    pub fn apply(&self, cfg: &mut ExperimentConfig) {
+        let d = &mut cfg.data;
+        match self {
+            DataChoice::Synthetic => d.source = DataSource::Synthetic,
+            DataChoice::Cifar10 | DataChoice::Cifar100 => {
+                d.source = if *self == DataChoice::Cifar10 { DataSource::Cifar10 } else { DataSource::Cifar100 };
+                d.path = Some(PathBuf::from("data"));
+                d.download = true;
+            }
+            DataChoice::Folder(path) => {
+                d.source = DataSource::Folder;
+                d.path = Some(path.clone());
+            }
+        }
+    }
+}
+
+/// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
+/// first, in order), then each typed setting given, which wins over a `set` of the same field.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub set: Vec<String>,
+    pub data: Option<DataChoice>,
+    pub backend: Option<BackendKind>,
+    pub epochs: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl Settings {
+    /// The preset or file `base` with these settings, validated.
+    pub fn resolve(&self, base: &str) -> Result<ExperimentConfig> {
+        let mut cfg = ExperimentConfig::load(base, &self.set)?;
+        self.apply_typed(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    /// `config` (a resolved config, e.g. a checkpoint's) with these settings, validated.
+    pub fn apply_to(&self, config: &ExperimentConfig, origin: &Path) -> Result<ExperimentConfig> {
+        let mut cfg = if self.set.is_empty() { config.clone() } else { ExperimentConfig::from_toml_with_overrides(&config.to_toml(), origin, &self.set)? };
+        self.apply_typed(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    fn apply_typed(&self, cfg: &mut ExperimentConfig) -> Result<()> {
+        if let Some(d) = &self.data {
+            d.apply(cfg);
+        }
+        if let Some(b) = self.backend {
+            cfg.backend = b;
+        }
+        if let Some(e) = self.epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(b) = self.batch_size {
+            cfg.train.batch_size = b;
+        }
+        if let Some(s) = self.seed {
+            cfg.seed = s;
+        }
+        cfg.validate()
+    }
+
+    /// The settings as `field = value` lines, for a report (not for parsing).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.set.clone();
+        if let Some(d) = &self.data {
+            out.push(format!("data: {d:?}"));
+        }
+        if let Some(b) = self.backend {
+            out.push(format!("backend = {}", b.name()));
+        }
+        if let Some(e) = self.epochs {
+            out.push(format!("train.epochs = {e}"));
+        }
+        if let Some(b) = self.batch_size {
+            out.push(format!("train.batch-size = {b}"));
+        }
+        if let Some(s) = self.seed {
+            out.push(format!("seed = {s}"));
+        }
+        out
+    }
+}
+
+/// `runs/<stem of the config's name>-<seconds since the epoch>`, a new run's directory.
+pub fn new_run_dir(config: &str, now: std::time::SystemTime) -> PathBuf {
+    let name = Path::new(config).file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    let stamp = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    PathBuf::from(format!("runs/{name}-{stamp}"))
+}
+
+/// The config to continue the run in `dir` with: the one recorded in its newest checkpoint's
+/// header, with `settings` on top (the training loop then refuses a change that would alter the
+/// trajectory; see [`ExperimentConfig::resume_differences`]).
+pub fn resume_config(dir: &Path, settings: &Settings) -> Result<ExperimentConfig> {
+    let (recorded, file) = checkpoint::read_latest_config(dir)?;
+    settings.apply_to(&recorded, &file)
+}
+
+/// What an evaluation of a checkpoint needs.
+pub struct Evaluation {
+    /// The checkpoint's config with the evaluation's settings.
+    pub config: ExperimentConfig,
+    pub device: Device,
+    /// The checkpoint's online encoder, or the random-init one of its architecture and seed.
+    pub encoder: ResNet,
+    pub splits: Splits,
+    /// What the encoder is, for a report ("trained encoder (BYOL objective)", "random-init encoder").
+    pub label: &'static str,
+}
+
+impl Evaluation {
+    /// Load the checkpoint at `path` (a file or a run directory), apply `settings` to its config
+    /// (`--data` of another ImageFolder makes it a transfer evaluation), then `edit` (typed
+    /// evaluation settings), validate, and load the encoder and the data.
+    pub fn from_checkpoint(path: &Path, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig), random_init: bool) -> Result<Self> {
+        let loaded = checkpoint::read_path_or_dir(path)?;
+        let mut config = settings.apply_to(&loaded.config, path)?;
+        edit(&mut config);
+        config.validate()?;
+        let device = config.backend.device()?;
+        let (encoder, label) = if random_init {
+            (random_init_encoder(&config, &device), "random-init encoder")
+        } else {
+            let label = match config.objective.kind {
+                crate::loss::ObjectiveKind::Byol => "trained encoder (BYOL objective)",
+                crate::loss::ObjectiveKind::NtXent => "trained encoder (SimCLR objective)",
+                crate::loss::ObjectiveKind::Moco => "trained encoder (MoCo objective)",
+            };
+            (loaded.online(&device)?.encoder, label)
+        };
+        let splits = crate::data::load(&config.data, config.seed)?;
+        Ok(Evaluation { config, device, encoder, splits, label })
+    }
+
+    /// The representation of every image of both splits (train first), written to `out` as a
+    /// safetensors file (see [`crate::eval::embed`]).
+    pub fn embed(&self, out: &Path) -> Result<Features> {
+        let (train, test) = (&self.splits.train, &self.splits.test);
+        let (tr, te) = features_of(&self.encoder, &self.config, train, test, &self.device)?;
+        let mut rows: Vec<Row> = train.names.iter().map(|n| Row { name: n.clone(), split: "train" }).collect();
+        rows.extend(test.names.iter().map(|n| Row { name: n.clone(), split: "test" }));
+        let all = Features { values: [tr.values, te.values].concat(), labels: [tr.labels, te.labels].concat(), dim: tr.dim };
+        write_embeddings(out, &rows, &train.classes, &all)?;
+        Ok(all)
+    }
+}
+
+/// A labelled fraction as a front end writes it: `10%`, `1 %` or a number in (0, 1].
+pub fn parse_fraction(s: &str) -> Result<f64> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    };
+    match v {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(Error::config("eval.finetune.label-fraction", format!("{s:?}: expected a percentage in (0 %, 100 %] such as 10%, or a number in (0, 1]"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_parse_as_written() {
+        let table = [("10%", 0.1), ("1 %", 0.01), (" 100% ", 1.0), ("0.25", 0.25), ("1", 1.0)];
+        for (s, want) in table {
+            assert!((parse_fraction(s).unwrap() - want).abs() < 1e-15, "{s}");
+        }
+        for bad in ["0%", "150%", "-5%", "ten", "", "1.5", "%"] {
+            assert!(parse_fraction(bad).unwrap_err().to_string().contains("label-fraction"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_dirs_are_named_after_the_config_and_the_time() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_300_000);
+        assert_eq!(new_run_dir("small-cpu", t), PathBuf::from("runs/small-cpu-1764300000"));
+        assert_eq!(new_run_dir("configs/my-exp.toml", t), PathBuf::from("runs/my-exp-1764300000"));
+    }
+
+    #[test]
+    fn typed_settings_win_over_set_and_are_validated() {
+        let s = Settings {
+            set: vec!["train.epochs=3".into(), "model.encoder.base-width=4".into()],
+            data: Some(DataChoice::parse("/images/mine")),
+            backend: Some(BackendKind::Flex),
+            epochs: Some(7),
+            batch_size: Some(16),
+            seed: Some(9),
+        };
+        let cfg = s.resolve("small-cpu").unwrap();
+        assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.seed, cfg.model.encoder.base_width), (7, 16, 9, 4));
+        assert_eq!((cfg.data.source, cfg.data.path.as_deref()), (DataSource::Folder, Some(Path::new("/images/mine"))));
+        let cifar = Settings { data: Some(DataChoice::parse("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
+        assert_eq!((cifar.data.source, cifar.data.download), (DataSource::Cifar100, true));
+        let bad = Settings { batch_size: Some(1), ..Default::default() }.resolve("small-cpu").unwrap_err().to_string();
+        assert!(bad.contains("train.batch-size"), "{bad}");
+        // On a resolved config (a checkpoint's): the same rules, and the rest kept.
+        let again = Settings { epochs: Some(2), set: vec!["optim.base-lr=0.5".into()], ..Default::default() }.apply_to(&cfg, Path::new("x")).unwrap();
+        assert_eq!((again.train.epochs, again.optim.base_lr, again.seed), (2, 0.5, 9));
+    }
+}
