@@ -7,7 +7,7 @@
 //!
 //! With n values per channel, x̂ = (x − μ)/σ, σ = √(var + ε) (biased variance, as the paper's
 //! BatchNorm and burn's), out = relu(γ·x̂ + β + r):
-//! dz = dout·[out > 0];  dr = dz;  dβ = Σ dz;  dγ = Σ dz·x̂;  dx = γ/σ · (dz − dβ/n − x̂·dγ/n).
+//! dz = dout·\[out > 0\];  dr = dz;  dβ = Σ dz;  dγ = Σ dz·x̂;  dx = γ/σ · (dz − dβ/n − x̂·dγ/n).
 //! A NaN passes through the ReLU and keeps its gradient, as in burn's `relu`.
 //! Taken for f32 tensors on `flex` (with or without autodiff); the callers fall back to tensor
 //! operations elsewhere. Equal to the unfused form to f32 rounding (tested below).

@@ -13,7 +13,7 @@
 //! - [`max_pool::try_max_pool2d`]: the ImageNet stem's 3×3 stride-2 max-pool.
 //!
 //! Every kernel agrees with burn's operation to f32 rounding (the tests in each module), and
-//! gives the same bits whatever the thread count ([`common`]'s fixed reduction split).
+//! gives the same bits whatever the thread count (`common`'s fixed reduction split).
 //! Dependencies run one way: `common`, `gemm`, `simd` ← `conv::winograd` ← `conv`;
 //! `batch_norm` and `max_pool` use `common` and `simd` only.
 

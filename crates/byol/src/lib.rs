@@ -1,8 +1,47 @@
-//! BYOL — Bootstrap Your Own Latent (Grill et al., NeurIPS 2020, arXiv 2006.07733).
+//! BYOL — Bootstrap Your Own Latent (Grill et al., NeurIPS 2020, arXiv 2006.07733): a folder of
+//! unlabelled images in, a trained image encoder out, with the paper's evaluations, variants
+//! and baselines through the same code.
 //!
-//! The library knows nothing of the terminal: it exposes configs, models, the training step,
-//! the training loop (which reports through [`train::Observer`]) and the evaluations.
-//! Every tensor is a burn `Tensor<D>`; the backend is chosen at run time by the [`Device`].
+//! The library knows nothing of the terminal: it reports through [`train::Observer`] and
+//! [`tracing`]. Every tensor is a burn `Tensor<D>`; the backend (`flex` on the CPU, `cuda`) is
+//! chosen at run time by the [`Device`] a config names.
+//!
+//! # A guide
+//!
+//! - **An experiment** is an [`ExperimentConfig`]: a preset or a TOML file (one section per
+//!   component, each type next to its code: [`model::ModelConfig`], [`ema::TargetConfig`],
+//!   [`loss::ObjectiveConfig`], [`optim::OptimConfig`], [`data::DataConfig`],
+//!   [`augment::AugmentConfig`], [`train::TrainConfig`], [`eval::EvalConfig`]), with a front
+//!   end's [`workflow::Settings`] on top.
+//! - **Pre-training**: [`train::pretrain`] runs the loop in a run directory (checkpoints,
+//!   metrics, kNN monitor, resume); underneath, [`train::TrainState`] is the whole state and
+//!   [`train::train_step`] the pure step from (state, two views, lr, τ) to the next state.
+//!   [`train::checkpoint`] reads and writes states.
+//! - **The model**: [`model::Online`] (encoder [`model::ResNet`] → projector → predictor) and
+//!   [`model::Target`]; [`loss`] the objectives; [`ema`] the target update; [`optim`] LARS.
+//! - **Data and views**: [`data::load`] gives the image sets; [`augment`] the paper's two views.
+//! - **Evaluations** of an encoder: [`train::knn_of_encoder`], [`train::linear_of_encoder`],
+//!   [`train::finetune_of_encoder`] with a config's protocols (the protocols themselves in
+//!   [`eval`]); from a checkpoint: [`workflow::Evaluation`].
+//! - **Ablations** over seeds: [`ablate::ablate`].
+//!
+//! ```no_run
+//! use byol::workflow::Settings;
+//! use byol::train::{RunOptions, pretrain};
+//!
+//! struct Quiet;
+//! impl byol::train::Observer for Quiet {}
+//!
+//! let settings = Settings { epochs: Some(5), ..Default::default() };
+//! let cfg = settings.resolve("cifar10-cpu")?;
+//! let opts = RunOptions { compare_random: true, ..Default::default() };
+//! let report = pretrain(&cfg, std::path::Path::new("runs/example"), &opts, &mut Quiet)?;
+//! println!("kNN top-1 {:?}, random init {:?}", report.knn, report.random_init_knn);
+//! # Ok::<(), byol::Error>(())
+//! ```
+//!
+//! The layers, and the path of one training step through the files, are in
+//! `docs/ARCHITECTURE.md`.
 
 pub mod ablate;
 pub mod augment;

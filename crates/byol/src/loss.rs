@@ -81,7 +81,7 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
     x / norm
 }
 
-/// Per-sample regression loss 2 − 2·cos(p, z'). `p`, `z`: [B, P] → [B].
+/// Per-sample regression loss 2 − 2·cos(p, z'). `p`, `z`: \[B, P\] → \[B\].
 pub fn regression_loss(p: Tensor<2>, z: Tensor<2>) -> Tensor<1> {
     let cos = (l2_normalize(p) * l2_normalize(z)).sum_dim(1); // [B, 1]
     let [b, _] = cos.dims();
@@ -99,7 +99,7 @@ pub fn cosine_matrix(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     l2_normalize(a).matmul(l2_normalize(b).transpose())
 }
 
-/// Row-wise log Σ exp, stabilised by the row maximum. `x`: [B, N] → [B].
+/// Row-wise log Σ exp, stabilised by the row maximum. `x`: \[B, N\] → \[B\].
 pub fn logsumexp(x: Tensor<2>) -> Tensor<1> {
     let [b, _] = x.dims();
     let m = x.clone().max_dim(1).detach(); // [B, 1]
@@ -123,7 +123,7 @@ fn candidates_lse(phi: Tensor<2>, psi_same: Tensor<2>, psi_other: Tensor<2>, alp
 /// One direction of the unified objective of the paper's BYOL↔SimCLR appendix, written as a loss
 /// (2 − InfoNCE^{α,β}, so that β = 0 is exactly the BYOL loss):
 /// mean_i (2 − 2·S(φ_i, ψ'_i)) + β·2α·mean_i log(Σ_{j≠i} e^{S(φ_i, ψ_j)/α} + Σ_j e^{S(φ_i, ψ'_j)/α}).
-/// `phi`: online outputs of view v; `psi_same`, `psi_other`: targets of v and v'; all [B, P] → [1].
+/// `phi`: online outputs of view v; `psi_same`, `psi_other`: targets of v and v'; all \[B, P\] → \[1\].
 pub fn unified_direction(phi: Tensor<2>, psi_same: Tensor<2>, psi_other: Tensor<2>, beta: f64, alpha: f64) -> Tensor<1> {
     let regression = regression_loss(phi.clone(), psi_other.clone()).mean(); // [1]
     if beta == 0.0 {
@@ -155,7 +155,7 @@ pub fn nt_xent(p1: Tensor<2>, p2: Tensor<2>, z1: Tensor<2>, z2: Tensor<2>, alpha
 /// and the queue's negative keys, cross-entropy with the positive as the class, temperature α.
 /// Symmetrised as a sum over the two view orders (as BYOL's loss and MoCo v3; MoCo v2's code uses
 /// one order). `q1`, `q2`: online outputs; `k1`, `k2`: target keys (no gradient); `queue`:
-/// [K, P] L2-normalised keys of earlier steps. → [1].
+/// \[K, P\] L2-normalised keys of earlier steps. → \[1\].
 pub fn moco_loss(q1: Tensor<2>, q2: Tensor<2>, k1: Tensor<2>, k2: Tensor<2>, queue: Tensor<2>, alpha: f64) -> Tensor<1> {
     let direction = |q: Tensor<2>, k: Tensor<2>| {
         let [b, _] = q.dims();
@@ -169,7 +169,7 @@ pub fn moco_loss(q1: Tensor<2>, q2: Tensor<2>, k1: Tensor<2>, k2: Tensor<2>, que
 
 /// Collapse signal: the standard deviation over the batch of the L2-normalised projections,
 /// averaged over dimensions. About 1/√P for well-spread outputs, 0 when collapsed.
-/// `z`: [B, P] → [1].
+/// `z`: \[B, P\] → \[1\].
 pub fn normalized_std(z: Tensor<2>) -> Tensor<1> {
     let zn = l2_normalize(z); // [B, P]
     let [b, _] = zn.dims();

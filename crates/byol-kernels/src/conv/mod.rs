@@ -7,11 +7,11 @@
 //! ResNet-18 CIFAR layers, where the GEMM underneath reaches 300–450 (docs/BENCHMARKS.md). Here
 //! all three products are plain GEMMs on an im2col matrix:
 //!
-//! - forward      y[n]  = W · col(x[n])           W: [O, K], col: [K, P], K = C·kh·kw, P = Ho·Wo
-//! - input grad   dx[n] = col⁻¹(Wᵀ · dy[n])       col⁻¹ adds each patch entry back (col2im);
+//! - forward      y\[n\]  = W · col(x\[n\])           W: \[O, K\], col: \[K, P\], K = C·kh·kw, P = Ho·Wo
+//! - input grad   dx\[n\] = col⁻¹(Wᵀ · dy\[n\])       col⁻¹ adds each patch entry back (col2im);
 //!   for a stride-1 "same" convolution, dx = dy ⊛ W' (W' = W with O ↔ C and both spatial axes
 //!   reversed), the forward form, which runs faster
-//! - weight grad  dW    = Σₙ dy[n] · col(x[n])ᵀ
+//! - weight grad  dW    = Σₙ dy\[n\] · col(x\[n\])ᵀ
 //!
 //! For small feature maps (deep layers) `G` images share one im2col matrix [K, G·P] so that each
 //! GEMM has enough columns. 3×3, stride-1, padding-1 convolutions with at least

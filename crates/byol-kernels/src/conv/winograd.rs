@@ -16,10 +16,10 @@
 //! use goes).
 //!
 //! The input gradient is this same convolution of dy with the flipped, transposed kernel (see
-//! `conv`); the weight gradient goes through the same identity ([`weight_grad`]).
+//! `conv`); the weight gradient goes through the same identity (`weight_grad`).
 //!
-//! Memory layouts (all row-major): U [O][16][C], V [C][16][T], M [O][16][T], and for the weight
-//! gradient dM [T][16][O] and dU [16][C][O]; the GEMM of position ξν reads and writes its slices
+//! Memory layouts (all row-major): U \[O\]\[16\]\[C\], V \[C\]\[16\]\[T\], M \[O\]\[16\]\[T\], and for the weight
+//! gradient dM \[T\]\[16\]\[O\] and dU \[16\]\[C\]\[O\]; the GEMM of position ξν reads and writes its slices
 //! through strides.
 
 use crate::common::{Scratch, run_split, with_scratch};

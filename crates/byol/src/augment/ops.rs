@@ -13,7 +13,7 @@ pub struct Crop {
 }
 
 /// Random resized crop box (Szegedy et al. 2015; the torchvision algorithm used by BYOL's
-/// official code): area fraction ~ U[scale], log aspect ratio ~ U[log ratio], up to 10 tries,
+/// official code): area fraction ~ U\[scale\], log aspect ratio ~ U\[log ratio\], up to 10 tries,
 /// then a centre crop with the ratio clamped into range.
 pub fn sample_crop(width: usize, height: usize, scale: [f64; 2], ratio: [f64; 2], rng: &mut impl Rng) -> Crop {
     let (wf, hf) = (width as f64, height as f64);

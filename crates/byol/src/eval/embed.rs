@@ -1,5 +1,5 @@
 //! Representations of a whole image set, written in a format Python reads without this project:
-//! a safetensors file with `features` ([N, D] f32) and `labels` ([N] i64), and in its header a
+//! a safetensors file with `features` (\[N, D\] f32) and `labels` (\[N\] i64), and in its header a
 //! JSON `index` (one entry per row: the image's name, label and class) and the class list.
 //! `safetensors.numpy.load_file(f)` gives the arrays; `safe_open(f, "np").metadata()` the index.
 

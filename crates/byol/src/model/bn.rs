@@ -65,9 +65,9 @@ pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: O
     })
 }
 
-/// Training-mode batch normalisation: (output, batch mean [C], biased batch variance [C]). On
+/// Training-mode batch normalisation: (output, batch mean \[C\], biased batch variance \[C\]). On
 /// `flex` in f32 it is the fused node of [`super::kernels`] (2 passes forward, 2 backward);
-/// elsewhere [`batch_norm_ops`]. Both compute the same as burn's `batch_norm_train` (tested).
+/// elsewhere `batch_norm_ops`. Both compute the same as burn's `batch_norm_train` (tested).
 pub fn batch_norm_train<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     if let Some(out) = super::kernels::fused_batch_norm_act(&x, &gamma, &beta, epsilon, None, false) {
         return out;

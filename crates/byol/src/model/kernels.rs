@@ -10,7 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 
-/// (output, batch mean [C], biased batch variance [C]) of a training-mode batch norm.
+/// (output, batch mean \[C\], biased batch variance \[C\]) of a training-mode batch norm.
 pub type BatchNormOutput<const D: usize> = (Tensor<D>, Tensor<1>, Tensor<1>);
 
 /// `c(x)` for f32 `x`: the kernel's convolution when `c` has its shape (square stride, symmetric

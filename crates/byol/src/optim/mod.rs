@@ -199,7 +199,7 @@ impl Optimizer {
 }
 
 /// η·‖w‖/‖g‖ where both norms are positive, else 1 (official `scale_by_lars`). Stays on the
-/// device: no host synchronisation. Returns a [1] tensor.
+/// device: no host synchronisation. Returns a \[1\] tensor.
 pub fn trust_ratio(w: Tensor<1>, g: Tensor<1>, eta: f64) -> Tensor<1> {
     let wn = w.square().sum().sqrt(); // [1]
     let gn = g.square().sum().sqrt(); // [1]

@@ -11,9 +11,9 @@ use burn::tensor::Tensor;
 
 /// Device-side metrics of a step (read them only when logging, to avoid synchronising).
 pub struct StepMetrics {
-    /// Symmetrised loss L + L̃: [1].
+    /// Symmetrised loss L + L̃: \[1\].
     pub loss: Tensor<1>,
-    /// Std of the normalised online projections of view 1 (collapse signal): [1].
+    /// Std of the normalised online projections of view 1 (collapse signal): \[1\].
     pub projection_std: Tensor<1>,
 }
 
