@@ -159,6 +159,7 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
         .x_desc("kNN top-1 %")
         .y_labels(n)
         .y_label_formatter(&|v| match v {

@@ -199,7 +199,7 @@ fn bench_step(args: BenchStepArgs) -> Result<()> {
     let arch: byol::bench::StepArch = args.arch.into();
     let kind: byol::backend::BackendKind = args.backend.into();
     let batch = args.batch.unwrap_or(arch.default_batch(kind != byol::backend::BackendKind::Flex));
-    let cfg = arch.config(batch, kind.name(), args.precision.into())?;
+    let cfg = arch.config(batch, kind, args.precision.into())?;
     let device = kind.device()?;
     let r = byol::bench::bench_step(arch, &cfg, args.steps, args.warmup, &device)?;
     println!("{}", serde_json::to_string(&r)?);

@@ -104,7 +104,14 @@ fn augment_writes_a_grid_of_images_and_views() {
 }
 
 #[test]
-fn bench_augment_prints_one_json_line_per_size() {
+fn bench_step_and_bench_augment_print_json_lines() {
+    let (ok, out, err) = byol(&["bench", "step", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--warmup", "0"]);
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!((line["cfg"].as_str(), line["batch"].as_u64()), (Some("r18c32"), Some(2)));
+    assert!(line["loss"].as_f64().is_some_and(f64::is_finite), "{out}");
+    let (ok, _, err) = byol(&["bench", "step", "--arch", "resnet7"]);
+    assert!(!ok && err.contains("resnet18-cifar"), "{err}");
     let (ok, out, err) = byol(&["bench", "augment", "--sizes", "16", "--batch", "8", "--reps", "1"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");

@@ -7,7 +7,7 @@ use byol::train::TrainState;
 use std::time::Instant;
 fn main() {
     byol_kernels::alloc::keep_freed_memory();
-    let cfg = StepArch::Resnet18Cifar.config(64, "flex", Default::default()).unwrap();
+    let cfg = StepArch::Resnet18Cifar.config(64, byol::backend::BackendKind::Flex, Default::default()).unwrap();
     let device = burn::tensor::Device::flex();
     let mut state = TrainState::init(&cfg, &device);
     let x1 = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);

@@ -325,7 +325,7 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
     );
     for r in &a.runs {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | `{}` |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |\n",
             r.name,
             r.seed,
             pct(r.knn_top1),
@@ -335,7 +335,7 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
             r.projection_std.map_or("–".into(), |s| format!("{s:.4}")),
             r.steps,
             r.wall_seconds,
-            r.overrides.join(" ")
+            if r.overrides.is_empty() { "(none)".to_string() } else { format!("`{}`", r.overrides.join(" ")) }
         ));
     }
     let write = |name: &str, bytes: &[u8]| crate::io::write_atomic(&dir.join(name), bytes);

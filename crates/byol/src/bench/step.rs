@@ -5,10 +5,13 @@
 //! rest in f32 (`model::precision`). Synthetic inputs already on the device; the step is [`train_step`], the same code
 //! as `pretrain`; median over the timed steps, each ended by reading the loss back.
 
-use crate::config::ExperimentConfig;
+use crate::backend::BackendKind;
+use crate::config::{ExperimentConfig, TargetInit};
+use crate::model::{Arch, Stem};
+use crate::optim::OptimKind;
 use crate::model::precision::Precision;
 use crate::train::{TrainState, train_step};
-use crate::{Error, Result};
+use crate::Result;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 use std::time::Instant;
@@ -20,17 +23,6 @@ pub enum StepArch {
     Resnet18Cifar,
     /// ResNet-50, ImageNet stem, 224×224 (`r50i224`).
     Resnet50,
-}
-
-impl std::str::FromStr for StepArch {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "resnet18-cifar" | "r18c32" => Ok(StepArch::Resnet18Cifar),
-            "resnet50" | "r50i224" => Ok(StepArch::Resnet50),
-            _ => Err(Error::config("--arch", format!("{s:?}: expected resnet18-cifar (r18c32) or resnet50 (r50i224)"))),
-        }
-    }
 }
 
 impl StepArch {
@@ -52,36 +44,28 @@ impl StepArch {
         }
     }
 
-    /// The experiment config of the reference's step at batch `batch` on `backend`.
-    pub fn config(self, batch: usize, backend: &str, precision: Precision) -> Result<ExperimentConfig> {
+    /// The experiment config of the reference's step at batch `batch` on `backend`: the
+    /// reference's model (base width 64, heads 4096 → 256), SGD with momentum 0.9 at lr 0.2,
+    /// weight decay 1.5e-6, a target copied from the online network and τ_base 0.996.
+    pub fn config(self, batch: usize, backend: BackendKind, precision: Precision) -> Result<ExperimentConfig> {
+        let mut cfg = ExperimentConfig::load("small-cpu", &[])?;
         let (arch, stem, size) = match self {
-            StepArch::Resnet18Cifar => ("resnet18", "cifar", 32),
-            StepArch::Resnet50 => ("resnet50", "imagenet", 224),
+            StepArch::Resnet18Cifar => (Arch::Resnet18, Stem::Cifar, 32),
+            StepArch::Resnet50 => (Arch::Resnet50, Stem::Imagenet, 224),
         };
-        let o: Vec<String> = vec![
-            format!("backend=\"{backend}\""),
-            format!("model.encoder.arch=\"{arch}\""),
-            format!("model.encoder.stem=\"{stem}\""),
-            "model.encoder.base-width=64".into(),
-            "model.projector.hidden=4096".into(),
-            "model.projector.output=256".into(),
-            "model.predictor.hidden=4096".into(),
-            "model.predictor.output=256".into(),
-            "target.init=\"copy\"".into(),
-            "target.tau-base=0.996".into(),
-            "optim.kind=\"sgd\"".into(),
-            "optim.base-lr=0.2".into(),
-            "optim.weight-decay=1.5e-6".into(),
-            "optim.momentum=0.9".into(),
-            format!("data.image-size={size}"),
-            format!("train.batch-size={batch}"),
-            format!("train.precision=\"{}\"", match precision {
-                Precision::F32 => "f32",
-                Precision::Bf16 => "bf16",
-                Precision::F16 => "f16",
-            }),
-        ];
-        ExperimentConfig::load("small-cpu", &o)
+        cfg.backend = backend;
+        let e = &mut cfg.model.encoder;
+        (e.arch, e.stem, e.base_width) = (arch, stem, 64);
+        for head in [&mut cfg.model.projector, &mut cfg.model.predictor] {
+            (head.hidden, head.output) = (4096, 256);
+        }
+        (cfg.target.init, cfg.target.tau_base) = (TargetInit::Copy, 0.996);
+        let o = &mut cfg.optim;
+        (o.kind, o.base_lr, o.weight_decay, o.momentum) = (OptimKind::Sgd, 0.2, 1.5e-6, 0.9);
+        cfg.data.image_size = size;
+        (cfg.train.batch_size, cfg.train.precision) = (batch, precision);
+        cfg.validate()?;
+        Ok(cfg)
     }
 }
 
@@ -146,4 +130,24 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex { peak_rss_gib() } else { None },
         threads: rayon::current_num_threads(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's model and optimizer (shared/reference/byol_torch.py), on the backend and
+    /// in the precision asked for.
+    #[test]
+    fn configs_are_the_references() {
+        let c = StepArch::Resnet50.config(8, BackendKind::Flex, Precision::Bf16).unwrap();
+        let e = &c.model.encoder;
+        assert_eq!((e.arch, e.stem, e.base_width, c.data.image_size), (Arch::Resnet50, Stem::Imagenet, 64, 224));
+        assert_eq!((c.model.projector.hidden, c.model.projector.output, c.model.predictor.hidden, c.model.predictor.output), (4096, 256, 4096, 256));
+        assert_eq!((c.optim.kind, c.optim.base_lr, c.optim.weight_decay, c.optim.momentum), (OptimKind::Sgd, 0.2, 1.5e-6, 0.9));
+        assert_eq!((c.target.init, c.target.tau_base, c.train.batch_size, c.train.precision), (TargetInit::Copy, 0.996, 8, Precision::Bf16));
+        let c = StepArch::Resnet18Cifar.config(64, BackendKind::Cuda, Precision::F32).unwrap();
+        assert_eq!((c.model.encoder.arch, c.model.encoder.stem, c.data.image_size, c.backend), (Arch::Resnet18, Stem::Cifar, 32, BackendKind::Cuda));
+        assert!(StepArch::Resnet18Cifar.config(1, BackendKind::Flex, Precision::F32).is_err(), "batch 1 is refused");
+    }
 }
