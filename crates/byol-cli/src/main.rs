@@ -190,6 +190,11 @@ fn ablate(args: AblateArgs) -> Result<()> {
     bar.pb.finish_and_clear();
     let png = dir.join("ablation.png");
     chart::ablation(&a, &png).with_context(|| format!("writing {}", png.display()))?;
+    for r in a.runs.iter().filter(|r| !r.random_init) {
+        let run = dir.join(&r.name).join(format!("seed-{}", r.seed));
+        let png = run.join("curves.png");
+        chart::run_curves(&run, &png).with_context(|| format!("writing {}", png.display()))?;
+    }
     print!("{}", std::fs::read_to_string(dir.join("ablation.md"))?);
     println!("\n{} variants, {} runs; table (ablation.md), JSON and chart (ablation.png) in {}", a.summary.len(), a.runs.len(), dir.display());
     Ok(())

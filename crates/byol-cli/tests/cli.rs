@@ -140,4 +140,5 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     let png = image::open(runs.join("ablation.png")).expect("ablation.png is a PNG").to_rgb8();
     assert_eq!(png.width(), 1200);
     assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "ablation.png is nearly blank");
+    assert!(runs.join("byol/seed-1/curves.png").exists() && !runs.join("random-init/seed-0/curves.png").exists());
 }
