@@ -191,7 +191,7 @@ fn ablate(args: AblateArgs) -> Result<()> {
     let png = dir.join("ablation.png");
     chart::ablation(&a, &png).with_context(|| format!("writing {}", png.display()))?;
     for r in a.runs.iter().filter(|r| !r.random_init) {
-        let run = dir.join(&r.name).join(format!("seed-{}", r.seed));
+        let run = byol::ablate::run_dir(&dir, &r.name, r.seed);
         let png = run.join("curves.png");
         chart::run_curves(&run, &png).with_context(|| format!("writing {}", png.display()))?;
     }

@@ -8,7 +8,7 @@ use crate::workflow::Settings;
 use crate::train::{Observer, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain, random_init_encoder};
 use crate::{Error, Result, data};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A grid file: `[[variant]]` tables.
@@ -186,6 +186,11 @@ fn read_metrics(dir: &Path) -> (Vec<(u64, f64)>, Option<f64>) {
     (losses, std)
 }
 
+/// Where the run of `variant` at `seed` lives in an ablation directory.
+pub fn run_dir(dir: &Path, variant: &str, seed: u64) -> PathBuf {
+    dir.join(variant).join(format!("seed-{seed}"))
+}
+
 /// What to run besides the grid.
 #[derive(Debug, Clone, Default)]
 pub struct AblationOptions {
@@ -215,7 +220,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
     let described = settings.describe();
     let mut runs = Vec::new();
     for (v, seed, cfg) in plan {
-        let vdir = dir.join(&v.name).join(format!("seed-{seed}"));
+        let vdir = run_dir(dir, &v.name, seed);
         let label = format!("{} (seed {seed})", v.name);
         let row_path = vdir.join("ablation-row.json");
         let resolved = cfg.to_toml();

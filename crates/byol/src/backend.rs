@@ -71,14 +71,3 @@ fn cuda_device() -> Result<Device> {
         }
     })
 }
-
-impl std::str::FromStr for BackendKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "flex" => Ok(BackendKind::Flex),
-            "cuda" => Ok(BackendKind::Cuda),
-            other => Err(Error::config("backend", format!("unknown backend `{other}` (expected flex or cuda)"))),
-        }
-    }
-}

@@ -45,19 +45,6 @@ impl Precision {
         if self == Precision::F32 { x } else { x.cast(self.dtype()) }
     }
 }
-
-impl std::str::FromStr for Precision {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "f32" | "float32" => Ok(Precision::F32),
-            "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            "f16" | "float16" => Ok(Precision::F16),
-            _ => Err(crate::Error::config("precision", format!("{s:?}: expected f32, bf16 or f16 (train.precision, or --precision)"))),
-        }
-    }
-}
-
 /// `x` as f32.
 pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
