@@ -1,26 +1,86 @@
 #!/usr/bin/env bash
-# Our training step on `cuda` against the PyTorch reference on this GPU, in one call. Builds
-# nothing: it runs a `byol` built elsewhere with `--features cuda` (BYOL_BIN, or
-# target/release/byol, or dist/byol-cuda.xz made by bench/pack-cuda.sh).
+# Everything a GPU user asks about, in one run that stops by itself (LIMIT seconds, default 570)
+# and prints one table last (bench/gpu-table.py):
+#   1. the training step, samples/s, ours (`byol bench step`) and shared/reference/byol_torch.py,
+#      ResNet-18 CIFAR (batch 512) and ResNet-50 224 px (batch 256), f32 and bf16;
+#   2. the batched view pipeline (`byol bench augment`), views/s at 32 and 224 px, against the
+#      views/s the ResNet-50 step consumes;
+#   3. time to accuracy on CIFAR-10: ResNet-18 (CIFAR stem, full width), ours
+#      (`byol pretrain --time-budget`) and shared/reference/byol_cifar_torch.py (`--minutes`),
+#      the same budget, data, hyper-parameters and bf16, kNN top-1 of both;
+#   4. peak GPU memory of ours (nvidia-smi, the whole device less what was in use before) beside
+#      PyTorch's max_memory_allocated.
+# A part that no longer fits in what is left of LIMIT is skipped and says so in the table.
 #
-# NVRTC needs libnvrtc.so.13 (found in the PyTorch environment's `nvidia` wheels) and CUDA
-# headers (CUDA_PATH; else the wheels' include folders, else dist/cuda from bench/pack-cuda.sh).
+# Builds nothing. It runs a `byol` built elsewhere (BYOL_BIN; else dist/byol-cuda.xz from
+# bench/pack-cuda.sh; else target/release/byol) and needs on the GPU machine only what
+# bench/pack-cuda.sh made (carry `dist`) and a Python with PyTorch and Pillow (PYTHON).
+# NVRTC needs libnvrtc (from PyTorch's `nvidia` wheels) and CUDA headers (CUDA_PATH; else the
+# wheels' include folders, else dist/cuda). CIFAR-10: DATA (an ImageFolder with train/ and
+# test/); else ../shared/data/cifar10; else dist/cifar10-subset.xz (bench/pack-cuda.sh: 10,000
+# training and 2,000 test images, unpacked here as PNG, lossless).
 #
-#   bench/gpu.sh                      # r18c32 and r50i224, f32 (TF32 allowed in the reference) and bf16
-#   PYTHON=/path/to/venv/bin/python STEPS=20 bench/gpu.sh
-set -euo pipefail
+#   bench/gpu.sh
+#   LIMIT=570 TTA_S=120 STEPS=10 WARM=3 bench/gpu.sh
+# Dry run without a GPU (what was checked here): BACKEND=wgpu on Mesa's lavapipe, the
+# reference on the CPU, tiny sizes:
+#   BACKEND=wgpu BYOL_BIN=<a --features wgpu build> CONFIGS=r18c32 BATCH_R18=64 STEPS=1 WARM=1 \
+#     STEP_TIMEOUT=300 TTA_S=20 TTA_WIDTH=8 TTA_PRECISION=f32 DATA=<a small ImageFolder> LIMIT=1500 bench/gpu.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
+START=$SECONDS
+LIMIT=${LIMIT:-570}
 PY=${PYTHON:-python3}
-REF=${BYOL_REFERENCE:-../shared/reference/byol_torch.py}
-[ -f "$REF" ] || REF=shared/reference/byol_torch.py
-STEPS=${STEPS:-20}
-WARM=${WARM:-5}
-BYOL=${BYOL_BIN:-target/release/byol}
-if [ ! -x "$BYOL" ] && [ -f dist/byol-cuda.xz ]; then
+BACKEND=${BACKEND:-cuda}
+CONFIGS=${CONFIGS:-r18c32,r50i224}
+STEPS=${STEPS:-10}
+WARM=${WARM:-3}
+TTA_S=${TTA_S:-120}
+TTA_WIDTH=${TTA_WIDTH:-64}
+TTA_PRECISION=${TTA_PRECISION:-bf16}
+REF_DIR=${BYOL_REFERENCE_DIR:-../shared/reference}
+[ -f "$REF_DIR/byol_torch.py" ] || REF_DIR=shared/reference
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+echo "results in $OUT" >&2
+
+left() { echo $((LIMIT - (SECONDS - START))); }
+gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 2>/dev/null | head -1; }
+# run_part NAME NEEDED_S TIMEOUT_S MEMORY_LABEL CMD...: run CMD under a timeout if NEEDED_S
+# still fit in what is left, else record the part as skipped. With a MEMORY_LABEL (not "-"),
+# sample the device's used memory every 0.2 s meanwhile and record the peak less the memory in
+# use before.
+run_part() {
+  local name=$1 need=$2 max=$3 mem=$4; shift 4
+  local l; l=$(left)
+  if [ "$l" -lt "$need" ]; then
+    echo "{\"skipped\": \"$name\", \"left_s\": $l}" >> "$OUT/skipped.jsonl"
+    echo "skipping $name: $l s left" >&2
+    return 0
+  fi
+  [ "$max" -gt "$l" ] && max=$l
+  local base="" sampler=""
+  if [ "$mem" != - ]; then base=$(gpu_mem); fi
+  if [ -n "$base" ]; then
+    ( while :; do gpu_mem; sleep 0.2; done ) > "$OUT/mem-$mem.txt" &
+    sampler=$!
+  fi
+  local status=0
+  timeout --kill-after=5 "$max" "$@" || status=$?
+  [ "$status" -ne 0 ] && echo "{\"failed\": \"$name\", \"status\": $status}" >> "$OUT/skipped.jsonl"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null
+    echo "{\"label\": \"$mem\", \"peak_mib\": $(sort -n "$OUT/mem-$mem.txt" | tail -1), \"before_mib\": $base}" >> "$OUT/memory.jsonl"
+  fi
+  return 0
+}
+
+BYOL=${BYOL_BIN:-}
+if [ -z "$BYOL" ] && [ -f dist/byol-cuda.xz ] && [ "$BACKEND" = cuda ]; then
   BYOL=$(mktemp -d)/byol
-  xz -dc dist/byol-cuda.xz > "$BYOL"
-  chmod +x "$BYOL"
+  xz -dc dist/byol-cuda.xz > "$BYOL" && chmod +x "$BYOL"
 fi
+BYOL=${BYOL:-target/release/byol}
 NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))' 2>/dev/null || true)
 if [ -n "$NV" ]; then
   LIBS=$(find "$NV" -name 'libnvrtc.so*' -printf '%h\n' 2>/dev/null | sort -u | paste -sd: -)
@@ -30,25 +90,44 @@ if [ -z "${CUDA_PATH:-}" ]; then
   H=$(find ${NV:+"$NV"} dist/cuda -name cuda_fp16.h 2>/dev/null | head -1 || true)
   [ -n "$H" ] && export CUDA_PATH=$(dirname "$(dirname "$H")")
 fi
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-"$PY" "$REF" --configs r18c32,r50i224 --steps "$STEPS" --warm "$WARM" | tee "$OUT/ref.jsonl" >&2
-: > "$OUT/ours.jsonl"
-for cfg in r18c32 r50i224; do
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+[ -n "$GPU" ] || GPU="$BACKEND (no nvidia-smi)"
+batch_of() { case $1 in r18c32) echo "${BATCH_R18:-512}" ;; r50i224) echo "${BATCH_R50:-256}" ;; esac; }
+
+# 1. The training step.
+run_part "reference step" 60 150 - "$PY" "$REF_DIR/byol_torch.py" --configs "$CONFIGS" --steps "$STEPS" --warm "$WARM" > "$OUT/ref.jsonl"
+for cfg in ${CONFIGS//,/ }; do
   for prec in f32 bf16; do
-    "$BYOL" bench step --arch "$cfg" --backend cuda --precision "$prec" --steps "$STEPS" --warmup "$WARM" | tee -a "$OUT/ours.jsonl" >&2
+    run_part "ours $cfg $prec" 30 "${STEP_TIMEOUT:-100}" "$cfg-$prec" \
+      "$BYOL" bench step --arch "$cfg" --backend "$BACKEND" --precision "$prec" --batch "$(batch_of "$cfg")" --steps "$STEPS" --warmup "$WARM" >> "$OUT/ours.jsonl"
   done
 done
-"$BYOL" bench augment --backend cuda --sizes 32,224 --batch 256 | tee "$OUT/augment.txt" >&2
-GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo "GPU")
-python3 bench/compare.py "$OUT/ref.jsonl" "$OUT/ours.jsonl" "$GPU"
-# The view pipeline against what the ResNet-50 step consumes (issue target: at least 3×).
-python3 - "$OUT/augment.txt" "$OUT/ours.jsonl" <<'PY'
-import json, sys
-aug = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-steps = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
-a = next(r for r in aug if r["size"] == 224)
-for s in (s for s in steps if s["cfg"] == "r50i224"):
-    need = 2 * s["samples_per_s"]
-    print(f"224 px: batched pipeline {a['device_views_per_sec']:.0f} views/s; ResNet-50 step ({s['dtype']}) consumes {need:.0f} views/s: {a['device_views_per_sec'] / need:.1f}x")
-PY
+
+# 2. The view pipeline.
+run_part "view pipeline" 20 60 - "$BYOL" bench augment --backend "$BACKEND" --sizes 32,224 --batch 256 > "$OUT/augment.jsonl"
+
+# 3. Time to accuracy.
+DATA=${DATA:-}
+[ -z "$DATA" ] && [ -d ../shared/data/cifar10/train ] && DATA=../shared/data/cifar10
+if [ -z "$DATA" ] && [ -f dist/cifar10-subset.xz ]; then
+  DATA=$OUT/cifar10
+  xz -dc dist/cifar10-subset.xz | "$PY" bench/cifar-subset.py unpack "$DATA"
+fi
+if [ -n "$DATA" ]; then
+  TTA_NEED=$((2 * TTA_S + 60))
+  # The same hyper-parameters on both sides: our cifar10-resnet18 preset (LARS, base lr 1.0 at
+  # batch 512, wd 1.5e-6, τ 0.996, target initialised on its own, 10 warm-up epochs, solarize
+  # 0.2 on view 2, no blur), bf16, 200 epochs planned and cut by the budget.
+  run_part "time to accuracy, ours" "$TTA_NEED" $((TTA_S + 120)) tta \
+    "$BYOL" pretrain --config cifar10-resnet18 --backend "$BACKEND" --data "$DATA" --epochs 200 \
+      --set train.precision="$TTA_PRECISION" --set model.encoder.base-width="$TTA_WIDTH" --set train.knn-every-epochs=0 \
+      --set train.checkpoint-every=0 --time-budget "$TTA_S" --run-dir "$OUT/tta-ours" > "$OUT/tta-ours.txt"
+  run_part "time to accuracy, reference" $((TTA_S + 30)) $((TTA_S + 120)) - \
+    "$PY" "$REF_DIR/byol_cifar_torch.py" "$DATA" --minutes "$(awk "BEGIN { print $TTA_S / 60 }")" --epochs 200 --batch 512 \
+      --width "$TTA_WIDTH" --lr 1.0 --wd 1.5e-6 --tau 0.996 --target-init independent --full-test > "$OUT/tta-ref.jsonl"
+else
+  echo '{"skipped": "time to accuracy", "why": "no CIFAR-10: set DATA, or carry dist/cifar10-subset.xz"}' >> "$OUT/skipped.jsonl"
+fi
+
+echo "finished in $((SECONDS - START)) s of $LIMIT" >&2
+"$PY" bench/gpu-table.py "$OUT" "$GPU" "$TTA_S"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepare what bench/gpu.sh needs on a GPU machine, here (offline build, no GPU needed):
-# dist/byol-cuda.xz (the CUDA build, stripped and compressed) and dist/cuda/include (the CUDA
-# 13.0 headers NVRTC compiles against, unpacked from NVIDIA's PyPI wheels).
+# dist/byol-cuda.xz (the CUDA build, stripped and compressed), dist/cuda/include (the CUDA
+# 13.0 headers NVRTC compiles against, unpacked from NVIDIA's PyPI wheels) and
+# dist/cifar10-subset.xz (10,000 training and 2,000 test images of ../shared/data/cifar10 for
+# the time-to-accuracy run, ~28 MB; needs Pillow and NumPy: PYTHON, default the environment
+# bench/cpu.sh makes). Carry `dist` (under the device tool's 64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p dist
@@ -26,5 +29,10 @@ with zipfile.ZipFile(w) as z:
 PY
   done
 fi
-ls -la dist/byol-cuda.xz
+PY=${PYTHON:-$HOME/.cache/byol/bench-venv/bin/python}
+if [ ! -f dist/cifar10-subset.xz ]; then
+  "$PY" bench/cifar-subset.py pack ../shared/data/cifar10 10000 2000 | xz -T0 -9 > dist/cifar10-subset.xz.tmp
+  mv dist/cifar10-subset.xz.tmp dist/cifar10-subset.xz
+fi
+ls -la dist/byol-cuda.xz dist/cifar10-subset.xz
 du -sh dist/cuda

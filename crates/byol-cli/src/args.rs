@@ -20,6 +20,9 @@ pub enum Backend {
     Flex,
     /// NVIDIA GPUs (a build with `--features cuda`).
     Cuda,
+    /// Any GPU through wgpu on Vulkan, Metal or DirectX 12: AMD, Intel, Apple, or Mesa's
+    /// lavapipe on the CPU (a build with `--features wgpu`).
+    Wgpu,
 }
 
 impl From<Backend> for byol::backend::BackendKind {
@@ -27,6 +30,7 @@ impl From<Backend> for byol::backend::BackendKind {
         match b {
             Backend::Flex => byol::backend::BackendKind::Flex,
             Backend::Cuda => byol::backend::BackendKind::Cuda,
+            Backend::Wgpu => byol::backend::BackendKind::Wgpu,
         }
     }
 }
@@ -276,6 +280,10 @@ pub struct PretrainArgs {
     /// Stop with a checkpoint after this many steps in total (continue later with --resume).
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Stop after this many seconds of training (a checkpoint, then the kNN evaluation of the
+    /// encoder as it is): time to accuracy, with the schedule of the full run cut short.
+    #[arg(long, value_name = "SECONDS")]
+    pub time_budget: Option<f64>,
 }
 
 #[derive(Args)]

@@ -72,10 +72,18 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     };
     eprintln!("run directory: {}", run_dir.display());
     let mut bar = Bar::new();
-    let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps };
+    let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps, time_budget_s: args.time_budget };
     let report = byol::train::pretrain(&cfg, &run_dir, &opts, &mut bar).with_context(|| format!("pre-training in {}", run_dir.display()))?;
     bar.pb.finish_and_clear();
-    println!("pre-trained {} steps on {} images in {:.0} s (final loss {:.4})", report.steps, report.train_images, report.wall_seconds, report.final_loss);
+    println!(
+        "pre-trained {} steps on {} images in {:.0} s, {:.0} s of them training{} (final loss {:.4})",
+        report.steps,
+        report.train_images,
+        report.wall_seconds,
+        report.train_seconds,
+        if report.stopped_by_time_budget { ", stopped by the time budget" } else { "" },
+        report.final_loss
+    );
     if report.skipped_images > 0 {
         println!("skipped {} unreadable image(s)", report.skipped_images);
     }

@@ -89,6 +89,34 @@ fn pretrain_then_resume_then_eval_knn() {
     assert!(std::fs::metadata(&enc).unwrap().len() > 1000);
 }
 
+/// A time budget ends the run early, with a checkpoint and the evaluation of the encoder as it
+/// is (time to accuracy); a budget of 0 s stops after the first step.
+#[test]
+fn time_budget_stops_early_and_still_evaluates() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-budget-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let args = [
+        "pretrain", "--run-dir", d, "--time-budget", "0", "--no-baseline",
+        "--set", "model.encoder.base-width=4",
+        "--set", "model.projector.hidden=32",
+        "--set", "model.predictor.hidden=32",
+        "--set", "data.image-size=16",
+        "--set", "data.synthetic.train-per-class=8",
+        "--set", "data.synthetic.test-per-class=4",
+        "--set", "eval.knn.k=5",
+        "--batch-size", "16",
+        "--epochs", "2",
+    ];
+    let (ok, out, err) = byol(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("pre-trained 1 steps") && out.contains("stopped by the time budget"), "{out}");
+    assert!(out.contains("kNN (k=5) on 40 test images: trained encoder"), "{out}");
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!((eval["steps"].as_u64(), eval["stopped_by_time_budget"].as_bool()), (Some(1), Some(true)));
+    assert!(dir.join("checkpoint-000000001.safetensors").exists(), "no checkpoint at step 1");
+}
+
 #[test]
 fn augment_writes_a_grid_of_images_and_views() {
     let out = std::env::temp_dir().join(format!("byol-views-{}.png", std::process::id()));

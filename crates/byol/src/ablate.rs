@@ -254,7 +254,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             (encoder, 0, knn, Some(splits))
         } else {
             let resume = !checkpoint::list(&vdir).is_empty();
-            let report = pretrain(&cfg, &vdir, &RunOptions { resume, compare_random: false, max_steps: None }, obs)?;
+            let report = pretrain(&cfg, &vdir, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
             let knn = report.knn.ok_or_else(|| Error::data(&vdir, "the run ended without an evaluation"))?;
             let (loaded, _) = checkpoint::read_latest(&vdir)?;
             let encoder = loaded.online(&device)?.encoder;

@@ -14,6 +14,11 @@ pub enum BackendKind {
     Flex,
     /// NVIDIA GPUs through CubeCL (cargo feature `cuda`).
     Cuda,
+    /// Any GPU through burn's wgpu runtime (cargo feature `wgpu`): the same CubeCL kernels as
+    /// `cuda`, compiled to WGSL, on the API the machine offers (Vulkan, Metal, DirectX 12): AMD,
+    /// Intel and Apple GPUs, and Mesa's `lavapipe`, a Vulkan device on the CPU, on which CI runs
+    /// the GPU code path.
+    Wgpu,
 }
 
 impl BackendKind {
@@ -30,6 +35,15 @@ impl BackendKind {
                           `cargo build --release -p byol-cli --features cuda`"
                     .into(),
             }),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => wgpu_device(),
+            #[cfg(not(feature = "wgpu"))]
+            BackendKind::Wgpu => Err(Error::Backend {
+                name: "wgpu".into(),
+                message: "this binary was built without the `wgpu` feature; rebuild with \
+                          `cargo build --release -p byol-cli --features wgpu`"
+                    .into(),
+            }),
         }
     }
 
@@ -38,20 +52,38 @@ impl BackendKind {
         match self {
             BackendKind::Flex => "flex",
             BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
         }
     }
 }
 
-/// The first CUDA device, checked by a one-element allocation. Without a usable driver, NVRTC or
-/// device, the CUDA runtime panics on its device thread; that becomes an error naming what is
-/// needed instead of a crash (the runtime's own log line above it says which library is missing).
+/// The first CUDA device, checked by a one-element allocation.
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Result<Device> {
+    probe("cuda", || Device::cuda(0), "it needs an NVIDIA GPU and driver (libcuda), libnvrtc on \
+         LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include")
+}
+
+/// The device wgpu ranks first (a discrete GPU before an integrated one before a CPU device
+/// such as lavapipe; `CUBECL_WGPU_DEFAULT_DEVICE=Cpu` picks lavapipe where both exist), checked
+/// by a one-element allocation.
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device> {
+    probe("wgpu", || Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), "it needs a GPU driver for \
+         Vulkan, Metal or DirectX 12 (on Linux: libvulkan1 and the vendor's driver, or Mesa's \
+         lavapipe on the CPU, Debian/Ubuntu package mesa-vulkan-drivers)")
+}
+
+/// Create a device and allocate one element on it. Without a usable driver the CubeCL runtimes
+/// panic on their device thread; that becomes an error naming what is needed instead of a crash
+/// (the runtime's own log line above it says which library is missing).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, needs: &str) -> Result<Device> {
     use burn::tensor::Tensor;
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
-        let device = Device::cuda(0);
+        let device = make();
         let _ = Tensor::<1>::zeros([1], &device).into_data();
         device
     });
@@ -62,12 +94,6 @@ fn cuda_device() -> Result<Device> {
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        Error::Backend {
-            name: "cuda".into(),
-            message: format!(
-                "no usable CUDA device ({what}); it needs an NVIDIA GPU and driver (libcuda), libnvrtc on \
-                 LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include"
-            ),
-        }
+        Error::Backend { name: name.into(), message: format!("no usable {name} device ({what}); {needs}") }
     })
 }

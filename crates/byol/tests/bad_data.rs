@@ -138,7 +138,7 @@ fn pretraining_on_the_zoo_runs_and_summarises_what_was_skipped() {
         )
         .unwrap();
         let dir = tmp(&format!("zoo-run-{cache}"));
-        let report = pretrain(&cfg, &dir, &RunOptions { resume: false, compare_random: false, max_steps: None }, &mut Quiet).unwrap();
+        let report = pretrain(&cfg, &dir, &RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() }, &mut Quiet).unwrap();
         assert!(report.knn.is_some());
         assert!(report.skipped_images >= must_skip.len(), "{}", report.skipped_images);
         let summary: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("skipped.json")).unwrap()).unwrap();

@@ -164,7 +164,7 @@ fn moco_queue_advances_and_survives_a_checkpoint() {
     assert_eq!(q.ptr, r.ptr);
     assert_eq!(q.keys.clone().into_data().try_into_vec::<f32>().unwrap(), r.keys.clone().into_data().try_into_vec::<f32>().unwrap());
     // And a MoCo run resumes bit-identically.
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: Some(4) };
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: Some(4), ..Default::default() };
     let full = tmp("moco-full");
     pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     let half = tmp("moco-half");
@@ -297,7 +297,7 @@ fn losses(dir: &Path) -> Vec<String> {
 fn n_steps_equal_half_then_resume_then_half() {
     let cfg = tiny(&[]);
     let full = tmp("full");
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None };
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
     let r = pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     assert_eq!(r.steps, 10);
     let half = tmp("half");
@@ -334,7 +334,7 @@ fn n_steps_equal_half_then_resume_then_half() {
 #[test]
 fn device_placement_resumes_bit_identically_and_matches_the_host_placement() {
     let cfg = tiny(&["augment.placement=\"device\""]);
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None };
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
     let full = tmp("dev-full");
     pretrain(&cfg, &full, &RunOptions { max_steps: Some(6), ..opts.clone() }, &mut Quiet).unwrap();
     let half = tmp("dev-half");
@@ -621,7 +621,7 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
 /// diagnostic file; `skip` skips the non-finite steps, records each, and gives up after 10 in a row.
 #[test]
 fn non_finite_loss_stops_or_skips_as_configured() {
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None };
+    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
     let diverging = ["optim.kind=\"sgd\"", "optim.base-lr=1e30", "train.epochs=6"];
     let dir = tmp("nan-stop");
     let e = pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).err().expect("a diverging run fails");

@@ -176,11 +176,18 @@ impl ViewPipeline {
     }
 
     /// u8 [B, 3, S, S] to the device, then to f32 in [0, 1] there (a quarter of the bytes to move).
+    /// Where the device has no 8-bit storage (WGSL, on the `wgpu` backend), the bytes go up as
+    /// f32 instead (4× the transfer, the same values).
     pub fn upload(&self, crops: Vec<u8>, batch: usize) -> Tensor<4> {
         let s = self.size;
         assert_eq!(crops.len(), batch * 3 * s * s, "crop buffer of the wrong length");
-        let data = TensorData::new(crops, [batch, 3, s, s]);
-        Tensor::<4, Int>::from_data(data, (&self.device, DType::U8)).float() / 255.0
+        if self.device.supports_dtype(DType::U8) {
+            let data = TensorData::new(crops, [batch, 3, s, s]);
+            Tensor::<4, Int>::from_data(data, (&self.device, DType::U8)).float() / 255.0
+        } else {
+            let wide: Vec<f32> = crops.into_iter().map(f32::from).collect();
+            Tensor::<4>::from_data(TensorData::new(wide, [batch, 3, s, s]), &self.device) / 255.0
+        }
     }
 
     /// Everything after the crop, before normalisation: x [B, 3, S, S] in [0, 1].

@@ -80,7 +80,8 @@ pub struct StepBench {
     pub samples_per_s: f64,
     pub warmup_s: f64,
     pub loss: f64,
-    /// Peak resident memory of the process (CPU backends), GiB.
+    /// Peak memory, GiB: on `flex` the process's peak resident memory; on a GPU backend what
+    /// the device allocator holds after the steps (its pools keep the pages of the peak).
     pub peak_mem_gib: Option<f64>,
     pub threads: usize,
 }
@@ -95,6 +96,7 @@ fn peak_rss_gib() -> Option<f64> {
 /// Time `steps` training steps after `warmup` untimed ones.
 pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> crate::Result<StepBench> {
     let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
+    cfg.train.precision.check(device)?;
     let mut state = TrainState::init(cfg, device);
     let precision = cfg.train.precision;
     let xs: Vec<Tensor<4>> = (0..4).map(|_| precision.cast(Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))).collect();
@@ -127,7 +129,11 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         samples_per_s: (b as f64 / med * 10.0).round() / 10.0,
         warmup_s: (warmup_s * 10.0).round() / 10.0,
         loss,
-        peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex { peak_rss_gib() } else { None },
+        peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex {
+            peak_rss_gib()
+        } else {
+            device.memory_pool_usage().map(|u| (u.bytes_reserved as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0)
+        },
         threads: rayon::current_num_threads(),
     })
 }

@@ -3,17 +3,20 @@
 //! `data_batch_{1..5}.bin` and `test_batch.bin` with one label byte; CIFAR-100 has `train.bin`
 //! and `test.bin` with a coarse and a fine label byte (the fine label is used).
 //!
-//! With `download`, the archive is fetched from its canonical location and unpacked into the
-//! data folder first. Without network access this fails after a bounded wait with a clear error.
+//! With `download`, the archive is fetched from its canonical location, checked against the
+//! MD5 the dataset's page publishes and unpacked into the data folder first
+//! ([`super::download`]). Without network access this fails after a bounded wait with a clear
+//! error.
 
 use super::{ImageSet, Pixels, Splits};
 use crate::image::Rgb8;
 use crate::{Error, Result};
+use super::download::{self, Archive};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
-const CIFAR100_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz";
+/// The archives and the MD5 sums listed on https://www.cs.toronto.edu/~kriz/cifar.html.
+const CIFAR10: Archive = Archive { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", md5: "c32a1d4ab5d03f1284b67883e8d87530" };
+const CIFAR100: Archive = Archive { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", md5: "03b5dce01913d631647c71ecec9e9cb8" };
 const CIFAR10_DIR: &str = "cifar-10-batches-bin";
 const CIFAR100_DIR: &str = "cifar-100-binary";
 
@@ -64,17 +67,17 @@ fn read_lines(p: &Path) -> Result<Vec<String>> {
 
 /// Load CIFAR-10 or CIFAR-100 from `root` (which holds the unpacked folder, or is it).
 pub fn load(root: &Path, hundred: bool, download: bool) -> Result<Splits> {
-    let (sub, url) = if hundred { (CIFAR100_DIR, CIFAR100_URL) } else { (CIFAR10_DIR, CIFAR10_URL) };
+    let (sub, archive) = if hundred { (CIFAR100_DIR, CIFAR100) } else { (CIFAR10_DIR, CIFAR10) };
     let dir: PathBuf = if root.ends_with(sub) { root.to_path_buf() } else { root.join(sub) };
     let probe = dir.join(if hundred { "test.bin" } else { "test_batch.bin" });
     if !probe.exists() {
         if !download {
             return Err(Error::data(
                 &dir,
-                format!("CIFAR binary files not found (looked for {}); set data.download = true (or pass --download) to fetch {url}", probe.display()),
+                format!("CIFAR binary files not found (looked for {}); set data.download = true (or pass --download) to fetch {}", probe.display(), archive.url),
             ));
         }
-        fetch_and_unpack(url, root)?;
+        download::fetch(archive, root)?;
     }
     if hundred {
         let classes = read_lines(&dir.join("fine_label_names.txt")).unwrap_or_else(|_| (0..100).map(|i| format!("class{i}")).collect());
@@ -84,23 +87,6 @@ pub fn load(root: &Path, hundred: bool, download: bool) -> Result<Splits> {
         let train_names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
         Ok(Splits { train: read_files(&dir, &train_names, 1, &classes)?, test: read_files(&dir, &["test_batch.bin"], 1, &classes)? })
     }
-}
-
-/// Download a .tar.gz and unpack it into `dest`, with bounded connection and read timeouts.
-pub fn fetch_and_unpack(url: &str, dest: &Path) -> Result<()> {
-    let err = |message: String| Error::Download { url: url.to_string(), message };
-    std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
-    tracing::info!("downloading {url} into {}", dest.display());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_body(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let resp = agent.get(url).call().map_err(|e| err(format!("{e} (is this machine offline? download the archive elsewhere and unpack it into {})", dest.display())))?;
-    let reader = resp.into_body().into_reader();
-    let gz = flate2::read::GzDecoder::new(reader);
-    tar::Archive::new(gz).unpack(dest).map_err(|e| err(format!("unpacking failed: {e}")))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! [`ImageSet`]s; labels are used only by the evaluations.
 
 pub mod cifar;
+pub mod download;
 pub mod imagefolder;
 pub mod synthetic;
 

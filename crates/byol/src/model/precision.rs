@@ -40,6 +40,15 @@ impl Precision {
         }
     }
 
+    /// An error naming `train.precision` if `device` cannot compute in this type (WGSL, on the
+    /// `wgpu` backend, has no bf16), instead of a panic in the first kernel that uses it.
+    pub fn check(self, device: &burn::tensor::Device) -> crate::Result<()> {
+        if self == Precision::F32 || device.supports_dtype(self.dtype()) {
+            return Ok(());
+        }
+        Err(crate::Error::config("train.precision", format!("{} is not supported by this device; use f32", self.name())))
+    }
+
     /// `x` in this type (no-op for f32 input and f32 precision).
     pub fn cast<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         if self == Precision::F32 { x } else { x.cast(self.dtype()) }

@@ -60,6 +60,10 @@ pub struct PretrainReport {
     pub knn: Option<KnnResult>,
     pub random_init_knn: Option<KnnResult>,
     pub wall_seconds: f64,
+    /// Seconds spent in the training loop (from the first step to the last checkpoint).
+    pub train_seconds: f64,
+    /// Whether `time_budget_s` ended the run before the end of its schedule.
+    pub stopped_by_time_budget: bool,
 }
 
 fn check_writable(dir: &Path) -> Result<()> {
@@ -98,6 +102,11 @@ pub struct RunOptions {
     /// Stop (with a checkpoint) once this many steps are done in total, before the end of the
     /// schedule; a later `resume` continues the same schedule. No final evaluation then.
     pub max_steps: Option<u64>,
+    /// Stop (with a checkpoint) once training has run this many seconds (counted from the first
+    /// step, after the data is loaded), then evaluate the encoder as it is: time to accuracy,
+    /// the schedule planned for the full run and cut short, as the PyTorch reference's
+    /// `--minutes` does.
+    pub time_budget_s: Option<f64>,
 }
 
 /// Pre-train with `cfg` in `run_dir`, evaluate with kNN at the end (and every
@@ -107,6 +116,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     check_writable(run_dir)?;
     checkpoint::remove_stale_temporaries(run_dir);
     let device = cfg.backend.device()?;
+    cfg.train.precision.check(&device)?;
 
     let (cfg, mut state) = if opts.resume {
         let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
@@ -179,8 +189,10 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let collapse_threshold = cfg.train.collapse_fraction / (cfg.model.projector.output as f64).sqrt();
     let mut low_std_run = 0u64;
     let evals_path = run_dir.join("evals.jsonl");
-    let stop = opts.max_steps.map_or(total, |m| m.min(total));
+    let mut stop = opts.max_steps.map_or(total, |m| m.min(total));
     let mut consecutive_skips = 0u64;
+    let mut stopped_by_time_budget = false;
+    let train_started = Instant::now();
     while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
         debug_assert_eq!(batch.step, state.step);
@@ -256,6 +268,11 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
             }
             obs.on_step(&log);
         }
+        if opts.time_budget_s.is_some_and(|t| step < stop && train_started.elapsed().as_secs_f64() >= t) {
+            stop = step;
+            stopped_by_time_budget = true;
+            obs.on_message(&format!("time budget reached at step {step} of {total}"));
+        }
         let every = cfg.train.checkpoint_every;
         if step == stop || (every > 0 && step % every == 0) {
             checkpoint::save_in(run_dir, &state, &cfg, cfg.train.keep_checkpoints)?;
@@ -266,16 +283,17 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
             record_eval(&evals_path, EvalReport { step, epoch: step / spe, knn }, obs)?;
         }
     }
+    let train_seconds = train_started.elapsed().as_secs_f64();
     drop(prefetch);
     if !skipped_files.is_empty() {
         let list: Vec<_> = skipped_files.iter().map(|(file, reason)| serde_json::json!({"file": file, "reason": reason})).collect();
         std::fs::write(run_dir.join("skipped.json"), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run_dir, e))?;
     }
-    let finished = state.step == total;
+    let finished = state.step == total || stopped_by_time_budget;
     let (knn, random) = if finished {
         obs.on_message("kNN evaluation of the trained encoder");
         let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
-        record_eval(&evals_path, EvalReport { step: total, epoch: total / spe, knn }, obs)?;
+        record_eval(&evals_path, EvalReport { step: state.step, epoch: state.step / spe, knn }, obs)?;
         let random = if opts.compare_random {
             obs.on_message("kNN evaluation of the random-init encoder");
             Some(random_init_knn(&cfg, &train, &test, &device)?)
@@ -297,6 +315,8 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         knn,
         random_init_knn: random,
         wall_seconds: started.elapsed().as_secs_f64(),
+        train_seconds,
+        stopped_by_time_budget,
     };
     if finished {
         let json = serde_json::to_string_pretty(&report).expect("json");
