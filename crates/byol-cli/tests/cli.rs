@@ -1,11 +1,8 @@
 //! The `byol` binary as a user runs it.
 
-use std::process::Command;
+mod common;
 
-fn byol(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().expect("run byol");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::{TINY, byol};
 
 #[test]
 fn dump_config_prints_the_resolved_config_with_overrides() {
@@ -35,19 +32,8 @@ fn pretrain_then_resume_then_eval_knn() {
     let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().unwrap();
-    let tiny = [
-        "--set", "model.encoder.base-width=4",
-        "--set", "model.projector.hidden=32",
-        "--set", "model.predictor.hidden=32",
-        "--set", "data.image-size=16",
-        "--set", "data.synthetic.train-per-class=8",
-        "--set", "data.synthetic.test-per-class=4",
-        "--set", "eval.knn.k=5",
-        "--batch-size", "16",
-        "--epochs", "2",
-    ];
     let mut args = vec!["pretrain", "--run-dir", d, "--max-steps", "3"];
-    args.extend(tiny);
+    args.extend(TINY);
     let (ok, out, err) = byol(&args);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 3 steps"), "{out}");
@@ -96,18 +82,8 @@ fn time_budget_stops_early_and_still_evaluates() {
     let dir = std::env::temp_dir().join(format!("byol-cli-budget-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().unwrap();
-    let args = [
-        "pretrain", "--run-dir", d, "--time-budget", "0", "--no-baseline",
-        "--set", "model.encoder.base-width=4",
-        "--set", "model.projector.hidden=32",
-        "--set", "model.predictor.hidden=32",
-        "--set", "data.image-size=16",
-        "--set", "data.synthetic.train-per-class=8",
-        "--set", "data.synthetic.test-per-class=4",
-        "--set", "eval.knn.k=5",
-        "--batch-size", "16",
-        "--epochs", "2",
-    ];
+    let mut args = vec!["pretrain", "--run-dir", d, "--time-budget", "0", "--no-baseline"];
+    args.extend(TINY);
     let (ok, out, err) = byol(&args);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 1 steps") && out.contains("stopped by the time budget"), "{out}");

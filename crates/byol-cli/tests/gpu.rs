@@ -3,12 +3,9 @@
 
 #![cfg(feature = "wgpu")]
 
-use std::process::Command;
+mod common;
 
-fn byol(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().expect("run byol");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::{TINY, byol};
 
 /// Pre-training with the views made on the device (the `auto` placement on a GPU backend), a
 /// checkpoint, resume to the end of the schedule, and the kNN evaluation, all on wgpu; the
@@ -17,24 +14,11 @@ fn byol(args: &[&str]) -> (bool, String, String) {
 fn pretrain_resume_and_knn_on_wgpu() {
     let dir = std::env::temp_dir().join(format!("byol-wgpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let tiny = [
-        "--backend", "wgpu",
-        "--set", "model.encoder.base-width=4",
-        "--set", "model.projector.hidden=32",
-        "--set", "model.predictor.hidden=32",
-        "--set", "data.image-size=16",
-        "--set", "data.synthetic.train-per-class=8",
-        "--set", "data.synthetic.test-per-class=4",
-        "--set", "eval.knn.k=5",
-        "--set", "train.log-every=1",
-        "--batch-size", "16",
-        "--epochs", "2",
-        "--no-baseline",
-    ];
+    let tiny: Vec<&str> = ["--backend", "wgpu", "--set", "train.log-every=1", "--no-baseline"].into_iter().chain(TINY.iter().copied()).collect();
     let halves = dir.join("halves");
     let d = halves.to_str().unwrap();
     let mut args = vec!["pretrain", "--run-dir", d, "--max-steps", "5"];
-    args.extend(tiny);
+    args.extend(&tiny);
     let (ok, out, err) = byol(&args);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 5 steps"), "{out}");
@@ -46,7 +30,7 @@ fn pretrain_resume_and_knn_on_wgpu() {
 
     let whole = dir.join("whole");
     let mut args = vec!["pretrain", "--run-dir", whole.to_str().unwrap()];
-    args.extend(tiny);
+    args.extend(&tiny);
     let (ok, _, err) = byol(&args);
     assert!(ok, "{err}");
     let last_loss = |run: &std::path::Path| -> f64 {

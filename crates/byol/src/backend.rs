@@ -29,21 +29,21 @@ impl BackendKind {
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => cuda_device(),
             #[cfg(not(feature = "cuda"))]
-            BackendKind::Cuda => Err(Error::Backend {
-                name: "cuda".into(),
-                message: "this binary was built without the `cuda` feature; rebuild with \
-                          `cargo build --release -p byol-cli --features cuda`"
-                    .into(),
-            }),
+            BackendKind::Cuda => Err(self.not_built()),
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => wgpu_device(),
             #[cfg(not(feature = "wgpu"))]
-            BackendKind::Wgpu => Err(Error::Backend {
-                name: "wgpu".into(),
-                message: "this binary was built without the `wgpu` feature; rebuild with \
-                          `cargo build --release -p byol-cli --features wgpu`"
-                    .into(),
-            }),
+            BackendKind::Wgpu => Err(self.not_built()),
+        }
+    }
+
+    /// The error for a backend whose cargo feature (named as the backend) this build lacks.
+    #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
+    fn not_built(self) -> Error {
+        let name = self.name();
+        Error::Backend {
+            name: name.into(),
+            message: format!("this binary was built without the `{name}` feature; rebuild with `cargo build --release -p byol-cli --features {name}`"),
         }
     }
 
@@ -96,4 +96,17 @@ fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, nee
             .unwrap_or_default();
         Error::Backend { name: name.into(), message: format!("no usable {name} device ({what}); {needs}") }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend this build lacks is an error naming the feature and the command that adds it.
+    #[test]
+    #[cfg(not(feature = "wgpu"))]
+    fn a_backend_not_built_in_is_a_clear_error() {
+        let e = BackendKind::Wgpu.device().err().expect("not built in").to_string();
+        assert!(e.contains("`wgpu` feature") && e.contains("--features wgpu"), "{e}");
+    }
 }

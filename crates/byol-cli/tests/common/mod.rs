@@ -1,0 +1,23 @@
+//! What the binary's test files share.
+
+use std::process::Command;
+
+/// Run the `byol` binary: (success, stdout, stderr).
+pub fn byol(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().expect("run byol");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A tiny model on the built-in dataset: 80 training and 40 test images, 5 steps of batch 16
+/// per epoch, 2 epochs.
+pub const TINY: &[&str] = &[
+    "--set", "model.encoder.base-width=4",
+    "--set", "model.projector.hidden=32",
+    "--set", "model.predictor.hidden=32",
+    "--set", "data.image-size=16",
+    "--set", "data.synthetic.train-per-class=8",
+    "--set", "data.synthetic.test-per-class=4",
+    "--set", "eval.knn.k=5",
+    "--batch-size", "16",
+    "--epochs", "2",
+];
