@@ -61,7 +61,7 @@ if tta_ref or tta_ours:
     o_rand = tta_ours and tta_ours.get("random_init_knn") and 100 * tta_ours["random_init_knn"]["top1"]
     r_rand = tta_ref and 100 * tta_ref["knn_top1_random_init"]
     rows.append(("  random-init encoder, kNN top-1 %", cfg, fmt(r_rand, 2), fmt(o_rand, 2), "–"))
-    steps_per_epoch = tta_ours and max(1, tta_ours["train_images"] // 512)
+    steps_per_epoch = tta_ours and max(1, tta_ours["train_images"] // int(os.environ.get("TTA_BATCH", "512")))
     o_ep = tta_ours and tta_ours["steps"] / steps_per_epoch
     rows.append(("  epochs trained in the budget", cfg, fmt(tta_ref and tta_ref["epochs_done"], 2), fmt(o_ep, 2),
                  f"{o_ep / tta_ref['epochs_done']:.2f}" if o_ep and tta_ref and tta_ref["epochs_done"] else "–"))

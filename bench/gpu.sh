@@ -25,19 +25,21 @@
 # Dry run without a GPU (what was checked here): BACKEND=wgpu on Mesa's lavapipe, the
 # reference on the CPU, tiny sizes:
 #   BACKEND=wgpu BYOL_BIN=<a --features wgpu build> CONFIGS=r18c32 BATCH_R18=64 STEPS=1 WARM=1 \
-#     STEP_TIMEOUT=300 TTA_S=20 TTA_WIDTH=8 TTA_PRECISION=f32 DATA=<a small ImageFolder> LIMIT=1500 bench/gpu.sh
+#     STEP_TIMEOUT=300 TTA_S=20 TTA_WIDTH=8 TTA_PRECISION=f32 DATA=<≥ 512 training images> LIMIT=1200 bench/gpu.sh
+# (docs/BENCHMARKS.md, "On a GPU", has the exact commands and the table it printed.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
 LIMIT=${LIMIT:-570}
 PY=${PYTHON:-python3}
 BACKEND=${BACKEND:-cuda}
-CONFIGS=${CONFIGS:-r18c32,r50i224}
+CONFIGS=${CONFIGS-r18c32,r50i224}  # empty: no step rows
 STEPS=${STEPS:-10}
 WARM=${WARM:-3}
 TTA_S=${TTA_S:-120}
 TTA_WIDTH=${TTA_WIDTH:-64}
 TTA_PRECISION=${TTA_PRECISION:-bf16}
+TTA_BATCH=${TTA_BATCH:-512}
 REF_DIR=${BYOL_REFERENCE_DIR:-../shared/reference}
 [ -f "$REF_DIR/byol_torch.py" ] || REF_DIR=shared/reference
 OUT=${OUT:-$(mktemp -d)}
@@ -95,7 +97,7 @@ GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 batch_of() { case $1 in r18c32) echo "${BATCH_R18:-512}" ;; r50i224) echo "${BATCH_R50:-256}" ;; esac; }
 
 # 1. The training step.
-run_part "reference step" 60 150 - "$PY" "$REF_DIR/byol_torch.py" --configs "$CONFIGS" --steps "$STEPS" --warm "$WARM" > "$OUT/ref.jsonl"
+[ -n "$CONFIGS" ] && run_part "reference step" 60 150 - "$PY" "$REF_DIR/byol_torch.py" --configs "$CONFIGS" --steps "$STEPS" --warm "$WARM" > "$OUT/ref.jsonl"
 for cfg in ${CONFIGS//,/ }; do
   for prec in f32 bf16; do
     run_part "ours $cfg $prec" 30 "${STEP_TIMEOUT:-100}" "$cfg-$prec" \
@@ -119,11 +121,11 @@ if [ -n "$DATA" ]; then
   # batch 512, wd 1.5e-6, τ 0.996, target initialised on its own, 10 warm-up epochs, solarize
   # 0.2 on view 2, no blur), bf16, 200 epochs planned and cut by the budget.
   run_part "time to accuracy, ours" "$TTA_NEED" $((TTA_S + 120)) tta \
-    "$BYOL" pretrain --config cifar10-resnet18 --backend "$BACKEND" --data "$DATA" --epochs 200 \
+    "$BYOL" pretrain --config cifar10-resnet18 --backend "$BACKEND" --data "$DATA" --epochs 200 --batch-size "$TTA_BATCH" \
       --set train.precision="$TTA_PRECISION" --set model.encoder.base-width="$TTA_WIDTH" --set train.knn-every-epochs=0 \
       --set train.checkpoint-every=0 --time-budget "$TTA_S" --run-dir "$OUT/tta-ours" > "$OUT/tta-ours.txt"
   run_part "time to accuracy, reference" $((TTA_S + 30)) $((TTA_S + 120)) - \
-    "$PY" "$REF_DIR/byol_cifar_torch.py" "$DATA" --minutes "$(awk "BEGIN { print $TTA_S / 60 }")" --epochs 200 --batch 512 \
+    "$PY" "$REF_DIR/byol_cifar_torch.py" "$DATA" --minutes "$(awk "BEGIN { print $TTA_S / 60 }")" --epochs 200 --batch "$TTA_BATCH" \
       --width "$TTA_WIDTH" --lr 1.0 --wd 1.5e-6 --tau 0.996 --target-init independent --full-test > "$OUT/tta-ref.jsonl"
 else
   echo '{"skipped": "time to accuracy", "why": "no CIFAR-10: set DATA, or carry dist/cifar10-subset.xz"}' >> "$OUT/skipped.jsonl"
