@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use byol::ExperimentConfig;
-use byol::augment::{AugmentConfig, ViewPipeline, apply_host, kernel_size, normalize, sample_params};
+use byol::augment::{AugmentConfig, ViewPipeline, finish_host, sample_params};
 use byol::backend::BackendKind;
 use byol::model::params::collect;
 use byol::rng::{Stream, rng};
@@ -73,15 +73,12 @@ fn first_training_steps_match_flex() {
         assert!((a - b).abs() <= 2e-6 * a.abs(), "step {}: loss {b} on wgpu, {a} on flex", k + 1);
     }
     assert!(flex_losses[2] < flex_losses[0], "the steps changed nothing: {flex_losses:?}");
-    for (name, w) in &flex_w {
-        let a: Vec<f32> = w.flat.clone().into_data().try_into_vec().unwrap();
-        let b: Vec<f32> = gpu_w[name].flat.clone().into_data().try_into_vec().unwrap();
-        assert!(max_abs_diff(&a, &b) < 5e-6, "online {name} differs by {}", max_abs_diff(&a, &b));
-    }
-    for (name, w) in &flex_t {
-        let a: Vec<f32> = w.flat.clone().into_data().try_into_vec().unwrap();
-        let b: Vec<f32> = gpu_t[name].flat.clone().into_data().try_into_vec().unwrap();
-        assert!(max_abs_diff(&a, &b) < 5e-6, "target {name} differs by {}", max_abs_diff(&a, &b));
+    for (network, flex, gpu) in [("online", &flex_w, &gpu_w), ("target", &flex_t, &gpu_t)] {
+        for (name, w) in flex {
+            let a: Vec<f32> = w.flat.clone().into_data().try_into_vec().unwrap();
+            let b: Vec<f32> = gpu[name].flat.clone().into_data().try_into_vec().unwrap();
+            assert!(max_abs_diff(&a, &b) < 5e-6, "{network} {name} differs by {}", max_abs_diff(&a, &b));
+        }
     }
 }
 
@@ -96,14 +93,7 @@ fn device_view_pipeline_matches_the_host_reference() {
         let mut r = rng(11, Stream::Augment, &[size as u64]);
         let crops: Vec<u8> = (0..b * 3 * size * size).map(|_| r.random()).collect();
         let params: Vec<_> = (0..b).map(|_| sample_params(size, size, view, &mut r)).collect();
-        let per = 3 * size * size;
-        let mut host = Vec::with_capacity(b * per);
-        for (i, p) in params.iter().enumerate() {
-            let mut x: Vec<f32> = crops[i * per..(i + 1) * per].iter().map(|&v| f32::from(v) / 255.0).collect();
-            apply_host(&mut x, size, p, kernel_size(size, view.blur_kernel_fraction));
-            normalize(&mut x, &aug.mean, &aug.std);
-            host.extend(x);
-        }
+        let host = finish_host(&crops, &params, size, view, &aug);
         let ours: Vec<f32> = ViewPipeline::new(view, &aug, size, &device).apply(crops, &params).into_data().try_into_vec().unwrap();
         // As on flex: 1e-5 in [0, 1] before the division by std ≈ 0.225.
         let d = max_abs_diff(&host, &ours);

@@ -88,13 +88,15 @@ fn byol_grads(state: &TrainState, v1: Tensor<4>, v2: Tensor<4>) -> Gradients {
     byol::loss::byol_loss(o1.prediction, o2.prediction, t.forward(v1), t.forward(v2)).backward()
 }
 
-/// The bias of the first layer of each MLP head, which a BatchNorm follows: the BatchNorm
-/// subtracts the batch mean, so its gradient is zero in exact arithmetic (in f32 it is rounding
-/// noise, ~1e-9, and whether the update survives rounding depends on the random views). It is
-/// kept for the official architecture (Linear with bias, then BatchNorm) and still has to get a
-/// gradient; it is not required to move.
+/// Biases whose gradient is zero in exact arithmetic: that of each MLP head's first Linear,
+/// which a BatchNorm follows, and that of the projector's last Linear, which feeds only the
+/// predictor's first Linear and so that BatchNorm too: a BatchNorm subtracts the batch mean, so a
+/// shift common to the batch never reaches the loss. In f32 their gradient is rounding noise
+/// (~1e-9), and whether the update survives rounding depends on the random views. They are kept
+/// for the official architecture (Linear with bias, then BatchNorm) and still have to get a
+/// gradient; they are not required to move.
 fn bias_before_batch_norm(path: &str) -> bool {
-    path.ends_with(".fc1.bias")
+    path.ends_with(".fc1.bias") || path == "projector.fc2.bias"
 }
 
 /// Paths of the trainable online parameters whose values in `after` equal `before`'s.

@@ -248,25 +248,13 @@ impl ViewPipeline {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Crop, Jitter, apply_host, normalize, sample_params};
+    use super::super::{Crop, Jitter, finish_host, sample_params};
     use super::*;
     use crate::rng::{Stream, rng};
     use rand::Rng;
 
     fn device() -> Device {
         crate::backend::BackendKind::Flex.device().expect("flex")
-    }
-
-    fn host_views(crops: &[u8], params: &[ViewParams], size: usize, view: &ViewConfig, aug: &AugmentConfig) -> Vec<f32> {
-        let per = 3 * size * size;
-        let mut out = Vec::new();
-        for (i, p) in params.iter().enumerate() {
-            let mut x: Vec<f32> = crops[i * per..(i + 1) * per].iter().map(|&v| f32::from(v) / 255.0).collect();
-            apply_host(&mut x, size, p, kernel_size(size, view.blur_kernel_fraction));
-            normalize(&mut x, &aug.mean, &aug.std);
-            out.extend(x);
-        }
-        out
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -284,7 +272,7 @@ mod tests {
             let mut r = rng(11, Stream::Augment, &[size as u64]);
             let crops: Vec<u8> = (0..b * 3 * size * size).map(|_| r.random()).collect();
             let params: Vec<ViewParams> = (0..b).map(|_| sample_params(size, size, view, &mut r)).collect();
-            let host = host_views(&crops, &params, size, view, &aug);
+            let host = finish_host(&crops, &params, size, view, &aug);
             let pipe = ViewPipeline::new(view, &aug, size, &dev);
             let ours = pipe.apply(crops.clone(), &params).into_data().try_into_vec::<f32>().expect("f32");
             // Normalised values are divided by std ≈ 0.225: 1e-5 in [0, 1] is 4.4e-5 here.
@@ -318,7 +306,7 @@ mod tests {
         let pipe = ViewPipeline::new(&view, &aug, size, &dev);
         for p in cases {
             let ours = pipe.apply(crops.clone(), &[p]).into_data().try_into_vec::<f32>().expect("f32");
-            let host = host_views(&crops, &[p], size, &view, &aug);
+            let host = finish_host(&crops, &[p], size, &view, &aug);
             let d = max_diff(&host, &ours);
             assert!(d < 1e-5, "{p:?}: max diff {d}");
         }

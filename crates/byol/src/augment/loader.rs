@@ -7,7 +7,7 @@
 //! would have seen.
 
 use crate::data::ImageSet;
-use super::{AugmentConfig, ViewConfig, ViewParams, apply_host, kernel_size, normalize, resize_crop_u8, sample_params};
+use super::{AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8, sample_params};
 use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -100,13 +100,7 @@ pub fn make_batch(
         if on_device {
             return View::Device(crops, params);
         }
-        let kernel = kernel_size(size, view.blur_kernel_fraction);
-        let mut x: Vec<f32> = crops.iter().map(|&v| f32::from(v) / 255.0).collect(); // [B, 3, S, S]
-        x.par_chunks_mut(per).zip(params.par_iter()).for_each(|(img, p)| {
-            apply_host(img, size, p, kernel);
-            normalize(img, &aug.mean, &aug.std);
-        });
-        View::Host(x)
+        View::Host(finish_host(&crops, &params, size, view, aug)) // [B, 3, S, S]
     };
     let view1 = finish(crops1, params1, &aug.view1);
     let view2 = finish(crops2, params2, &aug.view2);

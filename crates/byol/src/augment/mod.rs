@@ -318,6 +318,21 @@ pub fn apply_host(x: &mut [f32], size: usize, p: &ViewParams, kernel: usize) {
     }
 }
 
+/// Everything after the crop for a batch, on the host: u8 crops [B, 3, S, S] (CHW per image, as
+/// [`resize_crop_u8`] makes them) and each image's parameters → normalised f32 [B, 3, S, S],
+/// the images in parallel. The loader's `placement = "host"` path, and the reference the device
+/// pipeline is tested against.
+pub fn finish_host(crops: &[u8], params: &[ViewParams], size: usize, view: &ViewConfig, aug: &AugmentConfig) -> Vec<f32> {
+    use rayon::prelude::*;
+    let kernel = kernel_size(size, view.blur_kernel_fraction);
+    let mut x: Vec<f32> = crops.iter().map(|&v| f32::from(v) / 255.0).collect(); // [B, 3, S, S]
+    x.par_chunks_mut(3 * size * size).zip(params.par_iter()).for_each(|(img, p)| {
+        apply_host(img, size, p, kernel);
+        normalize(img, &aug.mean, &aug.std);
+    });
+    x
+}
+
 /// Make one view of `img` at `size`×`size` entirely on the host: returns normalised CHW f32 of
 /// length 3·size².
 pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, aug: &AugmentConfig, rng: &mut impl Rng) -> Vec<f32> {

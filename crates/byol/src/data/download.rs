@@ -53,8 +53,8 @@ fn md5_of(path: &Path) -> Result<String> {
     copy_hashing(&path.display().to_string(), f, &mut std::io::sink(), None)
 }
 
-/// Fetch `archive` into `dest` (bounded connection and read timeouts) and install it with
-/// [`install`].
+/// Fetch `archive` into a temporary file in `dest` (bounded connection and read timeouts),
+/// hashing it as it arrives, check that MD5 and unpack as [`install`] does.
 pub fn fetch(archive: Archive, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let part = dest.join(format!(".download-{}.part", std::process::id()));
@@ -67,25 +67,36 @@ pub fn fetch(archive: Archive, dest: &Path) -> Result<()> {
     let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let result = (|| {
         let mut out = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
-        copy_hashing(archive.url, resp.into_body().into_reader(), &mut out, total)?;
+        let got = copy_hashing(archive.url, resp.into_body().into_reader(), &mut out, total)?;
         out.sync_all().map_err(|e| Error::io(&part, e))?;
-        install(&part, archive, dest)
+        check(&part, &got, archive)?;
+        unpack_into(&part, archive, dest)
     })();
     let _ = std::fs::remove_file(&part);
     result
 }
 
-/// Check the archive file `tar_gz` against `archive.md5`, unpack it into a temporary folder in
-/// `dest`, then rename each top-level entry into `dest`. A wrong checksum or a broken archive is
-/// an error that leaves `dest` as it was.
+/// Check the archive file `tar_gz` against `archive.md5`, then [`unpack_into`] `dest`. A wrong
+/// checksum or a broken archive is an error that leaves `dest` as it was.
 pub fn install(tar_gz: &Path, archive: Archive, dest: &Path) -> Result<()> {
-    let got = md5_of(tar_gz)?;
-    if got != archive.md5 {
-        return Err(download_error(
-            archive.url,
-            format!("{} has MD5 {got}, not the published {}: a corrupt or tampered download; nothing was unpacked", tar_gz.display(), archive.md5),
-        ));
+    check(tar_gz, &md5_of(tar_gz)?, archive)?;
+    unpack_into(tar_gz, archive, dest)
+}
+
+/// An error unless `got`, the MD5 of `tar_gz`, is the published one.
+fn check(tar_gz: &Path, got: &str, archive: Archive) -> Result<()> {
+    if got == archive.md5 {
+        return Ok(());
     }
+    Err(download_error(
+        archive.url,
+        format!("{} has MD5 {got}, not the published {}: a corrupt or tampered download; nothing was unpacked", tar_gz.display(), archive.md5),
+    ))
+}
+
+/// Unpack `tar_gz` into a temporary folder in `dest`, then rename each top-level entry into
+/// `dest`; on any error the temporary folder is removed and `dest` keeps what it had.
+fn unpack_into(tar_gz: &Path, archive: Archive, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).map_err(|e| Error::io(dest, e))?;
     let staging: PathBuf = dest.join(format!(".unpack-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
