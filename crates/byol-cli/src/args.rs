@@ -100,6 +100,35 @@ pub enum Command {
     /// Measure throughput beside a baseline in the same process.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Convert an ImageFolder into tar shards (WebDataset layout) with a manifest, for
+    /// `data.source = "shards"`.
+    Shard(ShardArgs),
+}
+
+#[derive(Args)]
+pub struct ShardArgs {
+    /// The ImageFolder: `root/train/<class>/…` and `root/test/<class>/…`, or `root/<class>/…`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output folder; `train/` and `test/` shard folders are written in it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Target size of a shard in MB (a shard is closed once it reaches it).
+    #[arg(long, default_value_t = 256)]
+    pub shard_mb: u64,
+    /// Resize images whose shorter side is larger than this many pixels (re-encoded as JPEG);
+    /// ImageNet pipelines often store 256.
+    #[arg(long)]
+    pub resize_shorter: Option<u32>,
+    /// JPEG quality of resized images.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+    /// Seed of the order in which samples are written (and of the holdout split).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Without `train/` and `test/`: the fraction of each class written as the test split.
+    #[arg(long, default_value = "0.1", value_parser = fraction)]
+    pub holdout_fraction: f64,
 }
 
 #[derive(Args)]
@@ -143,6 +172,9 @@ pub enum BenchCommand {
     /// Samples per second of the training step on the reference's model and batch (one JSON
     /// line in the fields of shared/reference/byol_torch.py).
     Step(BenchStepArgs),
+    /// Images per second of the training loader: read, decode, and the two random resized crops
+    /// of the views, in batches (`bench/decode.sh` runs PyTorch's DataLoader beside it).
+    Decode(BenchDecodeArgs),
 }
 
 #[derive(Args)]
@@ -184,12 +216,53 @@ pub struct BenchAugmentArgs {
 }
 
 #[derive(Args)]
+pub struct BenchDecodeArgs {
+    /// An ImageFolder (all of `train/` if it has one) or `shards:FOLDER`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Side of the crops.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Decoding threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed epochs over the images (median reported), after one untimed epoch.
+    #[arg(long, default_value_t = 3)]
+    pub passes: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Shuffle buffer of the shard stream (with `shards:`).
+    #[arg(long, default_value_t = 4096)]
+    pub shuffle_buffer: usize,
+    /// Crop interpolation.
+    #[arg(long, value_enum, default_value_t = Interp::Bilinear)]
+    pub interpolation: Interp,
+}
+
+/// `--interpolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Interp {
+    Bilinear,
+    Bicubic,
+}
+
+#[derive(Args)]
 pub struct EmbedArgs {
     #[command(flatten)]
     pub eval: EvalArgs,
     /// Output file (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also draw a 2-D t-SNE map of the test split's representations, coloured by class (.png).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Test images on the map (a class-balanced subset).
+    #[arg(long, default_value_t = 2000)]
+    pub plot_points: usize,
+    /// t-SNE perplexity.
+    #[arg(long, default_value_t = 30.0)]
+    pub perplexity: f32,
 }
 
 #[derive(Args)]
@@ -232,6 +305,7 @@ pub struct ConfigArgs {
     #[arg(long, short, default_value = "small-cpu")]
     pub config: String,
     /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
+    /// `shards:FOLDER` (tar shards in FOLDER/train and FOLDER/test, as `byol shard` writes them),
     /// or the path of an ImageFolder.
     #[arg(long, value_parser = data_choice)]
     pub data: Option<DataChoice>,

@@ -7,7 +7,7 @@ mod chart;
 use anyhow::{Context, Result};
 use args::*;
 use byol::ExperimentConfig;
-use byol::train::{EvalReport, Observer, StepLog};
+use byol::train::{EvalReport, Observer, ProbeReport, StepLog};
 use byol::workflow::{self, Evaluation, Settings};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,6 +54,15 @@ impl Observer for Bar {
     fn on_eval(&mut self, r: &EvalReport) {
         self.println(&format!("epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%", r.epoch, r.step, 100.0 * r.knn.top1, 100.0 * r.knn.top5));
     }
+    fn on_probe(&mut self, r: &ProbeReport) {
+        self.println(&format!(
+            "epoch {} step {}: online linear probe top-1 {:.2}% on the test split ({:.2}% on this epoch's training views)",
+            r.epoch,
+            r.step,
+            100.0 * r.test_top1,
+            100.0 * r.train_top1
+        ));
+    }
     fn on_message(&mut self, m: &str) {
         self.println(m);
     }
@@ -93,6 +102,9 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     }
     if let Some(r) = report.random_init_knn {
         println!("kNN (k={k}) on {} test images: random-init     top-1 {:6.2}%  top-5 {:6.2}%", report.test_images, 100.0 * r.top1, 100.0 * r.top5);
+    }
+    if let Some(p) = report.online_linear_top1 {
+        println!("online linear probe on {} test images: top-1 {:6.2}% (a monitor; `byol eval linear` is the protocol)", report.test_images, 100.0 * p);
     }
     let png = run_dir.join("curves.png");
     chart::run_curves(&run_dir, &png).with_context(|| format!("writing {}", png.display()))?;
@@ -161,8 +173,55 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
 
 fn embed(args: EmbedArgs) -> Result<()> {
     let e = evaluation(&args.eval, |_| {})?;
-    let all = e.embed(&args.out)?;
-    println!("wrote {} × {} features ({}) to {}", all.len(), all.dim, e.label, args.out.display());
+    let (train, test) = e.embed(&args.out)?;
+    println!("wrote {} × {} features ({}) to {}", train.len() + test.len(), train.dim, e.label, args.out.display());
+    if let Some(png) = &args.plot {
+        let (points, labels) = e.tsne_map(&test, args.plot_points, args.perplexity)?;
+        let title = format!("t-SNE of {} test representations ({}), perplexity {}", points.len(), e.label, args.perplexity);
+        chart::embedding(&points, &labels, e.classes(), &title, png).with_context(|| format!("writing {}", png.display()))?;
+        println!("wrote the t-SNE map of {} test images to {}", points.len(), png.display());
+    }
+    Ok(())
+}
+
+fn shard(args: ShardArgs) -> Result<()> {
+    let opts = byol::data::shards::ShardWriteOptions {
+        target_bytes: args.shard_mb.max(1) << 20,
+        resize_shorter: args.resize_shorter,
+        quality: args.quality,
+        seed: args.seed,
+    };
+    let pb = ProgressBar::new(0);
+    pb.set_style(ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len} images ({per_sec}, ETA {eta})").expect("template").progress_chars("=> "));
+    let mut current = String::new();
+    let written = byol::data::shards::shard_imagefolder(&args.input, &args.out, &opts, args.holdout_fraction, 100_000_000, &mut |split, done, total| {
+        if current != split {
+            current = split.to_string();
+            pb.set_prefix(current.clone());
+            pb.set_length(total as u64);
+            pb.reset();
+        }
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    for (name, m) in [("train", &written.train), ("test", &written.test)] {
+        let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        println!(
+            "{name}: {} images of {} classes in {} shard(s), {:.1} MB, {}",
+            m.count,
+            m.classes.len(),
+            m.shards.len(),
+            bytes as f64 / 1e6,
+            args.out.join(name).join(byol::data::shards::MANIFEST).display()
+        );
+    }
+    if !written.skipped.is_empty() {
+        println!("skipped {} unreadable image(s):", written.skipped.len());
+        for (file, reason) in &written.skipped {
+            println!("  {file}: {reason}");
+        }
+    }
+    println!("train on them with: byol pretrain --data shards:{}", args.out.display());
     Ok(())
 }
 
@@ -241,6 +300,29 @@ fn bench_augment(args: BenchAugmentArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_decode(args: BenchDecodeArgs) -> Result<()> {
+    let text = args.data.to_string_lossy();
+    let (set, buffer) = match text.strip_prefix("shards:") {
+        Some(p) => {
+            let p = std::path::Path::new(p);
+            let train = if p.join("train").is_dir() { p.join("train") } else { p.to_path_buf() };
+            (byol::data::shards::load_set(&train, None, 100_000_000)?, Some(args.shuffle_buffer))
+        }
+        None => {
+            let root = if args.data.join("train").is_dir() { args.data.join("train") } else { args.data.clone() };
+            (byol::data::imagefolder::load_folder(&root, false, None, 0, 0, 100_000_000)?, None)
+        }
+    };
+    let mut aug = byol::augment::AugmentConfig::default();
+    aug.interpolation = match args.interpolation {
+        Interp::Bilinear => byol::augment::Interpolation::Bilinear,
+        Interp::Bicubic => byol::augment::Interpolation::Bicubic,
+    };
+    let r = byol::bench::bench_decode(set, &aug, args.size, args.threads, args.passes, args.batch, buffer)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -258,6 +340,8 @@ fn run() -> Result<()> {
         Command::Ablate(a) => ablate(a),
         Command::Bench(BenchCommand::Augment(a)) => bench_augment(a),
         Command::Bench(BenchCommand::Step(a)) => bench_step(a),
+        Command::Bench(BenchCommand::Decode(a)) => bench_decode(a),
+        Command::Shard(a) => shard(a),
     }
 }
 

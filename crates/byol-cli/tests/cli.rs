@@ -93,6 +93,41 @@ fn time_budget_stops_early_and_still_evaluates() {
     assert!(dir.join("checkpoint-000000001.safetensors").exists(), "no checkpoint at step 1");
 }
 
+/// `byol shard` turns an ImageFolder into shards with manifests; `pretrain --data shards:` and
+/// `bench decode` read them.
+#[test]
+fn shard_an_imagefolder_then_pretrain_on_the_shards() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-shard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let folder = dir.join("folder");
+    for (c, colour) in [("red", [200u8, 20, 20]), ("blue", [20, 20, 200])] {
+        std::fs::create_dir_all(folder.join(c)).unwrap();
+        for i in 0..20u8 {
+            let img = image::RgbImage::from_fn(24, 18, |x, y| if (x + y) % 3 == 0 { image::Rgb([i, i, i]) } else { image::Rgb(colour) });
+            img.save(folder.join(c).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let out = dir.join("shards");
+    let (ok, stdout, err) = byol(&["shard", "--input", folder.to_str().unwrap(), "--out", out.to_str().unwrap(), "--resize-shorter", "12"]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("train: 36 images of 2 classes in 1 shard(s)") && stdout.contains("test: 4 images"), "{stdout}");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("train/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["count"], 36);
+    assert_eq!(manifest["classes"], serde_json::json!(["blue", "red"]));
+    let data = format!("shards:{}", out.display());
+    let run = dir.join("run");
+    let mut args = vec!["pretrain", "--run-dir", run.to_str().unwrap(), "--data", &data, "--no-baseline"];
+    args.extend(TINY);
+    let (ok, stdout, err) = byol(&args);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("pre-trained 4 steps on 36 images") && stdout.contains("on 4 test images"), "{stdout}");
+    let (ok, stdout, err) = byol(&["bench", "decode", "--data", &data, "--size", "16", "--batch", "8", "--passes", "1"]);
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["images"], 32);
+    assert!(line["images_per_sec"].as_f64().unwrap() > 0.0);
+}
+
 #[test]
 fn augment_writes_a_grid_of_images_and_views() {
     let out = std::env::temp_dir().join(format!("byol-views-{}.png", std::process::id()));

@@ -1,7 +1,8 @@
 //! Kill safety: a real `byol pretrain` process is killed with SIGKILL at random moments and
 //! while it writes a checkpoint, then resumed, again and again. No checkpoint is ever left
 //! unreadable, each resume starts from the newest complete checkpoint, and the final state is
-//! bit-identical to that of an uninterrupted run with the same seed.
+//! bit-identical to that of an uninterrupted run with the same seed, as are its TensorBoard
+//! curves (each step once).
 
 use byol::train::checkpoint;
 use std::path::Path;
@@ -133,6 +134,16 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result() {
     let (b, _) = checkpoint::read_latest(&killed).unwrap();
     assert_eq!((a.step, b.step), (STEPS, STEPS));
     assert_eq!(a.sha256, b.sha256, "final state differs from the uninterrupted run");
-    eprintln!("{kills} SIGKILLs ({mid_write} during a checkpoint write), {resumes} resumes checked; final state bit-identical");
+    // The TensorBoard curves of the interrupted run, all its event files in order, are those of
+    // the uninterrupted run: every step once, the same values.
+    let curve = |dir: &Path| -> Vec<(u64, f32)> {
+        let files = byol::events::event_files(dir).unwrap();
+        let all = files.iter().flat_map(|f| byol::events::read_scalars(f).unwrap().0);
+        all.filter(|e| e.tag == "train/loss").map(|e| (e.step, e.value)).collect()
+    };
+    let (want, got) = (curve(&reference), curve(&killed));
+    assert_eq!(want.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=STEPS).collect::<Vec<_>>());
+    assert_eq!(got, want, "event files of the interrupted run");
+    eprintln!("{kills} SIGKILLs ({mid_write} during a checkpoint write), {resumes} resumes checked; final state and curves identical");
     let _ = std::fs::remove_dir_all(&base);
 }

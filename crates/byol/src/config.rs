@@ -104,14 +104,17 @@ impl ExperimentConfig {
     /// The fields in which `self` differs from `recorded` (the config a checkpoint was written
     /// with) that change the training trajectory, as `field: recorded → new`. A run may resume
     /// with other values only for fields that do not: the backend, where the data is and how it
-    /// is read (`data.path`, `data.cache`, `data.workers`; the files must be the same), logging,
-    /// checkpointing, monitoring and evaluation settings.
+    /// is read (`data.path`, `data.test-path`, `data.cache`, `data.workers`,
+    /// `data.prefetch-batches`; the files must be the same), logging, checkpointing, monitoring
+    /// and evaluation settings.
     pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<ConfigDifference> {
         const FREE: &[&str] = &[
             "backend",
             "data.path",
             "data.cache",
+            "data.test-path",
             "data.workers",
+            "data.prefetch-batches",
             "train.checkpoint-every",
             "train.keep-checkpoints",
             "train.log-every",

@@ -52,6 +52,7 @@ pub mod data;
 pub mod ema;
 pub mod error;
 pub mod eval;
+pub mod events;
 pub mod image;
 pub mod io;
 pub mod loss;

@@ -9,7 +9,7 @@ use crate::data::{DataSource, Splits};
 use crate::eval::Features;
 use crate::eval::embed::{Row, write_embeddings};
 use crate::model::ResNet;
-use crate::train::{checkpoint, features_of, random_init_encoder};
+use crate::train::{checkpoint, indexed_features_of, random_init_encoder};
 use crate::{Error, Result};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -25,16 +25,21 @@ pub enum DataChoice {
     Cifar100,
     /// An ImageFolder.
     Folder(PathBuf),
+    /// Tar shards (`shards:PATH`): a folder with `train/` and `test/` shard folders.
+    Shards(PathBuf),
 }
 
 impl DataChoice {
-    /// `synthetic`, `cifar10`, `cifar100`, or else the path of an ImageFolder.
+    /// `synthetic`, `cifar10`, `cifar100`, `shards:PATH`, or else the path of an ImageFolder.
     pub fn parse(s: &str) -> Self {
         match s {
             "synthetic" => DataChoice::Synthetic,
             "cifar10" => DataChoice::Cifar10,
             "cifar100" => DataChoice::Cifar100,
-            path => DataChoice::Folder(PathBuf::from(path)),
+            _ => match s.strip_prefix("shards:") {
+                Some(path) => DataChoice::Shards(PathBuf::from(path)),
+                None => DataChoice::Folder(PathBuf::from(s)),
+            },
         }
     }
 
@@ -51,6 +56,11 @@ impl DataChoice {
             DataChoice::Folder(path) => {
                 d.source = DataSource::Folder;
                 d.path = Some(path.clone());
+            }
+            DataChoice::Shards(path) => {
+                d.source = DataSource::Shards;
+                d.path = Some(path.clone());
+                d.test_path = None;
             }
         }
     }
@@ -176,15 +186,31 @@ impl Evaluation {
     }
 
     /// The representation of every image of both splits (train first), written to `out` as a
-    /// safetensors file (see [`crate::eval::embed`]).
-    pub fn embed(&self, out: &Path) -> Result<Features> {
+    /// safetensors file (see [`crate::eval::embed`]); returned as (train, test).
+    pub fn embed(&self, out: &Path) -> Result<(Features, Features)> {
         let (train, test) = (&self.splits.train, &self.splits.test);
-        let (tr, te) = features_of(&self.encoder, &self.config, train, test, &self.device)?;
-        let mut rows: Vec<Row> = train.names.iter().map(|n| Row { name: n.clone(), split: "train" }).collect();
-        rows.extend(test.names.iter().map(|n| Row { name: n.clone(), split: "test" }));
-        let all = Features { values: [tr.values, te.values].concat(), labels: [tr.labels, te.labels].concat(), dim: tr.dim };
+        let ((tr, kept_tr), (te, kept_te)) = indexed_features_of(&self.encoder, &self.config, train, test, &self.device)?;
+        let mut rows: Vec<Row> = kept_tr.iter().map(|&i| Row { name: train.names[i].clone(), split: "train" }).collect();
+        rows.extend(kept_te.iter().map(|&i| Row { name: test.names[i].clone(), split: "test" }));
+        let all = Features { values: [tr.values.clone(), te.values.clone()].concat(), labels: [tr.labels.clone(), te.labels.clone()].concat(), dim: tr.dim };
         write_embeddings(out, &rows, &train.classes, &all)?;
-        Ok(all)
+        Ok((tr, te))
+    }
+
+    /// A 2-D t-SNE map ([`crate::eval::embed::tsne_2d`]) of a class-balanced, seeded subset of at
+    /// most `points` rows of `features`: the coordinates and the label of each point.
+    pub fn tsne_map(&self, features: &Features, points: usize, perplexity: f32) -> Result<(Vec<[f32; 2]>, Vec<usize>)> {
+        let classes = self.splits.train.classes.len();
+        let keep = crate::data::balanced_subset(&features.labels, classes, points.min(features.len()), self.config.seed);
+        let d = features.dim;
+        let values: Vec<f32> = keep.iter().flat_map(|&i| features.values[i * d..(i + 1) * d].iter().copied()).collect();
+        let labels = keep.iter().map(|&i| features.labels[i]).collect();
+        Ok((crate::eval::embed::tsne_2d(&values, d, perplexity, self.config.seed)?, labels))
+    }
+
+    /// The class names.
+    pub fn classes(&self) -> &[String] {
+        &self.splits.train.classes
     }
 }
 

@@ -7,7 +7,9 @@
 //! would have seen.
 
 use crate::data::ImageSet;
-use super::{AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8, sample_params};
+use crate::image::Rgb8;
+use super::{AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8_into, sample_params};
+use crate::data::shards::{ShardReader, epoch_plan};
 use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -33,6 +35,8 @@ pub struct ViewBatch {
     /// Images that failed to decode, as (name, reason) (each replaced by the next image in the
     /// epoch's order).
     pub failures: Vec<(String, String)>,
+    /// The label of each image of the batch (used only by the online linear probe).
+    pub labels: Vec<usize>,
 }
 
 /// Steps in one epoch.
@@ -61,72 +65,148 @@ pub fn make_batch(
     seed: u64,
     on_device: bool,
 ) -> ViewBatch {
-    type Views = ((Vec<u8>, ViewParams), (Vec<u8>, ViewParams), Option<(String, String)>);
-    let results: Vec<Views> = (0..batch)
-        .into_par_iter()
-        .map(|j| {
-            let mut slot = pos * batch + j;
-            let mut failure = None;
-            // An image that fails to decode is replaced by the next one in the order.
-            let img = loop {
-                match set.rgb(order[slot % order.len()]) {
-                    Ok(img) => break img,
-                    Err(e) => {
-                        failure.get_or_insert_with(|| (set.names[order[slot % order.len()]].clone(), e.to_string()));
-                        slot += 1;
-                    }
+    let views = crop_batch(batch, size, |j, out1, out2| {
+        let mut slot = pos * batch + j;
+        let mut failure = None;
+        // An image that fails to decode is replaced by the next one in the order.
+        let img = loop {
+            match set.rgb(order[slot % order.len()]) {
+                Ok(img) => break img,
+                Err(e) => {
+                    failure.get_or_insert_with(|| (set.names[order[slot % order.len()]].clone(), e.to_string()));
+                    slot += 1;
                 }
-            };
-            let idx = order[slot % order.len()];
-            let mut r = rng(seed, Stream::Augment, &[epoch, idx as u64]);
-            let p1 = sample_params(img.width, img.height, &aug.view1, &mut r);
-            let p2 = sample_params(img.width, img.height, &aug.view2, &mut r);
-            let i = aug.interpolation;
-            ((resize_crop_u8(&img, p1.crop, size, i), p1), (resize_crop_u8(&img, p2.crop, size, i), p2), failure)
-        })
-        .collect();
+            }
+        };
+        let idx = order[slot % order.len()];
+        let (p1, p2) = crop_views_into(&img, idx, epoch, aug, size, seed, out1, out2);
+        (p1, p2, failure, set.labels[idx])
+    });
+    finish_batch(views, batch, step, aug, size, on_device)
+}
+
+/// The two cropped views of image `idx` (CHW u8, written into `out1` and `out2`) and their
+/// parameters, drawn from (seed, epoch, idx).
+#[allow(clippy::too_many_arguments)]
+pub fn crop_views_into(img: &Rgb8, idx: usize, epoch: u64, aug: &AugmentConfig, size: usize, seed: u64, out1: &mut [u8], out2: &mut [u8]) -> (ViewParams, ViewParams) {
+    let mut r = rng(seed, Stream::Augment, &[epoch, idx as u64]);
+    let p1 = sample_params(img.width, img.height, &aug.view1, &mut r);
+    let p2 = sample_params(img.width, img.height, &aug.view2, &mut r);
+    let i = aug.interpolation;
+    resize_crop_u8_into(img, p1.crop, size, i, out1);
+    resize_crop_u8_into(img, p2.crop, size, i, out2);
+    (p1, p2)
+}
+
+/// The crops of a batch: `make(j, out1, out2)` writes image j's two views into its slots of the
+/// two [B, 3, S, S] u8 buffers, in parallel, and returns their parameters and any failure.
+struct Cropped {
+    crops1: Vec<u8>,
+    crops2: Vec<u8>,
+    params1: Vec<ViewParams>,
+    params2: Vec<ViewParams>,
+    failures: Vec<(String, String)>,
+    labels: Vec<usize>,
+}
+
+/// What making one slot of a batch gives: the two views' parameters, a failure if the image
+/// first chosen could not be read, and the label of the image used.
+type SlotResult = (ViewParams, ViewParams, Option<(String, String)>, usize);
+
+fn crop_batch(batch: usize, size: usize, make: impl Fn(usize, &mut [u8], &mut [u8]) -> SlotResult + Sync) -> Cropped {
     let per = 3 * size * size;
-    let (mut crops1, mut crops2) = (Vec::with_capacity(batch * per), Vec::with_capacity(batch * per));
-    let (mut params1, mut params2) = (Vec::with_capacity(batch), Vec::with_capacity(batch));
-    let mut failures = Vec::new();
-    for ((c1, p1), (c2, p2), f) in results {
-        crops1.extend(c1);
-        crops2.extend(c2);
+    let (mut crops1, mut crops2) = (vec![0u8; batch * per], vec![0u8; batch * per]);
+    let results: Vec<SlotResult> = crops1
+        .par_chunks_mut(per)
+        .zip(crops2.par_chunks_mut(per))
+        .enumerate()
+        .map(|(j, (o1, o2))| make(j, o1, o2))
+        .collect();
+    let (mut params1, mut params2, mut failures, mut labels) = (Vec::with_capacity(batch), Vec::with_capacity(batch), Vec::new(), Vec::with_capacity(batch));
+    for (p1, p2, f, l) in results {
         params1.push(p1);
         params2.push(p2);
         failures.extend(f);
+        labels.push(l);
     }
+    Cropped { crops1, crops2, params1, params2, failures, labels }
+}
+
+/// The two views of a batch, finished on the host unless `on_device`.
+fn finish_batch(c: Cropped, batch: usize, step: u64, aug: &AugmentConfig, size: usize, on_device: bool) -> ViewBatch {
     let finish = |crops: Vec<u8>, params: Vec<ViewParams>, view: &ViewConfig| {
         if on_device {
             return View::Device(crops, params);
         }
         View::Host(finish_host(&crops, &params, size, view, aug)) // [B, 3, S, S]
     };
-    let view1 = finish(crops1, params1, &aug.view1);
-    let view2 = finish(crops2, params2, &aug.view2);
-    ViewBatch { step, batch, size, view1, view2, failures }
+    let view1 = finish(c.crops1, c.params1, &aug.view1);
+    let view2 = finish(c.crops2, c.params2, &aug.view2);
+    ViewBatch { step, batch, size, view1, view2, failures: c.failures, labels: c.labels }
 }
 
-/// Produces the batches of steps `start..end` on a background thread, `prefetch` ahead.
+/// The views of a batch read from shards: `samples` are (index, encoded bytes or the read
+/// error) in the plan's order. A sample that cannot be read or decoded is replaced by the next
+/// sample of the same batch that can (so that every step still reads the same plan positions);
+/// a batch with no readable sample is an error naming the first failure.
+#[allow(clippy::too_many_arguments)]
+pub fn make_batch_from_bytes(
+    set: &ImageSet,
+    samples: Vec<(usize, std::result::Result<Vec<u8>, String>)>,
+    epoch: u64,
+    step: u64,
+    aug: &AugmentConfig,
+    size: usize,
+    seed: u64,
+    on_device: bool,
+    max_pixels: u64,
+) -> crate::Result<ViewBatch> {
+    let batch = samples.len();
+    let decoded: Vec<(usize, std::result::Result<Rgb8, String>)> = samples
+        .into_par_iter()
+        .map(|(i, bytes)| (i, bytes.and_then(|b| crate::data::shards::decode_member(&b, &set.names[i], max_pixels).map_err(|e| e.to_string()))))
+        .collect();
+    let Some(first_ok) = decoded.iter().position(|(_, d)| d.is_ok()) else {
+        let (i, e) = &decoded[0];
+        return Err(crate::Error::data(&set.names[*i], format!("no image of the batch of step {} could be read; the first: {}", step + 1, e.as_ref().err().map_or("", |s| s.as_str()))));
+    };
+    let views = crop_batch(batch, size, |j, out1, out2| {
+        let failure = decoded[j].1.as_ref().err().map(|e| (set.names[decoded[j].0].clone(), e.clone()));
+        let k = (j..batch).chain(0..j).find(|&k| decoded[k].1.is_ok()).unwrap_or(first_ok);
+        let (idx, img) = (decoded[k].0, decoded[k].1.as_ref().expect("found readable"));
+        let (p1, p2) = crop_views_into(img, idx, epoch, aug, size, seed, out1, out2);
+        (p1, p2, failure, set.labels[idx])
+    });
+    Ok(finish_batch(views, batch, step, aug, size, on_device))
+}
+
+/// Produces the batches of steps `start..end` on background threads, `prefetch` ahead.
 pub struct Prefetcher {
-    rx: Receiver<ViewBatch>,
-    _handle: std::thread::JoinHandle<()>,
+    rx: Receiver<crate::Result<ViewBatch>>,
+    _handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`Prefetcher`] makes: the batches of `batch` images of `set` for steps `start..end`
+/// of a run with `seed`, views of side `size` with `aug` (finished on the host unless
+/// `on_device`), on `workers` threads, `prefetch` batches ahead of the consumer.
+#[derive(Clone)]
+pub struct LoaderSpec {
+    pub set: Arc<ImageSet>,
+    pub aug: AugmentConfig,
+    pub batch: usize,
+    pub size: usize,
+    pub seed: u64,
+    pub start: u64,
+    pub end: u64,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub on_device: bool,
 }
 
 impl Prefetcher {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        set: Arc<ImageSet>,
-        aug: AugmentConfig,
-        batch: usize,
-        size: usize,
-        seed: u64,
-        start: u64,
-        end: u64,
-        workers: usize,
-        prefetch: usize,
-        on_device: bool,
-    ) -> Self {
+    /// Batches of a set read by index (decoded images, or one file per image).
+    pub fn new(spec: LoaderSpec) -> Self {
+        let LoaderSpec { set, aug, batch, size, seed, start, end, workers, prefetch, on_device } = spec;
         let (tx, rx) = sync_channel(prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
@@ -143,16 +223,61 @@ impl Prefetcher {
                 }
                 let order = &cached.as_ref().expect("set above").1;
                 let b = pool.install(|| make_batch(&set, order, pos, batch, epoch, step, &aug, size, seed, on_device));
-                if tx.send(b).is_err() {
+                if tx.send(Ok(b)).is_err() {
                     return; // the consumer stopped
                 }
             }
         });
-        Self { rx, _handle: handle }
+        Self { rx, _handles: vec![handle] }
     }
 
-    /// The next batch, or `None` when the range is exhausted.
-    pub fn next(&self) -> Option<ViewBatch> {
+    /// Batches of a set stored as shards (every image a [`crate::data::Pixels::Member`]), read
+    /// in each epoch's [`epoch_plan`] order (`shuffle_buffer`): step s reads plan positions
+    /// (s mod E)·B … of epoch ⌊s/E⌋, so a run resumed at any step reads the same samples, and
+    /// only the shards it still needs. One thread reads the shards sequentially, `prefetch`
+    /// batches of encoded samples ahead of the `workers` threads that decode and crop.
+    pub fn from_shards(spec: LoaderSpec, shuffle_buffer: usize, max_pixels: u64) -> Self {
+        let LoaderSpec { set, aug, batch, size, seed, start, end, workers, prefetch, on_device } = spec;
+        type Encoded = (u64, Vec<(usize, std::result::Result<Vec<u8>, String>)>);
+        let (enc_tx, enc_rx) = sync_channel::<Encoded>(prefetch.max(1));
+        let spe = steps_per_epoch(set.len(), batch);
+        let reader_set = set.clone();
+        let reader = std::thread::spawn(move || {
+            let mut step = start;
+            while step < end {
+                let epoch = step / spe;
+                let plan = Arc::new(epoch_plan(&reader_set, seed, epoch, shuffle_buffer));
+                let first = (step % spe) as usize * batch;
+                let mut samples = ShardReader::new(reader_set.clone(), plan, first);
+                while step < end && step / spe == epoch {
+                    let b: Vec<_> = samples.by_ref().take(batch).collect();
+                    if enc_tx.send((step, b)).is_err() {
+                        return; // the consumer stopped
+                    }
+                    step += 1;
+                }
+            }
+        });
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let decoder = std::thread::spawn(move || {
+            let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            for (step, samples) in enc_rx {
+                let epoch = step / spe;
+                let b = pool.install(|| make_batch_from_bytes(&set, samples, epoch, step, &aug, size, seed, on_device, max_pixels));
+                let failed = b.is_err();
+                if tx.send(b).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Self { rx, _handles: vec![reader, decoder] }
+    }
+
+    /// The next batch, `None` when the range is exhausted, or the error that stopped the loader.
+    pub fn next(&self) -> Option<crate::Result<ViewBatch>> {
         self.rx.recv().ok()
     }
 }

@@ -12,9 +12,11 @@ mod device;
 pub mod loader;
 mod ops;
 pub mod preview;
+mod resize;
 
 pub use device::ViewPipeline;
 pub use ops::*;
+pub use resize::*;
 
 use crate::image::Rgb8;
 use crate::{Error, Result};

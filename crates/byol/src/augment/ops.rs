@@ -1,6 +1,7 @@
-//! The individual operations on a CHW f32 image in [0, 1] (before normalisation).
+//! The crop box and the individual operations on a CHW f32 image in [0, 1] (before
+//! normalisation).
 
-use crate::image::{Rgb8, hsv_to_rgb};
+use crate::image::hsv_to_rgb;
 use rand::Rng;
 
 /// A crop box in source pixels.
@@ -39,85 +40,6 @@ pub fn sample_crop(width: usize, height: usize, scale: [f64; 2], ratio: [f64; 2]
         (wf, hf)
     };
     Crop { x: ((wf - w) / 2.0).floor(), y: ((hf - h) / 2.0).floor(), w, h }
-}
-
-/// How a crop is resized to the training size.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Interpolation {
-    /// 2×2 taps.
-    #[default]
-    Bilinear,
-    /// 4×4 taps of Keys' cubic convolution with a = −0.5 (PIL's bicubic, which the paper's
-    /// pipeline uses at 224 px), clipped to the pixel range.
-    Bicubic,
-}
-
-/// Keys' cubic convolution kernel, a = −0.5.
-fn cubic(t: f64) -> f64 {
-    let (a, t) = (-0.5, t.abs());
-    if t <= 1.0 {
-        ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
-    } else if t < 2.0 {
-        ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a
-    } else {
-        0.0
-    }
-}
-
-/// The source taps (index, weight) of each output coordinate along one axis: pixel-centre
-/// sampling of `len` outputs over [start, start + extent) of a source of `n` pixels, edge clamped.
-fn taps(start: f64, extent: f64, len: usize, n: usize, interp: Interpolation) -> Vec<[(usize, f32); 4]> {
-    let max = n as f64 - 1.0;
-    let scale = extent / len as f64;
-    (0..len)
-        .map(|o| {
-            let f = (start + (o as f64 + 0.5) * scale - 0.5).clamp(0.0, max);
-            let i0 = f.floor();
-            let t = f - i0;
-            let at = |k: f64| (i0 + k).clamp(0.0, max) as usize;
-            match interp {
-                Interpolation::Bilinear => [(at(0.0), (1.0 - t) as f32), (at(1.0), t as f32), (0, 0.0), (0, 0.0)],
-                Interpolation::Bicubic => {
-                    [(at(-1.0), cubic(t + 1.0) as f32), (at(0.0), cubic(t) as f32), (at(1.0), cubic(1.0 - t) as f32), (at(2.0), cubic(2.0 - t) as f32)]
-                }
-            }
-        })
-        .collect()
-}
-
-/// Resize the crop box to `size`×`size` (pixel-centre sampling, edge clamped, no antialiasing).
-/// Returns CHW f32 in [0, 1].
-pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation) -> Vec<f32> {
-    let plane = size * size;
-    let mut out = vec![0f32; 3 * plane];
-    let xs = taps(crop.x, crop.w, size, img.width, interp);
-    let ys = taps(crop.y, crop.h, size, img.height, interp);
-    for (oy, ty) in ys.iter().enumerate() {
-        for (ox, tx) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let mut acc = 0f32;
-                for &(yi, wy) in ty {
-                    if wy == 0.0 {
-                        continue;
-                    }
-                    let row = yi * img.width;
-                    let mut r = 0f32;
-                    for &(xi, wx) in tx {
-                        r += wx * f32::from(img.data[(row + xi) * 3 + c]);
-                    }
-                    acc += wy * r;
-                }
-                out[c * plane + oy * size + ox] = (acc / 255.0).clamp(0.0, 1.0);
-            }
-        }
-    }
-    out
-}
-
-/// [`resize_crop`] rounded to u8, CHW: what the host hands to the device pipeline.
-pub fn resize_crop_u8(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation) -> Vec<u8> {
-    resize_crop(img, crop, size, interp).into_iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
 /// Mirror left-right.
@@ -293,6 +215,7 @@ pub fn normalize(x: &mut [f32], mean: &[f32; 3], std: &[f32; 3]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::Rgb8;
     use crate::rng::{Stream, rng};
 
     fn px(r: f32, g: f32, b: f32) -> Vec<f32> {
@@ -399,43 +322,6 @@ mod tests {
         assert!(hi_area as f64 / n as f64 > 0.15, "{hi_area}");
         // Log-ratio symmetric about 0.
         assert!((log_ratio_sum / n as f64).abs() < 0.01);
-    }
-
-    #[test]
-    fn resize_of_full_crop_at_same_size_is_identity() {
-        let img = Rgb8 { width: 4, height: 4, data: (0..48).map(|v| (v * 5) as u8).collect() };
-        for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let out = resize_crop(&img, Crop { x: 0.0, y: 0.0, w: 4.0, h: 4.0 }, 4, interp);
-            for y in 0..4 {
-                for x in 0..4 {
-                    for c in 0..3 {
-                        let want = f32::from(img.data[(y * 4 + x) * 3 + c]) / 255.0;
-                        assert!((out[c * 16 + y * 4 + x] - want).abs() < 1e-6, "{interp:?}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn bicubic_reproduces_a_linear_ramp_and_differs_from_bilinear_on_a_curve() {
-        // A horizontal ramp 10·x: both interpolations give the ramp's value at the sample point.
-        let (w, h) = (16usize, 4usize);
-        let ramp = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * 10) as u8; 3]).collect() };
-        // 4 outputs over [4, 12): sample points 4.5, 6.5, 8.5, 10.5 (pixel centres) → 45, 65, 85, 105.
-        for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let out = resize_crop(&ramp, Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 }, 4, interp);
-            for (o, want) in [45.0f32, 65.0, 85.0, 105.0].iter().enumerate() {
-                assert!((out[o] * 255.0 - want).abs() < 1e-3, "{interp:?}: {}", out[o] * 255.0);
-            }
-        }
-        // On x² the cubic kernel is closer to the true value than linear interpolation.
-        let sq = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * (i % w)) as u8; 3]).collect() };
-        let crop = Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 };
-        let bl = resize_crop(&sq, crop, 4, Interpolation::Bilinear)[1] * 255.0;
-        let bc = resize_crop(&sq, crop, 4, Interpolation::Bicubic)[1] * 255.0;
-        let truth = 6.5f32 * 6.5;
-        assert!((bc - truth).abs() < (bl - truth).abs(), "bicubic {bc}, bilinear {bl}, truth {truth}");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Benchmarks behind `byol bench`: each measures ours and a baseline in the same process, so
-//! that the ratio is meaningful on any machine.
+//! that the ratio is meaningful on any machine (`decode` measures ours; `bench/decode.sh` runs
+//! the baseline beside it in the same script).
 
 pub mod augment;
+pub mod decode;
 pub mod step;
 
 pub use augment::{AugmentBench, bench_augment};
+pub use decode::{DecodeBench, bench_decode};
 pub use step::{StepArch, StepBench, bench_step};
 
 /// Median of `f`'s wall time over `reps` runs after `warmup` untimed runs, in seconds.

@@ -1,10 +1,12 @@
-//! Datasets: an ImageFolder reader, the CIFAR binary format (with an optional download), and a
-//! procedurally generated dataset that needs nothing on disk. All produce labelled train/test
-//! [`ImageSet`]s; labels are used only by the evaluations.
+//! Datasets: an ImageFolder reader, tar shards in the WebDataset layout (streamed during
+//! training), the CIFAR binary format (with an optional download), and a procedurally generated
+//! dataset that needs nothing on disk. All produce labelled train/test [`ImageSet`]s; labels are
+//! used only by the evaluations.
 
 pub mod cifar;
 pub mod download;
 pub mod imagefolder;
+pub mod shards;
 pub mod synthetic;
 
 use crate::image::Rgb8;
@@ -24,6 +26,11 @@ pub enum DataSource {
     Cifar10,
     /// CIFAR-100 binary format in `path` (fine labels).
     Cifar100,
+    /// Tar shards in the WebDataset layout (`<key>.jpg` + `<key>.cls`, as `byol shard` writes
+    /// them): `path` is a folder holding `train/` and `test/` shard folders, or a folder or
+    /// pattern (`train-{000000..001023}.tar`, `*.tar`) of training shards with `test-path`.
+    /// Training streams them (shard order and a shuffle buffer drawn from seed and epoch).
+    Shards,
 }
 
 /// The built-in dataset's size.
@@ -61,7 +68,8 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// Training resolution (side of the square views). Paper: 224.
     pub image_size: usize,
-    /// Decode every image once and keep it in memory (for datasets that fit).
+    /// Decode every image once and keep it in memory (for datasets that fit). Shards are always
+    /// streamed.
     #[serde(default = "d_true")]
     pub cache: bool,
     /// For CIFAR: download the archive into `path` if it is not there.
@@ -77,9 +85,21 @@ pub struct DataConfig {
     /// Use at most this many test images (class-balanced, seeded). 0: all.
     #[serde(default)]
     pub max_test: usize,
-    /// Threads that decode and augment images.
-    #[serde(default = "d_workers")]
+    /// For `shards`: the test split's shards (folder or pattern), when `path` is not a folder
+    /// with `train/` and `test/`.
+    #[serde(default)]
+    pub test_path: Option<PathBuf>,
+    /// For `shards`: samples in the shuffle buffer (WebDataset's `shuffle(n)`), held as encoded
+    /// bytes: about 110 kB each for ImageNet JPEGs, so 4096 is about 450 MB.
+    #[serde(default = "d_buffer")]
+    pub shuffle_buffer: usize,
+    /// Threads that decode and augment images. 0: one per core of the machine.
+    #[serde(default)]
     pub workers: usize,
+    /// Batches of views made ahead of the training step (the loader's queue depth); the shard
+    /// reader also holds this many batches of encoded samples ahead of the decoders.
+    #[serde(default = "d_prefetch")]
+    pub prefetch_batches: usize,
     /// Images whose header announces more pixels than this are skipped (and counted) without
     /// being decoded: a 20,000 × 20,000 file would need 1.2 GB.
     #[serde(default = "d_max_pixels")]
@@ -95,7 +115,10 @@ fn d_true() -> bool {
 fn d_holdout() -> f64 {
     0.1
 }
-fn d_workers() -> usize {
+fn d_buffer() -> usize {
+    4096
+}
+fn d_prefetch() -> usize {
     2
 }
 fn d_max_pixels() -> u64 {
@@ -103,6 +126,11 @@ fn d_max_pixels() -> u64 {
 }
 
 impl DataConfig {
+    /// The decoding threads: `workers`, or one per core when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.image_size < 8 || self.image_size > 1024 {
             return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
@@ -110,8 +138,17 @@ impl DataConfig {
         if !(0.0..1.0).contains(&self.holdout_fraction) {
             return Err(Error::config("data.holdout-fraction", format!("{} is outside [0, 1)", self.holdout_fraction)));
         }
-        if self.workers == 0 {
-            return Err(Error::config("data.workers", "must be at least 1"));
+        if self.workers > 1024 {
+            return Err(Error::config("data.workers", format!("{} threads is more than 1024", self.workers)));
+        }
+        if self.prefetch_batches == 0 {
+            return Err(Error::config("data.prefetch-batches", "must be at least 1"));
+        }
+        if self.shuffle_buffer == 0 {
+            return Err(Error::config("data.shuffle-buffer", "must be at least 1 (1: no shuffling within shards)"));
+        }
+        if self.test_path.is_some() && self.source != DataSource::Shards {
+            return Err(Error::config("data.test-path", "is only used with source = \"shards\""));
         }
         if self.max_image_pixels == 0 {
             return Err(Error::config("data.max-image-pixels", "must be at least 1"));
@@ -133,6 +170,8 @@ pub enum Pixels {
     Memory(Rgb8),
     /// Decoded from this file when needed.
     File(PathBuf),
+    /// A member of a tar shard: its data's byte offset and length.
+    Member { shard: std::sync::Arc<shards::ShardFile>, offset: u64, len: u64 },
 }
 
 /// A labelled set of images.
@@ -161,6 +200,10 @@ impl ImageSet {
         match &self.images[i] {
             Pixels::Memory(img) => Ok(std::borrow::Cow::Borrowed(img)),
             Pixels::File(p) => imagefolder::decode(p).map(std::borrow::Cow::Owned),
+            Pixels::Member { shard, offset, len } => {
+                let bytes = shard.read(*offset, *len)?;
+                shards::decode_member(&bytes, &self.names[i], shard.max_pixels).map(std::borrow::Cow::Owned)
+            }
         }
     }
 
@@ -215,6 +258,22 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
         DataSource::Folder => imagefolder::load_splits(cfg.path.as_ref().expect("validated"), cfg, seed)?,
         DataSource::Cifar10 | DataSource::Cifar100 => {
             cifar::load(cfg.path.as_ref().expect("validated"), cfg.source == DataSource::Cifar100, cfg.download)?
+        }
+        DataSource::Shards => {
+            let path = cfg.path.as_ref().expect("validated");
+            let (train, test) = match &cfg.test_path {
+                Some(t) => (path.clone(), t.clone()),
+                None if path.join("train").is_dir() && path.join("test").is_dir() => (path.join("train"), path.join("test")),
+                None => {
+                    return Err(Error::config(
+                        "data.test-path",
+                        format!("{} has no train/ and test/ folders: give the test split's shards in data.test-path", path.display()),
+                    ));
+                }
+            };
+            let train = shards::load_set(&train, None, cfg.max_image_pixels)?;
+            let test = shards::load_set(&test, Some(&train.classes), cfg.max_image_pixels)?;
+            Splits { train, test }
         }
     };
     Ok(Splits { train: splits.train.subset(cfg.max_train, seed), test: splits.test.subset(cfg.max_test, seed ^ 1) })

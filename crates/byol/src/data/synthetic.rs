@@ -97,7 +97,7 @@ mod tests {
         let c = generate(&cfg, 16, 2);
         let px = |s: &ImageSet, i: usize| match &s.images[i] {
             Pixels::Memory(m) => m.data.clone(),
-            Pixels::File(_) => unreachable!(),
+            Pixels::File(_) | Pixels::Member { .. } => unreachable!(),
         };
         assert_eq!(px(&a.train, 5), px(&b.train, 5));
         assert_ne!(px(&a.train, 5), px(&c.train, 5));

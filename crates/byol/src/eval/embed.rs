@@ -4,6 +4,7 @@
 //! `safetensors.numpy.load_file(f)` gives the arrays; `safe_open(f, "np").metadata()` the index.
 
 use crate::eval::Features;
+use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -39,4 +40,35 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
     ];
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::data(path, e.to_string()))?;
     crate::io::write_atomic(path, &bytes)
+}
+
+/// A 2-D t-SNE map of the rows of `values` ([N, D] row-major): each row L2-normalised first (the
+/// cosine geometry the kNN evaluation uses), then Barnes–Hut t-SNE (van der Maaten 2014, θ = 0.5,
+/// the `bhtsne` crate) with `perplexity`, 1000 iterations, from a start drawn from `seed`
+/// (N(0, 10⁻⁴) per coordinate, as van der Maaten's code).
+pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
+    use rand::Rng;
+    let n = values.len() / dim.max(1);
+    if !(perplexity > 0.0) || (n as f32) < 3.0 * perplexity + 2.0 {
+        return Err(Error::config("perplexity", format!("{perplexity} needs at least 3·perplexity + 2 = {:.0} points, there are {n}", 3.0 * perplexity + 2.0)));
+    }
+    let rows: Vec<Vec<f32>> = values
+        .chunks(dim)
+        .map(|r| {
+            let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(|v| v / norm).collect()
+        })
+        .collect();
+    let mut r = rng(seed, Stream::Init, &[3]);
+    let start: Vec<f32> = (0..2 * n)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (r.random::<f32>().max(f32::MIN_POSITIVE), r.random());
+            1e-2 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect();
+    let mut tsne: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(&rows);
+    tsne.perplexity(perplexity).epochs(1000).initial_embedding(start).barnes_hut(0.5, |a, b| {
+        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
+    });
+    Ok(tsne.embedding().chunks(2).map(|c| [c[0], c[1]]).collect())
 }

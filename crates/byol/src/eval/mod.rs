@@ -5,11 +5,13 @@ pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
+pub mod probe;
 
 pub use features::extract;
 pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{Features, LinearEvalConfig, LinearResult, linear_eval};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
+pub use probe::{OnlineProbe, OnlineProbeConfig};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,8 @@ pub struct EvalConfig {
     pub linear: LinearEvalConfig,
     #[serde(default)]
     pub finetune: FinetuneConfig,
+    #[serde(default)]
+    pub online_probe: OnlineProbeConfig,
 }
 
 impl EvalConfig {
@@ -30,6 +34,7 @@ impl EvalConfig {
     pub fn validate(&self) -> crate::Result<()> {
         self.knn.validate()?;
         self.linear.validate()?;
-        self.finetune.validate()
+        self.finetune.validate()?;
+        self.online_probe.validate()
     }
 }

@@ -15,6 +15,8 @@ pub struct Online {
 
 /// What the online network computes for one view.
 pub struct OnlineOutput {
+    /// Representation y = f(x): [B, D].
+    pub representation: Tensor<2>,
     /// Projection z: [B, P].
     pub projection: Tensor<2>,
     /// Prediction p = q(z), or z itself without a predictor: [B, P].
@@ -34,12 +36,12 @@ impl Online {
     /// `x`: [B, 3, H, W] → projection and prediction.
     pub fn forward(&self, x: Tensor<4>) -> OnlineOutput {
         let y = self.encoder.forward(x); // [B, D]
-        let projection = self.projector.forward(y); // [B, P]
+        let projection = self.projector.forward(y.clone()); // [B, P]
         let prediction = match &self.predictor {
             Some(q) => q.forward(projection.clone()), // [B, P]
             None => projection.clone(),
         };
-        OnlineOutput { projection, prediction }
+        OnlineOutput { representation: y, projection, prediction }
     }
 }
 

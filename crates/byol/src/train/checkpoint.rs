@@ -155,6 +155,13 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
         // The write position, as a one-element tensor so that the checksum covers it.
         tensors.insert("queue/ptr".into(), (vec![1], (q.ptr as f32).to_le_bytes().to_vec()));
     }
+    if let Some(p) = &state.probe {
+        let flat2 = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
+        tensors.insert("probe/w".into(), (p.w.dims().to_vec(), to_bytes(&flat2(&p.w))?));
+        tensors.insert("probe/mw".into(), (p.mw.dims().to_vec(), to_bytes(&flat2(&p.mw))?));
+        tensors.insert("probe/b".into(), (p.b.dims().to_vec(), to_bytes(&p.b)?));
+        tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), to_bytes(&p.mb)?));
+    }
     for (path, slots) in &state.optim.state {
         for (i, t) in slots.iter().enumerate() {
             tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), to_bytes(t)?));
@@ -297,7 +304,15 @@ impl Loaded {
                 slots.push(Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device));
             }
         }
-        Ok(TrainState { online, target, optim, queue, step: self.step })
+        let probe = match (self.tensors.get("probe/w"), self.tensors.get("probe/mw"), self.tensors.get("probe/b"), self.tensors.get("probe/mb")) {
+            (Some((ws, w)), Some((_, mw)), Some((bs, b)), Some((_, mb))) if ws.len() == 2 && bs.len() == 1 => {
+                let two = |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [ws[0], ws[1]]), device);
+                let one = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [bs[0]]), device);
+                Some(crate::eval::OnlineProbe { w: two(w), mw: two(mw), b: one(b), mb: one(mb) })
+            }
+            _ => None,
+        };
+        Ok(TrainState { online, target, optim, queue, step: self.step, probe })
     }
 }
 

@@ -10,12 +10,27 @@ use crate::model::{Online, ResNet};
 use crate::Result;
 use burn::tensor::Device;
 
-/// Frozen-encoder features of both splits, in eval mode.
+/// Frozen-encoder features of both splits, in eval mode (images that cannot be decoded left out).
 pub fn features_of(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<(Features, Features)> {
+    let ((tr, _), (te, _)) = indexed_features_of(encoder, cfg, train, test, device)?;
+    Ok((tr, te))
+}
+
+/// [`features_of`], with the index in its set of the image of each row.
+pub fn indexed_features_of(
+    encoder: &ResNet,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<((Features, Vec<usize>), (Features, Vec<usize>))> {
     let (size, batch) = (cfg.data.image_size, cfg.eval.knn.batch_size);
-    let (ftr, dim) = extract(encoder, train, size, &cfg.augment, batch, device)?;
-    let (fte, _) = extract(encoder, test, size, &cfg.augment, batch, device)?;
-    Ok((Features { values: ftr, labels: train.labels.clone(), dim }, Features { values: fte, labels: test.labels.clone(), dim }))
+    let one = |set: &ImageSet| -> Result<(Features, Vec<usize>)> {
+        let (values, dim, kept) = extract(encoder, set, size, &cfg.augment, batch, device)?;
+        let labels = kept.iter().map(|&i| set.labels[i]).collect();
+        Ok((Features { values, labels, dim }, kept))
+    };
+    Ok((one(train)?, one(test)?))
 }
 
 /// kNN accuracy of `encoder` with the config's protocol.

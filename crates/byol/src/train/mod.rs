@@ -8,8 +8,8 @@ pub mod queue;
 mod state;
 mod step;
 
-pub use evaluate::{features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
-pub use pretrain::{EvalReport, Observer, PretrainReport, RunOptions, StepLog, pretrain};
+pub use evaluate::{features_of, indexed_features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
+pub use pretrain::{EvalReport, Observer, PretrainReport, ProbeReport, RunOptions, StepLog, pretrain};
 pub use config::{OnNonFinite, TrainConfig};
 pub use queue::Queue;
 pub use state::TrainState;

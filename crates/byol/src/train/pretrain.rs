@@ -12,6 +12,7 @@ use crate::eval::KnnResult;
 use crate::optim::schedule;
 use crate::{Error, Result};
 use crate::augment::ViewPipeline;
+use crate::events::EventWriter;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,11 +41,24 @@ pub struct EvalReport {
     pub knn: KnnResult,
 }
 
+/// The online linear probe's accuracy at the end of an epoch (a line of `probe.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeReport {
+    pub step: u64,
+    pub epoch: u64,
+    /// Top-1 on the training batches of the epoch (augmented view 1, before each SGD step), over
+    /// the steps this process ran.
+    pub train_top1: f64,
+    /// Top-1 on the test split (centre crops, the encoder in eval mode).
+    pub test_top1: f64,
+}
+
 /// What the loop reports to its caller (the binary draws a progress bar from it).
 pub trait Observer {
     fn on_start(&mut self, _start_step: u64, _total_steps: u64) {}
     fn on_step(&mut self, _log: &StepLog) {}
     fn on_eval(&mut self, _report: &EvalReport) {}
+    fn on_probe(&mut self, _report: &ProbeReport) {}
     fn on_message(&mut self, _message: &str) {}
 }
 
@@ -64,6 +78,8 @@ pub struct PretrainReport {
     pub train_seconds: f64,
     /// Whether `time_budget_s` ended the run before the end of its schedule.
     pub stopped_by_time_budget: bool,
+    /// The online linear probe's test top-1 at the end (when `eval.online-probe` is on).
+    pub online_linear_top1: Option<f64>,
 }
 
 fn check_writable(dir: &Path) -> Result<()> {
@@ -82,9 +98,10 @@ fn append_line(path: &Path, line: &str) -> Result<()> {
     writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }
 
-/// Append an evaluation to `evals.jsonl` and report it.
-fn record_eval(path: &Path, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
+/// Append an evaluation to `evals.jsonl` and the event file, and report it.
+fn record_eval(path: &Path, events: &mut EventWriter, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
     append_line(path, &serde_json::to_string(&report).expect("json"))?;
+    events.scalars(report.step, &[("eval/knn_top1", report.knn.top1), ("eval/knn_top5", report.knn.top5)]);
     obs.on_eval(&report);
     Ok(())
 }
@@ -107,6 +124,20 @@ pub struct RunOptions {
     /// the schedule planned for the full run and cut short, as the PyTorch reference's
     /// `--minutes` does.
     pub time_budget_s: Option<f64>,
+}
+
+/// The online probe's accuracy: on the epoch's training batches (`correct` of `seen`), and on the
+/// test split's representations (encoder in eval mode).
+#[allow(clippy::too_many_arguments)]
+fn probe_report(state: &TrainState, cfg: &ExperimentConfig, test: &data::ImageSet, device: &burn::tensor::Device, step: u64, epoch: u64, correct: Option<burn::tensor::Tensor<1>>, seen: u64) -> Result<ProbeReport> {
+    let probe = state.probe.as_ref().expect("called with a probe");
+    let train_top1 = match correct {
+        Some(c) if seen > 0 => f64::from(c.into_scalar::<f32>()) / seen as f64,
+        _ => f64::NAN,
+    };
+    let (feats, dim, kept) = crate::eval::extract(&state.online.encoder, test, cfg.data.image_size, &cfg.augment, cfg.eval.knn.batch_size, device)?;
+    let labels: Vec<usize> = kept.iter().map(|&i| test.labels[i]).collect();
+    Ok(ProbeReport { step, epoch, train_top1, test_top1: probe.accuracy(&feats, dim, &labels) })
 }
 
 /// Pre-train with `cfg` in `run_dir`, evaluate with kNN at the end (and every
@@ -176,11 +207,28 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     });
     std::fs::write(run_dir.join("run.json"), serde_json::to_string_pretty(&meta).expect("json")).map_err(|e| Error::io(run_dir, e))?;
 
+    let mut events = EventWriter::create(run_dir, state.step)?;
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
     let size = cfg.data.image_size;
     let on_device = cfg.augment.placement.on_device(cfg.backend);
-    let prefetch = loader::Prefetcher::new(train.clone(), cfg.augment.clone(), b, size, cfg.seed, state.step, total, cfg.data.workers, 2, on_device);
+    let spec = loader::LoaderSpec {
+        set: train.clone(),
+        aug: cfg.augment.clone(),
+        batch: b,
+        size,
+        seed: cfg.seed,
+        start: state.step,
+        end: total,
+        workers: cfg.data.worker_threads(),
+        prefetch: cfg.data.prefetch_batches,
+        on_device,
+    };
+    let prefetch = if cfg.data.source == data::DataSource::Shards {
+        loader::Prefetcher::from_shards(spec, cfg.data.shuffle_buffer, cfg.data.max_image_pixels)
+    } else {
+        loader::Prefetcher::new(spec)
+    };
     let pipe1 = ViewPipeline::new(&cfg.augment.view1, &cfg.augment, size, &device);
     let pipe2 = ViewPipeline::new(&cfg.augment.view2, &cfg.augment, size, &device);
     obs.on_start(state.step, total);
@@ -192,10 +240,22 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let mut stop = opts.max_steps.map_or(total, |m| m.min(total));
     let mut consecutive_skips = 0u64;
     let mut stopped_by_time_budget = false;
+    // The online probe: made here, when the classes are known, unless the checkpoint had one.
+    let probe_on = cfg.eval.online_probe.enabled && train.classes.len() > 1;
+    let dim = cfg.model.encoder.output_dim();
+    let fits = |p: &crate::eval::OnlineProbe| p.classes() == train.classes.len() && p.w.dims()[0] == dim;
+    state.probe = match state.probe.take() {
+        Some(p) if probe_on && fits(&p) => Some(p),
+        _ if probe_on => Some(crate::eval::OnlineProbe::new(dim, train.classes.len(), &device)),
+        _ => None,
+    };
+    let (mut probe_correct, mut probe_seen): (Option<burn::tensor::Tensor<1>>, u64) = (None, 0);
+    let mut online_linear_top1 = None;
     let train_started = Instant::now();
     while state.step < stop {
-        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))?;
+        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
         debug_assert_eq!(batch.step, state.step);
+        let labels = batch.labels;
         for (file, reason) in batch.failures {
             tracing::warn!("skipping unreadable image {file}: {reason}");
             skipped_files.entry(file).or_insert(reason);
@@ -233,6 +293,14 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         };
         state = next;
         let step = state.step;
+        if let (Some(p), Some(m)) = (state.probe.as_mut(), m.as_ref()) {
+            let correct = p.step(m.representation.clone(), &labels, &cfg.eval.online_probe); // [1]
+            probe_correct = Some(match probe_correct.take() {
+                Some(c) => c + correct,
+                None => correct,
+            });
+            probe_seen += b as u64;
+        }
         if let Some(m) = m.filter(|_| step % cfg.train.log_every == 0 || step == total) {
             let loss = f64::from(m.loss.into_scalar::<f32>());
             if !loss.is_finite() {
@@ -256,6 +324,16 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
                 images_per_sec: ips,
             };
             writeln!(metrics, "{}", serde_json::to_string(&log).expect("json")).map_err(|e| Error::io(&metrics_path, e))?;
+            events.scalars(
+                step,
+                &[
+                    ("train/loss", log.loss),
+                    ("train/lr", log.lr),
+                    ("train/tau", log.tau),
+                    ("train/projection_std", log.projection_std),
+                    ("train/images_per_sec", log.images_per_sec),
+                ],
+            );
             low_std_run = if log.projection_std < collapse_threshold { low_std_run + 1 } else { 0 };
             if low_std_run == cfg.train.collapse_patience {
                 let msg = format!(
@@ -273,14 +351,25 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
             stopped_by_time_budget = true;
             obs.on_message(&format!("time budget reached at step {step} of {total}"));
         }
-        let every = cfg.train.checkpoint_every;
-        if step == stop || (every > 0 && step % every == 0) {
-            checkpoint::save_in(run_dir, &state, &cfg, cfg.train.keep_checkpoints)?;
-        }
         let ke = cfg.train.knn_every_epochs;
         if ke > 0 && step % spe == 0 && (step / spe) % ke == 0 && step != total {
             let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
-            record_eval(&evals_path, EvalReport { step, epoch: step / spe, knn }, obs)?;
+            record_eval(&evals_path, &mut events, EvalReport { step, epoch: step / spe, knn }, obs)?;
+        }
+        if state.probe.is_some() && (step % spe == 0 || step == stop) {
+            let epoch = step.div_ceil(spe);
+            let r = probe_report(&state, &cfg, &test, &device, step, epoch, probe_correct.take(), std::mem::take(&mut probe_seen))?;
+            append_line(&run_dir.join("probe.jsonl"), &serde_json::to_string(&r).expect("json"))?;
+            events.scalars(step, &[("train/online_linear_top1", r.train_top1), ("eval/online_linear_top1", r.test_top1)]);
+            obs.on_probe(&r);
+            online_linear_top1 = Some(r.test_top1);
+        }
+        let every = cfg.train.checkpoint_every;
+        if step == stop || (every > 0 && step % every == 0) {
+            // The events up to this step first: a checkpoint never exists without them (a resume
+            // from an earlier one cuts them off again).
+            events.flush()?;
+            checkpoint::save_in(run_dir, &state, &cfg, cfg.train.keep_checkpoints)?;
         }
     }
     let train_seconds = train_started.elapsed().as_secs_f64();
@@ -293,7 +382,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let (knn, random) = if finished {
         obs.on_message("kNN evaluation of the trained encoder");
         let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
-        record_eval(&evals_path, EvalReport { step: state.step, epoch: state.step / spe, knn }, obs)?;
+        record_eval(&evals_path, &mut events, EvalReport { step: state.step, epoch: state.step / spe, knn }, obs)?;
         let random = if opts.compare_random {
             obs.on_message("kNN evaluation of the random-init encoder");
             Some(random_init_knn(&cfg, &train, &test, &device)?)
@@ -317,7 +406,9 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         wall_seconds: started.elapsed().as_secs_f64(),
         train_seconds,
         stopped_by_time_budget,
+        online_linear_top1,
     };
+    events.flush()?;
     if finished {
         let json = serde_json::to_string_pretty(&report).expect("json");
         std::fs::write(run_dir.join("eval.json"), json).map_err(|e| Error::io(run_dir, e))?;

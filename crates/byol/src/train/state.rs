@@ -20,6 +20,8 @@ pub struct TrainState {
     pub queue: Option<Queue>,
     /// Optimizer steps taken so far.
     pub step: u64,
+    /// The online linear probe (`eval.online-probe`), made when the data is known.
+    pub probe: Option<crate::eval::OnlineProbe>,
 }
 
 impl TrainState {
@@ -36,7 +38,7 @@ impl TrainState {
         };
         let queue = (cfg.objective.kind == ObjectiveKind::Moco)
             .then(|| Queue::new(cfg.objective.queue_size, cfg.model.projector.output, cfg.seed, device));
-        TrainState { online, target, optim: cfg.optim.init(), queue, step: 0 }
+        TrainState { online, target, optim: cfg.optim.init(), queue, step: 0, probe: None }
     }
 }
 

@@ -15,6 +15,9 @@ pub struct StepMetrics {
     pub loss: Tensor<1>,
     /// Std of the normalised online projections of view 1 (collapse signal): \[1\].
     pub projection_std: Tensor<1>,
+    /// The online representation of view 1, detached (no autodiff), in f32: [B, D]. What the
+    /// online linear probe trains on.
+    pub representation: Tensor<2>,
 }
 
 /// The forward half of a step: the loss is known, nothing is updated yet.
@@ -25,6 +28,7 @@ pub struct Forward {
     z1t: Tensor<2>,
     z2t: Tensor<2>,
     projection_std: Tensor<1>,
+    y1: Tensor<2>,
 }
 
 /// Forward both views through the online network and the target (when there is one) and take
@@ -51,7 +55,8 @@ pub fn forward(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective:
         }
     };
     let projection_std = normalized_std(o1.projection.without_autodiff()); // [1]
-    Forward { state, loss, z1t, z2t, projection_std }
+    let y1 = crate::model::precision::to_f32(o1.representation.without_autodiff()); // [B, D]
+    Forward { state, loss, z1t, z2t, projection_std, y1 }
 }
 
 impl Forward {
@@ -71,16 +76,16 @@ impl Forward {
     /// `tau` and MoCo's queue with this step's keys. Fails, naming them, when parameters of the
     /// online network got no gradient ([`crate::Error::Untrained`]).
     pub fn apply(self, lr: f64, tau: f64) -> Result<(TrainState, StepMetrics)> {
-        let Forward { state, loss, z1t, z2t, projection_std } = self;
-        let TrainState { online, target, mut optim, mut queue, step } = state;
+        let Forward { state, loss, z1t, z2t, projection_std, y1 } = self;
+        let TrainState { online, target, mut optim, mut queue, step, probe } = state;
         let mut grads = loss.backward();
         let online = optim.step(online, &mut grads, lr, step + 1)?;
         let target = target.map(|t| ema::update(t, &online, tau));
         if let Some(q) = queue.as_mut() {
             q.push(Tensor::cat(vec![z1t, z2t], 0)); // [2B, P]
         }
-        let metrics = StepMetrics { loss: loss.without_autodiff(), projection_std };
-        Ok((TrainState { online, target, optim, queue, step: step + 1 }, metrics))
+        let metrics = StepMetrics { loss: loss.without_autodiff(), projection_std, representation: y1 };
+        Ok((TrainState { online, target, optim, queue, step: step + 1, probe }, metrics))
     }
 }
 

@@ -1,0 +1,209 @@
+//! Writing an ImageFolder as shards (`byol shard`).
+
+use super::{MANIFEST, Manifest, ManifestShard};
+use crate::data::{ImageSet, Pixels};
+use crate::image::Rgb8;
+use crate::rng::{Stream, rng};
+use crate::{Error, Result};
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// How [`write_shards`] writes.
+#[derive(Debug, Clone)]
+pub struct ShardWriteOptions {
+    /// Start a new shard once one holds at least this many bytes.
+    pub target_bytes: u64,
+    /// Resize images whose shorter side is larger than this (keeping the aspect ratio) and store
+    /// them as JPEG; `None` stores every file's bytes unchanged.
+    pub resize_shorter: Option<u32>,
+    /// JPEG quality of resized images.
+    pub quality: u8,
+    /// Samples are written in an order shuffled with this seed (so that a shard holds many
+    /// classes, which the shard-level shuffle of training needs).
+    pub seed: u64,
+}
+
+/// Write `set` (an ImageFolder split, loaded without the cache) as shards `shard-NNNNNN.tar` in
+/// `out`, each written to a temporary name and renamed when complete, then `manifest.json`
+/// (the same way). Unreadable images are skipped and returned with the reason. `progress` is
+/// called with (images done, total).
+pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<(Manifest, Vec<(String, String)>)> {
+    use rayon::prelude::*;
+    use sha2::Digest;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if out.join(MANIFEST).exists() {
+        return Err(Error::data(out.join(MANIFEST), "shards already exist here: choose another output folder"));
+    }
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    order.shuffle(&mut rng(opts.seed, Stream::Shuffle, &[u64::MAX]));
+    let mut manifest = Manifest { count: 0, classes: set.classes.clone(), resize_shorter: opts.resize_shorter, shards: Vec::new() };
+    let mut skipped = Vec::new();
+    struct Open {
+        builder: tar::Builder<std::io::BufWriter<std::fs::File>>,
+        part: PathBuf,
+        name: String,
+        count: usize,
+        bytes: u64,
+    }
+    let mut current: Option<Open> = None;
+    let finish = |o: Open, manifest: &mut Manifest| -> Result<()> {
+        let writer = o.builder.into_inner().map_err(|e| Error::io(&o.part, e))?;
+        let file = writer.into_inner().map_err(|e| Error::io(&o.part, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&o.part, e))?;
+        drop(file);
+        let bytes = std::fs::read(&o.part).map_err(|e| Error::io(&o.part, e))?;
+        let sha = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let dest = o.part.with_extension("");
+        std::fs::rename(&o.part, &dest).map_err(|e| Error::io(&dest, e))?;
+        manifest.shards.push(ManifestShard { name: o.name, count: o.count, bytes: bytes.len() as u64, sha256: sha });
+        Ok(())
+    };
+    let total = order.len();
+    let mut done = 0;
+    for chunk in order.chunks(256) {
+        let encoded: Vec<(usize, std::result::Result<(Vec<u8>, &'static str), String>)> = chunk
+            .par_iter()
+            .map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string())))
+            .collect();
+        for (i, r) in encoded {
+            let (bytes, ext) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("skipping unreadable image {}: {e}", set.names[i]);
+                    skipped.push((set.names[i].clone(), e));
+                    continue;
+                }
+            };
+            if current.as_ref().is_some_and(|o| o.bytes >= opts.target_bytes) {
+                finish(current.take().expect("checked"), &mut manifest)?;
+            }
+            if current.is_none() {
+                let name = format!("shard-{:06}.tar", manifest.shards.len());
+                let part = out.join(format!("{name}.part"));
+                let f = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+                current = Some(Open { builder: tar::Builder::new(std::io::BufWriter::new(f)), part, name, count: 0, bytes: 0 });
+            }
+            let o = current.as_mut().expect("opened");
+            let key = format!("{:08}", manifest.count);
+            let label = set.labels[i].to_string();
+            let members: [(String, &[u8]); 3] = [
+                (format!("{key}.{ext}"), &bytes),
+                (format!("{key}.cls"), label.as_bytes()),
+                (format!("{key}.path"), set.names[i].as_bytes()),
+            ];
+            for (name, data) in members {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_mtime(0);
+                h.set_entry_type(tar::EntryType::Regular);
+                o.builder.append_data(&mut h, &name, data).map_err(|e| Error::io(&o.part, e))?;
+                o.bytes += 512 + (data.len() as u64).div_ceil(512) * 512;
+            }
+            o.count += 1;
+            manifest.count += 1;
+        }
+        done += chunk.len();
+        progress(done, total);
+    }
+    if let Some(o) = current.take() {
+        finish(o, &mut manifest)?;
+    }
+    if manifest.count == 0 {
+        return Err(Error::data(out, "no readable image to write"));
+    }
+    let tmp = out.join(format!("{MANIFEST}.part"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(serde_json::to_string_pretty(&manifest).expect("json").as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, out.join(MANIFEST)).map_err(|e| Error::io(out, e))?;
+    Ok((manifest, skipped))
+}
+
+/// What [`shard_imagefolder`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardedSplits {
+    pub train: Manifest,
+    pub test: Manifest,
+    /// Images that could not be read, with the reason (skipped).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Write an ImageFolder (`root/train/<class>/…` and `root/test/<class>/…`, or `root/<class>/…`
+/// with `holdout_fraction` of each class held out, seeded) as shards in `out/train` and
+/// `out/test`, each with its manifest. `progress` gets (split, images done, split total).
+pub fn shard_imagefolder(
+    root: &Path,
+    out: &Path,
+    opts: &ShardWriteOptions,
+    holdout_fraction: f64,
+    max_pixels: u64,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<ShardedSplits> {
+    let cfg = crate::data::DataConfig {
+        source: crate::data::DataSource::Folder,
+        path: Some(root.to_path_buf()),
+        image_size: 32,
+        cache: false,
+        download: false,
+        holdout_fraction,
+        max_train: 0,
+        max_test: 0,
+        test_path: None,
+        shuffle_buffer: d_one(),
+        workers: 0,
+        prefetch_batches: 1,
+        max_image_pixels: max_pixels,
+        synthetic: Default::default(),
+    };
+    cfg.validate()?;
+    let splits = crate::data::imagefolder::load_splits(root, &cfg, opts.seed)?;
+    let mut skipped: Vec<(String, String)> = splits.train.skipped.iter().map(|(p, e)| (p.display().to_string(), e.clone())).collect();
+    let (train, s1) = write_shards(&splits.train, &out.join("train"), opts, &mut |d, t| progress("train", d, t))?;
+    let (test, s2) = write_shards(&splits.test, &out.join("test"), opts, &mut |d, t| progress("test", d, t))?;
+    skipped.extend(s1);
+    skipped.extend(s2);
+    Ok(ShardedSplits { train, test, skipped })
+}
+
+fn d_one() -> usize {
+    1
+}
+
+/// The bytes stored for image `i`: the file unchanged (checked to decode), or resized and
+/// re-encoded as JPEG.
+fn encode_for_shard(set: &ImageSet, i: usize, opts: &ShardWriteOptions) -> Result<(Vec<u8>, &'static str)> {
+    let Pixels::File(path) = &set.images[i] else {
+        let img = set.rgb(i)?;
+        return Ok((encode_jpeg(&img, opts.quality, &set.names[i])?, "jpg"));
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = crate::data::imagefolder::decode_bytes(&bytes, path)?;
+    match opts.resize_shorter {
+        Some(s) if img.width.min(img.height) > s as usize => {
+            let short = img.width.min(img.height) as f64;
+            let (w, h) = ((img.width as f64 * s as f64 / short).round() as u32, (img.height as f64 * s as f64 / short).round() as u32);
+            let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data).expect("sizes match");
+            let small = image::imageops::resize(&buf, w.max(1), h.max(1), image::imageops::FilterType::CatmullRom);
+            let small = Rgb8 { width: small.width() as usize, height: small.height() as usize, data: small.into_raw() };
+            Ok((encode_jpeg(&small, opts.quality, &set.names[i])?, "jpg"))
+        }
+        _ => {
+            let ext = match image::guess_format(&bytes) {
+                Ok(image::ImageFormat::Png) => "png",
+                _ => "jpg",
+            };
+            Ok((bytes, ext))
+        }
+    }
+}
+
+fn encode_jpeg(img: &Rgb8, quality: u8, origin: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+        .encode(&img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::data(origin, format!("cannot encode as JPEG: {e}")))?;
+    Ok(out)
+}
