@@ -356,7 +356,9 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
             let knn = knn_of_encoder(&state.online.encoder, &cfg, &train, &test, &device)?;
             record_eval(&evals_path, &mut events, EvalReport { step, epoch: step / spe, knn }, obs)?;
         }
-        if state.probe.is_some() && (step % spe == 0 || step == stop) {
+        // At each epoch's end, and at the end of a run the time budget cut short (not at a
+        // --max-steps stop: a resumed run then writes the same reports as an uninterrupted one).
+        if state.probe.is_some() && (step % spe == 0 || (step == stop && stopped_by_time_budget)) {
             let epoch = step.div_ceil(spe);
             let r = probe_report(&state, &cfg, &test, &device, step, epoch, probe_correct.take(), std::mem::take(&mut probe_seen))?;
             append_line(&run_dir.join("probe.jsonl"), &serde_json::to_string(&r).expect("json"))?;
