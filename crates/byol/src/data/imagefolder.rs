@@ -54,11 +54,17 @@ fn dimensions(path: &Path) -> Result<(u32, u32)> {
 /// Reject an image whose header announces more than `max_pixels` pixels, before decoding it.
 fn check_size(path: &Path, max_pixels: u64) -> Result<()> {
     let (w, h) = dimensions(path)?;
+    check_pixels(w, h, max_pixels, path)
+}
+
+/// Refuse the dimensions `w`×`h` a header announces when they exceed `max_pixels` or are empty
+/// (`origin` names the image in the error).
+pub fn check_pixels(w: u32, h: u32, max_pixels: u64, origin: &Path) -> Result<()> {
     if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(Error::data(path, format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}")));
+        return Err(Error::data(origin, format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}")));
     }
     if w == 0 || h == 0 {
-        return Err(Error::data(path, "image has no pixels"));
+        return Err(Error::data(origin, "image has no pixels"));
     }
     Ok(())
 }

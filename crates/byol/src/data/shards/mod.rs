@@ -66,9 +66,7 @@ pub fn decode_member(bytes: &[u8], origin: &str, max_pixels: u64) -> Result<Rgb8
         .map_err(|e| Error::io(origin, e))?
         .into_dimensions()
         .map_err(|e| Error::data(origin, e.to_string()))?;
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(Error::data(origin, format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}")));
-    }
+    super::imagefolder::check_pixels(w, h, max_pixels, origin)?;
     super::imagefolder::decode_bytes(bytes, origin)
 }
 

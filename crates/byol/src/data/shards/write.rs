@@ -41,7 +41,7 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     let mut manifest = Manifest { count: 0, classes: set.classes.clone(), resize_shorter: opts.resize_shorter, shards: Vec::new() };
     let mut skipped = Vec::new();
     struct Open {
-        builder: tar::Builder<std::io::BufWriter<std::fs::File>>,
+        builder: tar::Builder<std::io::BufWriter<Hashing>>,
         part: PathBuf,
         name: String,
         count: usize,
@@ -50,14 +50,12 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     let mut current: Option<Open> = None;
     let finish = |o: Open, manifest: &mut Manifest| -> Result<()> {
         let writer = o.builder.into_inner().map_err(|e| Error::io(&o.part, e))?;
-        let file = writer.into_inner().map_err(|e| Error::io(&o.part, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&o.part, e))?;
-        drop(file);
-        let bytes = std::fs::read(&o.part).map_err(|e| Error::io(&o.part, e))?;
-        let sha = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let hashing = writer.into_inner().map_err(|e| Error::io(&o.part, e.into_error()))?;
+        hashing.file.sync_all().map_err(|e| Error::io(&o.part, e))?;
+        let sha = hashing.sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let dest = o.part.with_extension("");
         std::fs::rename(&o.part, &dest).map_err(|e| Error::io(&dest, e))?;
-        manifest.shards.push(ManifestShard { name: o.name, count: o.count, bytes: bytes.len() as u64, sha256: sha });
+        manifest.shards.push(ManifestShard { name: o.name, count: o.count, bytes: hashing.bytes, sha256: sha });
         Ok(())
     };
     let total = order.len();
@@ -83,7 +81,8 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
                 let name = format!("shard-{:06}.tar", manifest.shards.len());
                 let part = out.join(format!("{name}.part"));
                 let f = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
-                current = Some(Open { builder: tar::Builder::new(std::io::BufWriter::new(f)), part, name, count: 0, bytes: 0 });
+                let hashing = Hashing { file: f, sha: sha2::Sha256::new(), bytes: 0 };
+                current = Some(Open { builder: tar::Builder::new(std::io::BufWriter::new(hashing)), part, name, count: 0, bytes: 0 });
             }
             let o = current.as_mut().expect("opened");
             let key = format!("{:08}", manifest.count);
@@ -120,6 +119,28 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, out.join(MANIFEST)).map_err(|e| Error::io(out, e))?;
     Ok((manifest, skipped))
+}
+
+/// A shard file being written, hashed and counted as its bytes go out (so that the manifest's
+/// SHA-256 and size need no second read of the file).
+struct Hashing {
+    file: std::fs::File,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.file.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// What [`shard_imagefolder`] wrote.
