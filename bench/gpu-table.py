@@ -67,6 +67,19 @@ if tta_ref or tta_ours:
                  f"{o_ep / tta_ref['epochs_done']:.2f}" if o_ep and tta_ref and tta_ref["epochs_done"] else "–"))
     if "tta" in mem:
         rows.append(("  peak GPU memory of ours, GiB (device used)", cfg, "–", fmt(mem["tta"] / 1024, 2), "–"))
+dp = os.path.join(out, "dp.json")
+if os.path.exists(dp):
+    dp = json.load(open(dp))
+
+    def rate(n):
+        # images/s over the logged steps after the first 5 (compilation, warm-up)
+        m = lines(os.path.join(f"dp-{n}", "metrics.jsonl"))[5:]
+        return sum(l["images_per_sec"] for l in m) / len(m) if m else None
+
+    one, many = rate(1), rate(dp["gpus"])
+    cfg = f"ResNet-18 CIFAR, {dp['per_gpu_batch']} images per GPU"
+    rows.append(("data parallel, samples/s (the reference column: 1 GPU)", f"{cfg}, N = {dp['gpus']}", fmt(one), fmt(many),
+                 f"{many / one:.2f}× ({100 * many / (one * dp['gpus']):.0f} % efficiency)" if one and many else "–"))
 for s in lines("skipped.jsonl"):
     what = s.get("skipped") or s.get("failed")
     why = f"{s['left_s']} s left" if "left_s" in s else s.get("why") or f"exit status {s.get('status')}"

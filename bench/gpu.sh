@@ -9,7 +9,11 @@
 #      (`byol pretrain --time-budget`) and shared/reference/byol_cifar_torch.py (`--minutes`),
 #      the same budget, data, hyper-parameters and bf16, kNN top-1 of both;
 #   4. peak GPU memory of ours (nvidia-smi, the whole device less what was in use before) beside
-#      PyTorch's max_memory_allocated.
+#      PyTorch's max_memory_allocated;
+#   5. data parallel (machines with more than one GPU; skipped with a message otherwise):
+#      `byol pretrain --devices cuda:0,…` on all N GPUs against cuda:0 alone, the same
+#      ResNet-18 CIFAR step at DP_BATCH images per GPU (the global batch grows with N),
+#      cross-replica BatchNorm on, samples/s and the scaling efficiency (N-GPU / (N × 1-GPU)).
 # A part that no longer fits in what is left of LIMIT is skipped and says so in the table.
 #
 # Builds nothing. It runs a `byol` built elsewhere (BYOL_BIN; else dist/byol-cuda.xz from
@@ -129,6 +133,25 @@ if [ -n "$DATA" ]; then
       --width "$TTA_WIDTH" --lr 1.0 --wd 1.5e-6 --tau 0.996 --target-init independent --full-test > "$OUT/tta-ref.jsonl"
 else
   echo '{"skipped": "time to accuracy", "why": "no CIFAR-10: set DATA, or carry dist/cifar10-subset.xz"}' >> "$OUT/skipped.jsonl"
+fi
+
+# 5. Data parallel over every GPU of the machine.
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${NGPU:-0}" -gt 1 ] && [ -n "$DATA" ]; then
+  DP_BATCH=${DP_BATCH:-512}
+  DP_STEPS=${DP_STEPS:-30}
+  ALL=$(seq -s, -f 'cuda:%g' 0 $((NGPU - 1)))
+  for n in 1 "$NGPU"; do
+    devs=$([ "$n" = 1 ] && echo cuda:0 || echo "$ALL")
+    run_part "data parallel, $n GPU(s)" 60 180 - \
+      "$BYOL" pretrain --config cifar10-resnet18 --backend "$BACKEND" --data "$DATA" --devices "$devs" \
+        --batch-size $((DP_BATCH * n)) --set train.precision="$TTA_PRECISION" --set train.checkpoint-every=0 \
+        --set train.knn-every-epochs=0 --set eval.online-probe.enabled=false --set train.log-every=1 --max-steps "$DP_STEPS" \
+        --run-dir "$OUT/dp-$n" > "$OUT/dp-$n.txt"
+  done
+  echo "{\"gpus\": $NGPU, \"per_gpu_batch\": $DP_BATCH}" > "$OUT/dp.json"
+else
+  echo "{\"skipped\": \"data parallel\", \"why\": \"${NGPU:-0} GPU(s) on this machine (or no CIFAR-10): the multi-GPU row needs at least 2\"}" >> "$OUT/skipped.jsonl"
 fi
 
 echo "finished in $((SECONDS - START)) s of $LIMIT" >&2

@@ -318,6 +318,10 @@ pub struct ConfigArgs {
     pub batch_size: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Data parallel over these devices, one replica each: `cuda:0,cuda:1` (GPUs of this
+    /// machine) or `flex:0,flex:1` (CPU replicas). Sets `train.devices`.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub devices: Option<Vec<String>>,
     /// Any config field: `--set model.encoder.base-width=16` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -333,6 +337,7 @@ impl ConfigArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             seed: self.seed,
+            devices: self.devices.clone(),
         }
     }
 }

@@ -27,13 +27,31 @@ impl BackendKind {
         match self {
             BackendKind::Flex => Ok(Device::flex()),
             #[cfg(feature = "cuda")]
-            BackendKind::Cuda => cuda_device(),
+            BackendKind::Cuda => cuda_device(0),
             #[cfg(not(feature = "cuda"))]
             BackendKind::Cuda => Err(self.not_built()),
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => wgpu_device(),
             #[cfg(not(feature = "wgpu"))]
             BackendKind::Wgpu => Err(self.not_built()),
+        }
+    }
+
+    /// Device `index` of this backend (an entry of `train.devices`). On `flex` every index is the
+    /// one CPU device: CPU replicas are threads sharing the cores.
+    pub fn device_at(self, index: usize) -> Result<Device> {
+        match self {
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => cuda_device(index),
+            BackendKind::Flex => self.device(),
+            _ if index == 0 => self.device(),
+            _ => {
+                self.device()?;
+                Err(Error::Backend {
+                    name: self.name().into(),
+                    message: format!("device {index}: `{}` takes the device it ranks first (device 0) only", self.name()),
+                })
+            }
         }
     }
 
@@ -57,10 +75,10 @@ impl BackendKind {
     }
 }
 
-/// The first CUDA device, checked by a one-element allocation.
+/// CUDA device `index`, checked by a one-element allocation.
 #[cfg(feature = "cuda")]
-fn cuda_device() -> Result<Device> {
-    probe("cuda", || Device::cuda(0), "it needs an NVIDIA GPU and driver (libcuda), libnvrtc on \
+fn cuda_device(index: usize) -> Result<Device> {
+    probe("cuda", move || Device::cuda(index), "it needs an NVIDIA GPU (of that index) and driver (libcuda), libnvrtc on \
          LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include")
 }
 

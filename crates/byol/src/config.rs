@@ -152,7 +152,32 @@ impl ExperimentConfig {
             return Err(Error::config("target.mode", "objective.kind = \"moco\" needs a target (key) network: use \"ema\""));
         }
         self.train.validate()?;
+        self.check_devices()?;
         self.eval.validate()?;
+        Ok(())
+    }
+
+    /// `train.devices` against the backend and the objective: every device of the run's backend;
+    /// several only where a collective links them (`flex`, `cuda`) and for an objective whose
+    /// loss has no term across images (BYOL with β = 0: NT-Xent, MoCo and β > 0 would need the
+    /// other replicas' projections as negatives, which are not gathered).
+    fn check_devices(&self) -> Result<()> {
+        let devices = self.train.device_list()?;
+        if let Some((name, _)) = devices.iter().find(|(name, _)| name != self.backend.name()) {
+            return Err(Error::config("train.devices", format!("`{name}` devices with backend = \"{}\": list devices of the run's backend", self.backend.name())));
+        }
+        if devices.len() < 2 {
+            return Ok(());
+        }
+        if self.backend == crate::backend::BackendKind::Wgpu {
+            return Err(Error::config("train.devices", "several `wgpu` devices have no collective to link them (burn's run on `cuda`, ours on `flex`)"));
+        }
+        if self.objective.kind != ObjectiveKind::Byol || self.objective.beta != 0.0 {
+            return Err(Error::config(
+                "objective.kind",
+                "several devices train BYOL's objective with beta = 0 only: NT-Xent, MoCo and beta > 0 take negatives across the batch, which would need the other replicas' projections",
+            ));
+        }
         Ok(())
     }
 }

@@ -31,6 +31,9 @@ pub enum Error {
     /// require a gradient, or the loss does not depend on them.
     #[error("parameters that should train got no gradient: {}", parameters.join(", "))]
     Untrained { parameters: Vec<String> },
+    /// A replica of a data-parallel run failed (the others stop with it).
+    #[error("replica {rank} failed: {message}")]
+    Replica { rank: usize, message: String },
     /// Any I/O error, with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {

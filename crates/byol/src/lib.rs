@@ -16,7 +16,8 @@
 //! - **Pre-training**: [`train::pretrain`] runs the loop in a run directory (checkpoints,
 //!   metrics, kNN monitor, resume); underneath, [`train::TrainState`] is the whole state and
 //!   [`train::train_step`] the pure step from (state, two views, lr, τ) to the next state.
-//!   [`train::checkpoint`] reads and writes states.
+//!   [`train::checkpoint`] reads and writes states. With several devices (`train.devices`),
+//!   [`train::Replicas`] runs one state per device, linked by [`collective`].
 //! - **The model**: [`model::Online`] (encoder [`model::ResNet`] → projector → predictor) and
 //!   [`model::Target`]; [`loss`] the objectives; [`ema`] the target update; [`optim`] LARS.
 //! - **Data and views**: [`data::load`] gives the image sets; [`augment`] the paper's two views.
@@ -47,6 +48,7 @@ pub mod ablate;
 pub mod augment;
 pub mod backend;
 pub mod bench;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod ema;

@@ -76,6 +76,8 @@ pub struct Settings {
     pub epochs: Option<u64>,
     pub batch_size: Option<usize>,
     pub seed: Option<u64>,
+    /// `train.devices`: one replica per device (data parallel).
+    pub devices: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -109,6 +111,9 @@ impl Settings {
         if let Some(s) = self.seed {
             cfg.seed = s;
         }
+        if let Some(d) = &self.devices {
+            cfg.train.devices = d.clone();
+        }
         cfg.validate()
     }
 
@@ -129,6 +134,9 @@ impl Settings {
         }
         if let Some(s) = self.seed {
             out.push(format!("seed = {s}"));
+        }
+        if let Some(d) = &self.devices {
+            out.push(format!("train.devices = {d:?}"));
         }
         out
     }
@@ -258,9 +266,11 @@ mod tests {
             epochs: Some(7),
             batch_size: Some(16),
             seed: Some(9),
+            devices: Some(vec!["flex:0".into(), "flex:1".into()]),
         };
         let cfg = s.resolve("small-cpu").unwrap();
         assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.seed, cfg.model.encoder.base_width), (7, 16, 9, 4));
+        assert_eq!(cfg.train.devices, ["flex:0", "flex:1"]);
         assert_eq!((cfg.data.source, cfg.data.path.as_deref()), (DataSource::Folder, Some(Path::new("/images/mine"))));
         let cifar = Settings { data: Some(DataChoice::parse("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
         assert_eq!((cifar.data.source, cifar.data.download), (DataSource::Cifar100, true));

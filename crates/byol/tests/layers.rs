@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// `config.rs` (the type of its config section) is its own entry, below `config`, which
 /// composes the sections.
 const LAYERS: &[&str] = &[
-    "error", "rng", "image", "io", "events", "backend", // shared pieces
+    "error", "rng", "image", "io", "events", "backend", "collective", // shared pieces
     "data", "augment", "model", "loss", "ema", "optim", "eval", // the components
     "train::config", "config", // the experiment's configuration
     "train", "workflow", "ablate", "bench", // the training loop, and what runs it

@@ -33,7 +33,10 @@ fn batch_norm_f32<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
             bn.epsilon,
         );
     }
-    let (y, mean, var) = batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let (y, mean, var) = match crate::collective::current_sync_bn() {
+        Some(replica) => batch_norm_sync(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, &replica),
+        None => batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon),
+    };
     update_running(bn, mean, var);
     y
 }
@@ -52,6 +55,7 @@ fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
 /// [`super::kernels`]); everywhere else it is exactly the unfused expression.
 pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: Option<Tensor<D>>) -> Tensor<D> {
     if bn.training.is_enabled()
+        && crate::collective::current_sync_bn().is_none()
         && let Some((y, mean, var)) =
             super::kernels::fused_batch_norm_act(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, residual.as_ref(), true)
     {
@@ -93,6 +97,28 @@ fn batch_norm_ops<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1
     let shift = beta.reshape(per_channel) - mean.clone().reshape(per_channel) * scale.clone(); // [1, C, 1…]
     (x * scale + shift, mean.reshape([c]), var.reshape([c]))
 }
+/// Cross-replica training-mode batch normalisation (the official code's cross-replica BN; PyTorch's
+/// `SyncBatchNorm`): the mean and the biased variance over the whole group's batch, each a
+/// per-channel sum all-reduced across the replicas (two rounds, as the two passes of
+/// [`batch_norm_ops`], so that the statistics are those of one device holding the whole batch,
+/// to f32 rounding). The sums are differentiable collectives, so the backward pass carries every
+/// replica's gradient through the statistics. Every replica holds the same number of images.
+fn batch_norm_sync<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, replica: &crate::collective::Replica) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let dims = x.dims();
+    let (b, c) = (dims[0], dims[1]);
+    let rest: usize = dims[2..].iter().product();
+    let n = (b * rest * replica.replicas()) as f64;
+    let x3 = x.clone().reshape([b, c, rest]); // [B/R, C, rest]
+    let mean = replica.all_reduce_sum(x3.clone().sum_dim(2).sum_dim(0).reshape([c])).div_scalar(n); // [C]
+    let centred = x3 - mean.clone().reshape([1, c, 1]); // [B/R, C, rest]
+    let var = replica.all_reduce_sum(centred.square().sum_dim(2).sum_dim(0).reshape([c])).div_scalar(n); // [C]
+    let mut per_channel = [1usize; D];
+    per_channel[1] = c;
+    let scale = gamma.reshape(per_channel) / var.clone().reshape(per_channel).add_scalar(epsilon).sqrt(); // [1, C, 1…]
+    let shift = beta.reshape(per_channel) - mean.clone().reshape(per_channel) * scale.clone(); // [1, C, 1…]
+    (x * scale + shift, mean, var)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,12 @@ pub struct ModelConfig {
     /// as in SimCLR and MoCo, and in the paper's "no predictor" ablation).
     #[serde(default = "d_true")]
     pub use_predictor: bool,
+    /// With several devices (`train.devices`): BatchNorm statistics over the whole batch of a step
+    /// (cross-replica BN, as the official code's), in the encoder, projector and predictor of the
+    /// online network and in the target. Unset: on with several devices. Off: each replica
+    /// normalises its own share (PyTorch's plain `DistributedDataParallel`). One device: no effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_bn: Option<bool>,
 }
 
 fn d_true() -> bool {

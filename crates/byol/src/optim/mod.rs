@@ -142,8 +142,13 @@ impl Optimizer {
     /// Every parameter (BatchNorm running statistics aside) must require a gradient and have one
     /// in `grads`: a parameter that would silently stay at its initial value is an error naming
     /// it ([`Error::Untrained`]), and `module` is lost with it.
+    ///
+    /// On a thread that is one of several replicas ([`crate::collective::current`]) each
+    /// gradient is first averaged over the replicas (all-reduced, in the module's parameter
+    /// order, the same on every replica), so that every replica applies the same update.
     pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> Result<M> {
-        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new() };
+        let replica = crate::collective::current();
+        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new(), replica };
         let module = module.map(&mut mapper);
         if mapper.untrained.is_empty() { Ok(module) } else { Err(Error::Untrained { parameters: mapper.untrained }) }
     }
@@ -216,6 +221,8 @@ struct Updater<'a> {
     path: Vec<String>,
     /// Parameters that do not require a gradient or got none, with the reason.
     untrained: Vec<String>,
+    /// The replica group whose mean gradient is applied.
+    replica: Option<crate::collective::Replica>,
 }
 
 impl ModuleMapper for Updater<'_> {
@@ -242,7 +249,11 @@ impl ModuleMapper for Updater<'_> {
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let w = tensor.without_autodiff().reshape([n]);
-        let g = grad.reshape([n]);
+        let g = grad.reshape([n]); // [n]
+        let g = match &self.replica {
+            Some(r) => r.all_reduce_mean(g), // [n]
+            None => g,
+        };
         let new = self.opt.update(&path, w, g, is_excluded(&dims), self.lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)

@@ -41,6 +41,13 @@ pub struct TrainConfig {
     /// the low-precision convolutions are emulated (slower than f32): use them on `cuda`.
     #[serde(default)]
     pub precision: crate::model::precision::Precision,
+    /// Data parallel: one replica per device, each on its slice of the `batch-size` images of a
+    /// step, the gradients averaged over them. `["cuda:0", "cuda:1"]`: two GPUs of this machine;
+    /// `["flex:0", "flex:1"]`: two CPU replicas (threads sharing the cores, linked by the host
+    /// collective). Empty (the default): one device, the backend's first. The learning rate
+    /// follows `batch-size`, the global batch.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 fn d_ckpt() -> u64 {
@@ -90,6 +97,30 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&t.collapse_fraction) {
             return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
         }
+        let devices = t.device_list()?;
+        let n = devices.len().max(1);
+        if t.batch_size % n != 0 || t.batch_size / n < 2 {
+            return Err(Error::config(
+                "train.batch-size",
+                format!("{} must split into {n} equal shares (one per device in train.devices) of at least 2 images", t.batch_size),
+            ));
+        }
         Ok(())
+    }
+
+    /// `devices` as (backend name, index), checked: `name:index`, each once.
+    pub fn device_list(&self) -> Result<Vec<(String, usize)>> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for d in &self.devices {
+            let parsed = d.split_once(':').and_then(|(name, i)| Some((name.to_string(), i.parse::<usize>().ok()?)));
+            let Some(entry) = parsed.filter(|(name, _)| ["flex", "cuda", "wgpu"].contains(&name.as_str())) else {
+                return Err(Error::config("train.devices", format!("`{d}` is not a device: write backend:index, as cuda:0 or flex:1")));
+            };
+            if out.contains(&entry) {
+                return Err(Error::config("train.devices", format!("`{d}` is listed twice")));
+            }
+            out.push(entry);
+        }
+        Ok(out)
     }
 }

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 mod evaluate;
+mod parallel;
 mod pretrain;
 pub mod queue;
 mod state;
@@ -13,4 +14,5 @@ pub use pretrain::{EvalReport, Observer, PretrainReport, ProbeReport, RunOptions
 pub use config::{OnNonFinite, TrainConfig};
 pub use queue::Queue;
 pub use state::TrainState;
-pub use step::{Forward, StepMetrics, forward, train_step};
+pub use parallel::Replicas;
+pub use step::{Forward, Outcome, StepMetrics, forward, guarded_step, train_step};

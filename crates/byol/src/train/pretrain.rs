@@ -1,8 +1,7 @@
-//! The loop around [`train_step`]: data, schedules, metrics log, checkpoints, kNN monitor.
+//! The loop around [`super::guarded_step`]: data, schedules, metrics log, checkpoints, kNN monitor.
 
 use super::checkpoint;
-use super::{TrainState, forward, train_step};
-use crate::config::OnNonFinite;
+use super::{Outcome, Replicas, TrainState, guarded_step};
 use crate::config::ExperimentConfig;
 use crate::augment::loader;
 use crate::data;
@@ -146,10 +145,16 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     let started = Instant::now();
     check_writable(run_dir)?;
     checkpoint::remove_stale_temporaries(run_dir);
-    let device = cfg.backend.device()?;
+    // One device per replica (train.devices); rank 0's, on this thread, is the one the loop
+    // evaluates and checkpoints on.
+    let devices = match cfg.train.device_list()? {
+        list if list.is_empty() => vec![cfg.backend.device()?],
+        list => list.iter().map(|&(_, i)| cfg.backend.device_at(i)).collect::<Result<Vec<_>>>()?,
+    };
+    let device = devices[0].clone();
     cfg.train.precision.check(&device)?;
 
-    let (cfg, mut state) = if opts.resume {
+    let (cfg, mut state, others) = if opts.resume {
         let (loaded, ckpt_path) = checkpoint::read_latest(run_dir)?;
         let differences = cfg.resume_differences(&loaded.config);
         if !differences.is_empty() {
@@ -165,12 +170,14 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
             ));
         }
         obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
-        (cfg.clone(), loaded.state(&device)?)
+        let others = devices[1..].iter().map(|d| loaded.state(d)).collect::<Result<Vec<_>>>()?;
+        (cfg.clone(), loaded.state(&device)?, others)
     } else {
         if let Some((_, existing)) = checkpoint::list(run_dir).first() {
             return Err(Error::checkpoint(existing, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
         }
-        (cfg.clone(), TrainState::init(cfg, &device))
+        let others = devices[1..].iter().map(|d| TrainState::init(cfg, d)).collect();
+        (cfg.clone(), TrainState::init(cfg, &device), others)
     };
     std::fs::write(run_dir.join("config.toml"), cfg.to_toml()).map_err(|e| Error::io(run_dir, e))?;
 
@@ -251,6 +258,13 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     };
     let (mut probe_correct, mut probe_seen): (Option<burn::tensor::Tensor<1>>, u64) = (None, 0);
     let mut online_linear_top1 = None;
+    // The other replicas, when there are several devices; rank 0 (this thread) takes the first
+    // share of each batch, and the probe learns from that share.
+    let mut replicas = match devices.len() {
+        1 => None,
+        _ => Some(Replicas::start(&cfg, devices.clone(), others)?),
+    };
+    let share = b / devices.len();
     let train_started = Instant::now();
     while state.step < stop {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
@@ -265,41 +279,37 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
         let tau = ema::tau_at(&cfg.target, k, total);
         let v1 = cfg.train.precision.cast(pipe1.finish(batch.view1, b)); // [B, 3, S, S]
         let v2 = cfg.train.precision.cast(pipe2.finish(batch.view2, b)); // [B, 3, S, S]
-        let (next, m) = match cfg.train.on_non_finite {
-            OnNonFinite::Stop => {
-                let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective)?;
+        let outcome = match replicas.as_mut() {
+            Some(r) => r.step(state, v1, v2, lr, tau)?,
+            None => guarded_step(state, v1, v2, lr, tau, &cfg.objective, cfg.train.on_non_finite)?,
+        };
+        let (next, m) = match outcome {
+            Outcome::Applied(next, m) => {
+                consecutive_skips = 0;
                 (next, Some(m))
             }
-            OnNonFinite::Skip => {
-                let f = forward(state, v1, v2, &cfg.objective);
-                let loss = f.loss_value();
-                if loss.is_finite() {
-                    consecutive_skips = 0;
-                    let (next, m) = f.apply(lr, tau)?;
-                    (next, Some(m))
-                } else {
-                    consecutive_skips += 1;
-                    let record = serde_json::json!({"step": k + 1, "loss": loss, "lr": lr, "tau": tau});
-                    append_line(&run_dir.join("skipped-steps.jsonl"), &record.to_string())?;
-                    let msg = format!("step {}: non-finite loss ({loss}), step skipped", k + 1);
-                    tracing::warn!("{msg}");
-                    obs.on_message(&msg);
-                    if consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
-                        return Err(Error::NonFinite { what: format!("loss in {consecutive_skips} consecutive steps"), step: k + 1 });
-                    }
-                    (f.skip(), None)
+            Outcome::Skipped { state: next, loss } => {
+                consecutive_skips += 1;
+                let record = serde_json::json!({"step": k + 1, "loss": loss, "lr": lr, "tau": tau});
+                append_line(&run_dir.join("skipped-steps.jsonl"), &record.to_string())?;
+                let msg = format!("step {}: non-finite loss ({loss}), step skipped", k + 1);
+                tracing::warn!("{msg}");
+                obs.on_message(&msg);
+                if consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
+                    return Err(Error::NonFinite { what: format!("loss in {consecutive_skips} consecutive steps"), step: k + 1 });
                 }
+                (next, None)
             }
         };
         state = next;
         let step = state.step;
         if let (Some(p), Some(m)) = (state.probe.as_mut(), m.as_ref()) {
-            let correct = p.step(m.representation.clone(), &labels, &cfg.eval.online_probe); // [1]
+            let correct = p.step(m.representation.clone(), &labels[..share], &cfg.eval.online_probe); // [1]
             probe_correct = Some(match probe_correct.take() {
                 Some(c) => c + correct,
                 None => correct,
             });
-            probe_seen += b as u64;
+            probe_seen += share as u64;
         }
         if let Some(m) = m.filter(|_| step % cfg.train.log_every == 0 || step == total) {
             let loss = f64::from(m.loss.into_scalar::<f32>());
@@ -376,6 +386,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
     }
     let train_seconds = train_started.elapsed().as_secs_f64();
     drop(prefetch);
+    drop(replicas);
     if !skipped_files.is_empty() {
         let list: Vec<_> = skipped_files.iter().map(|(file, reason)| serde_json::json!({"file": file, "reason": reason})).collect();
         std::fs::write(run_dir.join("skipped.json"), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run_dir, e))?;

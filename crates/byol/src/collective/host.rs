@@ -1,0 +1,237 @@
+//! The host collective: replicas are threads of one process; a sum is a rendezvous in host
+//! memory. Each replica deposits its values, the last to arrive adds them in rank order (f32, so
+//! every replica gets the same bits whatever the arrival order), and each takes the result; the
+//! next round starts only when every replica has taken the previous one.
+//!
+//! On `flex` with autodiff the sum is one autodiff node whose backward pass is the same sum of
+//! the incoming gradients (d(Σ_q x_q)/dx_r = 1 on every replica: replica r's gradient is the sum
+//! of the gradients every replica's loss sends back to the sum). Plain tensors of any backend
+//! (the target network's BatchNorm, the gradients, the loss) take the same rendezvous.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::{Tensor, TensorData};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The rendezvous of a group's replicas.
+pub struct HostGroup {
+    n: usize,
+    round: Mutex<Round>,
+    changed: Condvar,
+}
+
+impl std::fmt::Debug for HostGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostGroup {{ replicas: {} }}", self.n)
+    }
+}
+
+#[derive(Default)]
+struct Round {
+    /// The values each replica deposited in this round.
+    slots: Vec<Option<Vec<f32>>>,
+    arrived: usize,
+    /// The sum, while the replicas take it.
+    result: Option<Arc<Vec<f32>>>,
+    taken: usize,
+    /// Why the group cannot go on (a replica failed, or deposited a different size).
+    broken: Option<String>,
+}
+
+impl HostGroup {
+    pub fn new(n: usize) -> Self {
+        HostGroup { n, round: Mutex::new(Round { slots: vec![None; n], ..Round::default() }), changed: Condvar::new() }
+    }
+
+    /// Σ over the replicas of `values` (replica `rank`'s), added in rank order.
+    ///
+    /// # Panics
+    /// When the group is broken ([`HostGroup::fail`]) or the replicas' sizes differ: the replica
+    /// threads then end, and the training loop reports the first failure.
+    pub fn sum(&self, rank: usize, values: Vec<f32>) -> Arc<Vec<f32>> {
+        let mut r = self.round.lock().unwrap_or_else(|p| p.into_inner());
+        // The previous round's result is still being taken.
+        while r.result.is_some() && r.broken.is_none() {
+            r = self.changed.wait(r).unwrap_or_else(|p| p.into_inner());
+        }
+        check(&r);
+        r.slots[rank] = Some(values);
+        r.arrived += 1;
+        if r.arrived == self.n {
+            let slots: Vec<Vec<f32>> = r.slots.iter_mut().map(|s| s.take().expect("every replica deposited")).collect();
+            if let Some(other) = slots.iter().position(|s| s.len() != slots[0].len()) {
+                r.broken = Some(format!("replica 0 sent {} values and replica {other} {}: the replicas' models differ", slots[0].len(), slots[other].len()));
+                self.changed.notify_all();
+                check(&r);
+            }
+            let mut sum = slots[0].clone();
+            for s in &slots[1..] {
+                for (a, b) in sum.iter_mut().zip(s) {
+                    *a += b;
+                }
+            }
+            r.arrived = 0;
+            r.taken = 0;
+            r.result = Some(Arc::new(sum));
+            self.changed.notify_all();
+        } else {
+            while r.result.is_none() && r.broken.is_none() {
+                r = self.changed.wait(r).unwrap_or_else(|p| p.into_inner());
+            }
+            check(&r);
+        }
+        let out = r.result.clone().expect("the round's sum");
+        r.taken += 1;
+        if r.taken == self.n {
+            r.result = None;
+            self.changed.notify_all();
+        }
+        out
+    }
+
+    /// Mark the group broken by replica `rank` for `reason` and wake every waiting replica.
+    pub fn fail(&self, rank: usize, reason: &str) {
+        let mut r = self.round.lock().unwrap_or_else(|p| p.into_inner());
+        r.broken.get_or_insert_with(|| format!("replica {rank} failed: {reason}"));
+        self.changed.notify_all();
+    }
+}
+
+fn check(r: &Round) {
+    if let Some(why) = &r.broken {
+        panic!("the replica group is broken ({why})");
+    }
+}
+
+/// The values of a `flex` tensor, row-major.
+fn flex_values(t: &FlexTensor) -> Vec<f32> {
+    t.to_contiguous().as_slice::<f32>().expect("f32 values").to_vec()
+}
+
+fn flex_sum(g: &HostGroup, rank: usize, t: &FlexTensor) -> FlexTensor {
+    let shape = t.layout().shape().clone();
+    let sum = g.sum(rank, flex_values(t));
+    FlexTensor::from_data(TensorData::new(sum.as_ref().clone(), shape))
+}
+
+/// See [`super::Replica::all_reduce_sum`].
+pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<HostGroup>, rank: usize, x: Tensor<D>) -> Tensor<D> {
+    if let Ok(xp) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
+        let out = flex_sum(g, rank, xp.primitive());
+        let out = match SumBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((g.clone(), rank), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        return Tensor::from_primitive::<Autodiff<Flex>>(out);
+    }
+    assert!(
+        !x.is_autodiff(),
+        "the host collective differentiates on `flex` only; on a GPU use burn's collectives (cuda)"
+    );
+    let (device, dims) = (x.device(), x.dims());
+    let values = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let sum = g.sum(rank, values);
+    Tensor::from_data(TensorData::new(sum.as_ref().clone(), dims), &device)
+}
+
+/// The backward pass of the sum: the same sum of the gradients.
+#[derive(Debug)]
+struct SumBackward;
+
+impl Backward<Flex, 1> for SumBackward {
+    type State = (Arc<HostGroup>, usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let (g, rank) = ops.state;
+        // Every replica's tape has this node (the graphs are the same), so every replica joins
+        // this round even when its input needs no gradient.
+        let dx = flex_sum(&g, rank, &dy);
+        if let Some(parent) = parent {
+            grads.register::<Flex>(parent.id, dx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    /// Sums arrive in rank order on every replica, over many rounds, whatever the arrival order.
+    #[test]
+    fn every_replica_gets_the_rank_ordered_sum_round_after_round() {
+        let g = Arc::new(HostGroup::new(3));
+        let out: Vec<Vec<Vec<f32>>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|rank| {
+                    let g = g.clone();
+                    s.spawn(move || (0..50).map(|k| g.sum(rank, vec![rank as f32 + k as f32, 1e8 * (rank == 0) as i32 as f32 + 1.0]).as_ref().clone()).collect())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for k in 0..50 {
+            let expect = vec![(3 * k + 3) as f32, ((1e8f32 + 1.0) + 1.0) + 1.0];
+            for r in &out {
+                assert_eq!(r[k], expect, "round {k}");
+            }
+        }
+    }
+
+    /// A failed replica wakes the others with its reason instead of leaving them waiting.
+    #[test]
+    fn a_failed_replica_breaks_the_group() {
+        let g = Arc::new(HostGroup::new(2));
+        let waiting = {
+            let g = g.clone();
+            std::thread::spawn(move || std::panic::catch_unwind(move || g.sum(0, vec![1.0])).err().map(|e| e.downcast_ref::<String>().cloned()))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        g.fail(1, "out of memory");
+        let message = waiting.join().unwrap().expect("it panicked").unwrap();
+        assert!(message.contains("replica 1 failed: out of memory"), "{message}");
+    }
+
+    /// The gradient of a loss that depends on every replica's input through the sum is the
+    /// gradient of the sum of the replicas' losses (checked against one process holding both).
+    #[test]
+    fn the_backward_pass_sums_the_replicas_gradients() {
+        let d = Device::flex().autodiff();
+        let xs = [vec![1.0f32, 2.0], vec![-3.0f32, 0.5]];
+        let ws = [vec![0.5f32, -1.0], vec![2.0f32, 3.0]];
+        let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
+        // One process: L = Σ_r Σ_i w_r,i · (x_r,i · S_i), S = x_0 + x_1.
+        let x0 = t(&xs[0]).require_grad();
+        let x1 = t(&xs[1]).require_grad();
+        let s = x0.clone() + x1.clone();
+        let l = (t(&ws[0]) * x0.clone() * s.clone()).sum() + (t(&ws[1]) * x1.clone() * s).sum();
+        let grads = l.backward();
+        let expect = [x0.grad(&grads).unwrap().into_data(), x1.grad(&grads).unwrap().into_data()];
+        // Two replicas, each with its own x and loss.
+        let g = Arc::new(HostGroup::new(2));
+        let got: Vec<TensorData> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|rank| {
+                    let (g, xs, ws, d) = (g.clone(), xs.clone(), ws.clone(), d.clone());
+                    sc.spawn(move || {
+                        let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
+                        let x = t(&xs[rank]).require_grad();
+                        let s = all_reduce_sum(&g, rank, x.clone());
+                        let grads = (t(&ws[rank]) * x.clone() * s).sum().backward();
+                        x.grad(&grads).unwrap().into_data()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in 0..2 {
+            got[r].assert_approx_eq::<f32>(&expect[r], burn::tensor::Tolerance::absolute(1e-6));
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Data parallel: one replica of the training state per device (`train.devices`), each taking
+//! its slice of the global batch (rank r: images r·B/R … (r+1)·B/R − 1 of the batch a single
+//! device would take), the gradients averaged over the replicas before the same optimizer step
+//! on every replica, the target updated by EMA on each (its online weights are the same
+//! everywhere, so it is too), and, with `model.sync-bn`, BatchNorm over the whole batch.
+//!
+//! Rank 0 runs on the caller's thread and is the state the loop logs, evaluates and
+//! checkpoints; ranks 1… run on threads of their own. The replicas exchange values through
+//! [`crate::collective`]: the host collective for CPU replicas on `flex`, burn's (NCCL) on `cuda`.
+
+use super::step::{Outcome, guarded_step};
+use super::TrainState;
+use crate::collective::Replica;
+use crate::config::{ExperimentConfig, ObjectiveConfig, OnNonFinite};
+use crate::{Error, Result};
+use burn::tensor::{Device, Tensor};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+/// One step's share of a replica.
+struct Job {
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    lr: f64,
+    tau: f64,
+}
+
+/// A replica of rank ≥ 1 on its thread.
+struct Worker {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Result<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The replicas of a data-parallel run.
+pub struct Replicas {
+    lead: Replica,
+    devices: Vec<Device>,
+    sync_bn: bool,
+    objective: ObjectiveConfig,
+    on_non_finite: OnNonFinite,
+    workers: Vec<Worker>,
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panicked".into())
+}
+
+/// A step of `replica` under its guard: a failure (an error or a panic) breaks the group so that
+/// the other replicas stop waiting for it.
+fn replica_step(replica: &Replica, sync_bn: bool, run: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> {
+    let _entered = replica.enter(sync_bn);
+    let failure = match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(out)) => return Ok(out),
+        Ok(Err(e)) => e.to_string(),
+        Err(p) => panic_message(p.as_ref()),
+    };
+    replica.fail(&failure);
+    Err(Error::Replica { rank: replica.rank(), message: failure })
+}
+
+impl Replicas {
+    /// Start the replicas of ranks 1… with `states` (one per device after the first, each on its
+    /// device, equal to rank 0's); `devices[0]` is rank 0's, the caller's.
+    pub fn start(cfg: &ExperimentConfig, devices: Vec<Device>, states: Vec<TrainState>) -> Result<Replicas> {
+        let group = group_for(cfg, &devices)?;
+        let sync_bn = cfg.model.sync_bn.unwrap_or(true);
+        let mut workers = Vec::new();
+        for (replica, mut state) in group[1..].iter().cloned().zip(states) {
+            state.probe = None; // the probe learns on rank 0
+            let (jobs, inbox) = channel::<Job>();
+            let (report, done) = channel();
+            let (objective, on_non_finite) = (cfg.objective.clone(), cfg.train.on_non_finite);
+            let rank = replica.rank();
+            let thread = std::thread::Builder::new()
+                .name(format!("replica-{rank}"))
+                .spawn(move || {
+                    for job in inbox {
+                        let out = replica_step(&replica, sync_bn, || guarded_step(state, job.view1, job.view2, job.lr, job.tau, &objective, on_non_finite));
+                        match out {
+                            Ok(Outcome::Applied(next, _)) | Ok(Outcome::Skipped { state: next, .. }) => {
+                                state = next;
+                                let _ = report.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = report.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| Error::Replica { rank, message: format!("cannot start its thread: {e}") })?;
+            workers.push(Worker { jobs: Some(jobs), done, thread: Some(thread) });
+        }
+        Ok(Replicas { lead: group[0].clone(), devices, sync_bn, objective: cfg.objective.clone(), on_non_finite: cfg.train.on_non_finite, workers })
+    }
+
+    /// The number of replicas.
+    pub fn count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// One step of every replica on its slice of `view1`, `view2` ([B, 3, S, S], the global
+    /// batch); returns rank 0's outcome (its metrics: the group's loss, rank 0's other values).
+    pub fn step(&mut self, state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64) -> Result<Outcome> {
+        let share = view1.dims()[0] / self.count();
+        for (i, w) in self.workers.iter().enumerate() {
+            let (rank, device) = (i + 1, &self.devices[i + 1]);
+            let job = Job {
+                view1: view1.clone().narrow(0, rank * share, share).to_device(device), // [B/R, 3, S, S]
+                view2: view2.clone().narrow(0, rank * share, share).to_device(device), // [B/R, 3, S, S]
+                lr,
+                tau,
+            };
+            let sent = w.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+            if !sent {
+                self.lead.fail("a replica stopped");
+                return Err(self.first_failure(rank));
+            }
+        }
+        let (v1, v2) = (view1.narrow(0, 0, share), view2.narrow(0, 0, share)); // [B/R, 3, S, S]
+        let (objective, on_non_finite) = (&self.objective, self.on_non_finite);
+        let mine = replica_step(&self.lead, self.sync_bn, || guarded_step(state, v1, v2, lr, tau, objective, on_non_finite));
+        let mut first_error = mine.as_ref().err().map(ToString::to_string);
+        for (i, w) in self.workers.iter().enumerate() {
+            match w.done.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+                Err(_) => {
+                    first_error.get_or_insert(format!("replica {} stopped", i + 1));
+                }
+            }
+        }
+        match (mine, first_error) {
+            (Ok(out), None) => Ok(out),
+            (Err(e), _) => Err(e),
+            (Ok(_), Some(e)) => Err(Error::Replica { rank: 0, message: format!("another replica failed: {e}") }),
+        }
+    }
+
+    /// The error a replica that stopped reported.
+    fn first_failure(&self, rank: usize) -> Error {
+        let w = &self.workers[rank - 1];
+        match w.done.try_recv() {
+            Ok(Err(e)) => e,
+            _ => Error::Replica { rank, message: "stopped".into() },
+        }
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            w.jobs.take();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The replicas of `devices` linked by the collective of `cfg.backend`.
+fn group_for(cfg: &ExperimentConfig, devices: &[Device]) -> Result<Vec<Replica>> {
+    match cfg.backend {
+        crate::backend::BackendKind::Flex => Ok(crate::collective::host_group(devices.len())),
+        #[cfg(feature = "cuda")]
+        crate::backend::BackendKind::Cuda => Ok(crate::collective::burn_group(devices.to_vec())),
+        other => Err(Error::config(
+            "train.devices",
+            format!(
+                "several devices on `{}` need a collective it does not have: burn's collectives run on `cuda` (NCCL), the host collective on `flex`",
+                other.name()
+            ),
+        )),
+    }
+}
