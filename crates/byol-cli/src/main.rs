@@ -285,7 +285,7 @@ fn bench_augment(args: BenchAugmentArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &size in &args.sizes {
         let source = if size <= 32 { size } else { size * 8 / 7 };
-        let r = byol::bench::bench_augment(&aug, size, source, args.batch, args.reps, &device, kind.name());
+        let r = byol::bench::bench_augment(&aug, size, source, args.batch, args.reps, &device, kind.name())?;
         println!("{}", serde_json::to_string(&r)?);
         rows.push(r);
     }

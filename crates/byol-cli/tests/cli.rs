@@ -93,6 +93,26 @@ fn time_budget_stops_early_and_still_evaluates() {
     assert!(dir.join("checkpoint-000000001.safetensors").exists(), "no checkpoint at step 1");
 }
 
+/// `--devices` trains data parallel on CPU replicas and records the devices in the run's config;
+/// a device list the batch cannot be split over is refused naming the field.
+#[test]
+fn pretrain_on_two_cpu_replicas() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-devices-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["pretrain", "--run-dir", d, "--devices", "flex:0,flex:1", "--no-baseline"];
+    args.extend(TINY);
+    let (ok, out, err) = byol(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("pre-trained 10 steps") && out.contains("kNN (k=5) on 40 test images: trained encoder"), "{out}");
+    let config: String = std::fs::read_to_string(dir.join("config.toml")).unwrap().split_whitespace().collect();
+    assert!(config.contains(r#"devices=["flex:0","flex:1",]"#), "{config}");
+    let mut args = vec!["pretrain", "--run-dir", d, "--devices", "flex:0,flex:1,flex:2"];
+    args.extend(TINY);
+    let (ok, _, err) = byol(&args);
+    assert!(!ok && err.contains("train.batch-size") && err.contains("3 equal shares"), "{err}");
+}
+
 /// `byol shard` turns an ImageFolder into shards with manifests; `pretrain --data shards:` and
 /// `bench decode` read them.
 #[test]

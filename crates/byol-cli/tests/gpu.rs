@@ -65,4 +65,16 @@ fn bench_step_and_augment_on_wgpu() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");
     assert!(v["device_views_per_sec"].as_f64().unwrap() > 0.0, "{out}");
+    // A device that cannot run a size (lavapipe cannot allocate the 154 MB buffer of 256 views at
+    // 224 px) is an error naming the size (exit status 1), not a panic (101); a GPU runs it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol"))
+        .args(["bench", "augment", "--backend", "wgpu", "--sizes", "224", "--batch", "256", "--reps", "1"])
+        .output()
+        .expect("run byol");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || (out.status.code() == Some(1) && err.contains("the view pipeline at 224 px failed on the device")),
+        "{:?}: {err}",
+        out.status
+    );
 }

@@ -107,11 +107,7 @@ fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, nee
     });
     std::panic::set_hook(hook);
     probe.map_err(|panic| {
-        let what = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
+        let what = crate::error::panic_message(panic.as_ref());
         Error::Backend { name: name.into(), message: format!("no usable {name} device ({what}); {needs}") }
     })
 }

@@ -7,8 +7,10 @@ use crate::augment::{AugmentConfig, ViewPipeline, make_view, resize_crop_u8, sam
 use crate::image::Rgb8;
 use crate::data::synthetic::render;
 use crate::rng::{Stream, rng};
+use crate::{Error, Result};
 use burn::tensor::Device;
 use rayon::prelude::*;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 
 /// One line of `byol bench augment`.
@@ -32,13 +34,18 @@ pub struct AugmentBench {
 }
 
 /// Time both pipelines on `batch` rendered images of side `source`, producing views of side
-/// `size`, median of `reps` batches after 2 warm-up batches.
-pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usize, reps: usize, device: &Device, backend: &str) -> AugmentBench {
+/// `size`, median of `reps` batches after 2 warm-up batches. A failure of the device (a buffer it
+/// cannot allocate, a kernel it cannot run) is an error naming the backend and the size.
+pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usize, reps: usize, device: &Device, backend: &str) -> Result<AugmentBench> {
     let images: Vec<Rgb8> = (0..batch).map(|i| render(i % 10, source, &mut rng(0, Stream::Synthetic, &[i as u64]))).collect();
     let pipes = [ViewPipeline::new(&aug.view1, aug, size, device), ViewPipeline::new(&aug.view2, aug, size, device)];
     let views = [&aug.view1, &aug.view2];
     let mut step = 0u64;
-    let device_t = median_seconds(2, reps, || {
+    let mut failure: Option<String> = None;
+    let timed = catch_unwind(AssertUnwindSafe(|| median_seconds(2, reps, || {
+        if failure.is_some() {
+            return;
+        }
         step += 1;
         for (v, (view, pipe)) in views.iter().zip(&pipes).enumerate() {
             let (crops, params): (Vec<Vec<u8>>, Vec<_>) = images
@@ -52,9 +59,17 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
                 .unzip();
             let out = pipe.apply(crops.concat(), &params);
             // Wait for the device: read one value back.
-            let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+            if let Err(e) = out.slice([0..1, 0..1, 0..1, 0..1]).try_into_data() {
+                failure = Some(format!("{e:?}"));
+                return;
+            }
         }
-    });
+    })));
+    let device_t = match (timed, failure) {
+        (Ok(t), None) => t,
+        (Ok(_), Some(why)) => return Err(device_failure(backend, size, why)),
+        (Err(p), _) => return Err(device_failure(backend, size, crate::error::panic_message(p.as_ref()))),
+    };
     let host_t = median_seconds(2, reps, || {
         step += 1;
         for (v, view) in views.iter().enumerate() {
@@ -67,7 +82,7 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
         }
     });
     let n = 2 * batch;
-    AugmentBench {
+    Ok(AugmentBench {
         backend: backend.to_string(),
         size,
         source,
@@ -77,5 +92,9 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
         device_views_per_sec: n as f64 / device_t,
         host_views_per_sec: n as f64 / host_t,
         ratio: host_t / device_t,
-    }
+    })
+}
+
+fn device_failure(backend: &str, size: usize, why: String) -> Error {
+    Error::Backend { name: backend.into(), message: format!("the view pipeline at {size} px failed on the device: {why}") }
 }

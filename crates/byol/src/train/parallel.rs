@@ -43,11 +43,6 @@ pub struct Replicas {
     workers: Vec<Worker>,
 }
 
-/// The message of a caught panic.
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panicked".into())
-}
-
 /// A step of `replica` under its guard: a failure (an error or a panic) breaks the group so that
 /// the other replicas stop waiting for it.
 fn replica_step(replica: &Replica, sync_bn: bool, run: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> {
@@ -55,7 +50,7 @@ fn replica_step(replica: &Replica, sync_bn: bool, run: impl FnOnce() -> Result<O
     let failure = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(out)) => return Ok(out),
         Ok(Err(e)) => e.to_string(),
-        Err(p) => panic_message(p.as_ref()),
+        Err(p) => crate::error::panic_message(p.as_ref()),
     };
     replica.fail(&failure);
     Err(Error::Replica { rank: replica.rank(), message: failure })
