@@ -68,9 +68,10 @@ impl HostGroup {
                 self.changed.notify_all();
                 check(&r);
             }
-            let mut sum = slots[0].clone();
-            for s in &slots[1..] {
-                for (a, b) in sum.iter_mut().zip(s) {
+            let mut slots = slots.into_iter();
+            let mut sum = slots.next().expect("a group has a replica");
+            for s in slots {
+                for (a, b) in sum.iter_mut().zip(&s) {
                     *a += b;
                 }
             }
