@@ -33,6 +33,11 @@ for key in keys:
     ratio = f"{o['samples_per_s'] / r['samples_per_s']:.2f}" if r and o else "–"
     cfg = f"{key[0]} batch {key[2]} {key[1]}"
     rows.append(("training step, samples/s", cfg, fmt(r and r["samples_per_s"]), fmt(o and o["samples_per_s"]), ratio))
+    if o and "first_step_s" in o:
+        # The reference's warm-up includes cuDNN's benchmark mode; ours, compilation and autotune
+        # (in its first step, unless the kernel cache had them).
+        rows.append(("  warm-up before timing, s (ours: first step = compile + tune)", cfg, fmt(r and r.get("warmup_s")),
+                     f"{o['first_step_s'] + o['warmup_s']:.1f} (first {o['first_step_s']:.1f})", "–"))
     label = f"{key[0]}-{'f32' if key[1] == 'float32' else 'bf16'}"
     ours_gib = mem[label] / 1024 if label in mem else o and o.get("peak_mem_gib")
     if ours_gib is not None or (r and r.get("peak_mem_gib") is not None):
@@ -85,6 +90,10 @@ for s in lines("skipped.jsonl"):
     why = f"{s['left_s']} s left" if "left_s" in s else s.get("why") or f"exit status {s.get('status')}"
     rows.append((f"not measured: {what}", why, "–", "–", "–"))
 
+build = next((o for o in ours if "autotune" in o), None)
+if build:
+    on = lambda x: "on" if x else "OFF"
+    machine += f"; byol built with burn autotune {on(build['autotune'])}, fusion {on(build['fusion'])}"
 print(f"\n{machine}")
 print("| measurement | configuration | reference (PyTorch) | ours | ours / reference |")
 print("|---|---|---|---|---|")

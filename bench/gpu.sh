@@ -14,7 +14,17 @@
 #      `byol pretrain --devices cuda:0,…` on all N GPUs against cuda:0 alone, the same
 #      ResNet-18 CIFAR step at DP_BATCH images per GPU (the global batch grows with N),
 #      cross-replica BatchNorm on, samples/s and the scaling efficiency (N-GPU / (N × 1-GPU)).
-# A part that no longer fits in what is left of LIMIT is skipped and says so in the table.
+# A part that no longer fits in what is left of LIMIT is skipped and says so in the table. The
+# table is rewritten after every part (OUT/table.md), so a run cut off keeps what it measured.
+#
+# QUICK=1: a first, short device slot (LIMIT 480 s): only the most important rows, in this order:
+# ResNet-18 CIFAR step f32 and bf16 and ResNet-50 224 px step bf16 against byol_torch.py (5 timed
+# steps after 2), then time to accuracy against byol_cifar_torch.py at a 2-minute budget each.
+#
+# The first step of each `byol` process is reported apart (compilation and autotune); CubeCL
+# keeps the tuned choices and compiled kernels in BYOL_GPU_CACHE (default ~/.cache/byol/cubecl),
+# so a second run on the same machine does not pay them again. The table's first line says
+# whether the binary has burn's autotune and fusion.
 #
 # Builds nothing. It runs a `byol` built elsewhere (BYOL_BIN; else dist/byol-cuda.xz from
 # bench/pack-cuda.sh; else target/release/byol) and needs on the GPU machine only what
@@ -34,6 +44,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  LIMIT=${LIMIT:-480}
+  STEPS=${STEPS:-5}
+  WARM=${WARM:-2}
+fi
 LIMIT=${LIMIT:-570}
 PY=${PYTHON:-python3}
 BACKEND=${BACKEND:-cuda}
@@ -78,8 +94,11 @@ run_part() {
     kill "$sampler" 2>/dev/null
     echo "{\"label\": \"$mem\", \"peak_mib\": $(sort -n "$OUT/mem-$mem.txt" | tail -1), \"before_mib\": $base}" >> "$OUT/memory.jsonl"
   fi
+  table
   return 0
 }
+# table: the table of what has been measured so far, into OUT/table.md.
+table() { "$PY" bench/gpu-table.py "$OUT" "$GPU" "$TTA_S" > "$OUT/table.md" 2>> "$OUT/table.err" || true; }
 
 BYOL=${BYOL_BIN:-}
 if [ -z "$BYOL" ] && [ -f dist/byol-cuda.xz ] && [ "$BACKEND" = cuda ]; then
@@ -102,15 +121,16 @@ batch_of() { case $1 in r18c32) echo "${BATCH_R18:-512}" ;; r50i224) echo "${BAT
 
 # 1. The training step.
 [ -n "$CONFIGS" ] && run_part "reference step" 60 150 - "$PY" "$REF_DIR/byol_torch.py" --configs "$CONFIGS" --steps "$STEPS" --warm "$WARM" > "$OUT/ref.jsonl"
+precisions_of() { if [ "$QUICK" = 1 ] && [ "$1" = r50i224 ]; then echo bf16; else echo f32 bf16; fi; }
 for cfg in ${CONFIGS//,/ }; do
-  for prec in f32 bf16; do
+  for prec in $(precisions_of "$cfg"); do
     run_part "ours $cfg $prec" 30 "${STEP_TIMEOUT:-100}" "$cfg-$prec" \
       "$BYOL" bench step --arch "$cfg" --backend "$BACKEND" --precision "$prec" --batch "$(batch_of "$cfg")" --steps "$STEPS" --warmup "$WARM" >> "$OUT/ours.jsonl"
   done
 done
 
 # 2. The view pipeline.
-run_part "view pipeline" 20 60 - "$BYOL" bench augment --backend "$BACKEND" --sizes 32,224 --batch 256 > "$OUT/augment.jsonl"
+[ "$QUICK" = 1 ] || run_part "view pipeline" 20 60 - "$BYOL" bench augment --backend "$BACKEND" --sizes 32,224 --batch 256 > "$OUT/augment.jsonl"
 
 # 3. Time to accuracy.
 DATA=${DATA:-}
@@ -137,7 +157,9 @@ fi
 
 # 5. Data parallel over every GPU of the machine.
 NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-if [ "${NGPU:-0}" -gt 1 ] && [ -n "$DATA" ]; then
+if [ "$QUICK" = 1 ]; then
+  :
+elif [ "${NGPU:-0}" -gt 1 ] && [ -n "$DATA" ]; then
   DP_BATCH=${DP_BATCH:-512}
   DP_STEPS=${DP_STEPS:-30}
   ALL=$(seq -s, -f 'cuda:%g' 0 $((NGPU - 1)))
@@ -155,4 +177,5 @@ else
 fi
 
 echo "finished in $((SECONDS - START)) s of $LIMIT" >&2
-"$PY" bench/gpu-table.py "$OUT" "$GPU" "$TTA_S"
+table
+cat "$OUT/table.md"

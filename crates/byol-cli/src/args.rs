@@ -191,7 +191,8 @@ pub struct BenchStepArgs {
     /// Timed steps (median reported).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// Untimed steps first.
+    /// Untimed steps first, at least 1: the first (reported apart as `first_step_s`) compiles the
+    /// kernels and, on a GPU, runs autotune unless the cache has its choices.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
     /// Compute type of the encoders (bf16 / f16: mixed precision, the rest in f32).

@@ -51,13 +51,35 @@ fn pretrain_resume_and_knn_on_wgpu() {
     assert!(out.contains("top-1"), "{out}");
 }
 
+/// `bench step` on the GPU path says it was built with burn's autotune and fusion, times the first
+/// step (compilation and tuning) apart, and leaves CubeCL's kernel and autotune cache where
+/// `BYOL_GPU_CACHE` points, so that the next process finds it.
 #[test]
 fn bench_step_and_augment_on_wgpu() {
-    let (ok, out, err) = byol(&["bench", "step", "--backend", "wgpu", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--warmup", "0"]);
-    assert!(ok, "{err}");
-    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
-    assert_eq!(line["device"], "wgpu", "{out}");
-    assert!(line["loss"].as_f64().is_some_and(f64::is_finite), "{out}");
+    let cache = std::env::temp_dir().join(format!("byol-gpu-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol"))
+        .args(["bench", "step", "--backend", "wgpu", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--warmup", "0"])
+        .env("BYOL_GPU_CACHE", &cache)
+        .output()
+        .expect("run byol");
+    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{err}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(line["device"], "wgpu", "{stdout}");
+    assert!(line["loss"].as_f64().is_some_and(f64::is_finite), "{stdout}");
+    assert_eq!((&line["autotune"], &line["fusion"]), (&true.into(), &true.into()), "{stdout}");
+    assert!(line["first_step_s"].as_f64().is_some_and(|s| s > 0.0), "{stdout}");
+    // CubeCL's database (SQLite, with its write-ahead log) names each cache by a namespace kept
+    // as plain text: the convolutions' autotune results and the fused kernels' tuners are there
+    // only when burn's autotune and fusion ran in this process.
+    let files: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "db")), "no CubeCL database in {} after a GPU run: {files:?}", cache.display());
+    let bytes: Vec<u8> = files.iter().flat_map(|f| std::fs::read(f).unwrap_or_default()).collect();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("kernel-conv-forward-tune"), "no tuned convolution in the cache: autotune did not run");
+    assert!(has("burn_cubecl_fusion-optim"), "no fused kernel in the cache: fusion did not run");
+    let _ = std::fs::remove_dir_all(&cache);
     // WGSL has no bf16: a clear error naming the field, not a panic in a kernel.
     let (ok, _, err) = byol(&["bench", "step", "--backend", "wgpu", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--precision", "bf16"]);
     assert!(!ok && err.contains("train.precision") && err.contains("bfloat16"), "{err}");

@@ -98,6 +98,7 @@ fn wgpu_device() -> Result<Device> {
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, needs: &str) -> Result<Device> {
     use burn::tensor::Tensor;
+    use_gpu_cache();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
@@ -112,6 +113,80 @@ fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, nee
     })
 }
 
+/// What this binary's GPU backends were built with (`byol bench step` and `run.json` record it,
+/// `bench/gpu.sh` prints it above its table). `autotune` and `fusion` come with the `cuda` and
+/// `wgpu` features (`gpu-fast-path` in crates/byol/Cargo.toml); `.ci/run` checks with
+/// `cargo tree` that burn's CubeCL backend really receives them (bench/check-gpu-features.sh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GpuBuild {
+    /// The GPU backends compiled in (`cuda`, `wgpu`), empty for a CPU-only build.
+    pub backends: Vec<&'static str>,
+    /// burn's `autotune`: each convolution and matmul times its kernel variants on the device
+    /// once per shape and keeps the fastest (without it every convolution runs the direct kernel).
+    pub autotune: bool,
+    /// burn's `fusion`: element-wise chains (BatchNorm, ReLU, residual add) fused into one kernel.
+    pub fusion: bool,
+    /// Where the tuned choices and compiled kernels are kept between processes, if anywhere.
+    pub cache: Option<std::path::PathBuf>,
+}
+
+/// The GPU side of this build (see [`GpuBuild`]).
+pub fn gpu_build() -> GpuBuild {
+    let gpu = cfg!(any(feature = "cuda", feature = "wgpu"));
+    let mut backends = Vec::new();
+    if cfg!(feature = "cuda") {
+        backends.push("cuda");
+    }
+    if cfg!(feature = "wgpu") {
+        backends.push("wgpu");
+    }
+    GpuBuild { backends, autotune: gpu, fusion: gpu, cache: gpu.then(gpu_cache_dir) }
+}
+
+/// The folder CubeCL keeps its environment in for a GPU run of `byol`: the autotune results
+/// (which kernel won for each shape) and the compiled kernels, one database file shared safely
+/// by concurrent processes (SQLite-style WAL), so a second run on the same GPU neither tunes nor
+/// compiles again. `BYOL_GPU_CACHE` if set; else `$XDG_CACHE_HOME/byol/cubecl`; else
+/// `~/.cache/byol/cubecl`; else a folder in the temporary directory. Deleting it costs one
+/// tuning run. A `cubecl.toml` (or `[cubecl]` in `burn.toml`) in the working directory or above
+/// that sets `[environment] path` to something other than CubeCL's default keeps its own place.
+pub fn gpu_cache_dir() -> std::path::PathBuf {
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`gpu_cache_dir`] with the environment as a function, for the test.
+fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> std::path::PathBuf {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    if let Some(dir) = var("BYOL_GPU_CACHE") {
+        return dir;
+    }
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("byol").join("cubecl"))
+        .unwrap_or_else(|| std::env::temp_dir().join("byol-cubecl"))
+}
+
+/// Point CubeCL's environment at [`gpu_cache_dir`] before the first GPU device is made. CubeCL's
+/// own default is the `target/` folder of whichever Cargo workspace the working directory is in,
+/// else the user cache: a cache that moves with the directory a run is started from.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn use_gpu_cache() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if matches!(config.environment.path, CacheConfig::Target) {
+            config.environment.path = CacheConfig::Directory(gpu_cache_dir());
+        }
+        let dir = config.environment.path.root();
+        if CubeClRuntimeConfig::try_set(config) {
+            tracing::debug!("GPU kernel and autotune cache: {}", dir.display());
+        } else {
+            tracing::debug!("CubeCL was configured before the first device; its cache stays where it was set");
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +197,20 @@ mod tests {
     fn a_backend_not_built_in_is_a_clear_error() {
         let e = BackendKind::Wgpu.device().err().expect("not built in").to_string();
         assert!(e.contains("`wgpu` feature") && e.contains("--features wgpu"), "{e}");
+    }
+
+    /// `BYOL_GPU_CACHE` wins; else the user cache folder (`XDG_CACHE_HOME`, else `~/.cache`);
+    /// an empty variable counts as unset.
+    #[test]
+    fn the_gpu_cache_follows_the_environment() {
+        use std::path::Path;
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into())
+        };
+        let dir = |vars| cache_dir_from(env(vars));
+        assert_eq!(dir(&[("BYOL_GPU_CACHE", "/y"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/y"));
+        assert_eq!(dir(&[("BYOL_GPU_CACHE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/x/byol/cubecl"));
+        assert_eq!(dir(&[("HOME", "/h")]), Path::new("/h/.cache/byol/cubecl"));
+        assert_eq!(dir(&[]), std::env::temp_dir().join("byol-cubecl"));
     }
 }

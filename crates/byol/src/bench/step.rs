@@ -78,12 +78,20 @@ pub struct StepBench {
     pub dtype: String,
     pub step_ms_median: f64,
     pub samples_per_s: f64,
+    /// The first step alone, seconds: on a GPU it compiles every kernel and (with autotune) times
+    /// the variants of each convolution and matmul, unless the cache already has them
+    /// ([`crate::backend::gpu_cache_dir`]).
+    pub first_step_s: f64,
+    /// The other warm-up steps together, seconds.
     pub warmup_s: f64,
     pub loss: f64,
     /// Peak memory, GiB: on `flex` the process's peak resident memory; on a GPU backend what
     /// the device allocator holds after the steps (its pools keep the pages of the peak).
     pub peak_mem_gib: Option<f64>,
     pub threads: usize,
+    /// burn's autotune and fusion in this build (GPU backends only; false on `flex`).
+    pub autotune: bool,
+    pub fusion: bool,
 }
 
 /// Peak resident set size of this process in GiB (Linux), if known.
@@ -96,8 +104,9 @@ fn peak_rss_gib() -> Option<f64> {
 /// Time `steps` training steps after `warmup` untimed ones.
 pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> crate::Result<StepBench> {
     let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
+    let (build, gpu) = (crate::backend::gpu_build(), cfg.backend != crate::backend::BackendKind::Flex);
     cfg.train.precision.check(device)?;
-    let mut state = TrainState::init(cfg, device);
+    let state = TrainState::init(cfg, device);
     let precision = cfg.train.precision;
     let xs: Vec<Tensor<4>> = (0..4).map(|_| precision.cast(Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))).collect();
     let lr = crate::optim::schedule::peak_lr(cfg.optim.base_lr, b);
@@ -107,11 +116,13 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         Ok((next, f64::from(m.loss.into_scalar::<f32>()))) // reading the loss waits for the device
     };
     let t0 = Instant::now();
-    let mut loss = f64::NAN;
-    for i in 0..warmup {
+    let (mut state, mut loss) = run(0, state)?;
+    let first_step_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for i in 1..warmup.max(1) {
         (state, loss) = run(i, state)?;
     }
-    let warmup_s = t0.elapsed().as_secs_f64();
+    let warmup_s = t1.elapsed().as_secs_f64();
     let mut times = Vec::with_capacity(steps);
     for i in 0..steps.max(1) {
         let t = Instant::now();
@@ -127,6 +138,7 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         dtype: precision.name().into(),
         step_ms_median: (med * 1e6).round() / 1e3,
         samples_per_s: (b as f64 / med * 10.0).round() / 10.0,
+        first_step_s: (first_step_s * 100.0).round() / 100.0,
         warmup_s: (warmup_s * 10.0).round() / 10.0,
         loss,
         peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex {
@@ -135,6 +147,8 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
             device.memory_pool_usage().map(|u| (u.bytes_reserved as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0)
         },
         threads: rayon::current_num_threads(),
+        autotune: gpu && build.autotune,
+        fusion: gpu && build.fusion,
     })
 }
 
