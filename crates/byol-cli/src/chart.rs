@@ -43,6 +43,25 @@ fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     Some((lo - pad, hi + pad))
 }
 
+/// The corner of a panel (x from 0 to `x1`, y over `y`) that the fewest points fall in, for
+/// the legend: a third of the width by a third of the height.
+fn emptiest_corner(series: &[(String, Vec<(f64, f64)>)], x1: f64, y: (f64, f64)) -> SeriesLabelPosition {
+    let points = || series.iter().flat_map(|s| s.1.iter());
+    let count = |right: bool, top: bool| {
+        points()
+            .filter(|p| if right { p.0 > 2.0 * x1 / 3.0 } else { p.0 < x1 / 3.0 })
+            .filter(|p| if top { p.1 > y.1 - (y.1 - y.0) / 3.0 } else { p.1 < y.0 + (y.1 - y.0) / 3.0 })
+            .count()
+    };
+    let corners = [
+        (SeriesLabelPosition::UpperRight, count(true, true)),
+        (SeriesLabelPosition::UpperLeft, count(false, true)),
+        (SeriesLabelPosition::LowerRight, count(true, false)),
+        (SeriesLabelPosition::LowerLeft, count(false, false)),
+    ];
+    corners.into_iter().min_by_key(|c| c.1).map(|c| c.0).expect("four corners")
+}
+
 /// One line panel: `series` are (label, points); the legend shows the labels when there are
 /// several.
 fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
@@ -55,7 +74,7 @@ fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc:
         .margin(8)
         .x_label_area_size(36)
         .y_label_area_size(62)
-        .build_cartesian_2d(0.0..x1, y0..y1)
+        .build_cartesian_2d(0.0..1.03 * x1, y0..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -71,7 +90,8 @@ fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc:
         .map_err(err)?;
     for (i, (label, points)) in series.iter().enumerate() {
         let c = colour(i);
-        if points.len() == 1 {
+        if points.len() <= 25 {
+            // Sparse measurements (evaluations, epochs) get a marker each: a lone point, or several at one step, stay visible.
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, c.filled()))).map_err(err)?;
         }
         let s = chart.draw_series(LineSeries::new(points.iter().copied().filter(|p| p.1.is_finite()), c.stroke_width(2))).map_err(err)?;
@@ -82,7 +102,7 @@ fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc:
     if series.len() > 1 {
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(emptiest_corner(series, x1, (y0, y1)))
             .label_font((FONT, 13))
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
@@ -93,41 +113,38 @@ fn line_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc:
 }
 
 /// The curves of a run directory: training loss, learning rate, τ and the projections' std per
-/// step (`metrics.jsonl`), kNN top-1 per evaluation (`evals.jsonl`, when there is one).
+/// step (`metrics.jsonl`), kNN top-1 per evaluation (`evals.jsonl`) beside the random-init
+/// encoder's as a flat reference line (`eval.json`, when it was measured), and the online linear
+/// probe's test and training top-1 per epoch (`probe.jsonl`, when the probe ran).
 pub fn run_curves(run_dir: &Path, out: &Path) -> Result<()> {
+    use byol::train::run_dir::{read_evals, read_metrics, read_probes, read_report};
     register_font();
-    let path = run_dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cols: [Vec<(f64, f64)>; 4] = Default::default();
-    for (n, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{}: line {}", path.display(), n + 1))?;
-        let Some(step) = v["step"].as_f64() else { continue };
-        for (c, key) in cols.iter_mut().zip(["loss", "lr", "tau", "projection_std"]) {
-            if let Some(y) = v[key].as_f64() {
-                c.push((step, y));
-            }
-        }
+    let metrics = read_metrics(run_dir)?;
+    let col = |f: fn(&byol::train::StepLog) -> f64| metrics.iter().map(|m| (m.step as f64, f(m))).collect::<Vec<_>>();
+    let (loss, lr, tau, std) = (col(|m| m.loss), col(|m| m.lr), col(|m| m.tau), col(|m| m.projection_std));
+    let knn: Vec<(f64, f64)> = read_evals(run_dir)?.iter().map(|e| (e.step as f64, 100.0 * e.knn.top1)).collect();
+    let mut knn_series = vec![("trained encoder".to_string(), knn.clone())];
+    if let Some(r) = read_report(run_dir)?.and_then(|r| r.random_init_knn) {
+        let last = knn.iter().chain(&loss).map(|p| p.0).fold(1.0, f64::max);
+        knn_series.push(("random-init encoder".to_string(), vec![(0.0, 100.0 * r.top1), (last, 100.0 * r.top1)]));
     }
-    let mut knn = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(run_dir.join("evals.jsonl")) {
-        for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                if let (Some(s), Some(t)) = (v["step"].as_f64(), v["knn"]["top1"].as_f64()) {
-                    knn.push((s, 100.0 * t));
-                }
-            }
-        }
-    }
+    let probes = read_probes(run_dir)?;
+    let probe_series = vec![
+        ("test split".to_string(), probes.iter().map(|p| (p.step as f64, 100.0 * p.test_top1)).collect()),
+        ("training views".to_string(), probes.iter().map(|p| (p.step as f64, 100.0 * p.train_top1)).collect()),
+    ];
     let root = BitMapBackend::new(out, (1200, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let panels = root.split_evenly((2, 3));
-    let [loss, lr, tau, std] = cols;
     let one = |label: &str, p: Vec<(f64, f64)>| vec![(label.to_string(), p)];
     line_panel(&panels[0], "training loss", "step", "loss", &one("loss", loss))?;
-    line_panel(&panels[1], "kNN top-1 (test set)", "step", "top-1 %", &one("kNN", knn))?;
+    line_panel(&panels[1], "kNN top-1 (test set)", "step", "top-1 %", &knn_series)?;
     line_panel(&panels[2], "projection std (collapse → 0)", "step", "std", &one("std", std))?;
     line_panel(&panels[3], "learning rate", "step", "lr", &one("lr", lr))?;
     line_panel(&panels[4], "target decay rate τ", "step", "τ", &one("tau", tau))?;
+    if !probes.is_empty() {
+        line_panel(&panels[5], "online linear probe top-1 (a monitor)", "step", "top-1 %", &probe_series)?;
+    }
     root.present().map_err(err)?;
     Ok(())
 }

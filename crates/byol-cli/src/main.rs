@@ -80,9 +80,11 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
         }
     };
     eprintln!("run directory: {}", run_dir.display());
+    // Held until the charts are drawn: no other process writes this directory meanwhile.
+    let run = byol::train::RunDir::lock(&run_dir)?;
     let mut bar = Bar::new();
     let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps, time_budget_s: args.time_budget };
-    let report = byol::train::pretrain(&cfg, &run_dir, &opts, &mut bar).with_context(|| format!("pre-training in {}", run_dir.display()))?;
+    let report = byol::train::pretrain_in(&cfg, &run, &opts, &mut bar).with_context(|| format!("pre-training in {}", run_dir.display()))?;
     bar.pb.finish_and_clear();
     println!(
         "pre-trained {} steps on {} images in {:.0} s, {:.0} s of them training{} (final loss {:.4})",
@@ -106,7 +108,7 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     if let Some(p) = report.online_linear_top1 {
         println!("online linear probe on {} test images: top-1 {:6.2}% (a monitor; `byol eval linear` is the protocol)", report.test_images, 100.0 * p);
     }
-    let png = run_dir.join("curves.png");
+    let png = run.file(byol::train::run_dir::CURVES);
     chart::run_curves(&run_dir, &png).with_context(|| format!("writing {}", png.display()))?;
     println!("checkpoint, metrics.jsonl, eval.json and curves.png in {}", run_dir.display());
     Ok(())

@@ -27,6 +27,23 @@ fn bad_config_is_rejected_naming_the_field() {
     assert!(err.contains("no-such-preset") && err.contains("presets"), "{err}");
 }
 
+/// A run that fails before its first step (here: its data folder does not exist) leaves no run
+/// directory behind; one that existed before is left as it was.
+#[test]
+fn a_run_that_cannot_start_leaves_no_run_directory() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-nostart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let (ok, _, err) = byol(&["pretrain", "--run-dir", d, "--data", "/nonexistent/images"]);
+    assert!(!ok && err.contains("/nonexistent/images"), "{err}");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, _, err) = byol(&["pretrain", "--run-dir", d, "--data", "/nonexistent/images"]);
+    assert!(!ok, "{err}");
+    assert!(dir.exists(), "a directory the user made was removed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn pretrain_then_resume_then_eval_knn() {
     let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));
@@ -44,6 +61,12 @@ fn pretrain_then_resume_then_eval_knn() {
     let png = image::open(dir.join("curves.png")).expect("curves.png is a PNG").to_rgb8();
     assert_eq!(png.dimensions(), (1200, 720));
     assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "curves.png is nearly blank");
+    // Resuming the finished run says so and leaves its report and evaluations as they were.
+    let recorded = ["eval.json", "evals.jsonl", "metrics.jsonl"].map(|f| std::fs::read(dir.join(f)).unwrap());
+    let (ok, out, err) = byol(&["pretrain", "--resume", d, "--no-baseline"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("is finished (step 10)") && out.contains("random-init"), "{out}\n{err}");
+    assert_eq!(["eval.json", "evals.jsonl", "metrics.jsonl"].map(|f| std::fs::read(dir.join(f)).unwrap()), recorded);
     let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", d, "--k", "3"]);
     assert!(ok, "{err}");
     assert!(out.contains("top-1"), "{out}");

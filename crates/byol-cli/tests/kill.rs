@@ -58,13 +58,37 @@ fn check_all(dir: &Path) -> Option<u64> {
     all.first().map(|c| c.0)
 }
 
+/// While the run of process `pid` writes `dir` (from its first checkpoint on), a second
+/// `pretrain` into it and a `--resume` of it both fail at once, naming the directory and `pid`.
+fn refuse_second_writers(dir: &Path, pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while check_all(dir).is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint in {} after 60 s", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for resume in [false, true] {
+        let started = Instant::now();
+        let out = spawn(dir, resume).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second writer (resume: {resume}) ran: {err}");
+        assert!(err.contains(&format!("{} is in use by process {pid}", dir.display())), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the refusal took {:?}", started.elapsed());
+    }
+}
+
+/// The run also serves as the test of the run directory's lock: a second writer is refused while
+/// it runs, and the run that was not disturbed is the reference the killed one must match.
 #[test]
 fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result() {
     let base = std::env::temp_dir().join(format!("byol-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let (reference, killed) = (base.join("reference"), base.join("killed"));
-    let out = spawn(&reference, false).wait_with_output().unwrap();
+    let first = spawn(&reference, false);
+    refuse_second_writers(&reference, first.id());
+    let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<u64> = byol::train::run_dir::read_metrics(&reference).unwrap().iter().map(|m| m.step).collect();
+    assert_eq!(steps, (1..=STEPS).collect::<Vec<_>>(), "metrics.jsonl of the run that a second writer tried to join");
 
     let mut lcg = 0x2545_F491_4F6C_DD1Du64;
     let mut next = |lo: u64, hi: u64| {
@@ -141,6 +165,9 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result() {
         let all = files.iter().flat_map(|f| byol::events::read_scalars(f).unwrap().0);
         all.filter(|e| e.tag == "train/loss").map(|e| (e.step, e.value)).collect()
     };
+    // So is metrics.jsonl: a resume drops what a killed process logged after its checkpoint.
+    let steps = |dir: &Path| byol::train::run_dir::read_metrics(dir).unwrap().iter().map(|m| (m.step, m.loss)).collect::<Vec<_>>();
+    assert_eq!(steps(&killed), steps(&reference), "metrics.jsonl of the interrupted run");
     let (want, got) = (curve(&reference), curve(&killed));
     assert_eq!(want.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=STEPS).collect::<Vec<_>>());
     assert_eq!(got, want, "event files of the interrupted run");

@@ -5,7 +5,7 @@
 //! one that was interrupted resumes from its last checkpoint.
 
 use crate::workflow::Settings;
-use crate::train::{Observer, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain, random_init_encoder};
+use crate::train::{Observer, RunDir, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain_in, random_init_encoder};
 use crate::{Error, Result, data};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -171,19 +171,10 @@ pub fn summarise(runs: &[Row]) -> Vec<Summary> {
         .collect()
 }
 
-fn read_metrics(dir: &Path) -> (Vec<(u64, f64)>, Option<f64>) {
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap_or_default();
-    let mut losses = Vec::new();
-    let mut std = None;
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if let (Some(s), Some(l)) = (v["step"].as_u64(), v["loss"].as_f64()) {
-                losses.push((s, l));
-            }
-            std = v["projection_std"].as_f64().or(std);
-        }
-    }
-    (losses, std)
+/// The logged losses (step, loss) and the last projection std of the run in `dir`.
+fn losses_of(dir: &Path) -> Result<(Vec<(u64, f64)>, Option<f64>)> {
+    let metrics = crate::train::run_dir::read_metrics(dir)?;
+    Ok((metrics.iter().map(|m| (m.step, m.loss)).collect(), metrics.last().map(|m| m.projection_std)))
 }
 
 /// Where the run of `variant` at `seed` lives in an ablation directory.
@@ -205,7 +196,9 @@ pub struct AblationOptions {
 /// `ablation.json` into `dir` after each run. A run whose row is recorded with the same
 /// resolved config is read back, not rerun; one recorded with another config is an error.
 pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Held to the end: one `byol ablate` at a time writes the tables of `dir`; each run's own
+    // directory is held while it runs.
+    let _ablation = RunDir::lock(dir)?;
     let seeds = if options.seeds.is_empty() { vec![settings.resolve(base)?.seed] } else { options.seeds.clone() };
     // Resolve every run's config first, so that a bad one fails before any training.
     let mut plan = Vec::new();
@@ -245,6 +238,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         }
         obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
         let started = Instant::now();
+        let run = RunDir::lock(&vdir)?;
         let device = cfg.backend.device()?;
         let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
         let (encoder, steps, knn, splits) = if v.random_init {
@@ -254,7 +248,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             (encoder, 0, knn, Some(splits))
         } else {
             let resume = !checkpoint::list(&vdir).is_empty();
-            let report = pretrain(&cfg, &vdir, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
+            let report = pretrain_in(&cfg, &run, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
             let knn = report.knn.ok_or_else(|| Error::data(&vdir, "the run ended without an evaluation"))?;
             let (loaded, _) = checkpoint::read_latest(&vdir)?;
             let encoder = loaded.online(&device)?.encoder;
@@ -270,7 +264,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         } else {
             None
         };
-        let (losses, projection_std) = read_metrics(&vdir);
+        let (losses, projection_std) = losses_of(&vdir)?;
         let row = Row {
             name: v.name.clone(),
             seed,
@@ -288,8 +282,8 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             losses,
             config: resolved,
         };
-        std::fs::create_dir_all(&vdir).map_err(|e| Error::io(&vdir, e))?;
         crate::io::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;
+        drop(run);
         runs.push(row);
         write_reports(dir, &Ablation { base: base.to_string(), settings: described.clone(), summary: summarise(&runs), runs: runs.clone() })?;
     }

@@ -34,6 +34,9 @@ pub enum Error {
     /// A replica of a data-parallel run failed (the others stop with it).
     #[error("replica {rank} failed: {message}")]
     Replica { rank: usize, message: String },
+    /// Another process holds the run directory (`train::RunDir`).
+    #[error("run directory {path} is in use by {holder}; wait for it to end, or choose another --run-dir")]
+    RunLocked { path: PathBuf, holder: String },
     /// Any I/O error, with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -2,6 +2,7 @@
 //! most SSL libraries): cosine similarity on L2-normalised features, the k most similar training
 //! features vote for their class with weight exp(sim/T).
 
+use super::Features;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -55,7 +56,7 @@ impl KnnConfig {
 }
 
 /// Accuracy of a kNN classification.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnnResult {
     pub top1: f64,
     pub top5: f64,
@@ -70,18 +71,10 @@ fn normalize_rows(x: &mut [f32], dim: usize) {
 
 /// Classify `test` ([M, D]) by its `k` nearest `train` ([N, D]) features. Similarities are
 /// computed on `device` in chunks of test rows.
-#[allow(clippy::too_many_arguments)]
-pub fn knn_classify(
-    train: &[f32],
-    train_labels: &[usize],
-    test: &[f32],
-    test_labels: &[usize],
-    dim: usize,
-    num_classes: usize,
-    k: usize,
-    temperature: f64,
-    device: &Device,
-) -> KnnResult {
+pub fn knn_classify(train: &Features, test: &Features, num_classes: usize, k: usize, temperature: f64, device: &Device) -> KnnResult {
+    assert_eq!(train.dim, test.dim, "train and test features of different sizes");
+    let (dim, train_labels, test_labels) = (train.dim, &train.labels[..], &test.labels[..]);
+    let (train, test) = (&train.values[..], &test.values[..]);
     let (n, m) = (train_labels.len(), test_labels.len());
     assert_eq!(train.len(), n * dim);
     assert_eq!(test.len(), m * dim);
@@ -125,6 +118,10 @@ pub fn knn_classify(
 mod tests {
     use super::*;
 
+    fn features(values: &[f32], labels: &[usize]) -> Features {
+        Features { values: values.to_vec(), labels: labels.to_vec(), dim: 2 }
+    }
+
     #[test]
     fn hand_built_features_give_the_known_answer() {
         // Training features on the unit circle: class 0 near angle 0, class 1 near π/2, class 2
@@ -136,10 +133,10 @@ mod tests {
         // class 1's (1.5) than class 0's (0.1) only with k=1, but k=3 with the weights picks:
         // neighbours 1.5 (sim cos 0.7), 0.1 (cos 0.7)… computed below.
         let test: Vec<f32> = [0.05f32, 1.55, 2.9].iter().flat_map(|&a| ang(a).map(|v| v * 3.0)).collect();
-        let r = knn_classify(&train, &labels, &test, &[0, 1, 2], 2, 3, 3, 0.1, &Device::flex());
+        let r = knn_classify(&features(&train, &labels), &features(&test, &[0, 1, 2]), 3, 3, 0.1, &Device::flex());
         assert_eq!(r.top1, 1.0);
         // Wrong labels for the same points: top-1 is 0, top-5 (3 classes) is 1.
-        let r = knn_classify(&train, &labels, &test, &[1, 2, 0], 2, 3, 3, 0.1, &Device::flex());
+        let r = knn_classify(&features(&train, &labels), &features(&test, &[1, 2, 0]), 3, 3, 0.1, &Device::flex());
         assert_eq!(r.top1, 0.0);
         assert_eq!(r.top5, 1.0);
     }
@@ -152,7 +149,7 @@ mod tests {
         let train = vec![1.0, 0.0, 0.5, 0.75f32.sqrt(), 0.5, -(0.75f32.sqrt())];
         let labels = [0, 1, 1];
         let test = vec![1.0, 0.0];
-        assert_eq!(knn_classify(&train, &labels, &test, &[0], 2, 2, 3, 0.1, &Device::flex()).top1, 1.0);
-        assert_eq!(knn_classify(&train, &labels, &test, &[1], 2, 2, 3, 10.0, &Device::flex()).top1, 1.0);
+        assert_eq!(knn_classify(&features(&train, &labels), &features(&test, &[0]), 2, 3, 0.1, &Device::flex()).top1, 1.0);
+        assert_eq!(knn_classify(&features(&train, &labels), &features(&test, &[1]), 2, 3, 10.0, &Device::flex()).top1, 1.0);
     }
 }

@@ -37,7 +37,7 @@ pub fn indexed_features_of(
 pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
     let (tr, te) = features_of(encoder, cfg, train, test, device)?;
     let k = &cfg.eval.knn;
-    Ok(knn_classify(&tr.values, &tr.labels, &te.values, &te.labels, tr.dim, train.classes.len(), k.k, k.temperature, device))
+    Ok(knn_classify(&tr, &te, train.classes.len(), k.k, k.temperature, device))
 }
 
 /// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).

@@ -3,14 +3,19 @@
 pub mod checkpoint;
 pub mod config;
 mod evaluate;
+mod monitor;
 mod parallel;
 mod pretrain;
 pub mod queue;
+mod report;
+pub mod run_dir;
 mod state;
 mod step;
 
 pub use evaluate::{features_of, indexed_features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
-pub use pretrain::{EvalReport, Observer, PretrainReport, ProbeReport, RunOptions, StepLog, pretrain};
+pub use pretrain::{RunOptions, pretrain, pretrain_in};
+pub use report::{EvalReport, Observer, PretrainReport, ProbeReport, StepLog};
+pub use run_dir::RunDir;
 pub use config::{OnNonFinite, TrainConfig};
 pub use queue::Queue;
 pub use state::TrainState;
