@@ -315,11 +315,11 @@ fn bench_decode(args: BenchDecodeArgs) -> Result<()> {
             (byol::data::imagefolder::load_folder(&root, false, None, 0, 0, 100_000_000)?, None)
         }
     };
-    let mut aug = byol::augment::AugmentConfig::default();
-    aug.interpolation = match args.interpolation {
+    let interpolation = match args.interpolation {
         Interp::Bilinear => byol::augment::Interpolation::Bilinear,
         Interp::Bicubic => byol::augment::Interpolation::Bicubic,
     };
+    let aug = byol::augment::AugmentConfig { interpolation, ..Default::default() };
     let r = byol::bench::bench_decode(set, &aug, args.size, args.threads, args.passes, args.batch, buffer)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())

@@ -172,7 +172,7 @@ fn relu_f(v: f32) -> f32 {
 }
 
 /// out = relu?(x·a + b + r?) per channel, a = γ/σ, b = β − μ·a.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "the batch norm's statistics and parameters, each a slice per channel, and the fused residual and ReLU: a struct would be built for this one call")]
 fn affine(
     x: &FlexTensor,
     d: Dims,

@@ -12,7 +12,7 @@
 /// bounds of an allocation that nothing else reads or writes, and hold initialised values when
 /// `accumulate` (without it `dst` is only written, so it may be uninitialised); and `dst` must
 /// not overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, three strided operands and two flags, as `gemm::gemm` takes them")]
 pub unsafe fn matmul(
     m: usize,
     n: usize,

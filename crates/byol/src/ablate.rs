@@ -171,11 +171,6 @@ pub fn summarise(runs: &[Row]) -> Vec<Summary> {
         .collect()
 }
 
-/// The logged losses (step, loss) and the last projection std of the run in `dir`.
-fn losses_of(dir: &Path) -> Result<(Vec<(u64, f64)>, Option<f64>)> {
-    let metrics = crate::train::run_dir::read_metrics(dir)?;
-    Ok((metrics.iter().map(|m| (m.step, m.loss)).collect(), metrics.last().map(|m| m.projection_std)))
-}
 
 /// Where the run of `variant` at `seed` lives in an ablation directory.
 pub fn run_dir(dir: &Path, variant: &str, seed: u64) -> PathBuf {
@@ -217,23 +212,23 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         let label = format!("{} (seed {seed})", v.name);
         let row_path = vdir.join("ablation-row.json");
         let resolved = cfg.to_toml();
-        if let Ok(text) = std::fs::read_to_string(&row_path) {
-            if let Ok(row) = serde_json::from_str::<Row>(&text) {
-                if row.config != resolved || row.random_init != v.random_init {
-                    return Err(Error::data(
-                        &vdir,
-                        format!(
-                            "variant `{}` was run with another config or kind; its result would be stale. Remove {} to rerun it, or use another directory",
-                            v.name,
-                            vdir.display()
-                        ),
-                    ));
-                }
-                if !options.linear || row.linear_top1.is_some() {
-                    obs.on_message(&format!("{label}: already done ({:.2}% kNN), skipped", 100.0 * row.knn_top1));
-                    runs.push(row);
-                    continue;
-                }
+        if let Ok(text) = std::fs::read_to_string(&row_path)
+            && let Ok(row) = serde_json::from_str::<Row>(&text)
+        {
+            if row.config != resolved || row.random_init != v.random_init {
+                return Err(Error::data(
+                    &vdir,
+                    format!(
+                        "variant `{}` was run with another config or kind; its result would be stale. Remove {} to rerun it, or use another directory",
+                        v.name,
+                        vdir.display()
+                    ),
+                ));
+            }
+            if !options.linear || row.linear_top1.is_some() {
+                obs.on_message(&format!("{label}: already done ({:.2}% kNN), skipped", 100.0 * row.knn_top1));
+                runs.push(row);
+                continue;
             }
         }
         obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
@@ -264,7 +259,9 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         } else {
             None
         };
-        let (losses, projection_std) = losses_of(&vdir)?;
+        let metrics = crate::train::run_dir::read_metrics(&vdir)?;
+        let losses: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.loss)).collect();
+        let projection_std = metrics.last().map(|m| m.projection_std);
         let row = Row {
             name: v.name.clone(),
             seed,

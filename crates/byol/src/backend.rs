@@ -195,7 +195,7 @@ mod tests {
     #[test]
     #[cfg(not(feature = "wgpu"))]
     fn a_backend_not_built_in_is_a_clear_error() {
-        let e = BackendKind::Wgpu.device().err().expect("not built in").to_string();
+        let e = BackendKind::Wgpu.device().expect_err("not built in").to_string();
         assert!(e.contains("`wgpu` feature") && e.contains("--features wgpu"), "{e}");
     }
 

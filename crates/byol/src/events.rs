@@ -150,10 +150,13 @@ pub struct ScalarEvent {
     pub value: f32,
 }
 
+/// A record of an event file: its offset, and the range of its data.
+type Frame = (usize, std::ops::Range<usize>);
+
 /// The whole records at the start of `bytes` whose two CRCs check: (offset, data range) each,
 /// where they end, and why they end before `bytes` does when it is a CRC mismatch (a record cut
 /// short at the end, from a crash while appending, just ends them).
-fn frames(bytes: &[u8]) -> (Vec<(usize, std::ops::Range<usize>)>, usize, Option<String>) {
+fn frames(bytes: &[u8]) -> (Vec<Frame>, usize, Option<String>) {
     let (mut out, mut at) = (Vec::new(), 0usize);
     while at + 12 <= bytes.len() {
         let len_bytes = &bytes[at..at + 8];
@@ -243,7 +246,7 @@ mod tests {
     fn crc_is_tensorflows_masked_crc32c() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
         let c: u32 = 0xE306_9283;
-        assert_eq!(masked_crc(b"123456789"), ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8));
+        assert_eq!(masked_crc(b"123456789"), c.rotate_right(15).wrapping_add(0xa282_ead8));
     }
 
     #[test]

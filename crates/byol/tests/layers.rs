@@ -100,7 +100,7 @@ fn references(text: &str, module: &[String]) -> Vec<String> {
     let code: String = code.split_whitespace().collect::<Vec<_>>().join(" ").replace(":: ", "::").replace(" ::", "::").replace("{ ", "{");
     let mut out = Vec::new();
     let mut rest = code.as_str();
-    while let Some(i) = rest.find(|c| c == 'c' || c == 's') {
+    while let Some(i) = rest.find(['c', 's']) {
         let at = &rest[i..];
         let boundary = i == 0 || !rest[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':');
         let (prefix, tail) = if boundary && at.starts_with("crate::") {

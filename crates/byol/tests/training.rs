@@ -276,7 +276,7 @@ fn n_steps_equal_half_then_resume_then_half() {
     assert!(r.knn.is_none());
     // Resuming with a config that changes the trajectory is refused, naming the fields…
     let other = tiny(&["optim.base-lr=0.5", "augment.view2.solarize-prob=0.1"]);
-    let err = pretrain(&other, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).err().expect("refused").to_string();
+    let err = pretrain(&other, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).expect_err("refused").to_string();
     assert!(err.contains("optim.base-lr") && err.contains("augment.view2.solarize-prob") && err.contains("checkpoint"), "{err}");
     // …one that changes only logging is not.
     let r = pretrain(&tiny(&["train.log-every=1", "eval.knn.k=3"]), &half, &RunOptions { resume: true, max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
@@ -585,13 +585,13 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     assert_eq!(again.runs[3].knn_top1, b4);
     // After a change of the base config the recorded runs are stale: refused, not reported.
     let changed = Settings { set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]), epochs: Some(1), ..Default::default() };
-    let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).err().expect("stale rows refused").to_string();
+    let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).expect_err("stale rows refused").to_string();
     assert!(err.contains("random-init") && err.contains("another config"), "{err}");
     // So after a change of one variant's overrides.
     let mut edited = grid.clone();
     edited.variant.remove(0);
     edited.variant[1].set.push("objective.temperature=0.2".into());
-    let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet).err().expect("stale row refused").to_string();
+    let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet).expect_err("stale row refused").to_string();
     assert!(err.contains("simclr") && err.contains("another config"), "{err}");
 }
 
@@ -602,14 +602,14 @@ fn non_finite_loss_stops_or_skips_as_configured() {
     let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
     let diverging = ["optim.kind=\"sgd\"", "optim.base-lr=1e30", "train.epochs=6"];
     let dir = tmp("nan-stop");
-    let e = pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).err().expect("a diverging run fails");
+    let e = pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).expect_err("a diverging run fails");
     assert!(e.to_string().contains("non-finite loss at step"), "{e}");
     let diag: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("non-finite.json")).unwrap()).unwrap();
     assert!(diag["step"].as_u64().unwrap() >= 1);
     let mut with_skip = diverging.to_vec();
     with_skip.push("train.on-non-finite=\"skip\"");
     let dir = tmp("nan-skip");
-    let e = pretrain(&tiny(&with_skip), &dir, &opts, &mut Quiet).err().expect("gives up after 10 skips");
+    let e = pretrain(&tiny(&with_skip), &dir, &opts, &mut Quiet).expect_err("gives up after 10 skips");
     assert!(e.to_string().contains("10 consecutive steps"), "{e}");
     let skipped = std::fs::read_to_string(dir.join("skipped-steps.jsonl")).unwrap();
     assert_eq!(skipped.lines().count(), 10);

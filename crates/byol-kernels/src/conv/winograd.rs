@@ -54,6 +54,14 @@ unsafe impl Send for Shared {}
 // SAFETY: as for `Send`; no two tasks access the same element.
 unsafe impl Sync for Shared {}
 
+impl Shared {
+    /// The pointer. A closure that calls this captures the whole `Shared` (which is `Sync`),
+    /// not its raw-pointer field (which is not).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// y = x ⊛ w (3×3, stride 1, zero padding 1, no bias), row-major values.
 pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
     let per_img = s.h.div_ceil(2) * s.w.div_ceil(2);
@@ -199,7 +207,7 @@ fn chunks<T: Send + Sync>(par: bool, data: &mut [T], size: usize, f: impl Fn(usi
 }
 
 /// One group of `imgs` images: xg [imgs, C, H, W] → y [imgs, O, H, W].
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "the group's input, weights and output, its sizes, and two scratch buffers reused across groups")]
 fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, per_img: usize, s: Sizes, v: &mut Vec<f32>, m: &mut Vec<f32>, par: bool) {
     let t = imgs * per_img;
     let (img_in, img_out, hw) = (s.c * s.h * s.w, s.o * s.h * s.w, s.h * s.w);
@@ -217,7 +225,6 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, pe
     // M_ξν [O, T] = U_ξν [O, C] · V_ξν [C, T] for the 16 positions.
     let mp = Shared(m.as_mut_ptr());
     let product = |k: usize| {
-        let mp = mp;
         // SAFETY: position k writes only the k-th T-wide block of each row of M; the operands
         // are read-only slices of U and V that outlive the call.
         unsafe {
@@ -225,7 +232,7 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, pe
                 s.o,
                 t,
                 s.c,
-                (mp.0.add(k * t), 1, (P * t) as isize),
+                (mp.get().add(k * t), 1, (P * t) as isize),
                 (u.as_ptr().add(k * s.c), 1, (P * s.c) as isize),
                 (v.as_ptr().add(k * t), 1, (P * t) as isize),
                 false,
@@ -241,11 +248,10 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, pe
     // y [imgs][O][H][W] from M [O][16][T]: output channel o of every image of the group.
     let yp = Shared(y.as_mut_ptr().cast::<f32>());
     let out = |o: usize, mo: &mut [f32]| {
-        let yp = yp;
         let mut tmp = PLANE_SCRATCH.take();
         for i in 0..imgs {
             // SAFETY: plane (i, o) of the group's output, written by this call only.
-            let plane = unsafe { std::slice::from_raw_parts_mut(yp.0.add(i * img_out + o * hw).cast::<MaybeUninit<f32>>(), hw) };
+            let plane = unsafe { std::slice::from_raw_parts_mut(yp.get().add(i * img_out + o * hw).cast::<MaybeUninit<f32>>(), hw) };
             transform_output(mo, t, i * per_img, plane, s.h, s.w, &mut tmp);
         }
         PLANE_SCRATCH.set(tmp);

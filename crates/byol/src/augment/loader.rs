@@ -51,21 +51,11 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// Crop the two views of the images `order[pos·B .. (pos+1)·B]` and draw their parameters; finish
-/// them here too unless `on_device`.
-pub fn make_batch(
-    set: &ImageSet,
-    order: &[usize],
-    pos: usize,
-    batch: usize,
-    epoch: u64,
-    step: u64,
-    aug: &AugmentConfig,
-    size: usize,
-    seed: u64,
-    on_device: bool,
-) -> ViewBatch {
-    let views = crop_batch(batch, size, |j, out1, out2| {
+/// Crop the two views of the images `order[pos·B .. (pos+1)·B]` of `spec.set` and draw their
+/// parameters; finish them here too unless `spec.on_device`.
+pub fn make_batch(spec: &LoaderSpec, order: &[usize], pos: usize, epoch: u64, step: u64) -> ViewBatch {
+    let (set, batch) = (&spec.set, spec.batch);
+    let views = crop_batch(batch, spec.size, |j, out1, out2| {
         let mut slot = pos * batch + j;
         let mut failure = None;
         // An image that fails to decode is replaced by the next one in the order.
@@ -79,17 +69,18 @@ pub fn make_batch(
             }
         };
         let idx = order[slot % order.len()];
-        let (p1, p2) = crop_views_into(&img, idx, epoch, aug, size, seed, out1, out2);
+        let (p1, p2) = crop_views_into(&img, idx, epoch, spec, [out1, out2]);
         (p1, p2, failure, set.labels[idx])
     });
-    finish_batch(views, batch, step, aug, size, on_device)
+    finish_batch(views, batch, step, &spec.aug, spec.size, spec.on_device)
 }
 
-/// The two cropped views of image `idx` (CHW u8, written into `out1` and `out2`) and their
-/// parameters, drawn from (seed, epoch, idx).
-#[allow(clippy::too_many_arguments)]
-pub fn crop_views_into(img: &Rgb8, idx: usize, epoch: u64, aug: &AugmentConfig, size: usize, seed: u64, out1: &mut [u8], out2: &mut [u8]) -> (ViewParams, ViewParams) {
-    let mut r = rng(seed, Stream::Augment, &[epoch, idx as u64]);
+/// The two cropped views of image `idx` (CHW u8 of side `spec.size`, written into `out[0]` and
+/// `out[1]`) and their parameters, drawn from (`spec.seed`, epoch, idx).
+pub fn crop_views_into(img: &Rgb8, idx: usize, epoch: u64, spec: &LoaderSpec, out: [&mut [u8]; 2]) -> (ViewParams, ViewParams) {
+    let (aug, size) = (&spec.aug, spec.size);
+    let [out1, out2] = out;
+    let mut r = rng(spec.seed, Stream::Augment, &[epoch, idx as u64]);
     let p1 = sample_params(img.width, img.height, &aug.view1, &mut r);
     let p2 = sample_params(img.width, img.height, &aug.view2, &mut r);
     let i = aug.interpolation;
@@ -149,18 +140,8 @@ fn finish_batch(c: Cropped, batch: usize, step: u64, aug: &AugmentConfig, size: 
 /// error) in the plan's order. A sample that cannot be read or decoded is replaced by the next
 /// sample of the same batch that can (so that every step still reads the same plan positions);
 /// a batch with no readable sample is an error naming the first failure.
-#[allow(clippy::too_many_arguments)]
-pub fn make_batch_from_bytes(
-    set: &ImageSet,
-    samples: Vec<(usize, std::result::Result<Vec<u8>, String>)>,
-    epoch: u64,
-    step: u64,
-    aug: &AugmentConfig,
-    size: usize,
-    seed: u64,
-    on_device: bool,
-    max_pixels: u64,
-) -> crate::Result<ViewBatch> {
+pub fn make_batch_from_bytes(spec: &LoaderSpec, samples: Vec<(usize, std::result::Result<Vec<u8>, String>)>, epoch: u64, step: u64, max_pixels: u64) -> crate::Result<ViewBatch> {
+    let set = &spec.set;
     let batch = samples.len();
     let decoded: Vec<(usize, std::result::Result<Rgb8, String>)> = samples
         .into_par_iter()
@@ -170,14 +151,14 @@ pub fn make_batch_from_bytes(
         let (i, e) = &decoded[0];
         return Err(crate::Error::data(&set.names[*i], format!("no image of the batch of step {} could be read; the first: {}", step + 1, e.as_ref().err().map_or("", |s| s.as_str()))));
     };
-    let views = crop_batch(batch, size, |j, out1, out2| {
+    let views = crop_batch(batch, spec.size, |j, out1, out2| {
         let failure = decoded[j].1.as_ref().err().map(|e| (set.names[decoded[j].0].clone(), e.clone()));
         let k = (j..batch).chain(0..j).find(|&k| decoded[k].1.is_ok()).unwrap_or(first_ok);
         let (idx, img) = (decoded[k].0, decoded[k].1.as_ref().expect("found readable"));
-        let (p1, p2) = crop_views_into(img, idx, epoch, aug, size, seed, out1, out2);
+        let (p1, p2) = crop_views_into(img, idx, epoch, spec, [out1, out2]);
         (p1, p2, failure, set.labels[idx])
     });
-    Ok(finish_batch(views, batch, step, aug, size, on_device))
+    Ok(finish_batch(views, batch, step, &spec.aug, spec.size, spec.on_device))
 }
 
 /// Produces the batches of steps `start..end` on background threads, `prefetch` ahead.
@@ -206,23 +187,23 @@ pub struct LoaderSpec {
 impl Prefetcher {
     /// Batches of a set read by index (decoded images, or one file per image).
     pub fn new(spec: LoaderSpec) -> Self {
-        let LoaderSpec { set, aug, batch, size, seed, start, end, workers, prefetch, on_device } = spec;
-        let (tx, rx) = sync_channel(prefetch.max(1));
+        let (tx, rx) = sync_channel(spec.prefetch.max(1));
         let handle = std::thread::spawn(move || {
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+            let (set, seed) = (&spec.set, spec.seed);
+            let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
                 Ok(p) => p,
                 Err(_) => return,
             };
-            let spe = steps_per_epoch(set.len(), batch);
+            let spe = steps_per_epoch(set.len(), spec.batch);
             let mut cached: Option<(u64, Vec<usize>)> = None;
-            for step in start..end {
+            for step in spec.start..spec.end {
                 let epoch = step / spe;
                 let pos = (step % spe) as usize;
                 if cached.as_ref().map(|c| c.0) != Some(epoch) {
                     cached = Some((epoch, epoch_order(set.len(), seed, epoch)));
                 }
                 let order = &cached.as_ref().expect("set above").1;
-                let b = pool.install(|| make_batch(&set, order, pos, batch, epoch, step, &aug, size, seed, on_device));
+                let b = pool.install(|| make_batch(&spec, order, pos, epoch, step));
                 if tx.send(Ok(b)).is_err() {
                     return; // the consumer stopped
                 }
@@ -237,11 +218,11 @@ impl Prefetcher {
     /// only the shards it still needs. One thread reads the shards sequentially, `prefetch`
     /// batches of encoded samples ahead of the `workers` threads that decode and crop.
     pub fn from_shards(spec: LoaderSpec, shuffle_buffer: usize, max_pixels: u64) -> Self {
-        let LoaderSpec { set, aug, batch, size, seed, start, end, workers, prefetch, on_device } = spec;
+        let (batch, seed, start, end, prefetch) = (spec.batch, spec.seed, spec.start, spec.end, spec.prefetch);
         type Encoded = (u64, Vec<(usize, std::result::Result<Vec<u8>, String>)>);
         let (enc_tx, enc_rx) = sync_channel::<Encoded>(prefetch.max(1));
-        let spe = steps_per_epoch(set.len(), batch);
-        let reader_set = set.clone();
+        let spe = steps_per_epoch(spec.set.len(), batch);
+        let reader_set = spec.set.clone();
         let reader = std::thread::spawn(move || {
             let mut step = start;
             while step < end {
@@ -260,13 +241,13 @@ impl Prefetcher {
         });
         let (tx, rx) = sync_channel(prefetch.max(1));
         let decoder = std::thread::spawn(move || {
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+            let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
                 Ok(p) => p,
                 Err(_) => return,
             };
             for (step, samples) in enc_rx {
                 let epoch = step / spe;
-                let b = pool.install(|| make_batch_from_bytes(&set, samples, epoch, step, &aug, size, seed, on_device, max_pixels));
+                let b = pool.install(|| make_batch_from_bytes(&spec, samples, epoch, step, max_pixels));
                 let failed = b.is_err();
                 if tx.send(b).is_err() || failed {
                     return;

@@ -226,7 +226,7 @@ impl AugmentConfig {
     pub fn validate(&self) -> Result<()> {
         self.view1.validate("augment.view1")?;
         self.view2.validate("augment.view2")?;
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return Err(Error::config("augment.std", "every channel's std must be positive"));
         }
         Ok(())

@@ -306,7 +306,7 @@ mod tests {
             assert!(area <= 1.0 + 1e-9);
             assert!(area >= 0.07, "{area}");
             let ratio = c.w / c.h;
-            assert!(ratio >= 0.74 && ratio <= 1.35, "{ratio}");
+            assert!((0.74..=1.35).contains(&ratio), "{ratio}");
             assert!(c.x >= 0.0 && c.y >= 0.0 && c.x + c.w <= 224.0 && c.y + c.h <= 224.0);
             if area < 0.3 {
                 lo_area += 1;

@@ -26,7 +26,7 @@ const CIFAR10_CLASSES: [&str; 10] =
 /// Parse one binary file. `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100; the second is used).
 pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixels>, Vec<usize>)> {
     let rec = label_bytes + 3072;
-    if bytes.is_empty() || bytes.len() % rec != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
         return Err(Error::data(path, format!("size {} is not a multiple of the {rec}-byte record", bytes.len())));
     }
     let mut images = Vec::with_capacity(bytes.len() / rec);

@@ -49,7 +49,7 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
 pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
     use rand::Rng;
     let n = values.len() / dim.max(1);
-    if !(perplexity > 0.0) || (n as f32) < 3.0 * perplexity + 2.0 {
+    if perplexity.is_nan() || perplexity <= 0.0 || (n as f32) < 3.0 * perplexity + 2.0 {
         return Err(Error::config("perplexity", format!("{perplexity} needs at least 3·perplexity + 2 = {:.0} points, there are {n}", 3.0 * perplexity + 2.0)));
     }
     let rows: Vec<Vec<f32>> = values

@@ -177,7 +177,7 @@ impl Optimizer {
                 w - direction.mul_scalar(lr)
             }
             OptimKind::Adamw => {
-                let (m, v) = match (slots.len(), slots.drain(..).collect::<Vec<_>>()) {
+                let (m, v) = match (slots.len(), std::mem::take(slots)) {
                     (2, mut s) => {
                         let v = s.pop().unwrap();
                         let m = s.pop().unwrap();

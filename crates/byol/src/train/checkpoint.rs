@@ -43,7 +43,7 @@ pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
             Some((step, p))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
     found
 }
 

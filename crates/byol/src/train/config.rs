@@ -99,7 +99,7 @@ impl TrainConfig {
         }
         let devices = t.device_list()?;
         let n = devices.len().max(1);
-        if t.batch_size % n != 0 || t.batch_size / n < 2 {
+        if !t.batch_size.is_multiple_of(n) || t.batch_size / n < 2 {
             return Err(Error::config(
                 "train.batch-size",
                 format!("{} must split into {n} equal shares (one per device in train.devices) of at least 2 images", t.batch_size),

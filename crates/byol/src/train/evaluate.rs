@@ -16,6 +16,9 @@ pub fn features_of(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, t
     Ok((tr, te))
 }
 
+/// Features, and the index in its set of the image of each row.
+pub type IndexedFeatures = (Features, Vec<usize>);
+
 /// [`features_of`], with the index in its set of the image of each row.
 pub fn indexed_features_of(
     encoder: &ResNet,
@@ -23,9 +26,9 @@ pub fn indexed_features_of(
     train: &ImageSet,
     test: &ImageSet,
     device: &Device,
-) -> Result<((Features, Vec<usize>), (Features, Vec<usize>))> {
+) -> Result<(IndexedFeatures, IndexedFeatures)> {
     let (size, batch) = (cfg.data.image_size, cfg.eval.knn.batch_size);
-    let one = |set: &ImageSet| -> Result<(Features, Vec<usize>)> {
+    let one = |set: &ImageSet| -> Result<IndexedFeatures> {
         let (values, dim, kept) = extract(encoder, set, size, &cfg.augment, batch, device)?;
         let labels = kept.iter().map(|&i| set.labels[i]).collect();
         Ok((Features { values, labels, dim }, kept))

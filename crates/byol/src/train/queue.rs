@@ -1,5 +1,6 @@
 //! MoCo's queue of negative keys (He et al. 2020): a ring buffer of the last K L2-normalised
 //! target keys, first in first out, initialised with random unit vectors as in MoCo's code.
+#![allow(clippy::single_range_in_vec_init, reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b")]
 
 use crate::loss::l2_normalize;
 use crate::rng::{Stream, rng};

@@ -105,6 +105,7 @@ pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64
 }
 
 /// What [`guarded_step`] did.
+#[allow(clippy::large_enum_variant, reason = "one value per step, moved from the step to the loop; boxing the state would add an allocation to every step for nothing")]
 pub enum Outcome {
     /// The update was applied.
     Applied(TrainState, StepMetrics),

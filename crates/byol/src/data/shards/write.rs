@@ -61,7 +61,9 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     let total = order.len();
     let mut done = 0;
     for chunk in order.chunks(256) {
-        let encoded: Vec<(usize, std::result::Result<(Vec<u8>, &'static str), String>)> = chunk
+        // (index, the encoded image and its extension, or why it could not be encoded)
+        type Encoded = (usize, std::result::Result<(Vec<u8>, &'static str), String>);
+        let encoded: Vec<Encoded> = chunk
             .par_iter()
             .map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string())))
             .collect();
