@@ -21,8 +21,15 @@ fn register_font() {
 }
 
 /// Okabe–Ito colours, distinguishable with the common colour-vision deficiencies.
-const COLOURS: [RGBColor; 7] =
-    [RGBColor(0, 114, 178), RGBColor(230, 159, 0), RGBColor(0, 158, 115), RGBColor(204, 121, 167), RGBColor(86, 180, 233), RGBColor(213, 94, 0), RGBColor(0, 0, 0)];
+const COLOURS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 0, 0),
+];
 
 fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
@@ -191,7 +198,10 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
         let c = colour(i);
         let y = (n - 1 - i) as i32; // the grid's first variant at the top
         chart
-            .draw_series(std::iter::once(Rectangle::new([(lo, SegmentValue::Exact(y)), (100.0 * s.knn_top1.mean, SegmentValue::Exact(y + 1))], c.mix(0.6).filled())))
+            .draw_series(std::iter::once(Rectangle::new(
+                [(lo, SegmentValue::Exact(y)), (100.0 * s.knn_top1.mean, SegmentValue::Exact(y + 1))],
+                c.mix(0.6).filled(),
+            )))
             .map_err(err)?;
         let dots = a.runs.iter().filter(|r| r.name == s.name).map(|r| Circle::new((100.0 * r.knn_top1, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
         chart.draw_series(dots).map_err(err)?;
@@ -242,10 +252,8 @@ pub fn embedding(points: &[[f32; 2]], labels: &[usize], classes: &[String], titl
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FONT, 22)).map_err(err)?;
     let (plot, legend) = root.split_horizontally(900);
-    let (xr, yr) = (
-        range(points.iter().map(|p| f64::from(p[0]))).context("no finite point")?,
-        range(points.iter().map(|p| f64::from(p[1]))).context("no finite point")?,
-    );
+    let (xr, yr) =
+        (range(points.iter().map(|p| f64::from(p[0]))).context("no finite point")?, range(points.iter().map(|p| f64::from(p[1]))).context("no finite point")?);
     let mut chart = ChartBuilder::on(&plot).margin(15).build_cartesian_2d(xr.0..xr.1, yr.0..yr.1).map_err(err)?;
     chart.configure_mesh().disable_mesh().disable_x_axis().disable_y_axis().draw().map_err(err)?;
     for (c, name) in classes.iter().enumerate() {

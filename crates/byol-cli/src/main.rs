@@ -20,11 +20,7 @@ struct Bar {
 impl Bar {
     fn new() -> Self {
         let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
+        pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}").expect("template").progress_chars("=> "));
         Bar { pb }
     }
 
@@ -127,7 +123,15 @@ fn eval_knn(args: KnnArgs) -> Result<()> {
     })?;
     let r = byol::train::knn_of_encoder(&e.encoder, &e.config, &e.splits.train, &e.splits.test, &e.device)?;
     let k = &e.config.eval.knn;
-    println!("kNN (k={}, T={}) on {} test images, {}: top-1 {:.2}%  top-5 {:.2}%", k.k, k.temperature, e.splits.test.len(), e.label, 100.0 * r.top1, 100.0 * r.top5);
+    println!(
+        "kNN (k={}, T={}) on {} test images, {}: top-1 {:.2}%  top-5 {:.2}%",
+        k.k,
+        k.temperature,
+        e.splits.test.len(),
+        e.label,
+        100.0 * r.top1,
+        100.0 * r.top5
+    );
     Ok(())
 }
 

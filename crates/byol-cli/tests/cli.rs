@@ -210,10 +210,33 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     std::fs::write(&grid, "[[variant]]\nname = \"random-init\"\nrandom-init = true\n[[variant]]\nname = \"byol\"\n").unwrap();
     let runs = dir.join("runs");
     let (ok, out, err) = byol(&[
-        "ablate", "--grid", grid.to_str().unwrap(), "--run-dir", runs.to_str().unwrap(), "--seeds", "0,1",
-        "--set", "model.encoder.base-width=4", "--set", "model.projector.hidden=32", "--set", "model.predictor.hidden=32",
-        "--set", "data.image-size=16", "--set", "data.synthetic.train-per-class=8", "--set", "data.synthetic.test-per-class=4",
-        "--set", "eval.knn.k=5", "--set", "train.knn-every-epochs=0", "--batch-size", "16", "--epochs", "1",
+        "ablate",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--run-dir",
+        runs.to_str().unwrap(),
+        "--seeds",
+        "0,1",
+        "--set",
+        "model.encoder.base-width=4",
+        "--set",
+        "model.projector.hidden=32",
+        "--set",
+        "model.predictor.hidden=32",
+        "--set",
+        "data.image-size=16",
+        "--set",
+        "data.synthetic.train-per-class=8",
+        "--set",
+        "data.synthetic.test-per-class=4",
+        "--set",
+        "eval.knn.k=5",
+        "--set",
+        "train.knn-every-epochs=0",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("| byol | 0, 1 |") && out.contains("2 variants, 4 runs"), "{out}");

@@ -26,7 +26,9 @@ fn main() {
             let gr = yr.backward();
             let _ = xa.grad(&gr).unwrap().slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
             let tb = t.elapsed().as_secs_f64();
-            if it == 2 { tot += (tf + tb) * count as f64 * 2.0; }
+            if it == 2 {
+                tot += (tf + tb) * count as f64 * 2.0;
+            }
             println!("{c}x{h}: bn+relu fwd {:.1} ms bwd {:.1} ms", tf * 1e3, tb * 1e3);
         }
     }

@@ -172,7 +172,10 @@ fn relu_f(v: f32) -> f32 {
 }
 
 /// out = relu?(x·a + b + r?) per channel, a = γ/σ, b = β − μ·a.
-#[allow(clippy::too_many_arguments, reason = "the batch norm's statistics and parameters, each a slice per channel, and the fused residual and ReLU: a struct would be built for this one call")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the batch norm's statistics and parameters, each a slice per channel, and the fused residual and ReLU: a struct would be built for this one call"
+)]
 fn affine(
     x: &FlexTensor,
     d: Dims,
@@ -189,9 +192,8 @@ fn affine(
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
     let row = d.c * d.r;
     // SAFETY: each chunk is one batch item's row; `affine_row` writes all of it.
-    let y = unsafe {
-        written(xv.len(), row, |i, yb| affine_row(&xv[i * row..(i + 1) * row], residual.map(|r| &r[i * row..(i + 1) * row]), yb, &a, &b, d.r, relu))
-    };
+    let y =
+        unsafe { written(xv.len(), row, |i, yb| affine_row(&xv[i * row..(i + 1) * row], residual.map(|r| &r[i * row..(i + 1) * row]), yb, &a, &b, d.r, relu)) };
     FlexTensor::from_data(TensorData::new(y, shape))
 }
 

@@ -193,7 +193,13 @@ mod tests {
     fn other_pools_are_not_taken() {
         let x = Tensor::<4>::ones([1, 1, 8, 8], &Device::flex());
         assert!(try_max_pool2d(&MaxPool2dConfig::new([2, 2]).init(), &x).is_none());
-        assert!(try_max_pool2d(&MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_ceil_mode(true).init(), &x).is_none());
+        assert!(
+            try_max_pool2d(
+                &MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_ceil_mode(true).init(),
+                &x
+            )
+            .is_none()
+        );
     }
 
     /// Values and gradients against burn's max-pool: even and odd sizes, and inputs rounded to

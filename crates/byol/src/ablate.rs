@@ -4,8 +4,8 @@
 //! as a Markdown table and a JSON file. A run whose result is already recorded is read back, and
 //! one that was interrupted resumes from its last checkpoint.
 
-use crate::workflow::Settings;
 use crate::train::{Observer, RunDir, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain_in, random_init_encoder};
+use crate::workflow::Settings;
 use crate::{Error, Result, data};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -170,7 +170,6 @@ pub fn summarise(runs: &[Row]) -> Vec<Summary> {
         })
         .collect()
 }
-
 
 /// Where the run of `variant` at `seed` lives in an ablation directory.
 pub fn run_dir(dir: &Path, variant: &str, seed: u64) -> PathBuf {
@@ -346,7 +345,8 @@ mod tests {
     #[test]
     fn spread_is_mean_sample_std_min_and_max() {
         // (values, mean, sample std)
-        let table: [(&[f64], f64, f64); 3] = [(&[0.25], 0.25, 0.0), (&[0.2, 0.3], 0.25, 0.070_710_678_118_654_75), (&[1.0, 2.0, 4.0], 7.0 / 3.0, 1.527_525_231_651_947)];
+        let table: [(&[f64], f64, f64); 3] =
+            [(&[0.25], 0.25, 0.0), (&[0.2, 0.3], 0.25, 0.070_710_678_118_654_75), (&[1.0, 2.0, 4.0], 7.0 / 3.0, 1.527_525_231_651_947)];
         for (values, mean, std) in table {
             let s = Spread::of(values).unwrap();
             assert!((s.mean - mean).abs() < 1e-15 && (s.std - std).abs() < 1e-15, "{values:?}: {s:?}");

@@ -78,8 +78,12 @@ impl BackendKind {
 /// CUDA device `index`, checked by a one-element allocation.
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> Result<Device> {
-    probe("cuda", move || Device::cuda(index), "it needs an NVIDIA GPU (of that index) and driver (libcuda), libnvrtc on \
-         LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include")
+    probe(
+        "cuda",
+        move || Device::cuda(index),
+        "it needs an NVIDIA GPU (of that index) and driver (libcuda), libnvrtc on \
+         LD_LIBRARY_PATH and the CUDA headers under CUDA_PATH/include",
+    )
 }
 
 /// The device wgpu ranks first (a discrete GPU before an integrated one before a CPU device
@@ -87,9 +91,13 @@ fn cuda_device(index: usize) -> Result<Device> {
 /// by a one-element allocation.
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device> {
-    probe("wgpu", || Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), "it needs a GPU driver for \
+    probe(
+        "wgpu",
+        || Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        "it needs a GPU driver for \
          Vulkan, Metal or DirectX 12 (on Linux: libvulkan1 and the vendor's driver, or Mesa's \
-         lavapipe on the CPU, Debian/Ubuntu package mesa-vulkan-drivers)")
+         lavapipe on the CPU, Debian/Ubuntu package mesa-vulkan-drivers)",
+    )
 }
 
 /// Create a device and allocate one element on it. Without a usable driver the CubeCL runtimes
@@ -204,9 +212,7 @@ mod tests {
     #[test]
     fn the_gpu_cache_follows_the_environment() {
         use std::path::Path;
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into())
-        };
+        let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into());
         let dir = |vars| cache_dir_from(env(vars));
         assert_eq!(dir(&[("BYOL_GPU_CACHE", "/y"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/y"));
         assert_eq!(dir(&[("BYOL_GPU_CACHE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/x/byol/cubecl"));

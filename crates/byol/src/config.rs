@@ -62,10 +62,7 @@ impl ExperimentConfig {
         let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         if let Some(base) = value.remove("extends") {
             let name = base.as_str().ok_or_else(|| parse_err("`extends` must name a preset, as a string".into()))?;
-            let (_, base_text) = PRESETS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .ok_or_else(|| parse_err(format!("`extends = \"{name}\"` is not a preset")))?;
+            let (_, base_text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| parse_err(format!("`extends = \"{name}\"` is not a preset")))?;
             let mut merged: toml::Table = base_text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
             merged.remove("extends");
             merge(&mut merged, value);
@@ -75,8 +72,7 @@ impl ExperimentConfig {
             apply_override(&mut value, ov)?;
         }
         complete_view2(&mut value);
-        let cfg: ExperimentConfig =
-            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let cfg: ExperimentConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -90,10 +86,7 @@ impl ExperimentConfig {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-                Error::ConfigParse {
-                    path: path.to_path_buf(),
-                    message: format!("no such file, and not a preset (presets: {})", names.join(", ")),
-                }
+                Error::ConfigParse { path: path.to_path_buf(), message: format!("no such file, and not a preset (presets: {})", names.join(", ")) }
             } else {
                 Error::io(path, e)
             }
@@ -164,7 +157,10 @@ impl ExperimentConfig {
     fn check_devices(&self) -> Result<()> {
         let devices = self.train.device_list()?;
         if let Some((name, _)) = devices.iter().find(|(name, _)| name != self.backend.name()) {
-            return Err(Error::config("train.devices", format!("`{name}` devices with backend = \"{}\": list devices of the run's backend", self.backend.name())));
+            return Err(Error::config(
+                "train.devices",
+                format!("`{name}` devices with backend = \"{}\": list devices of the run's backend", self.backend.name()),
+            ));
         }
         if devices.len() < 2 {
             return Ok(());
@@ -243,9 +239,7 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// Apply one `a.b.c=value` override. The value is parsed as TOML (so `0.5`, `true`, `"x"`,
 /// `[1, 2]` keep their types); a bare word that is not valid TOML is taken as a string.
 fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
-    let (key, raw) = ov
-        .split_once('=')
-        .ok_or_else(|| Error::config(ov, "an override must look like `section.key=value`"))?;
+    let (key, raw) = ov.split_once('=').ok_or_else(|| Error::config(ov, "an override must look like `section.key=value`"))?;
     let key = key.trim();
     let raw = raw.trim();
     let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
@@ -320,7 +314,8 @@ mod tests {
         if let Some(a) = bare.get_mut("augment").and_then(|a| a.as_table_mut()) {
             a.remove("view2");
         }
-        let cfg = ExperimentConfig::from_toml_with_overrides(&toml::to_string(&bare).unwrap(), Path::new("x.toml"), &["augment.view2.hue=0.05".into()]).unwrap();
+        let cfg =
+            ExperimentConfig::from_toml_with_overrides(&toml::to_string(&bare).unwrap(), Path::new("x.toml"), &["augment.view2.hue=0.05".into()]).unwrap();
         assert_eq!(cfg.augment.view2, crate::augment::ViewConfig { hue: 0.05, ..crate::augment::ViewConfig::paper_view2() });
         // View t keeps view t's values.
         let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &["augment.view1.hue=0.05".into()]).unwrap();

@@ -223,10 +223,8 @@ fn trim_after(dir: &Path, step: u64) -> Result<()> {
         if let Some(d) = damage {
             tracing::warn!("{}: {d}; the file is cut there", path.display());
         }
-        let keep = frames
-            .into_iter()
-            .find(|(_, r)| Event::decode(&bytes[r.clone()]).map_or(true, |e| e.step > 0 && e.step as u64 > step))
-            .map_or(end, |(at, _)| at);
+        let keep =
+            frames.into_iter().find(|(_, r)| Event::decode(&bytes[r.clone()]).map_or(true, |e| e.step > 0 && e.step as u64 > step)).map_or(end, |(at, _)| at);
         if keep < bytes.len() {
             let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
             f.set_len(keep as u64).map_err(|e| Error::io(&path, e))?;

@@ -27,7 +27,8 @@ fn curves(dir: &Path) -> Curves {
 }
 
 fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("BYOL_BENCH_VENV").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/byol/bench-venv")))?;
+    let venv =
+        std::env::var_os("BYOL_BENCH_VENV").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/byol/bench-venv")))?;
     let py = venv.join("bin/python");
     let ok = std::process::Command::new(&py).args(["-c", "import tensorboard"]).output().is_ok_and(|o| o.status.success());
     ok.then_some(py)

@@ -39,14 +39,8 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn first_training_steps_match_flex() {
     let cfg = ExperimentConfig::load(
         "small-cpu",
-        &[
-            "model.encoder.base-width=4",
-            "model.projector.hidden=32",
-            "model.projector.output=16",
-            "model.predictor.hidden=32",
-            "model.predictor.output=16",
-        ]
-        .map(String::from),
+        &["model.encoder.base-width=4", "model.projector.hidden=32", "model.projector.output=16", "model.predictor.hidden=32", "model.predictor.output=16"]
+            .map(String::from),
     )
     .unwrap();
     let mut r = rng(3, Stream::Augment, &[0]);

@@ -9,10 +9,26 @@ use std::path::{Path, PathBuf};
 /// `config.rs` (the type of its config section) is its own entry, below `config`, which
 /// composes the sections.
 const LAYERS: &[&str] = &[
-    "error", "rng", "image", "io", "events", "backend", "collective", // shared pieces
-    "data", "augment", "model", "loss", "ema", "optim", "eval", // the components
-    "train::config", "config", // the experiment's configuration
-    "train", "workflow", "ablate", "bench", // the training loop, and what runs it
+    "error",
+    "rng",
+    "image",
+    "io",
+    "events",
+    "backend",
+    "collective", // shared pieces
+    "data",
+    "augment",
+    "model",
+    "loss",
+    "ema",
+    "optim",
+    "eval", // the components
+    "train::config",
+    "config", // the experiment's configuration
+    "train",
+    "workflow",
+    "ablate",
+    "bench", // the training loop, and what runs it
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -82,11 +98,14 @@ fn heads(tree: &str) -> Vec<Vec<String>> {
     let segs: Vec<&str> = path.split("::").collect();
     match segs.iter().position(|s| s.starts_with('{')) {
         // `a::{b, c}`: a path whose second segment is in the group.
-        Some(1) => heads(&tree[segs[0].len() + 2..]).into_iter().map(|mut h| {
-            h.insert(0, segs[0].to_string());
-            h.truncate(2);
-            h
-        }).collect(),
+        Some(1) => heads(&tree[segs[0].len() + 2..])
+            .into_iter()
+            .map(|mut h| {
+                h.insert(0, segs[0].to_string());
+                h.truncate(2);
+                h
+            })
+            .collect(),
         _ => vec![segs.iter().take(2).filter(|s| !s.is_empty() && !s.starts_with('{')).map(|s| s.to_string()).collect()],
     }
 }

@@ -25,10 +25,7 @@ fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
     let (loaded, _) = checkpoint::read_latest(dir).unwrap();
     let state = loaded.state(&device).unwrap();
     let mut out = BTreeMap::new();
-    for (prefix, named) in [
-        ("online", byol::model::params::collect(&state.online)),
-        ("target", byol::model::params::collect(state.target.as_ref().unwrap())),
-    ] {
+    for (prefix, named) in [("online", byol::model::params::collect(&state.online)), ("target", byol::model::params::collect(state.target.as_ref().unwrap()))] {
         for (path, t) in named {
             out.insert(format!("{prefix}.{path}"), t.flat.into_data().try_into_vec::<f32>().unwrap());
         }

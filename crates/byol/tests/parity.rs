@@ -26,7 +26,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use byol::ExperimentConfig;
 use byol::model::params::{Named, collect, load};
-use byol::train::{TrainState, Queue, train_step};
+use byol::train::{Queue, TrainState, train_step};
 use std::collections::BTreeMap;
 
 /// Tolerance in units of the larger of PyTorch's f32 deviation and the 2-ulp sensitivity.
@@ -209,12 +209,8 @@ fn simclr_and_moco_steps_match_pytorch() {
     let (v1, v2) = (f.view("views/0/1", &device), f.view("views/0/2", &device));
     let mut failures = Vec::new();
 
-    let simclr = config(&f, &[
-        "model.use-predictor=false",
-        "target.mode=\"none\"",
-        "objective.kind=\"nt-xent\"",
-        &format!("objective.temperature={}", f.r("simclr_t")),
-    ]);
+    let simclr =
+        config(&f, &["model.use-predictor=false", "target.mode=\"none\"", "objective.kind=\"nt-xent\"", &format!("objective.temperature={}", f.r("simclr_t"))]);
     let state = initial_state(&f, &simclr, &device);
     let (state, m) = train_step(state, v1.clone(), v2.clone(), lr, 1.0, &simclr.objective).unwrap();
     let (dev, tol, ok) = f.check("simclr_loss", &[f64::from(m.loss.into_scalar::<f32>())]);
@@ -224,12 +220,15 @@ fn simclr_and_moco_steps_match_pytorch() {
     }
     compare_all(&f, "simclr/online/", &collect(&state.online.valid()), &mut failures);
 
-    let moco = config(&f, &[
-        "model.use-predictor=false",
-        "objective.kind=\"moco\"",
-        &format!("objective.temperature={}", f.r("moco_t")),
-        &format!("objective.queue-size={}", f.u("queue")),
-    ]);
+    let moco = config(
+        &f,
+        &[
+            "model.use-predictor=false",
+            "objective.kind=\"moco\"",
+            &format!("objective.temperature={}", f.r("moco_t")),
+            &format!("objective.queue-size={}", f.u("queue")),
+        ],
+    );
     let mut state = initial_state(&f, &moco, &device);
     let queue0 = f.named("moco/queue0", &device).remove("").unwrap();
     state.queue = Some(Queue { keys: queue0.flat.reshape([queue0.shape[0], queue0.shape[1]]), ptr: 0 });

@@ -88,7 +88,8 @@ fn imagefolder_to_shards_and_back_gives_the_same_images_and_labels() {
         assert!(first.iter().any(|&l| l != first[0]), "{first:?}");
     }
     // No temporary file is left, and a second conversion into the same folder is refused.
-    let leftovers: Vec<_> = std::fs::read_dir(d.join("out/train")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(d.join("out/train")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
     assert!(leftovers.is_empty());
     let opts = ShardWriteOptions { target_bytes: 12_000, resize_shorter: None, quality: 90, seed: 0 };
     let e = shard_imagefolder(&d.join("folder"), &d.join("out"), &opts, 0.1, MAX_PX, &mut |_, _, _| {}).unwrap_err().to_string();

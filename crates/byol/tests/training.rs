@@ -17,10 +17,7 @@ fn values(t: &Tensor<1>) -> Vec<f32> {
 }
 
 fn views(b: usize, s: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    (
-        Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device),
-        Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device),
-    )
+    (Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device), Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))
 }
 
 #[test]
@@ -228,7 +225,9 @@ fn checkpoint_round_trip_is_exact() {
     assert_eq!(loaded.config, cfg);
     assert_eq!(loaded.step, 1);
     let back = loaded.state(&device).unwrap();
-    for (a, b) in [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.as_ref().unwrap().valid()), collect(&back.target.valid()))] {
+    for (a, b) in
+        [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.as_ref().unwrap().valid()), collect(&back.target.valid()))]
+    {
         assert_eq!(a.len(), b.len());
         for (p, t) in &a {
             assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
@@ -279,7 +278,8 @@ fn n_steps_equal_half_then_resume_then_half() {
     let err = pretrain(&other, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).expect_err("refused").to_string();
     assert!(err.contains("optim.base-lr") && err.contains("augment.view2.solarize-prob") && err.contains("checkpoint"), "{err}");
     // …one that changes only logging is not.
-    let r = pretrain(&tiny(&["train.log-every=1", "eval.knn.k=3"]), &half, &RunOptions { resume: true, max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
+    let r =
+        pretrain(&tiny(&["train.log-every=1", "eval.knn.k=3"]), &half, &RunOptions { resume: true, max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
     assert_eq!(r.steps, 5);
     let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
     assert_eq!(r.steps, 10);
@@ -358,9 +358,7 @@ fn bad_inputs_give_clear_errors() {
 }
 
 fn cifar10() -> PathBuf {
-    std::env::var_os("BYOL_CIFAR10")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10"))
+    std::env::var_os("BYOL_CIFAR10").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10"))
 }
 
 /// The end-to-end check that the encoder learns on real images: BYOL on 5,000 CIFAR-10 training

@@ -49,10 +49,7 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, stride: usize, pad: usize) 
         return None;
     }
     let g = Geometry { n, c, h, w, o, kh, kw, stride, pad, ho: (h + 2 * pad - kh) / stride + 1, wo: (w + 2 * pad - kw) / stride + 1 };
-    if let (Ok(xp), Ok(wp)) = (
-        x.clone().try_into_primitive::<Autodiff<Flex>>(),
-        weight.clone().try_into_primitive::<Autodiff<Flex>>(),
-    ) {
+    if let (Ok(xp), Ok(wp)) = (x.clone().try_into_primitive::<Autodiff<Flex>>(), weight.clone().try_into_primitive::<Autodiff<Flex>>()) {
         let out = match ConvBackward.prepare::<NoCheckpointing>([xp.node(), wp.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (xc, wc) = (xp.primitive().to_contiguous(), wp.primitive().to_contiguous());
@@ -160,14 +157,7 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     unsafe { written(g.n * img_out, gs * img_out, group) }
 }
 
-fn backward(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    dy: &FlexTensor,
-    g: &Geometry,
-    want_dx: bool,
-    want_dw: bool,
-) -> (Option<FlexTensor>, Option<FlexTensor>) {
+fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xv, wv, dyv) = (values(x), values(w), values(dy));
     if want_dw && !want_dx && takes_winograd(g) {
         let sizes = winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o };
@@ -188,90 +178,92 @@ fn backward(
     let groups = g.n.div_ceil(gs);
     let inner = inner_parallel(groups);
     let mut dx = vec![0f32; if want_dx { g.n * img_in } else { 0 }];
-    let work = |dw: &mut Vec<f32>, gi: usize, dxchunk: Option<&mut [f32]>| with_scratch(|s| {
-        let n0 = gi * gs;
-        let imgs = gs.min(g.n - n0);
-        if imgs == 1 && !g.pointwise() {
-            // One large image: a band of output rows at a time, so that its im2col block and
-            // the block's input gradient stay in the core's L2 cache between the GEMMs.
-            if want_dw && dw.is_empty() {
-                *dw = vec![0.0; g.o * k];
-            }
-            let band = (TILE_COLS / g.wo).max(1);
-            let x = &xv[n0 * img_in..(n0 + 1) * img_in];
-            let mut dxchunk = dxchunk;
-            for r0 in (0..g.ho).step_by(band) {
-                let rows = r0..(r0 + band).min(g.ho);
-                let t = rows.len() * g.wo;
-                let dyt = (dyv[n0 * img_out + r0 * g.wo..].as_ptr(), 1, p as isize); // [O, t]
-                if want_dw {
-                    s.col.resize(k * t, 0.0);
-                    im2col(x, g, &mut s.col, t, 0, rows.clone());
-                    // dW (as dWᵀ [K, O]) += dy_t [O, t] · col_tᵀ [t, K]
-                    // SAFETY: dy_t reads rows r0.. of image n0's dy (O rows of stride P, t
-                    // columns), col is [K, t] (resized above), dW is this run's own o·k buffer.
-                    unsafe { matmul(g.o, k, t, (dw.as_mut_ptr(), g.o as isize, 1), dyt, (s.col.as_ptr(), t as isize, 1), true, inner) };
+    let work = |dw: &mut Vec<f32>, gi: usize, dxchunk: Option<&mut [f32]>| {
+        with_scratch(|s| {
+            let n0 = gi * gs;
+            let imgs = gs.min(g.n - n0);
+            if imgs == 1 && !g.pointwise() {
+                // One large image: a band of output rows at a time, so that its im2col block and
+                // the block's input gradient stay in the core's L2 cache between the GEMMs.
+                if want_dw && dw.is_empty() {
+                    *dw = vec![0.0; g.o * k];
                 }
-                if let Some(dxchunk) = dxchunk.as_deref_mut() {
-                    s.dcol.resize(k * t, 0.0);
-                    let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
-                    // SAFETY: Wᵀ is `wv` [O, K] read transposed, dy_t as above, dcol [K, t]
-                    // resized above and this thread's own.
-                    unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
-                    col2im(&mut s.dcol, g, t, 0, rows, dxchunk);
+                let band = (TILE_COLS / g.wo).max(1);
+                let x = &xv[n0 * img_in..(n0 + 1) * img_in];
+                let mut dxchunk = dxchunk;
+                for r0 in (0..g.ho).step_by(band) {
+                    let rows = r0..(r0 + band).min(g.ho);
+                    let t = rows.len() * g.wo;
+                    let dyt = (dyv[n0 * img_out + r0 * g.wo..].as_ptr(), 1, p as isize); // [O, t]
+                    if want_dw {
+                        s.col.resize(k * t, 0.0);
+                        im2col(x, g, &mut s.col, t, 0, rows.clone());
+                        // dW (as dWᵀ [K, O]) += dy_t [O, t] · col_tᵀ [t, K]
+                        // SAFETY: dy_t reads rows r0.. of image n0's dy (O rows of stride P, t
+                        // columns), col is [K, t] (resized above), dW is this run's own o·k buffer.
+                        unsafe { matmul(g.o, k, t, (dw.as_mut_ptr(), g.o as isize, 1), dyt, (s.col.as_ptr(), t as isize, 1), true, inner) };
+                    }
+                    if let Some(dxchunk) = dxchunk.as_deref_mut() {
+                        s.dcol.resize(k * t, 0.0);
+                        let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
+                        // SAFETY: Wᵀ is `wv` [O, K] read transposed, dy_t as above, dcol [K, t]
+                        // resized above and this thread's own.
+                        unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
+                        col2im(&mut s.dcol, g, t, 0, rows, dxchunk);
+                    }
                 }
+                return;
             }
-            return;
-        }
-        let ld = imgs * p;
-        // dy of the group as [O, G·P].
-        let dyg: (*const f32, isize, isize) = if imgs == 1 {
-            (dyv[n0 * img_out..].as_ptr(), 1, p as isize)
-        } else {
-            s.dy.resize(g.o * ld, 0.0);
-            for i in 0..imgs {
-                for oc in 0..g.o {
-                    let src = (n0 + i) * img_out + oc * p;
-                    s.dy[oc * ld + i * p..oc * ld + (i + 1) * p].copy_from_slice(&dyv[src..src + p]);
-                }
-            }
-            (s.dy.as_ptr(), 1, ld as isize)
-        };
-        if want_dw {
-            let colp = if g.pointwise() && imgs == 1 {
-                xv[n0 * img_in..].as_ptr()
+            let ld = imgs * p;
+            // dy of the group as [O, G·P].
+            let dyg: (*const f32, isize, isize) = if imgs == 1 {
+                (dyv[n0 * img_out..].as_ptr(), 1, p as isize)
             } else {
-                s.col.resize(k * ld, 0.0);
+                s.dy.resize(g.o * ld, 0.0);
                 for i in 0..imgs {
-                    im2col(&xv[(n0 + i) * img_in..(n0 + i + 1) * img_in], g, &mut s.col, ld, i * p, 0..g.ho);
+                    for oc in 0..g.o {
+                        let src = (n0 + i) * img_out + oc * p;
+                        s.dy[oc * ld + i * p..oc * ld + (i + 1) * p].copy_from_slice(&dyv[src..src + p]);
+                    }
                 }
-                s.col.as_ptr()
+                (s.dy.as_ptr(), 1, ld as isize)
             };
-            if dw.is_empty() {
-                *dw = vec![0.0; g.o * k];
+            if want_dw {
+                let colp = if g.pointwise() && imgs == 1 {
+                    xv[n0 * img_in..].as_ptr()
+                } else {
+                    s.col.resize(k * ld, 0.0);
+                    for i in 0..imgs {
+                        im2col(&xv[(n0 + i) * img_in..(n0 + i + 1) * img_in], g, &mut s.col, ld, i * p, 0..g.ho);
+                    }
+                    s.col.as_ptr()
+                };
+                if dw.is_empty() {
+                    *dw = vec![0.0; g.o * k];
+                }
+                // dW [O, K] += dy_g [O, G·P] · col_gᵀ [G·P, K], accumulated column-major (as dWᵀ
+                // [K, O]), which the GEMM kernel runs ~3× faster than row-major for these shapes.
+                // SAFETY: dy_g is [O, G·P] (the group's dy, or `s.dy` sized o·ld), col_g [K, G·P] in
+                // `xv` or `s.col` (sized k·ld), dW this run's own o·k buffer.
+                unsafe { matmul(g.o, k, ld, (dw.as_mut_ptr(), g.o as isize, 1), dyg, (colp, ld as isize, 1), true, inner) };
             }
-            // dW [O, K] += dy_g [O, G·P] · col_gᵀ [G·P, K], accumulated column-major (as dWᵀ
-            // [K, O]), which the GEMM kernel runs ~3× faster than row-major for these shapes.
-            // SAFETY: dy_g is [O, G·P] (the group's dy, or `s.dy` sized o·ld), col_g [K, G·P] in
-            // `xv` or `s.col` (sized k·ld), dW this run's own o·k buffer.
-            unsafe { matmul(g.o, k, ld, (dw.as_mut_ptr(), g.o as isize, 1), dyg, (colp, ld as isize, 1), true, inner) };
-        }
-        if let Some(dxchunk) = dxchunk {
-            let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
-            if g.pointwise() && imgs == 1 {
-                // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, P], and dx's chunk is this image's
-                // [C, P] = [K, P], which only this task writes.
-                unsafe { matmul(k, p, g.o, (dxchunk.as_mut_ptr(), 1, p as isize), wt, dyg, false, inner) };
-            } else {
-                s.dcol.resize(k * ld, 0.0);
-                // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, G·P], dcol [K, G·P] resized above.
-                unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
-                for i in 0..imgs {
-                    col2im(&mut s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
+            if let Some(dxchunk) = dxchunk {
+                let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
+                if g.pointwise() && imgs == 1 {
+                    // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, P], and dx's chunk is this image's
+                    // [C, P] = [K, P], which only this task writes.
+                    unsafe { matmul(k, p, g.o, (dxchunk.as_mut_ptr(), 1, p as isize), wt, dyg, false, inner) };
+                } else {
+                    s.dcol.resize(k * ld, 0.0);
+                    // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, G·P], dcol [K, G·P] resized above.
+                    unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
+                    for i in 0..imgs {
+                        col2im(&mut s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
+                    }
                 }
             }
-        }
-    });
+        })
+    };
     let (runs, per_run) = run_split(groups, g.o * k);
     let run = |r: usize, dxrun: Option<&mut [f32]>| {
         let mut dw = Vec::new();

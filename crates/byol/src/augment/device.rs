@@ -327,7 +327,8 @@ mod tests {
         assert_eq!(pipe.kernel, 5);
         let mut x = vec![0f32; 3 * size * size];
         x[4 * size + 4] = 1.0;
-        let p = ViewParams { crop: Crop { x: 0.0, y: 0.0, w: 9.0, h: 9.0 }, flip: false, jitter: None, grayscale: false, blur_sigma: Some(1.0), solarize: false };
+        let p =
+            ViewParams { crop: Crop { x: 0.0, y: 0.0, w: 9.0, h: 9.0 }, flip: false, jitter: None, grayscale: false, blur_sigma: Some(1.0), solarize: false };
         let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, size, size]), &dev);
         let out = pipe.augment(t, &[p]).into_data().try_into_vec::<f32>().expect("f32");
         let k = gaussian_kernel(5, 1.0);

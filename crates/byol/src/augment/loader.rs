@@ -6,10 +6,10 @@
 //! is a pure function of the step: a resumed run sees exactly the data an uninterrupted run
 //! would have seen.
 
-use crate::data::ImageSet;
-use crate::image::Rgb8;
 use super::{AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8_into, sample_params};
+use crate::data::ImageSet;
 use crate::data::shards::{ShardReader, epoch_plan};
+use crate::image::Rgb8;
 use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -107,12 +107,7 @@ type SlotResult = (ViewParams, ViewParams, Option<(String, String)>, usize);
 fn crop_batch(batch: usize, size: usize, make: impl Fn(usize, &mut [u8], &mut [u8]) -> SlotResult + Sync) -> Cropped {
     let per = 3 * size * size;
     let (mut crops1, mut crops2) = (vec![0u8; batch * per], vec![0u8; batch * per]);
-    let results: Vec<SlotResult> = crops1
-        .par_chunks_mut(per)
-        .zip(crops2.par_chunks_mut(per))
-        .enumerate()
-        .map(|(j, (o1, o2))| make(j, o1, o2))
-        .collect();
+    let results: Vec<SlotResult> = crops1.par_chunks_mut(per).zip(crops2.par_chunks_mut(per)).enumerate().map(|(j, (o1, o2))| make(j, o1, o2)).collect();
     let (mut params1, mut params2, mut failures, mut labels) = (Vec::with_capacity(batch), Vec::with_capacity(batch), Vec::new(), Vec::with_capacity(batch));
     for (p1, p2, f, l) in results {
         params1.push(p1);
@@ -140,7 +135,13 @@ fn finish_batch(c: Cropped, batch: usize, step: u64, aug: &AugmentConfig, size: 
 /// error) in the plan's order. A sample that cannot be read or decoded is replaced by the next
 /// sample of the same batch that can (so that every step still reads the same plan positions);
 /// a batch with no readable sample is an error naming the first failure.
-pub fn make_batch_from_bytes(spec: &LoaderSpec, samples: Vec<(usize, std::result::Result<Vec<u8>, String>)>, epoch: u64, step: u64, max_pixels: u64) -> crate::Result<ViewBatch> {
+pub fn make_batch_from_bytes(
+    spec: &LoaderSpec,
+    samples: Vec<(usize, std::result::Result<Vec<u8>, String>)>,
+    epoch: u64,
+    step: u64,
+    max_pixels: u64,
+) -> crate::Result<ViewBatch> {
     let set = &spec.set;
     let batch = samples.len();
     let decoded: Vec<(usize, std::result::Result<Rgb8, String>)> = samples
@@ -149,7 +150,10 @@ pub fn make_batch_from_bytes(spec: &LoaderSpec, samples: Vec<(usize, std::result
         .collect();
     let Some(first_ok) = decoded.iter().position(|(_, d)| d.is_ok()) else {
         let (i, e) = &decoded[0];
-        return Err(crate::Error::data(&set.names[*i], format!("no image of the batch of step {} could be read; the first: {}", step + 1, e.as_ref().err().map_or("", |s| s.as_str()))));
+        return Err(crate::Error::data(
+            &set.names[*i],
+            format!("no image of the batch of step {} could be read; the first: {}", step + 1, e.as_ref().err().map_or("", |s| s.as_str())),
+        ));
     };
     let views = crop_batch(batch, spec.size, |j, out1, out2| {
         let failure = decoded[j].1.as_ref().err().map(|e| (set.names[decoded[j].0].clone(), e.clone()));

@@ -123,11 +123,7 @@ impl ViewConfig {
 
     fn validate(&self, field: &str) -> Result<()> {
         let prob = |name: &str, p: f64| {
-            if (0.0..=1.0).contains(&p) {
-                Ok(())
-            } else {
-                Err(Error::config(format!("{field}.{name}"), format!("{p} is outside [0, 1]")))
-            }
+            if (0.0..=1.0).contains(&p) { Ok(()) } else { Err(Error::config(format!("{field}.{name}"), format!("{p} is outside [0, 1]"))) }
         };
         prob("flip-prob", self.flip_prob)?;
         prob("jitter-prob", self.jitter_prob)?;
@@ -142,7 +138,9 @@ impl ViewConfig {
         if !(r0 > 0.0 && r0 <= r1) {
             return Err(Error::config(format!("{field}.crop-ratio"), format!("[{r0}, {r1}] must satisfy 0 < min ≤ max")));
         }
-        for (name, v, hi) in [("brightness", self.brightness, 1.0), ("contrast", self.contrast, 1.0), ("saturation", self.saturation, 1.0), ("hue", self.hue, 0.5)] {
+        for (name, v, hi) in
+            [("brightness", self.brightness, 1.0), ("contrast", self.contrast, 1.0), ("saturation", self.saturation, 1.0), ("hue", self.hue, 0.5)]
+        {
             if !(0.0..=hi).contains(&v) {
                 return Err(Error::config(format!("{field}.{name}"), format!("{v} is outside [0, {hi}]")));
             }
@@ -218,7 +216,14 @@ fn d_std() -> [f32; 3] {
 
 impl Default for AugmentConfig {
     fn default() -> Self {
-        Self { view1: ViewConfig::paper_view1(), view2: ViewConfig::paper_view2(), mean: d_mean(), std: d_std(), placement: Placement::Auto, interpolation: Interpolation::Bilinear }
+        Self {
+            view1: ViewConfig::paper_view1(),
+            view2: ViewConfig::paper_view2(),
+            mean: d_mean(),
+            std: d_std(),
+            placement: Placement::Auto,
+            interpolation: Interpolation::Bilinear,
+        }
     }
 }
 

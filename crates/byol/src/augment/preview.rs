@@ -2,8 +2,8 @@
 //! (made by the same code as training, on the training device), side by side.
 
 use super::{AugmentConfig, Crop, Interpolation, ViewPipeline, resize_crop, resize_crop_u8, sample_params};
-use crate::image::Rgb8;
 use crate::data::ImageSet;
+use crate::image::Rgb8;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::tensor::Device;

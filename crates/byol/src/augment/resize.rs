@@ -196,7 +196,10 @@ mod tests {
             for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
                 let want = resize_crop_direct(&img, crop, size, interp);
                 let got = resize_crop(&img, crop, size, interp);
-                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0)), "case {case} {interp:?} {w}x{h} {crop:?} → {size}");
+                assert!(
+                    want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0)),
+                    "case {case} {interp:?} {w}x{h} {crop:?} → {size}"
+                );
                 let u8s: Vec<u8> = want.iter().map(|v| (v * 255.0).round() as u8).collect();
                 assert_eq!(resize_crop_u8(&img, crop, size, interp), u8s);
             }

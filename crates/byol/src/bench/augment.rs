@@ -4,14 +4,14 @@
 
 use super::median_seconds;
 use crate::augment::{AugmentConfig, ViewPipeline, make_view, resize_crop_u8, sample_params};
-use crate::image::Rgb8;
 use crate::data::synthetic::render;
+use crate::image::Rgb8;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::tensor::Device;
 use rayon::prelude::*;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// One line of `byol bench augment`.
 #[derive(Debug, Clone, Serialize)]
@@ -42,29 +42,31 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
     let views = [&aug.view1, &aug.view2];
     let mut step = 0u64;
     let mut failure: Option<String> = None;
-    let timed = catch_unwind(AssertUnwindSafe(|| median_seconds(2, reps, || {
-        if failure.is_some() {
-            return;
-        }
-        step += 1;
-        for (v, (view, pipe)) in views.iter().zip(&pipes).enumerate() {
-            let (crops, params): (Vec<Vec<u8>>, Vec<_>) = images
-                .par_iter()
-                .enumerate()
-                .map(|(i, img)| {
-                    let mut r = rng(1, Stream::Augment, &[step, i as u64, v as u64]);
-                    let p = sample_params(img.width, img.height, view, &mut r);
-                    (resize_crop_u8(img, p.crop, size, aug.interpolation), p)
-                })
-                .unzip();
-            let out = pipe.apply(crops.concat(), &params);
-            // Wait for the device: read one value back.
-            if let Err(e) = out.slice([0..1, 0..1, 0..1, 0..1]).try_into_data() {
-                failure = Some(format!("{e:?}"));
+    let timed = catch_unwind(AssertUnwindSafe(|| {
+        median_seconds(2, reps, || {
+            if failure.is_some() {
                 return;
             }
-        }
-    })));
+            step += 1;
+            for (v, (view, pipe)) in views.iter().zip(&pipes).enumerate() {
+                let (crops, params): (Vec<Vec<u8>>, Vec<_>) = images
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, img)| {
+                        let mut r = rng(1, Stream::Augment, &[step, i as u64, v as u64]);
+                        let p = sample_params(img.width, img.height, view, &mut r);
+                        (resize_crop_u8(img, p.crop, size, aug.interpolation), p)
+                    })
+                    .unzip();
+                let out = pipe.apply(crops.concat(), &params);
+                // Wait for the device: read one value back.
+                if let Err(e) = out.slice([0..1, 0..1, 0..1, 0..1]).try_into_data() {
+                    failure = Some(format!("{e:?}"));
+                    return;
+                }
+            }
+        })
+    }));
     let device_t = match (timed, failure) {
         (Ok(t), None) => t,
         (Ok(_), Some(why)) => return Err(device_failure(backend, size, why)),

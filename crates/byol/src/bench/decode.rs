@@ -33,7 +33,15 @@ pub struct DecodeBench {
 /// decoding threads: batches of `batch` images read, decoded, and cropped twice to `size`
 /// (interpolation and crop ranges from `aug`), laid out as the two u8 views the device
 /// pipeline takes. One untimed epoch first (it also fills the page cache).
-pub fn bench_decode(set: ImageSet, aug: &AugmentConfig, size: usize, threads: usize, passes: usize, batch: usize, shuffle_buffer: Option<usize>) -> Result<DecodeBench> {
+pub fn bench_decode(
+    set: ImageSet,
+    aug: &AugmentConfig,
+    size: usize,
+    threads: usize,
+    passes: usize,
+    batch: usize,
+    shuffle_buffer: Option<usize>,
+) -> Result<DecodeBench> {
     if batch == 0 || batch > set.len() {
         return Err(Error::config("batch", format!("{batch} must be in 1..={}", set.len())));
     }

@@ -5,13 +5,13 @@
 //! rest in f32 (`model::precision`). Synthetic inputs already on the device; the step is [`train_step`], the same code
 //! as `pretrain`; median over the timed steps, each ended by reading the loss back.
 
+use crate::Result;
 use crate::backend::BackendKind;
 use crate::config::{ExperimentConfig, TargetInit};
+use crate::model::precision::Precision;
 use crate::model::{Arch, Stem};
 use crate::optim::OptimKind;
-use crate::model::precision::Precision;
 use crate::train::{TrainState, train_step};
-use crate::Result;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 use std::time::Instant;

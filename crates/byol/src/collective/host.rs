@@ -129,10 +129,7 @@ pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<HostGroup>, rank: usize, x:
         };
         return Tensor::from_primitive::<Autodiff<Flex>>(out);
     }
-    assert!(
-        !x.is_autodiff(),
-        "the host collective differentiates on `flex` only; on a GPU use burn's collectives (cuda)"
-    );
+    assert!(!x.is_autodiff(), "the host collective differentiates on `flex` only; on a GPU use burn's collectives (cuda)");
     let (device, dims) = (x.device(), x.dims());
     let values = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
     let sum = g.sum(rank, values);
@@ -172,7 +169,9 @@ mod tests {
             let hs: Vec<_> = (0..3)
                 .map(|rank| {
                     let g = g.clone();
-                    s.spawn(move || (0..50).map(|k| g.sum(rank, vec![rank as f32 + k as f32, 1e8 * (rank == 0) as i32 as f32 + 1.0]).as_ref().clone()).collect())
+                    s.spawn(move || {
+                        (0..50).map(|k| g.sum(rank, vec![rank as f32 + k as f32, 1e8 * (rank == 0) as i32 as f32 + 1.0]).as_ref().clone()).collect()
+                    })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()

@@ -8,10 +8,10 @@
 //! ([`super::download`]). Without network access this fails after a bounded wait with a clear
 //! error.
 
+use super::download::{self, Archive};
 use super::{ImageSet, Pixels, Splits};
 use crate::image::Rgb8;
 use crate::{Error, Result};
-use super::download::{self, Archive};
 use std::path::{Path, PathBuf};
 
 /// The archives and the MD5 sums listed on https://www.cs.toronto.edu/~kriz/cifar.html.
@@ -20,8 +20,7 @@ const CIFAR100: Archive = Archive { url: "https://www.cs.toronto.edu/~kriz/cifar
 const CIFAR10_DIR: &str = "cifar-10-batches-bin";
 const CIFAR100_DIR: &str = "cifar-100-binary";
 
-const CIFAR10_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Parse one binary file. `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100; the second is used).
 pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixels>, Vec<usize>)> {
@@ -74,7 +73,11 @@ pub fn load(root: &Path, hundred: bool, download: bool) -> Result<Splits> {
         if !download {
             return Err(Error::data(
                 &dir,
-                format!("CIFAR binary files not found (looked for {}); set data.download = true (or pass --download) to fetch {}", probe.display(), archive.url),
+                format!(
+                    "CIFAR binary files not found (looked for {}); set data.download = true (or pass --download) to fetch {}",
+                    probe.display(),
+                    archive.url
+                ),
             ));
         }
         download::fetch(archive, root)?;

@@ -10,10 +10,7 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
-        Some("jpg" | "jpeg" | "png")
-    )
+    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
 /// Decode a file to 8-bit RGB (grayscale, 16-bit, CMYK, palette and alpha images are converted).
@@ -95,10 +92,7 @@ fn scan(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     classes.sort_by(|a, b| a.0.cmp(&b.0));
     classes.retain(|(_, f)| !f.is_empty());
     if classes.is_empty() {
-        return Err(Error::data(
-            root,
-            "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)",
-        ));
+        return Err(Error::data(root, "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)"));
     }
     Ok(classes)
 }

@@ -256,9 +256,7 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
     let splits = match cfg.source {
         DataSource::Synthetic => synthetic::generate(&cfg.synthetic, cfg.image_size, seed),
         DataSource::Folder => imagefolder::load_splits(cfg.path.as_ref().expect("validated"), cfg, seed)?,
-        DataSource::Cifar10 | DataSource::Cifar100 => {
-            cifar::load(cfg.path.as_ref().expect("validated"), cfg.source == DataSource::Cifar100, cfg.download)?
-        }
+        DataSource::Cifar10 | DataSource::Cifar100 => cifar::load(cfg.path.as_ref().expect("validated"), cfg.source == DataSource::Cifar100, cfg.download)?,
         DataSource::Shards => {
             let path = cfg.path.as_ref().expect("validated");
             let (train, test) = match &cfg.test_path {

@@ -67,10 +67,8 @@ pub fn render(class: usize, size: usize, r: &mut impl Rng) -> Rgb8 {
 
 fn split(per_class: usize, size: usize, seed: u64, split: u64) -> ImageSet {
     let n = per_class * CLASSES.len();
-    let images: Vec<Pixels> = (0..n)
-        .into_par_iter()
-        .map(|i| Pixels::Memory(render(i % CLASSES.len(), size, &mut rng(seed, Stream::Synthetic, &[split, i as u64]))))
-        .collect();
+    let images: Vec<Pixels> =
+        (0..n).into_par_iter().map(|i| Pixels::Memory(render(i % CLASSES.len(), size, &mut rng(seed, Stream::Synthetic, &[split, i as u64])))).collect();
     ImageSet {
         images,
         names: (0..n).map(|i| format!("synthetic/{}/{i}", if split == 0 { "train" } else { "test" })).collect(),

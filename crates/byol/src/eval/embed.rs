@@ -67,8 +67,9 @@ pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result
         })
         .collect();
     let mut tsne: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(&rows);
-    tsne.perplexity(perplexity).epochs(1000).initial_embedding(start).barnes_hut(0.5, |a, b| {
-        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt()
-    });
+    tsne.perplexity(perplexity)
+        .epochs(1000)
+        .initial_embedding(start)
+        .barnes_hut(0.5, |a, b| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
     Ok(tsne.embedding().chunks(2).map(|c| [c[0], c[1]]).collect())
 }

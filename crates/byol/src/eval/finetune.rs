@@ -95,8 +95,21 @@ pub struct FinetuneResult {
 
 /// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin) on the labelled
 /// subset of `train`, and evaluate on `test`.
-#[allow(clippy::too_many_arguments, reason = "the protocol's inputs, none of which belong together: the encoder and its output size, the two splits, the views, the protocol's config, the seed, the device")]
-pub fn finetune(encoder: ResNet, dim: usize, train: &ImageSet, test: &ImageSet, aug: &AugmentConfig, size: usize, cfg: &FinetuneConfig, seed: u64, device: &Device) -> Result<FinetuneResult> {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the protocol's inputs, none of which belong together: the encoder and its output size, the two splits, the views, the protocol's config, the seed, the device"
+)]
+pub fn finetune(
+    encoder: ResNet,
+    dim: usize,
+    train: &ImageSet,
+    test: &ImageSet,
+    aug: &AugmentConfig,
+    size: usize,
+    cfg: &FinetuneConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<FinetuneResult> {
     let classes = train.classes.len();
     let n = ((train.len() as f64) * cfg.label_fraction).round().max(classes as f64) as usize;
     let labelled = balanced_subset(&train.labels, classes, n, seed);

@@ -4,8 +4,8 @@
 
 use super::Features;
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
 use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 /// The kNN monitor (not in the paper; the protocol common in SSL libraries).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

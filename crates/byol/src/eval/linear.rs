@@ -279,12 +279,7 @@ mod tests {
     #[test]
     fn top1_and_top5_by_hand() {
         // 7 classes; sample 0: label ranked 1st; sample 1: ranked 3rd; sample 2: ranked 6th.
-        let logits = [
-            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            [1.0, 7.0, 5.0, 6.0, 0.0, 2.0, 3.0],
-            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
-        ]
-        .concat();
+        let logits = [[9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 7.0, 5.0, 6.0, 0.0, 2.0, 3.0], [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]].concat();
         let a = top1_top5(&logits, 7, &[0, 2, 5]);
         assert_eq!((a.top1, a.top5), (1.0 / 3.0, 2.0 / 3.0));
     }

@@ -8,9 +8,9 @@ pub mod linear;
 pub mod probe;
 
 pub use features::extract;
+pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{Features, LinearEvalConfig, LinearResult, linear_eval};
-pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use probe::{OnlineProbe, OnlineProbeConfig};
 
 use serde::{Deserialize, Serialize};

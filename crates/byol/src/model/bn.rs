@@ -56,8 +56,7 @@ fn update_running(bn: &BatchNorm, mean: Tensor<1>, var: Tensor<1>) {
 pub fn batch_norm_relu<const D: usize>(bn: &BatchNorm, x: Tensor<D>, residual: Option<Tensor<D>>) -> Tensor<D> {
     if bn.training.is_enabled()
         && crate::collective::current_sync_bn().is_none()
-        && let Some((y, mean, var)) =
-            super::kernels::fused_batch_norm_act(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, residual.as_ref(), true)
+        && let Some((y, mean, var)) = super::kernels::fused_batch_norm_act(&x, &bn.gamma.val(), &bn.beta.val(), bn.epsilon, residual.as_ref(), true)
     {
         update_running(bn, mean, var);
         return y;
@@ -103,7 +102,13 @@ fn batch_norm_ops<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1
 /// [`batch_norm_ops`], so that the statistics are those of one device holding the whole batch,
 /// to f32 rounding). The sums are differentiable collectives, so the backward pass carries every
 /// replica's gradient through the statistics. Every replica holds the same number of images.
-fn batch_norm_sync<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64, replica: &crate::collective::Replica) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+fn batch_norm_sync<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    replica: &crate::collective::Replica,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     let dims = x.dims();
     let (b, c) = (dims[0], dims[1]);
     let rest: usize = dims[2..].iter().product();

@@ -61,15 +61,11 @@ pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, path: &Path) -> Resu
         let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
         tensors.push((torchvision_name(&p), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
     }
-    let meta: HashMap<String, String> = [
-        ("format".to_string(), "byol-encoder/torchvision-resnet".to_string()),
-        ("encoder".to_string(), toml::to_string(cfg).expect("config serialises")),
-    ]
-    .into();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view")))
-        .collect();
+    let meta: HashMap<String, String> =
+        [("format".to_string(), "byol-encoder/torchvision-resnet".to_string()), ("encoder".to_string(), toml::to_string(cfg).expect("config serialises"))]
+            .into();
+    let views: Vec<(String, TensorView<'_>)> =
+        tensors.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view"))).collect();
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
     crate::io::write_atomic(path, &bytes)
 }

@@ -1,10 +1,10 @@
 //! Networks: the ResNet encoder, the projector/predictor MLPs and the BYOL online/target pair.
 
 mod bn;
+pub mod export;
 pub mod kernels;
 mod mlp;
 mod networks;
-pub mod export;
 pub mod params;
 pub mod precision;
 mod resnet;

@@ -115,10 +115,7 @@ fn d_base() -> usize {
 impl ResNetConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=4).contains(&self.width_multiplier) {
-            return Err(Error::config(
-                "model.encoder.width-multiplier",
-                format!("{} is outside 1..=4", self.width_multiplier),
-            ));
+            return Err(Error::config("model.encoder.width-multiplier", format!("{} is outside 1..=4", self.width_multiplier)));
         }
         if self.base_width == 0 || self.base_width > 1024 {
             return Err(Error::config("model.encoder.base-width", format!("{} is outside 1..=1024", self.base_width)));
@@ -218,8 +215,7 @@ pub struct Block {
 impl Block {
     fn new(cin: usize, width: usize, stride: usize, bottleneck: bool, zero_gamma: bool, device: &Device) -> Self {
         let cout = if bottleneck { width * 4 } else { width };
-        let downsample = (stride != 1 || cin != cout)
-            .then(|| Downsample { conv: conv(cin, cout, 1, stride, 0, device), bn: bn(cout, false, device) });
+        let downsample = (stride != 1 || cin != cout).then(|| Downsample { conv: conv(cin, cout, 1, stride, 0, device), bn: bn(cout, false, device) });
         if bottleneck {
             Block {
                 conv1: conv(cin, width, 1, 1, 0, device),
@@ -300,10 +296,12 @@ mod tests {
     fn resnet18_and_50_have_torchvision_parameter_counts() {
         let device = Device::flex();
         // torchvision resnet18 has 11,689,512 parameters, of which the fc layer 513,000.
-        let r18 = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
+        let r18 =
+            ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
         assert_eq!(count_params(&r18), 11_689_512 - 513_000);
         // torchvision resnet50: 25,557,032 parameters, fc 2,049,000.
-        let r50 = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
+        let r50 =
+            ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
         assert_eq!(count_params(&r50), 25_557_032 - 2_049_000);
     }
 

@@ -82,18 +82,10 @@ fn d_eps() -> f64 {
 impl OptimConfig {
     pub fn validate(&self) -> Result<()> {
         let pos = |field: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(Error::config(field, format!("{v} must be a positive number")))
-            }
+            if v.is_finite() && v > 0.0 { Ok(()) } else { Err(Error::config(field, format!("{v} must be a positive number"))) }
         };
         let unit = |field: &str, v: f64| {
-            if (0.0..1.0).contains(&v) {
-                Ok(())
-            } else {
-                Err(Error::config(field, format!("{v} is outside [0, 1)")))
-            }
+            if (0.0..1.0).contains(&v) { Ok(()) } else { Err(Error::config(field, format!("{v} is outside [0, 1)"))) }
         };
         pos("optim.base-lr", self.base_lr)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
@@ -181,10 +173,7 @@ impl Optimizer {
                     (2, mut s) => {
                         let v = s.pop().unwrap();
                         let m = s.pop().unwrap();
-                        (
-                            m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
-                            v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2),
-                        )
+                        (m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1), v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2))
                     }
                     _ => (g.clone().mul_scalar(1.0 - c.beta1), g.square().mul_scalar(1.0 - c.beta2)),
                 };

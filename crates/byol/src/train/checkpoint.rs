@@ -8,9 +8,9 @@
 //! A run directory keeps the newest `train.keep-checkpoints` files, `checkpoint-<step>.safetensors`;
 //! [`read_latest`] takes the newest one that reads and verifies, falling back to older ones.
 
-use crate::io::write_atomic;
 use super::{Queue, TrainState};
 use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
+use crate::io::write_atomic;
 use crate::model::params::{Named, collect, load};
 use crate::model::{Online, Target};
 use crate::{Error, Result};
@@ -180,10 +180,8 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
         ("sha256".to_string(), format!("{:x}", hasher.finalize())),
     ]
     .into();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent view")))
-        .collect();
+    let views: Vec<(String, TensorView<'_>)> =
+        tensors.iter().map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent view"))).collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
 }
 

@@ -83,10 +83,7 @@ impl TrainConfig {
             return Err(Error::config("train.epochs", "must be at least 1"));
         }
         if t.batch_size < 2 {
-            return Err(Error::config(
-                "train.batch-size",
-                format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size),
-            ));
+            return Err(Error::config("train.batch-size", format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size)));
         }
         if t.keep_checkpoints == 0 {
             return Err(Error::config("train.keep-checkpoints", "must be at least 1"));

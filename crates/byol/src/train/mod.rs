@@ -12,12 +12,12 @@ pub mod run_dir;
 mod state;
 mod step;
 
-pub use evaluate::{features_of, indexed_features_of, finetune_of_encoder, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
+pub use config::{OnNonFinite, TrainConfig};
+pub use evaluate::{features_of, finetune_of_encoder, indexed_features_of, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
+pub use parallel::Replicas;
 pub use pretrain::{RunOptions, pretrain, pretrain_in};
+pub use queue::Queue;
 pub use report::{EvalReport, Observer, PretrainReport, ProbeReport, StepLog};
 pub use run_dir::RunDir;
-pub use config::{OnNonFinite, TrainConfig};
-pub use queue::Queue;
 pub use state::TrainState;
-pub use parallel::Replicas;
 pub use step::{Forward, Outcome, StepMetrics, forward, guarded_step, train_step};

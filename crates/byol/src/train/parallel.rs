@@ -8,8 +8,8 @@
 //! checkpoints; ranks 1… run on threads of their own. The replicas exchange values through
 //! [`crate::collective`]: the host collective for CPU replicas on `flex`, burn's (NCCL) on `cuda`.
 
-use super::step::{Outcome, guarded_step};
 use super::TrainState;
+use super::step::{Outcome, guarded_step};
 use crate::collective::Replica;
 use crate::config::{ExperimentConfig, ObjectiveConfig, OnNonFinite};
 use crate::{Error, Result};

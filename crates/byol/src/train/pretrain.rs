@@ -7,7 +7,7 @@
 use super::checkpoint;
 use super::monitor::{Context, Monitor};
 use super::run_dir::{self, RunDir};
-use super::{Outcome, PretrainReport, Observer, Replicas, TrainState, guarded_step};
+use super::{Observer, Outcome, PretrainReport, Replicas, TrainState, guarded_step};
 use crate::augment::{ViewPipeline, loader};
 use crate::config::ExperimentConfig;
 use crate::optim::schedule;

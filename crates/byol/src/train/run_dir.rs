@@ -109,11 +109,7 @@ pub(crate) fn trim_logs_after(dir: &Path, step: u64) -> Result<()> {
     for name in [METRICS, EVALS, PROBE, SKIPPED_STEPS] {
         let path = dir.join(name);
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let keep: String = text
-            .lines()
-            .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step <= step))
-            .flat_map(|l| [l, "\n"])
-            .collect();
+        let keep: String = text.lines().filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step <= step)).flat_map(|l| [l, "\n"]).collect();
         if keep.len() != text.len() {
             crate::io::write_atomic(&path, keep.as_bytes())?;
         }

@@ -36,8 +36,7 @@ impl TrainState {
             (TargetMode::Ema, TargetInit::Independent) => Some(fresh),
             (TargetMode::Ema, TargetInit::Copy) => Some(ema::copy_into(fresh, &online)),
         };
-        let queue = (cfg.objective.kind == ObjectiveKind::Moco)
-            .then(|| Queue::new(cfg.objective.queue_size, cfg.model.projector.output, cfg.seed, device));
+        let queue = (cfg.objective.kind == ObjectiveKind::Moco).then(|| Queue::new(cfg.objective.queue_size, cfg.model.projector.output, cfg.seed, device));
         TrainState { online, target, optim: cfg.optim.init(), queue, step: 0, probe: None }
     }
 }

@@ -3,9 +3,9 @@
 //! host synchronisation.
 
 use super::TrainState;
-use crate::ema;
-use crate::config::{ObjectiveConfig, ObjectiveKind, OnNonFinite};
 use crate::Result;
+use crate::config::{ObjectiveConfig, ObjectiveKind, OnNonFinite};
+use crate::ema;
 use crate::loss::{moco_loss, normalized_std, nt_xent, unified_loss};
 use burn::tensor::Tensor;
 
@@ -52,7 +52,7 @@ pub fn forward(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective:
     let (alpha, beta) = (objective.temperature, objective.beta);
     let loss = match objective.kind {
         ObjectiveKind::Byol => unified_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), beta, alpha), // [1]
-        ObjectiveKind::NtXent => nt_xent(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), alpha), // [1]
+        ObjectiveKind::NtXent => nt_xent(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), alpha),          // [1]
         ObjectiveKind::Moco => {
             let keys = state.queue.as_ref().expect("a MoCo state has a queue").keys.clone(); // [K, P]
             moco_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), keys, alpha) // [1]
@@ -105,7 +105,10 @@ pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64
 }
 
 /// What [`guarded_step`] did.
-#[allow(clippy::large_enum_variant, reason = "one value per step, moved from the step to the loop; boxing the state would add an allocation to every step for nothing")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value per step, moved from the step to the loop; boxing the state would add an allocation to every step for nothing"
+)]
 pub enum Outcome {
     /// The update was applied.
     Applied(TrainState, StepMetrics),
@@ -118,17 +121,21 @@ pub enum Outcome {
 /// checks the loss when it logs); `skip` reads the loss of the whole batch first (a host
 /// synchronisation) and skips a non-finite step. With several replicas the loss read is the
 /// group's mean, so every replica decides the same.
-pub fn guarded_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, objective: &ObjectiveConfig, on_non_finite: OnNonFinite) -> Result<Outcome> {
+pub fn guarded_step(
+    state: TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    lr: f64,
+    tau: f64,
+    objective: &ObjectiveConfig,
+    on_non_finite: OnNonFinite,
+) -> Result<Outcome> {
     match on_non_finite {
         OnNonFinite::Stop => train_step(state, view1, view2, lr, tau, objective).map(|(s, m)| Outcome::Applied(s, m)),
         OnNonFinite::Skip => {
             let f = forward(state, view1, view2, objective);
             let loss = f.loss_value();
-            if loss.is_finite() {
-                f.apply(lr, tau).map(|(s, m)| Outcome::Applied(s, m))
-            } else {
-                Ok(Outcome::Skipped { state: f.skip(), loss })
-            }
+            if loss.is_finite() { f.apply(lr, tau).map(|(s, m)| Outcome::Applied(s, m)) } else { Ok(Outcome::Skipped { state: f.skip(), loss }) }
         }
     }
 }

@@ -150,11 +150,8 @@ pub fn shard_paths(spec: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in expand_braces(text)? {
         if p.contains(['*', '?', '[']) {
-            let mut found: Vec<PathBuf> = glob::glob(&p)
-                .map_err(|e| Error::data(&p, format!("bad shard pattern: {e}")))?
-                .filter_map(|r| r.ok())
-                .filter(|p| p.is_file())
-                .collect();
+            let mut found: Vec<PathBuf> =
+                glob::glob(&p).map_err(|e| Error::data(&p, format!("bad shard pattern: {e}")))?.filter_map(|r| r.ok()).filter(|p| p.is_file()).collect();
             found.sort();
             out.extend(found);
         } else {
@@ -297,7 +294,10 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
     }
     if labelled < raw_labels.len() {
         let i = raw_labels.iter().position(Option::is_none).expect("some unlabelled");
-        return Err(Error::data(spec, format!("{} has no .cls member ({} of {} samples have none)", set.names[i], raw_labels.len() - labelled, raw_labels.len())));
+        return Err(Error::data(
+            spec,
+            format!("{} has no .cls member ({} of {} samples have none)", set.names[i], raw_labels.len() - labelled, raw_labels.len()),
+        ));
     }
     set.labels = raw_labels.into_iter().map(|l| l.expect("all labelled")).collect();
     let max = set.labels.iter().copied().max().expect("not empty");

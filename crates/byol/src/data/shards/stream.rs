@@ -1,12 +1,12 @@
 //! The order of an epoch over a set of shards, and the sequential reader that follows it.
 
 use super::{ShardFile, read_at, read_member};
-use std::io::BufReader;
 use crate::data::{ImageSet, Pixels};
 use crate::rng::{Stream, rng};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
+use std::io::BufReader;
 use std::sync::Arc;
 
 /// The order in which an epoch reads the samples of `set` (indices into it): the shards in an

@@ -63,10 +63,7 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     for chunk in order.chunks(256) {
         // (index, the encoded image and its extension, or why it could not be encoded)
         type Encoded = (usize, std::result::Result<(Vec<u8>, &'static str), String>);
-        let encoded: Vec<Encoded> = chunk
-            .par_iter()
-            .map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string())))
-            .collect();
+        let encoded: Vec<Encoded> = chunk.par_iter().map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string()))).collect();
         for (i, r) in encoded {
             let (bytes, ext) = match r {
                 Ok(x) => x,
@@ -89,11 +86,8 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
             let o = current.as_mut().expect("opened");
             let key = format!("{:08}", manifest.count);
             let label = set.labels[i].to_string();
-            let members: [(String, &[u8]); 3] = [
-                (format!("{key}.{ext}"), &bytes),
-                (format!("{key}.cls"), label.as_bytes()),
-                (format!("{key}.path"), set.names[i].as_bytes()),
-            ];
+            let members: [(String, &[u8]); 3] =
+                [(format!("{key}.{ext}"), &bytes), (format!("{key}.cls"), label.as_bytes()), (format!("{key}.path"), set.names[i].as_bytes())];
             for (name, data) in members {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(data.len() as u64);
