@@ -44,6 +44,33 @@ fn a_run_that_cannot_start_leaves_no_run_directory() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Data of one class (every image the same label) gets no accuracy: pre-training runs and says
+/// why it does not evaluate, and the evaluation commands refuse, instead of reporting 100 %.
+#[test]
+fn one_class_data_reports_no_accuracy() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-oneclass-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").join("only");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..40u8 {
+        let img = image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([i * 6, (x * 12) as u8, (y * 12) as u8]));
+        img.save(data.join(format!("{i}.png"))).unwrap();
+    }
+    let run = dir.join("run");
+    let (d, r) = (dir.join("data"), run.to_str().unwrap().to_string());
+    let mut args = vec!["pretrain", "--run-dir", &r, "--data", d.to_str().unwrap()];
+    args.extend(TINY);
+    let (ok, out, err) = byol(&args);
+    assert!(ok, "{err}");
+    assert!(out.contains("pre-trained") && !out.contains("top-1"), "{out}");
+    assert!(err.contains("no kNN evaluation: the training set has 1 class(es)"), "{err}");
+    for eval in ["knn", "linear"] {
+        let (ok, out, err) = byol(&["eval", eval, "--checkpoint", &r]);
+        assert!(!ok && !out.contains("top-1") && err.contains("needs labels, and the training set has 1 class(es)"), "{eval}: {out}\n{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn pretrain_then_resume_then_eval_knn() {
     let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));

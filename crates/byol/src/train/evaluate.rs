@@ -2,7 +2,7 @@
 //! [`ExperimentConfig`] (its evaluation view, `eval.*` section and seed), and the encoder a seed
 //! initialises, which every trained encoder is compared with.
 
-use crate::Result;
+use crate::{Error, Result};
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
 use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
@@ -36,8 +36,31 @@ pub fn indexed_features_of(
     Ok((one(train)?, one(test)?))
 }
 
+/// Whether labels can measure an encoder on `train`: at least two classes. With one (a folder
+/// of one class, shards without `.cls` labels) every image has the same label, and any
+/// classifier is 100 % right.
+pub fn has_labels(train: &ImageSet) -> bool {
+    train.classes.len() > 1
+}
+
+/// The error of a label-based evaluation on data with fewer than two classes.
+fn unlabelled(train: &ImageSet, cfg: &ExperimentConfig, what: &str) -> Error {
+    let path = cfg.data.path.clone().unwrap_or_else(|| "the training set".into());
+    Error::data(
+        path,
+        format!(
+            "{what} needs labels, and the training set has {} class(es): every image would have the same label and the accuracy would be 100 % whatever the encoder. \
+             Evaluate on labelled data (`--data` of an ImageFolder with two or more classes), or judge the run by its loss and collapse signal (metrics.jsonl) and its representations (`byol embed`)",
+            train.classes.len()
+        ),
+    )
+}
+
 /// kNN accuracy of `encoder` with the config's protocol.
 pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
+    if !has_labels(train) {
+        return Err(unlabelled(train, cfg, "the kNN evaluation"));
+    }
     let (tr, te) = features_of(encoder, cfg, train, test, device)?;
     let k = &cfg.eval.knn;
     Ok(knn_classify(&tr, &te, train.classes.len(), k.k, k.temperature, device))
@@ -45,12 +68,18 @@ pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet
 
 /// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).
 pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<LinearResult> {
+    if !has_labels(train) {
+        return Err(unlabelled(train, cfg, "the linear evaluation"));
+    }
     let (tr, te) = features_of(encoder, cfg, train, test, device)?;
     Ok(linear_eval(&tr, &te, train.classes.len(), &cfg.eval.linear, cfg.seed, device))
 }
 
 /// Semi-supervised fine-tuning of `encoder` with the config's protocol.
 pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
+    if !has_labels(train) {
+        return Err(unlabelled(train, cfg, "fine-tuning"));
+    }
     let dim = cfg.model.encoder.output_dim();
     finetune(encoder, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
 }

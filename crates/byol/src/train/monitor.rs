@@ -2,7 +2,7 @@
 //! files, the collapse check, the time budget, the kNN monitor, the online linear probe, the
 //! checkpoints, and the final evaluation and report. The loop (`pretrain.rs`) only feeds it.
 
-use super::evaluate::{knn_of_encoder, random_init_knn};
+use super::evaluate::{has_labels, knn_of_encoder, random_init_knn};
 use super::pretrain::{RunOptions, Schedules};
 use super::run_dir::{self, RunDir};
 use super::{EvalReport, Observer, Outcome, PretrainReport, ProbeReport, StepLog, StepMetrics, TrainState, checkpoint};
@@ -142,7 +142,7 @@ impl Monitor {
             obs.on_message(&format!("time budget reached at step {step} of {}", ctx.schedules.total_steps));
         }
         let ke = cfg.train.knn_every_epochs;
-        if ke > 0 && step % spe == 0 && (step / spe) % ke == 0 && step != ctx.schedules.total_steps {
+        if ke > 0 && has_labels(ctx.train) && step % spe == 0 && (step / spe) % ke == 0 && step != ctx.schedules.total_steps {
             let knn = knn_of_encoder(&state.online.encoder, cfg, ctx.train, ctx.test, ctx.device)?;
             self.record_eval(ctx.run, EvalReport { step, epoch: step / spe, knn }, obs)?;
         }
@@ -266,7 +266,14 @@ impl Monitor {
             std::fs::write(run.file(run_dir::SKIPPED), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run.path(), e))?;
         }
         let finished = state.step == ctx.schedules.total_steps || self.stopped_by_time_budget;
-        let (knn, random) = if finished {
+        let (knn, random) = if finished && !has_labels(ctx.train) {
+            obs.on_message(&format!(
+                "no kNN evaluation: the training set has {} class(es), so every image has the same label and any accuracy would be 100 %; \
+                 judge the run by its loss and collapse signal (metrics.jsonl) or its representations (`byol embed`)",
+                ctx.train.classes.len()
+            ));
+            (None, None)
+        } else if finished {
             obs.on_message("kNN evaluation of the trained encoder");
             let knn = knn_of_encoder(&state.online.encoder, cfg, ctx.train, ctx.test, ctx.device)?;
             self.record_eval(run, EvalReport { step: state.step, epoch: state.step / spe, knn }, obs)?;
