@@ -71,6 +71,19 @@ fn one_class_data_reports_no_accuracy() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Settings that cannot be right are refused with the field and what to do instead: an
+/// evaluation's `--set model.*` (the checkpoint decides the architecture; it used to be ignored
+/// silently) and `byol shard --resize-shorter 0` (it wrote 1×1 images).
+#[test]
+fn settings_that_cannot_be_right_are_refused() {
+    let (ok, _, err) = byol(&["eval", "knn", "--checkpoint", "/nonexistent", "--set", "model.encoder.base-width=8"]);
+    assert!(!ok && err.contains("model.encoder.base-width") && err.contains("comes from the checkpoint"), "{err}");
+    let out = std::env::temp_dir().join(format!("byol-cli-resize0-{}", std::process::id()));
+    let (ok, _, err) = byol(&["shard", "--input", "/nonexistent", "--out", out.to_str().unwrap(), "--resize-shorter", "0"]);
+    assert!(!ok && err.contains("resize-shorter") && err.contains("at least 8 px"), "{err}");
+    assert!(!out.exists(), "a refused shard command made its output folder");
+}
+
 #[test]
 fn pretrain_then_resume_then_eval_knn() {
     let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));

@@ -174,6 +174,12 @@ impl Evaluation {
     /// (`--data` of another ImageFolder makes it a transfer evaluation), then `edit` (typed
     /// evaluation settings), validate, and load the encoder and the data.
     pub fn from_checkpoint(path: &Path, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig), random_init: bool) -> Result<Self> {
+        if let Some(field) = settings.set.iter().map(|s| s.split('=').next().unwrap_or("").trim()).find(|f| f.starts_with("model.")) {
+            return Err(Error::config(
+                field,
+                "the architecture of an evaluation comes from the checkpoint; its `model.*` settings cannot be changed here (set `eval.*`, `data.*` or `augment.*` instead)",
+            ));
+        }
         let loaded = checkpoint::read_path_or_dir(path)?;
         let mut config = settings.apply_to(&loaded.config, path)?;
         edit(&mut config);

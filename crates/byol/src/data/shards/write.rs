@@ -25,6 +25,24 @@ pub struct ShardWriteOptions {
     pub seed: u64,
 }
 
+/// The smallest shorter side `--resize-shorter` accepts, in pixels.
+pub const MIN_SHORTER_SIDE: u32 = 8;
+
+impl ShardWriteOptions {
+    /// Refuse settings that cannot be right, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(s) = self.resize_shorter.filter(|&s| s < MIN_SHORTER_SIDE) {
+            return Err(Error::config(
+                "resize-shorter",
+                format!(
+                    "{s} px would keep next to nothing of each image: give at least {MIN_SHORTER_SIDE} px (the shorter side the shards keep, at least the training's data.image-size), or leave it out to keep the images as they are"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Write `set` (an ImageFolder split, loaded without the cache) as shards `shard-NNNNNN.tar` in
 /// `out`, each written to a temporary name and renamed when complete, then `manifest.json`
 /// (the same way). Unreadable images are skipped and returned with the reason. `progress` is
@@ -32,6 +50,7 @@ pub struct ShardWriteOptions {
 pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<(Manifest, Vec<(String, String)>)> {
     use rayon::prelude::*;
     use sha2::Digest;
+    opts.validate()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if out.join(MANIFEST).exists() {
         return Err(Error::data(out.join(MANIFEST), "shards already exist here: choose another output folder"));
@@ -159,6 +178,7 @@ pub fn shard_imagefolder(
     max_pixels: u64,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<ShardedSplits> {
+    opts.validate()?;
     let cfg = crate::data::DataConfig {
         source: crate::data::DataSource::Folder,
         path: Some(root.to_path_buf()),
