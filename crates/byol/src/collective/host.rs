@@ -162,6 +162,9 @@ mod tests {
     use burn::tensor::Device;
 
     /// Sums arrive in rank order on every replica, over many rounds, whatever the arrival order.
+    /// The second element's inputs (1, 1e8, −1e8 from ranks 0, 1, 2) sum to a different f32 in
+    /// each order: (1 + 1e8) − 1e8 = 0 in rank order (1 is below half a unit in the last place
+    /// of 1e8), and 1 in the order 1e8 − 1e8 + 1; so another order fails the bit comparison.
     #[test]
     fn every_replica_gets_the_rank_ordered_sum_round_after_round() {
         let g = Arc::new(HostGroup::new(3));
@@ -170,16 +173,27 @@ mod tests {
                 .map(|rank| {
                     let g = g.clone();
                     s.spawn(move || {
-                        (0..50).map(|k| g.sum(rank, vec![rank as f32 + k as f32, 1e8 * (rank == 0) as i32 as f32 + 1.0]).as_ref().clone()).collect()
+                        let second = [1.0f32, 1e8, -1e8][rank];
+                        // Ranks arrive in a different order in different rounds.
+                        (0..50)
+                            .map(|k| {
+                                if (k + rank) % 3 == 0 {
+                                    std::thread::yield_now();
+                                }
+                                g.sum(rank, vec![rank as f32 + k as f32, second]).as_ref().clone()
+                            })
+                            .collect()
                     })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
+        let in_rank_order = (1.0f32 + 1e8) + -1e8;
+        assert_ne!(in_rank_order.to_bits(), ((1e8f32 + -1e8) + 1.0).to_bits(), "the inputs do not tell the orders apart");
         for k in 0..50 {
-            let expect = vec![(3 * k + 3) as f32, ((1e8f32 + 1.0) + 1.0) + 1.0];
             for r in &out {
-                assert_eq!(r[k], expect, "round {k}");
+                assert_eq!(r[k][0], (3 * k + 3) as f32, "round {k}");
+                assert_eq!(r[k][1].to_bits(), in_rank_order.to_bits(), "round {k}: {} is not the rank-ordered sum", r[k][1]);
             }
         }
     }
