@@ -84,6 +84,38 @@ fn settings_that_cannot_be_right_are_refused() {
     assert!(!out.exists(), "a refused shard command made its output folder");
 }
 
+/// `--resume` on data that changed since the checkpoint (images added, a class added) is refused
+/// with what changed, instead of continuing the run on other data and another schedule.
+#[test]
+fn resume_refuses_changed_data() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-datachange-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let write = |class: &str, n: u8| {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..n {
+            let img = image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([i * 6, (x * 12) as u8, class.len() as u8 * 40 + y as u8]));
+            img.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    };
+    write("a", 24);
+    write("bb", 24);
+    let run = dir.join("run");
+    let r = run.to_str().unwrap().to_string();
+    let mut args = vec!["pretrain", "--run-dir", &r, "--data", data.to_str().unwrap(), "--max-steps", "2"];
+    args.extend(TINY);
+    let (ok, _, err) = byol(&args);
+    assert!(ok, "{err}");
+    write("ccc", 24);
+    let (ok, _, err) = byol(&["pretrain", "--resume", &r]);
+    assert!(!ok, "resumed on changed data: {err}");
+    assert!(err.contains("differs from the data of the checkpoint") && err.contains("classes added [\"ccc\"]"), "{err}");
+    std::fs::remove_dir_all(data.join("ccc")).unwrap();
+    let (ok, _, err) = byol(&["pretrain", "--resume", &r]);
+    assert!(ok, "the run's own data again: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn pretrain_then_resume_then_eval_knn() {
     let dir = std::env::temp_dir().join(format!("byol-cli-{}", std::process::id()));

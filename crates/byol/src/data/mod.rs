@@ -277,6 +277,49 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
     Ok(Splits { train: splits.train.subset(cfg.max_train, seed), test: splits.test.subset(cfg.max_test, seed ^ 1) })
 }
 
+/// What identifies a training set, recorded in every checkpoint: `--resume` refuses data that
+/// differs (another count changes the schedule; other images or classes, the run). The names
+/// are the images' paths (or `shard#member`, or synthetic indices) as loaded, with their labels
+/// and the split's classes, so an added, removed, renamed or relabelled image or class shows;
+/// the pixels are not read (a file rewritten in place under its name does not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub images: usize,
+    pub classes: Vec<String>,
+    /// SHA-256 of the names and labels in the set's order.
+    pub names_sha256: String,
+}
+
+impl Fingerprint {
+    pub fn of(set: &ImageSet) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (name, label) in set.names.iter().zip(&set.labels) {
+            h.update(name.as_bytes());
+            h.update(b"\0");
+            h.update((*label as u64).to_le_bytes());
+        }
+        Fingerprint { images: set.len(), classes: set.classes.clone(), names_sha256: format!("{:x}", h.finalize()) }
+    }
+
+    /// What differs from `before`, in words (empty when nothing does).
+    pub fn differences(&self, before: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.images != before.images {
+            out.push(format!("{} training images, {} now", before.images, self.images));
+        }
+        if self.classes != before.classes {
+            let added: Vec<&String> = self.classes.iter().filter(|c| !before.classes.contains(c)).collect();
+            let removed: Vec<&String> = before.classes.iter().filter(|c| !self.classes.contains(c)).collect();
+            out.push(format!("classes added {added:?}, removed {removed:?}"));
+        }
+        if out.is_empty() && self.names_sha256 != before.names_sha256 {
+            out.push("the same number of images, but other files or labels".into());
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

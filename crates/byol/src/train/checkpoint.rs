@@ -10,6 +10,7 @@
 
 use super::{Queue, TrainState};
 use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
+use crate::data::Fingerprint;
 use crate::io::write_atomic;
 use crate::model::params::{Named, collect, load};
 use crate::model::{Online, Target};
@@ -47,10 +48,11 @@ pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
     found
 }
 
-/// Save a checkpoint of `state` in `dir`, then delete all but the newest `keep`.
-pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, keep: usize) -> Result<std::path::PathBuf> {
+/// Save a checkpoint of `state` in `dir`, trained on the data of `data`, then delete all but the
+/// newest `keep`.
+pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, data: &Fingerprint, keep: usize) -> Result<std::path::PathBuf> {
     let path = path_for(dir, state.step);
-    save(&path, state, cfg)?;
+    write_atomic(&path, &serialize_state(state, cfg, Some(data))?)?;
     for (_, old) in list(dir).into_iter().skip(keep.max(1)) {
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
@@ -138,6 +140,11 @@ fn to_bytes(t: &Tensor<1>) -> Result<Vec<u8>> {
 
 /// Serialise a state and its config.
 pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<u8>> {
+    serialize_state(state, cfg, None)
+}
+
+/// [`to_bytes_state`], with the fingerprint of the training data when known.
+fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fingerprint>) -> Result<Vec<u8>> {
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     // valid() syncs burn's lazily applied BatchNorm running-statistics updates.
     let mut parts = vec![("online", collect(&state.online.valid()))];
@@ -172,7 +179,7 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
         hasher.update(name.as_bytes());
         hasher.update(bytes);
     }
-    let meta: HashMap<String, String> = [
+    let mut meta: HashMap<String, String> = [
         ("format".to_string(), "byol-checkpoint".to_string()),
         ("version".to_string(), FORMAT_VERSION.to_string()),
         ("step".to_string(), state.step.to_string()),
@@ -180,6 +187,9 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
         ("sha256".to_string(), format!("{:x}", hasher.finalize())),
     ]
     .into();
+    if let Some(d) = data {
+        meta.insert("data".into(), serde_json::to_string(d).expect("json"));
+    }
     let views: Vec<(String, TensorView<'_>)> =
         tensors.iter().map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent view"))).collect();
     safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
@@ -209,6 +219,8 @@ pub struct Loaded {
     pub step: u64,
     /// SHA-256 of the tensors (verified on reading): equal digests, bit-identical states.
     pub sha256: String,
+    /// The training data the run was on (checkpoints written by `pretrain`).
+    pub data: Option<Fingerprint>,
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
@@ -238,7 +250,8 @@ pub fn read(path: &Path) -> Result<Loaded> {
     let config_text = meta.get("config").ok_or_else(|| err("no config in header".into()))?;
     let config = ExperimentConfig::from_toml_with_overrides(config_text, path, &[])?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header".into()))?;
-    Ok(Loaded { config, step, sha256, tensors })
+    let data = meta.get("data").and_then(|d| serde_json::from_str(d).ok());
+    Ok(Loaded { config, step, sha256, data, tensors })
 }
 
 impl Loaded {

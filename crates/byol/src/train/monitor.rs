@@ -7,7 +7,7 @@ use super::pretrain::{RunOptions, Schedules};
 use super::run_dir::{self, RunDir};
 use super::{EvalReport, Observer, Outcome, PretrainReport, ProbeReport, StepLog, StepMetrics, TrainState, checkpoint};
 use crate::config::ExperimentConfig;
-use crate::data::ImageSet;
+use crate::data::{Fingerprint, ImageSet};
 use crate::eval::OnlineProbe;
 use crate::events::EventWriter;
 use crate::{Error, Result};
@@ -31,6 +31,8 @@ pub(crate) struct Context<'a> {
     pub device: &'a Device,
     pub schedules: Schedules,
     pub opts: &'a RunOptions,
+    /// The fingerprint of the training set, recorded in every checkpoint.
+    pub data: &'a Fingerprint,
     /// The images of each batch the online probe learns from: rank 0's share (all of the batch
     /// on one device).
     pub probe_share: usize,
@@ -160,7 +162,7 @@ impl Monitor {
             // The events up to this step first: a checkpoint never exists without them (a resume
             // from an earlier one cuts them off again).
             self.events.flush()?;
-            checkpoint::save_in(ctx.run.path(), &state, cfg, cfg.train.keep_checkpoints)?;
+            checkpoint::save_in(ctx.run.path(), &state, cfg, ctx.data, cfg.train.keep_checkpoints)?;
         }
         Ok(state)
     }

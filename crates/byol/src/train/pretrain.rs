@@ -95,6 +95,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
         }
     };
     let Setup { cfg, mut state, device, mut replicas, train, test, skipped, schedules } = *setup;
+    let data = data::Fingerprint::of(&train);
     let b = cfg.train.batch_size;
     let on_device = cfg.augment.placement.on_device(cfg.backend);
     let spec = loader::LoaderSpec {
@@ -115,7 +116,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
     };
     let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
     let ranks = replicas.as_ref().map_or(1, Replicas::count);
-    let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: b / ranks };
+    let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: b / ranks, data: &data };
     let mut monitor = Monitor::start(&ctx, &mut state, skipped, obs)?;
     while state.step < monitor.stop() {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
@@ -150,7 +151,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     let device = devices[0].clone();
     cfg.train.precision.check(&device)?;
 
-    let (state, others) = if opts.resume {
+    let (state, others, recorded_data) = if opts.resume {
         let (loaded, ckpt_path) = checkpoint::read_latest(dir)?;
         let differences = cfg.resume_differences(&loaded.config);
         if !differences.is_empty() {
@@ -167,13 +168,13 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         }
         obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
         let others = devices[1..].iter().map(|d| loaded.state(d)).collect::<Result<Vec<_>>>()?;
-        (loaded.state(&device)?, others)
+        (loaded.state(&device)?, others, Some((loaded.data.clone(), ckpt_path)))
     } else {
         if let Some((_, existing)) = checkpoint::list(dir).first() {
             return Err(Error::checkpoint(existing, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
         }
         let others = devices[1..].iter().map(|d| TrainState::init(cfg, d)).collect();
-        (TrainState::init(cfg, &device), others)
+        (TrainState::init(cfg, &device), others, None)
     };
     std::fs::write(run.file(run_dir::CONFIG), cfg.to_toml()).map_err(|e| Error::io(dir, e))?;
 
@@ -188,6 +189,25 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     let b = cfg.train.batch_size;
     if b > train.len() {
         return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", train.len())));
+    }
+    match recorded_data {
+        Some((Some(before), ckpt)) => {
+            let differences = data::Fingerprint::of(&train).differences(&before);
+            if !differences.is_empty() {
+                let path = cfg.data.path.clone().unwrap_or_else(|| "the training set".into());
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "the training data differs from the data of the checkpoint {} ({}); resuming would continue the run on other data and another schedule. \
+                         Resume with the run's data, or start a new run in another --run-dir",
+                        ckpt.display(),
+                        differences.join("; ")
+                    ),
+                ));
+            }
+        }
+        Some((None, ckpt)) => tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display()),
+        None => {}
     }
     let spe = loader::steps_per_epoch(train.len(), b);
     let total = spe * cfg.train.epochs;
