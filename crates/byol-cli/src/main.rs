@@ -79,9 +79,20 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     // Held until the charts are drawn: no other process writes this directory meanwhile.
     let run = byol::train::RunDir::lock(&run_dir)?;
     let mut bar = Bar::new();
-    let opts = byol::train::RunOptions { resume, compare_random: !args.no_baseline, max_steps: args.max_steps, time_budget_s: args.time_budget };
+    let interrupt = stop_on_signal(&run_dir)?;
+    let opts = byol::train::RunOptions {
+        resume,
+        compare_random: !args.no_baseline,
+        max_steps: args.max_steps,
+        time_budget_s: args.time_budget,
+        interrupt: Some(interrupt.clone()),
+    };
     let report = byol::train::pretrain_in(&cfg, &run, &opts, &mut bar).with_context(|| format!("pre-training in {}", run_dir.display()))?;
     bar.pb.finish_and_clear();
+    if interrupt.load(std::sync::atomic::Ordering::SeqCst) && report.knn.is_none() {
+        eprintln!("interrupted at step {}; continue with: byol pretrain --resume {}", report.steps, run_dir.display());
+        std::process::exit(130);
+    }
     println!(
         "pre-trained {} steps on {} images in {:.0} s, {:.0} s of them training{} (final loss {:.4})",
         report.steps,
@@ -108,6 +119,25 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     chart::run_curves(&run_dir, &png).with_context(|| format!("writing {}", png.display()))?;
     println!("checkpoint, metrics.jsonl, eval.json and curves.png in {}", run_dir.display());
     Ok(())
+}
+
+/// A flag that the first Ctrl-C (or SIGTERM) sets: the run finishes its step, writes a
+/// checkpoint and stops. A second one ends the process at once (the run then loses at most the
+/// steps since its last checkpoint, as after a kill).
+fn stop_on_signal(run_dir: &std::path::Path) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let dir = run_dir.display().to_string();
+    ctrlc::set_handler(move || {
+        if set.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopped at once; resume from the last checkpoint with: byol pretrain --resume {dir}");
+            std::process::exit(130);
+        }
+        eprintln!("\nfinishing the step and writing a checkpoint (Ctrl-C again to stop at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(flag)
 }
 
 /// The checkpoint of `args` with its `--data` and `--set` flags, then `edit`.

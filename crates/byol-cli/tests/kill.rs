@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 const STEPS: u64 = 200;
 
 fn args(dir: &Path, resume: bool) -> Vec<String> {
+    args_with(dir, resume, &[])
+}
+
+/// The run's arguments, with `extra` settings after its own.
+fn args_with(dir: &Path, resume: bool, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["pretrain".into()];
     if resume {
         a.extend(["--resume".into(), dir.display().to_string()]);
@@ -33,8 +38,11 @@ fn args(dir: &Path, resume: bool) -> Vec<String> {
         "train.keep-checkpoints=2",
         "train.knn-every-epochs=0",
         "eval.knn.k=5",
-    ] {
-        a.extend(["--set".into(), s.into()]);
+    ]
+    .iter()
+    .chain(extra)
+    {
+        a.extend(["--set".into(), s.to_string()]);
     }
     a.push("--no-baseline".into());
     a
@@ -74,6 +82,36 @@ fn refuse_second_writers(dir: &Path, pid: u32) {
         assert!(err.contains(&format!("{} is in use by process {pid}", dir.display())), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10), "the refusal took {:?}", started.elapsed());
     }
+}
+
+/// Ctrl-C (SIGINT) in the middle of a run whose regular checkpoints are far apart: the process
+/// finishes its step, writes a checkpoint of it, says how to resume and exits with status 130;
+/// the resumed run ends bit-identical to the uninterrupted one (`want`, its state's digest).
+fn interrupt_then_resume(dir: &Path, want: &str) {
+    let sparse = ["train.checkpoint-every=1000"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_byol")).args(args_with(dir, false, &sparse)).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while byol::train::run_dir::read_metrics(dir).map_or(0, |m| m.len()) < 20 {
+        assert!(Instant::now() < deadline, "the run logged fewer than 20 steps in 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the interrupted run took {:?} to stop", started.elapsed());
+    assert_eq!(status.code(), Some(130), "{err}");
+    let steps: Vec<u64> = checkpoint::list(dir).iter().map(|c| c.0).collect();
+    let logged = byol::train::run_dir::read_metrics(dir).unwrap().last().unwrap().step;
+    assert!(steps.len() == 1 && steps[0] == logged && logged < STEPS, "checkpoints {steps:?}, last logged step {logged}: {err}");
+    assert!(err.contains(&format!("interrupted at step {logged}; continue with: byol pretrain --resume")), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args_with(dir, true, &sparse)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (end, _) = checkpoint::read_latest(dir).unwrap();
+    assert_eq!((end.step, end.sha256.as_str()), (STEPS, want), "the interrupted and resumed run differs from the uninterrupted one");
+    eprintln!("SIGINT at step {logged}: checkpoint written, resumed to the uninterrupted result");
 }
 
 /// The run also serves as the test of the run directory's lock: a second writer is refused while
@@ -172,5 +210,6 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result() {
     assert_eq!(want.iter().map(|e| e.0).collect::<Vec<_>>(), (1..=STEPS).collect::<Vec<_>>());
     assert_eq!(got, want, "event files of the interrupted run");
     eprintln!("{kills} SIGKILLs ({mid_write} during a checkpoint write), {resumes} resumes checked; final state and curves identical");
+    interrupt_then_resume(&base.join("interrupted"), &a.sha256);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -2,12 +2,12 @@
 //! [`ExperimentConfig`] (its evaluation view, `eval.*` section and seed), and the encoder a seed
 //! initialises, which every trained encoder is compared with.
 
-use crate::{Error, Result};
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
 use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
 use crate::model::params::reinit;
 use crate::model::{Online, ResNet};
+use crate::{Error, Result};
 use burn::tensor::Device;
 
 /// Frozen-encoder features of both splits, in eval mode (images that cannot be decoded left out).

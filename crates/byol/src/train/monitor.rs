@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Consecutive non-finite steps after which `on-non-finite = "skip"` gives up.
@@ -137,6 +138,11 @@ impl Monitor {
         }
         if let Some(m) = m.filter(|_| step % cfg.train.log_every == 0 || step == ctx.schedules.total_steps) {
             self.log(ctx, &m, step, lr, tau, obs)?;
+        }
+        if step < self.stop && ctx.opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst)) {
+            // The step is done: a checkpoint of it below, then the loop ends.
+            self.stop = step;
+            obs.on_message(&format!("interrupted: stopping at step {step} of {} with a checkpoint", ctx.schedules.total_steps));
         }
         if ctx.opts.time_budget_s.is_some_and(|t| step < self.stop && self.train_started.elapsed().as_secs_f64() >= t) {
             self.stop = step;

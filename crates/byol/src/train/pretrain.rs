@@ -15,6 +15,7 @@ use crate::{Error, Result, data, ema};
 use burn::tensor::Device;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// How to run [`pretrain`].
@@ -35,6 +36,9 @@ pub struct RunOptions {
     /// the schedule planned for the full run and cut short, as the PyTorch reference's
     /// `--minutes` does.
     pub time_budget_s: Option<f64>,
+    /// Set (by a signal handler, another thread) to stop after the step in progress, with a
+    /// checkpoint of it; a later `resume` continues as if nothing happened.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// The learning-rate and τ schedules of a run: pure functions of the step.
