@@ -183,13 +183,13 @@ pub struct BenchStepArgs {
     #[arg(long, value_enum, default_value_t = Arch::Resnet18Cifar)]
     pub arch: Arch,
     /// Samples per step (each two views). The reference uses 512 / 256 on a GPU, 64 / 8 on a CPU.
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     pub batch: Option<usize>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
     /// Timed steps (median reported).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = positive())]
     pub steps: usize,
     /// Untimed steps first, at least 1: the first (reported apart as `first_step_s`) compiles the
     /// kernels and, on a GPU, runs autotune unless the cache has its choices.
@@ -203,13 +203,13 @@ pub struct BenchStepArgs {
 #[derive(Args)]
 pub struct BenchAugmentArgs {
     /// View sides to measure; source images are 32 px for 32 and 8/7 of the side otherwise.
-    #[arg(long, value_delimiter = ',', default_value = "32,224")]
+    #[arg(long, value_delimiter = ',', default_value = "32,224", value_parser = positive())]
     pub sizes: Vec<usize>,
     /// Images per batch (each gives two views).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive())]
     pub batch: usize,
     /// Timed batches (median reported), after 2 warm-up batches.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = positive())]
     pub reps: usize,
     /// Compute backend of the batched pipeline.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
@@ -222,16 +222,16 @@ pub struct BenchDecodeArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Side of the crops.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = 224, value_parser = positive())]
     pub size: usize,
     /// Decoding threads.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = positive())]
     pub threads: usize,
     /// Timed epochs over the images (median reported), after one untimed epoch.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = positive())]
     pub passes: usize,
     /// Images per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive())]
     pub batch: usize,
     /// Shuffle buffer of the shard stream (with `shards:`).
     #[arg(long, default_value_t = 4096)]
@@ -402,4 +402,9 @@ pub struct LinearArgs {
     /// Learning rates to sweep, comma-separated (default: the paper's 0.4,0.3,0.2,0.1,0.05).
     #[arg(long, value_delimiter = ',')]
     pub lrs: Option<Vec<f64>>,
+}
+
+/// A count or size of at least 1 (0 would measure nothing, or divide by it).
+fn positive() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }

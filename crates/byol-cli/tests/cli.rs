@@ -25,6 +25,18 @@ fn bad_config_is_rejected_naming_the_field() {
     let (ok, _, err) = byol(&["dump-config", "--config", "no-such-preset"]);
     assert!(!ok);
     assert!(err.contains("no-such-preset") && err.contains("presets"), "{err}");
+    // Integers above TOML's range were a panic; counts of 0 in the benchmarks a panic or zeros.
+    for (args, field) in [
+        (&["dump-config", "--seed", "9223372036854775808"][..], "`seed`"),
+        (&["dump-config", "--epochs", "9223372036854775808"][..], "`train.epochs`"),
+        (&["bench", "augment", "--sizes", "0"][..], "--sizes"),
+        (&["bench", "augment", "--batch", "0"][..], "--batch"),
+        (&["bench", "decode", "--data", "x", "--size", "0"][..], "--size"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code().is_some_and(|c| c == 1 || c == 2) && err.contains(field) && !err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 /// A run that fails before its first step (here: its data folder does not exist) leaves no run

@@ -135,6 +135,9 @@ impl ExperimentConfig {
 
     /// Check every value's range and the consistency between sections.
     pub fn validate(&self) -> Result<()> {
+        if let Some(field) = too_large_for_toml(&serde_json::to_value(self).expect("a config is JSON"), "") {
+            return Err(Error::config(field, format!("is above {}, the largest integer a TOML config holds", i64::MAX)));
+        }
         self.model.validate()?;
         self.optim.validate()?;
         self.data.validate()?;
@@ -257,6 +260,18 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// The dotted path of the first integer of `v` above `i64::MAX` (a command-line flag can give
+/// one; TOML cannot hold it), if any.
+fn too_large_for_toml(v: &serde_json::Value, path: &str) -> Option<String> {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().filter(|&u| u > i64::MAX as u64).map(|_| path.to_string()),
+        serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| too_large_for_toml(v, &join(k))),
+        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| too_large_for_toml(v, &join(&i.to_string()))),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
