@@ -351,7 +351,9 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint, with its recorded config
-    /// (flags such as --epochs still apply on top; --config is ignored).
+    /// (--config is ignored). A flag that changes the run's trajectory (--epochs, --batch-size,
+    /// --seed, --data, a --set of such a field) is refused with the old and new value; others,
+    /// such as --backend or a --set of train.log-every, apply.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
     /// Skip the random-init encoder's kNN evaluation.

@@ -169,8 +169,9 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(bars_h);
     let all_top1 = a.runs.iter().map(|r| 100.0 * r.knn_top1);
-    let (lo, hi) = range(all_top1).ok_or_else(|| anyhow!("the ablation has no runs"))?;
-    let lo = (lo - 0.2 * (hi - lo)).max(0.0).floor();
+    let (_, hi) = range(all_top1).ok_or_else(|| anyhow!("the ablation has no runs"))?;
+    // Bars start at 0: a cut axis makes small differences look large.
+    let lo = 0.0;
     let names: Vec<String> = a.summary.iter().map(|s| s.name.clone()).collect();
     let seeds = a.summary.iter().map(|s| s.seeds.len()).max().unwrap_or(1);
     let mut chart = ChartBuilder::on(&top)

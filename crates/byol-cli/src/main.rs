@@ -117,7 +117,13 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     }
     let png = run.file(byol::train::run_dir::CURVES);
     chart::run_curves(&run_dir, &png).with_context(|| format!("writing {}", png.display()))?;
-    println!("checkpoint, metrics.jsonl, eval.json and curves.png in {}", run_dir.display());
+    use byol::train::run_dir::{CURVES, EVAL, METRICS};
+    let mut written: Vec<&str> = Vec::new();
+    if !byol::train::checkpoint::list(&run_dir).is_empty() {
+        written.push("checkpoint");
+    }
+    written.extend([METRICS, EVAL, CURVES].into_iter().filter(|f| std::fs::metadata(run.file(f)).is_ok_and(|m| m.len() > 0)));
+    println!("{} in {}", written.join(", "), run_dir.display());
     Ok(())
 }
 
@@ -386,6 +392,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,byol=info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");

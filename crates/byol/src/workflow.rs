@@ -43,6 +43,17 @@ impl DataChoice {
         }
     }
 
+    /// The choice as it is written on the command line (`--data`).
+    pub fn describe(&self) -> String {
+        match self {
+            DataChoice::Synthetic => "synthetic".into(),
+            DataChoice::Cifar10 => "cifar10".into(),
+            DataChoice::Cifar100 => "cifar100".into(),
+            DataChoice::Folder(p) => p.display().to_string(),
+            DataChoice::Shards(p) => format!("shards:{}", p.display()),
+        }
+    }
+
     /// Set the `data` section's source, path and download flag to this choice.
     pub fn apply(&self, cfg: &mut ExperimentConfig) {
         let d = &mut cfg.data;
@@ -121,7 +132,7 @@ impl Settings {
     pub fn describe(&self) -> Vec<String> {
         let mut out: Vec<String> = self.set.clone();
         if let Some(d) = &self.data {
-            out.push(format!("data: {d:?}"));
+            out.push(format!("data = {}", d.describe()));
         }
         if let Some(b) = self.backend {
             out.push(format!("backend = {}", b.name()));

@@ -2,8 +2,9 @@
 //! uninterrupted one (our reader checks every record's CRCs), and TensorBoard's own reader
 //! (`tensorboard.backend.event_processing.event_accumulator`) reads the same values. The second
 //! part runs where a Python with `tensorboard` is found (`$BYOL_BENCH_VENV/bin/python`, default
-//! `~/.cache/byol/bench-venv`, where `bench/cpu.sh` and `pip install tensorboard` put it);
-//! elsewhere it says so and checks only the first.
+//! `~/.cache/byol/bench-venv`, where `bench/cpu.sh` and `pip install tensorboard` put it, and
+//! where `.ci/run` makes one); elsewhere it says so and checks only the first, and under CI
+//! (`CI` set) it fails.
 
 use byol::events::{event_files, read_scalars};
 use byol::train::{RunOptions, pretrain};
@@ -77,6 +78,8 @@ fn resumed_runs_write_the_same_curves_and_tensorboard_reads_them() {
     assert_eq!(got["train/online_linear_top1"][1], want["train/online_linear_top1"][1]);
 
     let Some(py) = python() else {
+        // CI (.ci/run) makes that environment, so there a missing reader is a failure.
+        assert!(std::env::var_os("CI").is_none(), "CI has no Python with `tensorboard` in $BYOL_BENCH_VENV: TensorBoard's reader was not run");
         eprintln!("TensorBoard's reader not checked: no Python with `tensorboard` (pip install tensorboard into $BYOL_BENCH_VENV)");
         return;
     };

@@ -152,9 +152,12 @@ pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>, max
     Ok(set)
 }
 
-/// Train and test splits of an ImageFolder root.
+/// Train and test splits of an ImageFolder root: `root/train` and `root/test` (or `root/val`),
+/// else `root/<class>/…` split by `data.holdout-fraction`.
 pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
-    let (tr, te) = (root.join("train"), root.join("test"));
+    // `val/` is the other common name of the held-out split (ImageNet's layout).
+    let tr = root.join("train");
+    let te = if !root.join("test").is_dir() && root.join("val").is_dir() { root.join("val") } else { root.join("test") };
     if tr.is_dir() && te.is_dir() {
         let train = load_folder(&tr, cfg.cache, None, cfg.max_train, seed, cfg.max_image_pixels)?;
         let test = load_folder(&te, cfg.cache, Some(&train.classes), cfg.max_test, seed ^ 1, cfg.max_image_pixels)?;
@@ -189,6 +192,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// `train/` with `val/` (and no `test/`) is read as the two splits, not as classes.
+    #[test]
+    fn val_is_the_test_split_when_there_is_no_test() {
+        let d = tmpdir("val");
+        for (split, class) in [("train", "a"), ("train", "b"), ("val", "a"), ("val", "b")] {
+            std::fs::create_dir_all(d.join(split).join(class)).unwrap();
+            image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3])).save(d.join(split).join(class).join("x.png")).unwrap();
+        }
+        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().data;
+        let s = load_splits(&d, &cfg, 0).unwrap();
+        assert_eq!((s.train.len(), s.test.len(), s.train.classes.clone()), (2, 2, vec!["a".to_string(), "b".to_string()]));
+        assert!(s.test.names.iter().all(|n| n.contains("/val/")), "{:?}", s.test.names);
     }
 
     #[test]

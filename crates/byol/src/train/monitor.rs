@@ -46,6 +46,9 @@ pub(crate) struct Monitor {
     /// The last logged step and when it was logged (images/s over the steps since).
     last_log: (Instant, u64),
     final_loss: f64,
+    /// The loss of the last step applied, read at the end when no step was logged (a run shorter
+    /// than `train.log-every`).
+    last_loss: Option<Tensor<1>>,
     /// Logged steps in a row with the projections' std under the collapse threshold.
     low_std_run: u64,
     /// The step the loop ends at: the schedule's end, `--max-steps`, or where the time budget
@@ -87,6 +90,7 @@ impl Monitor {
             metrics,
             last_log: (Instant::now(), state.step),
             final_loss: f64::NAN,
+            last_loss: None,
             low_std_run: 0,
             stop: ctx.opts.max_steps.map_or(s.total_steps, |m| m.min(s.total_steps)),
             consecutive_skips: 0,
@@ -136,8 +140,11 @@ impl Monitor {
             });
             self.probe_seen += share as u64;
         }
-        if let Some(m) = m.filter(|_| step % cfg.train.log_every == 0 || step == ctx.schedules.total_steps) {
-            self.log(ctx, &m, step, lr, tau, obs)?;
+        if let Some(m) = m {
+            self.last_loss = Some(m.loss.clone());
+            if step % cfg.train.log_every == 0 || step == ctx.schedules.total_steps {
+                self.log(ctx, &m, step, lr, tau, obs)?;
+            }
         }
         if step < self.stop && ctx.opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst)) {
             // The step is done: a checkpoint of it below, then the loop ends.
@@ -272,6 +279,11 @@ impl Monitor {
         if !self.skipped.is_empty() {
             let list: Vec<_> = self.skipped.iter().map(|(file, reason)| serde_json::json!({"file": file, "reason": reason})).collect();
             std::fs::write(run.file(run_dir::SKIPPED), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run.path(), e))?;
+        }
+        if self.final_loss.is_nan()
+            && let Some(loss) = self.last_loss.take()
+        {
+            self.final_loss = f64::from(loss.into_scalar::<f32>());
         }
         let finished = state.step == ctx.schedules.total_steps || self.stopped_by_time_budget;
         let (knn, random) = if finished && !has_labels(ctx.train) {
