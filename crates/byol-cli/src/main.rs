@@ -273,6 +273,14 @@ fn export(args: ExportArgs) -> Result<()> {
     let online = loaded.online(&device)?;
     byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, &args.out)?;
     println!("wrote the encoder with torchvision resnet names to {}", args.out.display());
+    let e = &loaded.config.model.encoder;
+    match byol::model::export::torchvision_constructor(e) {
+        Some(c) => println!("load it with load_state_dict(…, strict=False) into {c}"),
+        None => println!(
+            "no torchvision constructor fits this encoder ({:?}, base width {}, width ×{}): torchvision's ResNets have base width 64 and width ×1; build a ResNet of these sizes to load it",
+            e.arch, e.base_width, e.width_multiplier
+        ),
+    }
     Ok(())
 }
 

@@ -177,8 +177,9 @@ fn pretrain_then_resume_then_eval_knn() {
     assert!(ok, "{err}");
     assert!(out.contains("120 × 32"), "{out}");
     let enc = dir.join("enc.safetensors");
-    let (ok, _, err) = byol(&["export", "--checkpoint", d, "--out", enc.to_str().unwrap()]);
+    let (ok, out, err) = byol(&["export", "--checkpoint", d, "--out", enc.to_str().unwrap()]);
     assert!(ok, "{err}");
+    assert!(out.contains("no torchvision constructor fits this encoder") && out.contains("base width 4"), "{out}");
     assert!(std::fs::metadata(&enc).unwrap().len() > 1000);
 }
 

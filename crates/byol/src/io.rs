@@ -39,7 +39,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The regular file that writing `path` means: `path` itself (new or a regular file), or the
 /// target of the link it is, followed up to 40 links deep.
 fn destination(path: &Path, depth: usize) -> Result<PathBuf> {
-    let not_a_file = |what: &str| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file: give the path of a file to write")));
+    let not_a_file = |what: &str| {
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file: give the path of a file to write")))
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(path.to_path_buf()),
         Err(e) => Err(Error::io(path, e)),

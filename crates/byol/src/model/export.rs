@@ -19,7 +19,7 @@
 //! loading. torchvision's `num_batches_tracked` buffers are not written (unused in eval mode).
 
 use super::params::{Named, collect, load};
-use super::{ResNet, ResNetConfig};
+use super::{Arch, ResNet, ResNetConfig, Stem};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -70,6 +70,27 @@ pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, path: &Path) -> Resu
     crate::io::write_atomic(path, &bytes)
 }
 
+/// The torchvision constructor whose state dict the exported encoder of `cfg` fills (with
+/// `strict=False`, the classifier left out), and what to change on it; `None` when none fits:
+/// torchvision's ResNets have base width 64 and width multiplier 1, and no ResNet-200.
+pub fn torchvision_constructor(cfg: &ResNetConfig) -> Option<String> {
+    let name = match cfg.arch {
+        Arch::Resnet18 => "resnet18",
+        Arch::Resnet34 => "resnet34",
+        Arch::Resnet50 => "resnet50",
+        Arch::Resnet101 => "resnet101",
+        Arch::Resnet152 => "resnet152",
+        Arch::Resnet200 => return None,
+    };
+    if cfg.base_width != 64 || cfg.width_multiplier != 1 {
+        return None;
+    }
+    Some(match cfg.stem {
+        Stem::Imagenet => format!("torchvision.models.{name}()"),
+        Stem::Cifar => format!("torchvision.models.{name}() with conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = nn.Identity()"),
+    })
+}
+
 /// Read a torchvision-named safetensors file into an encoder of shape `cfg`. Extra keys (such as
 /// `fc.*` or `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
 pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Result<ResNet> {
@@ -94,6 +115,20 @@ pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// torchvision has ResNet-18…152 at base width 64 and width ×1 only.
+    #[test]
+    fn the_torchvision_constructor_is_named_only_where_one_fits() {
+        let mut cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().model.encoder;
+        (cfg.arch, cfg.base_width, cfg.width_multiplier, cfg.stem) = (Arch::Resnet50, 64, 1, Stem::Imagenet);
+        assert_eq!(torchvision_constructor(&cfg).as_deref(), Some("torchvision.models.resnet50()"));
+        cfg.stem = Stem::Cifar;
+        assert!(torchvision_constructor(&cfg).is_some_and(|c| c.contains("maxpool = nn.Identity()")));
+        for (arch, base, width) in [(Arch::Resnet50, 8, 1), (Arch::Resnet50, 64, 2), (Arch::Resnet200, 64, 1)] {
+            (cfg.arch, cfg.base_width, cfg.width_multiplier) = (arch, base, width);
+            assert_eq!(torchvision_constructor(&cfg), None, "{arch:?} base {base} ×{width}");
+        }
+    }
 
     #[test]
     fn names_map_both_ways() {
