@@ -94,6 +94,11 @@ fn settings_that_cannot_be_right_are_refused() {
     let (ok, _, err) = byol(&["shard", "--input", "/nonexistent", "--out", out.to_str().unwrap(), "--resize-shorter", "0"]);
     assert!(!ok && err.contains("resize-shorter") && err.contains("at least 8 px"), "{err}");
     assert!(!out.exists(), "a refused shard command made its output folder");
+    // A missing path is said once, as missing.
+    let (ok, _, err) = byol(&["eval", "knn", "--checkpoint", "/nonexistent"]);
+    assert!(!ok && err.matches("No such file or directory").count() == 1, "{err}");
+    let (ok, _, err) = byol(&["pretrain", "--data", "shards:/nonexistent", "--run-dir", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("the shards folder does not exist"), "{err}");
 }
 
 /// `--resume` on data that changed since the checkpoint (images added, a class added) is refused

@@ -37,13 +37,10 @@ pub enum Error {
     /// Another process holds the run directory (`train::RunDir`).
     #[error("run directory {path} is in use by {holder}; wait for it to end, or choose another --run-dir")]
     RunLocked { path: PathBuf, holder: String },
-    /// Any I/O error, with the path involved.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Any I/O error, with the path involved. The OS error is part of the message and not a
+    /// `source()`: a report that prints the chain (anyhow's `{:#}`) would print it twice.
+    #[error("I/O error on {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 }
 
 /// Result alias for the library.
@@ -58,8 +55,8 @@ impl Error {
         Error::Data { path: path.into(), message: message.into() }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
     }
 
     pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {

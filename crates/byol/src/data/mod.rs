@@ -259,6 +259,9 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
         DataSource::Cifar10 | DataSource::Cifar100 => cifar::load(cfg.path.as_ref().expect("validated"), cfg.source == DataSource::Cifar100, cfg.download)?,
         DataSource::Shards => {
             let path = cfg.path.as_ref().expect("validated");
+            if !path.exists() {
+                return Err(Error::data(path, "the shards folder does not exist"));
+            }
             let (train, test) = match &cfg.test_path {
                 Some(t) => (path.clone(), t.clone()),
                 None if path.join("train").is_dir() && path.join("test").is_dir() => (path.join("train"), path.join("test")),
