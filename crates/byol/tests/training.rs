@@ -410,6 +410,31 @@ fn byol_beats_random_init_on_cifar10() {
     // The online linear probe learns beside it: measured 23.80 % (chance: 10 %). The bound, 18 %,
     // catches a probe that does not learn or sees its labels out of order (chance level).
     assert!(probe > 0.18, "online linear probe {probe:.4}");
+    // The kNN margin alone is also passed by a constant random target (τ = 1: +5.35 points at this
+    // budget) and was passed by the frozen-γ bug (residual branches that never opened). Two
+    // checks that fail on those: the target moved away from its initialisation by the EMA (a
+    // constant target stays bit-identical to it), and every residual branch's last BatchNorm γ,
+    // initialised at 0 here (`residual-gamma = zero`), trained away from 0 (a frozen γ stays 0).
+    let device = Device::flex();
+    let (end, _) = checkpoint::read_latest(&dir).unwrap();
+    let end = end.state(&device).unwrap();
+    let start = TrainState::init(&cfg, &device);
+    let (moved, init) = (collect(end.target.as_ref().unwrap()), collect(start.target.as_ref().unwrap()));
+    let weights = |m: &std::collections::BTreeMap<String, byol::model::params::Named>| -> Vec<f32> {
+        m.iter().filter(|(p, _)| p.ends_with(".weight")).flat_map(|(_, t)| values(&t.flat)).collect()
+    };
+    let (a, b) = (weights(&moved), weights(&init));
+    let change = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / b.iter().map(|y| y.abs()).sum::<f32>();
+    println!("the target's weights moved by {change:.4} of their initial L1 norm");
+    // Measured 1.20 (the EMA moves an independently initialised target towards the online
+    // network); a constant target gives exactly 0.
+    assert!(change > 0.1, "the target's weights moved by only {change:.4} of their initial norm: no EMA reached them");
+    let gammas: Vec<(String, Vec<f32>)> =
+        collect(&end.online).into_iter().filter(|(p, _)| p.contains(".layer") && p.ends_with(".bn2.gamma")).map(|(p, t)| (p, values(&t.flat))).collect();
+    assert_eq!(gammas.len(), 8, "ResNet-18 has 8 basic blocks: {:?}", gammas.iter().map(|g| &g.0).collect::<Vec<_>>());
+    for (p, g) in &gammas {
+        assert!(g.iter().any(|&v| v != 0.0), "{p} is still all zero: its residual branch never opened");
+    }
 }
 
 #[test]
