@@ -73,6 +73,9 @@ struct Setup {
     replicas: Option<Replicas>,
     train: Arc<data::ImageSet>,
     test: data::ImageSet,
+    /// The training set's fingerprint: checked against the checkpoint's on resume, recorded in
+    /// every checkpoint of the run.
+    data: data::Fingerprint,
     skipped: Vec<(String, String)>,
     schedules: Schedules,
 }
@@ -98,8 +101,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
             return Err(e);
         }
     };
-    let Setup { cfg, mut state, device, mut replicas, train, test, skipped, schedules } = *setup;
-    let data = data::Fingerprint::of(&train);
+    let Setup { cfg, mut state, device, mut replicas, train, test, data, skipped, schedules } = *setup;
     let b = cfg.train.batch_size;
     let on_device = cfg.augment.placement.on_device(cfg.backend);
     let spec = loader::LoaderSpec {
@@ -194,9 +196,10 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     if b > train.len() {
         return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", train.len())));
     }
+    let data = data::Fingerprint::of(&train);
     match recorded_data {
         Some((Some(before), ckpt)) => {
-            let differences = data::Fingerprint::of(&train).differences(&before);
+            let differences = data.differences(&before);
             if !differences.is_empty() {
                 let path = cfg.data.path.clone().unwrap_or_else(|| "the training set".into());
                 return Err(Error::data(
@@ -244,7 +247,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         1 => None,
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
     };
-    Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, skipped, schedules })))
+    Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
 }
 
 fn check_writable(dir: &Path) -> Result<()> {
