@@ -146,7 +146,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
 /// writes `config.toml` and `run.json`.
 fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn Observer) -> Result<Start> {
     let dir = run.path();
-    check_writable(dir)?;
+    // Writable: `RunDir::lock` made the folder and wrote its lock file.
     checkpoint::remove_stale_temporaries(dir);
     // One device per replica (train.devices); rank 0's, on this thread, is the one the loop
     // evaluates and checkpoints on.
@@ -248,11 +248,4 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
     };
     Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
-}
-
-fn check_writable(dir: &Path) -> Result<()> {
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| Error::io(dir, e))?;
-    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
-    Ok(())
 }
