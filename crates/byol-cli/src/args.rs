@@ -108,11 +108,15 @@ pub enum Command {
 #[derive(Args)]
 pub struct ShardArgs {
     /// The ImageFolder: `root/train/<class>/…` and `root/test/<class>/…`, or `root/<class>/…`.
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "verify")]
+    pub input: Option<PathBuf>,
     /// Output folder; `train/` and `test/` shard folders are written in it.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "verify")]
+    pub out: Option<PathBuf>,
+    /// Write nothing: check the shards in this folder (as `byol shard` wrote them) against
+    /// their manifests, every shard's size, SHA-256 and image count; exits with 1 if any differs.
+    #[arg(long, conflicts_with_all = ["input", "out"])]
+    pub verify: Option<PathBuf>,
     /// Target size of a shard in MB (a shard is closed once it reaches it).
     #[arg(long, default_value_t = 256)]
     pub shard_mb: u64,

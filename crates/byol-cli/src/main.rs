@@ -103,7 +103,10 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
         report.final_loss
     );
     if report.skipped_images > 0 {
-        println!("skipped {} unreadable image(s)", report.skipped_images);
+        println!("skipped {} unreadable file(s) (listed in {})", report.skipped_images, byol::train::run_dir::SKIPPED);
+    }
+    if report.lost_images > 0 {
+        println!("{} image(s) that the shard manifests record were missing (truncated shards)", report.lost_images);
     }
     let k = cfg.eval.knn.k;
     if let Some(knn) = report.knn {
@@ -227,6 +230,11 @@ fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 fn shard(args: ShardArgs) -> Result<()> {
+    let (input, out) = match (&args.verify, &args.input, &args.out) {
+        (Some(folder), _, _) => return verify_shards(folder),
+        (None, Some(input), Some(out)) => (input, out),
+        _ => unreachable!("clap requires --input and --out without --verify"),
+    };
     let opts = byol::data::shards::ShardWriteOptions {
         target_bytes: args.shard_mb.max(1) << 20,
         resize_shorter: args.resize_shorter,
@@ -236,7 +244,7 @@ fn shard(args: ShardArgs) -> Result<()> {
     let pb = ProgressBar::new(0);
     pb.set_style(ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len} images ({per_sec}, ETA {eta})").expect("template").progress_chars("=> "));
     let mut current = String::new();
-    let written = byol::data::shards::shard_imagefolder(&args.input, &args.out, &opts, args.holdout_fraction, 100_000_000, &mut |split, done, total| {
+    let written = byol::data::shards::shard_imagefolder(input, out, &opts, args.holdout_fraction, 100_000_000, &mut |split, done, total| {
         if current != split {
             current = split.to_string();
             pb.set_prefix(current.clone());
@@ -254,7 +262,7 @@ fn shard(args: ShardArgs) -> Result<()> {
             m.classes.len(),
             m.shards.len(),
             bytes as f64 / 1e6,
-            args.out.join(name).join(byol::data::shards::MANIFEST).display()
+            out.join(name).join(byol::data::shards::MANIFEST).display()
         );
     }
     if !written.skipped.is_empty() {
@@ -263,7 +271,25 @@ fn shard(args: ShardArgs) -> Result<()> {
             println!("  {file}: {reason}");
         }
     }
-    println!("train on them with: byol pretrain --data shards:{}", args.out.display());
+    println!("train on them with: byol pretrain --data shards:{}", out.display());
+    Ok(())
+}
+
+/// `byol shard --verify`: every shard against its manifest; exit 1 when any differs.
+fn verify_shards(folder: &std::path::Path) -> Result<()> {
+    let checked = byol::data::shards::verify(folder)?;
+    let mut bad = 0;
+    for v in &checked {
+        println!("{}: {} shard(s), {} images, {}", v.manifest.display(), v.shards, v.images, if v.problems.is_empty() { "all as recorded" } else { "DIFFERS" });
+        for p in &v.problems {
+            println!("  {}: {}", p.shard.display(), p.problem);
+        }
+        bad += v.problems.len();
+    }
+    if bad > 0 {
+        eprintln!("{bad} shard(s) differ from their manifests: write them again with `byol shard`");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

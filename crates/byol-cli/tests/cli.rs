@@ -259,6 +259,15 @@ fn shard_an_imagefolder_then_pretrain_on_the_shards() {
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(line["images"], 32);
     assert!(line["images_per_sec"].as_f64().unwrap() > 0.0);
+
+    // `--verify` passes the shards as written and fails, naming the shard, once one is cut.
+    let (ok, stdout, err) = byol(&["shard", "--verify", out.to_str().unwrap()]);
+    assert!(ok && stdout.matches("all as recorded").count() == 2, "{stdout}{err}");
+    let shard = out.join("train/shard-000000.tar");
+    let bytes = std::fs::read(&shard).unwrap();
+    std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, stdout, err) = byol(&["shard", "--verify", out.to_str().unwrap()]);
+    assert!(!ok && stdout.contains("shard-000000.tar: ") && stdout.contains("the manifest records 36") && err.contains("1 shard(s) differ"), "{stdout}{err}");
 }
 
 #[test]

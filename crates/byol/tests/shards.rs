@@ -228,13 +228,27 @@ fn corrupt_members_truncated_and_missing_shards() {
     let cut = load_set(&train, None, MAX_PX).unwrap();
     assert_eq!(cut.len(), 60 - (samples1.len() - 1), "the truncated shard keeps its first sample");
     let warning = cut.skipped.iter().find(|(p, _)| p == &shard1).map(|(_, w)| w.clone()).expect("the truncated shard is reported");
-    assert!(warning.contains("ends early after 1 image"), "{warning}");
+    let lost = samples1.len() - 1;
+    assert!(warning.contains("ends early after 1 image") && warning.contains(&format!("{lost} image(s) lost")), "{warning}");
+    assert_eq!(cut.lost, lost, "the images lost are counted from the manifest");
+
+    // `verify` finds both: the rewritten member by its SHA-256 (its size is unchanged, so the
+    // open-time check cannot), the cut shard by size, digest and count; the test split is intact.
+    let checked = shards::verify(&d.join("out")).unwrap();
+    assert_eq!(checked.len(), 2);
+    let names: Vec<&Path> = checked[0].problems.iter().map(|p| p.shard.as_path()).collect();
+    assert_eq!(names, [shard0.as_path(), shard1.as_path()], "{:?}", checked[0].problems);
+    assert!(checked[0].problems[0].problem.starts_with("SHA-256"), "{:?}", checked[0].problems[0]);
+    let p1 = &checked[0].problems[1].problem;
+    assert!(p1.contains("bytes, the manifest records") && p1.contains("SHA-256") && p1.contains(&format!("1 image(s), the manifest records {}", samples1.len())), "{p1}");
+    assert!(checked[1].problems.is_empty(), "{:?}", checked[1].problems);
 
     let cfg = tiny_shards(&d.join("out"), &[]);
     let run = d.join("run");
     let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
     let r = pretrain(&cfg, &run, &opts, &mut Quiet).unwrap();
     assert_eq!(r.steps, 2 * (cut.len() as u64 / 16));
+    assert_eq!(r.lost_images, lost);
     let skipped = std::fs::read_to_string(run.join("skipped.json")).unwrap();
     let name = format!("{}:00000000", shard0.display());
     assert!(skipped.contains(&name), "the corrupt member is named: {skipped}");

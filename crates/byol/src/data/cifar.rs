@@ -45,7 +45,7 @@ pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixel
 }
 
 fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]) -> Result<ImageSet> {
-    let mut set = ImageSet { images: vec![], names: vec![], labels: vec![], classes: classes.to_vec(), skipped: vec![] };
+    let mut set = ImageSet::empty(classes.to_vec());
     for name in names {
         let p = dir.join(name);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;

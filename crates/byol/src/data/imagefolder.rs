@@ -107,7 +107,7 @@ fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool, max_pi
             (label, path, px)
         })
         .collect();
-    let mut set = ImageSet { images: Vec::new(), names: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new() };
+    let mut set = ImageSet::empty(classes);
     for (label, path, px) in results {
         match px {
             Ok(px) => {
@@ -170,8 +170,8 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
     for &i in &test_idx {
         is_test[i] = true;
     }
-    let mut train = ImageSet { images: vec![], names: vec![], labels: vec![], classes: all.classes.clone(), skipped: all.skipped };
-    let mut test = ImageSet { images: vec![], names: vec![], labels: vec![], classes: all.classes, skipped: vec![] };
+    let mut train = ImageSet { skipped: all.skipped, ..ImageSet::empty(all.classes.clone()) };
+    let mut test = ImageSet::empty(all.classes);
     for (((px, name), l), t) in all.images.into_iter().zip(all.names).zip(all.labels).zip(is_test) {
         let s = if t { &mut test } else { &mut train };
         s.images.push(px);

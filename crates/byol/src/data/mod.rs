@@ -184,9 +184,17 @@ pub struct ImageSet {
     pub classes: Vec<String>,
     /// Files that could not be read, with the reason (skipped).
     pub skipped: Vec<(PathBuf, String)>,
+    /// Images that a shard manifest records but the shards no longer hold (a truncated or
+    /// replaced shard): lost without a file of their own to name in `skipped`.
+    pub lost: usize,
 }
 
 impl ImageSet {
+    /// A set with no images yet, of these classes.
+    pub fn empty(classes: Vec<String>) -> Self {
+        ImageSet { images: Vec::new(), names: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new(), lost: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.images.len()
     }
@@ -222,7 +230,7 @@ impl ImageSet {
             labels.push(self.labels[i]);
             names.push(self.names[i].clone());
         }
-        ImageSet { images, names, labels, classes: self.classes, skipped: self.skipped }
+        ImageSet { images, names, labels, classes: self.classes, skipped: self.skipped, lost: self.lost }
     }
 }
 

@@ -75,6 +75,7 @@ fn split(per_class: usize, size: usize, seed: u64, split: u64) -> ImageSet {
         labels: (0..n).map(|i| i % CLASSES.len()).collect(),
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
         skipped: Vec::new(),
+        lost: 0,
     }
 }
 

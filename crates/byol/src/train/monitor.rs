@@ -314,6 +314,7 @@ impl Monitor {
             train_images: ctx.train.len(),
             test_images: ctx.test.len(),
             skipped_images: self.skipped.len(),
+            lost_images: ctx.train.lost + ctx.test.lost,
             final_loss: self.final_loss,
             knn,
             random_init_knn: random,

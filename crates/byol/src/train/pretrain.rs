@@ -189,7 +189,11 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     // Files skipped when loading, and (without the cache) files that failed to decode later.
     let skipped: Vec<(String, String)> = splits.train.skipped.iter().chain(&splits.test.skipped).map(|(p, e)| (p.display().to_string(), e.clone())).collect();
     if !skipped.is_empty() {
-        obs.on_message(&format!("skipped {} unreadable image(s); see the warnings above", skipped.len()));
+        obs.on_message(&format!("skipped {} unreadable file(s); see the warnings above", skipped.len()));
+    }
+    let lost = splits.train.lost + splits.test.lost;
+    if lost > 0 {
+        obs.on_message(&format!("{lost} image(s) that the shard manifests record are missing (truncated shards); `byol shard --verify` checks every shard"));
     }
     let (train, test) = (Arc::new(splits.train), splits.test);
     let b = cfg.train.batch_size;

@@ -57,6 +57,9 @@ pub struct PretrainReport {
     pub train_images: usize,
     pub test_images: usize,
     pub skipped_images: usize,
+    /// Images the shard manifests record that the shards no longer hold (truncated shards).
+    #[serde(default)]
+    pub lost_images: usize,
     /// NaN (written as `null`) when no step was logged.
     #[serde(deserialize_with = "null_as_nan")]
     pub final_loss: f64,

@@ -262,19 +262,16 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
         use rayon::prelude::*;
         paths.par_iter().map(|p| scan_shard(p)).collect()
     };
-    let mut set = ImageSet { images: Vec::new(), names: Vec::new(), labels: Vec::new(), classes: Vec::new(), skipped: Vec::new() };
+    let mut set = ImageSet::empty(Vec::new());
     let mut raw_labels: Vec<Option<usize>> = Vec::new();
     for (path, scan) in paths.iter().zip(scans) {
         let (samples, warning) = scan?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let expected = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.name == name)).map(|s| s.count);
-        if let Some(w) = &warning {
-            tracing::warn!("shard {} {w}", path.display());
-            set.skipped.push((path.clone(), w.clone()));
-        } else if let Some(n) = expected.filter(|&n| n != samples.len()) {
-            let w = format!("holds {} image(s), its manifest says {n}", samples.len());
-            tracing::warn!("shard {} {w}", path.display());
-            set.skipped.push((path.clone(), w));
+        let recorded = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.name == name));
+        if let Some(problem) = open_problem(path, samples.len(), warning, recorded) {
+            tracing::warn!("shard {} {problem}", path.display());
+            set.lost += recorded.map_or(0, |r| r.count.saturating_sub(samples.len()));
+            set.skipped.push((path.clone(), problem));
         }
         let file = Arc::new(ShardFile { path: path.clone(), max_pixels });
         for s in samples {
@@ -311,6 +308,116 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
         return Err(Error::data(spec, format!("{} has class index {max}, but there are {} classes", set.names[i], set.classes.len())));
     }
     Ok(set)
+}
+
+/// What is wrong with a shard at open time, from its header scan (`found` samples, and the
+/// scan's warning if it ended early) and its manifest entry: the samples lost against the
+/// manifest's count, and a size other than the manifest's (cheap; the SHA-256 is checked by
+/// [`verify`]).
+fn open_problem(path: &Path, found: usize, warning: Option<String>, recorded: Option<&ManifestShard>) -> Option<String> {
+    let bytes = std::fs::metadata(path).map(|m| m.len()).ok();
+    match (warning, recorded) {
+        (Some(w), Some(r)) if r.count > found => Some(format!("{w}; its manifest records {}: {} image(s) lost", r.count, r.count - found)),
+        (Some(w), _) => Some(format!("{w} (no manifest entry says how many images it held)")),
+        (None, Some(r)) if r.count != found => Some(format!("holds {found} image(s), its manifest records {}", r.count)),
+        (None, Some(r)) if bytes.is_some_and(|b| b != r.bytes) => {
+            Some(format!("is {} bytes, its manifest records {}: rewritten since (`byol shard --verify` checks its SHA-256)", bytes.unwrap_or(0), r.bytes))
+        }
+        _ => None,
+    }
+}
+
+/// One shard's problems found by [`verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardProblem {
+    pub shard: PathBuf,
+    pub problem: String,
+}
+
+/// What [`verify`] checked in one folder of shards.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub manifest: PathBuf,
+    pub shards: usize,
+    pub images: usize,
+    pub problems: Vec<ShardProblem>,
+}
+
+/// Check the shards of `folder` against their manifest(s): `folder/manifest.json`, or the
+/// manifests of `folder/train/` and `folder/test/` (as `byol shard` writes them). Every shard the
+/// manifest names must exist with its size, SHA-256 and sample count; a `.tar` beside them that
+/// the manifest does not name is reported too. Reads every byte (the hashing runs on all cores).
+pub fn verify(folder: &Path) -> Result<Vec<Verified>> {
+    let manifests: Vec<PathBuf> = if folder.join(MANIFEST).is_file() {
+        vec![folder.join(MANIFEST)]
+    } else {
+        let split: Vec<PathBuf> = ["train", "test"].iter().map(|s| folder.join(s).join(MANIFEST)).filter(|p| p.is_file()).collect();
+        if split.is_empty() {
+            return Err(Error::data(folder, format!("no {MANIFEST} here nor in train/ or test/: only shards written by `byol shard` can be verified")));
+        }
+        split
+    };
+    manifests.into_iter().map(|m| verify_manifest(&m)).collect()
+}
+
+fn verify_manifest(manifest_path: &Path) -> Result<Verified> {
+    use rayon::prelude::*;
+    let manifest = Manifest::read(manifest_path)?;
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let mut problems: Vec<ShardProblem> = manifest.shards.par_iter().filter_map(|s| verify_shard(&dir.join(&s.name), s)).collect();
+    let named: std::collections::HashSet<&str> = manifest.shards.iter().map(|s| s.name.as_str()).collect();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tar") && !named.contains(name.as_str()) {
+            problems.push(ShardProblem { shard: entry.path(), problem: "is not in the manifest: training on this folder would read it too".into() });
+        }
+    }
+    let recorded: usize = manifest.shards.iter().map(|s| s.count).sum();
+    if recorded != manifest.count {
+        problems.push(ShardProblem { shard: manifest_path.to_path_buf(), problem: format!("records {} images in all, its shards {recorded}", manifest.count) });
+    }
+    problems.sort_by(|a, b| a.shard.cmp(&b.shard));
+    Ok(Verified { manifest: manifest_path.to_path_buf(), shards: manifest.shards.len(), images: manifest.count, problems })
+}
+
+fn verify_shard(path: &Path, recorded: &ManifestShard) -> Option<ShardProblem> {
+    use sha2::Digest;
+    let problem = |p: String| Some(ShardProblem { shard: path.to_path_buf(), problem: p });
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return problem(format!("cannot be read: {e}")),
+    };
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                sha.update(&buf[..n]);
+                bytes += n as u64;
+            }
+            Err(e) => return problem(format!("cannot be read after {bytes} bytes: {e}")),
+        }
+    }
+    let digest = format!("{:x}", sha.finalize());
+    let mut found = Vec::new();
+    if bytes != recorded.bytes {
+        found.push(format!("{bytes} bytes, the manifest records {}", recorded.bytes));
+    }
+    if digest != recorded.sha256 {
+        found.push(format!("SHA-256 {digest}, the manifest records {}", recorded.sha256));
+    }
+    match scan_shard(path) {
+        Ok((samples, warning)) => {
+            if samples.len() != recorded.count {
+                found.push(format!("{} image(s), the manifest records {}", samples.len(), recorded.count));
+            }
+            found.extend(warning);
+        }
+        Err(e) => found.push(e.to_string()),
+    }
+    if found.is_empty() { None } else { problem(found.join("; ")) }
 }
 
 #[cfg(test)]

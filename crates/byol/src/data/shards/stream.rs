@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn epoch_plan_is_a_seeded_permutation() {
         let shards: Vec<Arc<ShardFile>> = (0..5).map(|i| Arc::new(ShardFile { path: format!("s{i}").into(), max_pixels: 1 })).collect();
-        let mut set = ImageSet { images: vec![], names: vec![], labels: vec![], classes: vec!["a".into()], skipped: vec![] };
+        let mut set = ImageSet::empty(vec!["a".into()]);
         for (s, f) in shards.iter().enumerate() {
             for m in 0..7 {
                 set.images.push(Pixels::Member { shard: f.clone(), offset: m, len: 1 });
