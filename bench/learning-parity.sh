@@ -29,7 +29,7 @@ GAMMA=${GAMMA:-zero}
 case "$GAMMA" in zero|one) ;; *) echo "GAMMA must be zero or one, not $GAMMA" >&2; exit 2 ;; esac
 THREADS=${THREADS:-$(nproc)}
 OUT=${OUT:-runs/learning-parity-$(date +%s)}
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import torch, PIL, numpy' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q torch pillow numpy
 fi

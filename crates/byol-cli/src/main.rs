@@ -103,7 +103,7 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
         report.final_loss
     );
     if report.skipped_images > 0 {
-        println!("skipped {} unreadable file(s) (listed in {})", report.skipped_images, byol::train::run_dir::SKIPPED);
+        println!("skipped {} file(s) or folder(s), unreadable or outside the layout (listed in {})", report.skipped_images, byol::train::run_dir::SKIPPED);
     }
     if report.lost_images > 0 {
         println!("{} image(s) that the shard manifests record were missing (truncated shards)", report.lost_images);
@@ -171,7 +171,17 @@ fn eval_knn(args: KnnArgs) -> Result<()> {
         100.0 * r.top1,
         100.0 * r.top5
     );
+    record(&e, "knn", serde_json::to_value(r)?);
     Ok(())
+}
+
+/// Write an evaluation's result into its run directory, or say why it was not.
+fn record(e: &Evaluation, protocol: &str, result: serde_json::Value) {
+    match e.record(protocol, result) {
+        Ok(Some(path)) => println!("recorded in {}", path.display()),
+        Ok(None) => {}
+        Err(err) => eprintln!("warning: the result is not recorded in the run directory: {err}"),
+    }
 }
 
 fn eval_linear(args: LinearArgs) -> Result<()> {
@@ -194,6 +204,7 @@ fn eval_linear(args: LinearArgs) -> Result<()> {
         100.0 * r.test.top5,
         100.0 * r.train.top1
     );
+    record(&e, "linear", serde_json::to_value(&r)?);
     Ok(())
 }
 
@@ -205,7 +216,9 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         f.learning_rate = args.lr.unwrap_or(f.learning_rate);
     })?;
     let test_images = e.splits.test.len();
-    let r = byol::train::finetune_of_encoder(e.encoder, &e.config, &e.splits.train, &e.splits.test, &e.device)?;
+    // The clone shares the parameters' storage (and BatchNorm's running statistics): `e.encoder`
+    // is not used again.
+    let r = byol::train::finetune_of_encoder(e.encoder.clone(), &e.config, &e.splits.train, &e.splits.test, &e.device)?;
     println!(
         "fine-tuning on {} labelled images ({}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
         r.labelled_images,
@@ -213,6 +226,7 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         100.0 * r.test.top1,
         100.0 * r.test.top5
     );
+    record(&e, "finetune", serde_json::to_value(&r)?);
     Ok(())
 }
 
@@ -386,7 +400,7 @@ fn bench_decode(args: BenchDecodeArgs) -> Result<()> {
         }
         None => {
             let root = if args.data.join("train").is_dir() { args.data.join("train") } else { args.data.clone() };
-            (byol::data::imagefolder::load_folder(&root, false, None, 0, 0, 100_000_000)?, None)
+            (byol::data::imagefolder::load_folder(&root, byol::data::imagefolder::Cache::Off, None, 0, 0, 100_000_000)?, None)
         }
     };
     let interpolation = match args.interpolation {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TINY, byol};
+use common::{TINY, byol, byol_in};
 
 #[test]
 fn dump_config_prints_the_resolved_config_with_overrides() {
@@ -102,7 +102,9 @@ fn settings_that_cannot_be_right_are_refused() {
 }
 
 /// `--resume` on data that changed since the checkpoint (images added, a class added) is refused
-/// with what changed, instead of continuing the run on other data and another schedule.
+/// with what changed, instead of continuing the run on other data and another schedule. A run
+/// started with a relative `--data` records it resolved: it resumes, and its checkpoint
+/// evaluates, from another folder, and the evaluation is written into the run directory.
 #[test]
 fn resume_refuses_changed_data() {
     let dir = std::env::temp_dir().join(format!("byol-cli-datachange-{}", std::process::id()));
@@ -119,10 +121,12 @@ fn resume_refuses_changed_data() {
     write("bb", 24);
     let run = dir.join("run");
     let r = run.to_str().unwrap().to_string();
-    let mut args = vec!["pretrain", "--run-dir", &r, "--data", data.to_str().unwrap(), "--max-steps", "2"];
+    let mut args = vec!["pretrain", "--run-dir", &r, "--data", "data", "--max-steps", "2"];
     args.extend(TINY);
-    let (ok, _, err) = byol(&args);
+    let (ok, _, err) = byol_in(&dir, &args);
     assert!(ok, "{err}");
+    let config: toml::Table = std::fs::read_to_string(run.join("config.toml")).unwrap().parse().unwrap();
+    assert_eq!(config["data"]["path"].as_str(), Some(data.to_str().unwrap()), "data.path is recorded resolved");
     write("ccc", 24);
     let (ok, _, err) = byol(&["pretrain", "--resume", &r]);
     assert!(!ok, "resumed on changed data: {err}");
@@ -130,6 +134,12 @@ fn resume_refuses_changed_data() {
     std::fs::remove_dir_all(data.join("ccc")).unwrap();
     let (ok, _, err) = byol(&["pretrain", "--resume", &r]);
     assert!(ok, "the run's own data again: {err}");
+    let (ok, stdout, err) = byol(&["eval", "knn", "--checkpoint", &r, "--k", "3"]);
+    assert!(ok && stdout.contains("recorded in"), "{stdout}{err}");
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(run.join("evaluations.jsonl")).unwrap().trim()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    assert_eq!((line["protocol"].as_str(), &line["step"], line["settings"]["knn"]["k"].as_u64()), (Some("knn"), &report["steps"], Some(3)), "{line}");
+    assert!(line["result"]["top1"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{line}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -12,6 +12,7 @@ use crate::model::ResNet;
 use crate::train::{checkpoint, indexed_features_of, random_init_encoder};
 use crate::{Error, Result};
 use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Where the images come from, as a front end names it.
@@ -178,6 +179,30 @@ pub struct Evaluation {
     pub splits: Splits,
     /// What the encoder is, for a report ("trained encoder (BYOL objective)", "random-init encoder").
     pub label: &'static str,
+    /// The checkpoint's step.
+    pub step: u64,
+    /// The run directory the checkpoint is in (a folder with the run's `config.toml`), where
+    /// [`Evaluation::record`] writes the result.
+    pub run_dir: Option<PathBuf>,
+}
+
+/// One line of a run's `evaluations.jsonl`: an evaluation of one of its checkpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvaluationRecord {
+    /// `knn`, `linear` or `finetune`.
+    pub protocol: String,
+    /// The checkpoint's step.
+    pub step: u64,
+    /// "trained encoder (BYOL objective)", "random-init encoder", …
+    pub encoder: String,
+    /// The data evaluated on (`data.path`, or the source's name).
+    pub data: String,
+    pub test_images: usize,
+    /// The evaluation's settings (the config's `eval` section as resolved).
+    pub settings: serde_json::Value,
+    pub result: serde_json::Value,
+    /// Seconds since the Unix epoch when the result was written.
+    pub unix_time: u64,
 }
 
 impl Evaluation {
@@ -207,7 +232,29 @@ impl Evaluation {
             (loaded.online(&device)?.encoder, label)
         };
         let splits = crate::data::load(&config.data, config.seed)?;
-        Ok(Evaluation { config, device, encoder, splits, label })
+        let dir = if path.is_dir() { Some(path) } else { path.parent() };
+        let run_dir = dir.filter(|d| d.join(crate::train::run_dir::CONFIG).is_file()).map(Path::to_path_buf);
+        Ok(Evaluation { config, device, encoder, splits, label, step: loaded.step, run_dir })
+    }
+
+    /// Append the result of `protocol` to the run directory's `evaluations.jsonl`, taking the
+    /// run's lock for the write (a run still training there holds it: then an error says so and
+    /// nothing is written). `None` when the checkpoint is not in a run directory.
+    pub fn record(&self, protocol: &str, result: serde_json::Value) -> Result<Option<PathBuf>> {
+        let Some(dir) = &self.run_dir else { return Ok(None) };
+        let record = EvaluationRecord {
+            protocol: protocol.into(),
+            step: self.step,
+            encoder: self.label.into(),
+            data: self.config.data.path.as_ref().map_or_else(|| format!("{:?}", self.config.data.source).to_lowercase(), |p| p.display().to_string()),
+            test_images: self.splits.test.len(),
+            settings: serde_json::to_value(&self.config.eval).expect("a config is JSON"),
+            result,
+            unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        };
+        let run = crate::train::RunDir::lock(dir)?;
+        run.append_line(crate::train::run_dir::EVALUATIONS, &serde_json::to_string(&record).expect("json"))?;
+        Ok(Some(run.file(crate::train::run_dir::EVALUATIONS)))
     }
 
     /// The representation of every image of both splits (train first), written to `out` as a

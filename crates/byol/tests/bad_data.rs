@@ -2,7 +2,8 @@
 //! skipped and counted, and pre-training runs to the end with a summary of what was skipped.
 
 use byol::ExperimentConfig;
-use byol::data::imagefolder::{decode, load_folder};
+use byol::data::decode::decode;
+use byol::data::imagefolder::{Cache, load_folder};
 use byol::train::{Observer, RunOptions, pretrain};
 use std::path::{Path, PathBuf};
 
@@ -95,17 +96,24 @@ fn every_bad_file_is_decoded_or_skipped_and_counted() {
     assert_eq!(px("sixteen-bit.png").data[..3], [255, 0, 128]);
     assert_eq!(px("alpha.png").data[..3], [10, 20, 30]);
     assert_eq!((px("tiny.png").width, px("tiny.png").height), (1, 1));
-    for cache in [true, false] {
+    for cache in [Cache::InMemory { limit_bytes: u64::MAX }, Cache::Off] {
         let set = load_folder(&root, cache, None, 0, 0, 100_000_000).unwrap();
         assert_eq!(set.classes, vec!["a", "b"], "the root link is not a class");
         let skipped: Vec<String> = set.skipped.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
         for name in &must_skip {
             assert!(skipped.iter().any(|s| s == name), "{name} not skipped: {skipped:?}");
         }
-        for (p, reason) in &set.skipped {
+        // Besides the unreadable images: the folder holding notes.txt and the root link (a
+        // folder without images), each said once.
+        let (unreadable, left_out): (Vec<_>, Vec<_>) = set.skipped.iter().partition(|(p, _)| p.extension().is_some());
+        for (p, reason) in unreadable {
             let n = p.file_name().unwrap().to_string_lossy();
             assert!(must_skip.contains(&n.as_ref()) || n == "truncated.jpg", "{n} skipped: {reason}");
         }
+        let left_out: Vec<(String, &str)> = left_out.iter().map(|(p, why)| (p.file_name().unwrap().to_string_lossy().into_owned(), why.as_str())).collect();
+        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        assert!(left_out.iter().any(|(n, why)| n == "b" && why.contains("notes.txt")), "{left_out:?}");
+        assert!(left_out.iter().any(|(n, why)| n == "loop-class" && why.contains("not a class")), "{left_out:?}");
         let huge = set.skipped.iter().find(|(p, _)| p.ends_with("huge.png")).unwrap();
         assert!(huge.1.contains("20000×20000") && huge.1.contains("max-image-pixels"), "{}", huge.1);
         // 24 good + grayscale, cmyk, 16-bit, alpha, tiny (+ truncated if its decoder recovers).

@@ -4,7 +4,7 @@
 
 use byol::ExperimentConfig;
 use byol::augment::loader::{LoaderSpec, Prefetcher, View};
-use byol::data::imagefolder::load_folder;
+use byol::data::imagefolder::{Cache, load_folder};
 use byol::data::shards::{self, ShardReader, ShardWriteOptions, epoch_plan, load_set, shard_imagefolder};
 use byol::data::{ImageSet, Pixels};
 use byol::train::{RunOptions, checkpoint, pretrain};
@@ -70,7 +70,7 @@ fn imagefolder_to_shards_and_back_gives_the_same_images_and_labels() {
     assert!(written.skipped.is_empty());
     assert!(written.train.shards.len() >= 5, "{} shards", written.train.shards.len());
     for (split, m) in [("train", &written.train), ("test", &written.test)] {
-        let folder = load_folder(&d.join("folder").join(split), true, None, 0, 0, MAX_PX).unwrap();
+        let folder = load_folder(&d.join("folder").join(split), Cache::InMemory { limit_bytes: u64::MAX }, None, 0, 0, MAX_PX).unwrap();
         let sharded = load_set(&d.join("out").join(split), None, MAX_PX).unwrap();
         assert_eq!(sharded.classes, folder.classes);
         assert_eq!(sharded.len(), folder.len());
@@ -120,8 +120,7 @@ fn shard_order_is_seeded_and_a_mid_epoch_start_continues_it() {
     // 7 steps per epoch; steps 0..14 are two epochs.
     let batches = |seed: u64, start: u64| -> Vec<Vec<f32>> {
         let spec = LoaderSpec { set: set.clone(), aug: cfg.augment.clone(), batch, size, seed, start, end: 14, workers: 1, prefetch: 2, on_device: false };
-        let p = Prefetcher::from_shards(spec, buffer, MAX_PX);
-        std::iter::from_fn(|| p.next())
+        Prefetcher::from_shards(spec, buffer, MAX_PX)
             .map(|b| match b.unwrap().view1 {
                 View::Host(v) => v,
                 View::Device(..) => unreachable!("host views"),
@@ -240,7 +239,10 @@ fn corrupt_members_truncated_and_missing_shards() {
     assert_eq!(names, [shard0.as_path(), shard1.as_path()], "{:?}", checked[0].problems);
     assert!(checked[0].problems[0].problem.starts_with("SHA-256"), "{:?}", checked[0].problems[0]);
     let p1 = &checked[0].problems[1].problem;
-    assert!(p1.contains("bytes, the manifest records") && p1.contains("SHA-256") && p1.contains(&format!("1 image(s), the manifest records {}", samples1.len())), "{p1}");
+    assert!(
+        p1.contains("bytes, the manifest records") && p1.contains("SHA-256") && p1.contains(&format!("1 image(s), the manifest records {}", samples1.len())),
+        "{p1}"
+    );
     assert!(checked[1].problems.is_empty(), "{:?}", checked[1].problems);
 
     let cfg = tiny_shards(&d.join("out"), &[]);

@@ -1,10 +1,18 @@
 //! What the binary's test files share.
 
+#![allow(dead_code, reason = "each test file uses some of these helpers")]
+
+use std::path::Path;
 use std::process::Command;
 
 /// Run the `byol` binary: (success, stdout, stderr).
 pub fn byol(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_byol")).args(args).output().expect("run byol");
+    byol_in(Path::new("."), args)
+}
+
+/// Run the `byol` binary in the working directory `cwd`: (success, stdout, stderr).
+pub fn byol_in(cwd: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_byol")).current_dir(cwd).args(args).output().expect("run byol");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

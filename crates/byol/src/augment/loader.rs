@@ -168,7 +168,9 @@ pub fn make_batch_from_bytes(
 /// Produces the batches of steps `start..end` on background threads, `prefetch` ahead.
 pub struct Prefetcher {
     rx: Receiver<crate::Result<ViewBatch>>,
-    _handles: Vec<std::thread::JoinHandle<()>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    /// Batches still to come: a producer that stops before is an error, never a short epoch.
+    remaining: u64,
 }
 
 /// What a [`Prefetcher`] makes: the batches of `batch` images of `set` for steps `start..end`
@@ -191,12 +193,16 @@ pub struct LoaderSpec {
 impl Prefetcher {
     /// Batches of a set read by index (decoded images, or one file per image).
     pub fn new(spec: LoaderSpec) -> Self {
+        let remaining = spec.end.saturating_sub(spec.start);
         let (tx, rx) = sync_channel(spec.prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let (set, seed) = (&spec.set, spec.seed);
             let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {} decoding threads: {e}", spec.workers))));
+                    return;
+                }
             };
             let spe = steps_per_epoch(set.len(), spec.batch);
             let mut cached: Option<(u64, Vec<usize>)> = None;
@@ -213,7 +219,7 @@ impl Prefetcher {
                 }
             }
         });
-        Self { rx, _handles: vec![handle] }
+        Self { rx, handles: vec![handle], remaining }
     }
 
     /// Batches of a set stored as shards (every image a [`crate::data::Pixels::Member`]), read
@@ -247,7 +253,10 @@ impl Prefetcher {
         let decoder = std::thread::spawn(move || {
             let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {} decoding threads: {e}", spec.workers))));
+                    return;
+                }
             };
             for (step, samples) in enc_rx {
                 let epoch = step / spe;
@@ -258,11 +267,73 @@ impl Prefetcher {
                 }
             }
         });
-        Self { rx, _handles: vec![reader, decoder] }
+        Self { rx, handles: vec![reader, decoder], remaining: end.saturating_sub(start) }
     }
+}
 
-    /// The next batch, `None` when the range is exhausted, or the error that stopped the loader.
-    pub fn next(&self) -> Option<crate::Result<ViewBatch>> {
-        self.rx.recv().ok()
+/// The batches in step order; after an error, nothing more.
+impl Iterator for Prefetcher {
+    type Item = crate::Result<ViewBatch>;
+
+    /// The next batch, `None` when the range is exhausted, or the error that stopped the loader:
+    /// one a producer sent, or that a producer thread ended early (a panic, with its message).
+    fn next(&mut self) -> Option<crate::Result<ViewBatch>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(b) => {
+                self.remaining = if b.is_ok() { self.remaining - 1 } else { 0 };
+                Some(b)
+            }
+            Err(_) => {
+                let missing = std::mem::take(&mut self.remaining);
+                let why = self
+                    .handles
+                    .drain(..)
+                    .filter_map(|h| h.join().err())
+                    .map(|p| {
+                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
+                    })
+                    .next()
+                    .map_or_else(|| "a producer thread ended early".to_string(), |m| format!("a decoding thread panicked: {m}"));
+                Some(Err(crate::Error::data("loader", format!("{missing} batch(es) were never made: {why}"))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SyntheticConfig, synthetic};
+
+    /// A producer thread that panics ends the loader with an error that names the panic, never
+    /// with a short epoch (`byol bench decode --size 0` once reported a rate from one); a loader
+    /// that ends normally ends with `None` after exactly its batches.
+    #[test]
+    fn a_panicking_producer_is_an_error_not_a_short_epoch() {
+        let set = Arc::new(synthetic::generate(&SyntheticConfig { train_per_class: 2, test_per_class: 1 }, 16, 0).train);
+        let spec = |size| LoaderSpec {
+            set: set.clone(),
+            aug: AugmentConfig::default(),
+            batch: 4,
+            size,
+            seed: 0,
+            start: 0,
+            end: 3,
+            workers: 1,
+            prefetch: 1,
+            on_device: true,
+        };
+        let mut ok = Prefetcher::new(spec(8));
+        for step in 0..3 {
+            assert_eq!(ok.next().expect("a batch").expect("no error").step, step);
+        }
+        assert!(ok.next().is_none());
+        let mut broken = Prefetcher::new(spec(0));
+        let e = broken.next().expect("an error, not the end").err().expect("an error").to_string();
+        assert!(e.contains("3 batch(es) were never made") && e.contains("panicked"), "{e}");
+        assert!(broken.next().is_none(), "one error, then the end");
     }
 }

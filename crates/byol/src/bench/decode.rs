@@ -58,7 +58,7 @@ pub fn bench_decode(
             Some(buf) => Prefetcher::from_shards(spec, buf, u64::MAX),
             None => Prefetcher::new(spec),
         };
-        while let Some(b) = p.next() {
+        for b in p {
             std::hint::black_box(b?);
         }
         Ok(())

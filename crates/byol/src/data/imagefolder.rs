@@ -3,8 +3,8 @@
 //! seeded, class-balanced fraction of each class is held out as the test split.
 //! Unreadable images are skipped, counted and reported, never fatal.
 
+use super::decode::{check_file_pixels, decode};
 use super::{DataConfig, ImageSet, Pixels, Splits};
-use crate::image::Rgb8;
 use crate::{Error, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -13,97 +13,122 @@ fn is_image(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("jpg" | "jpeg" | "png"))
 }
 
-/// Decode a file to 8-bit RGB (grayscale, 16-bit, CMYK, palette and alpha images are converted).
-pub fn decode(path: &Path) -> Result<Rgb8> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_bytes(&bytes, path)
-}
-
-/// Decode an encoded image held in memory (`origin` names it in errors). Never panics on any
-/// input: the property test below feeds it mutated and truncated files.
-pub fn decode_bytes(bytes: &[u8], origin: &Path) -> Result<Rgb8> {
-    if bytes.is_empty() {
-        return Err(Error::data(origin, "empty file"));
-    }
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::io(origin, e))?
-        .decode()
-        .map_err(|e| Error::data(origin, e.to_string()))?
-        .to_rgb8();
-    let (w, h) = img.dimensions();
-    if w == 0 || h == 0 {
-        return Err(Error::data(origin, "image has no pixels"));
-    }
-    Ok(Rgb8 { width: w as usize, height: h as usize, data: img.into_raw() })
-}
-
-/// Width and height from the file's header, without decoding the pixels.
-fn dimensions(path: &Path) -> Result<(u32, u32)> {
-    image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .into_dimensions()
-        .map_err(|e| Error::data(path, e.to_string()))
-}
-
-/// Reject an image whose header announces more than `max_pixels` pixels, before decoding it.
-fn check_size(path: &Path, max_pixels: u64) -> Result<()> {
-    let (w, h) = dimensions(path)?;
-    check_pixels(w, h, max_pixels, path)
-}
-
-/// Refuse the dimensions `w`×`h` a header announces when they exceed `max_pixels` or are empty
-/// (`origin` names the image in the error).
-pub fn check_pixels(w: u32, h: u32, max_pixels: u64, origin: &Path) -> Result<()> {
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(Error::data(origin, format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}")));
-    }
-    if w == 0 || h == 0 {
-        return Err(Error::data(origin, "image has no pixels"));
-    }
-    Ok(())
-}
-
-/// Class folders (sorted) and their image files (sorted).
-fn scan(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
+/// Class folders (sorted) and their image files (sorted), and what the scan leaves out, each with
+/// the reason: images directly in `root` (not in a class folder), class folders without images
+/// (not a class: a label nothing would carry), other files in the class folders.
+fn scan(root: &Path) -> Result<Scan> {
     if !root.exists() {
-        return Err(Error::data(root, "folder does not exist"));
+        let tried = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let hint = if tried != root { format!(" (looked for {})", tried.display()) } else { String::new() };
+        return Err(Error::data(root, format!("folder does not exist{hint}")));
     }
     if !root.is_dir() {
         return Err(Error::data(root, "not a folder"));
     }
     let mut classes = Vec::new();
+    let mut left_out = Vec::new();
     for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
         let path = entry.map_err(|e| Error::io(root, e))?.path();
         if !path.is_dir() {
+            if is_image(&path) {
+                left_out.push((path, "an image outside the class folders (root/<class>/<image>): left out".to_string()));
+            }
             continue;
         }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+        let (mut files, others): (Vec<PathBuf>, Vec<PathBuf>) = std::fs::read_dir(&path)
             .map_err(|e| Error::io(&path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && is_image(p))
-            .collect();
+            .filter(|p| p.is_file())
+            .partition(|p| is_image(p));
+        if !others.is_empty() {
+            let why = format!("{} file(s) that are not .jpg/.jpeg/.png (e.g. {}): left out", others.len(), others[0].display());
+            left_out.push((path.clone(), why));
+        }
         files.sort();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         classes.push((name, files));
     }
     classes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, _) in classes.iter().filter(|(_, f)| f.is_empty()) {
+        left_out.push((root.join(name), "a class folder without .jpg/.jpeg/.png images: not a class".to_string()));
+    }
     classes.retain(|(_, f)| !f.is_empty());
     if classes.is_empty() {
         return Err(Error::data(root, "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)"));
     }
-    Ok(classes)
+    left_out.sort();
+    for (path, why) in &left_out {
+        tracing::warn!("{}: {why}", path.display());
+    }
+    Ok(Scan { classes, left_out })
 }
 
-/// Build an [`ImageSet`] from (label, file) pairs, decoding in parallel when `cache` (otherwise
-/// only the headers are read). Images over `max_pixels` are skipped.
-fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool, max_pixels: u64) -> ImageSet {
+/// What [`scan`] finds.
+struct Scan {
+    /// Class name and its image files.
+    classes: Vec<(String, Vec<PathBuf>)>,
+    /// What is not read, with the reason.
+    left_out: Vec<(PathBuf, String)>,
+}
+
+/// Whether [`load_folder`] decodes the images once and keeps them in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Keep only the paths; decode an image each time it is used.
+    Off,
+    /// Decode every image and keep its pixels, unless their total (estimated from the headers
+    /// before decoding: width × height × 3 bytes) is over `limit_bytes`: then an error says so.
+    InMemory { limit_bytes: u64 },
+}
+
+impl Cache {
+    /// The cache `data.cache` and `data.cache-max-mb` ask for.
+    pub fn of(cfg: &DataConfig) -> Self {
+        if !cfg.cache {
+            return Cache::Off;
+        }
+        let limit_bytes = match cfg.cache_max_mb {
+            Some(mb) => mb.saturating_mul(1 << 20),
+            None => available_memory().map_or(u64::MAX, |b| b / 2),
+        };
+        Cache::InMemory { limit_bytes }
+    }
+}
+
+/// The memory the OS says is available (Linux: `MemAvailable` of `/proc/meminfo`).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Build an [`ImageSet`] from (label, file) pairs: the headers first (images over `max_pixels`
+/// are skipped), then, with the cache, the pixels, decoded in parallel once their total is known
+/// to fit (`root` names the folder in that error).
+fn build(root: &Path, items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: Cache, max_pixels: u64) -> Result<ImageSet> {
+    let headers: Vec<Result<(u32, u32)>> = items.par_iter().map(|(_, path)| check_file_pixels(path, max_pixels)).collect();
+    if let Cache::InMemory { limit_bytes } = cache {
+        let bytes: u64 = headers.iter().flatten().map(|&(w, h)| u64::from(w) * u64::from(h) * 3).sum();
+        if bytes > limit_bytes {
+            let limit = if limit_bytes == u64::MAX { String::new() } else { format!(" ({} MB)", limit_bytes >> 20) };
+            return Err(Error::data(
+                root,
+                format!(
+                    "keeping these {} images decoded in memory would take {} MB, more than data.cache-max-mb allows{limit} \
+                     (by default half the memory available): set data.cache = false to decode them as training reads them, \
+                     raise data.cache-max-mb, or write them smaller with `byol shard --resize-shorter`",
+                    items.len(),
+                    bytes >> 20
+                ),
+            ));
+        }
+    }
     let results: Vec<(usize, PathBuf, Result<Pixels>)> = items
         .into_par_iter()
-        .map(|(label, path)| {
-            let px = check_size(&path, max_pixels).and_then(|()| if cache { decode(&path).map(Pixels::Memory) } else { Ok(Pixels::File(path.clone())) });
+        .zip(headers)
+        .map(|((label, path), header)| {
+            let px = header.and_then(|_| if cache == Cache::Off { Ok(Pixels::File(path.clone())) } else { decode(&path).map(Pixels::Memory) });
             (label, path, px)
         })
         .collect();
@@ -121,13 +146,17 @@ fn build(items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: bool, max_pi
             }
         }
     }
-    set
+    if set.is_empty() {
+        return Err(Error::data(root, format!("all {} images are unreadable", set.skipped.len())));
+    }
+    Ok(set)
 }
 
 /// Load one ImageFolder as a single labelled set; with `max > 0`, only a class-balanced subset
-/// of `max` files drawn with `seed` is read at all.
-pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>, max: usize, seed: u64, max_pixels: u64) -> Result<ImageSet> {
-    let scanned = scan(root)?;
+/// of `max` files drawn with `seed` is read at all. What the scan leaves out is listed in the
+/// set's `skipped` with the unreadable files.
+pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, max: usize, seed: u64, max_pixels: u64) -> Result<ImageSet> {
+    let Scan { classes: scanned, left_out } = scan(root)?;
     let classes: Vec<String> = match class_names {
         Some(c) => c.to_vec(),
         None => scanned.iter().map(|(n, _)| n.clone()).collect(),
@@ -145,10 +174,8 @@ pub fn load_folder(root: &Path, cache: bool, class_names: Option<&[String]>, max
         let mut all: Vec<Option<(usize, PathBuf)>> = items.into_iter().map(Some).collect();
         items = keep.into_iter().map(|i| all[i].take().expect("unique index")).collect();
     }
-    let set = build(items, classes, cache, max_pixels);
-    if set.is_empty() {
-        return Err(Error::data(root, format!("all {} images are unreadable", set.skipped.len())));
-    }
+    let mut set = build(root, items, classes, cache, max_pixels)?;
+    set.skipped.extend(left_out);
     Ok(set)
 }
 
@@ -159,11 +186,11 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
     let tr = root.join("train");
     let te = if !root.join("test").is_dir() && root.join("val").is_dir() { root.join("val") } else { root.join("test") };
     if tr.is_dir() && te.is_dir() {
-        let train = load_folder(&tr, cfg.cache, None, cfg.max_train, seed, cfg.max_image_pixels)?;
-        let test = load_folder(&te, cfg.cache, Some(&train.classes), cfg.max_test, seed ^ 1, cfg.max_image_pixels)?;
+        let train = load_folder(&tr, Cache::of(cfg), None, cfg.max_train, seed, cfg.max_image_pixels)?;
+        let test = load_folder(&te, Cache::of(cfg), Some(&train.classes), cfg.max_test, seed ^ 1, cfg.max_image_pixels)?;
         return Ok(Splits { train, test });
     }
-    let all = load_folder(root, cfg.cache, None, 0, seed, cfg.max_image_pixels)?;
+    let all = load_folder(root, Cache::of(cfg), None, 0, seed, cfg.max_image_pixels)?;
     let n_test = ((all.len() as f64) * cfg.holdout_fraction).round() as usize;
     let test_idx = super::balanced_subset(&all.labels, all.classes.len(), n_test, seed);
     let mut is_test = vec![false; all.len()];
@@ -210,59 +237,11 @@ mod tests {
 
     #[test]
     fn missing_and_empty_folders_are_clear_errors() {
-        let e = load_folder(Path::new("/nonexistent/byol"), true, None, 0, 0, LIMIT).unwrap_err().to_string();
+        let e = load_folder(Path::new("/nonexistent/byol"), Cache::Off, None, 0, 0, LIMIT).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/byol") && e.contains("does not exist"), "{e}");
         let d = tmpdir("empty");
-        let e = load_folder(&d, true, None, 0, 0, LIMIT).unwrap_err().to_string();
+        let e = load_folder(&d, Cache::Off, None, 0, 0, LIMIT).unwrap_err().to_string();
         assert!(e.contains("no images found"), "{e}");
-    }
-
-    /// Property test of the decoding path: valid PNG and JPEG files with random bytes changed,
-    /// inserted, or cut off never make it panic; it returns an image or an error.
-    #[test]
-    fn decoding_mutated_files_never_panics() {
-        use crate::rng::{Stream, rng};
-        use rand::Rng;
-        let mut seeds = Vec::new();
-        let img = image::RgbImage::from_fn(13, 9, |x, y| image::Rgb([(x * 19) as u8, (y * 27) as u8, ((x + y) * 7) as u8]));
-        for fmt in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
-            let mut buf = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut buf, fmt).unwrap();
-            seeds.push(buf.into_inner());
-        }
-        seeds.push(include_bytes!("../../tests/fixtures/cmyk.jpg").to_vec());
-        let origin = Path::new("fuzz");
-        let mut r = rng(0, Stream::Synthetic, &[42]);
-        let (mut ok, mut err) = (0, 0);
-        for i in 0..3000 {
-            let mut b = seeds[i % seeds.len()].clone();
-            match r.random_range(0..4) {
-                0 => {
-                    for _ in 0..r.random_range(1..8) {
-                        let k = r.random_range(0..b.len());
-                        b[k] = r.random();
-                    }
-                }
-                1 => b.truncate(r.random_range(0..b.len())),
-                2 => {
-                    let k = r.random_range(0..b.len());
-                    let junk: Vec<u8> = (0..r.random_range(1..64)).map(|_| r.random()).collect();
-                    b.splice(k..k, junk);
-                }
-                _ => b = (0..r.random_range(0..256)).map(|_| r.random()).collect(),
-            }
-            match decode_bytes(&b, origin) {
-                Ok(img) => {
-                    assert_eq!(img.data.len(), img.width * img.height * 3);
-                    ok += 1;
-                }
-                Err(e) => {
-                    assert!(e.to_string().contains("fuzz"), "errors name the file: {e}");
-                    err += 1;
-                }
-            }
-        }
-        assert!(ok > 100 && err > 100, "ok {ok}, err {err}");
     }
 
     #[test]
@@ -277,17 +256,53 @@ mod tests {
         }
         std::fs::write(d.join("a").join("bad.jpg"), b"not an image").unwrap();
         std::fs::write(d.join("b").join("empty.png"), b"").unwrap();
-        std::fs::write(d.join("b").join("notes.txt"), b"ignored").unwrap();
         let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
         gray.save(d.join("b").join("gray.png")).unwrap();
-        for cache in [true, false] {
+        let unlimited = Cache::InMemory { limit_bytes: u64::MAX };
+        for cache in [unlimited, Cache::Off] {
             let set = load_folder(&d, cache, None, 0, 0, LIMIT).unwrap();
             assert_eq!(set.len(), 7);
             assert_eq!(set.skipped.len(), 2);
             assert_eq!(set.classes, vec!["a", "b"]);
         }
-        let set = load_folder(&d, true, None, 0, 0, LIMIT).unwrap();
+        let set = load_folder(&d, unlimited, None, 0, 0, LIMIT).unwrap();
         let g = set.images.iter().filter_map(|p| if let Pixels::Memory(m) = p { Some(m) } else { None }).find(|m| m.width == 3).unwrap();
         assert_eq!(g.data[..3], [77, 77, 77]);
+    }
+
+    /// What the layout leaves out is said, not dropped in silence: an image beside the class
+    /// folders, a class folder without images, files that are not images.
+    #[test]
+    fn what_the_layout_leaves_out_is_listed() {
+        let d = tmpdir("left-out");
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(d.join(class)).unwrap();
+            image::RgbImage::from_pixel(5, 4, image::Rgb([9, 10, 200])).save(d.join(class).join("0.png")).unwrap();
+        }
+        std::fs::create_dir_all(d.join("empty-class")).unwrap();
+        image::RgbImage::from_pixel(5, 4, image::Rgb([1, 1, 1])).save(d.join("loose.png")).unwrap();
+        std::fs::write(d.join("b").join("notes.txt"), b"not an image").unwrap();
+        let set = load_folder(&d, Cache::Off, None, 0, 0, LIMIT).unwrap();
+        assert_eq!((set.len(), set.classes.clone()), (2, vec!["a".to_string(), "b".to_string()]));
+        let listed: Vec<(String, &str)> = set.skipped.iter().map(|(p, why)| (p.strip_prefix(&d).unwrap().display().to_string(), why.as_str())).collect();
+        assert_eq!(listed.len(), 3, "{listed:?}");
+        assert!(listed[0].0 == "b" && listed[0].1.contains("1 file(s) that are not .jpg/.jpeg/.png"), "{listed:?}");
+        assert!(listed[1].0 == "empty-class" && listed[1].1.contains("not a class"), "{listed:?}");
+        assert!(listed[2].0 == "loose.png" && listed[2].1.contains("outside the class folders"), "{listed:?}");
+    }
+
+    /// The cache's memory is estimated from the headers before anything is decoded, and a set
+    /// over the limit is refused with what to do instead.
+    #[test]
+    fn a_cache_over_its_limit_is_refused_before_decoding() {
+        let d = tmpdir("cache-limit");
+        std::fs::create_dir_all(d.join("a")).unwrap();
+        for i in 0..4 {
+            image::RgbImage::from_pixel(640, 512, image::Rgb([i, 0, 0])).save(d.join("a").join(format!("{i}.png"))).unwrap();
+        }
+        // 4 × 640 × 512 × 3 bytes = 3.75 MiB.
+        let e = load_folder(&d, Cache::InMemory { limit_bytes: 3 << 20 }, None, 0, 0, LIMIT).unwrap_err().to_string();
+        assert!(e.contains("would take 3 MB") && e.contains("(3 MB)") && e.contains("data.cache = false"), "{e}");
+        assert_eq!(load_folder(&d, Cache::InMemory { limit_bytes: 4 << 20 }, None, 0, 0, LIMIT).unwrap().len(), 4);
     }
 }

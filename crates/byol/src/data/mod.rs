@@ -4,6 +4,7 @@
 //! used only by the evaluations.
 
 pub mod cifar;
+pub mod decode;
 pub mod download;
 pub mod imagefolder;
 pub mod shards;
@@ -72,6 +73,11 @@ pub struct DataConfig {
     /// streamed.
     #[serde(default = "d_true")]
     pub cache: bool,
+    /// The most memory the cache may take, in MB (estimated from the image headers before any
+    /// decoding; a folder over it is refused with what to do instead). Unset: half the memory
+    /// the OS says is available when loading.
+    #[serde(default)]
+    pub cache_max_mb: Option<u64>,
     /// For CIFAR: download the archive into `path` if it is not there.
     #[serde(default)]
     pub download: bool,
@@ -131,6 +137,18 @@ impl DataConfig {
         if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
     }
 
+    /// `path` and `test-path` made absolute against the working directory (without following
+    /// links), as a run records them: its config then names the same data from any folder
+    /// (`byol eval --checkpoint` run elsewhere, `--resume` from another directory).
+    pub fn with_absolute_paths(mut self) -> Self {
+        for p in [&mut self.path, &mut self.test_path].into_iter().flatten() {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        }
+        self
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.image_size < 8 || self.image_size > 1024 {
             return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
@@ -149,6 +167,9 @@ impl DataConfig {
         }
         if self.test_path.is_some() && self.source != DataSource::Shards {
             return Err(Error::config("data.test-path", "is only used with source = \"shards\""));
+        }
+        if self.cache_max_mb == Some(0) {
+            return Err(Error::config("data.cache-max-mb", "must be at least 1 (data.cache = false turns the cache off)"));
         }
         if self.max_image_pixels == 0 {
             return Err(Error::config("data.max-image-pixels", "must be at least 1"));
@@ -207,7 +228,7 @@ impl ImageSet {
     pub fn rgb(&self, i: usize) -> Result<std::borrow::Cow<'_, Rgb8>> {
         match &self.images[i] {
             Pixels::Memory(img) => Ok(std::borrow::Cow::Borrowed(img)),
-            Pixels::File(p) => imagefolder::decode(p).map(std::borrow::Cow::Owned),
+            Pixels::File(p) => decode::decode(p).map(std::borrow::Cow::Owned),
             Pixels::Member { shard, offset, len } => {
                 let bytes = shard.read(*offset, *len)?;
                 shards::decode_member(&bytes, &self.names[i], shard.max_pixels).map(std::borrow::Cow::Owned)
@@ -290,9 +311,10 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
 
 /// What identifies a training set, recorded in every checkpoint: `--resume` refuses data that
 /// differs (another count changes the schedule; other images or classes, the run). The names
-/// are the images' paths (or `shard#member`, or synthetic indices) as loaded, with their labels
-/// and the split's classes, so an added, removed, renamed or relabelled image or class shows;
-/// the pixels are not read (a file rewritten in place under its name does not).
+/// are the images' paths (or `shard:member`, or synthetic indices) relative to the data's root,
+/// with their labels and the split's classes, so an added, removed, renamed or relabelled image
+/// or class shows, and the same data moved to another folder does not; the pixels are not read
+/// (a file rewritten in place under its name does not show either).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
     pub images: usize,
@@ -302,10 +324,13 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    pub fn of(set: &ImageSet) -> Self {
+    /// The fingerprint of `set`, loaded from `root` (`data.path`; none for the built-in data).
+    pub fn of(set: &ImageSet, root: Option<&std::path::Path>) -> Self {
         use sha2::Digest;
+        let root = root.map(|r| r.to_string_lossy().into_owned());
         let mut h = sha2::Sha256::new();
         for (name, label) in set.names.iter().zip(&set.labels) {
+            let name = root.as_deref().and_then(|r| name.strip_prefix(r)).unwrap_or(name);
             h.update(name.as_bytes());
             h.update(b"\0");
             h.update((*label as u64).to_le_bytes());

@@ -90,6 +90,7 @@ pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: 
 /// asked. A run that fails before its first step removes the directory if it made it.
 pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
     let started = Instant::now();
+    let cfg = &ExperimentConfig { data: cfg.data.clone().with_absolute_paths(), ..cfg.clone() };
     let setup = match setup(cfg, run, opts, obs) {
         Ok(Start::Run(setup)) => setup,
         Ok(Start::Finished(report)) => {
@@ -116,7 +117,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
         prefetch: cfg.data.prefetch_batches,
         on_device,
     };
-    let prefetch = match cfg.data.source {
+    let mut prefetch = match cfg.data.source {
         data::DataSource::Shards => loader::Prefetcher::from_shards(spec, cfg.data.shuffle_buffer, cfg.data.max_image_pixels),
         _ => loader::Prefetcher::new(spec),
     };
@@ -189,7 +190,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     // Files skipped when loading, and (without the cache) files that failed to decode later.
     let skipped: Vec<(String, String)> = splits.train.skipped.iter().chain(&splits.test.skipped).map(|(p, e)| (p.display().to_string(), e.clone())).collect();
     if !skipped.is_empty() {
-        obs.on_message(&format!("skipped {} unreadable file(s); see the warnings above", skipped.len()));
+        obs.on_message(&format!("skipped {} file(s) or folder(s), unreadable or outside the layout; see the warnings above", skipped.len()));
     }
     let lost = splits.train.lost + splits.test.lost;
     if lost > 0 {
@@ -200,7 +201,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     if b > train.len() {
         return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", train.len())));
     }
-    let data = data::Fingerprint::of(&train);
+    let data = data::Fingerprint::of(&train, cfg.data.path.as_deref());
     match recorded_data {
         Some((Some(before), ckpt)) => {
             let differences = data.differences(&before);

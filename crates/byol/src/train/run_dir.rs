@@ -36,6 +36,9 @@ pub const SKIPPED_STEPS: &str = "skipped-steps.jsonl";
 pub const NON_FINITE: &str = "non-finite.json";
 /// The charts of loss, learning rate, τ, collapse signal and evaluations (drawn by the binary).
 pub const CURVES: &str = "curves.png";
+/// The evaluations run later on the run's checkpoints (`byol eval …`), one JSON line each,
+/// appended under the run's lock.
+pub const EVALUATIONS: &str = "evaluations.jsonl";
 /// The lock file (see the module's documentation).
 pub const LOCK: &str = ".lock";
 
@@ -83,6 +86,13 @@ impl RunDir {
     /// The path of the file `name` (one of this module's constants) in the directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// Append `line` (one JSON value, without its newline) to the file `name`.
+    pub fn append_line(&self, name: &str, line: &str) -> Result<()> {
+        let path = self.file(name);
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        f.write_all(format!("{line}\n").as_bytes()).map_err(|e| Error::io(&path, e))
     }
 
     /// Whether the directory was made by this process.

@@ -15,11 +15,11 @@
 mod stream;
 mod write;
 
+pub use super::decode::decode_member;
 pub use stream::{ShardReader, epoch_plan};
 pub use write::{ShardWriteOptions, ShardedSplits, shard_imagefolder, write_shards};
 
 use super::{ImageSet, Pixels};
-use crate::image::Rgb8;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -56,18 +56,6 @@ pub(crate) fn read_member<R: Read>(f: &mut R, path: &Path, offset: u64, len: u64
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf).map_err(|e| Error::data(path, format!("member at byte {offset} is cut short ({e}): truncated shard")))?;
     Ok(buf)
-}
-
-/// Decode a member's bytes, refusing an image whose header announces more than `max_pixels`.
-pub fn decode_member(bytes: &[u8], origin: &str, max_pixels: u64) -> Result<Rgb8> {
-    let origin = Path::new(origin);
-    let (w, h) = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Error::io(origin, e))?
-        .into_dimensions()
-        .map_err(|e| Error::data(origin, e.to_string()))?;
-    super::imagefolder::check_pixels(w, h, max_pixels, origin)?;
-    super::imagefolder::decode_bytes(bytes, origin)
 }
 
 /// What `manifest.json` holds.

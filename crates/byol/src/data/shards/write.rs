@@ -184,6 +184,7 @@ pub fn shard_imagefolder(
         path: Some(root.to_path_buf()),
         image_size: 32,
         cache: false,
+        cache_max_mb: None,
         download: false,
         holdout_fraction,
         max_train: 0,
@@ -217,7 +218,7 @@ fn encode_for_shard(set: &ImageSet, i: usize, opts: &ShardWriteOptions) -> Resul
         return Ok((encode_jpeg(&img, opts.quality, &set.names[i])?, "jpg"));
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let img = crate::data::imagefolder::decode_bytes(&bytes, path)?;
+    let img = crate::data::decode::decode_bytes(&bytes, path)?;
     match opts.resize_shorter {
         Some(s) if img.width.min(img.height) > s as usize => {
             let short = img.width.min(img.height) as f64;
