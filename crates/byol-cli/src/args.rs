@@ -1,7 +1,8 @@
 //! The command line: every subcommand's flags. Closed choices are `ValueEnum`s that convert
 //! into the library's types; everything else is passed on typed.
 
-use byol::workflow::{DataChoice, Settings};
+use byol::data::Source;
+use byol::workflow::Settings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -9,8 +10,8 @@ fn fraction(s: &str) -> Result<f64, String> {
     byol::workflow::parse_fraction(s).map_err(|e| e.to_string())
 }
 
-fn data_choice(s: &str) -> Result<DataChoice, String> {
-    Ok(DataChoice::parse(s))
+fn data_choice(s: &str) -> Result<Source, String> {
+    Ok(Source::parse_shorthand(s))
 }
 
 /// `--backend`.
@@ -313,7 +314,7 @@ pub struct ConfigArgs {
     /// `shards:FOLDER` (tar shards in FOLDER/train and FOLDER/test, as `byol shard` writes them),
     /// or the path of an ImageFolder.
     #[arg(long, value_parser = data_choice)]
-    pub data: Option<DataChoice>,
+    pub data: Option<Source>,
     /// Compute backend.
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
@@ -326,7 +327,7 @@ pub struct ConfigArgs {
     /// Data parallel over these devices, one replica each: `cuda:0,cuda:1` (GPUs of this
     /// machine) or `flex:0,flex:1` (CPU replicas). Sets `train.devices`.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
-    pub devices: Option<Vec<String>>,
+    pub devices: Option<Vec<byol::backend::DeviceId>>,
     /// Any config field: `--set model.encoder.base-width=16` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -380,7 +381,7 @@ pub struct EvalArgs {
     /// Evaluate on this data instead of the checkpoint's (same forms as `pretrain --data`):
     /// another ImageFolder with its own classes is a transfer evaluation.
     #[arg(long, value_parser = data_choice)]
-    pub data: Option<DataChoice>,
+    pub data: Option<Source>,
     /// Evaluate the random-init encoder of the checkpoint's architecture and seed instead.
     #[arg(long)]
     pub random_init: bool,

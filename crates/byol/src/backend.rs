@@ -73,6 +73,57 @@ impl BackendKind {
             BackendKind::Wgpu => "wgpu",
         }
     }
+
+    /// Every backend, in the order of the documentation.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Cuda, BackendKind::Wgpu];
+}
+
+/// One device of a backend, as `train.devices` and `--devices` write it: `cuda:0`, `flex:1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceId {
+    pub backend: BackendKind,
+    pub index: usize,
+}
+
+impl DeviceId {
+    /// The device, checked as [`BackendKind::device_at`] checks it.
+    pub fn device(self) -> Result<Device> {
+        self.backend.device_at(self.index)
+    }
+}
+
+impl std::str::FromStr for DeviceId {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+        let (name, index) = s.split_once(':').ok_or_else(|| format!("`{s}` is not a device: write backend:index, as cuda:0 or flex:1"))?;
+        let backend =
+            BackendKind::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| format!("`{s}`: `{name}` is not a backend ({})", names.join(", ")))?;
+        let index = index.parse().map_err(|_| format!("`{s}`: the device index `{index}` is not a whole number ≥ 0 (backend:index, as cuda:0)"))?;
+        Ok(DeviceId { backend, index })
+    }
+}
+
+impl TryFrom<String> for DeviceId {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceId> for String {
+    fn from(d: DeviceId) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.backend.name(), self.index)
+    }
 }
 
 /// CUDA device `index`, checked by a one-element allocation.

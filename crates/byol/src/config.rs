@@ -158,11 +158,11 @@ impl ExperimentConfig {
     /// loss has no term across images (BYOL with β = 0: NT-Xent, MoCo and β > 0 would need the
     /// other replicas' projections as negatives, which are not gathered).
     fn check_devices(&self) -> Result<()> {
-        let devices = self.train.device_list()?;
-        if let Some((name, _)) = devices.iter().find(|(name, _)| name != self.backend.name()) {
+        let devices = &self.train.devices;
+        if let Some(d) = devices.iter().find(|d| d.backend != self.backend) {
             return Err(Error::config(
                 "train.devices",
-                format!("`{name}` devices with backend = \"{}\": list devices of the run's backend", self.backend.name()),
+                format!("`{}` devices with backend = \"{}\": list devices of the run's backend", d.backend.name(), self.backend.name()),
             ));
         }
         if devices.len() < 2 {
@@ -258,6 +258,13 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
             .as_table_mut()
             .ok_or_else(|| Error::config(key, format!("`{p}` is not a section")))?;
     }
+    // Another source replaces the old one with its settings (`data.path`, …): overrides after
+    // this one set the new source's.
+    if key == "data.source"
+        && let Some(kind) = value.as_str().and_then(|s| toml::Value::String(s.into()).try_into::<crate::data::DataSource>().ok())
+    {
+        cur.retain(|k, _| !crate::data::SOURCE_FIELDS.contains(&k) || kind.fields().contains(&k));
+    }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
 }
@@ -335,6 +342,23 @@ mod tests {
         // View t keeps view t's values.
         let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &["augment.view1.hue=0.05".into()]).unwrap();
         assert_eq!(cfg.augment.view1.solarize_prob, 0.0);
+    }
+
+    /// `data.source` set on top of a config replaces the source: the old source's fields go, and
+    /// the new one's required fields must follow.
+    #[test]
+    fn setting_another_source_drops_the_old_sources_fields() {
+        let c = ExperimentConfig::load("cifar10-cpu", &["data.source=\"synthetic\"".into()]).unwrap();
+        assert_eq!(c.data.source, crate::data::Source::Synthetic(Default::default()));
+        let e = ExperimentConfig::load("small-cpu", &["data.source=\"folder\"".into()]).unwrap_err().to_string();
+        assert!(e.contains("data.path is required with source = \"folder\""), "{e}");
+        let shards = ExperimentConfig::load("cifar10-cpu", &["data.source=\"shards\"".into(), "data.shuffle-buffer=5".into()]).unwrap();
+        let path = std::path::PathBuf::from("../shared/data/cifar10");
+        assert_eq!(shards.data.source, crate::data::Source::Shards { path, test_path: None, shuffle_buffer: 5 });
+        // The resolved config keeps only the source's own fields, and reads back the same.
+        let text = shards.to_toml();
+        assert!(text.contains("shuffle-buffer = 5") && !text.contains("holdout-fraction"), "{text}");
+        assert_eq!(ExperimentConfig::from_toml_with_overrides(&text, Path::new("x"), &[]).unwrap(), shards);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use crate::backend::BackendKind;
 use crate::config::ExperimentConfig;
-use crate::data::{DataSource, Splits};
+use crate::data::{Source, Splits};
 use crate::eval::Features;
 use crate::eval::embed::{Row, write_embeddings};
 use crate::model::ResNet;
@@ -15,81 +15,20 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Where the images come from, as a front end names it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DataChoice {
-    /// The built-in synthetic dataset.
-    Synthetic,
-    /// CIFAR-10 in its binary format under `./data`, downloaded there when missing.
-    Cifar10,
-    /// CIFAR-100 (fine labels), as CIFAR-10.
-    Cifar100,
-    /// An ImageFolder.
-    Folder(PathBuf),
-    /// Tar shards (`shards:PATH`): a folder with `train/` and `test/` shard folders.
-    Shards(PathBuf),
-}
-
-impl DataChoice {
-    /// `synthetic`, `cifar10`, `cifar100`, `shards:PATH`, or else the path of an ImageFolder.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "synthetic" => DataChoice::Synthetic,
-            "cifar10" => DataChoice::Cifar10,
-            "cifar100" => DataChoice::Cifar100,
-            _ => match s.strip_prefix("shards:") {
-                Some(path) => DataChoice::Shards(PathBuf::from(path)),
-                None => DataChoice::Folder(PathBuf::from(s)),
-            },
-        }
-    }
-
-    /// The choice as it is written on the command line (`--data`).
-    pub fn describe(&self) -> String {
-        match self {
-            DataChoice::Synthetic => "synthetic".into(),
-            DataChoice::Cifar10 => "cifar10".into(),
-            DataChoice::Cifar100 => "cifar100".into(),
-            DataChoice::Folder(p) => p.display().to_string(),
-            DataChoice::Shards(p) => format!("shards:{}", p.display()),
-        }
-    }
-
-    /// Set the `data` section's source, path and download flag to this choice.
-    pub fn apply(&self, cfg: &mut ExperimentConfig) {
-        let d = &mut cfg.data;
-        match self {
-            DataChoice::Synthetic => d.source = DataSource::Synthetic,
-            DataChoice::Cifar10 | DataChoice::Cifar100 => {
-                d.source = if *self == DataChoice::Cifar10 { DataSource::Cifar10 } else { DataSource::Cifar100 };
-                d.path = Some(PathBuf::from("data"));
-                d.download = true;
-            }
-            DataChoice::Folder(path) => {
-                d.source = DataSource::Folder;
-                d.path = Some(path.clone());
-            }
-            DataChoice::Shards(path) => {
-                d.source = DataSource::Shards;
-                d.path = Some(path.clone());
-                d.test_path = None;
-            }
-        }
-    }
-}
-
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
 /// first, in order), then each typed setting given, which wins over a `set` of the same field.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub set: Vec<String>,
-    pub data: Option<DataChoice>,
+    /// The data (`--data`): where it is; how it is read stays the config's where the source
+    /// is of the same kind ([`Source::keeping_settings_of`]).
+    pub data: Option<Source>,
     pub backend: Option<BackendKind>,
     pub epochs: Option<u64>,
     pub batch_size: Option<usize>,
     pub seed: Option<u64>,
     /// `train.devices`: one replica per device (data parallel).
-    pub devices: Option<Vec<String>>,
+    pub devices: Option<Vec<crate::backend::DeviceId>>,
 }
 
 impl Settings {
@@ -109,7 +48,7 @@ impl Settings {
 
     fn apply_typed(&self, cfg: &mut ExperimentConfig) -> Result<()> {
         if let Some(d) = &self.data {
-            d.apply(cfg);
+            cfg.data.source = d.clone().keeping_settings_of(&cfg.data.source);
         }
         if let Some(b) = self.backend {
             cfg.backend = b;
@@ -133,7 +72,7 @@ impl Settings {
     pub fn describe(&self) -> Vec<String> {
         let mut out: Vec<String> = self.set.clone();
         if let Some(d) = &self.data {
-            out.push(format!("data = {}", d.describe()));
+            out.push(format!("data = {}", d.shorthand()));
         }
         if let Some(b) = self.backend {
             out.push(format!("backend = {}", b.name()));
@@ -148,7 +87,8 @@ impl Settings {
             out.push(format!("seed = {s}"));
         }
         if let Some(d) = &self.devices {
-            out.push(format!("train.devices = {d:?}"));
+            let list: Vec<String> = d.iter().map(ToString::to_string).collect();
+            out.push(format!("train.devices = {list:?}"));
         }
         out
     }
@@ -246,7 +186,7 @@ impl Evaluation {
             protocol: protocol.into(),
             step: self.step,
             encoder: self.label.into(),
-            data: self.config.data.path.as_ref().map_or_else(|| format!("{:?}", self.config.data.source).to_lowercase(), |p| p.display().to_string()),
+            data: self.config.data.source.shorthand(),
             test_images: self.splits.test.len(),
             settings: serde_json::to_value(&self.config.eval).expect("a config is JSON"),
             result,
@@ -325,19 +265,30 @@ mod tests {
     fn typed_settings_win_over_set_and_are_validated() {
         let s = Settings {
             set: vec!["train.epochs=3".into(), "model.encoder.base-width=4".into()],
-            data: Some(DataChoice::parse("/images/mine")),
+            data: Some(Source::parse_shorthand("/images/mine")),
             backend: Some(BackendKind::Flex),
             epochs: Some(7),
             batch_size: Some(16),
             seed: Some(9),
-            devices: Some(vec!["flex:0".into(), "flex:1".into()]),
+            devices: Some(vec!["flex:0".parse().unwrap(), "flex:1".parse().unwrap()]),
         };
         let cfg = s.resolve("small-cpu").unwrap();
         assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.seed, cfg.model.encoder.base_width), (7, 16, 9, 4));
-        assert_eq!(cfg.train.devices, ["flex:0", "flex:1"]);
-        assert_eq!((cfg.data.source, cfg.data.path.as_deref()), (DataSource::Folder, Some(Path::new("/images/mine"))));
-        let cifar = Settings { data: Some(DataChoice::parse("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
-        assert_eq!((cifar.data.source, cifar.data.download), (DataSource::Cifar100, true));
+        assert_eq!(cfg.train.devices.iter().map(ToString::to_string).collect::<Vec<_>>(), ["flex:0", "flex:1"]);
+        assert_eq!(cfg.data.source, Source::Folder { path: "/images/mine".into(), holdout_fraction: 0.1 });
+        let cifar = Settings { data: Some(Source::parse_shorthand("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
+        assert_eq!(cifar.data.source, Source::Cifar100 { path: "data".into(), download: true });
+        // A source of the config's kind keeps the config's settings for it; the config's own
+        // fields of another kind of source do not survive a change of source.
+        let set = vec!["data.shuffle-buffer=7".into()];
+        let shards = Settings { set, data: Some(Source::parse_shorthand("shards:/s")), ..Default::default() }.resolve("imagenet-resnet50-1000ep").unwrap();
+        assert_eq!(shards.data.source, Source::Shards { path: "/s".into(), test_path: None, shuffle_buffer: 7 });
+        let synthetic = Settings { data: Some(Source::parse_shorthand("synthetic")), ..Default::default() }.resolve("cifar10-cpu").unwrap();
+        assert_eq!(synthetic.data.source, Source::Synthetic(Default::default()));
+        let folder = Settings { set: vec!["data.holdout-fraction=0.3".into()], data: Some(Source::parse_shorthand("/f")), ..Default::default() }
+            .resolve("cifar10-cpu")
+            .unwrap();
+        assert_eq!(folder.data.source, Source::Folder { path: "/f".into(), holdout_fraction: 0.3 });
         let bad = Settings { batch_size: Some(1), ..Default::default() }.resolve("small-cpu").unwrap_err().to_string();
         assert!(bad.contains("train.batch-size"), "{bad}");
         // On a resolved config (a checkpoint's): the same rules, and the rest kept.

@@ -114,6 +114,8 @@ fn devices_that_cannot_work_together_are_config_errors() {
     assert!(e.contains("listed twice"), "{e}");
     let e = load(&["train.devices=[\"gpu0\"]"]).expect("not a device");
     assert!(e.contains("backend:index"), "{e}");
+    let e = load(&["train.devices=[\"tpu:0\"]"]).expect("not a backend");
+    assert!(e.contains("`tpu` is not a backend (flex, cuda, wgpu)"), "{e}");
     let e = load(&["train.devices=[\"flex:0\", \"flex:1\"]", "objective.beta=0.5"]).expect("negatives across replicas");
     assert!(e.contains("objective.kind") && e.contains("beta = 0"), "{e}");
     assert!(load(&["train.devices=[\"flex:0\", \"flex:1\"]"]).is_none());

@@ -351,11 +351,15 @@ fn bad_inputs_give_clear_errors() {
         ("target.mode=\"none\"", "target.mode", "moco"),
         ("data.shuffle-buffer=0", "data.shuffle-buffer", "at least 1"),
         ("data.prefetch-batches=0", "data.prefetch-batches", "at least 1"),
-        ("data.test-path=\"t\"", "data.test-path", "shards"),
+        ("data.test-path=\"t\"", "data.test-path", "not read with source = \"synthetic\" (only with shards)"),
+        ("data.path=\"p\"", "data.path", "not read with source = \"synthetic\""),
     ] {
         let mut o: Vec<String> = vec![set.to_string()];
         if field == "target.mode" {
             o.push("objective.kind=\"moco\"".into());
+        }
+        if field == "data.shuffle-buffer" {
+            o.splice(0..0, ["data.source=\"shards\"".to_string(), "data.path=\"s\"".into()]);
         }
         let err = ExperimentConfig::load("small-cpu", &o).err().unwrap_or_else(|| panic!("{set} accepted")).to_string();
         assert!(err.contains(field) && err.contains(says), "{set}: {err}");

@@ -180,8 +180,8 @@ pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, ma
 }
 
 /// Train and test splits of an ImageFolder root: `root/train` and `root/test` (or `root/val`),
-/// else `root/<class>/…` split by `data.holdout-fraction`.
-pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
+/// else `root/<class>/…` with `holdout_fraction` of each class held out (`data.holdout-fraction`).
+pub fn load_splits(root: &Path, cfg: &DataConfig, holdout_fraction: f64, seed: u64) -> Result<Splits> {
     // `val/` is the other common name of the held-out split (ImageNet's layout).
     let tr = root.join("train");
     let te = if !root.join("test").is_dir() && root.join("val").is_dir() { root.join("val") } else { root.join("test") };
@@ -191,7 +191,7 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, seed: u64) -> Result<Splits> {
         return Ok(Splits { train, test });
     }
     let all = load_folder(root, Cache::of(cfg), None, 0, seed, cfg.max_image_pixels)?;
-    let n_test = ((all.len() as f64) * cfg.holdout_fraction).round() as usize;
+    let n_test = ((all.len() as f64) * holdout_fraction).round() as usize;
     let test_idx = super::balanced_subset(&all.labels, all.classes.len(), n_test, seed);
     let mut is_test = vec![false; all.len()];
     for &i in &test_idx {
@@ -230,7 +230,7 @@ mod tests {
             image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3])).save(d.join(split).join(class).join("x.png")).unwrap();
         }
         let cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().data;
-        let s = load_splits(&d, &cfg, 0).unwrap();
+        let s = load_splits(&d, &cfg, 0.1, 0).unwrap();
         assert_eq!((s.train.len(), s.test.len(), s.train.classes.clone()), (2, 2, vec!["a".to_string(), "b".to_string()]));
         assert!(s.test.names.iter().all(|n| n.contains("/val/")), "{:?}", s.test.names);
     }

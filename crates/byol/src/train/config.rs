@@ -47,7 +47,7 @@ pub struct TrainConfig {
     /// collective). Empty (the default): one device, the backend's first. The learning rate
     /// follows `batch-size`, the global batch.
     #[serde(default)]
-    pub devices: Vec<String>,
+    pub devices: Vec<crate::backend::DeviceId>,
 }
 
 fn d_ckpt() -> u64 {
@@ -94,8 +94,13 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&t.collapse_fraction) {
             return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
         }
-        let devices = t.device_list()?;
-        let n = devices.len().max(1);
+        if let Some((i, d)) = t.devices.iter().enumerate().find(|(i, d)| t.devices[..*i].contains(d)) {
+            return Err(Error::config(
+                "train.devices",
+                format!("`{d}` is listed twice (entries {} and {})", t.devices.iter().position(|x| x == d).unwrap_or(0) + 1, i + 1),
+            ));
+        }
+        let n = t.devices.len().max(1);
         if !t.batch_size.is_multiple_of(n) || t.batch_size / n < 2 {
             return Err(Error::config(
                 "train.batch-size",
@@ -103,21 +108,5 @@ impl TrainConfig {
             ));
         }
         Ok(())
-    }
-
-    /// `devices` as (backend name, index), checked: `name:index`, each once.
-    pub fn device_list(&self) -> Result<Vec<(String, usize)>> {
-        let mut out: Vec<(String, usize)> = Vec::new();
-        for d in &self.devices {
-            let parsed = d.split_once(':').and_then(|(name, i)| Some((name.to_string(), i.parse::<usize>().ok()?)));
-            let Some(entry) = parsed.filter(|(name, _)| ["flex", "cuda", "wgpu"].contains(&name.as_str())) else {
-                return Err(Error::config("train.devices", format!("`{d}` is not a device: write backend:index, as cuda:0 or flex:1")));
-            };
-            if out.contains(&entry) {
-                return Err(Error::config("train.devices", format!("`{d}` is listed twice")));
-            }
-            out.push(entry);
-        }
-        Ok(out)
     }
 }

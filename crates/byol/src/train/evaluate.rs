@@ -45,7 +45,7 @@ pub fn has_labels(train: &ImageSet) -> bool {
 
 /// The error of a label-based evaluation on data with fewer than two classes.
 fn unlabelled(train: &ImageSet, cfg: &ExperimentConfig, what: &str) -> Error {
-    let path = cfg.data.path.clone().unwrap_or_else(|| "the training set".into());
+    let path = cfg.data.source.path().map_or_else(|| "the training set".into(), std::path::Path::to_path_buf);
     Error::data(
         path,
         format!(

@@ -118,7 +118,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
         on_device,
     };
     let mut prefetch = match cfg.data.source {
-        data::DataSource::Shards => loader::Prefetcher::from_shards(spec, cfg.data.shuffle_buffer, cfg.data.max_image_pixels),
+        data::Source::Shards { shuffle_buffer, .. } => loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels),
         _ => loader::Prefetcher::new(spec),
     };
     let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
@@ -151,9 +151,9 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     checkpoint::remove_stale_temporaries(dir);
     // One device per replica (train.devices); rank 0's, on this thread, is the one the loop
     // evaluates and checkpoints on.
-    let devices = match cfg.train.device_list()? {
-        list if list.is_empty() => vec![cfg.backend.device()?],
-        list => list.iter().map(|&(_, i)| cfg.backend.device_at(i)).collect::<Result<Vec<_>>>()?,
+    let devices = match cfg.train.devices.as_slice() {
+        [] => vec![cfg.backend.device()?],
+        list => list.iter().map(|d| d.device()).collect::<Result<Vec<_>>>()?,
     };
     let device = devices[0].clone();
     cfg.train.precision.check(&device)?;
@@ -201,12 +201,12 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     if b > train.len() {
         return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", train.len())));
     }
-    let data = data::Fingerprint::of(&train, cfg.data.path.as_deref());
+    let data = data::Fingerprint::of(&train, cfg.data.source.path());
     match recorded_data {
         Some((Some(before), ckpt)) => {
             let differences = data.differences(&before);
             if !differences.is_empty() {
-                let path = cfg.data.path.clone().unwrap_or_else(|| "the training set".into());
+                let path = cfg.data.source.path().map_or_else(|| "the training set".into(), Path::to_path_buf);
                 return Err(Error::data(
                     path,
                     format!(

@@ -180,34 +180,24 @@ pub fn shard_imagefolder(
 ) -> Result<ShardedSplits> {
     opts.validate()?;
     let cfg = crate::data::DataConfig {
-        source: crate::data::DataSource::Folder,
-        path: Some(root.to_path_buf()),
+        source: crate::data::Source::Folder { path: root.to_path_buf(), holdout_fraction },
         image_size: 32,
         cache: false,
         cache_max_mb: None,
-        download: false,
-        holdout_fraction,
         max_train: 0,
         max_test: 0,
-        test_path: None,
-        shuffle_buffer: d_one(),
         workers: 0,
         prefetch_batches: 1,
         max_image_pixels: max_pixels,
-        synthetic: Default::default(),
     };
     cfg.validate()?;
-    let splits = crate::data::imagefolder::load_splits(root, &cfg, opts.seed)?;
+    let splits = crate::data::imagefolder::load_splits(root, &cfg, holdout_fraction, opts.seed)?;
     let mut skipped: Vec<(String, String)> = splits.train.skipped.iter().map(|(p, e)| (p.display().to_string(), e.clone())).collect();
     let (train, s1) = write_shards(&splits.train, &out.join("train"), opts, &mut |d, t| progress("train", d, t))?;
     let (test, s2) = write_shards(&splits.test, &out.join("test"), opts, &mut |d, t| progress("test", d, t))?;
     skipped.extend(s1);
     skipped.extend(s2);
     Ok(ShardedSplits { train, test, skipped })
-}
-
-fn d_one() -> usize {
-    1
 }
 
 /// The bytes stored for image `i`: the file unchanged (checked to decode), or resized and
