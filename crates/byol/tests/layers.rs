@@ -45,8 +45,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The layer a source file belongs to: its top-level module, or `<folder>::config`.
 fn layer_of(src: &Path, file: &Path) -> String {
     let rel: Vec<String> = file.strip_prefix(src).unwrap().iter().map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string()).collect();
-    if rel.len() == 2 && rel[1] == "config" {
-        return format!("{}::config", rel[0]);
+    let config = format!("{}::config", rel[0]);
+    if rel.len() == 2 && rel[1] == "config" && LAYERS.contains(&config.as_str()) {
+        return config;
     }
     rel[0].clone()
 }
@@ -67,7 +68,8 @@ fn layer_of_path(path: &[String]) -> Option<String> {
     if !first.chars().next().is_some_and(|c| c.is_lowercase()) || first == "self" {
         return None; // crate::Error, crate::Result: the root's re-exports of `error`
     }
-    Some(if path.len() > 1 && path[1] == "config" && first != "config" { format!("{first}::config") } else { first.clone() })
+    let config = format!("{first}::config");
+    Some(if path.len() > 1 && path[1] == "config" && LAYERS.contains(&config.as_str()) { config } else { first.clone() })
 }
 
 /// The first two segments of each path a use tree names: `a::b::c` gives `[a, b]`,

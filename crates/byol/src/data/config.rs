@@ -1,0 +1,375 @@
+//! The `[data]` section: where the images come from ([`Source`], with each source's own
+//! settings) and how they are read. In TOML the source's fields stay flat beside `source = "…"`
+//! (the layout of every config so far); the conversion from that layout refuses a field the
+//! source does not read.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which source `data.source` names: the tag of [`Source`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataSource {
+    Synthetic,
+    Folder,
+    Cifar10,
+    Cifar100,
+    Shards,
+}
+
+impl DataSource {
+    /// The name in a config (`data.source = "…"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataSource::Synthetic => "synthetic",
+            DataSource::Folder => "folder",
+            DataSource::Cifar10 => "cifar10",
+            DataSource::Cifar100 => "cifar100",
+            DataSource::Shards => "shards",
+        }
+    }
+
+    /// The `[data]` fields only this source reads (of [`SOURCE_FIELDS`]).
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            DataSource::Synthetic => &["synthetic"],
+            DataSource::Folder => &["path", "holdout-fraction"],
+            DataSource::Cifar10 | DataSource::Cifar100 => &["path", "download"],
+            DataSource::Shards => &["path", "test-path", "shuffle-buffer"],
+        }
+    }
+}
+
+/// The `[data]` fields that belong to one source or another ([`DataSource::fields`]): a config
+/// that sets one its source does not read is refused, and `--set data.source=…` drops those of
+/// the source it replaces.
+pub const SOURCE_FIELDS: &[&str] = &["path", "holdout-fraction", "download", "test-path", "shuffle-buffer", "synthetic"];
+
+/// Where the images come from, with the settings only that source has. In TOML these stay flat
+/// in `[data]` beside `source = "…"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Built-in procedurally generated shapes and textures (no files needed).
+    Synthetic(SyntheticConfig),
+    /// `path/<class>/<image>` (or `path/train/<class>/…` and `path/test/<class>/…`).
+    Folder {
+        path: PathBuf,
+        /// Without `train/` and `test/`: fraction of each class held out as the labelled test
+        /// split of the evaluations (`holdout-fraction`, default 0.1).
+        holdout_fraction: f64,
+    },
+    /// CIFAR-10 binary format in `path` (downloaded there with `download = true`).
+    Cifar10 { path: PathBuf, download: bool },
+    /// CIFAR-100 binary format in `path` (fine labels).
+    Cifar100 { path: PathBuf, download: bool },
+    /// Tar shards in the WebDataset layout (`<key>.jpg` + `<key>.cls`, as `byol shard` writes
+    /// them): `path` is a folder holding `train/` and `test/` shard folders, or a folder or
+    /// pattern (`train-{000000..001023}.tar`, `*.tar`) of training shards with `test_path`.
+    /// Training streams them (shard order and a shuffle buffer drawn from seed and epoch).
+    Shards {
+        path: PathBuf,
+        /// The test split's shards (folder or pattern), when `path` is not a folder with
+        /// `train/` and `test/` (`test-path`).
+        test_path: Option<PathBuf>,
+        /// Samples in the shuffle buffer (WebDataset's `shuffle(n)`), held as encoded bytes:
+        /// about 110 kB each for ImageNet JPEGs, so 4096 is about 450 MB (`shuffle-buffer`).
+        shuffle_buffer: usize,
+    },
+}
+
+impl Source {
+    pub fn kind(&self) -> DataSource {
+        match self {
+            Source::Synthetic(_) => DataSource::Synthetic,
+            Source::Folder { .. } => DataSource::Folder,
+            Source::Cifar10 { .. } => DataSource::Cifar10,
+            Source::Cifar100 { .. } => DataSource::Cifar100,
+            Source::Shards { .. } => DataSource::Shards,
+        }
+    }
+
+    /// The dataset's folder (or shard pattern); none for the built-in data.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Source::Synthetic(_) => None,
+            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } | Source::Shards { path, .. } => Some(path),
+        }
+    }
+
+    /// A front end's shorthand (`--data`): `synthetic`, `cifar10` or `cifar100` (binary format
+    /// under `./data`, downloaded there when missing), `shards:PATH` (a folder with `train/` and
+    /// `test/` shard folders), or else the path of an ImageFolder. Settings not named take their
+    /// defaults; [`Source::keeping_settings_of`] carries a config's over.
+    pub fn parse_shorthand(s: &str) -> Self {
+        match s {
+            "synthetic" => Source::Synthetic(SyntheticConfig::default()),
+            "cifar10" => Source::Cifar10 { path: "data".into(), download: true },
+            "cifar100" => Source::Cifar100 { path: "data".into(), download: true },
+            _ => match s.strip_prefix("shards:") {
+                Some(path) => Source::Shards { path: path.into(), test_path: None, shuffle_buffer: d_buffer() },
+                None => Source::Folder { path: s.into(), holdout_fraction: d_holdout() },
+            },
+        }
+    }
+
+    /// The source as [`Source::parse_shorthand`] reads it.
+    pub fn shorthand(&self) -> String {
+        match self {
+            Source::Synthetic(_) | Source::Cifar10 { .. } | Source::Cifar100 { .. } => self.kind().name().into(),
+            Source::Folder { path, .. } => path.display().to_string(),
+            Source::Shards { path, .. } => format!("shards:{}", path.display()),
+        }
+    }
+
+    /// This source with the settings of `before` where it is the same kind of source (the
+    /// holdout fraction of a folder, the shuffle buffer of shards, the built-in data's size): a
+    /// front end's `--data` changes where the data is, not how the preset reads it.
+    pub fn keeping_settings_of(self, before: &Source) -> Source {
+        match (self, before) {
+            (Source::Synthetic(_), Source::Synthetic(c)) => Source::Synthetic(c.clone()),
+            (Source::Folder { path, .. }, Source::Folder { holdout_fraction, .. }) => Source::Folder { path, holdout_fraction: *holdout_fraction },
+            (Source::Shards { path, test_path, .. }, Source::Shards { shuffle_buffer, .. }) => {
+                Source::Shards { path, test_path, shuffle_buffer: *shuffle_buffer }
+            }
+            (s, _) => s,
+        }
+    }
+}
+
+/// The built-in dataset's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SyntheticConfig {
+    /// Training images per class.
+    #[serde(default = "d_train_pc")]
+    pub train_per_class: usize,
+    /// Test images per class.
+    #[serde(default = "d_test_pc")]
+    pub test_per_class: usize,
+}
+
+fn d_train_pc() -> usize {
+    400
+}
+fn d_test_pc() -> usize {
+    100
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { train_per_class: d_train_pc(), test_per_class: d_test_pc() }
+    }
+}
+
+/// Data settings: the source (with its own settings) and how images are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "DataToml", into = "DataToml")]
+pub struct DataConfig {
+    /// `source` and the fields only it reads.
+    pub source: Source,
+    /// Training resolution (side of the square views). Paper: 224.
+    pub image_size: usize,
+    /// Decode every image once and keep it in memory (for datasets that fit). Shards are always
+    /// streamed.
+    pub cache: bool,
+    /// The most memory the cache may take, in MB (estimated from the image headers before any
+    /// decoding; a folder over it is refused with what to do instead). Unset: half the memory
+    /// the OS says is available when loading.
+    pub cache_max_mb: Option<u64>,
+    /// Use at most this many training images (a class-balanced, seeded subset). 0: all.
+    pub max_train: usize,
+    /// Use at most this many test images (class-balanced, seeded). 0: all.
+    pub max_test: usize,
+    /// Threads that decode and augment images. 0: one per core of the machine.
+    pub workers: usize,
+    /// Batches of views made ahead of the training step (the loader's queue depth); the shard
+    /// reader also holds this many batches of encoded samples ahead of the decoders.
+    pub prefetch_batches: usize,
+    /// Images whose header announces more pixels than this are skipped (and counted) without
+    /// being decoded: a 20,000 × 20,000 file would need 1.2 GB.
+    pub max_image_pixels: u64,
+}
+
+/// `[data]` as written in TOML: [`DataConfig`] with the source's fields beside `source`, each
+/// optional here and checked against the source in the conversion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DataToml {
+    source: DataSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    image_size: usize,
+    #[serde(default = "d_true")]
+    cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_max_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    download: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holdout_fraction: Option<f64>,
+    #[serde(default)]
+    max_train: usize,
+    #[serde(default)]
+    max_test: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    test_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shuffle_buffer: Option<usize>,
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "d_prefetch")]
+    prefetch_batches: usize,
+    #[serde(default = "d_max_pixels")]
+    max_image_pixels: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    synthetic: Option<SyntheticConfig>,
+}
+
+impl TryFrom<DataToml> for DataConfig {
+    type Error = String;
+
+    fn try_from(t: DataToml) -> std::result::Result<Self, String> {
+        let kind = t.source;
+        let given = [
+            ("path", t.path.is_some()),
+            ("holdout-fraction", t.holdout_fraction.is_some()),
+            ("download", t.download.is_some()),
+            ("test-path", t.test_path.is_some()),
+            ("shuffle-buffer", t.shuffle_buffer.is_some()),
+            ("synthetic", t.synthetic.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !kind.fields().contains(f)) {
+            let readers: Vec<&str> = [DataSource::Folder, DataSource::Cifar10, DataSource::Cifar100, DataSource::Shards, DataSource::Synthetic]
+                .into_iter()
+                .filter(|s| s.fields().contains(field))
+                .map(DataSource::name)
+                .collect();
+            return Err(format!("data.{field} is not read with source = \"{}\" (only with {}): remove it", kind.name(), readers.join(", ")));
+        }
+        let path = || t.path.clone().ok_or_else(|| format!("data.path is required with source = \"{}\"", kind.name()));
+        let source = match kind {
+            DataSource::Synthetic => Source::Synthetic(t.synthetic.clone().unwrap_or_default()),
+            DataSource::Folder => Source::Folder { path: path()?, holdout_fraction: t.holdout_fraction.unwrap_or_else(d_holdout) },
+            DataSource::Cifar10 => Source::Cifar10 { path: path()?, download: t.download.unwrap_or(false) },
+            DataSource::Cifar100 => Source::Cifar100 { path: path()?, download: t.download.unwrap_or(false) },
+            DataSource::Shards => Source::Shards { path: path()?, test_path: t.test_path.clone(), shuffle_buffer: t.shuffle_buffer.unwrap_or_else(d_buffer) },
+        };
+        Ok(DataConfig {
+            source,
+            image_size: t.image_size,
+            cache: t.cache,
+            cache_max_mb: t.cache_max_mb,
+            max_train: t.max_train,
+            max_test: t.max_test,
+            workers: t.workers,
+            prefetch_batches: t.prefetch_batches,
+            max_image_pixels: t.max_image_pixels,
+        })
+    }
+}
+
+impl From<DataConfig> for DataToml {
+    fn from(c: DataConfig) -> Self {
+        let mut t = DataToml {
+            source: c.source.kind(),
+            path: c.source.path().map(Path::to_path_buf),
+            image_size: c.image_size,
+            cache: c.cache,
+            cache_max_mb: c.cache_max_mb,
+            download: None,
+            holdout_fraction: None,
+            max_train: c.max_train,
+            max_test: c.max_test,
+            test_path: None,
+            shuffle_buffer: None,
+            workers: c.workers,
+            prefetch_batches: c.prefetch_batches,
+            max_image_pixels: c.max_image_pixels,
+            synthetic: None,
+        };
+        match c.source {
+            Source::Synthetic(s) => t.synthetic = Some(s),
+            Source::Folder { holdout_fraction, .. } => t.holdout_fraction = Some(holdout_fraction),
+            Source::Cifar10 { download, .. } | Source::Cifar100 { download, .. } => t.download = Some(download),
+            Source::Shards { test_path, shuffle_buffer, .. } => {
+                t.test_path = test_path;
+                t.shuffle_buffer = Some(shuffle_buffer);
+            }
+        }
+        t
+    }
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_holdout() -> f64 {
+    0.1
+}
+fn d_buffer() -> usize {
+    4096
+}
+fn d_prefetch() -> usize {
+    2
+}
+fn d_max_pixels() -> u64 {
+    100_000_000
+}
+
+impl DataConfig {
+    /// The decoding threads: `workers`, or one per core when it is 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+    }
+
+    /// The source's path and test path made absolute against the working directory (without
+    /// following links), as a run records them: its config then names the same data from any
+    /// folder (`byol eval --checkpoint` run elsewhere, `--resume` from another directory).
+    pub fn with_absolute_paths(mut self) -> Self {
+        let absolute = |p: &mut PathBuf| {
+            if let Ok(abs) = std::path::absolute(&*p) {
+                *p = abs;
+            }
+        };
+        match &mut self.source {
+            Source::Synthetic(_) => {}
+            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => absolute(path),
+            Source::Shards { path, test_path, .. } => {
+                absolute(path);
+                if let Some(t) = test_path {
+                    absolute(t);
+                }
+            }
+        }
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.image_size < 8 || self.image_size > 1024 {
+            return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
+        }
+        if self.workers > 1024 {
+            return Err(Error::config("data.workers", format!("{} threads is more than 1024", self.workers)));
+        }
+        if self.prefetch_batches == 0 {
+            return Err(Error::config("data.prefetch-batches", "must be at least 1"));
+        }
+        if self.cache_max_mb == Some(0) {
+            return Err(Error::config("data.cache-max-mb", "must be at least 1 (data.cache = false turns the cache off)"));
+        }
+        if self.max_image_pixels == 0 {
+            return Err(Error::config("data.max-image-pixels", "must be at least 1"));
+        }
+        match &self.source {
+            Source::Folder { holdout_fraction, .. } if !(0.0..1.0).contains(holdout_fraction) => {
+                Err(Error::config("data.holdout-fraction", format!("{holdout_fraction} is outside [0, 1)")))
+            }
+            Source::Shards { shuffle_buffer: 0, .. } => Err(Error::config("data.shuffle-buffer", "must be at least 1 (1: no shuffling within shards)")),
+            Source::Synthetic(s) if s.train_per_class == 0 || s.test_per_class == 0 => {
+                Err(Error::config("data.synthetic", "train-per-class and test-per-class must be at least 1"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
