@@ -77,6 +77,19 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
+    /// Read the config a checkpoint records. Checkpoints written before the data source became
+    /// one typed value record every `[data]` field, whatever the source; the fields their source
+    /// does not read are dropped here (a config a user writes keeps the strict check).
+    pub fn from_recorded_toml(text: &str, origin: &Path) -> Result<Self> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::ConfigParse { path: origin.to_path_buf(), message: e.to_string() })?;
+        if let Some(data) = table.get_mut("data").and_then(toml::Value::as_table_mut)
+            && let Some(kind) = data.get("source").cloned().and_then(|v| v.try_into::<crate::data::DataSource>().ok())
+        {
+            data.retain(|k, _| !crate::data::SOURCE_FIELDS.contains(&k) || kind.fields().contains(&k));
+        }
+        Self::from_toml_with_overrides(&toml::to_string(&table).expect("a table serialises"), origin, &[])
+    }
+
     /// Load a preset by name (see [`PRESETS`]) or a TOML file by path.
     pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Self> {
         if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
@@ -359,6 +372,16 @@ mod tests {
         let text = shards.to_toml();
         assert!(text.contains("shuffle-buffer = 5") && !text.contains("holdout-fraction"), "{text}");
         assert_eq!(ExperimentConfig::from_toml_with_overrides(&text, Path::new("x"), &[]).unwrap(), shards);
+    }
+
+    /// A checkpoint written before the typed source records every `[data]` field: it still
+    /// reads, while a config written that way by hand is refused.
+    #[test]
+    fn recorded_configs_in_the_earlier_data_layout_still_read() {
+        let c = ExperimentConfig::load("small-cpu", &[]).unwrap();
+        let old = c.to_toml().replace("[data]\n", "[data]\ndownload = false\nholdout-fraction = 0.1\nshuffle-buffer = 4096\n");
+        assert!(ExperimentConfig::from_toml_with_overrides(&old, Path::new("x"), &[]).is_err());
+        assert_eq!(ExperimentConfig::from_recorded_toml(&old, Path::new("x")).unwrap(), c);
     }
 
     #[test]

@@ -125,7 +125,7 @@ fn read_header_config(path: &Path) -> Result<ExperimentConfig> {
     let meta = &json["__metadata__"];
     check_format(path, meta["format"].as_str(), meta["version"].as_str())?;
     let text = meta["config"].as_str().ok_or_else(|| err("no config in header".into()))?;
-    ExperimentConfig::from_toml_with_overrides(text, path, &[])
+    ExperimentConfig::from_recorded_toml(text, path)
 }
 
 /// A checkpoint file, or the newest usable one of a run directory.
@@ -248,7 +248,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
         return Err(err("checksum mismatch: the file is corrupted".into()));
     }
     let config_text = meta.get("config").ok_or_else(|| err("no config in header".into()))?;
-    let config = ExperimentConfig::from_toml_with_overrides(config_text, path, &[])?;
+    let config = ExperimentConfig::from_recorded_toml(config_text, path)?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header".into()))?;
     let data = meta.get("data").and_then(|d| serde_json::from_str(d).ok());
     Ok(Loaded { config, step, sha256, data, tensors })
