@@ -4,6 +4,7 @@
 //! as a Markdown table and a JSON file. A run whose result is already recorded is read back, and
 //! one that was interrupted resumes from its last checkpoint.
 
+use crate::config::ExperimentConfig;
 use crate::train::{Observer, RunDir, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain_in, random_init_encoder};
 use crate::workflow::Settings;
 use crate::{Error, Result, data};
@@ -89,7 +90,8 @@ pub struct Row {
     /// (step, loss) of every logged step.
     pub losses: Vec<(u64, f64)>,
     /// The resolved config of the run (TOML): a rerun reuses this row only if the variant
-    /// resolves to the same config.
+    /// resolves to the same config (compared as configs: fields added later read as their
+    /// defaults).
     pub config: String,
 }
 
@@ -245,7 +247,10 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         if let Ok(text) = std::fs::read_to_string(&row_path)
             && let Ok(row) = serde_json::from_str::<Row>(&text)
         {
-            if row.config != resolved || row.random_init != v.random_init {
+            // Compared as configs, not as text: a field added to `byol` since the row was
+            // written reads back at its default and leaves the run the same.
+            let same = ExperimentConfig::from_recorded_toml(&row.config, &row_path).is_ok_and(|recorded| recorded == cfg);
+            if !same || row.random_init != v.random_init {
                 return Err(Error::data(
                     &vdir,
                     format!(

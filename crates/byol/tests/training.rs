@@ -628,6 +628,14 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
             }
         }
     }
+    // A row written before a field existed (here: without `data.max-image-pixels`, which then
+    // reads as its default) is the same run.
+    let row_path = runs.join("byol/seed-3/ablation-row.json");
+    let mut row: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&row_path).unwrap()).unwrap();
+    let older = row["config"].as_str().unwrap().replace("max-image-pixels = 100000000\n", "");
+    assert_ne!(older, row["config"].as_str().unwrap());
+    row["config"] = older.into();
+    std::fs::write(&row_path, row.to_string()).unwrap();
     let mut c = Count(0);
     let again = ablate("small-cpu", &base, &grid, &runs, &two, &mut c).unwrap();
     assert_eq!(c.0, 6);
