@@ -114,7 +114,7 @@ fn byol_grads(state: &TrainState, v1: Tensor<4>, v2: Tensor<4>) -> Gradients {
 /// for the official architecture (Linear with bias, then BatchNorm) and still have to get a
 /// gradient; they are not required to move.
 fn bias_before_batch_norm(path: &str) -> bool {
-    path.ends_with(".fc1.bias") || path == "projector.fc2.bias"
+    path.ends_with(".fc1.bias") || path.ends_with(".fc.bias") && path.contains(".mid.") || path == "projector.fc2.bias"
 }
 
 /// Paths of the trainable online parameters whose values in `after` equal `before`'s.
@@ -142,6 +142,36 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
     let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&before, &after);
     assert!(still.is_empty(), "{} of {total} parameters did not move: {still:?}", still.len());
+}
+
+/// SimCLR v2's 3-layer projection head (`model.projector.layers = 3`): Linear → BN → ReLU →
+/// Linear → BN → ReLU → Linear, in the online and the target network, the predictor unchanged;
+/// every parameter of it gets a gradient and moves.
+#[test]
+fn a_three_layer_projector_has_the_spec_shapes_and_trains() {
+    let cfg = tiny(&["model.encoder.residual-gamma=\"official\"", "model.projector.layers=3"]);
+    let device = Device::flex();
+    let state = TrainState::init(&cfg, &device);
+    let d = cfg.model.encoder.output_dim();
+    let online = collect(&state.online.valid());
+    let shape = |path: &str| online.get(path).map(|n| n.shape.clone()).unwrap_or_else(|| panic!("no {path}"));
+    // burn's Linear weight is [in, out].
+    assert_eq!(shape("projector.fc1.weight"), [d, 32]);
+    assert_eq!(shape("projector.mid.0.fc.weight"), [32, 32]);
+    assert_eq!(shape("projector.mid.0.bn.gamma"), [32]);
+    assert_eq!(shape("projector.fc2.weight"), [32, 16]);
+    assert!(!online.keys().any(|k| k.contains("mid.1") || k.starts_with("predictor.mid")), "{:?}", online.keys());
+    let target = collect(&state.target.as_ref().unwrap().valid());
+    assert_eq!(target["projector.mid.0.fc.weight"].shape, [32, 32]);
+    let (v1, v2) = views(8, 16, 3, &device);
+    let grads = byol_grads(&state, v1.clone(), v2.clone());
+    let (_, bad) = untrained(&state, Some(&grads));
+    assert!(bad.is_empty(), "parameters without a gradient: {bad:?}");
+    let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
+    let (total, still) = unmoved(&online, &after);
+    assert!(still.is_empty(), "{} of {total} parameters did not move: {still:?}", still.len());
+    let e = ExperimentConfig::load("small-cpu", &["model.projector.layers=4".into()]).unwrap_err().to_string();
+    assert!(e.contains("model.projector.layers") && e.contains("SimCLR v2"), "{e}");
 }
 
 /// Bottleneck blocks start with γ = 0 in their last BatchNorm, so the block's convolutions get a
