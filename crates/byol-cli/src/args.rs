@@ -302,6 +302,11 @@ pub struct FinetuneArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Where the classifier goes: `encoder` (the paper's protocol) or `projector:1` (on the
+    /// projector's first layer, fine-tuned with the encoder: SimCLR v2's). Sets
+    /// `eval.finetune.from`.
+    #[arg(long)]
+    pub from: Option<byol::eval::FinetuneFrom>,
 }
 
 #[derive(Args, Clone)]

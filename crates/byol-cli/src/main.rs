@@ -214,15 +214,17 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         f.label_fraction = args.labels;
         f.epochs = args.epochs.unwrap_or(f.epochs);
         f.learning_rate = args.lr.unwrap_or(f.learning_rate);
+        f.from = args.from.unwrap_or(f.from);
     })?;
     let test_images = e.splits.test.len();
-    // The clone shares the parameters' storage (and BatchNorm's running statistics): `e.encoder`
-    // is not used again.
-    let r = byol::train::finetune_of_encoder(e.encoder.clone(), &e.config, &e.splits.train, &e.splits.test, &e.device)?;
+    // The clones share the parameters' storage (and BatchNorm's running statistics):
+    // `e.encoder` and `e.projector` are not used again.
+    let r = byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits.train, &e.splits.test, &e.device)?;
     println!(
-        "fine-tuning on {} labelled images ({}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
+        "fine-tuning on {} labelled images ({}, from the {}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
         r.labelled_images,
         e.label,
+        if e.config.eval.finetune.from == byol::eval::FinetuneFrom::Encoder { "encoder" } else { "projector's first layer" },
         100.0 * r.test.top1,
         100.0 * r.test.top5
     );

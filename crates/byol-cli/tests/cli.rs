@@ -174,7 +174,12 @@ fn pretrain_then_resume_then_eval_knn() {
     assert!(out.contains("linear evaluation") && out.contains("random-init") && out.contains("lr 0.1 "), "{out}");
     let (ok, out, err) = byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8"]);
     assert!(ok, "{err}");
-    assert!(out.contains("fine-tuning on 40 labelled images"), "{out}");
+    assert!(out.contains("fine-tuning on 40 labelled images") && out.contains("from the encoder"), "{out}");
+    let (ok, out, err) =
+        byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8", "--from", "projector:1"]);
+    assert!(ok && out.contains("from the projector's first layer"), "{out}{err}");
+    let (ok, _, err) = byol(&["eval", "finetune", "--checkpoint", d, "--from", "projector:2"]);
+    assert!(!ok && err.contains("expected `encoder` or `projector:1`"), "{err}");
     // Transfer: the same encoder on another ImageFolder with its own classes.
     let other = dir.join("other");
     for (c, colour) in [("red", [200u8, 20, 20]), ("blue", [20, 20, 200])] {

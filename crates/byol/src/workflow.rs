@@ -8,8 +8,8 @@ use crate::config::ExperimentConfig;
 use crate::data::{Source, Splits};
 use crate::eval::Features;
 use crate::eval::embed::{Row, write_embeddings};
-use crate::model::ResNet;
-use crate::train::{checkpoint, indexed_features_of, random_init_encoder};
+use crate::model::{Mlp, ResNet};
+use crate::train::{checkpoint, indexed_features_of, random_init_online};
 use crate::{Error, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,8 @@ pub struct Evaluation {
     pub device: Device,
     /// The checkpoint's online encoder, or the random-init one of its architecture and seed.
     pub encoder: ResNet,
+    /// The online projector of the same network (for `eval.finetune.from = "projector:1"`).
+    pub projector: Mlp,
     pub splits: Splits,
     /// What the encoder is, for a report ("trained encoder (BYOL objective)", "random-init encoder").
     pub label: &'static str,
@@ -161,20 +163,21 @@ impl Evaluation {
         edit(&mut config);
         config.validate()?;
         let device = config.backend.device()?;
-        let (encoder, label) = if random_init {
-            (random_init_encoder(&config, &device), "random-init encoder")
+        let (online, label) = if random_init {
+            (random_init_online(&config, &device), "random-init encoder")
         } else {
             let label = match config.objective.kind {
                 crate::loss::ObjectiveKind::Byol => "trained encoder (BYOL objective)",
                 crate::loss::ObjectiveKind::NtXent => "trained encoder (SimCLR objective)",
                 crate::loss::ObjectiveKind::Moco => "trained encoder (MoCo objective)",
             };
-            (loaded.online(&device)?.encoder, label)
+            (loaded.online(&device)?, label)
         };
+        let (encoder, projector) = (online.encoder, online.projector);
         let splits = crate::data::load(&config.data, config.seed)?;
         let dir = if path.is_dir() { Some(path) } else { path.parent() };
         let run_dir = dir.filter(|d| d.join(crate::train::run_dir::CONFIG).is_file()).map(Path::to_path_buf);
-        Ok(Evaluation { config, device, encoder, splits, label, step: loaded.step, run_dir })
+        Ok(Evaluation { config, device, encoder, projector, splits, label, step: loaded.step, run_dir })
     }
 
     /// Append the result of `protocol` to the run directory's `evaluations.jsonl`, taking the

@@ -8,12 +8,12 @@ use crate::augment::{AugmentConfig, ViewConfig, make_view};
 use crate::data::{ImageSet, balanced_subset};
 use crate::eval::features::eval_batch;
 use crate::eval::linear::{Accuracy, top1_top5};
-use crate::model::ResNet;
+use crate::model::{Mlp, ResNet, batch_norm_relu};
 use crate::optim::{OptimConfig, OptimKind, schedule};
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
@@ -36,6 +36,35 @@ pub struct FinetuneConfig {
     /// Learning rate (cosine-decayed to 0). Paper: chosen on a validation split.
     #[serde(default = "d_lr")]
     pub learning_rate: f64,
+    /// Where the classifier goes: on the encoder (the paper's protocol), or on the projector's
+    /// first layer (SimCLR v2's, Chen et al. 2020b, Section 2).
+    #[serde(default)]
+    pub from: FinetuneFrom,
+}
+
+/// What fine-tuning starts from, under the new linear classifier.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum FinetuneFrom {
+    /// The encoder's representation (the projector is discarded).
+    #[default]
+    #[serde(rename = "encoder")]
+    Encoder,
+    /// The encoder and the projector's first layer (Linear → BatchNorm → ReLU), fine-tuned
+    /// together: SimCLR v2 fine-tunes "from the middle layer of the projection head".
+    #[serde(rename = "projector:1")]
+    ProjectorLayer1,
+}
+
+impl std::str::FromStr for FinetuneFrom {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "encoder" => Ok(FinetuneFrom::Encoder),
+            "projector:1" => Ok(FinetuneFrom::ProjectorLayer1),
+            _ => Err(format!("`{s}`: expected `encoder` or `projector:1`")),
+        }
+    }
 }
 
 fn d_frac() -> f64 {
@@ -53,7 +82,7 @@ fn d_lr() -> f64 {
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        Self { label_fraction: d_frac(), epochs: d_epochs(), batch_size: d_batch(), learning_rate: d_lr() }
+        Self { label_fraction: d_frac(), epochs: d_epochs(), batch_size: d_batch(), learning_rate: d_lr(), from: FinetuneFrom::Encoder }
     }
 }
 
@@ -72,17 +101,51 @@ impl FinetuneConfig {
     }
 }
 
-/// Encoder and classifier.
+/// Encoder, optionally the projector's first layer, and classifier.
 #[derive(Module, Debug)]
 pub struct Finetuned {
     pub encoder: ResNet,
+    /// The projector's first Linear and BatchNorm (ReLU follows), with `from = "projector:1"`.
+    pub stem: Option<ProjectorLayer>,
     pub head: Linear,
 }
 
+/// A projector's first layer, taken from a pre-trained [`Mlp`].
+#[derive(Module, Debug)]
+pub struct ProjectorLayer {
+    pub fc: Linear,
+    pub bn: BatchNorm,
+}
+
+impl ProjectorLayer {
+    /// The first layer of `projector` (its weights and BatchNorm statistics as they are).
+    pub fn of(projector: Mlp) -> Self {
+        ProjectorLayer { fc: projector.fc1, bn: projector.bn }
+    }
+
+    /// Its output width.
+    pub fn width(&self) -> usize {
+        self.bn.gamma.dims()[0]
+    }
+}
+
 impl Finetuned {
+    /// The model fine-tuning starts from: `encoder` (and `stem`) moved to `device`, under a new
+    /// classifier into `classes`, initialised from `seed`.
+    pub fn new(encoder: ResNet, stem: Option<ProjectorLayer>, encoder_dim: usize, classes: usize, seed: u64, device: &Device) -> Self {
+        let dim = stem.as_ref().map_or(encoder_dim, ProjectorLayer::width);
+        let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(device), crate::rng::key(seed, Stream::Init, &[7]));
+        Finetuned { encoder: encoder.fork(device), stem: stem.map(|s| s.fork(device)), head }
+    }
+
     /// `x`: [B, 3, S, S] → logits [B, C].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.encoder.forward(x))
+        let y = self.encoder.forward(x); // [B, D]
+        let y = match &self.stem {
+            Some(s) => batch_norm_relu(&s.bn, s.fc.forward(y), None), // [B, hidden]
+            None => y,
+        };
+        self.head.forward(y) // [B, C]
     }
 }
 
@@ -93,14 +156,15 @@ pub struct FinetuneResult {
     pub test: Accuracy,
 }
 
-/// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin) on the labelled
-/// subset of `train`, and evaluate on `test`.
+/// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin), and `stem` on it
+/// when given, on the labelled subset of `train`, and evaluate on `test`.
 #[allow(
     clippy::too_many_arguments,
-    reason = "the protocol's inputs, none of which belong together: the encoder and its output size, the two splits, the views, the protocol's config, the seed, the device"
+    reason = "the protocol's inputs, none of which belong together: the encoder, its projector's first layer and its output size, the two splits, the views, the protocol's config, the seed, the device"
 )]
 pub fn finetune(
     encoder: ResNet,
+    stem: Option<ProjectorLayer>,
     dim: usize,
     train: &ImageSet,
     test: &ImageSet,
@@ -115,8 +179,7 @@ pub fn finetune(
     let labelled = balanced_subset(&train.labels, classes, n, seed);
     let b = cfg.batch_size.min(labelled.len());
     let ad = device.clone().autodiff();
-    let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(&ad), crate::rng::key(seed, Stream::Init, &[7]));
-    let mut model = crate::model::params::require_grad(Finetuned { encoder: encoder.fork(&ad), head });
+    let mut model = crate::model::params::require_grad(Finetuned::new(encoder, stem, dim, classes, seed, &ad));
     let mut opt = OptimConfig {
         kind: OptimKind::Sgd,
         base_lr: cfg.learning_rate,
@@ -163,4 +226,50 @@ pub fn finetune(
         logits.extend(eval.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("finetune", format!("{e:?}")))?);
     }
     Ok(FinetuneResult { labelled_images: labelled.len(), test: top1_top5(&logits, classes, &test.labels) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::MlpConfig;
+    use crate::model::params::collect;
+
+    /// Fine-tuning from `projector:1` starts from the projector's first Linear and BatchNorm
+    /// exactly as trained (weights, bias, γ, β, running statistics), with the classifier on its
+    /// hidden width; from the encoder, on the encoder's width.
+    #[test]
+    fn the_projector_layer_is_loaded_exactly() {
+        let device = Device::flex();
+        let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
+        let encoder = cfg.model.encoder.init(&device);
+        let d = cfg.model.encoder.output_dim();
+        let projector = MlpConfig { hidden: 24, output: 8, layers: 3 }.init(d, &device);
+        let mut projector = crate::model::params::reinit(projector, crate::rng::key(5, Stream::Init, &[1]));
+        // BatchNorm values no fresh layer has.
+        let ramp = |k: f32| Tensor::<1>::from_data(TensorData::new((0..24).map(|i| k + i as f32 / 10.0).collect::<Vec<_>>(), [24]), &device);
+        projector.bn.gamma = burn::module::Param::from_tensor(ramp(0.5));
+        projector.bn.beta = burn::module::Param::from_tensor(ramp(-1.0));
+        projector.bn.running_mean = burn::module::RunningState::new(ramp(0.25));
+        projector.bn.running_var = burn::module::RunningState::new(ramp(2.0));
+        let trained = collect(&projector);
+        let m = Finetuned::new(encoder.clone(), Some(ProjectorLayer::of(projector)), d, 10, 0, &device);
+        let stem = collect(m.stem.as_ref().unwrap());
+        for (from, to) in [
+            ("fc1.weight", "fc.weight"),
+            ("fc1.bias", "fc.bias"),
+            ("bn.gamma", "bn.gamma"),
+            ("bn.beta", "bn.beta"),
+            ("bn.running_mean", "bn.running_mean"),
+            ("bn.running_var", "bn.running_var"),
+        ] {
+            let (a, b) = (&trained[from].flat, &stem[to].flat);
+            let (a, b): (Vec<f32>, Vec<f32>) = (a.clone().into_data().try_into_vec().unwrap(), b.clone().into_data().try_into_vec().unwrap());
+            assert_eq!(a, b, "{from}");
+        }
+        assert_eq!(m.head.weight.dims(), [24, 10]);
+        let x = Tensor::<4>::zeros([2, 3, 32, 32], &device);
+        assert_eq!(m.forward(x.clone()).dims(), [2, 10]);
+        let plain = Finetuned::new(encoder, None, d, 10, 0, &device);
+        assert_eq!((plain.head.weight.dims(), plain.forward(x).dims()), ([d, 10], [2, 10]));
+    }
 }

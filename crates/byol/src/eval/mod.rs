@@ -8,7 +8,7 @@ pub mod linear;
 pub mod probe;
 
 pub use features::extract;
-pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
+pub use finetune::{FinetuneConfig, FinetuneFrom, FinetuneResult, Finetuned, ProjectorLayer, finetune};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{Features, LinearEvalConfig, LinearResult, linear_eval};
 pub use probe::{OnlineProbe, OnlineProbeConfig};

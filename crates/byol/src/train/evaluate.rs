@@ -4,9 +4,9 @@
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
-use crate::eval::{Features, FinetuneResult, KnnResult, LinearResult, extract, finetune, knn_classify, linear_eval};
+use crate::eval::{Features, FinetuneFrom, FinetuneResult, KnnResult, LinearResult, ProjectorLayer, extract, finetune, knn_classify, linear_eval};
 use crate::model::params::reinit;
-use crate::model::{Online, ResNet};
+use crate::model::{Mlp, Online, ResNet};
 use crate::{Error, Result};
 use burn::tensor::Device;
 
@@ -77,16 +77,41 @@ pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &Image
 
 /// Semi-supervised fine-tuning of `encoder` with the config's protocol.
 pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
+    finetune_of_network(encoder, None, cfg, train, test, device)
+}
+
+/// [`finetune_of_encoder`], starting from the encoder and, with `eval.finetune.from =
+/// "projector:1"`, the first layer of `projector` (required then).
+pub fn finetune_of_network(
+    encoder: ResNet,
+    projector: Option<Mlp>,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<FinetuneResult> {
     if !has_labels(train) {
         return Err(unlabelled(train, cfg, "fine-tuning"));
     }
+    let stem = match (cfg.eval.finetune.from, projector) {
+        (FinetuneFrom::Encoder, _) => None,
+        (FinetuneFrom::ProjectorLayer1, Some(p)) => Some(ProjectorLayer::of(p)),
+        (FinetuneFrom::ProjectorLayer1, None) => {
+            return Err(Error::config("eval.finetune.from", "\"projector:1\" needs the network's projector, and none was given"));
+        }
+    };
     let dim = cfg.model.encoder.output_dim();
-    finetune(encoder, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
+    finetune(encoder, stem, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
 }
 
 /// The encoder as initialised by the run's seed, before any training.
 pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
-    reinit(Online::new(&cfg.model, device), super::state::online_seed(cfg.seed)).encoder
+    random_init_online(cfg, device).encoder
+}
+
+/// The online network as initialised by the run's seed, before any training.
+pub fn random_init_online(cfg: &ExperimentConfig, device: &Device) -> Online {
+    reinit(Online::new(&cfg.model, device), super::state::online_seed(cfg.seed))
 }
 
 /// kNN accuracy of the encoder as initialised by the run's seed, before any training.

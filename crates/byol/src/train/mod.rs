@@ -13,7 +13,10 @@ mod state;
 mod step;
 
 pub use config::{OnNonFinite, TrainConfig};
-pub use evaluate::{features_of, finetune_of_encoder, indexed_features_of, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn};
+pub use evaluate::{
+    features_of, finetune_of_encoder, finetune_of_network, indexed_features_of, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn,
+    random_init_online,
+};
 pub use parallel::Replicas;
 pub use pretrain::{RunOptions, pretrain, pretrain_in};
 pub use queue::Queue;
