@@ -2,7 +2,7 @@
 //! synthetic dataset and the colour jitter use.
 
 /// An RGB image, 8 bits per channel, interleaved (HWC).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rgb8 {
     pub width: usize,
     pub height: usize,

@@ -62,6 +62,7 @@ pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod train;
+pub mod transfer;
 pub mod workflow;
 
 pub use burn::tensor::Device;

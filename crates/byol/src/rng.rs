@@ -14,6 +14,8 @@ pub enum Stream {
     Synthetic = 3,
     Split = 4,
     Init = 5,
+    /// The tiles of the dense-transfer mosaics (`transfer::mosaic`).
+    Mosaic = 6,
 }
 
 /// SplitMix64 finaliser: a bijective mix of 64 bits.

@@ -22,7 +22,8 @@ const LAYERS: &[&str] = &[
     "loss",
     "ema",
     "optim",
-    "eval", // the components
+    "eval",     // the components
+    "transfer", // dense tasks: metrics, mosaics, the VOC layout (they use data and, later, the encoder)
     "train::config",
     "config", // the experiment's configuration
     "train",

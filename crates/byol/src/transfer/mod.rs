@@ -1,0 +1,15 @@
+//! Transfer to dense tasks (the paper's Table 4): what semantic segmentation and depth
+//! estimation read and how they are scored. The paper fine-tunes on PASCAL VOC 2012 (FCN, mIoU)
+//! and NYU v2 (δ thresholds, rms, rel); neither can be downloaded where `byol` is tested, so a
+//! built-in benchmark on real images stands in for segmentation: mosaics of CIFAR-10 images,
+//! each pixel labelled with its tile's class, written and read in the VOC layout.
+//!
+//! So far: the metrics ([`metrics`]), the mosaic generator ([`mosaic`]) and the VOC layout
+//! ([`voc`]). The fine-tuning commands are not built yet.
+
+pub mod metrics;
+pub mod mosaic;
+pub mod voc;
+
+/// The label of pixels that count in neither the loss nor the metrics (VOC's object borders).
+pub const IGNORE: u8 = 255;
