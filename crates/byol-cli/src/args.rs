@@ -279,6 +279,10 @@ pub struct ExportArgs {
     /// Output file (.safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write the online projector, as PyTorch's `nn.Sequential` head under `projector.`
+    /// (SimCLR v2's layout; what `eval finetune --from projector:1` starts from).
+    #[arg(long)]
+    pub with_projector: bool,
 }
 
 #[derive(Subcommand)]

@@ -313,7 +313,8 @@ fn export(args: ExportArgs) -> Result<()> {
     let loaded = byol::train::checkpoint::read_path_or_dir(&args.checkpoint)?;
     let device = loaded.config.backend.device()?;
     let online = loaded.online(&device)?;
-    byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, &args.out)?;
+    let projector = args.with_projector.then_some(&online.projector);
+    byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, projector, &args.out)?;
     println!("wrote the encoder with torchvision resnet names to {}", args.out.display());
     let e = &loaded.config.model.encoder;
     match byol::model::export::torchvision_constructor(e) {

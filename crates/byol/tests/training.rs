@@ -478,7 +478,7 @@ fn export_then_import_gives_the_same_features() {
         let dir = tmp(&format!("export-{arch}"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("encoder.safetensors");
-        byol::model::export::export_encoder(&encoder, &cfg.model.encoder, &file).unwrap();
+        byol::model::export::export_encoder(&encoder, &cfg.model.encoder, None, &file).unwrap();
         // torchvision's names are in the file.
         let bytes = std::fs::read(&file).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -19,7 +19,7 @@
 //! loading. torchvision's `num_batches_tracked` buffers are not written (unused in eval mode).
 
 use super::params::{Named, collect, load};
-use super::{Arch, ResNet, ResNetConfig, Stem};
+use super::{Arch, Mlp, ResNet, ResNetConfig, Stem};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -53,13 +53,47 @@ pub fn our_name(key: &str) -> String {
     s
 }
 
-/// Write the encoder (parameters and BatchNorm statistics) with torchvision names.
-pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, path: &Path) -> Result<()> {
+/// The key of a projector tensor (our path inside the [`Mlp`]) in PyTorch's `nn.Sequential`
+/// head (Linear, BatchNorm1d, ReLU, …, Linear) under `projector.`: SimCLR v2's layout.
+pub fn projector_name(path: &str, hidden_layers: usize) -> String {
+    let (module, tensor) = path.rsplit_once('.').unwrap_or(("", path));
+    let index = match module.split('.').collect::<Vec<_>>().as_slice() {
+        ["fc1"] => 0,
+        ["bn"] => 1,
+        ["mid", k, "fc"] => 3 + 3 * k.parse::<usize>().unwrap_or(0),
+        ["mid", k, "bn"] => 4 + 3 * k.parse::<usize>().unwrap_or(0),
+        _ => 3 + 3 * hidden_layers,
+    };
+    let tensor = match tensor {
+        "gamma" => "weight",
+        "beta" => "bias",
+        t => t,
+    };
+    format!("projector.{index}.{tensor}")
+}
+
+/// Write the encoder (parameters and BatchNorm statistics) with torchvision names, and with
+/// `projector` its layers as PyTorch's `nn.Sequential` head (`projector.0.weight`, …; Linear
+/// weights transposed to PyTorch's [out, in]).
+pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, projector: Option<&Mlp>, path: &Path) -> Result<()> {
     let named = collect(&encoder.valid());
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (p, Named { flat, shape }) in named {
+    let bytes = |flat: Tensor<1>| -> Result<Vec<u8>> {
         let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
-        tensors.push((torchvision_name(&p), shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
+    for (p, Named { flat, shape }) in named {
+        tensors.push((torchvision_name(&p), shape, bytes(flat)?));
+    }
+    if let Some(projector) = projector {
+        for (p, Named { flat, shape }) in collect(&projector.valid()) {
+            let (flat, shape) = match shape.as_slice() {
+                // burn's Linear weight is [in, out]; PyTorch's [out, in].
+                &[i, o] if p.ends_with(".weight") => (flat.reshape([i, o]).transpose().reshape([i * o]), vec![o, i]),
+                _ => (flat, shape),
+            };
+            tensors.push((projector_name(&p, projector.mid.len()), shape, bytes(flat)?));
+        }
     }
     let meta: HashMap<String, String> =
         [("format".to_string(), "byol-encoder/torchvision-resnet".to_string()), ("encoder".to_string(), toml::to_string(cfg).expect("config serialises"))]
@@ -128,6 +162,54 @@ mod tests {
             (cfg.arch, cfg.base_width, cfg.width_multiplier) = (arch, base, width);
             assert_eq!(torchvision_constructor(&cfg), None, "{arch:?} base {base} ×{width}");
         }
+    }
+
+    /// SimCLR v2's head as `nn.Sequential(Linear, BatchNorm1d, ReLU, Linear, BatchNorm1d, ReLU,
+    /// Linear)`: our paths land on indices 0, 1, 3, 4, 6; a 2-layer head's last Linear on 3.
+    #[test]
+    fn projector_names_follow_the_sequential_layout() {
+        assert_eq!(projector_name("fc1.weight", 1), "projector.0.weight");
+        assert_eq!(projector_name("bn.gamma", 1), "projector.1.weight");
+        assert_eq!(projector_name("bn.running_var", 1), "projector.1.running_var");
+        assert_eq!(projector_name("mid.0.fc.bias", 1), "projector.3.bias");
+        assert_eq!(projector_name("mid.0.bn.beta", 1), "projector.4.bias");
+        assert_eq!(projector_name("fc2.weight", 1), "projector.6.weight");
+        assert_eq!(projector_name("fc2.weight", 0), "projector.3.weight");
+    }
+
+    /// The projector's Linear weights are written as PyTorch's [out, in]: element (o, i) of the
+    /// file is element (i, o) of ours; BatchNorm tensors as they are.
+    #[test]
+    fn the_projector_is_written_in_pytorchs_layout() {
+        let device = Device::flex();
+        let cfg: ResNetConfig = toml::from_str("arch = \"resnet18\"\nstem = \"cifar\"\nbase-width = 4").unwrap();
+        let encoder = cfg.init(&device);
+        let projector = crate::model::MlpConfig { hidden: 6, output: 3, layers: 3 }.init(cfg.output_dim(), &device);
+        let projector = crate::model::params::reinit(projector, crate::rng::key(1, crate::rng::Stream::Init, &[2]));
+        let path = std::env::temp_dir().join(format!("byol-export-projector-{}.safetensors", std::process::id()));
+        export_encoder(&encoder, &cfg, Some(&projector), &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let read = |k: &str| -> (Vec<usize>, Vec<f32>) {
+            let v = st.tensor(k).unwrap_or_else(|_| panic!("no {k}"));
+            (v.shape().to_vec(), v.data().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        };
+        let ours = collect(&projector);
+        let d = cfg.output_dim();
+        let fc1: Vec<f32> = ours["fc1.weight"].flat.clone().into_data().try_into_vec().unwrap(); // [d, 6]
+        let (shape, values) = read("projector.0.weight");
+        assert_eq!(shape, [6, d]);
+        for o in 0..6 {
+            for i in 0..d {
+                assert_eq!(values[o * d + i], fc1[i * 6 + o], "({o}, {i})");
+            }
+        }
+        assert_eq!(read("projector.3.weight").0, [6, 6]);
+        assert_eq!(read("projector.6.weight").0, [3, 6]);
+        let gamma: Vec<f32> = ours["mid.0.bn.gamma"].flat.clone().into_data().try_into_vec().unwrap();
+        assert_eq!(read("projector.4.weight").1, gamma);
+        assert!(st.tensor("conv1.weight").is_ok());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
