@@ -315,7 +315,8 @@ fn export(args: ExportArgs) -> Result<()> {
     let online = loaded.online(&device)?;
     let projector = args.with_projector.then_some(&online.projector);
     byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, projector, &args.out)?;
-    println!("wrote the encoder with torchvision resnet names to {}", args.out.display());
+    let with = if args.with_projector { ", and the projector as nn.Sequential under projector.," } else { "" };
+    println!("wrote the encoder with torchvision resnet names{with} to {}", args.out.display());
     let e = &loaded.config.model.encoder;
     match byol::model::export::torchvision_constructor(e) {
         Some(c) => println!("load it with load_state_dict(…, strict=False) into {c}"),
