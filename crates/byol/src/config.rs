@@ -85,7 +85,7 @@ impl ExperimentConfig {
         if let Some(data) = table.get_mut("data").and_then(toml::Value::as_table_mut)
             && let Some(kind) = data.get("source").cloned().and_then(|v| v.try_into::<crate::data::DataSource>().ok())
         {
-            data.retain(|k, _| !crate::data::SOURCE_FIELDS.contains(&k) || kind.fields().contains(&k));
+            kind.keep_own_fields(data);
         }
         Self::from_toml_with_overrides(&toml::to_string(&table).expect("a table serialises"), origin, &[])
     }
@@ -276,7 +276,7 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     if key == "data.source"
         && let Some(kind) = value.as_str().and_then(|s| toml::Value::String(s.into()).try_into::<crate::data::DataSource>().ok())
     {
-        cur.retain(|k, _| !crate::data::SOURCE_FIELDS.contains(&k) || kind.fields().contains(&k));
+        kind.keep_own_fields(cur);
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())

@@ -14,7 +14,7 @@ use crate::rng::{Stream, rng};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 /// One view of a batch, as the loader hands it over.
 pub enum View {
@@ -197,13 +197,7 @@ impl Prefetcher {
         let (tx, rx) = sync_channel(spec.prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let (set, seed) = (&spec.set, spec.seed);
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {} decoding threads: {e}", spec.workers))));
-                    return;
-                }
-            };
+            let Some(pool) = decoding_pool(spec.workers, &tx) else { return };
             let spe = steps_per_epoch(set.len(), spec.batch);
             let mut cached: Option<(u64, Vec<usize>)> = None;
             for step in spec.start..spec.end {
@@ -251,13 +245,7 @@ impl Prefetcher {
         });
         let (tx, rx) = sync_channel(prefetch.max(1));
         let decoder = std::thread::spawn(move || {
-            let pool = match rayon::ThreadPoolBuilder::new().num_threads(spec.workers).build() {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {} decoding threads: {e}", spec.workers))));
-                    return;
-                }
-            };
+            let Some(pool) = decoding_pool(spec.workers, &tx) else { return };
             for (step, samples) in enc_rx {
                 let epoch = step / spe;
                 let b = pool.install(|| make_batch_from_bytes(&spec, samples, epoch, step, max_pixels));
@@ -268,6 +256,18 @@ impl Prefetcher {
             }
         });
         Self { rx, handles: vec![reader, decoder], remaining: end.saturating_sub(start) }
+    }
+}
+
+/// The pool of `workers` decoding threads, or `None` after sending the error that it could not
+/// be made.
+fn decoding_pool(workers: usize, tx: &SyncSender<crate::Result<ViewBatch>>) -> Option<rayon::ThreadPool> {
+    match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
+        Ok(pool) => Some(pool),
+        Err(e) => {
+            let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {workers} decoding threads: {e}"))));
+            None
+        }
     }
 }
 
@@ -292,9 +292,7 @@ impl Iterator for Prefetcher {
                     .handles
                     .drain(..)
                     .filter_map(|h| h.join().err())
-                    .map(|p| {
-                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
-                    })
+                    .map(|p| crate::error::panic_message(&*p))
                     .next()
                     .map_or_else(|| "a producer thread ended early".to_string(), |m| format!("a decoding thread panicked: {m}"));
                 Some(Err(crate::Error::data("loader", format!("{missing} batch(es) were never made: {why}"))))

@@ -41,6 +41,14 @@ impl DataSource {
     }
 }
 
+impl DataSource {
+    /// Drop from a `[data]` table the fields of other sources ([`SOURCE_FIELDS`] this source does
+    /// not read), keeping every field common to all sources.
+    pub fn keep_own_fields(self, data: &mut toml::Table) {
+        data.retain(|k, _| !SOURCE_FIELDS.contains(&k) || self.fields().contains(&k));
+    }
+}
+
 /// The `[data]` fields that belong to one source or another ([`DataSource::fields`]): a config
 /// that sets one its source does not read is refused, and `--set data.source=…` drops those of
 /// the source it replaces.
