@@ -361,3 +361,99 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "ablation.png is nearly blank");
     assert!(runs.join("byol/seed-1/curves.png").exists() && !runs.join("random-init/seed-0/curves.png").exists());
 }
+
+/// `byol transfer segment` on a checkpoint's encoder, on its random-init one and on an encoder
+/// written by `eval finetune --save-encoder`; `transfer mosaics` writes the VOC layout that
+/// `--dataset voc:` reads back; a missing split or folder is a named error.
+#[test]
+fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
+    let dir = std::env::temp_dir().join(format!("byol-cli-segment-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.join("run");
+    let d = d.to_str().unwrap();
+    let mut args = vec!["pretrain", "--run-dir", d, "--max-steps", "2", "--no-baseline"];
+    args.extend(TINY);
+    let (ok, _, err) = byol(&args);
+    assert!(ok, "{err}");
+    let small = [
+        "--epochs",
+        "1",
+        "--set",
+        "transfer.segment.data.train=16",
+        "--set",
+        "transfer.segment.data.val=4",
+        "--set",
+        "transfer.segment.data.tile=16",
+        "--set",
+        "transfer.segment.head-channels=8",
+        "--set",
+        "transfer.segment.batch-size=8",
+        "--set",
+        "transfer.segment.crop=32",
+    ];
+    let out_dir = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let segment = |source: &[&str], out: &str, extra: &[&str]| {
+        let mut args = vec!["transfer", "segment", "--out", out];
+        args.extend(source);
+        args.extend(small);
+        args.extend(extra);
+        byol(&args)
+    };
+    let seg = out_dir("seg");
+    let (ok, out, err) = segment(&["--checkpoint", d], &seg, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("trained encoder (BYOL objective), 16 training / 4 validation images, 2 steps): mIoU"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("seg/segment.json")).unwrap()).unwrap();
+    assert_eq!(report["result"]["val"]["pixels"], 4 * 32 * 32);
+    let png = image::open(dir.join("seg/predictions.png")).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (3 * 96 + 8, 4 * 96 + 3 * 4));
+    let (ok, out, err) = segment(&["--checkpoint", d, "--random-init"], &out_dir("seg-random"), &[]);
+    assert!(ok && out.contains("(random-init encoder,"), "{out}{err}");
+    // The supervised baseline's path: fine-tune with labels, save, transfer.
+    let sup = out_dir("sup.safetensors");
+    let (ok, out, err) = byol(&["eval", "finetune", "--checkpoint", d, "--random-init", "--labels", "100%", "--epochs", "1", "--save-encoder", &sup]);
+    assert!(ok && out.contains("wrote the fine-tuned encoder"), "{out}{err}");
+    let (ok, out, err) = segment(&["--encoder", &sup, "--config", "small-cpu", "--data", "synthetic"], &out_dir("seg-sup"), &["--set", "data.image-size=16"]);
+    assert!(ok && out.contains("(imported encoder,"), "{out}{err}");
+    // The mosaics in VOC's layout, read back.
+    let voc = out_dir("voc");
+    let mut args = vec!["transfer", "mosaics", "--checkpoint", d, "--out", &voc];
+    args.extend(&small[2..]);
+    let (ok, out, err) = byol(&args);
+    assert!(ok && out.contains("wrote 16 training and 4 validation mosaics"), "{out}{err}");
+    let (ok, out, err) = segment(&["--checkpoint", d], &out_dir("seg-voc"), &["--dataset", &format!("voc:{voc}")]);
+    assert!(ok && out.contains("16 training / 4 validation images") && out.contains("class 0"), "{out}{err}");
+    std::fs::remove_file(dir.join("voc/ImageSets/Segmentation/val.txt")).unwrap();
+    let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc2"), &["--dataset", &format!("voc:{voc}")]);
+    assert!(!ok && err.contains("val.txt"), "{err}");
+    let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc3"), &["--dataset", "voc"]);
+    assert!(!ok && err.contains("expected `mosaic`, `mosaic:<grid>` or `voc:<path>`"), "{err}");
+    // Depth: on the built-in scenes, and on the same scenes written as files.
+    let tiny_depth = ["--epochs", "1", "--set", "transfer.depth.batch-size=4"];
+    let (ok, out, err) = byol(
+        &[
+            &["transfer", "depth", "--checkpoint", d, "--out", &out_dir("depth"), "--set", "transfer.depth.data.train=8", "--set", "transfer.depth.data.val=2"]
+                [..],
+            &tiny_depth,
+        ]
+        .concat(),
+    );
+    assert!(ok && out.contains("(trained encoder (BYOL objective), 8 training / 2 validation images, 2 steps): δ<1.25"), "{out}{err}");
+    assert!(dir.join("depth/depth.json").is_file() && dir.join("depth/predictions.png").is_file());
+    let scenes = out_dir("scenes");
+    let (ok, out, err) = byol(&["transfer", "scenes", "--out", &scenes, "--train", "8", "--val", "2", "--size", "32"]);
+    assert!(ok && out.contains("wrote 8 training and 2 validation scenes"), "{out}{err}");
+    let folder = format!("folder:{scenes}");
+    let (files_out, files_out2) = (out_dir("depth-files"), out_dir("depth-files2"));
+    let from_files = |out: &str| {
+        let mut args = vec!["transfer", "depth", "--checkpoint", d, "--out", out, "--dataset", &folder];
+        args.extend(tiny_depth);
+        byol(&args)
+    };
+    let (ok, out, err) = from_files(&files_out);
+    assert!(ok && out.contains("8 training / 2 validation images"), "{out}{err}");
+    image::GrayImage::new(32, 32).save(dir.join("scenes/val/depth/val-000000.png")).unwrap();
+    let (ok, _, err) = from_files(&files_out2);
+    assert!(!ok && err.contains("val-000000.png") && err.contains("16-bit"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -248,13 +248,20 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             && let Ok(row) = serde_json::from_str::<Row>(&text)
         {
             // Compared as configs, not as text: a field added to `byol` since the row was
-            // written reads back at its default and leaves the run the same.
-            let same = ExperimentConfig::from_recorded_toml(&row.config, &row_path).is_ok_and(|recorded| recorded == cfg);
-            if !same || row.random_init != v.random_init {
+            // written reads back at its default and leaves the run the same. The data paths
+            // are compared by where they lead, not by how they were typed.
+            let canonical = |c: &ExperimentConfig| ExperimentConfig { data: c.data.clone().with_canonical_paths(), ..c.clone() };
+            let differences = match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
+                Ok(recorded) => canonical(&cfg).differences(&canonical(&recorded), &[]).iter().map(|d| d.to_string()).collect(),
+                Err(e) => vec![format!("its recorded config does not read: {e}")],
+            };
+            let kind = |random: bool| if random { "a random-init encoder" } else { "a pre-training run" };
+            if !differences.is_empty() || row.random_init != v.random_init {
+                let what = if row.random_init != v.random_init { format!("it was {}", kind(row.random_init)) } else { differences.join("; ") };
                 return Err(Error::data(
                     &vdir,
                     format!(
-                        "variant `{}` was run with another config or kind; its result would be stale. Remove {} to rerun it, or use another directory",
+                        "variant `{}` was run with another config or kind ({what}); its result would be stale. Remove {} to rerun it, or use another directory",
                         v.name,
                         vdir.display()
                     ),

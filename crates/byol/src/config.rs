@@ -43,6 +43,9 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// The dense transfer tasks (`byol transfer …`).
+    #[serde(default)]
+    pub transfer: crate::transfer::TransferConfig,
 }
 
 /// The presets shipped in `configs/`, embedded in the binary.
@@ -72,6 +75,7 @@ impl ExperimentConfig {
             apply_override(&mut value, ov)?;
         }
         complete_view2(&mut value);
+        complete_transfer_data(&mut value);
         let cfg: ExperimentConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -112,7 +116,7 @@ impl ExperimentConfig {
     /// with other values only for fields that do not: the backend, where the data is and how it
     /// is read (`data.path`, `data.test-path`, `data.cache`, `data.workers`,
     /// `data.prefetch-batches`; the files must be the same), logging, checkpointing, monitoring
-    /// and evaluation settings.
+    /// and evaluation settings, and those of the transfer tasks.
     pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<ConfigDifference> {
         const FREE: &[&str] = &[
             "backend",
@@ -129,13 +133,20 @@ impl ExperimentConfig {
             "train.collapse-patience",
             "train.on-non-finite",
             "eval",
+            "transfer",
         ];
+        self.differences(recorded, FREE)
+    }
+
+    /// Every field in which `self` differs from `recorded`, as `field: recorded → new`, leaving
+    /// out the fields (or whole sections) named in `free`.
+    pub fn differences(&self, recorded: &ExperimentConfig, free: &[&str]) -> Vec<ConfigDifference> {
         let (mut new, mut old) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
         flatten("", &toml::Value::try_from(self).expect("config serialises"), &mut new);
         flatten("", &toml::Value::try_from(recorded).expect("config serialises"), &mut old);
         let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
         keys.into_iter()
-            .filter(|k| !FREE.iter().any(|f| k.as_str() == *f || k.starts_with(&format!("{f}."))))
+            .filter(|k| !free.iter().any(|f| k.as_str() == *f || k.starts_with(&format!("{f}."))))
             .filter(|k| new.get(*k) != old.get(*k))
             .map(|k| ConfigDifference { field: k.clone(), recorded: old.get(k).cloned(), new: new.get(k).cloned() })
             .collect()
@@ -154,6 +165,8 @@ impl ExperimentConfig {
         self.model.validate()?;
         self.optim.validate()?;
         self.data.validate()?;
+        self.transfer.segment.validate()?;
+        self.transfer.depth.validate()?;
         self.augment.validate()?;
         self.target.validate()?;
         self.objective.validate()?;
@@ -230,6 +243,26 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeM
 /// A partial `[augment.view2]` table (or `--set augment.view2.…`) keeps the paper's view t'
 /// values for the keys it does not give. The struct's field defaults are view t's, so without
 /// this a table giving only `blur-prob` would silently drop view t''s solarisation.
+/// A `[transfer.segment.data]` or `[transfer.depth.data]` table (or `--set
+/// transfer.segment.data.train=…`) without `source` changes the default data's fields: the
+/// default's table with the given keys on top.
+fn complete_transfer_data(value: &mut toml::Table) {
+    let Some(toml::Value::Table(transfer)) = value.get_mut("transfer") else { return };
+    let defaults = [
+        ("segment", toml::Value::try_from(crate::transfer::segment::SegmentData::default())),
+        ("depth", toml::Value::try_from(crate::transfer::depth::DepthData::default())),
+    ];
+    for (task, default) in defaults {
+        let Some(toml::Value::Table(data)) = transfer.get_mut(task).and_then(|t| t.get_mut("data")) else { continue };
+        let Ok(toml::Value::Table(mut full)) = default else { unreachable!("a data source serialises to a table") };
+        if data.contains_key("source") {
+            continue;
+        }
+        merge(&mut full, std::mem::take(data));
+        *data = full;
+    }
+}
+
 fn complete_view2(value: &mut toml::Table) {
     let Some(toml::Value::Table(augment)) = value.get_mut("augment") else { return };
     let Some(toml::Value::Table(view2)) = augment.get_mut("view2") else { return };

@@ -16,6 +16,8 @@ pub enum Stream {
     Init = 5,
     /// The tiles of the dense-transfer mosaics (`transfer::mosaic`).
     Mosaic = 6,
+    /// The synthetic depth scenes (`transfer::depth`).
+    Scene = 7,
 }
 
 /// SplitMix64 finaliser: a bijective mix of 64 bits.

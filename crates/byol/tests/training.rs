@@ -643,13 +643,13 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     // After a change of the base config the recorded runs are stale: refused, not reported.
     let changed = Settings { set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]), epochs: Some(1), ..Default::default() };
     let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).expect_err("stale rows refused").to_string();
-    assert!(err.contains("random-init") && err.contains("another config"), "{err}");
+    assert!(err.contains("random-init") && err.contains("another config") && err.contains("optim.base-lr: 1.0 → 0.5"), "{err}");
     // So after a change of one variant's overrides.
     let mut edited = grid.clone();
     edited.variant.remove(0);
     edited.variant[1].set.push("objective.temperature=0.2".into());
     let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet).expect_err("stale row refused").to_string();
-    assert!(err.contains("simclr") && err.contains("another config"), "{err}");
+    assert!(err.contains("simclr") && err.contains("objective.temperature: 0.5 → 0.2"), "{err}");
 }
 
 /// A diverging run (an absurd learning rate): `stop` ends it with an error naming the step and a

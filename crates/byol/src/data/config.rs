@@ -353,6 +353,28 @@ impl DataConfig {
         self
     }
 
+    /// The source's paths resolved to where they lead (`..` and links followed), where they
+    /// exist: two configs that name the same folder in other words then compare equal
+    /// (`../data/x` from one folder, `/srv/data/x` from another).
+    pub fn with_canonical_paths(mut self) -> Self {
+        let canonical = |p: &mut PathBuf| {
+            if let Ok(c) = std::fs::canonicalize(&*p) {
+                *p = c;
+            }
+        };
+        match &mut self.source {
+            Source::Synthetic(_) => {}
+            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => canonical(path),
+            Source::Shards { path, test_path, .. } => {
+                canonical(path);
+                if let Some(t) = test_path {
+                    canonical(t);
+                }
+            }
+        }
+        self
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.image_size < 8 || self.image_size > 1024 {
             return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
@@ -379,5 +401,26 @@ impl DataConfig {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `a/b/../b` and `a/b` are one folder: canonical paths compare equal, while the absolute
+    /// paths a run records (links and `..` kept) do not.
+    #[test]
+    fn canonical_paths_name_one_folder_in_one_way() {
+        let root = std::env::temp_dir().join(format!("byol-canonical-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        let at = |p: PathBuf| -> DataConfig { toml::from_str(&format!("source = \"folder\"\npath = {:?}\nimage-size = 32", p.display().to_string())).unwrap() };
+        let (typed, plain) = (at(root.join("b/../b")), at(root.join("b")));
+        assert_ne!(typed.clone().with_absolute_paths(), plain.clone().with_absolute_paths());
+        assert_eq!(typed.with_canonical_paths(), plain.with_canonical_paths());
+        // A path that does not exist stays as it was typed.
+        let missing = at(root.join("nowhere/../b"));
+        assert_eq!(missing.clone().with_canonical_paths(), missing);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -157,7 +157,8 @@ pub struct FinetuneResult {
 }
 
 /// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin), and `stem` on it
-/// when given, on the labelled subset of `train`, and evaluate on `test`.
+/// when given, on the labelled subset of `train`, and evaluate on `test`. Returns the result and
+/// the fine-tuned network (on `device`, eval mode).
 #[allow(
     clippy::too_many_arguments,
     reason = "the protocol's inputs, none of which belong together: the encoder, its projector's first layer and its output size, the two splits, the views, the protocol's config, the seed, the device"
@@ -173,7 +174,7 @@ pub fn finetune(
     cfg: &FinetuneConfig,
     seed: u64,
     device: &Device,
-) -> Result<FinetuneResult> {
+) -> Result<(FinetuneResult, Finetuned)> {
     let classes = train.classes.len();
     let n = ((train.len() as f64) * cfg.label_fraction).round().max(classes as f64) as usize;
     let labelled = balanced_subset(&train.labels, classes, n, seed);
@@ -225,7 +226,7 @@ pub fn finetune(
         let x = eval_batch(test, start..(start + 256).min(test.len()), size, aug, device)?; // [b, 3, S, S]
         logits.extend(eval.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("finetune", format!("{e:?}")))?);
     }
-    Ok(FinetuneResult { labelled_images: labelled.len(), test: top1_top5(&logits, classes, &test.labels) })
+    Ok((FinetuneResult { labelled_images: labelled.len(), test: top1_top5(&logits, classes, &test.labels) }, eval))
 }
 
 #[cfg(test)]

@@ -125,6 +125,17 @@ pub fn torchvision_constructor(cfg: &ResNetConfig) -> Option<String> {
     })
 }
 
+/// The encoder's architecture recorded in a file that `byol export` wrote (its metadata's
+/// `encoder`); `None` for a file without it (one written by another program).
+pub fn recorded_encoder_config(path: &Path) -> Result<Option<ResNetConfig>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    match meta.metadata().as_ref().and_then(|m| m.get("encoder")) {
+        Some(text) => toml::from_str(text).map(Some).map_err(|e| Error::checkpoint(path, format!("its recorded encoder does not read: {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// Read a torchvision-named safetensors file into an encoder of shape `cfg`. Extra keys (such as
 /// `fc.*` or `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
 pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Result<ResNet> {

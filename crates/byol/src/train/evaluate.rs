@@ -4,7 +4,7 @@
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
-use crate::eval::{Features, FinetuneFrom, FinetuneResult, KnnResult, LinearResult, ProjectorLayer, extract, finetune, knn_classify, linear_eval};
+use crate::eval::{Features, FinetuneFrom, FinetuneResult, Finetuned, KnnResult, LinearResult, ProjectorLayer, extract, finetune, knn_classify, linear_eval};
 use crate::model::params::reinit;
 use crate::model::{Mlp, Online, ResNet};
 use crate::{Error, Result};
@@ -77,11 +77,12 @@ pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &Image
 
 /// Semi-supervised fine-tuning of `encoder` with the config's protocol.
 pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
-    finetune_of_network(encoder, None, cfg, train, test, device)
+    finetune_of_network(encoder, None, cfg, train, test, device).map(|(r, _)| r)
 }
 
 /// [`finetune_of_encoder`], starting from the encoder and, with `eval.finetune.from =
-/// "projector:1"`, the first layer of `projector` (required then).
+/// "projector:1"`, the first layer of `projector` (required then). Returns the fine-tuned
+/// network too.
 pub fn finetune_of_network(
     encoder: ResNet,
     projector: Option<Mlp>,
@@ -89,7 +90,7 @@ pub fn finetune_of_network(
     train: &ImageSet,
     test: &ImageSet,
     device: &Device,
-) -> Result<FinetuneResult> {
+) -> Result<(FinetuneResult, Finetuned)> {
     if !has_labels(train) {
         return Err(unlabelled(train, cfg, "fine-tuning"));
     }

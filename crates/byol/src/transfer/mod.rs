@@ -4,12 +4,41 @@
 //! built-in benchmark on real images stands in for segmentation: mosaics of CIFAR-10 images,
 //! each pixel labelled with its tile's class, written and read in the VOC layout.
 //!
-//! So far: the metrics ([`metrics`]), the mosaic generator ([`mosaic`]) and the VOC layout
-//! ([`voc`]). The fine-tuning commands are not built yet.
+//! The metrics ([`metrics`]), the mosaic generator ([`mosaic`]), the VOC layout ([`voc`]), the
+//! FCN fine-tuning of [`segment`] and the up-projection decoder of [`depth`] with its synthetic
+//! scenes.
 
+pub mod depth;
 pub mod metrics;
 pub mod mosaic;
+pub mod segment;
 pub mod voc;
 
 /// The label of pixels that count in neither the loss nor the metrics (VOC's object borders).
 pub const IGNORE: u8 = 255;
+
+/// `[transfer]`: the settings of the dense transfer tasks.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TransferConfig {
+    #[serde(default)]
+    pub segment: segment::SegmentConfig,
+    #[serde(default)]
+    pub depth: depth::DepthConfig,
+}
+
+/// SGD with momentum 0.9 (no Nesterov), the optimizer of both dense protocols.
+fn sgd(learning_rate: f64, weight_decay: f64) -> crate::optim::OptimConfig {
+    crate::optim::OptimConfig {
+        kind: crate::optim::OptimKind::Sgd,
+        base_lr: learning_rate,
+        weight_decay,
+        momentum: 0.9,
+        nesterov: false,
+        trust_coefficient: 1e-3,
+        warmup_epochs: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    }
+}

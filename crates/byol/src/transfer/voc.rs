@@ -4,7 +4,6 @@
 //! mosaics in it (so that the reader is exercised on the built-in benchmark); [`read_split`]
 //! reads any dataset in it.
 
-use super::mosaic::Mosaic;
 use crate::data::decode::decode;
 use crate::image::Rgb8;
 use crate::{Error, Result};
@@ -35,23 +34,23 @@ pub fn palette() -> Vec<u8> {
     out
 }
 
-/// Write `mosaics` as the split `split` of a VOC-layout dataset in `root` (ids
-/// `<split>-000000`, …); JPEG images at quality 95, lossless palette label maps.
-pub fn write_split(root: &Path, split: &str, mosaics: &[Mosaic]) -> Result<()> {
+/// Write `samples` as the split `split` of a VOC-layout dataset in `root`, under their ids; JPEG
+/// images at quality 95, lossless palette label maps.
+pub fn write_split(root: &Path, split: &str, samples: &[Sample]) -> Result<()> {
     let (images, masks, sets) = (root.join("JPEGImages"), root.join("SegmentationClass"), root.join("ImageSets/Segmentation"));
     for d in [&images, &masks, &sets] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     let mut ids = String::new();
-    for (i, m) in mosaics.iter().enumerate() {
-        let id = format!("{split}-{i:06}");
+    for m in samples {
+        let id = &m.id;
         let path = images.join(format!("{id}.jpg"));
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 95)
             .encode(&m.image.data, m.image.width as u32, m.image.height as u32, image::ExtendedColorType::Rgb8)
             .map_err(|e| Error::data(&path, e.to_string()))?;
         write_mask(&masks.join(format!("{id}.png")), &m.mask, m.image.width, m.image.height)?;
-        ids.push_str(&id);
+        ids.push_str(id);
         ids.push('\n');
     }
     let list = sets.join(format!("{split}.txt"));
@@ -132,8 +131,10 @@ mod tests {
     fn mosaics_round_trip_through_the_layout() {
         let set = synthetic::generate(&SyntheticConfig { train_per_class: 2, test_per_class: 1 }, 16, 0).train;
         let ms = mosaics(&set, 3, 2, 16, 0).unwrap();
+        let samples: Vec<Sample> =
+            ms.iter().enumerate().map(|(i, m)| Sample { id: format!("train-{i:06}"), image: m.image.clone(), mask: m.mask.clone() }).collect();
         let root = tmp("round-trip");
-        write_split(&root, "train", &ms).unwrap();
+        write_split(&root, "train", &samples).unwrap();
         let back = read_split(&root, "train").unwrap();
         assert_eq!(back.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["train-000000", "train-000001", "train-000002"]);
         for (m, s) in ms.iter().zip(&back) {

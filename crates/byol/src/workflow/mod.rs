@@ -15,6 +15,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod transfer;
+pub use transfer::{DEPTH, DepthRun, PREDICTIONS, SEGMENT, SegmentRun, depth, segment, write_mosaics, write_scenes};
+
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
 /// first, in order), then each typed setting given, which wins over a `set` of the same field.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +151,23 @@ pub struct EvaluationRecord {
 }
 
 impl Evaluation {
+    /// An encoder that `byol export` (or torchvision, by name) wrote to `path`, with the config
+    /// `base` and `settings`, then `edit`, for the rest: the architecture is the one the file
+    /// records, else the config's. Its projector is the config's random one.
+    pub fn from_exported(path: &Path, base: &str, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Self> {
+        let mut config = settings.resolve(base)?;
+        if let Some(recorded) = crate::model::export::recorded_encoder_config(path)? {
+            config.model.encoder = recorded;
+        }
+        edit(&mut config);
+        config.validate()?;
+        let device = config.backend.device()?;
+        let encoder = crate::model::export::import_encoder(&config.model.encoder, path, &device)?;
+        let projector = random_init_online(&config, &device).projector;
+        let splits = crate::data::load(&config.data, config.seed)?;
+        Ok(Evaluation { config, device, encoder, projector, splits, label: "imported encoder", step: 0, run_dir: None })
+    }
+
     /// Load the checkpoint at `path` (a file or a run directory), apply `settings` to its config
     /// (`--data` of another ImageFolder makes it a transfer evaluation), then `edit` (typed
     /// evaluation settings), validate, and load the encoder and the data.

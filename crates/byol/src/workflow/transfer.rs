@@ -1,0 +1,202 @@
+//! `byol transfer …`: the dense tasks of [`crate::transfer`] run on an evaluation's encoder, with
+//! their data made or read and their results written to a run directory.
+
+use super::Evaluation;
+use crate::data::ImageSet;
+use crate::rng::{Stream, key};
+use crate::train::RunDir;
+use crate::transfer::depth::{DepthConfig, DepthData, DepthResult, DepthSample, read_folder, scenes, write_folder};
+use crate::transfer::mosaic::{Mosaic, mosaics};
+use crate::transfer::segment::{Progress, SegmentData, SegmentResult, prediction_picture, segment as fine_tune};
+use crate::transfer::voc::{Sample, read_split, write_split};
+use crate::transfer::{IGNORE, segment::SegmentConfig};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The file of a segmentation run's result.
+pub const SEGMENT: &str = "segment.json";
+/// Its picture of validation predictions (also a depth run's).
+pub const PREDICTIONS: &str = "predictions.png";
+/// The file of a depth run's result.
+pub const DEPTH: &str = "depth.json";
+
+/// What `segment.json` holds: the result and how it was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRun {
+    /// "trained encoder (BYOL objective)", "random-init encoder", "imported encoder".
+    pub encoder: String,
+    /// The checkpoint's step (0 for a random-init or imported encoder).
+    pub step: u64,
+    pub seed: u64,
+    pub settings: SegmentConfig,
+    pub result: SegmentResult,
+    pub wall_seconds: f64,
+}
+
+/// The mosaics of `cfg` from `set`, as samples named `<split>-<index>`.
+fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: u64, split: &str) -> Result<Vec<Sample>> {
+    let stream = if split == "train" { 0 } else { 1 };
+    Ok(mosaics(set, count, grid, tile, key(seed, Stream::Mosaic, &[stream]))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, Mosaic { image, mask, .. })| Sample { id: format!("{split}-{i:06}"), image, mask })
+        .collect())
+}
+
+/// The training and validation samples of `data`, and the class names. Mosaics are made from the
+/// evaluation's splits (training mosaics from its training split, validation ones from its test
+/// split); a VOC-layout folder gives its `train` and `val` splits, with as many classes as its
+/// largest label says.
+fn samples(e: &Evaluation, data: &SegmentData) -> Result<(Vec<Sample>, Vec<Sample>, Vec<String>)> {
+    match data {
+        SegmentData::Mosaic { grid, tile, train, val } => {
+            let (tr, te) = (&e.splits.train, &e.splits.test);
+            Ok((
+                mosaic_samples(tr, *train, *grid, *tile, e.config.seed, "train")?,
+                mosaic_samples(te, *val, *grid, *tile, e.config.seed, "val")?,
+                tr.classes.clone(),
+            ))
+        }
+        SegmentData::Voc { path } => {
+            let (train, val) = (read_split(path, "train")?, read_split(path, "val")?);
+            let largest = train.iter().chain(&val).flat_map(|s| s.mask.iter().copied().filter(|&l| l != IGNORE)).max();
+            let Some(largest) = largest else {
+                return Err(Error::data(path, "no label map has a pixel of a class (every pixel is 255, ignored)"));
+            };
+            let classes = (0..=largest).map(|k| voc_class(k, largest)).collect();
+            Ok((train, val, classes))
+        }
+    }
+}
+
+/// PASCAL VOC's names when the labels go up to 20, else `class <k>`.
+fn voc_class(k: u8, largest: u8) -> String {
+    const VOC: [&str; 21] = [
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ];
+    if largest == 20 { VOC[usize::from(k)].to_string() } else { format!("class {k}") }
+}
+
+/// Fine-tune an FCN on `e`'s encoder with `e.config.transfer.segment`, writing `segment.json`,
+/// `predictions.png` and `config.toml` to `out` (locked while it runs).
+pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<SegmentRun> {
+    let started = std::time::Instant::now();
+    let cfg = &e.config.transfer.segment;
+    let run = RunDir::lock(out)?;
+    let (train, val, classes) = samples(e, &cfg.data)?;
+    let dim = e.config.model.encoder.output_dim();
+    let (result, model) = fine_tune(e.encoder.clone(), dim, &train, &val, &classes, cfg, &e.config.augment, e.config.seed, &e.device, progress)?;
+    let picture = prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
+    crate::augment::preview::write_png(&picture, &run.file(PREDICTIONS))?;
+    let report = SegmentRun {
+        encoder: e.label.to_string(),
+        step: e.step,
+        seed: e.config.seed,
+        settings: cfg.clone(),
+        result,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&report).expect("a report is JSON");
+    crate::io::write_atomic(&run.file(SEGMENT), json.as_bytes())?;
+    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
+    Ok(report)
+}
+
+/// Write the mosaics of `data` (a `mosaic` source) from `e`'s splits in PASCAL VOC's layout under
+/// `out` (splits `train` and `val`), the files that `voc:<out>` then reads.
+pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(usize, usize, PathBuf)> {
+    if !matches!(data, SegmentData::Mosaic { .. }) {
+        return Err(Error::config("transfer.segment.data", "only mosaics are written; a VOC folder is already in the layout"));
+    }
+    let (train, val, _) = samples(e, data)?;
+    write_split(out, "train", &train)?;
+    write_split(out, "val", &val)?;
+    Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
+}
+
+/// What `depth.json` holds: the result and how it was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct DepthRun {
+    pub encoder: String,
+    pub step: u64,
+    pub seed: u64,
+    pub settings: DepthConfig,
+    pub result: DepthResult,
+    pub wall_seconds: f64,
+}
+
+/// The training and validation samples of `data`.
+fn depth_samples(data: &DepthData, seed: u64) -> Result<(Vec<DepthSample>, Vec<DepthSample>)> {
+    match data {
+        DepthData::Synthetic { train, val, size } => Ok((scenes(*train, *size, seed, 0), scenes(*val, *size, seed, 1))),
+        DepthData::Folder { path } => Ok((read_folder(path, "train")?, read_folder(path, "val")?)),
+    }
+}
+
+/// Fine-tune the up-projection decoder and `e`'s encoder with `e.config.transfer.depth`, writing
+/// `depth.json`, `predictions.png` and `config.toml` to `out` (locked while it runs).
+pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<DepthRun> {
+    let started = std::time::Instant::now();
+    let cfg = &e.config.transfer.depth;
+    let run = RunDir::lock(out)?;
+    let (train, val) = depth_samples(&cfg.data, e.config.seed)?;
+    let enc = &e.config.model.encoder;
+    let (result, model) = crate::transfer::depth::depth(
+        e.encoder.clone(),
+        enc.output_dim(),
+        enc.output_stride(),
+        &train,
+        &val,
+        cfg,
+        &e.config.augment,
+        e.config.seed,
+        &e.device,
+        progress,
+    )?;
+    let picture = crate::transfer::depth::prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
+    crate::augment::preview::write_png(&picture, &run.file(PREDICTIONS))?;
+    let report = DepthRun {
+        encoder: e.label.to_string(),
+        step: e.step,
+        seed: e.config.seed,
+        settings: cfg.clone(),
+        result,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    crate::io::write_atomic(&run.file(DEPTH), serde_json::to_string_pretty(&report).expect("a report is JSON").as_bytes())?;
+    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
+    Ok(report)
+}
+
+/// Write the synthetic scenes of `data` in the depth folder layout under `out` (`train/` and
+/// `val/`), the files that `folder:<out>` then reads.
+pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, usize)> {
+    if !matches!(data, DepthData::Synthetic { .. }) {
+        return Err(Error::config("transfer.depth.data", "only the synthetic scenes are written; a folder is already in the layout"));
+    }
+    let (train, val) = depth_samples(data, seed)?;
+    write_folder(out, "train", &train)?;
+    write_folder(out, "val", &val)?;
+    Ok((train.len(), val.len()))
+}
