@@ -158,11 +158,19 @@ pub struct SegmentArgs {
     /// or `voc:<folder>` (PASCAL VOC's layout). Sets `transfer.segment.data`.
     #[arg(long, value_parser = byol::transfer::segment::SegmentData::parse)]
     pub dataset: Option<byol::transfer::segment::SegmentData>,
+    #[command(flatten)]
+    pub tune: TuneArgs,
+}
+
+/// A dense fine-tuning run's budget and where it writes.
+#[derive(Args)]
+pub struct TuneArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Where `segment.json`, `predictions.png` and `config.toml` go (default: runs/segment-<time>).
+    /// The run directory: the result (`segment.json` or `depth.json`), `predictions.png` and
+    /// `config.toml` (default: runs/<task>-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -176,13 +184,8 @@ pub struct DepthArgs {
     /// `transfer.depth.data`.
     #[arg(long, value_parser = byol::transfer::depth::DepthData::parse)]
     pub dataset: Option<byol::transfer::depth::DepthData>,
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Where `depth.json`, `predictions.png` and `config.toml` go (default: runs/depth-<time>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub tune: TuneArgs,
 }
 
 #[derive(Args)]

@@ -261,11 +261,11 @@ impl byol::transfer::segment::Progress for Bar {
 fn transfer_segment(args: SegmentArgs) -> Result<()> {
     let e = transfer_encoder(&args.encoder, |c| {
         let s = &mut c.transfer.segment;
-        s.epochs = args.epochs.unwrap_or(s.epochs);
-        s.learning_rate = args.lr.unwrap_or(s.learning_rate);
+        s.epochs = args.tune.epochs.unwrap_or(s.epochs);
+        s.learning_rate = args.tune.lr.unwrap_or(s.learning_rate);
         s.data = args.dataset.clone().unwrap_or(s.data.clone());
     })?;
-    let out = args.out.unwrap_or_else(|| workflow::new_run_dir("segment", std::time::SystemTime::now()));
+    let out = args.tune.out.unwrap_or_else(|| workflow::new_run_dir("segment", std::time::SystemTime::now()));
     let mut bar = Bar::new();
     let run = workflow::segment(&e, &out, &mut bar)?;
     bar.pb.finish_and_clear();
@@ -297,11 +297,11 @@ fn transfer_mosaics(args: MosaicArgs) -> Result<()> {
 fn transfer_depth(args: DepthArgs) -> Result<()> {
     let e = transfer_encoder(&args.encoder, |c| {
         let d = &mut c.transfer.depth;
-        d.epochs = args.epochs.unwrap_or(d.epochs);
-        d.learning_rate = args.lr.unwrap_or(d.learning_rate);
+        d.epochs = args.tune.epochs.unwrap_or(d.epochs);
+        d.learning_rate = args.tune.lr.unwrap_or(d.learning_rate);
         d.data = args.dataset.clone().unwrap_or(d.data.clone());
     })?;
-    let out = args.out.unwrap_or_else(|| workflow::new_run_dir("depth", std::time::SystemTime::now()));
+    let out = args.tune.out.unwrap_or_else(|| workflow::new_run_dir("depth", std::time::SystemTime::now()));
     let mut bar = Bar::new();
     let run = workflow::depth(&e, &out, &mut bar)?;
     bar.pb.finish_and_clear();

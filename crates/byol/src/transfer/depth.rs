@@ -13,6 +13,7 @@
 //! exact depth ([`scene`]), which stand in for NYU v2 where it cannot be downloaded.
 
 use super::metrics::{DepthScores, depth_scores};
+use super::tune::{Schedule, normalized, rows_picture};
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
 use crate::model::{ResNet, batch_norm, batch_norm_relu};
@@ -24,7 +25,6 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,22 +33,22 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DepthConfig {
-    #[serde(default = "d_epochs")]
+    #[serde(default = "super::tune::d_epochs")]
     pub epochs: usize,
     /// Laina et al.: 16.
-    #[serde(default = "d_batch")]
+    #[serde(default = "super::tune::d_batch")]
     pub batch_size: usize,
     /// SGD with momentum 0.9, constant but for ×0.1 at 70 % and 90 % of training (the schedule
     /// of the segmentation protocol; Laina et al. use 0.01 and momentum 0.9).
-    #[serde(default = "d_lr")]
+    #[serde(default = "super::tune::d_lr")]
     pub learning_rate: f64,
-    #[serde(default = "d_wd")]
+    #[serde(default = "super::tune::d_wd")]
     pub weight_decay: f64,
     /// The loss on the valid pixels.
     #[serde(default)]
     pub loss: DepthLoss,
     /// Validation images drawn in the run's `predictions.png`.
-    #[serde(default = "d_pictures")]
+    #[serde(default = "super::tune::d_pictures")]
     pub pictures: usize,
     #[serde(default)]
     pub data: DepthData,
@@ -92,22 +92,6 @@ impl DepthData {
     }
 }
 
-fn d_epochs() -> usize {
-    10
-}
-fn d_batch() -> usize {
-    16
-}
-fn d_lr() -> f64 {
-    0.01
-}
-fn d_wd() -> f64 {
-    1e-4
-}
-fn d_pictures() -> usize {
-    6
-}
-
 impl Default for DepthConfig {
     fn default() -> Self {
         toml::from_str("").expect("every field has a default")
@@ -115,20 +99,14 @@ impl Default for DepthConfig {
 }
 
 impl DepthConfig {
+    /// Its optimisation settings.
+    pub fn schedule(&self) -> Schedule<'_> {
+        Schedule { task: "depth", epochs: self.epochs, batch_size: self.batch_size, learning_rate: self.learning_rate, weight_decay: self.weight_decay }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let field = |f: &str| format!("transfer.depth.{f}");
-        if self.epochs == 0 {
-            return Err(Error::config(field("epochs"), "must be ≥ 1"));
-        }
-        if self.batch_size < 2 {
-            return Err(Error::config(field("batch-size"), "must be ≥ 2 (BatchNorm needs two samples)"));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::config(field("learning-rate"), "must be a positive number"));
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(Error::config(field("weight-decay"), "must be ≥ 0"));
-        }
+        self.schedule().validate()?;
         if let DepthData::Synthetic { train, val, size } = self.data
             && (train == 0 || val == 0 || size < 16)
         {
@@ -457,45 +435,24 @@ pub fn depth(
     progress: &mut dyn Progress,
 ) -> Result<(DepthResult, DepthNet)> {
     cfg.validate()?;
-    if train.len() < cfg.batch_size {
-        return Err(Error::data("depth", format!("{} training images are fewer than one batch of {}", train.len(), cfg.batch_size)));
-    }
     if val.is_empty() {
         return Err(Error::data("depth", "the validation split is empty"));
     }
-    let (w, h) = (train[0].image.width, train[0].image.height);
+    let Some(first) = train.first() else { return Err(Error::data("depth", "the training split is empty")) };
+    let (w, h) = (first.image.width, first.image.height);
     if let Some(odd) = train.iter().find(|s| (s.image.width, s.image.height) != (w, h)) {
         return Err(Error::data(&odd.id, format!("training images must share one size: {}×{} against {w}×{h}", odd.image.width, odd.image.height)));
     }
     let ad = device.clone().autodiff();
-    let mut model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
-    let mut opt = super::sgd(cfg.learning_rate, cfg.weight_decay).init();
+    let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;
-    let total = (train.len() / b * cfg.epochs) as u64;
-    progress.on_start(total);
-    let (mut step, mut epoch_losses) = (0u64, Vec::new());
-    for epoch in 0..cfg.epochs as u64 {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng(seed, Stream::Shuffle, &[6_000_000 + epoch]));
-        let mut sum = 0.0;
-        for chunk in order.chunks_exact(b) {
-            let views: Vec<(Vec<f32>, Vec<f32>)> =
-                chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::Augment, &[7_000_000 + epoch, i as u64]))).collect();
-            let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
-            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
-            let loss = depth_loss(model.forward(x), &truth.concat(), cfg.loss); // [1]
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::data("depth", format!("non-finite loss at step {step}; lower transfer.depth.learning-rate")));
-            }
-            let mut grads = loss.backward();
-            model = opt.step(model, &mut grads, super::segment::step_lr(cfg.learning_rate, step, total), step + 1)?;
-            step += 1;
-            sum += f64::from(value);
-            progress.on_step(step, value);
-        }
-        epoch_losses.push(sum / (train.len() / b) as f64);
-    }
+    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, 6_000_000, progress, |model, chunk, epoch| {
+        let views: Vec<(Vec<f32>, Vec<f32>)> =
+            chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::Augment, &[7_000_000 + epoch, i as u64]))).collect();
+        let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
+        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
+        Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
+    })?;
     let model = model.valid().fork(device);
     let (mut predicted, mut truth) = (Vec::new(), Vec::new());
     for s in val {
@@ -507,15 +464,7 @@ pub fn depth(
 
 /// The depth of each pixel of `img` (metres, row-major), by a network in eval mode.
 pub fn predict(model: &DepthNet, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<f32>> {
-    let n = img.width * img.height;
-    let mut x = vec![0f32; 3 * n];
-    for (i, p) in img.data.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            x[c * n + i] = f32::from(p[c]) / 255.0;
-        }
-    }
-    normalize(&mut x, &aug.mean, &aug.std);
-    let x = Tensor::<4>::from_data(TensorData::new(x, [1, 3, img.height, img.width]), device);
+    let x = Tensor::<4>::from_data(TensorData::new(normalized(img, aug), [1, 3, img.height, img.width]), device); // [1, 3, H, W]
     model.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("depth", format!("{e:?}")))
 }
 
@@ -523,41 +472,21 @@ pub fn predict(model: &DepthNet, img: &Rgb8, aug: &AugmentConfig, device: &Devic
 /// depths in one grey ramp from near (white) to `far` (black), unmeasured pixels red; each drawn
 /// `scale` times its size.
 pub fn prediction_picture(model: &DepthNet, val: &[DepthSample], count: usize, scale: usize, aug: &AugmentConfig, device: &Device) -> Result<Rgb8> {
-    let rows: Vec<&DepthSample> = val.iter().take(count.max(1)).collect();
-    let far = rows.iter().flat_map(|s| s.depth.iter().copied()).fold(1e-3f32, f32::max);
-    let (w, h) = rows.iter().fold((0, 0), |(w, h), s| (w.max(s.image.width), h.max(s.image.height)));
-    let (cw, ch, gap) = (w * scale, h * scale, 4);
-    let mut out = Rgb8 { width: 3 * cw + 2 * gap, height: rows.len() * ch + (rows.len() - 1) * gap, data: Vec::new() };
-    out.data = vec![255; out.width * out.height * 3];
+    let shown = &val[..count.max(1).min(val.len())];
+    let far = shown.iter().flat_map(|s| s.depth.iter().copied()).fold(1e-3f32, f32::max);
     let grey = |d: f32| if d > 0.0 { [(255.0 * (1.0 - (d / far).clamp(0.0, 1.0))) as u8; 3] } else { [200, 0, 0] };
-    for (r, s) in rows.iter().enumerate() {
-        let predicted = predict(model, &s.image, aug, device)?;
-        for col in 0..3 {
-            for y in 0..s.image.height * scale {
-                for x in 0..s.image.width * scale {
-                    let i = (y / scale) * s.image.width + x / scale;
-                    let px = match col {
-                        0 => [s.image.data[i * 3], s.image.data[i * 3 + 1], s.image.data[i * 3 + 2]],
-                        1 => grey(s.depth[i]),
-                        _ => grey(predicted[i].max(1e-3)),
-                    };
-                    let o = ((r * (ch + gap) + y) * out.width + col * (cw + gap) + x) * 3;
-                    out.data[o..o + 3].copy_from_slice(&px);
-                }
-            }
-        }
-    }
-    Ok(out)
+    let map = |s: &DepthSample, depth: &[f32]| Rgb8 { width: s.image.width, height: s.image.height, data: depth.iter().flat_map(|&d| grey(d)).collect() };
+    let rows = shown
+        .iter()
+        .map(|s| Ok([s.image.clone(), map(s, &s.depth), map(s, &predict(model, &s.image, aug, device)?.iter().map(|d| d.max(1e-3)).collect::<Vec<_>>())]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rows_picture(&rows, scale))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tune::small_encoder as small;
     use super::*;
-
-    fn small() -> (ResNet, usize) {
-        let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
-        (cfg.model.encoder.init(&Device::flex()), cfg.model.encoder.output_dim())
-    }
 
     /// The decoder's output has the input's size; unpooling puts each value at the top-left of
     /// its 2×2 cell.

@@ -12,6 +12,7 @@ pub mod depth;
 pub mod metrics;
 pub mod mosaic;
 pub mod segment;
+pub mod tune;
 pub mod voc;
 
 /// The label of pixels that count in neither the loss nor the metrics (VOC's object borders).
@@ -25,20 +26,4 @@ pub struct TransferConfig {
     pub segment: segment::SegmentConfig,
     #[serde(default)]
     pub depth: depth::DepthConfig,
-}
-
-/// SGD with momentum 0.9 (no Nesterov), the optimizer of both dense protocols.
-fn sgd(learning_rate: f64, weight_decay: f64) -> crate::optim::OptimConfig {
-    crate::optim::OptimConfig {
-        kind: crate::optim::OptimKind::Sgd,
-        base_lr: learning_rate,
-        weight_decay,
-        momentum: 0.9,
-        nesterov: false,
-        trust_coefficient: 1e-3,
-        warmup_epochs: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-    }
 }

@@ -8,6 +8,7 @@
 
 use super::IGNORE;
 use super::metrics::{Confusion, SegScores};
+use super::tune::{Schedule, normalized, rows_picture};
 use super::voc::Sample;
 use crate::augment::AugmentConfig;
 use crate::augment::normalize;
@@ -23,7 +24,6 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::Rng;
-use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -33,16 +33,16 @@ use serde::{Deserialize, Serialize};
 pub struct SegmentConfig {
     /// Passes over the training images. Paper: 30,000 iterations at batch 16 on VOC's 10,582
     /// images (about 45 epochs).
-    #[serde(default = "d_epochs")]
+    #[serde(default = "super::tune::d_epochs")]
     pub epochs: usize,
     /// Paper: 16.
-    #[serde(default = "d_batch")]
+    #[serde(default = "super::tune::d_batch")]
     pub batch_size: usize,
     /// Paper: the best of 5 log-spaced values in [1e-3, 1e-1] on a held-out split.
-    #[serde(default = "d_lr")]
+    #[serde(default = "super::tune::d_lr")]
     pub learning_rate: f64,
     /// Paper: 1e-4.
-    #[serde(default = "d_wd")]
+    #[serde(default = "super::tune::d_wd")]
     pub weight_decay: f64,
     /// Channels of the head's two 3×3 convolutions. Paper: 256.
     #[serde(default = "d_head")]
@@ -61,7 +61,7 @@ pub struct SegmentConfig {
     #[serde(default = "d_crop")]
     pub crop: usize,
     /// Validation images drawn in the run's `predictions.png`.
-    #[serde(default = "d_pictures")]
+    #[serde(default = "super::tune::d_pictures")]
     pub pictures: usize,
     /// Where the images and label maps come from.
     #[serde(default)]
@@ -102,18 +102,6 @@ impl SegmentData {
     }
 }
 
-fn d_epochs() -> usize {
-    10
-}
-fn d_batch() -> usize {
-    16
-}
-fn d_lr() -> f64 {
-    0.01
-}
-fn d_wd() -> f64 {
-    1e-4
-}
 fn d_head() -> usize {
     256
 }
@@ -129,9 +117,6 @@ fn d_scale() -> [f64; 2] {
 fn d_crop() -> usize {
     64
 }
-fn d_pictures() -> usize {
-    6
-}
 
 impl Default for SegmentConfig {
     fn default() -> Self {
@@ -140,20 +125,14 @@ impl Default for SegmentConfig {
 }
 
 impl SegmentConfig {
+    /// Its optimisation settings.
+    pub fn schedule(&self) -> Schedule<'_> {
+        Schedule { task: "segment", epochs: self.epochs, batch_size: self.batch_size, learning_rate: self.learning_rate, weight_decay: self.weight_decay }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let field = |f: &str| format!("transfer.segment.{f}");
-        if self.epochs == 0 {
-            return Err(Error::config(field("epochs"), "must be ≥ 1"));
-        }
-        if self.batch_size < 2 {
-            return Err(Error::config(field("batch-size"), "must be ≥ 2 (BatchNorm needs two samples)"));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::config(field("learning-rate"), "must be a positive number"));
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(Error::config(field("weight-decay"), "must be ≥ 0"));
-        }
+        self.schedule().validate()?;
         if self.head_channels == 0 || self.head_dilation == 0 {
             return Err(Error::config(field("head-channels"), "the head's channels and dilation must be ≥ 1"));
         }
@@ -229,19 +208,6 @@ pub fn pixel_loss(logits: Tensor<4>, labels: &[u8]) -> Tensor<1> {
     (nll * keep).sum().div_scalar(counted) // [1]
 }
 
-/// The learning rate at `step` of `total`: `base`, ×0.1 from 70 % and again from 90 % of
-/// training (MoCo's and the paper's segmentation schedule).
-pub fn step_lr(base: f64, step: u64, total: u64) -> f64 {
-    let at = |fraction: f64| (total as f64 * fraction).round() as u64;
-    if step >= at(0.9) {
-        base * 0.01
-    } else if step >= at(0.7) {
-        base * 0.1
-    } else {
-        base
-    }
-}
-
 /// A training crop of `sample`: rescaled by a factor drawn from `cfg.scale` (image bilinear,
 /// labels nearest), padded to the crop (image with the mean colour, labels with [`IGNORE`]),
 /// cropped at a random place and flipped with probability ½. Returns the normalised CHW image
@@ -279,19 +245,6 @@ pub fn train_crop(sample: &Sample, cfg: &SegmentConfig, aug: &AugmentConfig, rng
     }
     normalize(&mut x, &aug.mean, &aug.std);
     (x, labels)
-}
-
-/// A whole image, normalised CHW.
-fn whole(img: &Rgb8, aug: &AugmentConfig) -> Vec<f32> {
-    let n = img.width * img.height;
-    let mut x = vec![0f32; 3 * n];
-    for (i, p) in img.data.chunks_exact(3).enumerate() {
-        for ch in 0..3 {
-            x[ch * n + i] = f32::from(p[ch]) / 255.0;
-        }
-    }
-    normalize(&mut x, &aug.mean, &aug.std);
-    x
 }
 
 /// What [`segment`] reports as it goes.
@@ -334,41 +287,19 @@ pub fn segment(
     progress: &mut dyn Progress,
 ) -> Result<(SegmentResult, Fcn)> {
     cfg.validate()?;
-    if train.len() < cfg.batch_size {
-        return Err(Error::data("segmentation", format!("{} training images are fewer than one batch of {}", train.len(), cfg.batch_size)));
-    }
     if val.is_empty() {
         return Err(Error::data("segmentation", "the validation split is empty"));
     }
     let ad = device.clone().autodiff();
-    let mut model = crate::model::params::require_grad(Fcn::new(encoder, dim, classes.len(), cfg, seed, &ad));
-    let mut opt = super::sgd(cfg.learning_rate, cfg.weight_decay).init();
+    let model = crate::model::params::require_grad(Fcn::new(encoder, dim, classes.len(), cfg, seed, &ad));
     let (b, c) = (cfg.batch_size, cfg.crop);
-    let total = (train.len() / b * cfg.epochs) as u64;
-    progress.on_start(total);
-    let (mut step, mut epoch_losses) = (0u64, Vec::new());
-    for epoch in 0..cfg.epochs as u64 {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng(seed, Stream::Shuffle, &[4_000_000 + epoch]));
-        let mut sum = 0.0;
-        for chunk in order.chunks_exact(b) {
-            let crops: Vec<(Vec<f32>, Vec<u8>)> =
-                chunk.par_iter().map(|&i| train_crop(&train[i], cfg, aug, &mut rng(seed, Stream::Augment, &[5_000_000 + epoch, i as u64]))).collect();
-            let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
-            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
-            let loss = pixel_loss(model.forward(x), &labels.concat()); // [1]
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                return Err(Error::data("segmentation", format!("non-finite loss at step {step}; lower transfer.segment.learning-rate")));
-            }
-            let mut grads = loss.backward();
-            model = opt.step(model, &mut grads, step_lr(cfg.learning_rate, step, total), step + 1)?;
-            step += 1;
-            sum += f64::from(value);
-            progress.on_step(step, value);
-        }
-        epoch_losses.push(sum / (train.len() / b) as f64);
-    }
+    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, 4_000_000, progress, |model, chunk, epoch| {
+        let crops: Vec<(Vec<f32>, Vec<u8>)> =
+            chunk.par_iter().map(|&i| train_crop(&train[i], cfg, aug, &mut rng(seed, Stream::Augment, &[5_000_000 + epoch, i as u64]))).collect();
+        let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
+        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
+        Ok(pixel_loss(model.forward(x), &labels.concat())) // [1]
+    })?;
     let model = model.valid().fork(device);
     let mut confusion = Confusion::new(classes.len());
     for s in val {
@@ -381,7 +312,7 @@ pub fn segment(
 
 /// The class of each pixel of `img` (row-major), by an FCN in eval mode.
 pub fn predict(model: &Fcn, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<u8>> {
-    let x = Tensor::<4>::from_data(TensorData::new(whole(img, aug), [1, 3, img.height, img.width]), device); // [1, 3, H, W]
+    let x = Tensor::<4>::from_data(TensorData::new(normalized(img, aug), [1, 3, img.height, img.width]), device); // [1, 3, H, W]
     let classes = model.forward(x).argmax(1); // [1, 1, H, W]
     let v: Vec<i64> = classes.into_data().convert::<i64>().try_into_vec().map_err(|e| Error::data("segmentation", format!("{e:?}")))?;
     Ok(v.into_iter().map(|k| k as u8).collect())
@@ -391,45 +322,32 @@ pub fn predict(model: &Fcn, img: &Rgb8, aug: &AugmentConfig, device: &Device) ->
 /// label maps in VOC's colours blended over the image (ignored pixels left as they are), each
 /// drawn `scale` times its size.
 pub fn prediction_picture(model: &Fcn, val: &[Sample], count: usize, scale: usize, aug: &AugmentConfig, device: &Device) -> Result<Rgb8> {
-    let rows: Vec<&Sample> = val.iter().take(count.max(1)).collect();
-    let (w, h) = rows.iter().fold((0, 0), |(w, h), s| (w.max(s.image.width), h.max(s.image.height)));
-    let (cw, ch, gap) = (w * scale, h * scale, 4);
-    let mut out = Rgb8 { width: 3 * cw + 2 * gap, height: rows.len() * ch + (rows.len() - 1) * gap, data: vec![255; 0] };
-    out.data = vec![255; out.width * out.height * 3];
     let palette = super::voc::palette();
-    for (r, s) in rows.iter().enumerate() {
-        let predicted = predict(model, &s.image, aug, device)?;
-        for (col, mask) in [None, Some(&s.mask), Some(&predicted)].into_iter().enumerate() {
-            for y in 0..s.image.height * scale {
-                for x in 0..s.image.width * scale {
-                    let i = (y / scale) * s.image.width + x / scale;
-                    let mut px = [s.image.data[i * 3], s.image.data[i * 3 + 1], s.image.data[i * 3 + 2]];
-                    if let Some(m) = mask
-                        && m[i] != IGNORE
-                    {
-                        // Class 0 of VOC's palette is black: shift by one so that every class has a colour.
-                        let k = usize::from(m[i]) + 1;
-                        for (ch, p) in px.iter_mut().enumerate() {
-                            *p = ((u16::from(*p) + 2 * u16::from(palette[k * 3 + ch])) / 3) as u8;
-                        }
-                    }
-                    let o = ((r * (ch + gap) + y) * out.width + col * (cw + gap) + x) * 3;
-                    out.data[o..o + 3].copy_from_slice(&px);
+    let overlay = |s: &Sample, mask: &[u8]| {
+        let mut img = s.image.clone();
+        for (px, &m) in img.data.chunks_exact_mut(3).zip(mask) {
+            if m != IGNORE {
+                // Class 0 of VOC's palette is black: shift by one so that every class has a colour.
+                let k = usize::from(m) + 1;
+                for (ch, p) in px.iter_mut().enumerate() {
+                    *p = ((u16::from(*p) + 2 * u16::from(palette[k * 3 + ch])) / 3) as u8;
                 }
             }
         }
-    }
-    Ok(out)
+        img
+    };
+    let rows = val
+        .iter()
+        .take(count.max(1))
+        .map(|s| Ok([s.image.clone(), overlay(s, &s.mask), overlay(s, &predict(model, &s.image, aug, device)?)]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rows_picture(&rows, scale))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::tune::small_encoder as small;
     use super::*;
-
-    fn small() -> (ResNet, usize) {
-        let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
-        (cfg.model.encoder.init(&Device::flex()), cfg.model.encoder.output_dim())
-    }
 
     /// The FCN's logits have the input's size, for inputs that the output stride divides and
     /// for one it does not.
@@ -491,12 +409,6 @@ mod tests {
         // Measured: 2.48 → 2.03 and 30 % of the pixels.
         assert!(r.epoch_losses[5] < 0.9 * r.epoch_losses[0], "{:?}", r.epoch_losses);
         assert!(r.val.pixel_accuracy > 0.2, "{:?}", r.val);
-    }
-
-    #[test]
-    fn the_schedule_steps_down_at_70_and_90_percent() {
-        let lr: Vec<f64> = [0, 69, 70, 89, 90, 99].iter().map(|&s| step_lr(1.0, s, 100)).collect();
-        assert_eq!(lr, [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]);
     }
 
     /// A crop keeps each pixel's label with its pixel: at scale 1 without padding, the crop's

@@ -108,7 +108,6 @@ pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Resul
     let dim = e.config.model.encoder.output_dim();
     let (result, model) = fine_tune(e.encoder.clone(), dim, &train, &val, &classes, cfg, &e.config.augment, e.config.seed, &e.device, progress)?;
     let picture = prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
-    crate::augment::preview::write_png(&picture, &run.file(PREDICTIONS))?;
     let report = SegmentRun {
         encoder: e.label.to_string(),
         step: e.step,
@@ -117,10 +116,15 @@ pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Resul
         result,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    let json = serde_json::to_string_pretty(&report).expect("a report is JSON");
-    crate::io::write_atomic(&run.file(SEGMENT), json.as_bytes())?;
-    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
+    write_run(&run, e, SEGMENT, &report, &picture)?;
     Ok(report)
+}
+
+/// A transfer run's files: its report as JSON in `file`, the prediction picture, the config.
+fn write_run(run: &RunDir, e: &Evaluation, file: &str, report: &impl Serialize, picture: &crate::image::Rgb8) -> Result<()> {
+    crate::augment::preview::write_png(picture, &run.file(PREDICTIONS))?;
+    crate::io::write_atomic(&run.file(file), serde_json::to_string_pretty(report).expect("a report is JSON").as_bytes())?;
+    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())
 }
 
 /// Write the mosaics of `data` (a `mosaic` source) from `e`'s splits in PASCAL VOC's layout under
@@ -175,7 +179,6 @@ pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<
         progress,
     )?;
     let picture = crate::transfer::depth::prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
-    crate::augment::preview::write_png(&picture, &run.file(PREDICTIONS))?;
     let report = DepthRun {
         encoder: e.label.to_string(),
         step: e.step,
@@ -184,8 +187,7 @@ pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<
         result,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    crate::io::write_atomic(&run.file(DEPTH), serde_json::to_string_pretty(&report).expect("a report is JSON").as_bytes())?;
-    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
+    write_run(&run, e, DEPTH, &report, &picture)?;
     Ok(report)
 }
 
