@@ -403,11 +403,11 @@ mod tests {
         };
         let (train, val) = (as_samples(&splits.train, 96, 1), as_samples(&splits.test, 24, 2));
         let (encoder, dim) = small();
-        let cfg = SegmentConfig { epochs: 6, batch_size: 8, learning_rate: 0.05, head_channels: 16, crop: 32, ..Default::default() };
+        let cfg = SegmentConfig { epochs: 12, batch_size: 8, learning_rate: 0.05, head_channels: 16, crop: 32, ..Default::default() };
         let (r, _) = segment(encoder, dim, &train, &val, &splits.train.classes, &cfg, &AugmentConfig::default(), 0, &device, &mut ()).unwrap();
-        assert_eq!((r.steps, r.val_images), (72, 24));
-        // Measured: 2.48 → 2.03 and 30 % of the pixels.
-        assert!(r.epoch_losses[5] < 0.9 * r.epoch_losses[0], "{:?}", r.epoch_losses);
+        assert_eq!((r.steps, r.val_images), (144, 24));
+        // Measured: 2.51 → 1.82 and 30 % of the pixels.
+        assert!(r.epoch_losses[11] < 0.8 * r.epoch_losses[0], "{:?}", r.epoch_losses);
         assert!(r.val.pixel_accuracy > 0.2, "{:?}", r.val);
     }
 

@@ -161,11 +161,13 @@ pub fn rows_picture(rows: &[[Rgb8; 3]], scale: usize) -> Rgb8 {
     out
 }
 
-/// A small-cpu encoder at base width 4 and its output width, for the tests of the protocols.
+/// A small-cpu encoder at base width 4, drawn from a fixed seed (burn's own initialisers draw
+/// from a generator that tests running beside each other share), and its output width, for the
+/// tests of the protocols.
 #[cfg(test)]
 pub(super) fn small_encoder() -> (crate::model::ResNet, usize) {
     let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
-    (cfg.model.encoder.init(&burn::tensor::Device::flex()), cfg.model.encoder.output_dim())
+    (crate::model::params::reinit(cfg.model.encoder.init(&burn::tensor::Device::flex()), 3), cfg.model.encoder.output_dim())
 }
 
 #[cfg(test)]
