@@ -457,3 +457,55 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     assert!(!ok && err.contains("val-000000.png") && err.contains("16-bit"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bench/detect.py`, where a Python with torch and torchvision is found
+/// (`$BYOL_BENCH_VENV/bin/python`, default `~/.cache/byol/bench-venv`; CI's has neither, so
+/// there it says it did not run): an encoder that `byol export` wrote loads by its names as the
+/// backbone of torchvision's Faster R-CNN, trains an epoch on a few pictures the script makes,
+/// and gets an AP50 (the script first checks its AP against a hand-worked value).
+#[test]
+fn the_detection_script_trains_faster_rcnn_on_an_exported_encoder() {
+    let venv = std::env::var_os("BYOL_BENCH_VENV")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/byol/bench-venv")));
+    let py = venv
+        .map(|v| v.join("bin/python"))
+        .filter(|py| std::process::Command::new(py).args(["-c", "import torch, torchvision, safetensors"]).output().is_ok_and(|o| o.status.success()));
+    let Some(py) = py else {
+        eprintln!("bench/detect.py not run: no Python with torch, torchvision and safetensors in $BYOL_BENCH_VENV");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("byol-cli-detect-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.join("run");
+    let mut args = vec!["pretrain", "--run-dir", d.to_str().unwrap(), "--max-steps", "2", "--no-baseline"];
+    args.extend(TINY);
+    let (ok, _, err) = byol(&args);
+    assert!(ok, "{err}");
+    let enc = dir.join("enc.safetensors");
+    let (ok, _, err) = byol(&["export", "--checkpoint", d.to_str().unwrap(), "--out", enc.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // Pictures of the built-in dataset's images in a CIFAR-like folder.
+    let images = dir.join("images");
+    for (split, n) in [("train", 6u8), ("test", 3)] {
+        for class in ["red", "blue"] {
+            std::fs::create_dir_all(images.join(split).join(class)).unwrap();
+            for i in 0..n {
+                let c = if class == "red" { image::Rgb([200, 20 + 10 * i, 20]) } else { image::Rgb([20, 20 + 10 * i, 200]) };
+                image::RgbImage::from_pixel(32, 32, c).save(images.join(split).join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/detect.py");
+    let voc = dir.join("voc");
+    let run = |args: &[&str]| std::process::Command::new(&py).arg(script).args(args).output().unwrap();
+    let make = ["--make-data", voc.to_str().unwrap(), "--cifar", images.to_str().unwrap(), "--train", "8", "--val", "4", "--size", "64"];
+    let out = run(&make);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["--data", voc.to_str().unwrap(), "--encoder", enc.to_str().unwrap(), "--epochs", "1", "--batch", "4", "--size", "64"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ap = line["ap50"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&ap) && line["architecture"]["base-width"] == 4 && line["val_images"] == 4, "{line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
