@@ -7,12 +7,12 @@
 //! input; the reverse Huber (berHu) loss on the pixels with a measured depth. Scored by δ < 1.25ᵏ,
 //! rms and rel ([`super::metrics::depth_scores`]).
 //!
-//! Data: a folder with `train/` and `val/`, each with `rgb/<id>.png|jpg` and `depth/<id>.png`, the
-//! depth as a 16-bit grayscale PNG in millimetres, 0 where nothing was measured (the layout of
-//! the common 16-bit PNG exports of NYU v2, such as BTS's); or built-in **synthetic** scenes with
-//! exact depth ([`scene`]), which stand in for NYU v2 where it cannot be downloaded.
+//! Data ([`super::scenes`]): a folder with `train/` and `val/`, each with `rgb/<id>.png|jpg` and
+//! `depth/<id>.png` (16-bit, millimetres), or built-in **synthetic** scenes with exact depth,
+//! which stand in for NYU v2 where it cannot be downloaded.
 
 use super::metrics::{DepthScores, depth_scores};
+pub use super::scenes::DepthSample;
 use super::tune::{Schedule, normalized, rows_picture};
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
@@ -25,9 +25,9 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// `[transfer.depth]`: the fine-tuning protocol.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,155 +114,6 @@ impl DepthConfig {
         }
         Ok(())
     }
-}
-
-/// One image and its depth in metres (0: not measured), row-major, the image's size.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DepthSample {
-    pub id: String,
-    pub image: Rgb8,
-    pub depth: Vec<f32>,
-}
-
-/// A built-in scene, `size` px square, drawn from `key`: a camera 1.5 m above a checkered floor
-/// that meets a striped back wall 6–10 m away, and 2–5 upright boxes on the floor 1.5–8 m away
-/// (drawn far to near, so nearer boxes hide farther ones), every surface's colour faded towards
-/// grey with distance. The image carries the cues a network can learn depth from (perspective of
-/// the floor's squares, the height in the image where a box meets the floor, occlusion, haze);
-/// the depth of each pixel is exact. Synthetic: no claim that it resembles NYU v2.
-pub fn scene(size: usize, key: u64) -> DepthSample {
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(key);
-    let s = size as f32;
-    let (f, cam) = (0.9 * s, 1.5f32);
-    let horizon = s * r.random_range(0.3..0.45);
-    let wall = r.random_range(6.0..10.0f32);
-    let (floor_a, floor_b) = ([r.random_range(0.5..1.0f32), r.random_range(0.3..0.7), r.random_range(0.1..0.4)], [0.15f32, 0.15, 0.2]);
-    let wall_rgb = [r.random_range(0.3..0.9f32), r.random_range(0.3..0.9), r.random_range(0.3..0.9)];
-    let haze = |rgb: [f32; 3], z: f32| {
-        let k = (-z / 12.0).exp();
-        rgb.map(|c| c * k + 0.6 * (1.0 - k))
-    };
-    let mut rgb = vec![[0f32; 3]; size * size];
-    let mut depth = vec![0f32; size * size];
-    // The floor below the row where it meets the wall, the wall above.
-    let meet = horizon + cam * f / wall;
-    for y in 0..size {
-        for x in 0..size {
-            let (yc, xc) = (y as f32 + 0.5, x as f32 + 0.5 - s / 2.0);
-            let (z, c) = if yc > meet {
-                let z = cam * f / (yc - horizon);
-                let (wx, wz) = (xc * z / f, z);
-                let check = ((wx / 0.5).floor() as i64 + (wz / 0.5).floor() as i64).rem_euclid(2) == 0;
-                (z, if check { floor_a } else { floor_b })
-            } else {
-                let stripe = ((xc * wall / f / 0.4).floor() as i64).rem_euclid(2) == 0;
-                (wall, if stripe { wall_rgb } else { wall_rgb.map(|c| c * 0.7) })
-            };
-            rgb[y * size + x] = haze(c, z);
-            depth[y * size + x] = z;
-        }
-    }
-    let mut boxes: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..r.random_range(2..=5))
-        .map(|_| {
-            let z = r.random_range(1.5..8.0f32).min(wall - 0.5);
-            (z, r.random_range(-2.0..2.0f32), r.random_range(0.4..1.2f32), r.random_range(0.4..1.8f32), [r.random(), r.random(), r.random()])
-        })
-        .collect();
-    boxes.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (z, wx, w, h, c) in boxes {
-        let bottom = horizon + cam * f / z;
-        let (top, left, right) = (bottom - h * f / z, s / 2.0 + (wx - w / 2.0) * f / z, s / 2.0 + (wx + w / 2.0) * f / z);
-        for y in (top.max(0.0) as usize)..(bottom.min(s) as usize) {
-            for x in (left.max(0.0) as usize)..(right.min(s) as usize) {
-                // A vertical shading band, so that a box has texture of its own.
-                let shade = if (((x as f32 - left) / (right - left) * 4.0) as usize).is_multiple_of(2) { 1.0 } else { 0.8 };
-                rgb[y * size + x] = haze(c.map(|v| v * shade), z);
-                depth[y * size + x] = z;
-            }
-        }
-    }
-    let data = rgb.iter().flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8)).collect();
-    DepthSample { id: String::new(), image: Rgb8 { width: size, height: size, data }, depth }
-}
-
-/// `count` scenes of `size` px for split `split` (0: train, 1: val), drawn from `seed`.
-pub fn scenes(count: usize, size: usize, seed: u64, split: u64) -> Vec<DepthSample> {
-    (0..count)
-        .map(|i| {
-            let mut s = scene(size, key(seed, Stream::Scene, &[split, i as u64]));
-            s.id = format!("{}-{i:06}", if split == 0 { "train" } else { "val" });
-            s
-        })
-        .collect()
-}
-
-/// Write a depth map in metres as a 16-bit grayscale PNG in millimetres (0: not measured).
-pub fn write_depth_png(path: &Path, depth: &[f32], width: usize, height: usize) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Sixteen);
-    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
-    let bytes: Vec<u8> = depth.iter().flat_map(|&m| ((m * 1000.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes()).collect();
-    w.write_image_data(&bytes).map_err(|e| Error::data(path, e.to_string()))
-}
-
-/// A 16-bit grayscale PNG depth map in millimetres, as metres, with its size.
-pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| Error::data(path, format!("not a PNG depth map: {e}")))?;
-    let info = reader.info();
-    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Sixteen {
-        return Err(Error::data(
-            path,
-            format!("a depth map must be a 16-bit grayscale PNG in millimetres; this one is {:?} at {:?} bits", info.color_type, info.bit_depth),
-        ));
-    }
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| Error::data(path, "depth map too large"))?];
-    let frame = reader.next_frame(&mut buf).map_err(|e| Error::data(path, e.to_string()))?;
-    buf.truncate(frame.buffer_size());
-    Ok((buf.chunks_exact(2).map(|b| f32::from(u16::from_be_bytes([b[0], b[1]])) / 1000.0).collect(), w, h))
-}
-
-/// The samples of split `split` of a depth folder (see the module's documentation), by id order.
-pub fn read_folder(root: &Path, split: &str) -> Result<Vec<DepthSample>> {
-    let rgb_dir = root.join(split).join("rgb");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&rgb_dir)
-        .map_err(|e| Error::io(&rgb_dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str())))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::data(&rgb_dir, "no .png or .jpg image"));
-    }
-    files
-        .iter()
-        .map(|file| {
-            let id = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let image = crate::data::decode::decode(file)?;
-            let depth_path = root.join(split).join("depth").join(format!("{id}.png"));
-            let (depth, w, h) = read_depth_png(&depth_path)?;
-            if (w, h) != (image.width, image.height) {
-                return Err(Error::data(&depth_path, format!("the depth map is {w}×{h}, its image {}×{}", image.width, image.height)));
-            }
-            Ok(DepthSample { id, image, depth })
-        })
-        .collect()
-}
-
-/// Write `samples` as split `split` of a depth folder under `root`.
-pub fn write_folder(root: &Path, split: &str, samples: &[DepthSample]) -> Result<()> {
-    let (rgb, depth) = (root.join(split).join("rgb"), root.join(split).join("depth"));
-    for d in [&rgb, &depth] {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    for s in samples {
-        crate::augment::preview::write_png(&s.image, &rgb.join(format!("{}.png", s.id)))?;
-        write_depth_png(&depth.join(format!("{}.png", s.id)), &s.depth, s.image.width, s.image.height)?;
-    }
-    Ok(())
 }
 
 /// An up-projection block: 2× unpooling, then relu(bn(conv5(x)) → relu → bn(conv3(·)) +
@@ -522,42 +373,12 @@ mod tests {
         assert!((f64::from(l1.into_scalar::<f32>()) - 4.1 / 3.0).abs() < 1e-5);
     }
 
-    /// Scenes: exact depths in the floor/wall/box ranges, seeded; they round-trip through the
-    /// 16-bit PNG folder layout to the millimetre; an 8-bit depth map is a named error.
-    #[test]
-    fn scenes_round_trip_through_the_folder_layout() {
-        let a = scenes(3, 32, 5, 1);
-        assert_eq!(a, scenes(3, 32, 5, 1));
-        assert_ne!(a[0].depth, scenes(1, 32, 6, 1)[0].depth);
-        assert_ne!(a[0].depth, scenes(1, 32, 5, 0)[0].depth);
-        for s in &a {
-            assert!(s.depth.iter().all(|&d| (1.5..=10.0).contains(&d)));
-            let near = s.depth.iter().fold(f32::MAX, |m, &d| m.min(d));
-            let far = s.depth.iter().fold(0f32, |m, &d| m.max(d));
-            assert!(far > 2.0 * near, "a scene spans depths: {near}..{far}");
-        }
-        let root = std::env::temp_dir().join(format!("byol-depth-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        write_folder(&root, "val", &a).unwrap();
-        let back = read_folder(&root, "val").unwrap();
-        for (x, y) in a.iter().zip(&back) {
-            assert_eq!((x.id.as_str(), &x.image), (y.id.as_str(), &y.image));
-            assert!(x.depth.iter().zip(&y.depth).all(|(p, q)| (p - q).abs() <= 0.0005 + 1e-6));
-        }
-        image::GrayImage::new(32, 32).save(root.join("val/depth/val-000001.png")).unwrap();
-        let e = read_folder(&root, "val").unwrap_err().to_string();
-        assert!(e.contains("val-000001.png") && e.contains("16-bit"), "{e}");
-        let e = read_folder(&root, "train").unwrap_err().to_string();
-        assert!(e.contains("train/rgb"), "{e}");
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
     /// Fine-tuning on a few scenes lowers the loss, and the prediction beats a constant one (the
     /// mean training depth) in rms.
     #[test]
     fn fine_tuning_on_scenes_lowers_the_loss_and_beats_a_constant() {
         let device = Device::flex();
-        let (train, val) = (scenes(64, 32, 0, 0), scenes(16, 32, 0, 1));
+        let (train, val) = (super::super::scenes::scenes(64, 32, 0, 0), super::super::scenes::scenes(16, 32, 0, 1));
         let (encoder, dim) = small();
         let cfg = DepthConfig { epochs: 6, batch_size: 8, learning_rate: 0.01, ..Default::default() };
         let (r, _) = depth(encoder, dim, 8, &train, &val, &cfg, &AugmentConfig::default(), 0, &device, &mut ()).unwrap();

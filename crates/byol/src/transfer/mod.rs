@@ -5,12 +5,12 @@
 //! each pixel labelled with its tile's class, written and read in the VOC layout.
 //!
 //! The metrics ([`metrics`]), the mosaic generator ([`mosaic`]), the VOC layout ([`voc`]), the
-//! FCN fine-tuning of [`segment`] and the up-projection decoder of [`depth`] with its synthetic
-//! scenes.
+//! FCN fine-tuning of [`segment`] and the up-projection decoder of [`depth`] with its data ([`scenes`]).
 
 pub mod depth;
 pub mod metrics;
 pub mod mosaic;
+pub mod scenes;
 pub mod segment;
 pub mod tune;
 pub mod voc;
