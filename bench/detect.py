@@ -44,6 +44,13 @@ except ImportError:  # Python < 3.11
 
 # --- the encoder, with torchvision's names ---------------------------------------------------
 
+def shortcut(cin, cout, stride):
+    """torchvision's projection shortcut, where a block changes the shape; else None."""
+    if stride != 1 or cin != cout:
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    return None
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -55,9 +62,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = shortcut(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)
@@ -78,9 +83,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = shortcut(cin, cout, stride)
 
     def forward(self, x):
         idt = x if self.downsample is None else self.downsample(x)

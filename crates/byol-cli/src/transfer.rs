@@ -137,7 +137,7 @@ fn transfer_encoder(a: &EncoderArgs, edit: impl FnOnce(&mut ExperimentConfig)) -
     })
 }
 
-impl byol::transfer::segment::Progress for Bar {
+impl byol::transfer::tune::Progress for Bar {
     fn on_start(&mut self, total: u64) {
         self.pb.set_length(total);
         self.pb.reset_eta();

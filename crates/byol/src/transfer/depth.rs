@@ -13,7 +13,8 @@
 
 use super::metrics::{DepthScores, depth_scores};
 pub use super::scenes::DepthSample;
-use super::tune::{Schedule, normalized, rows_picture};
+pub use super::tune::Progress;
+use super::tune::{Schedule, image_tensor, rows_picture};
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
 use crate::model::{ResNet, batch_norm, batch_norm_relu};
@@ -233,9 +234,6 @@ pub fn depth_loss(predicted: Tensor<4>, truth: &[f32], loss: DepthLoss) -> Tenso
     (per_pixel * keep).sum().div_scalar(counted) // [1]
 }
 
-/// What [`depth`] reports as it goes (the same as segmentation's).
-pub use super::segment::Progress;
-
 /// The outcome of a fine-tuning run.
 #[derive(Debug, Clone, Serialize)]
 pub struct DepthResult {
@@ -315,8 +313,7 @@ pub fn depth(
 
 /// The depth of each pixel of `img` (metres, row-major), by a network in eval mode.
 pub fn predict(model: &DepthNet, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<f32>> {
-    let x = Tensor::<4>::from_data(TensorData::new(normalized(img, aug), [1, 3, img.height, img.width]), device); // [1, 3, H, W]
-    model.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("depth", format!("{e:?}")))
+    model.forward(image_tensor(img, aug, device)).into_data().try_into_vec::<f32>().map_err(|e| Error::data("depth", format!("{e:?}")))
 }
 
 /// `count` validation images in rows of three: the image, its true depth and the prediction, the

@@ -27,3 +27,42 @@ pub struct TransferConfig {
     #[serde(default)]
     pub depth: depth::DepthConfig,
 }
+
+/// Write `pixels` (rows of big-endian samples) as a PNG of `color` at `depth` bits, with
+/// `palette` for an indexed one: the label maps and depth maps of the dense tasks.
+fn write_png(
+    path: &std::path::Path,
+    size: (usize, usize),
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<Vec<u8>>,
+    pixels: &[u8],
+) -> crate::Result<()> {
+    use crate::Error;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), size.0 as u32, size.1 as u32);
+    enc.set_color(color);
+    enc.set_depth(depth);
+    if let Some(p) = palette {
+        enc.set_palette(p);
+    }
+    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
+    w.write_image_data(pixels).map_err(|e| Error::data(path, e.to_string()))
+}
+
+/// The samples of a PNG that must be of `color` at `depth` bits (else an error naming the file
+/// and saying what a `what` must be, `must`), with its width and height.
+fn read_png(path: &std::path::Path, color: png::ColorType, depth: png::BitDepth, what: &str, must: &str) -> crate::Result<(Vec<u8>, usize, usize)> {
+    use crate::Error;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| Error::data(path, format!("not a PNG {what}: {e}")))?;
+    let info = reader.info();
+    if info.color_type != color || info.bit_depth != depth {
+        return Err(Error::data(path, format!("a {what} must be {must}; this one is {:?} at {:?} bits", info.color_type, info.bit_depth)));
+    }
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| Error::data(path, format!("{what} too large")))?];
+    let frame = reader.next_frame(&mut buf).map_err(|e| Error::data(path, e.to_string()))?;
+    buf.truncate(frame.buffer_size());
+    Ok((buf, w, h))
+}

@@ -91,30 +91,13 @@ pub fn scenes(count: usize, size: usize, seed: u64, split: u64) -> Vec<DepthSamp
 
 /// Write a depth map in metres as a 16-bit grayscale PNG in millimetres (0: not measured).
 pub fn write_depth_png(path: &Path, depth: &[f32], width: usize, height: usize) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Sixteen);
-    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
     let bytes: Vec<u8> = depth.iter().flat_map(|&m| ((m * 1000.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes()).collect();
-    w.write_image_data(&bytes).map_err(|e| Error::data(path, e.to_string()))
+    super::write_png(path, (width, height), png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes)
 }
 
 /// A 16-bit grayscale PNG depth map in millimetres, as metres, with its size.
 pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| Error::data(path, format!("not a PNG depth map: {e}")))?;
-    let info = reader.info();
-    if info.color_type != png::ColorType::Grayscale || info.bit_depth != png::BitDepth::Sixteen {
-        return Err(Error::data(
-            path,
-            format!("a depth map must be a 16-bit grayscale PNG in millimetres; this one is {:?} at {:?} bits", info.color_type, info.bit_depth),
-        ));
-    }
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| Error::data(path, "depth map too large"))?];
-    let frame = reader.next_frame(&mut buf).map_err(|e| Error::data(path, e.to_string()))?;
-    buf.truncate(frame.buffer_size());
+    let (buf, w, h) = super::read_png(path, png::ColorType::Grayscale, png::BitDepth::Sixteen, "depth map", "a 16-bit grayscale PNG in millimetres")?;
     Ok((buf.chunks_exact(2).map(|b| f32::from(u16::from_be_bytes([b[0], b[1]])) / 1000.0).collect(), w, h))
 }
 

@@ -8,7 +8,8 @@
 
 use super::IGNORE;
 use super::metrics::{Confusion, SegScores};
-use super::tune::{Schedule, normalized, rows_picture};
+pub use super::tune::Progress;
+use super::tune::{Schedule, image_tensor, rows_picture};
 use super::voc::Sample;
 use crate::augment::AugmentConfig;
 use crate::augment::normalize;
@@ -247,14 +248,6 @@ pub fn train_crop(sample: &Sample, cfg: &SegmentConfig, aug: &AugmentConfig, rng
     (x, labels)
 }
 
-/// What [`segment`] reports as it goes.
-pub trait Progress {
-    fn on_start(&mut self, _total_steps: u64) {}
-    fn on_step(&mut self, _step: u64, _loss: f32) {}
-}
-
-impl Progress for () {}
-
 /// The outcome of a fine-tuning run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentResult {
@@ -312,8 +305,7 @@ pub fn segment(
 
 /// The class of each pixel of `img` (row-major), by an FCN in eval mode.
 pub fn predict(model: &Fcn, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<u8>> {
-    let x = Tensor::<4>::from_data(TensorData::new(normalized(img, aug), [1, 3, img.height, img.width]), device); // [1, 3, H, W]
-    let classes = model.forward(x).argmax(1); // [1, 1, H, W]
+    let classes = model.forward(image_tensor(img, aug, device)).argmax(1); // [1, 1, H, W]
     let v: Vec<i64> = classes.into_data().convert::<i64>().try_into_vec().map_err(|e| Error::data("segmentation", format!("{e:?}")))?;
     Ok(v.into_iter().map(|k| k as u8).collect())
 }

@@ -2,14 +2,21 @@
 //! and 90 % of training, as MoCo's segmentation protocol), the fine-tuning loop over seeded
 //! shuffles, the preprocessing of a whole image, and the rows of a prediction picture.
 
-use super::segment::Progress;
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
+
+/// What a dense fine-tuning run reports as it goes.
+pub trait Progress {
+    fn on_start(&mut self, _total_steps: u64) {}
+    fn on_step(&mut self, _step: u64, _loss: f32) {}
+}
+
+impl Progress for () {}
 
 /// The optimisation settings of a protocol; `task` names its config section (`segment`, `depth`).
 pub struct Schedule<'a> {
@@ -127,8 +134,8 @@ pub fn step_lr(base: f64, step: u64, total: u64) -> f64 {
     }
 }
 
-/// A whole image, normalised CHW.
-pub fn normalized(img: &Rgb8, aug: &AugmentConfig) -> Vec<f32> {
+/// A whole image, normalised, as a [1, 3, H, W] tensor on `device`.
+pub fn image_tensor(img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Tensor<4> {
     let n = img.width * img.height;
     let mut x = vec![0f32; 3 * n];
     for (i, p) in img.data.chunks_exact(3).enumerate() {
@@ -137,7 +144,7 @@ pub fn normalized(img: &Rgb8, aug: &AugmentConfig) -> Vec<f32> {
         }
     }
     normalize(&mut x, &aug.mean, &aug.std);
-    x
+    Tensor::from_data(TensorData::new(x, [1, 3, img.height, img.width]), device)
 }
 
 /// Rows of three panels (each an image of the row's size), drawn `scale` times their size with

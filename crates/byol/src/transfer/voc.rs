@@ -58,31 +58,12 @@ pub fn write_split(root: &Path, split: &str, samples: &[Sample]) -> Result<()> {
 }
 
 fn write_mask(path: &Path, mask: &[u8], width: usize, height: usize) -> Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    enc.set_color(png::ColorType::Indexed);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_palette(palette());
-    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
-    w.write_image_data(mask).map_err(|e| Error::data(path, e.to_string()))
+    super::write_png(path, (width, height), png::ColorType::Indexed, png::BitDepth::Eight, Some(palette()), mask)
 }
 
 /// A label map: the pixel values of a palette PNG (class indices), with its size.
 fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| Error::data(path, format!("not a PNG label map: {e}")))?;
-    let info = reader.info();
-    if info.color_type != png::ColorType::Indexed || info.bit_depth != png::BitDepth::Eight {
-        return Err(Error::data(
-            path,
-            format!("a label map must be an 8-bit palette PNG whose values are class indices; this one is {:?} at {:?} bits", info.color_type, info.bit_depth),
-        ));
-    }
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| Error::data(path, "label map too large"))?];
-    let frame = reader.next_frame(&mut buf).map_err(|e| Error::data(path, e.to_string()))?;
-    buf.truncate(frame.buffer_size());
-    Ok((buf, w, h))
+    super::read_png(path, png::ColorType::Indexed, png::BitDepth::Eight, "label map", "an 8-bit palette PNG whose values are class indices")
 }
 
 /// The samples of split `split` of the VOC-layout dataset in `root`, in the list's order.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 mod transfer;
-pub use transfer::{DEPTH, DepthRun, PREDICTIONS, SEGMENT, SegmentRun, depth, segment, write_mosaics, write_scenes};
+pub use transfer::{DEPTH, DepthRun, PREDICTIONS, SEGMENT, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes};
 
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
 /// first, in order), then each typed setting given, which wins over a `set` of the same field.

@@ -22,17 +22,41 @@ pub const PREDICTIONS: &str = "predictions.png";
 /// The file of a depth run's result.
 pub const DEPTH: &str = "depth.json";
 
-/// What `segment.json` holds: the result and how it was made.
+/// What a transfer run's JSON file holds: the result and how it was made.
 #[derive(Debug, Clone, Serialize)]
-pub struct SegmentRun {
+pub struct TransferRun<S, R> {
     /// "trained encoder (BYOL objective)", "random-init encoder", "imported encoder".
     pub encoder: String,
     /// The checkpoint's step (0 for a random-init or imported encoder).
     pub step: u64,
     pub seed: u64,
-    pub settings: SegmentConfig,
-    pub result: SegmentResult,
+    pub settings: S,
+    pub result: R,
     pub wall_seconds: f64,
+}
+
+/// `segment.json`.
+pub type SegmentRun = TransferRun<SegmentConfig, SegmentResult>;
+/// `depth.json`.
+pub type DepthRun = TransferRun<DepthConfig, DepthResult>;
+
+/// Write a transfer run's files to `run`: its report (`e`'s encoder, `settings`, `result`, the
+/// seconds since `started`) as JSON in `file`, the prediction picture and the config; returns
+/// the report.
+fn finish<S: Serialize + Clone, R: Serialize>(
+    run: &RunDir,
+    e: &Evaluation,
+    file: &str,
+    (settings, result): (&S, R),
+    picture: &crate::image::Rgb8,
+    started: std::time::Instant,
+) -> Result<TransferRun<S, R>> {
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let report = TransferRun { encoder: e.label.to_string(), step: e.step, seed: e.config.seed, settings: settings.clone(), result, wall_seconds };
+    crate::augment::preview::write_png(picture, &run.file(PREDICTIONS))?;
+    crate::io::write_atomic(&run.file(file), serde_json::to_string_pretty(&report).expect("a report is JSON").as_bytes())?;
+    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
+    Ok(report)
 }
 
 /// The mosaics of `cfg` from `set`, as samples named `<split>-<index>`.
@@ -109,23 +133,7 @@ pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Resul
     let dim = e.config.model.encoder.output_dim();
     let (result, model) = fine_tune(e.encoder.clone(), dim, &train, &val, &classes, cfg, &e.config.augment, e.config.seed, &e.device, progress)?;
     let picture = prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
-    let report = SegmentRun {
-        encoder: e.label.to_string(),
-        step: e.step,
-        seed: e.config.seed,
-        settings: cfg.clone(),
-        result,
-        wall_seconds: started.elapsed().as_secs_f64(),
-    };
-    write_run(&run, e, SEGMENT, &report, &picture)?;
-    Ok(report)
-}
-
-/// A transfer run's files: its report as JSON in `file`, the prediction picture, the config.
-fn write_run(run: &RunDir, e: &Evaluation, file: &str, report: &impl Serialize, picture: &crate::image::Rgb8) -> Result<()> {
-    crate::augment::preview::write_png(picture, &run.file(PREDICTIONS))?;
-    crate::io::write_atomic(&run.file(file), serde_json::to_string_pretty(report).expect("a report is JSON").as_bytes())?;
-    crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())
+    finish(&run, e, SEGMENT, (cfg, result), &picture, started)
 }
 
 /// Write the mosaics of `data` (a `mosaic` source) from `e`'s splits in PASCAL VOC's layout under
@@ -138,17 +146,6 @@ pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(
     write_split(out, "train", &train)?;
     write_split(out, "val", &val)?;
     Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
-}
-
-/// What `depth.json` holds: the result and how it was made.
-#[derive(Debug, Clone, Serialize)]
-pub struct DepthRun {
-    pub encoder: String,
-    pub step: u64,
-    pub seed: u64,
-    pub settings: DepthConfig,
-    pub result: DepthResult,
-    pub wall_seconds: f64,
 }
 
 /// The training and validation samples of `data`.
@@ -180,16 +177,7 @@ pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<
         progress,
     )?;
     let picture = crate::transfer::depth::prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
-    let report = DepthRun {
-        encoder: e.label.to_string(),
-        step: e.step,
-        seed: e.config.seed,
-        settings: cfg.clone(),
-        result,
-        wall_seconds: started.elapsed().as_secs_f64(),
-    };
-    write_run(&run, e, DEPTH, &report, &picture)?;
-    Ok(report)
+    finish(&run, e, DEPTH, (cfg, result), &picture, started)
 }
 
 /// Write the synthetic scenes of `data` in the depth folder layout under `out` (`train/` and
