@@ -107,6 +107,9 @@ pub enum Command {
     /// Fine-tune the encoder for a dense task (the paper's Table 4).
     #[command(subcommand)]
     Transfer(crate::transfer::TransferCommand),
+    /// Distil a fine-tuned classifier into a student on the unlabelled images (SimCLR v2's
+    /// third step): the teacher's softmax at temperature T are the student's targets.
+    Distill(crate::distill::DistillArgs),
 }
 
 #[derive(Args)]
@@ -318,6 +321,10 @@ pub struct FinetuneArgs {
     /// `byol transfer … --encoder`.
     #[arg(long)]
     pub save_encoder: Option<PathBuf>,
+    /// Also write the whole fine-tuned classifier (encoder, projector layer, head, and what it
+    /// was trained on): the teacher of `byol distill`.
+    #[arg(long)]
+    pub save_model: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]

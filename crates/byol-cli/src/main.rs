@@ -3,6 +3,7 @@
 
 mod args;
 mod chart;
+mod distill;
 mod transfer;
 
 use anyhow::{Context, Result};
@@ -80,7 +81,7 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
     // Held until the charts are drawn: no other process writes this directory meanwhile.
     let run = byol::train::RunDir::lock(&run_dir)?;
     let mut bar = Bar::new();
-    let interrupt = stop_on_signal(&run_dir)?;
+    let interrupt = stop_on_signal(&format!("byol pretrain --resume {}", run_dir.display()))?;
     let opts = byol::train::RunOptions {
         resume,
         compare_random: !args.no_baseline,
@@ -134,14 +135,14 @@ fn pretrain(args: PretrainArgs) -> Result<()> {
 /// A flag that the first Ctrl-C (or SIGTERM) sets: the run finishes its step, writes a
 /// checkpoint and stops. A second one ends the process at once (the run then loses at most the
 /// steps since its last checkpoint, as after a kill).
-fn stop_on_signal(run_dir: &std::path::Path) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+fn stop_on_signal(resume: &str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
     let set = flag.clone();
-    let dir = run_dir.display().to_string();
+    let resume = resume.to_string();
     ctrlc::set_handler(move || {
         if set.swap(true, Ordering::SeqCst) {
-            eprintln!("\nstopped at once; resume from the last checkpoint with: byol pretrain --resume {dir}");
+            eprintln!("\nstopped at once; resume from the last checkpoint with: {resume}");
             std::process::exit(130);
         }
         eprintln!("\nfinishing the step and writing a checkpoint (Ctrl-C again to stop at once)");
@@ -230,6 +231,10 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         100.0 * r.test.top5
     );
     record(&e, "finetune", serde_json::to_value(&r)?);
+    if let Some(path) = &args.save_model {
+        byol::eval::classifier::save(&tuned, &workflow::classifier_info(&e, &r), path)?;
+        println!("wrote the fine-tuned classifier (a teacher for `byol distill`) to {}", path.display());
+    }
     if let Some(path) = &args.save_encoder {
         byol::model::export::export_encoder(&tuned.encoder, &e.config.model.encoder, None, path)?;
         println!("wrote the fine-tuned encoder (torchvision layout) to {}", path.display());
@@ -442,6 +447,7 @@ fn run() -> Result<()> {
         Command::Bench(BenchCommand::Decode(a)) => bench_decode(a),
         Command::Shard(a) => shard(a),
         Command::Transfer(a) => transfer::run(a),
+        Command::Distill(a) => distill::run(a),
     }
 }
 

@@ -46,6 +46,9 @@ pub struct ExperimentConfig {
     /// The dense transfer tasks (`byol transfer …`).
     #[serde(default)]
     pub transfer: crate::transfer::TransferConfig,
+    /// Distillation with unlabelled images (`byol distill`).
+    #[serde(default)]
+    pub distill: crate::distill::config::DistillConfig,
 }
 
 /// The presets shipped in `configs/`, embedded in the binary.
@@ -134,6 +137,7 @@ impl ExperimentConfig {
             "train.on-non-finite",
             "eval",
             "transfer",
+            "distill",
         ];
         self.differences(recorded, FREE)
     }
@@ -167,6 +171,7 @@ impl ExperimentConfig {
         self.data.validate()?;
         self.transfer.segment.validate()?;
         self.transfer.depth.validate()?;
+        self.distill.validate()?;
         self.augment.validate()?;
         self.target.validate()?;
         self.objective.validate()?;

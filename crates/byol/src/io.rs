@@ -1,8 +1,105 @@
-//! Files written so that a crash or a full disk never leaves a half-written one in place.
+//! Files written so that a crash or a full disk never leaves a half-written one in place, and
+//! the verified tensor files (safetensors with a checksum) that checkpoints and saved networks
+//! are.
 
 use crate::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Float tensors by name (shape, row-major values) with string metadata: one safetensors file
+/// (readable from Python) whose metadata also holds `format`, `version` and `sha256`, a SHA-256
+/// of each tensor's name and little-endian bytes in name order, checked on reading.
+#[derive(Debug, Clone, Default)]
+pub struct TensorFile {
+    pub meta: HashMap<String, String>,
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+/// What a [`TensorFile`] must say it is: `format` and `version` in its metadata; `kind` names
+/// it in errors ("byol checkpoint").
+#[derive(Debug, Clone, Copy)]
+pub struct FileKind<'a> {
+    pub format: &'a str,
+    pub version: &'a str,
+    pub kind: &'a str,
+}
+
+impl FileKind<'_> {
+    /// Check the format and version strings of a file's metadata.
+    pub fn check(&self, path: &Path, format: Option<&str>, version: Option<&str>) -> Result<()> {
+        if format != Some(self.format) {
+            return Err(Error::checkpoint(path, format!("not a {}", self.kind)));
+        }
+        if version != Some(self.version) {
+            return Err(Error::checkpoint(path, format!("unsupported format version {version:?} (expected {})", self.version)));
+        }
+        Ok(())
+    }
+}
+
+impl TensorFile {
+    /// The file's bytes, marked as `kind`.
+    pub fn to_bytes(&self, kind: FileKind<'_>) -> Result<Vec<u8>> {
+        let bytes: BTreeMap<&String, Vec<u8>> = self.tensors.iter().map(|(n, (_, v))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+        let mut hasher = Sha256::new();
+        for (name, b) in &bytes {
+            hasher.update(name.as_bytes());
+            hasher.update(b);
+        }
+        let mut meta = self.meta.clone();
+        meta.insert("format".into(), kind.format.into());
+        meta.insert("version".into(), kind.version.into());
+        meta.insert("sha256".into(), format!("{:x}", hasher.finalize()));
+        let views = bytes
+            .iter()
+            .map(|(n, b)| {
+                Ok(((*n).clone(), TensorView::new(Dtype::F32, self.tensors[*n].0.clone(), b).map_err(|e| Error::checkpoint(n.as_str(), e.to_string()))?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
+    }
+
+    /// Write it to `path` atomically ([`write_atomic`]).
+    pub fn write(&self, path: &Path, kind: FileKind<'_>) -> Result<()> {
+        write_atomic(path, &self.to_bytes(kind)?)
+    }
+
+    /// Read `path` and verify that it is of `kind` and that its tensors match their checksum.
+    pub fn read(path: &Path, kind: FileKind<'_>) -> Result<Self> {
+        let err = |m: String| Error::checkpoint(path, m);
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a readable {} ({e})", kind.kind)))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        kind.check(path, meta.get("format").map(String::as_str), meta.get("version").map(String::as_str))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
+        let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+        names.sort();
+        let mut hasher = Sha256::new();
+        let mut tensors = BTreeMap::new();
+        for name in names {
+            let view = st.tensor(&name).map_err(|e| err(e.to_string()))?;
+            if view.dtype() != Dtype::F32 {
+                return Err(err(format!("tensor {name} is {:?}, not F32", view.dtype())));
+            }
+            hasher.update(name.as_bytes());
+            hasher.update(view.data());
+            let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            tensors.insert(name, (view.shape().to_vec(), v));
+        }
+        if meta.get("sha256") != Some(&format!("{:x}", hasher.finalize())) {
+            return Err(err("checksum mismatch: the file is corrupted".into()));
+        }
+        Ok(TensorFile { meta, tensors })
+    }
+
+    /// The checksum of its tensors, as recorded (and verified, for a file that was read).
+    pub fn sha256(&self) -> &str {
+        self.meta.get("sha256").map_or("", String::as_str)
+    }
+}
 
 /// The temporary name `path` is written under before the rename.
 pub(crate) fn temporary(path: &Path) -> std::path::PathBuf {

@@ -51,6 +51,7 @@ pub mod bench;
 pub mod collective;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod ema;
 pub mod error;
 pub mod eval;

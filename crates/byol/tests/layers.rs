@@ -25,8 +25,10 @@ const LAYERS: &[&str] = &[
     "eval",     // the components
     "transfer", // dense tasks: metrics, mosaics, the VOC layout (they use data and, later, the encoder)
     "train::config",
+    "distill::config",
     "config", // the experiment's configuration
     "train",
+    "distill", // distillation with unlabelled images: a fine-tuned classifier teaches a student
     "workflow",
     "ablate",
     "bench", // the training loop, and what runs it

@@ -101,6 +101,20 @@ impl FinetuneConfig {
     }
 }
 
+/// The views of fine-tuning and of distillation: random resized crop and flip only (paper
+/// Appendix C.2).
+pub fn training_view() -> ViewConfig {
+    ViewConfig { jitter_prob: 0.0, grayscale_prob: 0.0, blur_prob: 0.0, solarize_prob: 0.0, ..ViewConfig::paper_view1() }
+}
+
+/// The pixels of `view` of the images `indices` of `set`, row after row ([N, 3, S, S] flat);
+/// image `i`'s view is drawn from (`seed`, augment, [`tag`, `i`]).
+pub fn view_pixels(set: &ImageSet, indices: &[usize], size: usize, view: &ViewConfig, aug: &AugmentConfig, (seed, tag): (u64, u64)) -> Result<Vec<f32>> {
+    let pix: Vec<Vec<f32>> =
+        indices.par_iter().map(|&i| Ok(make_view(&*set.rgb(i)?, size, view, aug, &mut rng(seed, Stream::Augment, &[tag, i as u64])))).collect::<Result<_>>()?;
+    Ok(pix.concat())
+}
+
 /// Encoder, optionally the projector's first layer, and classifier.
 #[derive(Module, Debug)]
 pub struct Finetuned {
@@ -136,6 +150,18 @@ impl Finetuned {
         let dim = stem.as_ref().map_or(encoder_dim, ProjectorLayer::width);
         let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(device), crate::rng::key(seed, Stream::Init, &[7]));
         Finetuned { encoder: encoder.fork(device), stem: stem.map(|s| s.fork(device)), head }
+    }
+
+    /// Top-1 and top-5 accuracy on `set` (centre crops of `size`, `aug`'s normalisation), in
+    /// eval mode on `device`: call it on a network moved there with `valid()`.
+    pub fn accuracy(&self, set: &ImageSet, size: usize, aug: &AugmentConfig, device: &Device) -> Result<Accuracy> {
+        let classes = self.head.weight.dims()[1];
+        let mut logits = Vec::with_capacity(set.len() * classes);
+        for start in (0..set.len()).step_by(256) {
+            let x = eval_batch(set, start..(start + 256).min(set.len()), size, aug, device)?; // [b, 3, S, S]
+            logits.extend(self.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("classifier", format!("{e:?}")))?);
+        }
+        Ok(top1_top5(&logits, classes, &set.labels))
     }
 
     /// `x`: [B, 3, S, S] → logits [B, C].
@@ -194,8 +220,7 @@ pub fn finetune(
         epsilon: 1e-8,
     }
     .init();
-    // Training views: random resized crop and flip only.
-    let view = ViewConfig { jitter_prob: 0.0, grayscale_prob: 0.0, blur_prob: 0.0, solarize_prob: 0.0, ..ViewConfig::paper_view1() };
+    let view = training_view();
     let spe = labelled.len() / b;
     let total = (spe * cfg.epochs) as u64;
     let mut step = 0u64;
@@ -203,14 +228,7 @@ pub fn finetune(
         let mut order = labelled.clone();
         order.shuffle(&mut rng(seed, Stream::Shuffle, &[2_000_000 + epoch]));
         for chunk in order.chunks_exact(b) {
-            let pix: Vec<Vec<f32>> = chunk
-                .par_iter()
-                .map(|&i| {
-                    let img = train.rgb(i)?;
-                    Ok(make_view(&img, size, &view, aug, &mut rng(seed, Stream::Augment, &[3_000_000 + epoch, i as u64])))
-                })
-                .collect::<Result<_>>()?;
-            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, size, size]), &ad); // [B, 3, S, S]
+            let x = Tensor::<4>::from_data(TensorData::new(view_pixels(train, chunk, size, &view, aug, (seed, 3_000_000 + epoch))?, [b, 3, size, size]), &ad); // [B, 3, S, S]
             let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
             let logp = log_softmax(model.forward(x), 1); // [B, C]
             let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]
@@ -221,12 +239,8 @@ pub fn finetune(
         }
     }
     let eval = model.valid();
-    let mut logits = Vec::with_capacity(test.len() * classes);
-    for start in (0..test.len()).step_by(256) {
-        let x = eval_batch(test, start..(start + 256).min(test.len()), size, aug, device)?; // [b, 3, S, S]
-        logits.extend(eval.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("finetune", format!("{e:?}")))?);
-    }
-    Ok((FinetuneResult { labelled_images: labelled.len(), test: top1_top5(&logits, classes, &test.labels) }, eval))
+    let test = eval.accuracy(test, size, aug, device)?;
+    Ok((FinetuneResult { labelled_images: labelled.len(), test }, eval))
 }
 
 #[cfg(test)]

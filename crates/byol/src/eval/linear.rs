@@ -113,7 +113,7 @@ pub struct Classifier {
 }
 
 /// Accuracy on one split.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Accuracy {
     pub top1: f64,
     pub top5: f64,

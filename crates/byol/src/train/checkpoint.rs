@@ -11,15 +11,13 @@
 use super::{Queue, TrainState};
 use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
 use crate::data::Fingerprint;
-use crate::io::write_atomic;
+use crate::io::{FileKind, TensorFile, write_atomic};
 use crate::model::params::{Named, collect, load};
 use crate::model::{Online, Target};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the checkpoint layout.
@@ -63,7 +61,7 @@ pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, data: &Fi
 
 /// `read` applied to the checkpoints of `dir`, newest first, until one succeeds; each newer one
 /// that fails is reported and skipped.
-fn newest<T>(dir: &Path, read: impl Fn(&Path) -> Result<T>) -> Result<(T, std::path::PathBuf)> {
+pub fn newest<T>(dir: &Path, read: impl Fn(&Path) -> Result<T>) -> Result<(T, std::path::PathBuf)> {
     let all = list(dir);
     if all.is_empty() {
         return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
@@ -96,16 +94,8 @@ pub fn read_latest_config(dir: &Path) -> Result<(ExperimentConfig, std::path::Pa
     newest(dir, read_header_config)
 }
 
-/// Check the format and version strings of a checkpoint's header metadata.
-fn check_format(path: &Path, format: Option<&str>, version: Option<&str>) -> Result<()> {
-    if format != Some("byol-checkpoint") {
-        return Err(Error::checkpoint(path, "not a byol checkpoint"));
-    }
-    if version != Some(FORMAT_VERSION) {
-        return Err(Error::checkpoint(path, format!("unsupported format version {version:?} (expected {FORMAT_VERSION})")));
-    }
-    Ok(())
-}
+/// What a checkpoint's metadata says it is.
+pub const KIND: FileKind<'static> = FileKind { format: "byol-checkpoint", version: FORMAT_VERSION, kind: "byol checkpoint" };
 
 /// The config in a checkpoint's header: safetensors starts with the header's length (u64, little
 /// endian), then the header as JSON, whose `__metadata__` holds our strings.
@@ -123,7 +113,7 @@ fn read_header_config(path: &Path) -> Result<ExperimentConfig> {
     f.read_exact(&mut header).map_err(|e| err(format!("truncated header ({e})")))?;
     let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| err(format!("unreadable header ({e})")))?;
     let meta = &json["__metadata__"];
-    check_format(path, meta["format"].as_str(), meta["version"].as_str())?;
+    KIND.check(path, meta["format"].as_str(), meta["version"].as_str())?;
     let text = meta["config"].as_str().ok_or_else(|| err("no config in header".into()))?;
     ExperimentConfig::from_recorded_toml(text, path)
 }
@@ -133,9 +123,8 @@ pub fn read_path_or_dir(path: &Path) -> Result<Loaded> {
     if path.is_dir() { read_latest(path).map(|(l, _)| l) } else { read(path) }
 }
 
-fn to_bytes(t: &Tensor<1>) -> Result<Vec<u8>> {
-    let v: Vec<f32> = t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))?;
-    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+fn values(t: &Tensor<1>) -> Result<Vec<f32>> {
+    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))
 }
 
 /// Serialise a state and its config.
@@ -145,7 +134,8 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
 
 /// [`to_bytes_state`], with the fingerprint of the training data when known.
 fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fingerprint>) -> Result<Vec<u8>> {
-    let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    let mut file = TensorFile::default();
+    let tensors = &mut file.tensors;
     // valid() syncs burn's lazily applied BatchNorm running-statistics updates.
     let mut parts = vec![("online", collect(&state.online.valid()))];
     if let Some(target) = &state.target {
@@ -153,46 +143,33 @@ fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fin
     }
     for (prefix, named) in parts {
         for (path, Named { flat, shape }) in named {
-            tensors.insert(format!("{prefix}/{path}"), (shape, to_bytes(&flat)?));
+            tensors.insert(format!("{prefix}/{path}"), (shape, values(&flat)?));
         }
     }
     if let Some(q) = &state.queue {
         let flat = q.keys.clone().reshape([q.keys.dims().iter().product::<usize>()]);
-        tensors.insert("queue/keys".into(), (q.keys.dims().to_vec(), to_bytes(&flat)?));
+        tensors.insert("queue/keys".into(), (q.keys.dims().to_vec(), values(&flat)?));
         // The write position, as a one-element tensor so that the checksum covers it.
-        tensors.insert("queue/ptr".into(), (vec![1], (q.ptr as f32).to_le_bytes().to_vec()));
+        tensors.insert("queue/ptr".into(), (vec![1], vec![q.ptr as f32]));
     }
     if let Some(p) = &state.probe {
         let flat2 = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
-        tensors.insert("probe/w".into(), (p.w.dims().to_vec(), to_bytes(&flat2(&p.w))?));
-        tensors.insert("probe/mw".into(), (p.mw.dims().to_vec(), to_bytes(&flat2(&p.mw))?));
-        tensors.insert("probe/b".into(), (p.b.dims().to_vec(), to_bytes(&p.b)?));
-        tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), to_bytes(&p.mb)?));
+        tensors.insert("probe/w".into(), (p.w.dims().to_vec(), values(&flat2(&p.w))?));
+        tensors.insert("probe/mw".into(), (p.mw.dims().to_vec(), values(&flat2(&p.mw))?));
+        tensors.insert("probe/b".into(), (p.b.dims().to_vec(), values(&p.b)?));
+        tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), values(&p.mb)?));
     }
     for (path, slots) in &state.optim.state {
         for (i, t) in slots.iter().enumerate() {
-            tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), to_bytes(t)?));
+            tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), values(t)?));
         }
     }
-    let mut hasher = Sha256::new();
-    for (name, (_, bytes)) in &tensors {
-        hasher.update(name.as_bytes());
-        hasher.update(bytes);
-    }
-    let mut meta: HashMap<String, String> = [
-        ("format".to_string(), "byol-checkpoint".to_string()),
-        ("version".to_string(), FORMAT_VERSION.to_string()),
-        ("step".to_string(), state.step.to_string()),
-        ("config".to_string(), cfg.to_toml()),
-        ("sha256".to_string(), format!("{:x}", hasher.finalize())),
-    ]
-    .into();
+    file.meta.insert("step".into(), state.step.to_string());
+    file.meta.insert("config".into(), cfg.to_toml());
     if let Some(d) = data {
-        meta.insert("data".into(), serde_json::to_string(d).expect("json"));
+        file.meta.insert("data".into(), serde_json::to_string(d).expect("json"));
     }
-    let views: Vec<(String, TensorView<'_>)> =
-        tensors.iter().map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).expect("consistent view"))).collect();
-    safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
+    file.to_bytes(KIND)
 }
 
 /// Delete the temporary files that a process killed while writing a checkpoint left behind.
@@ -226,31 +203,13 @@ pub struct Loaded {
 
 /// Read and verify a checkpoint file.
 pub fn read(path: &Path) -> Result<Loaded> {
-    let err = |m: String| Error::checkpoint(path, m);
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a readable checkpoint ({e})")))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    check_format(path, meta.get("format").map(String::as_str), meta.get("version").map(String::as_str))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    let mut hasher = Sha256::new();
-    let mut tensors = BTreeMap::new();
-    for name in names {
-        let view = st.tensor(&name).map_err(|e| err(e.to_string()))?;
-        hasher.update(name.as_bytes());
-        hasher.update(view.data());
-        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        tensors.insert(name, (view.shape().to_vec(), v));
-    }
-    let sha256 = format!("{:x}", hasher.finalize());
-    if meta.get("sha256") != Some(&sha256) {
-        return Err(err("checksum mismatch: the file is corrupted".into()));
-    }
-    let config_text = meta.get("config").ok_or_else(|| err("no config in header".into()))?;
+    let err = |m: &str| Error::checkpoint(path, m);
+    let TensorFile { meta, tensors } = TensorFile::read(path, KIND)?;
+    let config_text = meta.get("config").ok_or_else(|| err("no config in header"))?;
     let config = ExperimentConfig::from_recorded_toml(config_text, path)?;
-    let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header".into()))?;
+    let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header"))?;
     let data = meta.get("data").and_then(|d| serde_json::from_str(d).ok());
+    let sha256 = meta.get("sha256").cloned().unwrap_or_default();
     Ok(Loaded { config, step, sha256, data, tensors })
 }
 

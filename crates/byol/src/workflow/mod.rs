@@ -15,7 +15,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod distill;
 mod transfer;
+pub use distill::{DistillSetup, classifier_info};
 pub use transfer::{DEPTH, DepthRun, PREDICTIONS, SEGMENT, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes};
 
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied

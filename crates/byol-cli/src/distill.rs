@@ -1,0 +1,128 @@
+//! `byol distill`: its flags and what it prints.
+
+use crate::Bar;
+use crate::args::{Backend, data_choice};
+use anyhow::Result;
+use byol::data::Source;
+use byol::distill::{DistillOptions, DistillOutcome};
+use byol::model::Arch;
+use byol::workflow::{DistillSetup, Settings};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct DistillArgs {
+    /// The teacher: a fine-tuned classifier (`byol eval finetune --save-model FILE`). With
+    /// `--resume`, the run's own teacher when left out.
+    #[arg(long, required_unless_present = "resume")]
+    pub teacher: Option<PathBuf>,
+    /// A preset or TOML file for the data, the seed and the `[distill]` settings (the
+    /// architecture and image size come from the teacher).
+    #[arg(long, short, default_value = "cifar10-cpu")]
+    pub config: String,
+    /// The images (same forms as `pretrain --data`): the training split is the unlabelled set
+    /// (its labels unused unless `--labelled-weight`), the test split scores teacher and student.
+    #[arg(long, value_parser = data_choice)]
+    pub data: Option<Source>,
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run directory (checkpoints, metrics.jsonl, config.toml, then student.safetensors and
+    /// distill.json). Default: runs/distill-<time>.
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the distillation in this directory from its last checkpoint, with its recorded
+    /// config and teacher (a change of settings that alters the run is refused).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    pub resume: Option<PathBuf>,
+    /// Epochs over the unlabelled images (`distill.epochs`).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// `distill.batch-size`.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// `distill.learning-rate`.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// The softmax temperature T of teacher and student (`distill.temperature`).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Add the cross-entropy on the teacher's labelled subset with this weight
+    /// (`distill.labelled-weight`).
+    #[arg(long)]
+    pub labelled_weight: Option<f64>,
+    /// A smaller or larger student: its base width (`distill.student.base-width`; default the
+    /// teacher's: self-distillation).
+    #[arg(long)]
+    pub student_base_width: Option<usize>,
+    /// The student's depth, `resnet18`, `resnet34`, `resnet50`, … (`distill.student.arch`).
+    #[arg(long, value_parser = arch)]
+    pub student_arch: Option<Arch>,
+    /// Stop with a checkpoint after this many steps in total (continue with --resume).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Any config field: `--set distill.weight-decay=1e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+fn arch(s: &str) -> Result<Arch, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}`: expected resnet18, resnet34, resnet50, resnet101, resnet152 or resnet200"))
+}
+
+/// Run `byol distill`.
+pub fn run(a: DistillArgs) -> Result<()> {
+    let settings = Settings { set: a.sets.clone(), data: a.data.clone(), backend: a.backend.map(Into::into), seed: a.seed, ..Default::default() };
+    let setup = DistillSetup::new(a.teacher.as_deref(), &a.config, &settings, a.resume.as_deref(), |c| {
+        let d = &mut c.distill;
+        d.epochs = a.epochs.unwrap_or(d.epochs);
+        d.batch_size = a.batch_size.unwrap_or(d.batch_size);
+        d.learning_rate = a.lr.unwrap_or(d.learning_rate);
+        d.temperature = a.temperature.unwrap_or(d.temperature);
+        d.labelled_weight = a.labelled_weight.unwrap_or(d.labelled_weight);
+        d.student.base_width = a.student_base_width.or(d.student.base_width);
+        d.student.arch = a.student_arch.or(d.student.arch);
+    })?;
+    let dir = match (&a.resume, &a.run_dir) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => byol::workflow::new_run_dir("distill", std::time::SystemTime::now()),
+    };
+    let interrupt = crate::stop_on_signal(&format!("byol distill --resume {}", dir.display()))?;
+    println!(
+        "distilling {} ({} classes) into run directory {}: {} unlabelled images, {} test images",
+        setup.teacher.path.display(),
+        setup.teacher.info.classes.len(),
+        dir.display(),
+        setup.splits.train.len(),
+        setup.splits.test.len()
+    );
+    let opts = DistillOptions { resume: a.resume.is_some(), max_steps: a.max_steps, interrupt: Some(interrupt) };
+    let mut bar = Bar::new();
+    let outcome = setup.run(&dir, &opts, &mut bar)?;
+    bar.pb.finish_and_clear();
+    match outcome {
+        DistillOutcome::Stopped { step } => println!("stopped at step {step} with a checkpoint; continue with: byol distill --resume {}", dir.display()),
+        DistillOutcome::Finished(r) => {
+            let width = |e: &byol::model::ResNetConfig| format!("{:?} at base width {}", e.arch, e.base_width).to_lowercase();
+            println!("distilled {} steps on {} unlabelled images ({} labelled in the loss)", r.steps, r.unlabelled_images, r.labelled_images);
+            println!(
+                "teacher {} ({} parameters): top-1 {:.2}%  top-5 {:.2}%",
+                width(&r.teacher_encoder),
+                r.teacher_parameters,
+                100.0 * r.teacher.top1,
+                100.0 * r.teacher.top5
+            );
+            println!(
+                "student {} ({} parameters): top-1 {:.2}%  top-5 {:.2}%",
+                width(&r.student_encoder),
+                r.student_parameters,
+                100.0 * r.student.top1,
+                100.0 * r.student.top5
+            );
+            println!("wrote {} and {} in {}", byol::distill::STUDENT, byol::distill::RESULT, dir.display());
+        }
+    }
+    Ok(())
+}

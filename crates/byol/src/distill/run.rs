@@ -1,0 +1,437 @@
+//! The distillation loop in a run directory: `checkpoint-<step>.safetensors` (the student, the
+//! optimiser state, the step, the config and the teacher's checksum) every
+//! `distill.checkpoint-every` steps and at the end, `metrics.jsonl` (a line per step), then
+//! `student.safetensors` (a classifier file, as the teacher's) and `distill.json` (the teacher's
+//! and the student's test accuracy). The order of the images and the views are pure functions of
+//! (seed, epoch, image), so a resumed run continues the sequence an uninterrupted one takes.
+
+use super::{DistillConfig, distillation_loss, soft_labels};
+use crate::config::ExperimentConfig;
+use crate::data::{ImageSet, balanced_subset};
+use crate::eval::classifier::{self, ClassifierInfo, Saved};
+use crate::eval::linear::Accuracy;
+use crate::eval::{Finetuned, training_view, view_pixels};
+use crate::io::{FileKind, TensorFile};
+use crate::model::ResNetConfig;
+use crate::model::params::{Named, collect, count_trainable, load, reinit, require_grad};
+use crate::optim::{OptimConfig, OptimKind, Optimizer, schedule};
+use crate::rng::{Stream, key, rng};
+use crate::train::{RunDir, checkpoint};
+use crate::transfer::tune::Progress;
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a distillation checkpoint's metadata says it is.
+pub const CHECKPOINT_KIND: FileKind<'static> = FileKind { format: "byol-distill-checkpoint", version: "1", kind: "byol distillation checkpoint" };
+/// The trained student, a classifier file.
+pub const STUDENT: &str = "student.safetensors";
+/// The result of a finished run ([`DistillResult`]).
+pub const RESULT: &str = "distill.json";
+const METRICS: &str = "metrics.jsonl";
+/// Checkpoints kept in the run directory.
+const KEEP: usize = 2;
+
+/// What a distillation needs: the teacher read back, the config (seed, data, views' image size
+/// and normalisation, `[distill]`), the two splits and the device.
+pub struct Distillation<'a> {
+    pub teacher: &'a Saved,
+    pub config: &'a ExperimentConfig,
+    pub train: &'a ImageSet,
+    pub test: &'a ImageSet,
+    pub device: Device,
+}
+
+/// How to run it.
+#[derive(Default)]
+pub struct DistillOptions {
+    /// Continue from the run directory's newest checkpoint (same teacher, same settings).
+    pub resume: bool,
+    /// Stop (with a checkpoint) once this many steps are done in total.
+    pub max_steps: Option<u64>,
+    /// Set (by a signal handler) to stop after the step in progress, with a checkpoint.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// How a run ended.
+pub enum DistillOutcome {
+    /// Stopped early (`max_steps`, an interrupt) with a checkpoint at this step.
+    Stopped {
+        step: u64,
+    },
+    Finished(Box<DistillResult>),
+}
+
+/// The result of a finished distillation (`distill.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistillResult {
+    pub steps: u64,
+    pub unlabelled_images: usize,
+    /// Labelled images in the cross-entropy term (0 without `labelled-weight`).
+    pub labelled_images: usize,
+    pub teacher_encoder: ResNetConfig,
+    pub student_encoder: ResNetConfig,
+    pub teacher_parameters: usize,
+    pub student_parameters: usize,
+    /// Top-1 / top-5 on the test split, centre crops, eval mode.
+    pub teacher: Accuracy,
+    pub student: Accuracy,
+    /// The mean loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// The checksum of the teacher's tensors.
+    pub teacher_sha256: String,
+    pub settings: DistillConfig,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StepLine {
+    step: u64,
+    loss: f64,
+    lr: f64,
+}
+
+/// The student's encoder: the teacher's with `[distill.student]`'s changes.
+fn student_encoder(teacher: &ResNetConfig, cfg: &DistillConfig) -> ResNetConfig {
+    let s = &cfg.student;
+    ResNetConfig {
+        arch: s.arch.unwrap_or(teacher.arch),
+        base_width: s.base_width.unwrap_or(teacher.base_width),
+        width_multiplier: s.width_multiplier.unwrap_or(teacher.width_multiplier),
+        ..teacher.clone()
+    }
+}
+
+/// The fields of a config that change a distillation's trajectory (everything of `[distill]`
+/// but how often it saves, the seed, the data but where it is, the views' settings).
+fn trajectory_differences(now: &ExperimentConfig, recorded: &ExperimentConfig) -> Vec<String> {
+    const FREE: &[&str] =
+        &["data.path", "data.test-path", "data.cache", "data.cache-max-mb", "data.workers", "data.prefetch-batches", "distill.checkpoint-every"];
+    now.differences(recorded, FREE)
+        .into_iter()
+        .filter(|d| ["seed", "data.", "augment.", "distill."].iter().any(|p| d.field == *p || d.field.starts_with(p)))
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn optimizer(cfg: &DistillConfig) -> Optimizer {
+    OptimConfig {
+        kind: OptimKind::Sgd,
+        base_lr: cfg.learning_rate,
+        weight_decay: cfg.weight_decay,
+        momentum: 0.9,
+        nesterov: true,
+        trust_coefficient: 1e-3,
+        warmup_epochs: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    }
+    .init()
+}
+
+fn values(t: &Tensor<1>) -> Result<Vec<f32>> {
+    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))
+}
+
+fn save_checkpoint(dir: &Path, student: &Finetuned, optim: &Optimizer, step: u64, cfg: &ExperimentConfig, teacher: &Saved) -> Result<()> {
+    let mut file = TensorFile::default();
+    for (path, Named { flat, shape }) in collect(&student.valid()) {
+        file.tensors.insert(format!("student/{path}"), (shape, values(&flat)?));
+    }
+    for (path, slots) in &optim.state {
+        for (i, t) in slots.iter().enumerate() {
+            file.tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), values(t)?));
+        }
+    }
+    file.meta.insert("step".into(), step.to_string());
+    file.meta.insert("config".into(), cfg.to_toml());
+    file.meta.insert("teacher".into(), teacher.sha256.clone());
+    file.meta.insert("teacher-path".into(), teacher.path.display().to_string());
+    file.write(&checkpoint::path_for(dir, step), CHECKPOINT_KIND)?;
+    for (_, old) in checkpoint::list(dir).into_iter().skip(KEEP) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
+        }
+    }
+    Ok(())
+}
+
+/// The student and optimiser of the newest usable checkpoint in `dir`, after checking that it
+/// distils the same teacher with the same settings.
+fn resume(dir: &Path, fresh: Finetuned, cfg: &ExperimentConfig, teacher_sha256: &str, device: &Device) -> Result<(Finetuned, Optimizer, u64)> {
+    let (file, path) = checkpoint::newest(dir, |p| TensorFile::read(p, CHECKPOINT_KIND))?;
+    let err = |m: String| Error::checkpoint(&path, m);
+    if file.meta.get("teacher").map(String::as_str) != Some(teacher_sha256) {
+        return Err(err(format!("this run distils another teacher (checksum {:?}, the one given has {teacher_sha256})", file.meta.get("teacher"))));
+    }
+    let recorded = ExperimentConfig::from_recorded_toml(file.meta.get("config").ok_or_else(|| err("no config in its metadata".into()))?, &path)?;
+    let changed = trajectory_differences(cfg, &recorded);
+    if !changed.is_empty() {
+        return Err(err(format!("resuming with other settings would change the run: {}", changed.join("; "))));
+    }
+    let step: u64 = file.meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in its metadata".into()))?;
+    let tensor = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+    let named: BTreeMap<String, Named> = file
+        .tensors
+        .iter()
+        .filter_map(|(k, (shape, v))| k.strip_prefix("student/").map(|p| (p.to_string(), Named { flat: tensor(v), shape: shape.clone() })))
+        .collect();
+    let (student, missing) = load(fresh, &named);
+    if !missing.is_empty() {
+        return Err(err(format!("student tensors missing: {missing:?}")));
+    }
+    let mut optim = optimizer(&cfg.distill);
+    for (k, (_, v)) in file.tensors.iter().filter(|(k, _)| k.starts_with("optim/")) {
+        let (p, i) = k["optim/".len()..].rsplit_once('/').ok_or_else(|| err(format!("bad optimiser tensor name {k}")))?;
+        let slots = optim.state.entry(p.to_string()).or_default();
+        if i.parse::<usize>().ok() != Some(slots.len()) {
+            return Err(err(format!("optimiser slots out of order at {k}")));
+        }
+        slots.push(tensor(v));
+    }
+    Ok((student, optim, step))
+}
+
+/// The config recorded in the newest usable checkpoint of the distillation in `dir`, and the
+/// teacher file it distils (as given when it started).
+pub fn recorded(dir: &Path) -> Result<(ExperimentConfig, std::path::PathBuf)> {
+    let (file, path) = checkpoint::newest(dir, |p| TensorFile::read(p, CHECKPOINT_KIND))?;
+    let err = |m: &str| Error::checkpoint(&path, m);
+    let config = ExperimentConfig::from_recorded_toml(file.meta.get("config").ok_or_else(|| err("no config in its metadata"))?, &path)?;
+    let teacher = file.meta.get("teacher-path").ok_or_else(|| err("no teacher path in its metadata"))?;
+    Ok((config, teacher.into()))
+}
+
+/// Distil `run.teacher` into a student in `dir` (locked while it runs).
+pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progress: &mut dyn Progress) -> Result<DistillOutcome> {
+    let (cfg, dc, info) = (run.config, &run.config.distill, &run.teacher.info);
+    dc.validate()?;
+    if run.train.classes != info.classes {
+        return Err(Error::config("data", format!("the data's classes {:?} are not the teacher's {:?}", run.train.classes, info.classes)));
+    }
+    let lock = RunDir::lock(dir)?;
+    if !opts.resume && !checkpoint::list(dir).is_empty() {
+        return Err(Error::checkpoint(dir, "already holds a distillation's checkpoints: resume it, or give another run directory"));
+    }
+    crate::io::write_atomic(&lock.file(crate::train::run_dir::CONFIG), cfg.to_toml().as_bytes())?;
+    let (size, aug) = (info.image_size, info.normalising(&cfg.augment));
+    let b = dc.batch_size;
+    let n = run.train.len();
+    if n < b {
+        return Err(Error::config("distill.batch-size", format!("{b} is more than the {n} training images")));
+    }
+    let labelled = match (dc.labelled_weight > 0.0, &info.labelled) {
+        (false, _) => Vec::new(),
+        (true, Some(l)) if l.of_images == n => balanced_subset(&run.train.labels, info.classes.len(), l.images, l.seed),
+        (true, Some(l)) => {
+            return Err(Error::config(
+                "distill.labelled-weight",
+                format!("the teacher's labelled subset is of {} training images, this data has {n}", l.of_images),
+            ));
+        }
+        (true, None) => return Err(Error::config("distill.labelled-weight", "the teacher records no labelled subset (a distilled student?)")),
+    };
+    let student_cfg = student_encoder(&info.encoder, dc);
+    student_cfg.validate()?;
+    let ad = run.device.clone().autodiff();
+    let encoder = reinit(student_cfg.init(&run.device), key(cfg.seed, Stream::Init, &[8]));
+    let fresh = require_grad(Finetuned::new(encoder, None, student_cfg.output_dim(), info.classes.len(), cfg.seed, &ad));
+    let sha = run.teacher.sha256.as_str();
+    let (mut student, mut optim, start) = if opts.resume { resume(dir, fresh, cfg, sha, &ad)? } else { (fresh, optimizer(dc), 0) };
+    let spe = (n / b) as u64;
+    let total = spe * dc.epochs as u64;
+    let view = training_view();
+    let t = dc.temperature;
+    progress.on_start(total);
+    let mut order: Option<(u64, Vec<usize>)> = None;
+    for step in start..total {
+        let stop = opts.max_steps.is_some_and(|m| step >= m) || opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst));
+        if stop {
+            save_checkpoint(dir, &student, &optim, step, cfg, run.teacher)?;
+            return Ok(DistillOutcome::Stopped { step });
+        }
+        let epoch = step / spe;
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut o: Vec<usize> = (0..n).collect();
+            o.shuffle(&mut rng(cfg.seed, Stream::Shuffle, &[4_000_000 + epoch]));
+            order = Some((epoch, o));
+        }
+        let k = (step % spe) as usize;
+        let chunk = &order.as_ref().expect("drawn above").1[k * b..(k + 1) * b];
+        let pix = view_pixels(run.train, chunk, size, &view, &aug, (cfg.seed, 5_000_000 + epoch))?;
+        let teacher_logits = run.teacher.network.forward(Tensor::<4>::from_data(TensorData::new(pix.clone(), [b, 3, size, size]), &run.device)); // [B, C]
+        let targets = soft_labels(teacher_logits, t); // [B, C]
+        let targets = Tensor::<2>::from_data(targets.into_data(), &ad); // no gradient
+        let x = Tensor::<4>::from_data(TensorData::new(pix, [b, 3, size, size]), &ad); // [B, 3, S, S]
+        let mut loss = distillation_loss(student.forward(x), targets, t); // [1]
+        if !labelled.is_empty() {
+            let mut pick = labelled.clone();
+            pick.shuffle(&mut rng(cfg.seed, Stream::Shuffle, &[6_000_000 + step]));
+            pick.truncate(b);
+            let m = pick.len();
+            let x = Tensor::<4>::from_data(
+                TensorData::new(view_pixels(run.train, &pick, size, &view, &aug, (cfg.seed, 7_000_000 + step))?, [m, 3, size, size]),
+                &ad,
+            );
+            let y = Tensor::<2, Int>::from_data(TensorData::new(pick.iter().map(|&i| run.train.labels[i] as i64).collect::<Vec<_>>(), [m, 1]), &ad); // [m, 1]
+            let ce = log_softmax(student.forward(x), 1).gather(1, y).mean().neg(); // [1]
+            loss = loss + ce.mul_scalar(dc.labelled_weight);
+        }
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        if !value.is_finite() {
+            return Err(Error::config("distill", format!("the loss is {value} at step {step}; the last checkpoint is intact (try a lower learning-rate)")));
+        }
+        let mut grads = loss.backward();
+        let lr = schedule::lr_at(dc.learning_rate, step, 0, total);
+        student = optim.step(student, &mut grads, lr, step + 1)?;
+        lock.append_line(METRICS, &serde_json::to_string(&StepLine { step, loss: value, lr }).expect("json"))?;
+        progress.on_step(step + 1, value as f32);
+        if (step + 1) % dc.checkpoint_every == 0 || step + 1 == total {
+            save_checkpoint(dir, &student, &optim, step + 1, cfg, run.teacher)?;
+        }
+    }
+    let student = student.valid();
+    let tested = |net: &Finetuned| net.accuracy(run.test, size, &aug, &run.device);
+    let student_info = ClassifierInfo { encoder: student_cfg.clone(), stem_width: None, labelled: None, ..info.clone() };
+    classifier::save(&student, &student_info, &lock.file(STUDENT))?;
+    let result = DistillResult {
+        steps: total,
+        unlabelled_images: n,
+        labelled_images: labelled.len(),
+        teacher_encoder: info.encoder.clone(),
+        student_encoder: student_cfg,
+        teacher_parameters: count_trainable(&run.teacher.network),
+        student_parameters: count_trainable(&student),
+        teacher: tested(&run.teacher.network)?,
+        student: tested(&student.to_device(&run.device))?,
+        epoch_losses: epoch_losses(&lock.file(METRICS), spe, dc.epochs)?,
+        teacher_sha256: sha.into(),
+        settings: dc.clone(),
+    };
+    crate::io::write_atomic(&lock.file(RESULT), serde_json::to_string_pretty(&result).expect("json").as_bytes())?;
+    Ok(DistillOutcome::Finished(Box::new(result)))
+}
+
+/// The mean loss of each epoch from `metrics.jsonl`; a step logged twice (run again after a
+/// resume from an earlier checkpoint) counts once, with its last value.
+fn epoch_losses(path: &Path, spe: u64, epochs: usize) -> Result<Vec<f64>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut by_step = BTreeMap::new();
+    for line in text.lines() {
+        let l: StepLine = serde_json::from_str(line).map_err(|e| Error::data(path, format!("unreadable line ({e})")))?;
+        by_step.insert(l.step, l.loss);
+    }
+    let mut sums = vec![(0.0, 0usize); epochs];
+    for (s, v) in by_step {
+        if let Some(e) = sums.get_mut((s / spe) as usize) {
+            e.0 += v;
+            e.1 += 1;
+        }
+    }
+    Ok(sums.into_iter().map(|(s, c)| s / c.max(1) as f64).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::classifier::Labelled;
+
+    fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+        TensorFile::read(path, classifier::KIND).unwrap().tensors
+    }
+
+    /// A distillation stopped at step 7 (between checkpoints) and resumed ends with the student,
+    /// bit for bit, of one run through its 10 steps; the teacher (BatchNorm statistics included)
+    /// is unchanged by either; resuming against another teacher or with another temperature is
+    /// refused by name.
+    #[test]
+    fn an_interrupted_distillation_resumes_to_the_uninterrupted_student_and_leaves_the_teacher_alone() {
+        let device = Device::flex();
+        let set = |s: &[&str]| s.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        let mut cfg = ExperimentConfig::load(
+            "small-cpu",
+            &set(&["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=8", "data.synthetic.test-per-class=4"]),
+        )
+        .unwrap();
+        cfg.distill = DistillConfig { epochs: 2, batch_size: 16, checkpoint_every: 3, labelled_weight: 0.5, ..Default::default() };
+        let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+        let (n, classes) = (splits.train.len(), splits.train.classes.clone());
+        assert_eq!((n, classes.len()), (80, 10));
+        let enc = cfg.model.encoder.clone();
+        // A teacher fine-tuned for an epoch: BatchNorm statistics no fresh network has.
+        let tune = crate::eval::FinetuneConfig { label_fraction: 0.25, epochs: 1, batch_size: 8, ..Default::default() };
+        let (_, teacher) =
+            crate::eval::finetune(reinit(enc.init(&device), 11), None, enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device)
+                .unwrap();
+        let info = ClassifierInfo {
+            encoder: enc,
+            stem_width: None,
+            classes,
+            image_size: 16,
+            mean: cfg.augment.mean,
+            std: cfg.augment.std,
+            labelled: Some(Labelled { fraction: 0.25, seed: 5, of_images: n, images: 20 }),
+        };
+        let root = std::env::temp_dir().join(format!("byol-distill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        classifier::save(&teacher, &info, &root.join("teacher.safetensors")).unwrap();
+        let saved = classifier::read(&root.join("teacher.safetensors"), &device).unwrap();
+        let before = tensors(&root.join("teacher.safetensors"));
+        let run = Distillation { teacher: &saved, config: &cfg, train: &splits.train, test: &splits.test, device: device.clone() };
+        let whole = distill(&run, &root.join("a"), &DistillOptions::default(), &mut ()).unwrap();
+        let DistillOutcome::Finished(a) = whole else { panic!("stopped") };
+        assert_eq!((a.steps, a.labelled_images, a.epoch_losses.len()), (10, 20, 2));
+        let b = root.join("b");
+        let stopped = distill(&run, &b, &DistillOptions { max_steps: Some(7), ..Default::default() }, &mut ()).unwrap();
+        assert!(matches!(stopped, DistillOutcome::Stopped { step: 7 }));
+        // A fresh run into a directory that holds checkpoints is refused.
+        let e = distill(&run, &b, &DistillOptions::default(), &mut ()).err().unwrap().to_string();
+        assert!(e.contains("resume"), "{e}");
+        let hotter = ExperimentConfig { distill: DistillConfig { temperature: 2.0, ..cfg.distill.clone() }, ..cfg.clone() };
+        let e = distill(&Distillation { config: &hotter, device: device.clone(), ..run }, &b, &DistillOptions { resume: true, ..Default::default() }, &mut ())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("distill.temperature"), "{e}");
+        let other = classifier::Saved { sha256: "0".repeat(64), network: saved.network.clone(), info: saved.info.clone(), path: saved.path.clone() };
+        let e = distill(&Distillation { teacher: &other, device: device.clone(), ..run }, &b, &DistillOptions { resume: true, ..Default::default() }, &mut ())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("another teacher"), "{e}");
+        let DistillOutcome::Finished(r) = distill(&run, &b, &DistillOptions { resume: true, ..Default::default() }, &mut ()).unwrap() else {
+            panic!("stopped")
+        };
+        let (sa, sb) = (tensors(&root.join("a").join(STUDENT)), tensors(&b.join(STUDENT)));
+        assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+        for (k, v) in &sa {
+            assert_eq!(v, &sb[k], "{k}");
+        }
+        assert_eq!((r.student, r.epoch_losses.clone()), (a.student, a.epoch_losses.clone()));
+        // The student moved from its initialisation, and the teacher did not move at all.
+        let fresh = collect(&Finetuned::new(
+            reinit(info.encoder.init(&device), key(cfg.seed, Stream::Init, &[8])),
+            None,
+            info.encoder.output_dim(),
+            10,
+            cfg.seed,
+            &device,
+        ));
+        let w = |m: &BTreeMap<String, Named>, k: &str| values(&m[k].flat).unwrap();
+        assert_ne!(sa["head.weight"].1, w(&fresh, "head.weight"));
+        assert_eq!(tensors(&root.join("teacher.safetensors")), before);
+        let now = collect(&saved.network);
+        for (k, (_, v)) in &before {
+            assert_eq!(&w(&now, k), v, "{k}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
