@@ -40,6 +40,8 @@ struct Round {
     taken: usize,
     /// Why the group cannot go on (a replica failed, or deposited a different size).
     broken: Option<String>,
+    /// Sums completed so far.
+    completed: u64,
 }
 
 impl HostGroup {
@@ -78,6 +80,7 @@ impl HostGroup {
             r.arrived = 0;
             r.taken = 0;
             r.result = Some(Arc::new(sum));
+            r.completed += 1;
             self.changed.notify_all();
         } else {
             while r.result.is_none() && r.broken.is_none() {
@@ -92,6 +95,11 @@ impl HostGroup {
             self.changed.notify_all();
         }
         out
+    }
+
+    /// How many sums the group has completed.
+    pub fn completed(&self) -> u64 {
+        self.round.lock().unwrap_or_else(|p| p.into_inner()).completed
     }
 
     /// Mark the group broken by replica `rank` for `reason` and wake every waiting replica.

@@ -92,6 +92,16 @@ impl Replica {
         }
     }
 
+    /// How many all-reduces the group has completed (the host collective counts them; `None`
+    /// for burn's).
+    pub fn completed(&self) -> Option<u64> {
+        match &*self.link {
+            Link::Host(g) => Some(g.completed()),
+            #[cfg(feature = "cuda")]
+            Link::Burn(_) => None,
+        }
+    }
+
     /// The mean over the group of `x`.
     pub fn all_reduce_mean<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         self.all_reduce_sum(x).div_scalar(self.replicas as f64)
