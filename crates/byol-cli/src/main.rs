@@ -68,15 +68,25 @@ impl Observer for Bar {
 
 fn pretrain(args: PretrainArgs) -> Result<()> {
     let settings = args.config.settings();
+    let (rank, processes) = byol::collective::process_rank_and_count();
     let (cfg, run_dir, resume) = match &args.resume {
         // The run's recorded config (its newest checkpoint's header), with the flags given now on
-        // top; the library then loads the checkpoint and refuses a change of trajectory.
+        // top; the library then loads the checkpoint and refuses a change of trajectory (and of
+        // the number of processes).
         Some(dir) => (workflow::resume_config(dir, &settings)?, dir.clone(), true),
         None => {
             let dir = args.run_dir.clone().unwrap_or_else(|| workflow::new_run_dir(&args.config.config, std::time::SystemTime::now()));
-            (settings.resolve(&args.config.config)?, dir, false)
+            let mut cfg = settings.resolve(&args.config.config)?;
+            cfg.train.world = processes;
+            cfg.validate()?;
+            (cfg, dir, false)
         }
     };
+    if rank > 0 {
+        // One of several processes: rank 0 alone writes the run directory and reports.
+        byol::train::follow(&cfg, Some(&run_dir), resume).with_context(|| format!("rank {rank} of the run in {}", run_dir.display()))?;
+        return Ok(());
+    }
     eprintln!("run directory: {}", run_dir.display());
     // Held until the charts are drawn: no other process writes this directory meanwhile.
     let run = byol::train::RunDir::lock(&run_dir)?;
@@ -458,7 +468,17 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    #[cfg(feature = "mpi")]
+    let _mpi = byol::collective::mpi::init().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
     if let Err(e) = run() {
+        // One of several processes: end them all (none waits on this one), naming the failure.
+        #[cfg(feature = "mpi")]
+        if let Some(w) = byol::collective::mpi::world().filter(|w| w.size() > 1) {
+            w.abort(&format!("{e:#}"));
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -40,19 +40,33 @@ impl FileKind<'_> {
     }
 }
 
+fn digest_of(bytes: &BTreeMap<&String, Vec<u8>>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, b) in bytes {
+        hasher.update(name.as_bytes());
+        hasher.update(b);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 impl TensorFile {
+    fn bytes(&self) -> BTreeMap<&String, Vec<u8>> {
+        self.tensors.iter().map(|(n, (_, v))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect()
+    }
+
+    /// The SHA-256 of its tensors (each name, then its little-endian bytes, in name order), as
+    /// hexadecimal: equal digests, equal tensors.
+    pub fn digest(&self) -> String {
+        digest_of(&self.bytes())
+    }
+
     /// The file's bytes, marked as `kind`.
     pub fn to_bytes(&self, kind: FileKind<'_>) -> Result<Vec<u8>> {
-        let bytes: BTreeMap<&String, Vec<u8>> = self.tensors.iter().map(|(n, (_, v))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-        let mut hasher = Sha256::new();
-        for (name, b) in &bytes {
-            hasher.update(name.as_bytes());
-            hasher.update(b);
-        }
+        let bytes = self.bytes();
         let mut meta = self.meta.clone();
         meta.insert("format".into(), kind.format.into());
         meta.insert("version".into(), kind.version.into());
-        meta.insert("sha256".into(), format!("{:x}", hasher.finalize()));
+        meta.insert("sha256".into(), digest_of(&bytes));
         let views = bytes
             .iter()
             .map(|(n, b)| {

@@ -121,16 +121,23 @@ fn flex_values(t: &FlexTensor) -> Vec<f32> {
     t.to_contiguous().as_slice::<f32>().expect("f32 values").to_vec()
 }
 
-fn flex_sum(g: &HostGroup, rank: usize, t: &FlexTensor) -> FlexTensor {
+fn flex_sum(g: &dyn super::Summer, rank: usize, t: &FlexTensor) -> FlexTensor {
     let shape = t.layout().shape().clone();
     let sum = g.sum(rank, flex_values(t));
     FlexTensor::from_data(TensorData::new(sum.as_ref().clone(), shape))
 }
 
-/// See [`super::Replica::all_reduce_sum`].
-pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<HostGroup>, rank: usize, x: Tensor<D>) -> Tensor<D> {
+impl super::Summer for HostGroup {
+    fn sum(&self, rank: usize, values: Vec<f32>) -> Arc<Vec<f32>> {
+        HostGroup::sum(self, rank, values)
+    }
+}
+
+/// See [`super::Replica::all_reduce_sum`]: through `g`, the host rendezvous or another
+/// [`super::Summer`] (MPI), differentiable on `flex`.
+pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<dyn super::Summer>, rank: usize, x: Tensor<D>) -> Tensor<D> {
     if let Ok(xp) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let out = flex_sum(g, rank, xp.primitive());
+        let out = flex_sum(g.as_ref(), rank, xp.primitive());
         let out = match SumBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((g.clone(), rank), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
@@ -149,7 +156,7 @@ pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<HostGroup>, rank: usize, x:
 struct SumBackward;
 
 impl Backward<Flex, 1> for SumBackward {
-    type State = (Arc<HostGroup>, usize);
+    type State = (Arc<dyn super::Summer>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
@@ -157,7 +164,7 @@ impl Backward<Flex, 1> for SumBackward {
         let (g, rank) = ops.state;
         // Every replica's tape has this node (the graphs are the same), so every replica joins
         // this round even when its input needs no gradient.
-        let dx = flex_sum(&g, rank, &dy);
+        let dx = flex_sum(g.as_ref(), rank, &dy);
         if let Some(parent) = parent {
             grads.register::<Flex>(parent.id, dx);
         }
@@ -244,6 +251,7 @@ mod tests {
                     sc.spawn(move || {
                         let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
                         let x = t(&xs[rank]).require_grad();
+                        let g: Arc<dyn crate::collective::Summer> = g;
                         let s = all_reduce_sum(&g, rank, x.clone());
                         let grads = (t(&ws[rank]) * x.clone() * s).sum().backward();
                         x.grad(&grads).unwrap().into_data()

@@ -16,6 +16,8 @@
 //! and the loss average find it there, so that the model code takes no extra argument.
 
 pub mod host;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 #[cfg(feature = "cuda")]
 use burn::tensor::Device;
@@ -23,9 +25,19 @@ use burn::tensor::Tensor;
 use std::cell::RefCell;
 use std::sync::Arc;
 
+/// A sum over a group in host memory: every member calls `sum` with its rank and its values (of
+/// the same length), in the same order, and gets Σ over the members in rank order, the same bits
+/// on every member.
+pub trait Summer: Send + Sync + std::fmt::Debug {
+    fn sum(&self, rank: usize, values: Vec<f32>) -> Arc<Vec<f32>>;
+}
+
 /// How the replicas of a group exchange values.
 enum Link {
     Host(Arc<host::HostGroup>),
+    /// One replica per process, linked by MPI.
+    #[cfg(feature = "mpi")]
+    Mpi(Arc<mpi::MpiWorld>),
     #[cfg(feature = "cuda")]
     Burn(Arc<BurnGroup>),
 }
@@ -58,6 +70,22 @@ pub fn host_group(n: usize) -> Vec<Replica> {
     (0..n).map(|rank| Replica { rank, replicas: n, link: link.clone() }).collect()
 }
 
+/// This process's rank and the number of processes of the run: (0, 1), unless the process is
+/// one of an MPI world (a build with the `mpi` feature, started by `mpirun` or `srun`).
+pub fn process_rank_and_count() -> (usize, usize) {
+    #[cfg(feature = "mpi")]
+    if let Some(w) = mpi::world() {
+        return (w.rank(), w.size());
+    }
+    (0, 1)
+}
+
+/// This process's replica in the MPI world (one replica per process, rank and size MPI's).
+#[cfg(feature = "mpi")]
+pub fn mpi_replica(world: Arc<mpi::MpiWorld>) -> Replica {
+    Replica { rank: world.rank(), replicas: world.size(), link: Arc::new(Link::Mpi(world)) }
+}
+
 /// The replicas of a group over `devices` (one each) linked by burn's collectives (NCCL).
 #[cfg(feature = "cuda")]
 pub fn burn_group(devices: Vec<Device>) -> Vec<Replica> {
@@ -83,7 +111,9 @@ impl Replica {
     /// order; a replica that failed breaks the group and the others panic here, naming it.
     pub fn all_reduce_sum<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &*self.link {
-            Link::Host(g) => host::all_reduce_sum(g, self.rank, x),
+            Link::Host(g) => host::all_reduce_sum(&(g.clone() as Arc<dyn Summer>), self.rank, x),
+            #[cfg(feature = "mpi")]
+            Link::Mpi(w) => host::all_reduce_sum(&(w.clone() as Arc<dyn Summer>), self.rank, x),
             #[cfg(feature = "cuda")]
             Link::Burn(g) => {
                 use burn::tensor::distributed::{ReduceOperation, all_reduce};
@@ -97,6 +127,8 @@ impl Replica {
     pub fn completed(&self) -> Option<u64> {
         match &*self.link {
             Link::Host(g) => Some(g.completed()),
+            #[cfg(feature = "mpi")]
+            Link::Mpi(w) => Some(w.completed()),
             #[cfg(feature = "cuda")]
             Link::Burn(_) => None,
         }
@@ -113,6 +145,8 @@ impl Replica {
     pub fn fail(&self, reason: &str) {
         match &*self.link {
             Link::Host(g) => g.fail(self.rank, reason),
+            #[cfg(feature = "mpi")]
+            Link::Mpi(w) => w.abort(&format!("rank {} failed: {reason}", self.rank)),
             #[cfg(feature = "cuda")]
             Link::Burn(_) => {}
         }

@@ -132,8 +132,26 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
     serialize_state(state, cfg, None)
 }
 
+/// A digest of a state's tensors and step: equal digests, equal states.
+pub fn digest(state: &TrainState) -> Result<String> {
+    let mut file = tensors_of(state)?;
+    file.tensors.insert("step".into(), (vec![1], vec![state.step as f32]));
+    Ok(file.digest())
+}
+
 /// [`to_bytes_state`], with the fingerprint of the training data when known.
 fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fingerprint>) -> Result<Vec<u8>> {
+    let mut file = tensors_of(state)?;
+    file.meta.insert("step".into(), state.step.to_string());
+    file.meta.insert("config".into(), cfg.to_toml());
+    if let Some(d) = data {
+        file.meta.insert("data".into(), serde_json::to_string(d).expect("json"));
+    }
+    file.to_bytes(KIND)
+}
+
+/// Every tensor of a state, by name (`online/…`, `target/…`, `queue/…`, `probe/…`, `optim/…`).
+fn tensors_of(state: &TrainState) -> Result<TensorFile> {
     let mut file = TensorFile::default();
     let tensors = &mut file.tensors;
     // valid() syncs burn's lazily applied BatchNorm running-statistics updates.
@@ -164,12 +182,7 @@ fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fin
             tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), values(t)?));
         }
     }
-    file.meta.insert("step".into(), state.step.to_string());
-    file.meta.insert("config".into(), cfg.to_toml());
-    if let Some(d) = data {
-        file.meta.insert("data".into(), serde_json::to_string(d).expect("json"));
-    }
-    file.to_bytes(KIND)
+    Ok(file)
 }
 
 /// Delete the temporary files that a process killed while writing a checkpoint left behind.

@@ -48,6 +48,16 @@ pub struct TrainConfig {
     /// follows `batch-size`, the global batch.
     #[serde(default)]
     pub devices: Vec<crate::backend::DeviceId>,
+    /// Processes of the run (`mpirun -np N`, `srun -n N`; a build with the `mpi` feature): one
+    /// replica each, on its slice of `batch-size`. Set from the launch, not by hand: a run
+    /// refuses to start when it differs from the processes MPI reports, and to resume with
+    /// another number than it was started with.
+    #[serde(default = "d_one_usize")]
+    pub world: usize,
+}
+
+fn d_one_usize() -> usize {
+    1
 }
 
 fn d_ckpt() -> u64 {
@@ -100,11 +110,17 @@ impl TrainConfig {
                 format!("`{d}` is listed twice (entries {} and {})", t.devices.iter().position(|x| x == d).unwrap_or(0) + 1, i + 1),
             ));
         }
-        let n = t.devices.len().max(1);
+        if t.world == 0 {
+            return Err(Error::config("train.world", "must be at least 1"));
+        }
+        if t.world > 1 && t.devices.len() > 1 {
+            return Err(Error::config("train.devices", "a run on several processes (train.world > 1) takes one device per process, chosen by its local rank"));
+        }
+        let n = t.devices.len().max(1) * t.world;
         if !t.batch_size.is_multiple_of(n) || t.batch_size / n < 2 {
             return Err(Error::config(
                 "train.batch-size",
-                format!("{} must split into {n} equal shares (one per device in train.devices) of at least 2 images", t.batch_size),
+                format!("{} must split into {n} equal shares (one per device in train.devices, or per process) of at least 2 images", t.batch_size),
             ));
         }
         Ok(())

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 mod evaluate;
+mod follower;
 mod monitor;
 mod parallel;
 mod pretrain;
@@ -17,6 +18,7 @@ pub use evaluate::{
     features_of, finetune_of_encoder, finetune_of_network, indexed_features_of, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn,
     random_init_online,
 };
+pub use follower::follow;
 pub use parallel::Replicas;
 pub use pretrain::{RunOptions, pretrain, pretrain_in};
 pub use queue::Queue;

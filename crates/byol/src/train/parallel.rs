@@ -7,6 +7,10 @@
 //! Rank 0 runs on the caller's thread and is the state the loop logs, evaluates and
 //! checkpoints; ranks 1… run on threads of their own. The replicas exchange values through
 //! [`crate::collective`]: the host collective for CPU replicas on `flex`, burn's (NCCL) on `cuda`.
+//! In a run on several processes (an MPI world, feature `mpi`) each process holds one replica,
+//! its rank's share of the batch, and no threads ([`Replicas::mpi`]); rank 0's loop decides when
+//! the run stops ([`Replicas::agree_continue`]) and the other ranks follow
+//! ([`super::follow`]).
 
 use super::TrainState;
 use super::step::{Outcome, guarded_step};
@@ -92,9 +96,44 @@ impl Replicas {
         Ok(Replicas { lead: group[0].clone(), devices, sync_bn, objective: cfg.objective.clone(), on_non_finite: cfg.train.on_non_finite, workers })
     }
 
+    /// This process's replica in the MPI world ([`crate::collective::mpi`]): no threads of its
+    /// own; its share of each batch is its rank's. Checks that every rank starts from the same
+    /// `state` (a digest of its tensors, gathered: a rank that differs is named).
+    #[cfg(feature = "mpi")]
+    pub fn mpi(cfg: &ExperimentConfig, device: Device, world: std::sync::Arc<crate::collective::mpi::MpiWorld>, state: &TrainState) -> Result<Replicas> {
+        let digests = world.gather_u64(digest(state)?);
+        if let Some(r) = digests.iter().position(|&d| d != digests[0]) {
+            return Err(Error::Replica {
+                rank: r,
+                message: format!("starts from other weights than rank 0 (state digest {:016x} against {:016x})", digests[r], digests[0]),
+            });
+        }
+        let lead = crate::collective::mpi_replica(world);
+        Ok(Replicas {
+            lead,
+            devices: vec![device],
+            sync_bn: cfg.model.sync_bn.unwrap_or(true),
+            objective: cfg.objective.clone(),
+            on_non_finite: cfg.train.on_non_finite,
+            workers: Vec::new(),
+        })
+    }
+
     /// The number of replicas.
     pub fn count(&self) -> usize {
-        self.devices.len()
+        self.lead.replicas()
+    }
+
+    /// Whether the run goes on: rank 0's `go`, on every rank (the others of an MPI world follow
+    /// rank 0's loop, which alone knows of an interrupt, a time budget or `--max-steps`).
+    pub fn agree_continue(&self, go: bool) -> bool {
+        #[cfg(feature = "mpi")]
+        if self.workers.is_empty()
+            && let Some(w) = crate::collective::mpi::world()
+        {
+            return w.broadcast_u64(u64::from(go)) == 1;
+        }
+        go
     }
 
     /// One step of every replica on its slice of `view1`, `view2` ([B, 3, S, S], the global
@@ -115,7 +154,8 @@ impl Replicas {
                 return Err(self.first_failure(rank));
             }
         }
-        let (v1, v2) = (view1.narrow(0, 0, share), view2.narrow(0, 0, share)); // [B/R, 3, S, S]
+        let at = self.lead.rank() * share; // 0, but for a process of an MPI world
+        let (v1, v2) = (view1.narrow(0, at, share), view2.narrow(0, at, share)); // [B/R, 3, S, S]
         let (objective, on_non_finite) = (&self.objective, self.on_non_finite);
         let mine = replica_step(&self.lead, self.sync_bn, || guarded_step(state, v1, v2, lr, tau, objective, on_non_finite));
         let mut first_error = mine.as_ref().err().map(ToString::to_string);
@@ -158,6 +198,28 @@ impl Drop for Replicas {
             }
         }
     }
+}
+
+/// The processes of this run: the MPI world's size, or 1.
+pub(crate) fn world_size() -> usize {
+    crate::collective::process_rank_and_count().1
+}
+
+/// This process's replica when the run has several processes (an MPI world), else none.
+pub(crate) fn mpi_replicas(cfg: &ExperimentConfig, device: &Device, state: &TrainState) -> Result<Option<Replicas>> {
+    #[cfg(feature = "mpi")]
+    if let Some(w) = crate::collective::mpi::world().filter(|w| w.size() > 1) {
+        return Replicas::mpi(cfg, device.clone(), w, state).map(Some);
+    }
+    let _ = (cfg, device, state);
+    Ok(None)
+}
+
+/// A digest of a state's tensors (online network, target, optimizer slots) and step.
+#[cfg(feature = "mpi")]
+fn digest(state: &TrainState) -> Result<u64> {
+    let hex = super::checkpoint::digest(state)?;
+    u64::from_str_radix(&hex[..16], 16).map_err(|e| Error::checkpoint("<state>", e.to_string()))
 }
 
 /// The replicas of `devices` linked by the collective of `cfg.backend`.

@@ -51,8 +51,20 @@ pub(crate) struct Schedules {
 }
 
 impl Schedules {
+    /// The schedules of `cfg` over a training set of `n` images.
+    pub(crate) fn new(cfg: &ExperimentConfig, n: usize) -> Self {
+        let b = cfg.train.batch_size;
+        let spe = loader::steps_per_epoch(n, b);
+        Schedules {
+            peak_lr: schedule::peak_lr(cfg.optim.base_lr, b),
+            warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
+            total_steps: spe * cfg.train.epochs,
+            steps_per_epoch: spe,
+        }
+    }
+
     /// (learning rate, τ) of step `k` (0-based).
-    fn at(&self, target: &crate::config::TargetConfig, k: u64) -> (f64, f64) {
+    pub(crate) fn at(&self, target: &crate::config::TargetConfig, k: u64) -> (f64, f64) {
         (schedule::lr_at(self.peak_lr, k, self.warmup_steps, self.total_steps), ema::tau_at(target, k, self.total_steps))
     }
 }
@@ -104,28 +116,13 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
     };
     let Setup { cfg, mut state, device, mut replicas, train, test, data, skipped, schedules } = *setup;
     let b = cfg.train.batch_size;
-    let on_device = cfg.augment.placement.on_device(cfg.backend);
-    let spec = loader::LoaderSpec {
-        set: train.clone(),
-        aug: cfg.augment.clone(),
-        batch: b,
-        size: cfg.data.image_size,
-        seed: cfg.seed,
-        start: state.step,
-        end: schedules.total_steps,
-        workers: cfg.data.worker_threads(),
-        prefetch: cfg.data.prefetch_batches,
-        on_device,
-    };
-    let mut prefetch = match cfg.data.source {
-        data::Source::Shards { shuffle_buffer, .. } => loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels),
-        _ => loader::Prefetcher::new(spec),
-    };
+    let mut prefetch = prefetcher(&cfg, &train, state.step, schedules.total_steps);
     let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
     let ranks = replicas.as_ref().map_or(1, Replicas::count);
     let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: b / ranks, data: &data };
     let mut monitor = Monitor::start(&ctx, &mut state, skipped, obs)?;
-    while state.step < monitor.stop() {
+    let go_on = |step: u64, stop: u64, r: &Option<Replicas>| r.as_ref().map_or(step < stop, |r| r.agree_continue(step < stop));
+    while go_on(state.step, monitor.stop(), &replicas) {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
         debug_assert_eq!(batch.step, state.step);
         monitor.note_failures(batch.failures);
@@ -143,6 +140,49 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
     monitor.finish(&ctx, &state, started, obs)
 }
 
+/// The batches of steps `start`… `end` of `cfg`'s run over `train`, made ahead on worker threads.
+pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, start: u64, end: u64) -> loader::Prefetcher {
+    let spec = loader::LoaderSpec {
+        set: train.clone(),
+        aug: cfg.augment.clone(),
+        batch: cfg.train.batch_size,
+        size: cfg.data.image_size,
+        seed: cfg.seed,
+        start,
+        end,
+        workers: cfg.data.worker_threads(),
+        prefetch: cfg.data.prefetch_batches,
+        on_device: cfg.augment.placement.on_device(cfg.backend),
+    };
+    match cfg.data.source {
+        data::Source::Shards { shuffle_buffer, .. } => loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels),
+        _ => loader::Prefetcher::new(spec),
+    }
+}
+
+/// The devices of this process: `train.devices`, or the backend's first; in an MPI world, the
+/// one of this process's local rank (`cuda:<local rank>`, or `flex`).
+pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
+    let world = super::parallel::world_size();
+    if cfg.train.world != world {
+        return Err(Error::config(
+            "train.world",
+            format!("the config says {} process(es) and the run has {world}: resume a run with the number of processes it started with", cfg.train.world),
+        ));
+    }
+    #[cfg(feature = "mpi")]
+    if let Some(w) = crate::collective::mpi::world().filter(|w| w.size() > 1) {
+        return match cfg.backend {
+            crate::backend::BackendKind::Flex => Ok(vec![cfg.backend.device()?]),
+            b => Ok(vec![format!("{}:{}", b.name(), w.local_rank()).parse::<crate::backend::DeviceId>().map_err(|e| Error::config("backend", e))?.device()?]),
+        };
+    }
+    match cfg.train.devices.as_slice() {
+        [] => Ok(vec![cfg.backend.device()?]),
+        list => list.iter().map(|d| d.device()).collect(),
+    }
+}
+
 /// The devices, the state (new, or the checkpoint's when resuming), the data and the schedules;
 /// writes `config.toml` and `run.json`.
 fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn Observer) -> Result<Start> {
@@ -151,10 +191,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     checkpoint::remove_stale_temporaries(dir);
     // One device per replica (train.devices); rank 0's, on this thread, is the one the loop
     // evaluates and checkpoints on.
-    let devices = match cfg.train.devices.as_slice() {
-        [] => vec![cfg.backend.device()?],
-        list => list.iter().map(|d| d.device()).collect::<Result<Vec<_>>>()?,
-    };
+    let devices = devices_of(cfg)?;
     let device = devices[0].clone();
     cfg.train.precision.check(&device)?;
 
@@ -221,20 +258,14 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         Some((None, ckpt)) => tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display()),
         None => {}
     }
-    let spe = loader::steps_per_epoch(train.len(), b);
-    let total = spe * cfg.train.epochs;
+    let schedules = Schedules::new(cfg, train.len());
+    let (spe, total) = (schedules.steps_per_epoch, schedules.total_steps);
     if opts.resume && state.step >= total {
         // Resuming a finished run changes nothing: its evaluations and report stay as they are.
         if let Some(report) = run_dir::read_report(dir)? {
             return Ok(Start::Finished(Box::new(report)));
         }
     }
-    let schedules = Schedules {
-        peak_lr: schedule::peak_lr(cfg.optim.base_lr, b),
-        warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
-        total_steps: total,
-        steps_per_epoch: spe,
-    };
     let meta = serde_json::json!({
         "seed": cfg.seed,
         "backend": cfg.backend.name(),
@@ -249,7 +280,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     });
     std::fs::write(run.file(run_dir::RUN), serde_json::to_string_pretty(&meta).expect("json")).map_err(|e| Error::io(dir, e))?;
     let replicas = match devices.len() {
-        1 => None,
+        1 => super::parallel::mpi_replicas(cfg, &device, &state)?,
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
     };
     Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))

@@ -1,0 +1,49 @@
+//! The ranks after the first of a run on several processes (an MPI world, feature `mpi`): each
+//! builds the state rank 0 builds (the same seed, or the same checkpoint), draws the same global
+//! batches, and steps on its share of each in step with rank 0 ([`super::Replicas`] in MPI mode),
+//! until rank 0 says the run stops. They write nothing: rank 0 alone holds the run directory,
+//! logs, evaluates and checkpoints.
+
+use super::checkpoint;
+use super::pretrain::{Schedules, devices_of, prefetcher};
+use super::{Outcome, TrainState};
+use crate::augment::ViewPipeline;
+use crate::config::ExperimentConfig;
+use crate::{Error, Result, data};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Follow rank 0's run of `cfg`; with `resume`, from the newest checkpoint in `run_dir` (which
+/// every rank must see: a shared file system, or a copy). Returns the step it stopped at.
+pub fn follow(cfg: &ExperimentConfig, run_dir: Option<&Path>, resume: bool) -> Result<u64> {
+    let cfg = &ExperimentConfig { data: cfg.data.clone().with_absolute_paths(), ..cfg.clone() };
+    let device = devices_of(cfg)?.remove(0);
+    cfg.train.precision.check(&device)?;
+    let state = match (resume, run_dir) {
+        (true, Some(dir)) => checkpoint::read_latest(dir)?.0.state(&device)?,
+        (true, None) => return Err(Error::config("resume", "a rank resumes from the run directory's checkpoint: give the run directory")),
+        (false, _) => TrainState::init(cfg, &device),
+    };
+    let splits = data::load(&cfg.data, cfg.seed)?;
+    let train = Arc::new(splits.train);
+    let schedules = Schedules::new(cfg, train.len());
+    if state.step >= schedules.total_steps {
+        return Ok(state.step); // a finished run: rank 0 reports it without a step
+    }
+    let mut replicas =
+        super::parallel::mpi_replicas(cfg, &device, &state)?.ok_or_else(|| Error::config("train.world", "this process is not one of several"))?;
+    let mut prefetch = prefetcher(cfg, &train, state.step, schedules.total_steps);
+    let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
+    let b = cfg.train.batch_size;
+    let mut state = state;
+    while replicas.agree_continue(true) {
+        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
+        let (lr, tau) = schedules.at(&cfg.target, state.step);
+        let v1 = cfg.train.precision.cast(views[0].finish(batch.view1, b)); // [B, 3, S, S]
+        let v2 = cfg.train.precision.cast(views[1].finish(batch.view2, b)); // [B, 3, S, S]
+        state = match replicas.step(state, v1, v2, lr, tau)? {
+            Outcome::Applied(next, _) | Outcome::Skipped { state: next, .. } => next,
+        };
+    }
+    Ok(state.step)
+}
