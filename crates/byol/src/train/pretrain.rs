@@ -172,9 +172,19 @@ pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
     }
     #[cfg(feature = "mpi")]
     if let Some(w) = crate::collective::mpi::world().filter(|w| w.size() > 1) {
+        // The MPI sum is differentiable on `flex` only (collective/host.rs); GPUs across
+        // processes would take device `<backend>:<local rank>` once it is differentiable there.
         return match cfg.backend {
             crate::backend::BackendKind::Flex => Ok(vec![cfg.backend.device()?]),
-            b => Ok(vec![format!("{}:{}", b.name(), w.local_rank()).parse::<crate::backend::DeviceId>().map_err(|e| Error::config("backend", e))?.device()?]),
+            b => Err(Error::config(
+                "backend",
+                format!(
+                    "a run on several processes trains on `flex` only for now (the cross-process sum is differentiable there); `{}` is not supported across processes yet (rank {} of {})",
+                    b.name(),
+                    w.rank(),
+                    w.size()
+                ),
+            )),
         };
     }
     match cfg.train.devices.as_slice() {
