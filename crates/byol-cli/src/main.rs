@@ -172,13 +172,13 @@ fn eval_knn(args: KnnArgs) -> Result<()> {
         c.eval.knn.k = args.k.unwrap_or(c.eval.knn.k);
         c.eval.knn.temperature = args.temperature.unwrap_or(c.eval.knn.temperature);
     })?;
-    let r = byol::train::knn_of_encoder(&e.encoder, &e.config, &e.splits.train, &e.splits.test, &e.device)?;
+    let r = byol::train::knn_of_encoder(&e.encoder, &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
     let k = &e.config.eval.knn;
     println!(
         "kNN (k={}, T={}) on {} test images, {}: top-1 {:.2}%  top-5 {:.2}%",
         k.k,
         k.temperature,
-        e.splits.test.len(),
+        e.splits()?.test.len(),
         e.label,
         100.0 * r.top1,
         100.0 * r.top5
@@ -203,13 +203,13 @@ fn eval_linear(args: LinearArgs) -> Result<()> {
             c.eval.linear.learning_rates = lrs.clone();
         }
     })?;
-    let r = byol::train::linear_of_encoder(&e.encoder, &e.config, &e.splits.train, &e.splits.test, &e.device)?;
+    let r = byol::train::linear_of_encoder(&e.encoder, &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
     for (lr, acc) in &r.sweep {
         println!("  lr {lr:<6} validation top-1 {:.2}%", 100.0 * acc);
     }
     println!(
         "linear evaluation on {} test images, {} (lr {}): top-1 {:.2}%  top-5 {:.2}%  (train top-1 {:.2}%)",
-        e.splits.test.len(),
+        e.splits()?.test.len(),
         e.label,
         r.best_lr,
         100.0 * r.test.top1,
@@ -228,10 +228,11 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         f.learning_rate = args.lr.unwrap_or(f.learning_rate);
         f.from = args.from.unwrap_or(f.from);
     })?;
-    let test_images = e.splits.test.len();
+    let test_images = e.splits()?.test.len();
     // The clones share the parameters' storage (and BatchNorm's running statistics):
     // `e.encoder` and `e.projector` are not used again.
-    let (r, tuned) = byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits.train, &e.splits.test, &e.device)?;
+    let (r, tuned) =
+        byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
     println!(
         "fine-tuning on {} labelled images ({}, from the {}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
         r.labelled_images,
@@ -242,7 +243,7 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
     );
     record(&e, "finetune", serde_json::to_value(&r)?);
     if let Some(path) = &args.save_model {
-        byol::eval::classifier::save(&tuned, &workflow::classifier_info(&e, &r), path)?;
+        byol::eval::classifier::save(&tuned, &workflow::classifier_info(&e, &r)?, path)?;
         println!("wrote the fine-tuned classifier (a teacher for `byol distill`) to {}", path.display());
     }
     if let Some(path) = &args.save_encoder {
@@ -259,7 +260,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     if let Some(png) = &args.plot {
         let (points, labels) = e.tsne_map(&test, args.plot_points, args.perplexity)?;
         let title = format!("t-SNE of {} test representations ({}), perplexity {}", points.len(), e.label, args.perplexity);
-        chart::embedding(&points, &labels, e.classes(), &title, png).with_context(|| format!("writing {}", png.display()))?;
+        chart::embedding(&points, &labels, e.classes()?, &title, png).with_context(|| format!("writing {}", png.display()))?;
         println!("wrote the t-SNE map of {} test images to {}", points.len(), png.display());
     }
     Ok(())

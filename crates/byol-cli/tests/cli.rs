@@ -428,12 +428,14 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     assert!(!ok && err.contains("val.txt"), "{err}");
     let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc3"), &["--dataset", "voc"]);
     assert!(!ok && err.contains("expected `mosaic`, `mosaic:<grid>` or `voc:<path>`"), "{err}");
-    // Depth: on the built-in scenes, and on the same scenes written as files.
+    // Depth: on the built-in scenes, and on the same scenes written as files. Its data is its
+    // own: the image folder of `--data` is never read (here it does not exist).
     let tiny_depth = ["--epochs", "1", "--set", "transfer.depth.batch-size=4"];
+    let depth_out = out_dir("depth");
     let (ok, out, err) = byol(
         &[
-            &["transfer", "depth", "--checkpoint", d, "--out", &out_dir("depth"), "--set", "transfer.depth.data.train=8", "--set", "transfer.depth.data.val=2"]
-                [..],
+            &["transfer", "depth", "--checkpoint", d, "--data", "/nonexistent/byol-images", "--out", &depth_out][..],
+            &["--set", "transfer.depth.data.train=8", "--set", "transfer.depth.data.val=2"],
             &tiny_depth,
         ]
         .concat(),

@@ -13,18 +13,19 @@ use std::path::Path;
 
 /// The description `eval finetune --save-model` writes beside the fine-tuned network of the
 /// evaluation `e` whose result is `r`.
-pub fn classifier_info(e: &Evaluation, r: &FinetuneResult) -> ClassifierInfo {
+pub fn classifier_info(e: &Evaluation, r: &FinetuneResult) -> Result<ClassifierInfo> {
     let c = &e.config;
+    let train = &e.splits()?.train;
     let from_projector = c.eval.finetune.from == crate::eval::FinetuneFrom::ProjectorLayer1;
-    ClassifierInfo {
+    Ok(ClassifierInfo {
         encoder: c.model.encoder.clone(),
         stem_width: from_projector.then_some(c.model.projector.hidden),
-        classes: e.splits.train.classes.clone(),
+        classes: train.classes.clone(),
         image_size: c.data.image_size,
         mean: c.augment.mean,
         std: c.augment.std,
-        labelled: Some(Labelled { fraction: c.eval.finetune.label_fraction, seed: c.seed, of_images: e.splits.train.len(), images: r.labelled_images }),
-    }
+        labelled: Some(Labelled { fraction: c.eval.finetune.label_fraction, seed: c.seed, of_images: train.len(), images: r.labelled_images }),
+    })
 }
 
 /// A distillation ready to run: the teacher, the config, the data.

@@ -123,7 +123,9 @@ pub struct Evaluation {
     pub encoder: ResNet,
     /// The online projector of the same network (for `eval.finetune.from = "projector:1"`).
     pub projector: Mlp,
-    pub splits: Splits,
+    /// The config's data, read on first use ([`Evaluation::splits`]): a task that brings its
+    /// own data (depth estimation) never reads it.
+    splits: std::sync::OnceLock<Splits>,
     /// What the encoder is, for a report ("trained encoder (BYOL objective)", "random-init encoder").
     pub label: &'static str,
     /// The checkpoint's step.
@@ -166,8 +168,7 @@ impl Evaluation {
         let device = config.backend.device()?;
         let encoder = crate::model::export::import_encoder(&config.model.encoder, path, &device)?;
         let projector = random_init_online(&config, &device).projector;
-        let splits = crate::data::load(&config.data, config.seed)?;
-        Ok(Evaluation { config, device, encoder, projector, splits, label: "imported encoder", step: 0, run_dir: None })
+        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label: "imported encoder", step: 0, run_dir: None })
     }
 
     /// Load the checkpoint at `path` (a file or a run directory), apply `settings` to its config
@@ -196,10 +197,18 @@ impl Evaluation {
             (loaded.online(&device)?, label)
         };
         let (encoder, projector) = (online.encoder, online.projector);
-        let splits = crate::data::load(&config.data, config.seed)?;
         let dir = if path.is_dir() { Some(path) } else { path.parent() };
         let run_dir = dir.filter(|d| d.join(crate::train::run_dir::CONFIG).is_file()).map(Path::to_path_buf);
-        Ok(Evaluation { config, device, encoder, projector, splits, label, step: loaded.step, run_dir })
+        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: loaded.step, run_dir })
+    }
+
+    /// The config's data (training and test splits), read the first time it is asked for.
+    pub fn splits(&self) -> Result<&Splits> {
+        if let Some(s) = self.splits.get() {
+            return Ok(s);
+        }
+        let loaded = crate::data::load(&self.config.data, self.config.seed)?;
+        Ok(self.splits.get_or_init(|| loaded))
     }
 
     /// Append the result of `protocol` to the run directory's `evaluations.jsonl`, taking the
@@ -212,7 +221,7 @@ impl Evaluation {
             step: self.step,
             encoder: self.label.into(),
             data: self.config.data.source.shorthand(),
-            test_images: self.splits.test.len(),
+            test_images: self.splits()?.test.len(),
             settings: serde_json::to_value(&self.config.eval).expect("a config is JSON"),
             result,
             unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
@@ -225,7 +234,8 @@ impl Evaluation {
     /// The representation of every image of both splits (train first), written to `out` as a
     /// safetensors file (see [`crate::eval::embed`]); returned as (train, test).
     pub fn embed(&self, out: &Path) -> Result<(Features, Features)> {
-        let (train, test) = (&self.splits.train, &self.splits.test);
+        let splits = self.splits()?;
+        let (train, test) = (&splits.train, &splits.test);
         let ((tr, kept_tr), (te, kept_te)) = indexed_features_of(&self.encoder, &self.config, train, test, &self.device)?;
         let mut rows: Vec<Row> = kept_tr.iter().map(|&i| Row { name: train.names[i].clone(), split: "train" }).collect();
         rows.extend(kept_te.iter().map(|&i| Row { name: test.names[i].clone(), split: "test" }));
@@ -237,7 +247,7 @@ impl Evaluation {
     /// A 2-D t-SNE map ([`crate::eval::embed::tsne_2d`]) of a class-balanced, seeded subset of at
     /// most `points` rows of `features`: the coordinates and the label of each point.
     pub fn tsne_map(&self, features: &Features, points: usize, perplexity: f32) -> Result<(Vec<[f32; 2]>, Vec<usize>)> {
-        let classes = self.splits.train.classes.len();
+        let classes = self.splits()?.train.classes.len();
         let keep = crate::data::balanced_subset(&features.labels, classes, points.min(features.len()), self.config.seed);
         let d = features.dim;
         let values: Vec<f32> = keep.iter().flat_map(|&i| features.values[i * d..(i + 1) * d].iter().copied()).collect();
@@ -246,8 +256,8 @@ impl Evaluation {
     }
 
     /// The class names.
-    pub fn classes(&self) -> &[String] {
-        &self.splits.train.classes
+    pub fn classes(&self) -> Result<&[String]> {
+        Ok(&self.splits()?.train.classes)
     }
 }
 

@@ -76,7 +76,8 @@ fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: 
 fn samples(e: &Evaluation, data: &SegmentData) -> Result<(Vec<Sample>, Vec<Sample>, Vec<String>)> {
     match data {
         SegmentData::Mosaic { grid, tile, train, val } => {
-            let (tr, te) = (&e.splits.train, &e.splits.test);
+            let splits = e.splits()?;
+            let (tr, te) = (&splits.train, &splits.test);
             Ok((
                 mosaic_samples(tr, *train, *grid, *tile, e.config.seed, "train")?,
                 mosaic_samples(te, *val, *grid, *tile, e.config.seed, "val")?,
