@@ -6,34 +6,18 @@
 //! rank killed mid-run ends the job with an error in bounded time, its last checkpoint intact.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use byol::train::checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TINY: &[&str] = &[
-    "--set",
-    "model.encoder.base-width=4",
-    "--set",
-    "model.projector.hidden=32",
-    "--set",
-    "model.predictor.hidden=32",
-    "--set",
-    "data.image-size=16",
-    "--set",
-    "data.synthetic.train-per-class=8",
-    "--set",
-    "data.synthetic.test-per-class=4",
-    "--set",
-    "eval.knn.k=5",
-    "--set",
-    "train.log-every=1",
-    "--set",
-    "eval.online-probe.enabled=false",
-    "--batch-size",
-    "16",
-    "--no-baseline",
-];
+/// The common tiny run (2 epochs of 5 steps), every step logged, no probe, no baseline.
+fn tiny() -> Vec<String> {
+    let extra = ["--set", "train.log-every=1", "--set", "eval.online-probe.enabled=false", "--no-baseline"];
+    common::TINY.iter().chain(&extra).map(|s| s.to_string()).collect()
+}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("byol-mpi-{name}-{}", std::process::id()));
@@ -59,7 +43,7 @@ fn mpirun(groups: &[(usize, Vec<String>)]) -> Command {
 fn pretrain(dir: &Path, resume: bool, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["pretrain".into(), if resume { "--resume" } else { "--run-dir" }.into(), dir.display().to_string()];
     if !resume {
-        a.extend(TINY.iter().map(|s| s.to_string()));
+        a.extend(tiny());
     }
     a.extend(extra.iter().map(|s| s.to_string()));
     a
@@ -97,38 +81,36 @@ fn weight_gap(a: &Path, b: &Path) -> f64 {
     worst
 }
 
-/// 2 processes × 8 images with cross-process BatchNorm = 1 process × 16 images, to f32
+/// 2 processes × 8 images with cross-process BatchNorm = 1 process × 16 images over 10 steps, to f32
 /// rounding (the bounds of the thread replicas' test, `crates/byol/tests/parallel.rs`: the sums
 /// of the statistics and gradients are added in another order); without it, another model.
 #[test]
 fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     let d = tmp("equal");
-    let one = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("one"), false, &["--epochs", "1"])).output().unwrap();
+    let one = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("one"), false, &[])).output().unwrap();
     assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
-    let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &["--epochs", "1"]))]));
+    let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &[]))]));
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).matches("pre-trained 5 steps").count() == 1, "rank 0 alone reports");
-    let out = run(mpirun(&[(2, pretrain(&d.join("local"), false, &["--epochs", "1", "--set", "model.sync-bn=false"]))]));
+    assert!(String::from_utf8_lossy(&out.stdout).matches("pre-trained 10 steps").count() == 1, "rank 0 alone reports");
+    let out = run(mpirun(&[(2, pretrain(&d.join("local"), false, &["--set", "model.sync-bn=false"]))]));
     assert!(out.status.success());
     let (a, b, c) = (losses(&d.join("one")), losses(&d.join("two")), losses(&d.join("local")));
     let gap = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p - q).abs() / p.abs()).fold(0.0, f64::max);
-    assert_eq!((a.len(), b.len()), (5, 5));
+    assert_eq!((a.len(), b.len()), (10, 10));
     assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
     assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
     assert!(gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1, "without cross-process BatchNorm: {c:?}");
-    // 3 steps, then a resume of 2 on two processes: the 5 steps of an uninterrupted run, bit for bit.
-    let ten = ["--epochs", "2"];
-    assert!(run(mpirun(&[(2, pretrain(&d.join("full"), false, &ten))])).status.success());
-    assert!(run(mpirun(&[(2, pretrain(&d.join("half"), false, &[&ten[..], &["--max-steps", "3"]].concat()))])).status.success());
+    // 3 steps, then a resume of 7 on two processes: the 10 steps of the uninterrupted run, bit for bit.
+    assert!(run(mpirun(&[(2, pretrain(&d.join("half"), false, &["--max-steps", "3"]))])).status.success());
     // Another number of processes is refused, by field, and leaves the run as it was.
     let once = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("half"), true, &[])).output().unwrap();
     let err = String::from_utf8_lossy(&once.stderr);
     assert!(!once.status.success() && err.contains("train.world") && err.contains("2 process(es) and the run has 1"), "{err}");
     assert!(run(mpirun(&[(2, pretrain(&d.join("half"), true, &[]))])).status.success());
-    let (full, half) = (checkpoint::read_latest(&d.join("full")).unwrap().0, checkpoint::read_latest(&d.join("half")).unwrap().0);
+    let (full, half) = (checkpoint::read_latest(&d.join("two")).unwrap().0, checkpoint::read_latest(&d.join("half")).unwrap().0);
     assert_eq!((full.step, half.step), (10, 10));
     assert_eq!(full.sha256, half.sha256, "the resumed run's state differs");
-    assert_eq!(losses(&d.join("full")), losses(&d.join("half")));
+    assert_eq!(losses(&d.join("two")), losses(&d.join("half")));
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -164,7 +146,9 @@ fn pid_of_rank(rank: usize, dir: &Path) -> Option<u32> {
 fn a_killed_rank_ends_the_job_and_leaves_a_valid_checkpoint() {
     let d = tmp("kill");
     let run_dir = d.join("run");
-    let mut c = mpirun(&[(2, pretrain(&run_dir, false, &["--epochs", "400", "--set", "train.checkpoint-every=5"]))]);
+    // 4,000 images: 250 steps an epoch.
+    let long = ["--set", "data.synthetic.train-per-class=400", "--set", "train.checkpoint-every=5"];
+    let mut c = mpirun(&[(2, pretrain(&run_dir, false, &long))]);
     let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun");
     let start = Instant::now();
     while checkpoint::list(&run_dir).len() < 2 {

@@ -14,7 +14,7 @@ use crate::eval::{Finetuned, training_view, view_pixels};
 use crate::io::{FileKind, TensorFile};
 use crate::model::ResNetConfig;
 use crate::model::params::{Named, collect, count_trainable, load, reinit, require_grad};
-use crate::optim::{OptimConfig, OptimKind, Optimizer, schedule};
+use crate::optim::{OptimConfig, Optimizer, schedule};
 use crate::rng::{Stream, key, rng};
 use crate::train::{RunDir, checkpoint};
 use crate::transfer::tune::Progress;
@@ -121,19 +121,7 @@ fn trajectory_differences(now: &ExperimentConfig, recorded: &ExperimentConfig) -
 }
 
 fn optimizer(cfg: &DistillConfig) -> Optimizer {
-    OptimConfig {
-        kind: OptimKind::Sgd,
-        base_lr: cfg.learning_rate,
-        weight_decay: cfg.weight_decay,
-        momentum: 0.9,
-        nesterov: true,
-        trust_coefficient: 1e-3,
-        warmup_epochs: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-    }
-    .init()
+    OptimConfig::sgd(cfg.learning_rate, cfg.weight_decay, true).init()
 }
 
 fn values(t: &Tensor<1>) -> Result<Vec<f32>> {

@@ -9,7 +9,7 @@ use crate::data::{ImageSet, balanced_subset};
 use crate::eval::features::eval_batch;
 use crate::eval::linear::{Accuracy, top1_top5};
 use crate::model::{Mlp, ResNet, batch_norm_relu};
-use crate::optim::{OptimConfig, OptimKind, schedule};
+use crate::optim::{OptimConfig, schedule};
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -207,19 +207,7 @@ pub fn finetune(
     let b = cfg.batch_size.min(labelled.len());
     let ad = device.clone().autodiff();
     let mut model = crate::model::params::require_grad(Finetuned::new(encoder, stem, dim, classes, seed, &ad));
-    let mut opt = OptimConfig {
-        kind: OptimKind::Sgd,
-        base_lr: cfg.learning_rate,
-        weight_decay: 0.0,
-        momentum: 0.9,
-        nesterov: true,
-        trust_coefficient: 1e-3,
-        warmup_epochs: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-    }
-    .init();
+    let mut opt = OptimConfig::sgd(cfg.learning_rate, 0.0, true).init();
     let view = training_view();
     let spe = labelled.len() / b;
     let total = (spe * cfg.epochs) as u64;

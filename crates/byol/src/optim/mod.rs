@@ -108,6 +108,23 @@ impl OptimConfig {
     pub fn init(&self) -> Optimizer {
         Optimizer { cfg: self.clone(), state: BTreeMap::new() }
     }
+
+    /// SGD with momentum 0.9 (Nesterov's when `nesterov`), no warm-up: the optimiser of the
+    /// evaluation and transfer protocols (fine-tuning, distillation, the dense tasks).
+    pub fn sgd(learning_rate: f64, weight_decay: f64, nesterov: bool) -> Self {
+        OptimConfig {
+            kind: OptimKind::Sgd,
+            base_lr: learning_rate,
+            weight_decay,
+            momentum: 0.9,
+            nesterov,
+            trust_coefficient: d_eta(),
+            warmup_epochs: 0.0,
+            beta1: d_b1(),
+            beta2: d_b2(),
+            epsilon: d_eps(),
+        }
+    }
 }
 
 /// Whether a parameter is excluded from weight decay and LARS adaptation (biases, BatchNorm).

@@ -107,18 +107,7 @@ pub(super) fn d_pictures() -> usize {
 
 /// SGD with momentum 0.9 (no Nesterov), the optimizer of both dense protocols.
 fn sgd(learning_rate: f64, weight_decay: f64) -> crate::optim::OptimConfig {
-    crate::optim::OptimConfig {
-        kind: crate::optim::OptimKind::Sgd,
-        base_lr: learning_rate,
-        weight_decay,
-        momentum: 0.9,
-        nesterov: false,
-        trust_coefficient: 1e-3,
-        warmup_epochs: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
-    }
+    crate::optim::OptimConfig::sgd(learning_rate, weight_decay, false)
 }
 
 /// The learning rate at `step` of `total`: `base`, ×0.1 from 70 % and again from 90 % of
