@@ -440,6 +440,11 @@ fn bench_decode(args: BenchDecodeArgs) -> Result<()> {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    let (_, processes) = byol::collective::process_rank_and_count();
+    if processes > 1 && !matches!(cli.command, Command::Pretrain(_)) {
+        // Each process would run the whole command and write the same files.
+        anyhow::bail!("only `byol pretrain` runs on several processes; run this command once, without mpirun ({processes} processes here)");
+    }
     match cli.command {
         Command::Pretrain(a) => pretrain(a),
         Command::DumpConfig(a) => {

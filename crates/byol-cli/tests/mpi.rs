@@ -115,7 +115,7 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
 }
 
 /// Ranks that would start from different weights (here: another seed) are refused before a
-/// step, naming the rank.
+/// step, naming the rank; a command other than `pretrain` under `mpirun` is refused.
 #[test]
 fn ranks_that_start_from_different_weights_are_refused() {
     let d = tmp("seeds");
@@ -125,6 +125,10 @@ fn ranks_that_start_from_different_weights_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("replica 1") && err.contains("starts from other weights than rank 0"), "{err}");
     assert!(checkpoint::list(&d.join("run")).is_empty());
+    // Every other command would run once per process: refused.
+    let out = run(mpirun(&[(2, vec!["dump-config".into()])]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("only `byol pretrain` runs on several processes"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 
