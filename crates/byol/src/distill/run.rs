@@ -13,7 +13,7 @@ use crate::eval::linear::Accuracy;
 use crate::eval::{Finetuned, training_view, view_pixels};
 use crate::io::{FileKind, TensorFile};
 use crate::model::ResNetConfig;
-use crate::model::params::{Named, collect, count_trainable, load, reinit, require_grad};
+use crate::model::params::{Named, collect, count_trainable, load, named_from, reinit, require_grad, values};
 use crate::optim::{OptimConfig, Optimizer, schedule};
 use crate::rng::{Stream, key, rng};
 use crate::train::{RunDir, checkpoint};
@@ -124,30 +124,18 @@ fn optimizer(cfg: &DistillConfig) -> Optimizer {
     OptimConfig::sgd(cfg.learning_rate, cfg.weight_decay, true).init()
 }
 
-fn values(t: &Tensor<1>) -> Result<Vec<f32>> {
-    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))
-}
-
 fn save_checkpoint(dir: &Path, student: &Finetuned, optim: &Optimizer, step: u64, cfg: &ExperimentConfig, teacher: &Saved) -> Result<()> {
     let mut file = TensorFile::default();
     for (path, Named { flat, shape }) in collect(&student.valid()) {
         file.tensors.insert(format!("student/{path}"), (shape, values(&flat)?));
     }
-    for (path, slots) in &optim.state {
-        for (i, t) in slots.iter().enumerate() {
-            file.tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), values(t)?));
-        }
-    }
+    optim.save_state(&mut file.tensors)?;
     file.meta.insert("step".into(), step.to_string());
     file.meta.insert("config".into(), cfg.to_toml());
     file.meta.insert("teacher".into(), teacher.sha256.clone());
     file.meta.insert("teacher-path".into(), teacher.path.display().to_string());
     file.write(&checkpoint::path_for(dir, step), CHECKPOINT_KIND)?;
-    for (_, old) in checkpoint::list(dir).into_iter().skip(KEEP) {
-        if let Err(e) = std::fs::remove_file(&old) {
-            tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
-        }
-    }
+    checkpoint::prune(dir, KEEP);
     Ok(())
 }
 
@@ -165,25 +153,12 @@ fn resume(dir: &Path, fresh: Finetuned, cfg: &ExperimentConfig, teacher_sha256: 
         return Err(err(format!("resuming with other settings would change the run: {}", changed.join("; "))));
     }
     let step: u64 = file.meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in its metadata".into()))?;
-    let tensor = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-    let named: BTreeMap<String, Named> = file
-        .tensors
-        .iter()
-        .filter_map(|(k, (shape, v))| k.strip_prefix("student/").map(|p| (p.to_string(), Named { flat: tensor(v), shape: shape.clone() })))
-        .collect();
-    let (student, missing) = load(fresh, &named);
+    let (student, missing) = load(fresh, &named_from(&file.tensors, "student/", device));
     if !missing.is_empty() {
         return Err(err(format!("student tensors missing: {missing:?}")));
     }
     let mut optim = optimizer(&cfg.distill);
-    for (k, (_, v)) in file.tensors.iter().filter(|(k, _)| k.starts_with("optim/")) {
-        let (p, i) = k["optim/".len()..].rsplit_once('/').ok_or_else(|| err(format!("bad optimiser tensor name {k}")))?;
-        let slots = optim.state.entry(p.to_string()).or_default();
-        if i.parse::<usize>().ok() != Some(slots.len()) {
-            return Err(err(format!("optimiser slots out of order at {k}")));
-        }
-        slots.push(tensor(v));
-    }
+    optim.load_state(&file.tensors, device)?;
     Ok((student, optim, step))
 }
 

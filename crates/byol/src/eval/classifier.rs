@@ -8,14 +8,13 @@
 use crate::augment::AugmentConfig;
 use crate::eval::{Finetuned, ProjectorLayer};
 use crate::io::{FileKind, TensorFile};
-use crate::model::params::{Named, collect, load};
+use crate::model::params::{Named, collect, load, named_from, values};
 use crate::model::{MlpConfig, ResNetConfig};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What a classifier file's metadata says it is.
@@ -74,8 +73,7 @@ pub struct Saved {
 pub fn save(network: &Finetuned, info: &ClassifierInfo, path: &Path) -> Result<()> {
     let mut file = TensorFile::default();
     for (name, Named { flat, shape }) in collect(&network.valid()) {
-        let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
-        file.tensors.insert(name, (shape, v));
+        file.tensors.insert(name, (shape, values(&flat)?));
     }
     file.meta.insert("classifier".into(), serde_json::to_string(info).expect("json"));
     file.write(path, KIND)
@@ -93,18 +91,14 @@ pub fn read(path: &Path, device: &Device) -> Result<Saved> {
     let stem = info.stem_width.map(|w| ProjectorLayer::of(MlpConfig { hidden: w, output: 1, layers: 2 }.init(d, device)));
     let head = LinearConfig::new(info.stem_width.unwrap_or(d), info.classes.len()).init(device);
     let shell = Finetuned { encoder, stem, head };
-    let values: BTreeMap<String, Named> = file
-        .tensors
-        .iter()
-        .map(|(k, (shape, v))| (k.clone(), Named { flat: Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device), shape: shape.clone() }))
-        .collect();
+    let named = named_from(&file.tensors, "", device);
     let expected = collect(&shell).len();
-    let (network, missing) = load(shell, &values);
+    let (network, missing) = load(shell, &named);
     if !missing.is_empty() {
         return Err(err(format!("tensors missing or of another shape than its description says: {missing:?}")));
     }
-    if values.len() != expected {
-        return Err(err(format!("{} tensors, where its description makes {expected}", values.len())));
+    if named.len() != expected {
+        return Err(err(format!("{} tensors, where its description makes {expected}", named.len())));
     }
     Ok(Saved { network: network.valid(), info, sha256: file.sha256().to_string(), path: path.to_path_buf() })
 }
@@ -113,6 +107,7 @@ pub fn read(path: &Path, device: &Device) -> Result<Saved> {
 mod tests {
     use super::*;
     use crate::model::Stem;
+    use burn::tensor::{Tensor, TensorData};
 
     /// A saved classifier (with a projector layer whose BatchNorm statistics are not fresh)
     /// reads back tensor for tensor, gives the same logits, and a file whose description does

@@ -56,6 +56,28 @@ impl ModuleVisitor for Collector {
     }
 }
 
+/// Tensors by name as files hold them: (shape, row-major values).
+pub type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The values of a rank-1 tensor, on the host.
+pub fn values(t: &Tensor<1>) -> crate::Result<Vec<f32>> {
+    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| crate::Error::checkpoint("<memory>", format!("{e:?}")))
+}
+
+/// The tensors of `tensors` whose name starts with `prefix`, by the rest of their name, on
+/// `device` (what [`load`] takes).
+pub fn named_from(tensors: &HostTensors, prefix: &str, device: &burn::tensor::Device) -> BTreeMap<String, Named> {
+    tensors
+        .iter()
+        .filter_map(|(k, (shape, v))| {
+            k.strip_prefix(prefix).map(|path| {
+                let flat = Tensor::<1>::from_data(burn::tensor::TensorData::new(v.clone(), [v.len()]), device);
+                (path.to_string(), Named { flat, shape: shape.clone() })
+            })
+        })
+        .collect()
+}
+
 /// Every float tensor of `module` (parameters and BatchNorm buffers) by path, without autodiff.
 ///
 /// Call it on `module.valid()` (or a module whose BatchNorm updates are synced): burn applies

@@ -145,6 +145,32 @@ impl Optimizer {
         &self.cfg
     }
 
+    /// Write the state into `out` as `optim/<path>/<slot>` (what a checkpoint holds).
+    pub fn save_state(&self, out: &mut crate::model::params::HostTensors) -> Result<()> {
+        for (path, slots) in &self.state {
+            for (i, t) in slots.iter().enumerate() {
+                out.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), crate::model::params::values(t)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// Read back the state [`Optimizer::save_state`] wrote, onto `device`.
+    pub fn load_state(&mut self, tensors: &crate::model::params::HostTensors, device: &burn::tensor::Device) -> Result<()> {
+        for (k, (_, v)) in tensors {
+            if let Some(rest) = k.strip_prefix("optim/") {
+                let (path, idx) = rest.rsplit_once('/').ok_or_else(|| Error::checkpoint(k, "bad optimizer tensor name"))?;
+                let idx: usize = idx.parse().map_err(|_| Error::checkpoint(k, "bad optimizer slot"))?;
+                let slots = self.state.entry(path.to_string()).or_default();
+                if slots.len() != idx {
+                    return Err(Error::checkpoint(k, "optimizer slots out of order"));
+                }
+                slots.push(Tensor::from_data(burn::tensor::TensorData::new(v.clone(), [v.len()]), device));
+            }
+        }
+        Ok(())
+    }
+
     /// Apply one update with learning rate `lr` to every parameter of `module`. `step` is the
     /// 1-based update count (Adam's bias correction).
     ///

@@ -12,7 +12,7 @@ use super::{Queue, TrainState};
 use crate::config::{ExperimentConfig, ObjectiveKind, TargetMode};
 use crate::data::Fingerprint;
 use crate::io::{FileKind, TensorFile, write_atomic};
-use crate::model::params::{Named, collect, load};
+use crate::model::params::{HostTensors, Named, collect, load, named_from, values};
 use crate::model::{Online, Target};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -51,12 +51,17 @@ pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
 pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, data: &Fingerprint, keep: usize) -> Result<std::path::PathBuf> {
     let path = path_for(dir, state.step);
     write_atomic(&path, &serialize_state(state, cfg, Some(data))?)?;
+    prune(dir, keep);
+    Ok(path)
+}
+
+/// Delete all but the newest `keep` (at least one) checkpoints of `dir`.
+pub fn prune(dir: &Path, keep: usize) {
     for (_, old) in list(dir).into_iter().skip(keep.max(1)) {
         if let Err(e) = std::fs::remove_file(&old) {
             tracing::warn!("could not remove old checkpoint {}: {e}", old.display());
         }
     }
-    Ok(path)
 }
 
 /// `read` applied to the checkpoints of `dir`, newest first, until one succeeds; each newer one
@@ -123,10 +128,6 @@ pub fn read_path_or_dir(path: &Path) -> Result<Loaded> {
     if path.is_dir() { read_latest(path).map(|(l, _)| l) } else { read(path) }
 }
 
-fn values(t: &Tensor<1>) -> Result<Vec<f32>> {
-    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint("<memory>", format!("{e:?}")))
-}
-
 /// Serialise a state and its config.
 pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<u8>> {
     serialize_state(state, cfg, None)
@@ -177,11 +178,7 @@ fn tensors_of(state: &TrainState) -> Result<TensorFile> {
         tensors.insert("probe/b".into(), (p.b.dims().to_vec(), values(&p.b)?));
         tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), values(&p.mb)?));
     }
-    for (path, slots) in &state.optim.state {
-        for (i, t) in slots.iter().enumerate() {
-            tensors.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), values(t)?));
-        }
-    }
+    state.optim.save_state(tensors)?;
     Ok(file)
 }
 
@@ -211,7 +208,7 @@ pub struct Loaded {
     pub sha256: String,
     /// The training data the run was on (checkpoints written by `pretrain`).
     pub data: Option<Fingerprint>,
-    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: HostTensors,
 }
 
 /// Read and verify a checkpoint file.
@@ -228,16 +225,7 @@ pub fn read(path: &Path) -> Result<Loaded> {
 
 impl Loaded {
     fn named(&self, prefix: &str, device: &Device) -> BTreeMap<String, Named> {
-        let p = format!("{prefix}/");
-        self.tensors
-            .iter()
-            .filter_map(|(k, (shape, v))| {
-                k.strip_prefix(&p).map(|path| {
-                    let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-                    (path.to_string(), Named { flat, shape: shape.clone() })
-                })
-            })
-            .collect()
+        named_from(&self.tensors, &format!("{prefix}/"), device)
     }
 
     /// The online network only (for evaluation and export).
@@ -276,17 +264,7 @@ impl Loaded {
             _ => None,
         };
         let mut optim = self.config.optim.init();
-        for (k, (_, v)) in &self.tensors {
-            if let Some(rest) = k.strip_prefix("optim/") {
-                let (path, idx) = rest.rsplit_once('/').ok_or_else(|| Error::checkpoint(k, "bad optimizer tensor name"))?;
-                let idx: usize = idx.parse().map_err(|_| Error::checkpoint(k, "bad optimizer slot"))?;
-                let slots = optim.state.entry(path.to_string()).or_default();
-                if slots.len() != idx {
-                    return Err(Error::checkpoint(k, "optimizer slots out of order"));
-                }
-                slots.push(Tensor::from_data(TensorData::new(v.clone(), [v.len()]), device));
-            }
-        }
+        optim.load_state(&self.tensors, device)?;
         let probe = match (self.tensors.get("probe/w"), self.tensors.get("probe/mw"), self.tensors.get("probe/b"), self.tensors.get("probe/mb")) {
             (Some((ws, w)), Some((_, mw)), Some((bs, b)), Some((_, mb))) if ws.len() == 2 && bs.len() == 1 => {
                 let two = |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [ws[0], ws[1]]), device);

@@ -161,7 +161,7 @@ pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, st
 }
 
 /// The devices of this process: `train.devices`, or the backend's first; in an MPI world, the
-/// one of this process's local rank (`cuda:<local rank>`, or `flex`).
+/// process's `flex` device (other backends are refused across processes for now).
 pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
     let world = super::parallel::world_size();
     if cfg.train.world != world {
