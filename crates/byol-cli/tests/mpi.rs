@@ -114,6 +114,42 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// On a GPU backend (`wgpu`; in CI Mesa's lavapipe, a Vulkan device on the CPU, one per
+/// process) the cross-process sums are staged through host memory (`collective/host.rs`): 2
+/// processes × 8 images with cross-process BatchNorm take the steps of 1 process × 16 images, to
+/// the bounds of the `flex` test; without it, another model.
+#[cfg(feature = "wgpu")]
+#[test]
+fn two_gpu_processes_take_the_steps_of_one() {
+    let d = tmp("wgpu");
+    let gpu = ["--backend", "wgpu"];
+    let one = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("one"), false, &gpu)).output().unwrap();
+    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &gpu))]));
+    assert!(out.status.success());
+    // Each rank keeps its own kernel and autotune cache: two processes opening one database at
+    // once leave the second unable to store anything (CubeCL: "database is readonly").
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("database is readonly"), "the ranks share one GPU cache");
+    let local = [&gpu[..], &["--set", "model.sync-bn=false"]].concat();
+    assert!(run(mpirun(&[(2, pretrain(&d.join("local"), false, &local))])).status.success());
+    let run_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("two/run.json")).unwrap()).unwrap();
+    assert_eq!(run_json["backend"], "wgpu");
+    let (a, b, c) = (losses(&d.join("one")), losses(&d.join("two")), losses(&d.join("local")));
+    let gap = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p - q).abs() / p.abs()).fold(0.0, f64::max);
+    assert_eq!((a.len(), b.len()), (10, 10));
+    println!(
+        "loss gap {:e}, weight gap {:e}; without cross-process BatchNorm {:e}, {:e}",
+        gap(&a, &b),
+        weight_gap(&d.join("one"), &d.join("two")),
+        gap(&a, &c),
+        weight_gap(&d.join("one"), &d.join("local"))
+    );
+    assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
+    assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
+    assert!(gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1, "without cross-process BatchNorm: {c:?}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// Ranks that would start from different weights (here: another seed) are refused before a
 /// step, naming the rank; a command other than `pretrain` under `mpirun` is refused.
 #[test]

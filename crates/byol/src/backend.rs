@@ -55,6 +55,27 @@ impl BackendKind {
         }
     }
 
+    /// The device of the process of local rank `local_rank` on its machine, one of several
+    /// processes of a run (an MPI world): `cuda:<local rank>`, or `cuda:0` when the process sees
+    /// one GPU (`CUDA_VISIBLE_DEVICES` set per rank, as Slurm's `--gpus-per-task=1` does); on
+    /// `wgpu` the device wgpu ranks first; on `flex` the CPU (each process's share of the cores
+    /// is its launcher's binding, see the README).
+    pub fn process_device(self, local_rank: usize) -> Result<Device> {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        use_gpu_cache(Some(local_rank));
+        match self {
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let visible = Device::enumerate(burn::tensor::DeviceType::Cuda).len();
+                cuda_device(if visible == 1 { 0 } else { local_rank })
+            }
+            _ => {
+                let _ = local_rank;
+                self.device()
+            }
+        }
+    }
+
     /// The error for a backend whose cargo feature (named as the backend) this build lacks.
     #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
     fn not_built(self) -> Error {
@@ -157,7 +178,7 @@ fn wgpu_device() -> Result<Device> {
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, needs: &str) -> Result<Device> {
     use burn::tensor::Tensor;
-    use_gpu_cache();
+    use_gpu_cache(None);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
@@ -203,9 +224,11 @@ pub fn gpu_build() -> GpuBuild {
 }
 
 /// The folder CubeCL keeps its environment in for a GPU run of `byol`: the autotune results
-/// (which kernel won for each shape) and the compiled kernels, one database file shared safely
-/// by concurrent processes (SQLite-style WAL), so a second run on the same GPU neither tunes nor
-/// compiles again. `BYOL_GPU_CACHE` if set; else `$XDG_CACHE_HOME/byol/cubecl`; else
+/// (which kernel won for each shape) and the compiled kernels, one database file, so a second run
+/// on the same GPU neither tunes nor compiles again. A process that finds the file held by another
+/// one running at the same time reads nothing from it and stores nothing (CubeCL warns "database
+/// is readonly" per kernel and tunes again), so the processes of one run on several processes each
+/// keep their own folder, `rank-<local rank>` inside this one ([`BackendKind::process_device`]). `BYOL_GPU_CACHE` if set; else `$XDG_CACHE_HOME/byol/cubecl`; else
 /// `~/.cache/byol/cubecl`; else a folder in the temporary directory. Deleting it costs one
 /// tuning run. A `cubecl.toml` (or `[cubecl]` in `burn.toml`) in the working directory or above
 /// that sets `[environment] path` to something other than CubeCL's default keeps its own place.
@@ -225,17 +248,22 @@ fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> std::path
         .unwrap_or_else(|| std::env::temp_dir().join("byol-cubecl"))
 }
 
-/// Point CubeCL's environment at [`gpu_cache_dir`] before the first GPU device is made. CubeCL's
-/// own default is the `target/` folder of whichever Cargo workspace the working directory is in,
-/// else the user cache: a cache that moves with the directory a run is started from.
+/// Point CubeCL's environment at [`gpu_cache_dir`] (its `rank-<local rank>` folder for one of
+/// several processes of a run) before the first GPU device is made. CubeCL's own default is the
+/// `target/` folder of whichever Cargo workspace the working directory is in, else the user
+/// cache: a cache that moves with the directory a run is started from.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn use_gpu_cache() {
+fn use_gpu_cache(local_rank: Option<usize>) {
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
         if matches!(config.environment.path, CacheConfig::Target) {
-            config.environment.path = CacheConfig::Directory(gpu_cache_dir());
+            let dir = gpu_cache_dir();
+            config.environment.path = CacheConfig::Directory(match local_rank {
+                Some(r) => dir.join(format!("rank-{r}")),
+                None => dir,
+            });
         }
         let dir = config.environment.path.root();
         if CubeClRuntimeConfig::try_set(config) {

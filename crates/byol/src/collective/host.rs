@@ -12,9 +12,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::{Tensor, TensorData};
+use burn::backend::{Backend, TensorMetadata};
+use burn::tensor::{Tensor, TensorData, read_sync};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// The rendezvous of a group's replicas.
@@ -116,15 +117,15 @@ fn check(r: &Round) {
     }
 }
 
-/// The values of a `flex` tensor, row-major.
-fn flex_values(t: &FlexTensor) -> Vec<f32> {
-    t.to_contiguous().as_slice::<f32>().expect("f32 values").to_vec()
-}
-
-fn flex_sum(g: &dyn super::Summer, rank: usize, t: &FlexTensor) -> FlexTensor {
-    let shape = t.layout().shape().clone();
-    let sum = g.sum(rank, flex_values(t));
-    FlexTensor::from_data(TensorData::new(sum.as_ref().clone(), shape))
+/// Σ over the group of a backend tensor, staged through host memory: the device's values are
+/// read back, summed in rank order by `g`, and written to a new tensor on the same device with
+/// the same element type.
+fn primitive_sum<B: Backend>(g: &dyn super::Summer, rank: usize, t: FloatTensor<B>) -> FloatTensor<B> {
+    let (device, shape, dtype) = (t.device(), t.shape(), t.dtype());
+    let data = read_sync(B::float_into_data(t)).unwrap_or_else(|e| panic!("reading a tensor back for the collective: {e:?}"));
+    let values = data.convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let sum = g.sum(rank, values);
+    B::float_from_data(TensorData::new(sum.as_ref().clone(), shape).convert_dtype(dtype), &device)
 }
 
 impl super::Summer for HostGroup {
@@ -133,18 +134,32 @@ impl super::Summer for HostGroup {
     }
 }
 
+/// Σ over the group of `$x` when it is an autodiff tensor of backend `$B`, recorded as one node
+/// whose backward pass is the same sum (returned from the enclosing function); otherwise `$x`.
+macro_rules! tracked_sum {
+    ($B:ty, $g:expr, $rank:expr, $x:expr) => {
+        match $x.clone().try_into_primitive::<Autodiff<$B>>() {
+            Ok(xp) => {
+                let out = primitive_sum::<$B>($g.as_ref(), $rank, xp.primitive().clone());
+                let out = match SumBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
+                    OpsKind::Tracked(prep) => prep.finish(($g.clone(), $rank), out),
+                    OpsKind::UnTracked(prep) => prep.finish(out),
+                };
+                return Tensor::from_primitive::<Autodiff<$B>>(out);
+            }
+            Err(_) => $x,
+        }
+    };
+}
+
 /// See [`super::Replica::all_reduce_sum`]: through `g`, the host rendezvous or another
-/// [`super::Summer`] (MPI), differentiable on `flex`.
+/// [`super::Summer`] (MPI), differentiable on `flex` and on the GPU backends (`cuda`, `wgpu`:
+/// burn's `Cube`), whose values are staged through host memory.
 pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<dyn super::Summer>, rank: usize, x: Tensor<D>) -> Tensor<D> {
-    if let Ok(xp) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let out = flex_sum(g.as_ref(), rank, xp.primitive());
-        let out = match SumBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((g.clone(), rank), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        };
-        return Tensor::from_primitive::<Autodiff<Flex>>(out);
-    }
-    assert!(!x.is_autodiff(), "the host collective differentiates on `flex` only; on a GPU use burn's collectives (cuda)");
+    let x = tracked_sum!(Flex, g, rank, x);
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    let x = tracked_sum!(burn::backend::Cube, g, rank, x);
+    assert!(!x.is_autodiff(), "the host collective differentiates on `flex`, `cuda` and `wgpu` only");
     let (device, dims) = (x.device(), x.dims());
     let values = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
     let sum = g.sum(rank, values);
@@ -155,18 +170,18 @@ pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<dyn super::Summer>, rank: u
 #[derive(Debug)]
 struct SumBackward;
 
-impl Backward<Flex, 1> for SumBackward {
+impl<B: Backend> Backward<B, 1> for SumBackward {
     type State = (Arc<dyn super::Summer>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [parent] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
+        let dy = grads.consume::<B>(&ops.node);
         let (g, rank) = ops.state;
         // Every replica's tape has this node (the graphs are the same), so every replica joins
         // this round even when its input needs no gradient.
-        let dx = flex_sum(g.as_ref(), rank, &dy);
+        let dx = primitive_sum::<B>(g.as_ref(), rank, dy);
         if let Some(parent) = parent {
-            grads.register::<Flex>(parent.id, dx);
+            grads.register::<B>(parent.id, dx);
         }
     }
 }

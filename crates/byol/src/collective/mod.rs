@@ -3,11 +3,14 @@
 //! so that a loss that depends on other replicas' activations through it, as cross-replica
 //! BatchNorm's does, gets the gradient of the sum of all replicas' losses).
 //!
-//! Two implementations behind [`Replica::all_reduce_sum`]:
+//! Three implementations behind [`Replica::all_reduce_sum`]:
 //! - **host** ([`host`]): replicas are threads of this process; each sum goes through host memory,
 //!   added in rank order (so every replica gets bit-identical values and a run is reproducible).
 //!   Differentiable on `flex`, the CPU backend: several CPU replicas train together, which is how
 //!   data parallelism is tested here.
+//! - **MPI** ([`mpi`], feature `mpi`): one replica per process; the same host-memory sum in rank
+//!   order, the values carried by MPI. Differentiable on `flex` and, staged through host memory
+//!   (device → host → MPI → device), on the GPU backends (`cuda`, `wgpu`).
 //! - **burn** (`cuda`): `burn::tensor::distributed::all_reduce`, NCCL inside one process, one
 //!   thread per GPU; burn's autodiff makes it differentiable the same way.
 //!

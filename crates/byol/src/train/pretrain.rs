@@ -160,8 +160,8 @@ pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, st
     }
 }
 
-/// The devices of this process: `train.devices`, or the backend's first; in an MPI world, the
-/// process's `flex` device (other backends are refused across processes for now).
+/// The devices of this process: `train.devices`, or the backend's first; in an MPI world, one:
+/// the device of the process's local rank ([`crate::backend::BackendKind::process_device`]).
 pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
     let world = super::parallel::world_size();
     if cfg.train.world != world {
@@ -172,20 +172,7 @@ pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
     }
     #[cfg(feature = "mpi")]
     if let Some(w) = crate::collective::mpi::world().filter(|w| w.size() > 1) {
-        // The MPI sum is differentiable on `flex` only (collective/host.rs); GPUs across
-        // processes would take device `<backend>:<local rank>` once it is differentiable there.
-        return match cfg.backend {
-            crate::backend::BackendKind::Flex => Ok(vec![cfg.backend.device()?]),
-            b => Err(Error::config(
-                "backend",
-                format!(
-                    "a run on several processes trains on `flex` only for now (the cross-process sum is differentiable there); `{}` is not supported across processes yet (rank {} of {})",
-                    b.name(),
-                    w.rank(),
-                    w.size()
-                ),
-            )),
-        };
+        return Ok(vec![cfg.backend.process_device(w.local_rank())?]);
     }
     match cfg.train.devices.as_slice() {
         [] => Ok(vec![cfg.backend.device()?]),
