@@ -310,8 +310,11 @@ pub struct FinetuneArgs {
     pub labels: f64,
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
+    /// Learning rate, or several separated by commas (`0.5,0.05`): each is tried and the one
+    /// with the best top-1 on held-out training images is kept (`eval.finetune.learning-rates`,
+    /// `eval.finetune.validation-fraction`).
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub lr: Option<Vec<f64>>,
     /// Where the classifier goes: `encoder` (the paper's protocol) or `projector:1` (on the
     /// projector's first layer, fine-tuned with the encoder: SimCLR v2's). Sets
     /// `eval.finetune.from`.

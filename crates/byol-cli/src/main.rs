@@ -225,7 +225,7 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         let f = &mut c.eval.finetune;
         f.label_fraction = args.labels;
         f.epochs = args.epochs.unwrap_or(f.epochs);
-        f.learning_rate = args.lr.unwrap_or(f.learning_rate);
+        f.learning_rates = args.lr.clone().unwrap_or_else(|| f.learning_rates.clone());
         f.from = args.from.unwrap_or(f.from);
     })?;
     let test_images = e.splits()?.test.len();
@@ -233,11 +233,15 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
     // `e.encoder` and `e.projector` are not used again.
     let (r, tuned) =
         byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
+    for (lr, top1) in &r.sweep {
+        println!("learning rate {lr}: top-1 {:.2}% on {} held-out training images", 100.0 * top1, r.validation_images);
+    }
     println!(
-        "fine-tuning on {} labelled images ({}, from the {}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
+        "fine-tuning on {} labelled images ({}, from the {}, learning rate {}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
         r.labelled_images,
         e.label,
         if e.config.eval.finetune.from == byol::eval::FinetuneFrom::Encoder { "encoder" } else { "projector's first layer" },
+        r.learning_rate,
         100.0 * r.test.top1,
         100.0 * r.test.top5
     );

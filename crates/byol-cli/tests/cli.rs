@@ -175,9 +175,28 @@ fn pretrain_then_resume_then_eval_knn() {
     let (ok, out, err) = byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8"]);
     assert!(ok, "{err}");
     assert!(out.contains("fine-tuning on 40 labelled images") && out.contains("from the encoder"), "{out}");
-    let (ok, out, err) =
-        byol(&["eval", "finetune", "--checkpoint", d, "--labels", "50%", "--epochs", "2", "--set", "eval.finetune.batch-size=8", "--from", "projector:1"]);
+    let (ok, out, err) = byol(&[
+        "eval",
+        "finetune",
+        "--checkpoint",
+        d,
+        "--labels",
+        "50%",
+        "--epochs",
+        "2",
+        "--set",
+        "eval.finetune.batch-size=8",
+        "--from",
+        "projector:1",
+        "--lr",
+        "0.1,0.01",
+        "--set",
+        "eval.finetune.validation-fraction=0.25",
+    ]);
     assert!(ok && out.contains("from the projector's first layer"), "{out}{err}");
+    // Two rates: each scored on 20 held-out training images, one kept.
+    assert_eq!(out.matches("on 20 held-out training images").count(), 2, "{out}");
+    assert!(out.contains("learning rate 0.1)") || out.contains("learning rate 0.01)"), "{out}");
     let (ok, _, err) = byol(&["eval", "finetune", "--checkpoint", d, "--from", "projector:2"]);
     assert!(!ok && err.contains("expected `encoder` or `projector:1`"), "{err}");
     // Transfer: the same encoder on another ImageFolder with its own classes.

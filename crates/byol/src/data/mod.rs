@@ -70,6 +70,18 @@ impl ImageSet {
         }
     }
 
+    /// The images `indices` of this set (the pixels of images in memory copied), in that order.
+    pub fn select(&self, indices: &[usize]) -> Self {
+        ImageSet {
+            images: indices.iter().map(|&i| self.images[i].clone()).collect(),
+            names: indices.iter().map(|&i| self.names[i].clone()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            skipped: Vec::new(),
+            lost: 0,
+        }
+    }
+
     /// Keep a class-balanced subset of at most `n` images chosen with `seed` (0 keeps all).
     pub fn subset(self, n: usize, seed: u64) -> Self {
         if n == 0 || n >= self.len() {

@@ -331,7 +331,7 @@ mod tests {
         // A teacher fine-tuned for an epoch: BatchNorm statistics no fresh network has.
         let tune = crate::eval::FinetuneConfig { label_fraction: 0.25, epochs: 1, batch_size: 8, ..Default::default() };
         let (_, teacher) =
-            crate::eval::finetune(reinit(enc.init(&device), 11), None, enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device)
+            crate::eval::finetune(&|d| Ok((reinit(enc.init(d), 11), None)), enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device)
                 .unwrap();
         let info = ClassifierInfo {
             encoder: enc,

@@ -33,9 +33,19 @@ pub struct FinetuneConfig {
     /// Batch size. Paper: 1024.
     #[serde(default = "d_batch")]
     pub batch_size: usize,
-    /// Learning rate (cosine-decayed to 0). Paper: chosen on a validation split.
-    #[serde(default = "d_lr")]
-    pub learning_rate: f64,
+    /// Learning rates (each cosine-decayed to 0). One: used as it is. Several: the network is
+    /// fine-tuned with each, and the one with the best top-1 on a validation set is kept: a
+    /// class-balanced `validation-fraction` of the training images held out from the labelled
+    /// subset (the paper chooses its hyper-parameters on a validation split of the training
+    /// set, Appendix C). A single number is read as a list of one (`learning-rate = 0.05`, the
+    /// key of earlier versions, is accepted).
+    #[serde(default = "d_lrs", alias = "learning-rate", deserialize_with = "one_or_many")]
+    pub learning_rates: Vec<f64>,
+    /// The fraction of the training images held out as the validation set when several learning
+    /// rates are tried. Their labels are used to choose the rate only, as the paper's validation
+    /// split of ImageNet's training set is (10,009 images, 0.8 %); 2 % of CIFAR-10 is 1,000.
+    #[serde(default = "d_val")]
+    pub validation_fraction: f64,
     /// Where the classifier goes: on the encoder (the paper's protocol), or on the projector's
     /// first layer (SimCLR v2's, Chen et al. 2020b, Section 2).
     #[serde(default)]
@@ -76,13 +86,37 @@ fn d_epochs() -> usize {
 fn d_batch() -> usize {
     256
 }
-fn d_lr() -> f64 {
-    0.05
+fn d_lrs() -> Vec<f64> {
+    vec![0.05]
+}
+fn d_val() -> f64 {
+    0.02
+}
+
+/// A number or a list of numbers, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for FinetuneConfig {
     fn default() -> Self {
-        Self { label_fraction: d_frac(), epochs: d_epochs(), batch_size: d_batch(), learning_rate: d_lr(), from: FinetuneFrom::Encoder }
+        Self {
+            label_fraction: d_frac(),
+            epochs: d_epochs(),
+            batch_size: d_batch(),
+            learning_rates: d_lrs(),
+            validation_fraction: d_val(),
+            from: FinetuneFrom::Encoder,
+        }
     }
 }
 
@@ -94,8 +128,24 @@ impl FinetuneConfig {
         if self.epochs == 0 || self.batch_size < 2 {
             return Err(Error::config("eval.finetune", "epochs must be ≥ 1 and batch-size ≥ 2"));
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::config("eval.finetune.learning-rate", "must be a positive number"));
+        if self.learning_rates.is_empty() || !self.learning_rates.iter().all(|lr| *lr > 0.0 && lr.is_finite()) {
+            return Err(Error::config("eval.finetune.learning-rates", format!("{:?}: give one or more positive numbers", self.learning_rates)));
+        }
+        if self.learning_rates.len() > 1 {
+            if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
+                return Err(Error::config("eval.finetune.validation-fraction", format!("{} is outside (0, 1)", self.validation_fraction)));
+            }
+            if self.label_fraction + self.validation_fraction > 1.0 {
+                return Err(Error::config(
+                    "eval.finetune.validation-fraction",
+                    format!(
+                        "{} of the training images held out for choosing among {} learning rates, and {} labelled: together more than all of them",
+                        self.validation_fraction,
+                        self.learning_rates.len(),
+                        self.label_fraction
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -179,19 +229,29 @@ impl Finetuned {
 #[derive(Debug, Clone, Serialize)]
 pub struct FinetuneResult {
     pub labelled_images: usize,
+    /// The learning rate of the network kept.
+    pub learning_rate: f64,
+    /// (learning rate, validation top-1) for every rate tried, when there were several.
+    pub sweep: Vec<(f64, f64)>,
+    /// The held-out training images the rate was chosen on (0 with one rate).
+    pub validation_images: usize,
     pub test: Accuracy,
 }
 
-/// Fine-tune `encoder` (any device; it is moved to `device`'s autodiff twin), and `stem` on it
-/// when given, on the labelled subset of `train`, and evaluate on `test`. Returns the result and
-/// the fine-tuned network (on `device`, eval mode).
+/// The network fine-tuning starts from, made anew on a device for each learning rate tried:
+/// the encoder and, with `from = "projector:1"`, the projector's first layer.
+pub type Start<'a> = dyn Fn(&Device) -> Result<(ResNet, Option<ProjectorLayer>)> + 'a;
+
+/// Fine-tune the network `start` makes (moved to `device`'s autodiff twin) on the labelled
+/// subset of `train`, with each of `cfg.learning_rates`, keep the one with the best top-1 on the
+/// held-out validation images (with one rate, that one), and evaluate it on `test`. Returns the
+/// result and the fine-tuned network (on `device`, eval mode).
 #[allow(
     clippy::too_many_arguments,
-    reason = "the protocol's inputs, none of which belong together: the encoder, its projector's first layer and its output size, the two splits, the views, the protocol's config, the seed, the device"
+    reason = "the protocol's inputs, none of which belong together: the starting network and its output size, the two splits, the views, the protocol's config, the seed, the device"
 )]
 pub fn finetune(
-    encoder: ResNet,
-    stem: Option<ProjectorLayer>,
+    start: &Start<'_>,
     dim: usize,
     train: &ImageSet,
     test: &ImageSet,
@@ -204,16 +264,64 @@ pub fn finetune(
     let classes = train.classes.len();
     let n = ((train.len() as f64) * cfg.label_fraction).round().max(classes as f64) as usize;
     let labelled = balanced_subset(&train.labels, classes, n, seed);
+    let validation = if cfg.learning_rates.len() > 1 { held_out(train, &labelled, cfg.validation_fraction, seed) } else { Vec::new() };
+    let validation_set = train.select(&validation);
+    let (mut sweep, mut kept) = (Vec::new(), None);
+    for &lr in &cfg.learning_rates {
+        let (encoder, stem) = start(device)?;
+        let tuned = tune(Finetuned::new(encoder, stem, dim, classes, seed, &device.clone().autodiff()), train, &labelled, aug, size, cfg, lr, seed)?;
+        if validation.is_empty() {
+            kept = Some((lr, tuned));
+            continue;
+        }
+        let top1 = tuned.accuracy(&validation_set, size, aug, device)?.top1;
+        tracing::info!("fine-tuning at learning rate {lr}: top-1 {:.2}% on {} held-out training images", 100.0 * top1, validation.len());
+        // Highest validation accuracy; ties go to the earlier rate.
+        if sweep.iter().all(|&(_, best)| top1 > best) {
+            kept = Some((lr, tuned));
+        }
+        sweep.push((lr, top1));
+    }
+    let (learning_rate, tuned) = kept.expect("at least one learning rate (validated)");
+    let test = tuned.accuracy(test, size, aug, device)?;
+    Ok((FinetuneResult { labelled_images: labelled.len(), learning_rate, sweep, validation_images: validation.len(), test }, tuned))
+}
+
+/// A class-balanced `fraction` of `train`'s images (at least one per class) from those not in
+/// `labelled`.
+fn held_out(train: &ImageSet, labelled: &[usize], fraction: f64, seed: u64) -> Vec<usize> {
+    let classes = train.classes.len();
+    let mut taken = vec![false; train.len()];
+    labelled.iter().for_each(|&i| taken[i] = true);
+    let rest: Vec<usize> = (0..train.len()).filter(|&i| !taken[i]).collect();
+    let labels: Vec<usize> = rest.iter().map(|&i| train.labels[i]).collect();
+    let n = (((train.len() as f64) * fraction).round() as usize).max(classes).min(rest.len());
+    balanced_subset(&labels, classes, n, seed).into_iter().map(|j| rest[j]).collect()
+}
+
+/// `cfg.epochs` of SGD with Nesterov momentum at `lr` (cosine-decayed to 0) on the images
+/// `labelled` of `train` (random crop and flip); the network in eval mode on its plain device.
+#[allow(clippy::too_many_arguments, reason = "one fine-tuning run: the network, its data and views, the protocol, the rate and the seed")]
+fn tune(
+    model: Finetuned,
+    train: &ImageSet,
+    labelled: &[usize],
+    aug: &AugmentConfig,
+    size: usize,
+    cfg: &FinetuneConfig,
+    lr: f64,
+    seed: u64,
+) -> Result<Finetuned> {
+    let ad = model.head.weight.device();
     let b = cfg.batch_size.min(labelled.len());
-    let ad = device.clone().autodiff();
-    let mut model = crate::model::params::require_grad(Finetuned::new(encoder, stem, dim, classes, seed, &ad));
-    let mut opt = OptimConfig::sgd(cfg.learning_rate, 0.0, true).init();
+    let mut model = crate::model::params::require_grad(model);
+    let mut opt = OptimConfig::sgd(lr, 0.0, true).init();
     let view = training_view();
     let spe = labelled.len() / b;
     let total = (spe * cfg.epochs) as u64;
     let mut step = 0u64;
     for epoch in 0..cfg.epochs as u64 {
-        let mut order = labelled.clone();
+        let mut order = labelled.to_vec();
         order.shuffle(&mut rng(seed, Stream::Shuffle, &[2_000_000 + epoch]));
         for chunk in order.chunks_exact(b) {
             let x = Tensor::<4>::from_data(TensorData::new(view_pixels(train, chunk, size, &view, aug, (seed, 3_000_000 + epoch))?, [b, 3, size, size]), &ad); // [B, 3, S, S]
@@ -221,14 +329,11 @@ pub fn finetune(
             let logp = log_softmax(model.forward(x), 1); // [B, C]
             let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]
             let mut grads = loss.backward();
-            let lr = schedule::lr_at(cfg.learning_rate, step, 0, total);
-            model = opt.step(model, &mut grads, lr, step + 1)?;
+            model = opt.step(model, &mut grads, schedule::lr_at(lr, step, 0, total), step + 1)?;
             step += 1;
         }
     }
-    let eval = model.valid();
-    let test = eval.accuracy(test, size, aug, device)?;
-    Ok((FinetuneResult { labelled_images: labelled.len(), test }, eval))
+    Ok(model.valid())
 }
 
 #[cfg(test)]
@@ -274,5 +379,65 @@ mod tests {
         assert_eq!(m.forward(x.clone()).dims(), [2, 10]);
         let plain = Finetuned::new(encoder, None, d, 10, 0, &device);
         assert_eq!((plain.head.weight.dims(), plain.forward(x).dims()), ([d, 10], [2, 10]));
+    }
+
+    /// Several learning rates: the validation images are held out from the labelled subset and
+    /// balanced over the classes; the network kept is the one trained at the rate with the best
+    /// validation top-1 (the same weights as a run at that rate alone), not the last one tried.
+    #[test]
+    fn the_rate_with_the_best_validation_accuracy_is_kept() {
+        let device = Device::flex();
+        let cfg = crate::config::ExperimentConfig::load(
+            "small-cpu",
+            &["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=12", "data.synthetic.test-per-class=2"].map(String::from),
+        )
+        .unwrap();
+        let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+        let enc = cfg.model.encoder.clone();
+        let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
+        let run = |lrs: Vec<f64>| {
+            let tune = FinetuneConfig { label_fraction: 0.5, epochs: 10, batch_size: 10, learning_rates: lrs, validation_fraction: 0.25, ..Default::default() };
+            tune.validate().unwrap();
+            finetune(&start, enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device).unwrap()
+        };
+        // The labelled subset and the held-out images: disjoint, 3 per class each.
+        let labelled = balanced_subset(&splits.train.labels, 10, 60, 5);
+        let validation = held_out(&splits.train, &labelled, 0.25, 5);
+        assert_eq!(validation.len(), 30);
+        assert!(validation.iter().all(|i| !labelled.contains(i)));
+        for c in 0..10 {
+            assert_eq!(validation.iter().filter(|&&i| splits.train.labels[i] == c).count(), 3, "class {c}");
+        }
+        let head = |m: &Finetuned| m.head.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let (swept, kept) = run(vec![0.5, 1e-4]);
+        assert_eq!((swept.sweep.len(), swept.validation_images, swept.labelled_images), (2, 30, 60));
+        let best = swept.sweep.iter().fold(swept.sweep[0], |b, &s| if s.1 > b.1 { s } else { b });
+        assert_eq!(swept.learning_rate, best.0, "{:?}", swept.sweep);
+        assert_ne!(swept.sweep[0].1, swept.sweep[1].1, "the two rates are not told apart: {:?}", swept.sweep);
+        let (alone, at_best) = run(vec![best.0]);
+        let (_, at_other) = run(vec![swept.sweep.iter().find(|s| s.0 != best.0).unwrap().0]);
+        assert_eq!(head(&kept), head(&at_best));
+        assert_ne!(head(&kept), head(&at_other));
+        assert_eq!((alone.sweep.len(), alone.validation_images), (0, 0));
+        assert_eq!(alone.test.top1, swept.test.top1);
+    }
+
+    /// `learning-rate = x` (the key of earlier versions) and `learning-rates = [..]` read alike; no
+    /// rate, a non-positive one, or labelled and held-out images together more than all are refused.
+    #[test]
+    fn learning_rates_read_and_validate() {
+        let read = |t: &str| toml::from_str::<FinetuneConfig>(t).unwrap();
+        assert_eq!(read("learning-rate = 0.1").learning_rates, vec![0.1]);
+        assert_eq!(read("learning-rates = [0.5, 0.05]").learning_rates, vec![0.5, 0.05]);
+        for (t, field) in [
+            ("learning-rates = []", "learning-rates"),
+            ("learning-rates = [0.5, -1.0]", "learning-rates"),
+            ("learning-rates = [0.5, 0.05]\nlabel-fraction = 0.99", "validation-fraction"),
+            ("learning-rates = [0.5, 0.05]\nvalidation-fraction = 0.0", "validation-fraction"),
+        ] {
+            let e = read(t).validate().unwrap_err().to_string();
+            assert!(e.contains(&format!("eval.finetune.{field}")), "{t}: {e}");
+        }
+        assert!(read("learning-rate = 0.1\nlabel-fraction = 1.0").validate().is_ok(), "one rate needs no held-out images");
     }
 }

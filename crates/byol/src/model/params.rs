@@ -168,6 +168,18 @@ pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<S
     (module, missing)
 }
 
+/// A copy of `module` with state of its own: `fresh`, a module of the same structure made by its
+/// config, holding every float tensor of `module`. (`Module::clone` shares BatchNorm's running
+/// statistics, so a network trained from a clone would change the original's.)
+///
+/// # Panics
+/// When `fresh` has a tensor `module` lacks or of another shape: the two structures differ.
+pub fn copy_into<M: Module>(fresh: M, module: &M) -> M {
+    let (copy, missing) = load(fresh, &collect(module));
+    assert!(missing.is_empty(), "the copy has tensors the module lacks: {missing:?}");
+    copy
+}
+
 /// Re-draw every parameter of `module` from a generator seeded by (`seed`, parameter path), so
 /// that initialisation is reproducible whatever else runs in the process (burn's device RNG is
 /// shared by all threads). The distributions are those of the layers' own initialisers:

@@ -5,7 +5,7 @@
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
 use crate::eval::{Features, FinetuneFrom, FinetuneResult, Finetuned, KnnResult, LinearResult, ProjectorLayer, extract, finetune, knn_classify, linear_eval};
-use crate::model::params::reinit;
+use crate::model::params::{copy_into, reinit};
 use crate::model::{Mlp, Online, ResNet};
 use crate::{Error, Result};
 use burn::tensor::Device;
@@ -102,7 +102,13 @@ pub fn finetune_of_network(
         }
     };
     let dim = cfg.model.encoder.output_dim();
-    finetune(encoder, stem, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
+    // A copy for each learning rate tried: each starts from the network as given.
+    let start = |d: &Device| {
+        let encoder = copy_into(cfg.model.encoder.init(d), &encoder);
+        let stem = stem.as_ref().map(|s| copy_into(ProjectorLayer::of(cfg.model.projector.init(dim, d)), s));
+        Ok((encoder, stem))
+    };
+    finetune(&start, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
 }
 
 /// The encoder as initialised by the run's seed, before any training.
