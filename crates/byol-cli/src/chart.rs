@@ -156,39 +156,47 @@ pub fn run_curves(run_dir: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// kNN top-1 per variant (bar: mean over seeds; dots: each seed), then one panel of training
-/// loss per trained variant (one line per seed).
+/// kNN top-1 per variant (bar: mean over seeds; dots: each seed); when variants are
+/// `relative-to` others, their differences (bar: mean; dots: each seed, paired by seed); then one
+/// panel of training loss per trained variant (one line per seed).
 pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     register_font();
     let n = a.summary.len();
     let trained: Vec<_> = a.summary.iter().filter(|s| !s.random_init).collect();
+    let relative: Vec<_> = a.summary.iter().filter(|s| s.relative.is_some()).collect();
     let cols = 3usize;
     let panel_rows = trained.len().div_ceil(cols);
     let bars_h = 90 + 34 * n as u32;
-    let root = BitMapBackend::new(out, (1200, bars_h + 260 * panel_rows as u32)).into_drawing_area();
+    let delta_h = if relative.is_empty() { 0 } else { 90 + 34 * relative.len() as u32 };
+    let root = BitMapBackend::new(out, (1200, bars_h + delta_h + 260 * panel_rows as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(bars_h);
+    let (deltas, bottom) = bottom.split_vertically(delta_h);
+    if !relative.is_empty() {
+        delta_bars(a, &relative, &deltas)?;
+    }
     let all_top1 = a.runs.iter().map(|r| 100.0 * r.knn_top1);
     let (_, hi) = range(all_top1).ok_or_else(|| anyhow!("the ablation has no runs"))?;
     // Bars start at 0: a cut axis makes small differences look large.
     let lo = 0.0;
     let names: Vec<String> = a.summary.iter().map(|s| s.name.clone()).collect();
     let seeds = a.summary.iter().map(|s| s.seeds.len()).max().unwrap_or(1);
+    let rows = bar_rows(n);
     let mut chart = ChartBuilder::on(&top)
         .caption(format!("kNN top-1 on the test set (bar: mean of {seeds} seed(s); dots: each seed) — base {}", a.base), (FONT, 18))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(210)
-        .build_cartesian_2d(lo..hi.ceil(), (0..n as i32 - 1).into_segmented())
+        .build_cartesian_2d(lo..hi.ceil(), (0..rows as i32 - 1).into_segmented())
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .light_line_style(WHITE.mix(0.0))
         .x_desc("kNN top-1 %")
-        .y_labels(n)
+        .y_labels(rows)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(n.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) => names.get(rows.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
             _ => String::new(),
         })
         .label_style((FONT, 14))
@@ -197,7 +205,7 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
         .map_err(err)?;
     for (i, s) in a.summary.iter().enumerate() {
         let c = colour(i);
-        let y = (n - 1 - i) as i32; // the grid's first variant at the top
+        let y = (rows - 1 - i) as i32; // the grid's first variant at the top
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(lo, SegmentValue::Exact(y)), (100.0 * s.knn_top1.mean, SegmentValue::Exact(y + 1))],
@@ -228,6 +236,69 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
         }
     }
     root.present().map_err(err)?;
+    Ok(())
+}
+
+/// The rows of a bar chart of `n` bars: plotters maps a one-value axis (0..0) onto nothing, so a
+/// single bar takes the top one of two rows.
+fn bar_rows(n: usize) -> usize {
+    n.max(2)
+}
+
+/// Each variant's kNN top-1 minus its `relative-to` variant's, in points: a bar from 0 to the mean
+/// over the seeds, a dot per seed (the difference of the two runs of that seed).
+fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()> {
+    let n = relative.len();
+    let per_seed = |s: &byol::ablate::Summary, to: &str| -> Vec<f64> {
+        a.runs
+            .iter()
+            .filter(|r| r.name == s.name)
+            .filter_map(|r| a.runs.iter().find(|o| o.name == to && o.seed == r.seed).map(|o| 100.0 * (r.knn_top1 - o.knn_top1)))
+            .collect()
+    };
+    let all = relative.iter().flat_map(|s| per_seed(s, &s.relative.as_ref().expect("relative").to));
+    let (lo, hi) = range(all.chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;
+    let names: Vec<String> = relative.iter().map(|s| format!("{} − {}", s.name, s.relative.as_ref().expect("relative").to)).collect();
+    let rows = bar_rows(n);
+    let mut chart = ChartBuilder::on(area)
+        .caption("difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)", (FONT, 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(330)
+        .build_cartesian_2d(lo.min(-0.5)..hi.max(0.5), (0..rows as i32 - 1).into_segmented())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .x_desc("Δ kNN top-1 (points)")
+        .y_labels(rows)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(rows.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
+    for (i, s) in relative.iter().enumerate() {
+        let y = (rows - 1 - i) as i32;
+        let rel = s.relative.as_ref().expect("relative");
+        let colour_of = a.summary.iter().position(|o| o.name == s.name).unwrap_or(i);
+        let mean = 100.0 * rel.knn_top1_delta.mean;
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, SegmentValue::Exact(y)), (mean, SegmentValue::Exact(y + 1))],
+                colour(colour_of).mix(0.6).filled(),
+            )))
+            .map_err(err)?;
+        let dots = per_seed(s, &rel.to).into_iter().map(|d| Circle::new((d, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
+        chart.draw_series(dots).map_err(err)?;
+        let label = format!("{mean:+.2}");
+        let at = if mean < 0.0 { 0.02 * (hi - lo) } else { lo + 0.01 * (hi - lo) };
+        chart.draw_series(std::iter::once(Text::new(label, (at, SegmentValue::CenterOf(y)), (FONT, 13)))).map_err(err)?;
+    }
+    chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Exact(rows as i32))], BLACK))).map_err(err)?;
     Ok(())
 }
 

@@ -340,7 +340,7 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let grid = dir.join("grid.toml");
-    std::fs::write(&grid, "[[variant]]\nname = \"random-init\"\nrandom-init = true\n[[variant]]\nname = \"byol\"\n").unwrap();
+    std::fs::write(&grid, "[[variant]]\nname = \"random-init\"\nrandom-init = true\n[[variant]]\nname = \"byol\"\nrelative-to = \"random-init\"\n").unwrap();
     let runs = dir.join("runs");
     let (ok, out, err) = byol(&[
         "ablate",
@@ -376,8 +376,15 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(runs.join("ablation.json")).unwrap()).unwrap();
     assert_eq!(json["runs"].as_array().unwrap().len(), 4);
     let png = image::open(runs.join("ablation.png")).expect("ablation.png is a PNG").to_rgb8();
-    assert_eq!(png.width(), 1200);
+    // The kNN bars (2 variants), the difference bars (1 variant relative to another), one loss panel.
+    assert_eq!((png.width(), png.height()), (1200, (90 + 34 * 2) + (90 + 34) + 260));
     assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000, "ablation.png is nearly blank");
+    // The difference panel holds a coloured bar (text, axes and dots are grey or black).
+    let coloured = (158..282).flat_map(|y| (0..1200).map(move |x| (x, y))).filter(|&(x, y)| {
+        let [r, g, b] = png.get_pixel(x, y).0.map(i32::from);
+        (r - g).abs().max((g - b).abs()).max((r - b).abs()) > 40
+    });
+    assert!(coloured.count() > 500, "no bar in the difference panel");
     assert!(runs.join("byol/seed-1/curves.png").exists() && !runs.join("random-init/seed-0/curves.png").exists());
 }
 
