@@ -16,6 +16,7 @@ BIN=$(realpath "$1")
 SEED=${2:-0}
 STEPS=${3:-230}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 NS=(byol-host-a byol-host-b)
 ADDR=(10.77.0.1 10.77.0.2)
 cleanup() { for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done; }
@@ -40,6 +41,7 @@ case "\$host" in
   ${ADDR[1]}) ns=${NS[1]} ;;
   *) echo "netns-agent: unknown host \$host" >&2; exit 1 ;;
 esac
+echo "\$host" >>"$OUT/agent.log"
 exec ip netns exec "\$ns" /bin/sh -c "\$*"
 EOF
 chmod +x "$AGENT"
@@ -51,6 +53,7 @@ ip netns exec "${NS[0]}" mpirun "${COMMON[@]}" -np 2 --hostfile "$OUT/hosts" \
   --mca plm_rsh_agent "$AGENT" --mca btl self,tcp --mca btl_tcp_if_include 10.77.0.0/24 \
   --mca oob_tcp_if_include 10.77.0.0/24 \
   "$BIN" "${JOB[@]}" --run-dir "$OUT/two-hosts" >"$OUT/two-hosts.log" 2>&1
+grep -qx "${ADDR[1]}" "$OUT/agent.log" || { echo "mpirun did not start the second host through the agent" >&2; exit 1; }
 two_hosts=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
 start=$(date +%s.%N)
 mpirun "${COMMON[@]}" --oversubscribe -np 2 --mca btl self,vader \
