@@ -5,6 +5,8 @@
 use anyhow::{Context, Result, anyhow};
 use byol::ablate::Ablation;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -182,27 +184,8 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     let names: Vec<String> = a.summary.iter().map(|s| s.name.clone()).collect();
     let seeds = a.summary.iter().map(|s| s.seeds.len()).max().unwrap_or(1);
     let rows = bar_rows(n);
-    let mut chart = ChartBuilder::on(&top)
-        .caption(format!("kNN top-1 on the test set (bar: mean of {seeds} seed(s); dots: each seed) — base {}", a.base), (FONT, 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(210)
-        .build_cartesian_2d(lo..hi.ceil(), (0..rows as i32 - 1).into_segmented())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .light_line_style(WHITE.mix(0.0))
-        .x_desc("kNN top-1 %")
-        .y_labels(rows)
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(rows.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    let caption = format!("kNN top-1 on the test set (bar: mean of {seeds} seed(s); dots: each seed) — base {}", a.base);
+    let mut chart = bar_chart(&top, &caption, lo..hi.ceil(), "kNN top-1 %", &names, 210)?;
     for (i, s) in a.summary.iter().enumerate() {
         let c = colour(i);
         let y = (rows - 1 - i) as i32; // the grid's first variant at the top
@@ -239,6 +222,41 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A horizontal bar chart's frame on `area`: x over `x`, one row per name (the first at the top,
+/// [`bar_rows`] of them), the names as the y labels in a margin `label_width` wide.
+fn bar_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    x_desc: &str,
+    names: &[String],
+    label_width: u32,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordi32>>>> {
+    let rows = bar_rows(names.len());
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(x, (0..rows as i32 - 1).into_segmented())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(WHITE.mix(0.0))
+        .x_desc(x_desc)
+        .y_labels(rows)
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(rows.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 /// The rows of a bar chart of `n` bars: plotters maps a one-value axis (0..0) onto nothing, so a
 /// single bar takes the top one of two rows.
 fn bar_rows(n: usize) -> usize {
@@ -260,27 +278,8 @@ fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingA
     let (lo, hi) = range(all.chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;
     let names: Vec<String> = relative.iter().map(|s| format!("{} − {}", s.name, s.relative.as_ref().expect("relative").to)).collect();
     let rows = bar_rows(n);
-    let mut chart = ChartBuilder::on(area)
-        .caption("difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)", (FONT, 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(330)
-        .build_cartesian_2d(lo.min(-0.5)..hi.max(0.5), (0..rows as i32 - 1).into_segmented())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .light_line_style(WHITE.mix(0.0))
-        .x_desc("Δ kNN top-1 (points)")
-        .y_labels(rows)
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => names.get(rows.wrapping_sub(1 + *i as usize)).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    let caption = "difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)";
+    let mut chart = bar_chart(area, caption, lo.min(-0.5)..hi.max(0.5), "Δ kNN top-1 (points)", &names, 330)?;
     for (i, s) in relative.iter().enumerate() {
         let y = (rows - 1 - i) as i32;
         let rel = s.relative.as_ref().expect("relative");
