@@ -294,7 +294,7 @@ fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingA
         let dots = per_seed(s, &rel.to).into_iter().map(|d| Circle::new((d, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
         chart.draw_series(dots).map_err(err)?;
         let label = format!("{mean:+.2}");
-        let at = if mean < 0.0 { 0.02 * (hi - lo) } else { lo + 0.01 * (hi - lo) };
+        let at = mean.min(0.0) + 0.01 * (hi - lo); // inside the bar, at its left end
         chart.draw_series(std::iter::once(Text::new(label, (at, SegmentValue::CenterOf(y)), (FONT, 13)))).map_err(err)?;
     }
     chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Exact(rows as i32))], BLACK))).map_err(err)?;
