@@ -245,7 +245,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         let row_path = vdir.join("ablation-row.json");
         let resolved = cfg.to_toml();
         if let Ok(text) = std::fs::read_to_string(&row_path)
-            && let Ok(row) = serde_json::from_str::<Row>(&text)
+            && let Ok(mut row) = serde_json::from_str::<Row>(&text)
         {
             // Compared as configs, not as text: a field added to `byol` since the row was
             // written reads back at its default and leaves the run the same. The data paths
@@ -269,6 +269,9 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             }
             if !options.linear || row.linear_top1.is_some() {
                 obs.on_message(&format!("{label}: already done ({:.2}% kNN), skipped", 100.0 * row.knn_top1));
+                // The run of this variant's directory, whatever the grid that trained it called
+                // it: a variant may link to another grid's run of the same config.
+                (row.name, row.overrides) = (v.name.clone(), v.set.clone());
                 runs.push(row);
                 continue;
             }

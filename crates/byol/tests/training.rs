@@ -640,6 +640,17 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     let again = ablate("small-cpu", &base, &grid, &runs, &two, &mut c).unwrap();
     assert_eq!(c.0, 6);
     assert_eq!(again.runs[3].knn_top1, b4);
+    // Another grid reuses the runs of the same config by linking their directory: read back
+    // under its own variant's name, not redone.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::os::unix::fs::symlink(runs.join("byol"), other.join("byol-again")).unwrap();
+    let linked = Grid { variant: vec![byol::ablate::Variant { name: "byol-again".into(), set: vec![], random_init: false, relative_to: None }] };
+    let mut c = Count(0);
+    let reused = ablate("small-cpu", &base, &linked, &other, &two, &mut c).unwrap();
+    assert_eq!(c.0, 2);
+    assert_eq!((reused.runs[1].name.as_str(), reused.runs[1].knn_top1), ("byol-again", b4));
+    assert_eq!((reused.summary[0].name.as_str(), reused.summary[0].seeds.as_slice()), ("byol-again", &[3u64, 4][..]));
     // After a change of the base config the recorded runs are stale: refused, not reported.
     let changed = Settings { set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]), epochs: Some(1), ..Default::default() };
     let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).expect_err("stale rows refused").to_string();
