@@ -268,11 +268,8 @@ fn bar_rows(n: usize) -> usize {
 fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()> {
     let n = relative.len();
     let per_seed = |s: &byol::ablate::Summary, to: &str| -> Vec<f64> {
-        a.runs
-            .iter()
-            .filter(|r| r.name == s.name)
-            .filter_map(|r| a.runs.iter().find(|o| o.name == to && o.seed == r.seed).map(|o| 100.0 * (r.knn_top1 - o.knn_top1)))
-            .collect()
+        let rows: Vec<_> = a.runs.iter().filter(|r| r.name == s.name).collect();
+        byol::ablate::paired_differences(&a.runs, &rows, to).into_iter().map(|d| 100.0 * d).collect()
     };
     let all = relative.iter().flat_map(|s| per_seed(s, &s.relative.as_ref().expect("relative").to));
     let (lo, hi) = range(all.chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;

@@ -229,8 +229,7 @@ fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         f.from = args.from.unwrap_or(f.from);
     })?;
     let test_images = e.splits()?.test.len();
-    // The clones share the parameters' storage (and BatchNorm's running statistics):
-    // `e.encoder` and `e.projector` are not used again.
+    // Fine-tuning starts from copies of its own (`finetune_of_network`): `e`'s network stays as it was.
     let (r, tuned) =
         byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
     for (lr, top1) in &r.sweep {

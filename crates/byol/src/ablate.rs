@@ -200,8 +200,13 @@ pub fn summarise(runs: &[Row], grid: &Grid) -> Vec<Summary> {
 /// The kNN top-1 of `rows` (one variant) minus that of variant `to` at the same seeds.
 fn relative(runs: &[Row], rows: &[&Row], to: Option<&str>) -> Option<Relative> {
     let to = to?;
-    let deltas: Vec<f64> = rows.iter().filter_map(|r| runs.iter().find(|o| o.name == to && o.seed == r.seed).map(|o| r.knn_top1 - o.knn_top1)).collect();
-    Some(Relative { to: to.to_string(), knn_top1_delta: Spread::of(&deltas)? })
+    Some(Relative { to: to.to_string(), knn_top1_delta: Spread::of(&paired_differences(runs, rows, to))? })
+}
+
+/// The kNN top-1 of each of `rows` minus that of variant `to`'s run of the same seed, for the
+/// seeds both have run, in the order of `rows`.
+pub fn paired_differences(runs: &[Row], rows: &[&Row], to: &str) -> Vec<f64> {
+    rows.iter().filter_map(|r| runs.iter().find(|o| o.name == to && o.seed == r.seed).map(|o| r.knn_top1 - o.knn_top1)).collect()
 }
 
 /// Where the run of `variant` at `seed` lives in an ablation directory.

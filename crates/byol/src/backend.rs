@@ -227,9 +227,11 @@ pub fn gpu_build() -> GpuBuild {
 /// (which kernel won for each shape) and the compiled kernels, one database file, so a second run
 /// on the same GPU neither tunes nor compiles again. A process that finds the file held by another
 /// one running at the same time reads nothing from it and stores nothing (CubeCL warns "database
-/// is readonly" per kernel and tunes again), so the processes of one run on several processes each
-/// keep their own folder, `rank-<local rank>` inside this one ([`BackendKind::process_device`]). `BYOL_GPU_CACHE` if set; else `$XDG_CACHE_HOME/byol/cubecl`; else
-/// `~/.cache/byol/cubecl`; else a folder in the temporary directory. Deleting it costs one
+/// is readonly" per kernel and tunes again), so the processes of one run on several processes
+/// each keep their own folder, `rank-<local rank>` inside this one
+/// ([`BackendKind::process_device`]). `BYOL_GPU_CACHE` if set; else
+/// `$XDG_CACHE_HOME/byol/cubecl`; else `~/.cache/byol/cubecl`; else a folder in the temporary
+/// directory. Deleting it costs one
 /// tuning run. A `cubecl.toml` (or `[cubecl]` in `burn.toml`) in the working directory or above
 /// that sets `[environment] path` to something other than CubeCL's default keeps its own place.
 pub fn gpu_cache_dir() -> std::path::PathBuf {
