@@ -231,9 +231,9 @@ pub fn gpu_build() -> GpuBuild {
 /// each keep their own folder, `rank-<local rank>` inside this one
 /// ([`BackendKind::process_device`]). `BYOL_GPU_CACHE` if set; else
 /// `$XDG_CACHE_HOME/byol/cubecl`; else `~/.cache/byol/cubecl`; else a folder in the temporary
-/// directory. Deleting it costs one
-/// tuning run. A `cubecl.toml` (or `[cubecl]` in `burn.toml`) in the working directory or above
-/// that sets `[environment] path` to something other than CubeCL's default keeps its own place.
+/// directory. Deleting it costs one tuning run. A `cubecl.toml` (or `[cubecl]` in `burn.toml`) in
+/// the working directory or above that sets `[environment] path` to something other than CubeCL's
+/// default keeps its own place.
 pub fn gpu_cache_dir() -> std::path::PathBuf {
     cache_dir_from(|name| std::env::var_os(name))
 }
