@@ -443,6 +443,8 @@ fn bench_decode(args: BenchDecodeArgs) -> Result<()> {
 
 fn run() -> Result<()> {
     let cli = Cli::parse();
+    // An invalid BYOL_CPU_KERNELS is an error before any work, not a panic at the first layer.
+    byol::model::kernels::CpuKernels::from_env()?;
     let (_, processes) = byol::collective::process_rank_and_count();
     if processes > 1 && !matches!(cli.command, Command::Pretrain(_)) {
         // Each process would run the whole command and write the same files.

@@ -280,12 +280,15 @@ fn use_gpu_cache(local_rank: Option<usize>) {
 mod tests {
     use super::*;
 
-    /// A backend this build lacks is an error naming the feature and the command that adds it.
+    /// A backend this build lacks is an error naming the feature and the command that adds it
+    /// (CI's test build has `wgpu`, so it checks `cuda`).
     #[test]
-    #[cfg(not(feature = "wgpu"))]
+    #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
     fn a_backend_not_built_in_is_a_clear_error() {
-        let e = BackendKind::Wgpu.device().expect_err("not built in").to_string();
-        assert!(e.contains("`wgpu` feature") && e.contains("--features wgpu"), "{e}");
+        let missing = if cfg!(feature = "wgpu") { BackendKind::Cuda } else { BackendKind::Wgpu };
+        let name = missing.name();
+        let e = missing.device().expect_err("not built in").to_string();
+        assert!(e.contains(&format!("`{name}` feature")) && e.contains(&format!("--features {name}")), "{e}");
     }
 
     /// `BYOL_GPU_CACHE` wins; else the user cache folder (`XDG_CACHE_HOME`, else `~/.cache`);

@@ -153,17 +153,23 @@ mod tests {
         close(b.grad(&g1).unwrap(), b.grad(&g0).unwrap(), "beta gradient");
     }
 
-    /// The fused `flex` form (used by `batch_norm_train` there) against the tensor-operation form,
-    /// without autodiff (the target network) and on [B, C] (the MLP heads), values and gradients.
-    #[cfg(feature = "kernels")]
+    /// The fused `flex` kernel (what `batch_norm_train` runs there unless `BYOL_CPU_KERNELS=burn`),
+    /// called directly, against the tensor-operation form, without autodiff (the target network)
+    /// and on [B, C] (the MLP heads), values and gradients.
     #[test]
     fn fused_flex_form_matches_the_tensor_operation_form() {
+        let fused = |x: Tensor<4>, g: Tensor<1>, b: Tensor<1>| {
+            byol_kernels::batch_norm::try_batch_norm_act(&x, &g, &b, 1e-5, None, false).expect("the kernel takes f32 on flex")
+        };
+        let fused2 = |x: Tensor<2>, g: Tensor<1>, b: Tensor<1>| {
+            byol_kernels::batch_norm::try_batch_norm_act(&x, &g, &b, 1e-5, None, false).expect("the kernel takes f32 on flex")
+        };
         let plain = Device::flex();
         let x = Tensor::<4>::random([6, 5, 4, 3], Distribution::Normal(0.7, 2.0), &plain);
         let g = Tensor::<1>::random([5], Distribution::Normal(1.0, 0.2), &plain);
         let b = Tensor::<1>::random([5], Distribution::Normal(0.0, 0.2), &plain);
         let max = |a: Tensor<1>, b: Tensor<1>| (a - b).abs().max().into_scalar::<f32>();
-        let (y, m, v) = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+        let (y, m, v) = fused(x.clone(), g.clone(), b.clone());
         let (y0, m0, v0) = batch_norm_ops(x, g, b, 1e-5);
         assert!(max(y.flatten(0, 3), y0.flatten(0, 3)) < 1e-5);
         assert!(max(m, m0) < 1e-5 && max(v, v0) < 1e-5);
@@ -173,7 +179,7 @@ mod tests {
         let g = Tensor::<1>::random([7], Distribution::Normal(1.0, 0.2), &d).require_grad();
         let b = Tensor::<1>::random([7], Distribution::Normal(0.0, 0.2), &d).require_grad();
         let w = Tensor::<2>::random([8, 7], Distribution::Normal(0.0, 1.0), &d);
-        let (y, _, _) = batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+        let (y, _, _) = fused2(x.clone(), g.clone(), b.clone());
         let (y0, _, _) = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
         assert!(max(y.clone().flatten(0, 1), y0.clone().flatten(0, 1)) < 1e-5);
         let g1 = (y * w.clone()).sum().backward();

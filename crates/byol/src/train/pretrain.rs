@@ -274,6 +274,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         "total_steps": total,
         "peak_lr": schedules.peak_lr,
         "gpu_build": (cfg.backend != crate::backend::BackendKind::Flex).then(crate::backend::gpu_build),
+        "cpu_kernels": (cfg.backend == crate::backend::BackendKind::Flex).then(|| crate::model::kernels::selected().name()),
     });
     std::fs::write(run.file(run_dir::RUN), serde_json::to_string_pretty(&meta).expect("json")).map_err(|e| Error::io(dir, e))?;
     let replicas = match devices.len() {
