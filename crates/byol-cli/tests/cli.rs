@@ -448,7 +448,11 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     let (ok, out, err) = byol(&args);
     assert!(ok && out.contains("wrote 16 training and 4 validation mosaics"), "{out}{err}");
     let (ok, out, err) = segment(&["--checkpoint", d], &out_dir("seg-voc"), &["--dataset", &format!("voc:{voc}")]);
-    assert!(ok && out.contains("16 training / 4 validation images") && out.contains("class 0"), "{out}{err}");
+    assert!(ok && out.contains("16 training / 4 validation images") && out.contains("disc"), "{out}{err}");
+    // The classes are `classes.txt`'s (written with the mosaics): labels beyond it are an error.
+    std::fs::write(dir.join("voc/classes.txt"), "a\nb\n").unwrap();
+    let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc-classes"), &["--dataset", &format!("voc:{voc}")]);
+    assert!(!ok && err.contains("SegmentationClass/") && err.contains("outside the 2 declared classes"), "{err}");
     std::fs::remove_file(dir.join("voc/ImageSets/Segmentation/val.txt")).unwrap();
     let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc2"), &["--dataset", &format!("voc:{voc}")]);
     assert!(!ok && err.contains("val.txt"), "{err}");

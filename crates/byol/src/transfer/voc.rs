@@ -2,12 +2,84 @@
 //! palette PNG whose pixel values are class indices, 255 for "ignore"), and
 //! `ImageSets/Segmentation/<split>.txt` listing the ids of a split. [`write_split`] writes
 //! mosaics in it (so that the reader is exercised on the built-in benchmark); [`read_split`]
-//! reads any dataset in it.
+//! reads any dataset in it. The classes are declared, not inferred from the labels seen: a
+//! `classes.txt` beside the folders (one name a line, the line's index its label), else VOC's
+//! own 21 ([`read_classes`]); a label outside them is an error ([`check_labels`]).
 
 use crate::data::decode::decode;
 use crate::image::Rgb8;
 use crate::{Error, Result};
 use std::path::Path;
+
+/// The file that declares a VOC-layout dataset's classes, one name a line.
+pub const CLASSES: &str = "classes.txt";
+
+/// PASCAL VOC 2012's 21 classes, background first, in label order.
+pub const VOC_CLASSES: [&str; 21] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+];
+
+/// The classes of the dataset in `root`: the lines of its [`CLASSES`] file, or VOC's 21 when it
+/// has none. A declaration of fewer than 2 or more than 255 classes (255 is "ignore") is an error
+/// naming the file.
+pub fn read_classes(root: &Path) -> Result<Vec<String>> {
+    let path = root.join(CLASSES);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VOC_CLASSES.map(String::from).to_vec()),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    if !(2..=usize::from(super::IGNORE)).contains(&names.len()) {
+        return Err(Error::data(&path, format!("declares {} classes; segmentation needs 2 to 255 (label 255 is \"ignore\")", names.len())));
+    }
+    Ok(names)
+}
+
+/// Write `names` as the [`CLASSES`] file of the dataset in `root`.
+pub fn write_classes(root: &Path, names: &[String]) -> Result<()> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    crate::io::write_atomic(&root.join(CLASSES), (names.join("\n") + "\n").as_bytes())
+}
+
+/// Every label of `samples` (read from `root`) is one of `classes` classes or [`super::IGNORE`];
+/// else an error naming the label map, the pixel and the declaration.
+pub fn check_labels(root: &Path, samples: &[Sample], classes: usize) -> Result<()> {
+    for s in samples {
+        if let Some(i) = s.mask.iter().position(|&l| l != super::IGNORE && usize::from(l) >= classes) {
+            let (x, y) = (i % s.image.width, i / s.image.width);
+            return Err(Error::data(
+                root.join("SegmentationClass").join(format!("{}.png", s.id)),
+                format!(
+                    "pixel ({x}, {y}) has label {}, outside the {classes} declared classes (0–{}, 255 ignored; declare them in {CLASSES})",
+                    s.mask[i],
+                    classes - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// One image of a split and its label map.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +203,30 @@ mod tests {
         image::RgbImage::new(32, 32).save(root.join("SegmentationClass/train-000001.png")).unwrap();
         let e = read_split(&root, "train").unwrap_err().to_string();
         assert!(e.contains("train-000001.png") && e.contains("palette"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Without `classes.txt` the classes are VOC's 21; with it, its lines; a label outside the
+    /// declaration (one stray pixel) is an error naming the file and the pixel, not a new class.
+    #[test]
+    fn the_classes_are_declared_and_a_stray_label_is_an_error() {
+        let root = tmp("classes");
+        std::fs::create_dir_all(&root).unwrap();
+        assert_eq!(read_classes(&root).unwrap(), VOC_CLASSES.map(String::from).to_vec());
+        let image = Rgb8 { width: 4, height: 2, data: vec![0; 4 * 2 * 3] };
+        let mut mask = vec![0u8, 1, 20, 255, 3, 2, 1, 0];
+        let sample = |mask: &[u8]| Sample { id: "a".into(), image: image.clone(), mask: mask.to_vec() };
+        check_labels(&root, &[sample(&mask)], 21).unwrap();
+        mask[6] = 37;
+        let e = check_labels(&root, &[sample(&mask)], 21).unwrap_err().to_string();
+        assert!(e.contains("SegmentationClass/a.png") && e.contains("pixel (2, 1)") && e.contains("label 37") && e.contains("21 declared"), "{e}");
+        write_classes(&root, &["sky".into(), "sea".into(), "boat".into()]).unwrap();
+        assert_eq!(read_classes(&root).unwrap(), ["sky", "sea", "boat"]);
+        let e = check_labels(&root, &[sample(&[0, 1, 2, 255, 3, 2, 1, 0])], 3).unwrap_err().to_string();
+        assert!(e.contains("pixel (0, 1)") && e.contains("label 3"), "{e}");
+        std::fs::write(root.join(CLASSES), "only\n").unwrap();
+        let e = read_classes(&root).unwrap_err().to_string();
+        assert!(e.contains("classes.txt") && e.contains("declares 1 classes"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -9,7 +9,7 @@ use crate::transfer::depth::{DepthConfig, DepthData, DepthResult};
 use crate::transfer::mosaic::{Mosaic, mosaics};
 use crate::transfer::scenes::{DepthSample, read_folder, scenes, write_folder};
 use crate::transfer::segment::{Progress, SegmentData, SegmentResult, prediction_picture, segment as fine_tune};
-use crate::transfer::voc::{Sample, read_split, write_split};
+use crate::transfer::voc::{Sample, check_labels, read_classes, read_split, write_classes, write_split};
 use crate::transfer::{IGNORE, segment::SegmentConfig};
 use crate::{Error, Result};
 use serde::Serialize;
@@ -71,57 +71,44 @@ fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: 
 
 /// The training and validation samples of `data`, and the class names. Mosaics are made from the
 /// evaluation's splits (training mosaics from its training split, validation ones from its test
-/// split); a VOC-layout folder gives its `train` and `val` splits, with as many classes as its
-/// largest label says.
+/// split); a VOC-layout folder gives its `train` and `val` splits and declares its classes
+/// ([`read_classes`]: VOC's 21 unless a `classes.txt` says otherwise). Data whose training labels
+/// hold fewer than two classes, or whose validation labels score no pixel, is an error: a score
+/// of such data would look valid and mean nothing.
 fn samples(e: &Evaluation, data: &SegmentData) -> Result<(Vec<Sample>, Vec<Sample>, Vec<String>)> {
-    match data {
+    let (train, val, classes, at) = match data {
         SegmentData::Mosaic { grid, tile, train, val } => {
             let splits = e.splits()?;
             let (tr, te) = (&splits.train, &splits.test);
-            Ok((
-                mosaic_samples(tr, *train, *grid, *tile, e.config.seed, "train")?,
-                mosaic_samples(te, *val, *grid, *tile, e.config.seed, "val")?,
-                tr.classes.clone(),
-            ))
+            let at = e.config.data.source.path().unwrap_or_else(|| Path::new("built-in data")).to_path_buf();
+            let train = mosaic_samples(tr, *train, *grid, *tile, e.config.seed, "train")?;
+            (train, mosaic_samples(te, *val, *grid, *tile, e.config.seed, "val")?, tr.classes.clone(), at)
         }
         SegmentData::Voc { path } => {
+            let classes = read_classes(path)?;
             let (train, val) = (read_split(path, "train")?, read_split(path, "val")?);
-            let largest = train.iter().chain(&val).flat_map(|s| s.mask.iter().copied().filter(|&l| l != IGNORE)).max();
-            let Some(largest) = largest else {
-                return Err(Error::data(path, "no label map has a pixel of a class (every pixel is 255, ignored)"));
-            };
-            let classes = (0..=largest).map(|k| voc_class(k, largest)).collect();
-            Ok((train, val, classes))
+            check_labels(path, &train, classes.len())?;
+            check_labels(path, &val, classes.len())?;
+            (train, val, classes, path.clone())
         }
-    }
+    };
+    check_scoreable(&train, &val, &classes, &at)?;
+    Ok((train, val, classes))
 }
 
-/// PASCAL VOC's names when the labels go up to 20, else `class <k>`.
-fn voc_class(k: u8, largest: u8) -> String {
-    const VOC: [&str; 21] = [
-        "background",
-        "aeroplane",
-        "bicycle",
-        "bird",
-        "boat",
-        "bottle",
-        "bus",
-        "car",
-        "cat",
-        "chair",
-        "cow",
-        "diningtable",
-        "dog",
-        "horse",
-        "motorbike",
-        "person",
-        "pottedplant",
-        "sheep",
-        "sofa",
-        "train",
-        "tvmonitor",
-    ];
-    if largest == 20 { VOC[usize::from(k)].to_string() } else { format!("class {k}") }
+/// An error (naming the data at `at`) when the training labels hold fewer than two of `classes`
+/// or the validation labels no scored pixel.
+fn check_scoreable(train: &[Sample], val: &[Sample], classes: &[String], at: &Path) -> Result<()> {
+    let present = |s: &[Sample]| s.iter().flat_map(|s| s.mask.iter().copied()).filter(|&l| l != IGNORE).collect::<std::collections::BTreeSet<u8>>();
+    let seen = present(train);
+    if seen.len() < 2 {
+        let which = seen.first().map_or("no class".to_string(), |&k| format!("only class {k} ({})", classes[usize::from(k)]));
+        return Err(Error::data(at, format!("the training labels hold {which}: segmentation needs at least two classes to tell apart")));
+    }
+    if present(val).is_empty() {
+        return Err(Error::data(at, "the validation split has no labelled pixel (every pixel is 255, ignored): nothing to score"));
+    }
+    Ok(())
 }
 
 /// Fine-tune an FCN on `e`'s encoder with `e.config.transfer.segment`, writing `segment.json`,
@@ -143,9 +130,10 @@ pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(
     if !matches!(data, SegmentData::Mosaic { .. }) {
         return Err(Error::config("transfer.segment.data", "only mosaics are written; a VOC folder is already in the layout"));
     }
-    let (train, val, _) = samples(e, data)?;
+    let (train, val, classes) = samples(e, data)?;
     write_split(out, "train", &train)?;
     write_split(out, "val", &val)?;
+    write_classes(out, &classes)?;
     Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
 }
 
@@ -191,4 +179,26 @@ pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, u
     write_folder(out, "train", &train)?;
     write_folder(out, "val", &val)?;
     Ok((train.len(), val.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Single-class training labels and a validation split with nothing labelled are errors (they
+    /// scored "mIoU 100 %" and "mIoU 0 %" before); two classes and one scored pixel pass.
+    #[test]
+    fn data_with_nothing_to_tell_apart_or_to_score_is_refused() {
+        let image = crate::image::Rgb8 { width: 2, height: 1, data: vec![0; 6] };
+        let s = |mask: [u8; 2]| vec![Sample { id: "a".into(), image: image.clone(), mask: mask.to_vec() }];
+        let classes = ["cat".to_string(), "dog".to_string()];
+        let at = Path::new("data");
+        let e = check_scoreable(&s([1, 1]), &s([0, 1]), &classes, at).unwrap_err().to_string();
+        assert!(e.contains("only class 1 (dog)") && e.contains("at least two classes"), "{e}");
+        let e = check_scoreable(&s([IGNORE, IGNORE]), &s([0, 1]), &classes, at).unwrap_err().to_string();
+        assert!(e.contains("no class"), "{e}");
+        let e = check_scoreable(&s([0, 1]), &s([IGNORE, IGNORE]), &classes, at).unwrap_err().to_string();
+        assert!(e.contains("validation split has no labelled pixel"), "{e}");
+        check_scoreable(&s([0, 1]), &s([IGNORE, 0]), &classes, at).unwrap();
+    }
 }
