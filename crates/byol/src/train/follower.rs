@@ -26,7 +26,7 @@ pub fn follow(cfg: &ExperimentConfig, run_dir: Option<&Path>, resume: bool) -> R
     };
     let splits = data::load(&cfg.data, cfg.seed)?;
     let train = Arc::new(splits.train);
-    let schedules = Schedules::new(cfg, train.len());
+    let schedules = Schedules::new(cfg, train.len())?;
     if state.step >= schedules.total_steps {
         return Ok(state.step); // a finished run: rank 0 reports it without a step
     }

@@ -51,16 +51,20 @@ pub(crate) struct Schedules {
 }
 
 impl Schedules {
-    /// The schedules of `cfg` over a training set of `n` images.
-    pub(crate) fn new(cfg: &ExperimentConfig, n: usize) -> Self {
+    /// The schedules of `cfg` over a training set of `n` images; an error naming `train.epochs`
+    /// and its valid range when the steps of that many epochs overflow a step count.
+    pub(crate) fn new(cfg: &ExperimentConfig, n: usize) -> Result<Self> {
         let b = cfg.train.batch_size;
         let spe = loader::steps_per_epoch(n, b);
-        Schedules {
+        let total_steps = spe.checked_mul(cfg.train.epochs).ok_or_else(|| {
+            Error::config("train.epochs", format!("{} epochs of {spe} steps overflow the step count: at most {} epochs here", cfg.train.epochs, u64::MAX / spe))
+        })?;
+        Ok(Schedules {
             peak_lr: schedule::peak_lr(cfg.optim.base_lr, b),
             warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
-            total_steps: spe * cfg.train.epochs,
+            total_steps,
             steps_per_epoch: spe,
-        }
+        })
     }
 
     /// (learning rate, τ) of step `k` (0-based).
@@ -255,7 +259,7 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         Some((None, ckpt)) => tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display()),
         None => {}
     }
-    let schedules = Schedules::new(cfg, train.len());
+    let schedules = Schedules::new(cfg, train.len())?;
     let (spe, total) = (schedules.steps_per_epoch, schedules.total_steps);
     if opts.resume && state.step >= total {
         // Resuming a finished run changes nothing: its evaluations and report stay as they are.
@@ -282,4 +286,23 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
     };
     Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Epochs whose steps overflow a `u64` are an error naming the field and the largest valid
+    /// count (they trained 4 wrapped-around steps and called the run finished), and the largest
+    /// valid count is accepted.
+    #[test]
+    fn epochs_whose_steps_overflow_are_refused_with_the_range() {
+        let mut cfg = ExperimentConfig::load("small-cpu", &[]).unwrap();
+        cfg.train.batch_size = 16;
+        cfg.train.epochs = 4_611_686_018_427_387_905; // 2⁶² + 1: × 4 steps wraps to 4
+        let e = Schedules::new(&cfg, 64).unwrap_err().to_string();
+        assert!(e.contains("train.epochs") && e.contains(&format!("at most {} epochs", u64::MAX / 4)), "{e}");
+        cfg.train.epochs = u64::MAX / 4;
+        assert_eq!(Schedules::new(&cfg, 64).unwrap().total_steps, u64::MAX / 4 * 4);
+    }
 }
