@@ -16,8 +16,21 @@ fn values(t: &Tensor<1>) -> Vec<f32> {
     t.clone().into_data().try_into_vec().unwrap()
 }
 
+/// Two [b, 3, s, s] views of standard normal values, the same in every run (a seeded generator of
+/// their own: burn's shared one would depend on the tests running beside).
 fn views(b: usize, s: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    (Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device), Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))
+    use rand::Rng;
+    let view = |which: u64| {
+        let mut r = byol::rng::rng(which, byol::rng::Stream::Augment, &[b as u64, s as u64]);
+        let v: Vec<f32> = (0..b * 3 * s * s)
+            .map(|_| {
+                let (u1, u2): (f64, f64) = (r.random_range(f64::MIN_POSITIVE..1.0), r.random());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [b, 3, s, s]), device)
+    };
+    (view(1), view(2))
 }
 
 #[test]

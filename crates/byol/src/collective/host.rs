@@ -192,9 +192,11 @@ mod tests {
     use burn::tensor::Device;
 
     /// Sums arrive in rank order on every replica, over many rounds, whatever the arrival order.
-    /// The second element's inputs (1, 1e8, −1e8 from ranks 0, 1, 2) sum to a different f32 in
-    /// each order: (1 + 1e8) − 1e8 = 0 in rank order (1 is below half a unit in the last place
-    /// of 1e8), and 1 in the order 1e8 − 1e8 + 1; so another order fails the bit comparison.
+    /// The second element's inputs (1, −1, 0.001 from ranks 0, 1, 2) give three different f32
+    /// sums for the three ways of pairing them first: (1 − 1) + 0.001 in rank order, and
+    /// (1 + 0.001) − 1 and (−1 + 0.001) + 1 each round 0.001 differently; the order within the
+    /// first pair does not change a sum. So a sum in any order but rank order fails the bit
+    /// comparison (checked below on the inputs themselves).
     #[test]
     fn every_replica_gets_the_rank_ordered_sum_round_after_round() {
         let g = Arc::new(HostGroup::new(3));
@@ -203,7 +205,7 @@ mod tests {
                 .map(|rank| {
                     let g = g.clone();
                     s.spawn(move || {
-                        let second = [1.0f32, 1e8, -1e8][rank];
+                        let second = [1.0f32, -1.0, 0.001][rank];
                         // Ranks arrive in a different order in different rounds.
                         (0..50)
                             .map(|k| {
@@ -218,8 +220,10 @@ mod tests {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let in_rank_order = (1.0f32 + 1e8) + -1e8;
-        assert_ne!(in_rank_order.to_bits(), ((1e8f32 + -1e8) + 1.0).to_bits(), "the inputs do not tell the orders apart");
+        let in_rank_order = (1.0f32 + -1.0) + 0.001;
+        for other in [(1.0f32 + 0.001) + -1.0, (-1.0f32 + 0.001) + 1.0] {
+            assert_ne!(in_rank_order.to_bits(), other.to_bits(), "the inputs do not tell the orders apart");
+        }
         for k in 0..50 {
             for r in &out {
                 assert_eq!(r[k][0], (3 * k + 3) as f32, "round {k}");
