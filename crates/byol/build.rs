@@ -10,8 +10,14 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
-    let dirty =
-        Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().ok().is_some_and(|o| o.status.success() && !o.stdout.is_empty());
+    // GIT_OPTIONAL_LOCKS=0: `git status` must not refresh the index file, whose change makes
+    // cargo run this script again and rebuild the library (in a fresh clone, every time).
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .output()
+        .ok()
+        .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
     println!("cargo:rustc-env=BYOL_GIT_REVISION={rev}{}", if dirty { "-dirty" } else { "" });
     if let Ok(head) = Command::new("git").args(["rev-parse", "--git-dir"]).output() {
         let dir = String::from_utf8_lossy(&head.stdout).trim().to_string();

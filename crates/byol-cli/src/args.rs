@@ -124,8 +124,8 @@ pub struct ShardArgs {
     /// their manifests, every shard's size, SHA-256 and image count; exits with 1 if any differs.
     #[arg(long, conflicts_with_all = ["input", "out"])]
     pub verify: Option<PathBuf>,
-    /// Target size of a shard in MB (a shard is closed once it reaches it).
-    #[arg(long, default_value_t = 256)]
+    /// Target size of a shard in MB (a shard is closed once it reaches it), 1 to 1,048,576.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub shard_mb: u64,
     /// Resize images whose shorter side is larger than this many pixels (re-encoded as JPEG);
     /// ImageNet pipelines often store 256.
@@ -390,8 +390,9 @@ pub struct PretrainArgs {
     /// Skip the random-init encoder's kNN evaluation.
     #[arg(long)]
     pub no_baseline: bool,
-    /// Stop with a checkpoint after this many steps in total (continue later with --resume).
-    #[arg(long)]
+    /// Stop with a checkpoint after this many steps in total, at least 1 (continue later with
+    /// --resume).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
     /// Stop after this many seconds of training (a checkpoint, then the kNN evaluation of the
     /// encoder as it is): time to accuracy, with the schedule of the full run cut short.

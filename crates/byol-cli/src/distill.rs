@@ -59,8 +59,9 @@ pub struct DistillArgs {
     /// The student's depth, `resnet18`, `resnet34`, `resnet50`, … (`distill.student.arch`).
     #[arg(long, value_parser = arch)]
     pub student_arch: Option<Arch>,
-    /// Stop with a checkpoint after this many steps in total (continue with --resume).
-    #[arg(long)]
+    /// Stop with a checkpoint after this many steps in total, at least 1 (continue with
+    /// --resume).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
     /// Any config field: `--set distill.weight-decay=1e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]

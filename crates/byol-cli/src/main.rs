@@ -276,7 +276,7 @@ fn shard(args: ShardArgs) -> Result<()> {
         _ => unreachable!("clap requires --input and --out without --verify"),
     };
     let opts = byol::data::shards::ShardWriteOptions {
-        target_bytes: args.shard_mb.max(1) << 20,
+        target_bytes: args.shard_mb << 20,
         resize_shorter: args.resize_shorter,
         quality: args.quality,
         seed: args.seed,

@@ -40,7 +40,8 @@ pub struct EncoderArgs {
     /// The config of an `--encoder` (a preset or a TOML file).
     #[arg(long, default_value = "cifar10-cpu", requires = "encoder")]
     pub config: String,
-    /// The labelled images the mosaics are made of (same forms as `pretrain --data`).
+    /// The labelled images the segmentation mosaics are made of (same forms as `pretrain
+    /// --data`); refused where nothing reads it (`transfer depth`, `--dataset voc:…`).
     #[arg(long, value_parser = data_choice)]
     pub data: Option<Source>,
     #[arg(long)]
@@ -149,6 +150,9 @@ impl byol::transfer::tune::Progress for Bar {
 }
 
 fn transfer_segment(args: SegmentArgs) -> Result<()> {
+    if let (Some(byol::transfer::segment::SegmentData::Voc { path }), Some(_)) = (&args.dataset, &args.encoder.data) {
+        anyhow::bail!("--data names the images of mosaics; --dataset voc:{} reads its own images: drop --data", path.display());
+    }
     let e = transfer_encoder(&args.encoder, |c| {
         let s = &mut c.transfer.segment;
         s.epochs = args.tune.epochs.unwrap_or(s.epochs);
@@ -185,6 +189,9 @@ fn transfer_mosaics(args: MosaicArgs) -> Result<()> {
 }
 
 fn transfer_depth(args: DepthArgs) -> Result<()> {
+    if args.encoder.data.is_some() {
+        anyhow::bail!("transfer depth reads its own data (--dataset synthetic or folder:<path>); --data names the images of segmentation mosaics: drop it");
+    }
     let e = transfer_encoder(&args.encoder, |c| {
         let d = &mut c.transfer.depth;
         d.epochs = args.tune.epochs.unwrap_or(d.epochs);

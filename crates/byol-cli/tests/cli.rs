@@ -85,7 +85,8 @@ fn one_class_data_reports_no_accuracy() {
 
 /// Settings that cannot be right are refused with the field and what to do instead: an
 /// evaluation's `--set model.*` (the checkpoint decides the architecture; it used to be ignored
-/// silently) and `byol shard --resize-shorter 0` (it wrote 1×1 images).
+/// silently), `byol shard --resize-shorter 0` (it wrote 1×1 images), `--shard-mb 0` and
+/// `pretrain --max-steps 0`.
 #[test]
 fn settings_that_cannot_be_right_are_refused() {
     let (ok, _, err) = byol(&["eval", "knn", "--checkpoint", "/nonexistent", "--set", "model.encoder.base-width=8"]);
@@ -93,6 +94,14 @@ fn settings_that_cannot_be_right_are_refused() {
     let out = std::env::temp_dir().join(format!("byol-cli-resize0-{}", std::process::id()));
     let (ok, _, err) = byol(&["shard", "--input", "/nonexistent", "--out", out.to_str().unwrap(), "--resize-shorter", "0"]);
     assert!(!ok && err.contains("resize-shorter") && err.contains("at least 8 px"), "{err}");
+    assert!(!out.exists(), "a refused shard command made its output folder");
+    // `--max-steps 0` trained nothing, printed "final loss NaN" and suggested a failing resume.
+    let (ok, _, err) = byol(&["pretrain", "--max-steps", "0", "--run-dir", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("--max-steps") && err.contains("1.."), "{err}");
+    assert!(!out.exists(), "a refused pretrain made its run directory");
+    // `--shard-mb 0` acted as 1.
+    let (ok, _, err) = byol(&["shard", "--input", "/nonexistent", "--out", out.to_str().unwrap(), "--shard-mb", "0"]);
+    assert!(!ok && err.contains("--shard-mb") && err.contains("1..=1048576"), "{err}");
     assert!(!out.exists(), "a refused shard command made its output folder");
     // A missing path is said once, as missing.
     let (ok, _, err) = byol(&["eval", "knn", "--checkpoint", "/nonexistent"]);
@@ -428,7 +437,7 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     let seg = out_dir("seg");
     let (ok, out, err) = segment(&["--checkpoint", d], &seg, &[]);
     assert!(ok, "{err}");
-    assert!(out.contains("trained encoder (BYOL objective), 16 training / 4 validation images, 2 steps): mIoU"), "{out}");
+    assert!(out.contains("(BYOL-trained encoder, 16 training / 4 validation images, 2 steps): mIoU"), "{out}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("seg/segment.json")).unwrap()).unwrap();
     assert_eq!(report["result"]["val"]["pixels"], 4 * 32 * 32);
     let png = image::open(dir.join("seg/predictions.png")).unwrap().to_rgb8();
@@ -458,19 +467,23 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     assert!(!ok && err.contains("val.txt"), "{err}");
     let (ok, _, err) = segment(&["--checkpoint", d], &out_dir("seg-voc3"), &["--dataset", "voc"]);
     assert!(!ok && err.contains("expected `mosaic`, `mosaic:<grid>` or `voc:<path>`"), "{err}");
-    // Depth: on the built-in scenes, and on the same scenes written as files. Its data is its
-    // own: the image folder of `--data` is never read (here it does not exist).
+    // `--data` where nothing reads it is refused (it was silently ignored).
+    let (ok, _, err) = segment(&["--checkpoint", d, "--data", "synthetic"], &out_dir("seg-voc4"), &["--dataset", &format!("voc:{voc}")]);
+    assert!(!ok && err.contains("drop --data"), "{err}");
+    let (ok, _, err) = byol(&["transfer", "depth", "--checkpoint", d, "--data", "synthetic", "--out", &out_dir("depth-data")]);
+    assert!(!ok && err.contains("transfer depth reads its own data"), "{err}");
+    // Depth: on the built-in scenes, and on the same scenes written as files.
     let tiny_depth = ["--epochs", "1", "--set", "transfer.depth.batch-size=4"];
     let depth_out = out_dir("depth");
     let (ok, out, err) = byol(
         &[
-            &["transfer", "depth", "--checkpoint", d, "--data", "/nonexistent/byol-images", "--out", &depth_out][..],
+            &["transfer", "depth", "--checkpoint", d, "--out", &depth_out][..],
             &["--set", "transfer.depth.data.train=8", "--set", "transfer.depth.data.val=2"],
             &tiny_depth,
         ]
         .concat(),
     );
-    assert!(ok && out.contains("(trained encoder (BYOL objective), 8 training / 2 validation images, 2 steps): δ<1.25"), "{out}{err}");
+    assert!(ok && out.contains("(BYOL-trained encoder, 8 training / 2 validation images, 2 steps): δ<1.25"), "{out}{err}");
     assert!(dir.join("depth/depth.json").is_file() && dir.join("depth/predictions.png").is_file());
     let scenes = out_dir("scenes");
     let (ok, out, err) = byol(&["transfer", "scenes", "--out", &scenes, "--train", "8", "--val", "2", "--size", "32"]);

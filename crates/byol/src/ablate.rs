@@ -223,6 +223,15 @@ pub struct AblationOptions {
     pub linear: bool,
 }
 
+/// `e`, a variant's config error, saying which variant: a grid's `set` lists look alike.
+fn in_variant(e: Error, name: &str) -> Error {
+    match e {
+        Error::Config { field, message } => Error::Config { field: format!("{field}` of variant `{name}"), message },
+        Error::ConfigParse { path, message } => Error::ConfigParse { path, message: format!("variant `{name}`: {message}") },
+        other => other,
+    }
+}
+
 /// Run every variant of `grid` at every seed over the base config `base` (a preset or file)
 /// with `settings` (a variant's `set` comes after the settings' own, the seed last), each in `dir/<variant>/seed-<seed>`; write `ablation.md` and
 /// `ablation.json` into `dir` after each run. A run whose row is recorded with the same
@@ -239,7 +248,7 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             let mut run = settings.clone();
             run.set.extend(v.set.iter().cloned());
             run.seed = Some(seed);
-            plan.push((v, seed, run.resolve(base)?));
+            plan.push((v, seed, run.resolve(base).map_err(|e| in_variant(e, &v.name))?));
         }
     }
     let described = settings.describe();
@@ -409,6 +418,20 @@ mod tests {
             assert_eq!((s.min, s.max), (values[0], values[values.len() - 1]));
         }
         assert_eq!(Spread::of(&[]), None);
+    }
+
+    /// A variant whose overrides do not resolve is named in the error, before anything trains.
+    #[test]
+    fn a_bad_variant_is_named() {
+        let dir = std::env::temp_dir().join(format!("byol-grid-bad-{}", std::process::id()));
+        let grid: Grid = toml::from_str("[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"too-fast\"\nset = [\"optim.base-lr=-1.0\"]\n").unwrap();
+        let options = AblationOptions { seeds: vec![0], linear: false };
+        struct Quiet;
+        impl crate::train::Observer for Quiet {}
+        let e = ablate("small-cpu", &Settings::default(), &grid, &dir, &options, &mut Quiet).unwrap_err().to_string();
+        assert!(e.contains("optim.base-lr") && e.contains("variant `too-fast`"), "{e}");
+        assert!(!dir.join("fine").exists(), "a run trained before the bad variant was found");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum Error {
     /// A replica of a data-parallel run failed (the others stop with it).
     #[error("replica {rank} failed: {message}")]
     Replica { rank: usize, message: String },
+    /// The MPI library could not give a process what a run of several processes needs.
+    #[error("MPI: {0}")]
+    Mpi(String),
     /// Another process holds the run directory (`train::RunDir`).
     #[error("run directory {path} is in use by {holder}; wait for it to end, or choose another --run-dir")]
     RunLocked { path: PathBuf, holder: String },

@@ -68,14 +68,14 @@ pub fn init() -> Result<Option<Session>> {
         return Ok(None);
     }
     let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
-        .ok_or_else(|| Error::config("mpi", "MPI was already initialised in this process (init is called once)"))?;
+        .ok_or_else(|| Error::Mpi("MPI was already initialised in this process (init is called once)".into()))?;
     if threading < mpi::Threading::Serialized {
-        return Err(Error::config("mpi", format!("the MPI library gives thread support {threading:?}; byol needs Serialized or more")));
+        return Err(Error::Mpi(format!("the MPI library gives thread support {threading:?}; byol needs Serialized or more")));
     }
     let comm = universe.world();
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
     let world = MpiWorld { comm: Mutex::new(comm), rank, size, local_rank: local_rank(), completed: AtomicU64::new(0) };
-    WORLD.set(Arc::new(world)).map_err(|_| Error::config("mpi", "MPI was already initialised in this process"))?;
+    WORLD.set(Arc::new(world)).map_err(|_| Error::Mpi("MPI was already initialised in this process".into()))?;
     Ok(Some(Session { _universe: universe }))
 }
 
@@ -130,7 +130,7 @@ impl MpiWorld {
 
     /// End every process of the job: print `reason` and call `MPI_Abort`.
     pub fn abort(&self, reason: &str) -> ! {
-        eprintln!("error: MPI rank {} of {}: {reason}; ending every rank of the job", self.rank, self.size);
+        tracing::error!("MPI rank {} of {}: {reason}; ending every rank of the job", self.rank, self.size);
         self.comm().abort(1)
     }
 }

@@ -206,6 +206,26 @@ impl Fingerprint {
 mod tests {
     use super::*;
 
+    /// The fingerprint tells a relabelled image and a renamed file from the recorded data (same
+    /// count, same classes), and takes the same files under another root as the same data.
+    #[test]
+    fn the_fingerprint_sees_labels_and_names_and_not_the_root() {
+        let set = |root: &str, names: [&str; 3], labels: [usize; 3]| ImageSet {
+            images: names.iter().map(|n| Pixels::File(PathBuf::from(format!("{root}/{n}")))).collect(),
+            names: names.iter().map(|n| format!("{root}/{n}")).collect(),
+            labels: labels.to_vec(),
+            ..ImageSet::empty(vec!["cat".into(), "dog".into()])
+        };
+        let of = |root: &str, names, labels| Fingerprint::of(&set(root, names, labels), Some(std::path::Path::new(root)));
+        let recorded = of("/data/a", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 0, 1]);
+        let relabelled = of("/data/a", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 1, 1]);
+        assert_eq!(relabelled.differences(&recorded), ["the same number of images, but other files or labels"]);
+        let renamed = of("/data/a", ["cat/1.jpg", "cat/9.jpg", "dog/3.jpg"], [0, 0, 1]);
+        assert_eq!(renamed.differences(&recorded), ["the same number of images, but other files or labels"]);
+        let moved = of("/elsewhere/b", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 0, 1]);
+        assert!(moved.differences(&recorded).is_empty(), "{:?}", moved.differences(&recorded));
+    }
+
     #[test]
     fn balanced_subset_has_exact_counts_and_is_seeded() {
         let labels: Vec<usize> = (0..1000).map(|i| i % 10).collect();

@@ -208,6 +208,8 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
     let fresh = require_grad(Finetuned::new(encoder, None, student_cfg.output_dim(), info.classes.len(), cfg.seed, &ad));
     let sha = run.teacher.sha256.as_str();
     let (mut student, mut optim, start) = if opts.resume { resume(dir, fresh, cfg, sha, &ad)? } else { (fresh, optimizer(dc), 0) };
+    // Lines logged after the checkpoint (a run killed between checkpoints) are logged again.
+    crate::train::run_dir::trim_logs_after(dir, start)?;
     let spe = (n / b) as u64;
     let total = spe * dc.epochs as u64;
     let view = training_view();
@@ -254,7 +256,7 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
         let mut grads = loss.backward();
         let lr = schedule::lr_at(dc.learning_rate, step, 0, total);
         student = optim.step(student, &mut grads, lr, step + 1)?;
-        lock.append_line(METRICS, &serde_json::to_string(&StepLine { step, loss: value, lr }).expect("json"))?;
+        lock.append_line(METRICS, &serde_json::to_string(&StepLine { step: step + 1, loss: value, lr }).expect("json"))?;
         progress.on_step(step + 1, value as f32);
         if (step + 1) % dc.checkpoint_every == 0 || step + 1 == total {
             save_checkpoint(dir, &student, &optim, step + 1, cfg, run.teacher)?;
@@ -282,8 +284,8 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
     Ok(DistillOutcome::Finished(Box::new(result)))
 }
 
-/// The mean loss of each epoch from `metrics.jsonl`; a step logged twice (run again after a
-/// resume from an earlier checkpoint) counts once, with its last value.
+/// The mean loss of each epoch from `metrics.jsonl` (steps counted from 1, as pre-training's:
+/// the step a line ends); a step logged twice counts once, with its last value.
 fn epoch_losses(path: &Path, spe: u64, epochs: usize) -> Result<Vec<f64>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut by_step = BTreeMap::new();
@@ -293,7 +295,7 @@ fn epoch_losses(path: &Path, spe: u64, epochs: usize) -> Result<Vec<f64>> {
     }
     let mut sums = vec![(0.0, 0usize); epochs];
     for (s, v) in by_step {
-        if let Some(e) = sums.get_mut((s / spe) as usize) {
+        if let Some(e) = sums.get_mut((s.saturating_sub(1) / spe) as usize) {
             e.0 += v;
             e.1 += 1;
         }
@@ -370,9 +372,18 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("another teacher"), "{e}");
+        // As if killed after logging step 8 without its checkpoint: that line is logged again.
+        let mut log = std::fs::read_to_string(b.join(METRICS)).unwrap();
+        log.push_str("{\"step\":8,\"loss\":9.0,\"lr\":0.0}\n");
+        std::fs::write(b.join(METRICS), log).unwrap();
         let DistillOutcome::Finished(r) = distill(&run, &b, &DistillOptions { resume: true, ..Default::default() }, &mut ()).unwrap() else {
             panic!("stopped")
         };
+        // The log of the interrupted run is the uninterrupted one's: steps 1 to 10, once each.
+        let log = std::fs::read_to_string(b.join(METRICS)).unwrap();
+        let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<StepLine>(l).unwrap().step).collect();
+        assert_eq!(steps, (1..=10).collect::<Vec<_>>());
+        assert_eq!(log, std::fs::read_to_string(root.join("a").join(METRICS)).unwrap());
         let (sa, sb) = (tensors(&root.join("a").join(STUDENT)), tensors(&b.join(STUDENT)));
         assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
         for (k, v) in &sa {

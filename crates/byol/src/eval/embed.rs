@@ -49,8 +49,17 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
 pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
     use rand::Rng;
     let n = values.len() / dim.max(1);
-    if perplexity.is_nan() || perplexity <= 0.0 || (n as f32) < 3.0 * perplexity + 2.0 {
-        return Err(Error::config("perplexity", format!("{perplexity} needs at least 3·perplexity + 2 = {:.0} points, there are {n}", 3.0 * perplexity + 2.0)));
+    if perplexity.is_nan() || perplexity <= 0.0 {
+        return Err(Error::config("perplexity", format!("{perplexity} must be a positive number")));
+    }
+    if (n as f32) < 3.0 * perplexity + 2.0 {
+        return Err(Error::config(
+            "plot points",
+            format!(
+                "{n} points are too few for t-SNE at perplexity {perplexity}: it needs at least 3·perplexity + 2 = {:.0}; plot more points or lower the perplexity",
+                3.0 * perplexity + 2.0
+            ),
+        ));
     }
     let rows: Vec<Vec<f32>> = values
         .chunks(dim)
@@ -72,4 +81,19 @@ pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result
         .initial_embedding(start)
         .barnes_hut(0.5, |a, b| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
     Ok(tsne.embedding().chunks(2).map(|c| [c[0], c[1]]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Too few points for the perplexity is said as such (it was reported as a bad perplexity);
+    /// a perplexity that is not positive is the perplexity's error.
+    #[test]
+    fn too_few_points_and_a_bad_perplexity_are_told_apart() {
+        let e = tsne_2d(&[0.5; 5 * 4], 4, 30.0, 0).unwrap_err().to_string();
+        assert!(e.contains("plot points") && e.contains("5 points are too few") && e.contains("92"), "{e}");
+        let e = tsne_2d(&[0.5; 5 * 4], 4, 0.0, 0).unwrap_err().to_string();
+        assert!(e.contains("`perplexity`") && e.contains("positive"), "{e}");
+    }
 }

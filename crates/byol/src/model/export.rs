@@ -16,7 +16,10 @@
 //! Layouts are identical (convolutions are [out, in, kh, kw] in both). torchvision's ResNets have
 //! base width 64 and the ImageNet stem; for the CIFAR stem replace `model.conv1` by
 //! `nn.Conv2d(3, 64 * w, 3, 1, 1, bias=False)` and `model.maxpool` by `nn.Identity()` before
-//! loading. torchvision's `num_batches_tracked` buffers are not written (unused in eval mode).
+//! loading. Each BatchNorm also gets PyTorch's `num_batches_tracked` buffer (a 0-dimensional
+//! int64, written as 0: `byol` does not count batches, and PyTorch reads the count only for a
+//! BatchNorm with `momentum=None`), so that a `strict=True` load of a module with these layers
+//! finds every key it expects.
 
 use super::params::{Named, collect, load};
 use super::{Arch, Mlp, ResNet, ResNetConfig, Stem};
@@ -77,13 +80,13 @@ pub fn projector_name(path: &str, hidden_layers: usize) -> String {
 /// weights transposed to PyTorch's [out, in]).
 pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, projector: Option<&Mlp>, path: &Path) -> Result<()> {
     let named = collect(&encoder.valid());
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let bytes = |flat: Tensor<1>| -> Result<Vec<u8>> {
         let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
         Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
     };
     for (p, Named { flat, shape }) in named {
-        tensors.push((torchvision_name(&p), shape, bytes(flat)?));
+        tensors.push((torchvision_name(&p), Dtype::F32, shape, bytes(flat)?));
     }
     if let Some(projector) = projector {
         for (p, Named { flat, shape }) in collect(&projector.valid()) {
@@ -92,14 +95,16 @@ pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, projector: Option<&M
                 &[i, o] if p.ends_with(".weight") => (flat.reshape([i, o]).transpose().reshape([i * o]), vec![o, i]),
                 _ => (flat, shape),
             };
-            tensors.push((projector_name(&p, projector.mid.len()), shape, bytes(flat)?));
+            tensors.push((projector_name(&p, projector.mid.len()), Dtype::F32, shape, bytes(flat)?));
         }
     }
+    let counters: Vec<String> = tensors.iter().filter_map(|(n, ..)| n.strip_suffix(".running_mean").map(|bn| format!("{bn}.num_batches_tracked"))).collect();
+    tensors.extend(counters.into_iter().map(|n| (n, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())));
     let meta: HashMap<String, String> =
         [("format".to_string(), "byol-encoder/torchvision-resnet".to_string()), ("encoder".to_string(), toml::to_string(cfg).expect("config serialises"))]
             .into();
     let views: Vec<(String, TensorView<'_>)> =
-        tensors.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view"))).collect();
+        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent view"))).collect();
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
     crate::io::write_atomic(path, &bytes)
 }
@@ -220,6 +225,13 @@ mod tests {
         let gamma: Vec<f32> = ours["mid.0.bn.gamma"].flat.clone().into_data().try_into_vec().unwrap();
         assert_eq!(read("projector.4.weight").1, gamma);
         assert!(st.tensor("conv1.weight").is_ok());
+        // PyTorch's BatchNorm counter, beside every BatchNorm's statistics and nowhere else.
+        for bn in ["bn1", "layer1.0.bn2", "layer2.0.downsample.1", "projector.1", "projector.4"] {
+            let t = st.tensor(&format!("{bn}.num_batches_tracked")).unwrap_or_else(|_| panic!("no {bn}.num_batches_tracked"));
+            assert_eq!((t.dtype(), t.shape(), t.data()), (Dtype::I64, &[][..], &[0u8; 8][..]), "{bn}");
+        }
+        let counters = st.names().iter().filter(|n| n.ends_with(".num_batches_tracked")).count();
+        assert_eq!(counters, st.names().iter().filter(|n| n.ends_with(".running_mean")).count());
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -101,6 +101,24 @@ pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     Ok((buf.chunks_exact(2).map(|b| f32::from(u16::from_be_bytes([b[0], b[1]])) / 1000.0).collect(), w, h))
 }
 
+/// What a split's depths are fit for: an error (naming `split` of the data at `at`) when no pixel
+/// has a measured depth, since there would be nothing to score (rms 0.000 of 0 pixels); a warning
+/// when the measured depths lie outside 0.05–100 m, the sign of maps written in another unit than
+/// millimetres (metres stored as millimetres read as a few millimetres, and give rel in the
+/// hundreds).
+pub fn check_depths(at: &Path, split: &str, samples: &[DepthSample]) -> Result<Option<String>> {
+    let valid = || samples.iter().flat_map(|s| s.depth.iter().copied()).filter(|&d| d > 0.0);
+    let Some((low, high)) = valid().fold(None, |r: Option<(f32, f32)>, d| Some(r.map_or((d, d), |(l, h)| (l.min(d), h.max(d))))) else {
+        return Err(Error::data(at, format!("the `{split}` split has no pixel with a measured (positive) depth: nothing to train on or score")));
+    };
+    Ok((high < 0.05 || low > 100.0).then(|| {
+        format!(
+            "the `{split}` depths of {} lie between {low:.4} and {high:.4} m: depth maps are read as millimetres; maps in another unit give meaningless scores",
+            at.display()
+        )
+    }))
+}
+
 /// The samples of split `split` of a depth folder (see the module's documentation), by id order.
 pub fn read_folder(root: &Path, split: &str) -> Result<Vec<DepthSample>> {
     let rgb_dir = root.join(split).join("rgb");
@@ -144,6 +162,19 @@ pub fn write_folder(root: &Path, split: &str, samples: &[DepthSample]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No measured pixel is an error naming the split; depths of a few millimetres (metres
+    /// written as millimetres) a warning; scene-like depths neither.
+    #[test]
+    fn depths_with_nothing_to_score_or_in_another_unit_are_told() {
+        let sample = |depth: Vec<f32>| DepthSample { id: "a".into(), image: Rgb8 { width: 2, height: 1, data: vec![0; 6] }, depth };
+        let at = Path::new("scenes");
+        let e = check_depths(at, "val", &[sample(vec![0.0, 0.0])]).unwrap_err().to_string();
+        assert!(e.contains("`val` split has no pixel with a measured"), "{e}");
+        let w = check_depths(at, "train", &[sample(vec![0.002, 0.0])]).unwrap().expect("a warning");
+        assert!(w.contains("`train` depths") && w.contains("0.0020 and 0.0020 m"), "{w}");
+        assert_eq!(check_depths(at, "val", &[sample(vec![1.5, 0.0]), sample(vec![9.8, 3.0])]).unwrap(), None);
+    }
 
     /// Scenes: exact depths in the floor/wall/box ranges, seeded; they round-trip through the
     /// 16-bit PNG folder layout to the millimetre; an 8-bit depth map is a named error.

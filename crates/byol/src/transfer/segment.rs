@@ -134,8 +134,11 @@ impl SegmentConfig {
     pub fn validate(&self) -> Result<()> {
         let field = |f: &str| format!("transfer.segment.{f}");
         self.schedule().validate()?;
-        if self.head_channels == 0 || self.head_dilation == 0 {
-            return Err(Error::config(field("head-channels"), "the head's channels and dilation must be ≥ 1"));
+        if self.head_channels == 0 {
+            return Err(Error::config(field("head-channels"), "the head's channels must be ≥ 1"));
+        }
+        if self.head_dilation == 0 {
+            return Err(Error::config(field("head-dilation"), "the head's dilation must be ≥ 1"));
         }
         if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1] && self.scale[1].is_finite()) {
             return Err(Error::config(field("scale"), format!("{:?} must be [low, high] with 0 < low ≤ high", self.scale)));
@@ -340,6 +343,16 @@ pub fn prediction_picture(model: &Fcn, val: &[Sample], count: usize, scale: usiz
 mod tests {
     use super::super::tune::small_encoder as small;
     use super::*;
+
+    /// A zero head setting is refused under its own name (`head-dilation = 0` was reported as
+    /// `head-channels`).
+    #[test]
+    fn each_head_setting_is_named_in_its_error() {
+        let e = SegmentConfig { head_dilation: 0, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(e.contains("transfer.segment.head-dilation") && !e.contains("head-channels"), "{e}");
+        let e = SegmentConfig { head_channels: 0, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(e.contains("transfer.segment.head-channels"), "{e}");
+    }
 
     /// The FCN's logits have the input's size, for inputs that the output stride divides and
     /// for one it does not.

@@ -142,6 +142,9 @@ fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
 pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
     let list = root.join("ImageSets/Segmentation").join(format!("{split}.txt"));
     let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
+    if text.lines().all(|l| l.trim().is_empty()) {
+        return Err(Error::data(&list, format!("the `{split}` list names no image")));
+    }
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -197,6 +200,10 @@ mod tests {
         }
         let e = read_split(&root, "val").unwrap_err().to_string();
         assert!(e.contains("val.txt"), "{e}");
+        // An empty list is said as such (it was "0 training images are fewer than one batch").
+        std::fs::write(root.join("ImageSets/Segmentation/val.txt"), "\n").unwrap();
+        let e = read_split(&root, "val").unwrap_err().to_string();
+        assert!(e.contains("val.txt") && e.contains("the `val` list names no image"), "{e}");
         write_mask(&root.join("SegmentationClass/train-000001.png"), &[0; 20 * 10], 20, 10).unwrap();
         let e = read_split(&root, "train").unwrap_err().to_string();
         assert!(e.contains("train-000001.png") && e.contains("20×10") && e.contains("32×32"), "{e}");

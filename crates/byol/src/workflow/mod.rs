@@ -126,7 +126,7 @@ pub struct Evaluation {
     /// The config's data, read on first use ([`Evaluation::splits`]): a task that brings its
     /// own data (depth estimation) never reads it.
     splits: std::sync::OnceLock<Splits>,
-    /// What the encoder is, for a report ("trained encoder (BYOL objective)", "random-init encoder").
+    /// What the encoder is, for a report ("BYOL-trained encoder", "random-init encoder").
     pub label: &'static str,
     /// The checkpoint's step.
     pub step: u64,
@@ -142,7 +142,7 @@ pub struct EvaluationRecord {
     pub protocol: String,
     /// The checkpoint's step.
     pub step: u64,
-    /// "trained encoder (BYOL objective)", "random-init encoder", …
+    /// "BYOL-trained encoder", "random-init encoder", …
     pub encoder: String,
     /// The data evaluated on (`data.path`, or the source's name).
     pub data: String,
@@ -190,9 +190,9 @@ impl Evaluation {
             (random_init_online(&config, &device), "random-init encoder")
         } else {
             let label = match config.objective.kind {
-                crate::loss::ObjectiveKind::Byol => "trained encoder (BYOL objective)",
-                crate::loss::ObjectiveKind::NtXent => "trained encoder (SimCLR objective)",
-                crate::loss::ObjectiveKind::Moco => "trained encoder (MoCo objective)",
+                crate::loss::ObjectiveKind::Byol => "BYOL-trained encoder",
+                crate::loss::ObjectiveKind::NtXent => "SimCLR-trained encoder",
+                crate::loss::ObjectiveKind::Moco => "MoCo-trained encoder",
             };
             (loaded.online(&device)?, label)
         };

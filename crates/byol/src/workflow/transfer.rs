@@ -7,7 +7,7 @@ use crate::rng::{Stream, key};
 use crate::train::RunDir;
 use crate::transfer::depth::{DepthConfig, DepthData, DepthResult};
 use crate::transfer::mosaic::{Mosaic, mosaics};
-use crate::transfer::scenes::{DepthSample, read_folder, scenes, write_folder};
+use crate::transfer::scenes::{DepthSample, check_depths, read_folder, scenes, write_folder};
 use crate::transfer::segment::{Progress, SegmentData, SegmentResult, prediction_picture, segment as fine_tune};
 use crate::transfer::voc::{Sample, check_labels, read_classes, read_split, write_classes, write_split};
 use crate::transfer::{IGNORE, segment::SegmentConfig};
@@ -25,7 +25,7 @@ pub const DEPTH: &str = "depth.json";
 /// What a transfer run's JSON file holds: the result and how it was made.
 #[derive(Debug, Clone, Serialize)]
 pub struct TransferRun<S, R> {
-    /// "trained encoder (BYOL objective)", "random-init encoder", "imported encoder".
+    /// "BYOL-trained encoder", "random-init encoder", "imported encoder".
     pub encoder: String,
     /// The checkpoint's step (0 for a random-init or imported encoder).
     pub step: u64,
@@ -137,11 +137,20 @@ pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(
     Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
 }
 
-/// The training and validation samples of `data`.
+/// The training and validation samples of `data`: each split must have a measured pixel
+/// ([`check_depths`]), and depths that look like another unit are warned of.
 fn depth_samples(data: &DepthData, seed: u64) -> Result<(Vec<DepthSample>, Vec<DepthSample>)> {
     match data {
         DepthData::Synthetic { train, val, size } => Ok((scenes(*train, *size, seed, 0), scenes(*val, *size, seed, 1))),
-        DepthData::Folder { path } => Ok((read_folder(path, "train")?, read_folder(path, "val")?)),
+        DepthData::Folder { path } => {
+            let (train, val) = (read_folder(path, "train")?, read_folder(path, "val")?);
+            for (split, samples) in [("train", &train), ("val", &val)] {
+                if let Some(warning) = check_depths(path, split, samples)? {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Ok((train, val))
+        }
     }
 }
 

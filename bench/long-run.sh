@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The background experiments of "BYOL's own advantage": the four-arm long run
+# (ablations/long-four-arms.toml: BYOL, SimCLR, the constant random target and random init over
+# 15,600 steps, kNN every 20 epochs, linear evaluation at the end) and the recipe screen
+# (ablations/recipe-screen.toml, 1,872 steps a trial), each through `byol ablate`, which reads
+# finished runs back and resumes an interrupted one from its last checkpoint: run this script
+# again, with a binary of the same training code, to continue. Both run at the lowest CPU
+# priority on one thread each, so that builds and tests on the same machine go first; their logs
+# are `long.log` and `screen.log` in $RUNS. The PyTorch reference arm is not started here: the
+# reference script has no checkpoint, so its 15,600 steps (about three hours on 2 cores) need one
+# uninterrupted window.
+#
+#   bench/long-run.sh [BYOL_BINARY]      # default target/release/byol
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$(realpath "${1:-target/release/byol}")
+RUNS=${RUNS:-$HOME/.cache/byol/runs}
+DATA=$(realpath "${BYOL_CIFAR10:-../shared/data/cifar10}")
+mkdir -p "$RUNS"
+export RAYON_NUM_THREADS=1
+nohup nice -n 19 "$BIN" ablate --config cifar10-cpu --data "$DATA" --grid ablations/long-four-arms.toml \
+  --seeds 0 --set data.max-train=10000 --epochs 200 --set train.knn-every-epochs=20 --linear \
+  --run-dir "$RUNS/long" >> "$RUNS/long.log" 2>&1 &
+echo "long run: pid $!, log $RUNS/long.log"
+nohup nice -n 19 "$BIN" ablate --config cifar10-cpu --data "$DATA" --grid ablations/recipe-screen.toml \
+  --seeds 0 --set data.max-train=10000 --epochs 24 --run-dir "$RUNS/screen" >> "$RUNS/screen.log" 2>&1 &
+echo "recipe screen: pid $!, log $RUNS/screen.log"
