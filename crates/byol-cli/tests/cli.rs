@@ -99,6 +99,10 @@ fn settings_that_cannot_be_right_are_refused() {
     let (ok, _, err) = byol(&["pretrain", "--max-steps", "0", "--run-dir", out.to_str().unwrap()]);
     assert!(!ok && err.contains("--max-steps") && err.contains("1.."), "{err}");
     assert!(!out.exists(), "a refused pretrain made its run directory");
+    // An unknown choice of CPU kernels is an error naming the variable, before anything runs.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_byol")).env("BYOL_CPU_KERNELS", "Burn").args(["dump-config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("BYOL_CPU_KERNELS") && err.contains("\"Burn\""), "{err}");
     // `--shard-mb 0` acted as 1.
     let (ok, _, err) = byol(&["shard", "--input", "/nonexistent", "--out", out.to_str().unwrap(), "--shard-mb", "0"]);
     assert!(!ok && err.contains("--shard-mb") && err.contains("1..=1048576"), "{err}");
@@ -162,6 +166,9 @@ fn pretrain_then_resume_then_eval_knn() {
     let (ok, out, err) = byol(&args);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 3 steps"), "{out}");
+    // run.json records which CPU kernels ran (BYOL_CPU_KERNELS, unset here: ours).
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["cpu_kernels"], "ours", "{run}");
     let (ok, out, err) = byol(&["pretrain", "--resume", d]);
     assert!(ok, "{err}");
     assert!(out.contains("pre-trained 10 steps") && out.contains("random-init"), "{out}");
@@ -442,6 +449,9 @@ fn transfer_segment_from_a_checkpoint_an_export_and_voc_files() {
     assert_eq!(report["result"]["val"]["pixels"], 4 * 32 * 32);
     let png = image::open(dir.join("seg/predictions.png")).unwrap().to_rgb8();
     assert_eq!(png.dimensions(), (3 * 96 + 8, 4 * 96 + 3 * 4));
+    // The folder of a finished transfer run is not written over (it replaced segment.json).
+    let (ok, _, err) = segment(&["--checkpoint", d], &seg, &[]);
+    assert!(!ok && err.contains("already holds `segment.json`"), "{err}");
     let (ok, out, err) = segment(&["--checkpoint", d, "--random-init"], &out_dir("seg-random"), &[]);
     assert!(ok && out.contains("(random-init encoder,"), "{out}{err}");
     // The supervised baseline's path: fine-tune with labels, save, transfer.

@@ -425,10 +425,9 @@ mod tests {
     fn a_bad_variant_is_named() {
         let dir = std::env::temp_dir().join(format!("byol-grid-bad-{}", std::process::id()));
         let grid: Grid = toml::from_str("[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"too-fast\"\nset = [\"optim.base-lr=-1.0\"]\n").unwrap();
-        let options = AblationOptions { seeds: vec![0], linear: false };
         struct Quiet;
         impl crate::train::Observer for Quiet {}
-        let e = ablate("small-cpu", &Settings::default(), &grid, &dir, &options, &mut Quiet).unwrap_err().to_string();
+        let e = ablate("small-cpu", &Settings::default(), &grid, &dir, &AblationOptions { seeds: vec![0], linear: false }, &mut Quiet).unwrap_err().to_string();
         assert!(e.contains("optim.base-lr") && e.contains("variant `too-fast`"), "{e}");
         assert!(!dir.join("fine").exists(), "a run trained before the bad variant was found");
         std::fs::remove_dir_all(&dir).unwrap();

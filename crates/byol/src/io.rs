@@ -118,7 +118,10 @@ impl TensorFile {
 /// The temporary name `path` is written under before the rename.
 pub(crate) fn temporary(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
-    dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")))
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or(std::ffi::OsStr::new("checkpoint")));
+    name.push(".tmp");
+    dir.join(name)
 }
 
 /// Write atomically: temporary file in the same folder, fsync, rename. On failure (disk full,
@@ -147,6 +150,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Write `pixels` (rows of big-endian samples) as a PNG of `color` at `depth` bits, with `palette`
+/// for an indexed one, through [`write_atomic`]: a full disk or a crash leaves no truncated
+/// picture, label map or depth map under the name. Every PNG `byol` writes goes through here.
+pub fn write_png(path: &Path, size: (usize, usize), color: png::ColorType, depth: png::BitDepth, palette: Option<Vec<u8>>, pixels: &[u8]) -> Result<()> {
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, size.0 as u32, size.1 as u32);
+    enc.set_color(color);
+    enc.set_depth(depth);
+    if let Some(p) = palette {
+        enc.set_palette(p);
+    }
+    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
+    w.write_image_data(pixels).map_err(|e| Error::data(path, e.to_string()))?;
+    w.finish().map_err(|e| Error::data(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
 /// The regular file that writing `path` means: `path` itself (new or a regular file), or the
 /// target of the link it is, followed up to 40 links deep.
 fn destination(path: &Path, depth: usize) -> Result<PathBuf> {
@@ -173,6 +193,23 @@ fn destination(path: &Path, depth: usize) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file name that is not UTF-8 is written under that very name (and its temporary file
+    /// under its own name, not a shared fallback).
+    #[test]
+    #[cfg(unix)]
+    fn a_name_that_is_not_utf8_is_written_as_it_is() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("byol-io-nonutf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(std::ffi::OsStr::from_bytes(b"e\xff.safetensors"));
+        assert_eq!(temporary(&path).file_name().unwrap().as_bytes(), b".e\xff.safetensors.tmp");
+        write_atomic(&path, b"abc").unwrap();
+        let names: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+        assert_eq!(names, [b"e\xff.safetensors".to_vec()]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     #[cfg(unix)]
     use std::os::unix::fs::FileTypeExt;
 

@@ -62,6 +62,5 @@ pub fn preview_grid(set: &ImageSet, aug: &AugmentConfig, size: usize, count: usi
 
 /// Write an RGB image as PNG.
 pub fn write_png(img: &Rgb8, path: &Path) -> Result<()> {
-    image::save_buffer(path, &img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::data(path, format!("cannot write PNG: {e}")))
+    crate::io::write_png(path, (img.width, img.height), png::ColorType::Rgb, png::BitDepth::Eight, None, &img.data)
 }

@@ -73,7 +73,7 @@ impl RunDir {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let who = format!("process {} ({})", std::process::id(), std::env::args().collect::<Vec<_>>().join(" "));
+        let who = format!("process {} ({})", std::process::id(), std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "));
         file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(who.as_bytes())).map_err(|e| Error::io(&lock_path, e))?;
         Ok(RunDir { path: path.to_path_buf(), created, _lock: file })
     }

@@ -158,4 +158,13 @@ mod tests {
         assert!((s.rms - (0.29f64 / 3.0).sqrt()).abs() < 1e-6, "{s:?}");
         assert!((s.rel - 0.45 / 3.0).abs() < 1e-6, "{s:?}");
     }
+
+    /// One pixel in each band of the thresholds, so that δ1, δ2 and δ3 differ: ratios 1.1
+    /// (< 1.25), 1.5 (< 1.5625), 1.9 (< 1.953125) and 3 (above all), the last two as
+    /// under-predictions: δ1 1/4, δ2 2/4, δ3 3/4.
+    #[test]
+    fn each_delta_threshold_is_its_own() {
+        let s = depth_scores(&[1.1, 3.0, 1.0, 1.0], &[1.0, 2.0, 1.9, 3.0]);
+        assert_eq!((s.delta1, s.delta2, s.delta3, s.pixels), (0.25, 0.5, 0.75, 4), "{s:?}");
+    }
 }

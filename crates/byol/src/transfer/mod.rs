@@ -28,28 +28,6 @@ pub struct TransferConfig {
     pub depth: depth::DepthConfig,
 }
 
-/// Write `pixels` (rows of big-endian samples) as a PNG of `color` at `depth` bits, with
-/// `palette` for an indexed one: the label maps and depth maps of the dense tasks.
-fn write_png(
-    path: &std::path::Path,
-    size: (usize, usize),
-    color: png::ColorType,
-    depth: png::BitDepth,
-    palette: Option<Vec<u8>>,
-    pixels: &[u8],
-) -> crate::Result<()> {
-    use crate::Error;
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), size.0 as u32, size.1 as u32);
-    enc.set_color(color);
-    enc.set_depth(depth);
-    if let Some(p) = palette {
-        enc.set_palette(p);
-    }
-    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
-    w.write_image_data(pixels).map_err(|e| Error::data(path, e.to_string()))
-}
-
 /// The samples of a PNG that must be of `color` at `depth` bits (else an error naming the file
 /// and saying what a `what` must be, `must`), with its width and height.
 fn read_png(path: &std::path::Path, color: png::ColorType, depth: png::BitDepth, what: &str, must: &str) -> crate::Result<(Vec<u8>, usize, usize)> {

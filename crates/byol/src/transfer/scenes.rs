@@ -92,7 +92,7 @@ pub fn scenes(count: usize, size: usize, seed: u64, split: u64) -> Vec<DepthSamp
 /// Write a depth map in metres as a 16-bit grayscale PNG in millimetres (0: not measured).
 pub fn write_depth_png(path: &Path, depth: &[f32], width: usize, height: usize) -> Result<()> {
     let bytes: Vec<u8> = depth.iter().flat_map(|&m| ((m * 1000.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes()).collect();
-    super::write_png(path, (width, height), png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes)
+    crate::io::write_png(path, (width, height), png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes)
 }
 
 /// A 16-bit grayscale PNG depth map in millimetres, as metres, with its size.

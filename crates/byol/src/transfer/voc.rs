@@ -107,7 +107,7 @@ pub fn palette() -> Vec<u8> {
 }
 
 /// Write `samples` as the split `split` of a VOC-layout dataset in `root`, under their ids; JPEG
-/// images at quality 95, lossless palette label maps.
+/// images at quality 95, lossless palette label maps, the list last; every file atomically.
 pub fn write_split(root: &Path, split: &str, samples: &[Sample]) -> Result<()> {
     let (images, masks, sets) = (root.join("JPEGImages"), root.join("SegmentationClass"), root.join("ImageSets/Segmentation"));
     for d in [&images, &masks, &sets] {
@@ -117,20 +117,20 @@ pub fn write_split(root: &Path, split: &str, samples: &[Sample]) -> Result<()> {
     for m in samples {
         let id = &m.id;
         let path = images.join(format!("{id}.jpg"));
-        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 95)
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
             .encode(&m.image.data, m.image.width as u32, m.image.height as u32, image::ExtendedColorType::Rgb8)
             .map_err(|e| Error::data(&path, e.to_string()))?;
+        crate::io::write_atomic(&path, &jpeg)?;
         write_mask(&masks.join(format!("{id}.png")), &m.mask, m.image.width, m.image.height)?;
         ids.push_str(id);
         ids.push('\n');
     }
-    let list = sets.join(format!("{split}.txt"));
-    std::fs::write(&list, ids).map_err(|e| Error::io(&list, e))
+    crate::io::write_atomic(&sets.join(format!("{split}.txt")), ids.as_bytes())
 }
 
 fn write_mask(path: &Path, mask: &[u8], width: usize, height: usize) -> Result<()> {
-    super::write_png(path, (width, height), png::ColorType::Indexed, png::BitDepth::Eight, Some(palette()), mask)
+    crate::io::write_png(path, (width, height), png::ColorType::Indexed, png::BitDepth::Eight, Some(palette()), mask)
 }
 
 /// A label map: the pixel values of a palette PNG (class indices), with its size.

@@ -46,6 +46,10 @@ impl DistillSetup {
     pub fn new(teacher: Option<&Path>, base: &str, settings: &Settings, resume: Option<&Path>, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Self> {
         let (mut config, teacher_path) = match resume {
             Some(dir) => {
+                // A run in progress is "in use", whether or not it has a checkpoint yet.
+                if dir.join(crate::train::run_dir::LOCK).exists() {
+                    drop(crate::train::RunDir::lock(dir)?);
+                }
                 let (cfg, path) = recorded(dir)?;
                 (settings.apply_to(&cfg, dir)?, teacher.map_or(path, Path::to_path_buf))
             }
@@ -69,5 +73,25 @@ impl DistillSetup {
         let run =
             Distillation { teacher: &self.teacher, config: &self.config, train: &self.splits.train, test: &self.splits.test, device: self.device.clone() };
         distill(&run, dir, opts, progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--resume` of a distillation another process is running says so, even before its first
+    /// checkpoint (it said "no checkpoint").
+    #[test]
+    fn resuming_a_running_distillation_says_it_is_in_use() {
+        let dir = std::env::temp_dir().join(format!("byol-distill-in-use-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let held = crate::train::RunDir::lock(&dir).unwrap();
+        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {}).err().unwrap().to_string();
+        assert!(e.contains("is in use by"), "{e}");
+        drop(held);
+        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {}).err().unwrap().to_string();
+        assert!(!e.contains("is in use by"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -117,6 +117,8 @@ pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Resul
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.segment;
     let run = RunDir::lock(out)?;
+    // A folder of an earlier transfer run keeps its result: nothing is written over it.
+    refuse_used(out, &[SEGMENT, DEPTH, PREDICTIONS])?;
     let (train, val, classes) = samples(e, &cfg.data)?;
     let dim = e.config.model.encoder.output_dim();
     let (result, model) = fine_tune(e.encoder.clone(), dim, &train, &val, &classes, cfg, &e.config.augment, e.config.seed, &e.device, progress)?;
@@ -130,11 +132,21 @@ pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(
     if !matches!(data, SegmentData::Mosaic { .. }) {
         return Err(Error::config("transfer.segment.data", "only mosaics are written; a VOC folder is already in the layout"));
     }
+    refuse_used(out, &["JPEGImages", "SegmentationClass", "ImageSets", "classes.txt"])?;
     let (train, val, classes) = samples(e, data)?;
     write_split(out, "train", &train)?;
     write_split(out, "val", &val)?;
     write_classes(out, &classes)?;
     Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
+}
+
+/// An error when `out` already holds one of `entries`: data written over an earlier set would
+/// mix with its stale files, which the next run would read.
+fn refuse_used(out: &Path, entries: &[&str]) -> Result<()> {
+    match entries.iter().find(|e| out.join(e).exists()) {
+        Some(e) => Err(Error::data(out, format!("already holds `{e}` from an earlier set: write into a new or empty folder"))),
+        None => Ok(()),
+    }
 }
 
 /// The training and validation samples of `data`: each split must have a measured pixel
@@ -160,6 +172,8 @@ pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.depth;
     let run = RunDir::lock(out)?;
+    // A folder of an earlier transfer run keeps its result: nothing is written over it.
+    refuse_used(out, &[SEGMENT, DEPTH, PREDICTIONS])?;
     let (train, val) = depth_samples(&cfg.data, e.config.seed)?;
     let enc = &e.config.model.encoder;
     let (result, model) = crate::transfer::depth::depth(
@@ -184,6 +198,7 @@ pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, u
     if !matches!(data, DepthData::Synthetic { .. }) {
         return Err(Error::config("transfer.depth.data", "only the synthetic scenes are written; a folder is already in the layout"));
     }
+    refuse_used(out, &["train", "val"])?;
     let (train, val) = depth_samples(data, seed)?;
     write_folder(out, "train", &train)?;
     write_folder(out, "val", &val)?;
@@ -209,5 +224,19 @@ mod tests {
         let e = check_scoreable(&s([0, 1]), &s([IGNORE, IGNORE]), &classes, at).unwrap_err().to_string();
         assert!(e.contains("validation split has no labelled pixel"), "{e}");
         check_scoreable(&s([0, 1]), &s([IGNORE, 0]), &classes, at).unwrap();
+    }
+
+    /// Scenes written into a folder that holds an earlier set are refused (the stale scenes would
+    /// be read with the new ones); into a new folder they read back, every file whole.
+    #[test]
+    fn scenes_are_not_written_over_an_earlier_set() {
+        let out = std::env::temp_dir().join(format!("byol-scenes-used-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let data = DepthData::Synthetic { train: 2, val: 1, size: 16 };
+        assert_eq!(write_scenes(&data, 0, &out).unwrap(), (2, 1));
+        assert_eq!((read_folder(&out, "train").unwrap().len(), read_folder(&out, "val").unwrap().len()), (2, 1));
+        let e = write_scenes(&data, 1, &out).unwrap_err().to_string();
+        assert!(e.contains("already holds `train`") && e.contains("new or empty folder"), "{e}");
+        std::fs::remove_dir_all(&out).unwrap();
     }
 }
