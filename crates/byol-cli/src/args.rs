@@ -348,6 +348,10 @@ pub struct ConfigArgs {
     pub epochs: Option<u64>,
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Micro-batches per update (`train.accumulate`): the gradients of N slices of each batch
+    /// averaged before one update (the paper's protocol for smaller batches; less memory).
+    #[arg(long, value_name = "N")]
+    pub accumulate: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Data parallel over these devices, one replica each: `cuda:0,cuda:1` (GPUs of this
@@ -368,6 +372,7 @@ impl ConfigArgs {
             backend: self.backend.map(Into::into),
             epochs: self.epochs,
             batch_size: self.batch_size,
+            accumulate: self.accumulate,
             seed: self.seed,
             devices: self.devices.clone(),
         }

@@ -242,3 +242,101 @@ fn the_target_uses_batch_statistics_and_moves_its_running_statistics() {
         assert_ne!(values(&online_before[p].flat), values(&online_after[p].flat), "online {p} did not move");
     }
 }
+
+/// The values of every trainable parameter (BatchNorm running statistics left out), by path.
+fn trainable(m: BTreeMap<String, Named>) -> BTreeMap<String, Vec<f32>> {
+    m.into_iter().filter(|(k, _)| !is_buffer(k)).map(|(k, t)| (k, values(&t.flat))).collect()
+}
+
+/// `optim.predictor-lr-scale = λ`: the predictor's step is λ times the one it takes at λ = 1
+/// (SGD's first step is lr·g), to the rounding of w − step; every other parameter's is the same,
+/// bit for bit.
+#[test]
+fn the_predictor_learning_rate_is_scaled_alone() {
+    let device = Device::flex();
+    let (v1, v2) = views(8, 16, 7, &device);
+    let step = |scale: f64| {
+        let cfg = tiny(&["optim.kind=\"sgd\"", &format!("optim.predictor-lr-scale={scale:?}")]);
+        let state = TrainState::init(&cfg, &device);
+        let before = trainable(collect(&state.online.valid()));
+        let (after, _) = train_step(state, v1.clone(), v2.clone(), 0.05, 0.99, &cfg.objective).unwrap();
+        (before, trainable(collect(&after.online.valid())))
+    };
+    let ((w0, one), (_, ten)) = (step(1.0), step(10.0));
+    let mut scaled = 0;
+    for (k, w) in &w0 {
+        if !k.starts_with("predictor.") {
+            assert_eq!(one[k], ten[k], "{k}");
+            continue;
+        }
+        for ((w, a), b) in w.iter().zip(&one[k]).zip(&ten[k]) {
+            let (d1, d10) = (a - w, b - w);
+            assert!((d10 - 10.0 * d1).abs() <= 12.0 * f32::EPSILON * w.abs() + 1e-6 * (10.0 * d1).abs(), "{k}: {d10} against 10 × {d1}");
+            scaled += usize::from(d1 != 0.0);
+        }
+    }
+    assert!(scaled > 500, "the predictor's parameters moved ({scaled})");
+    let e = ExperimentConfig::load("small-cpu", &["optim.predictor-lr-scale=0".into()]).unwrap_err().to_string();
+    assert!(e.contains("optim.predictor-lr-scale"), "{e}");
+}
+
+/// (online, target) trainable values before and after an update.
+type Update = ([BTreeMap<String, Vec<f32>>; 2], [BTreeMap<String, Vec<f32>>; 2]);
+
+/// Puts every BatchNorm of a module in eval mode (running statistics) without leaving the
+/// autodiff device.
+struct EvalMode;
+
+impl burn::module::ModuleMapper for EvalMode {
+    fn map_flag(&mut self, flag: Param<burn::module::Flag>) -> Param<burn::module::Flag> {
+        flag.with_value(false)
+    }
+}
+
+/// `train.accumulate = N` (the paper's protocol for smaller batches): with BatchNorm held in eval
+/// mode, so that a micro-batch is normalised as the whole batch is, N micro-batches give the
+/// update of the whole batch to f32 rounding, for the online network and for the target (one
+/// EMA per update, not one per micro-batch). SGD, whose step scales with the gradient: a sum of
+/// the micro-batches' gradients instead of their mean would be N times the step. In training
+/// mode each micro-batch's own statistics make another update.
+#[test]
+fn micro_batches_average_to_the_update_of_the_whole_batch() {
+    let cfg = tiny(&["optim.kind=\"sgd\"", "model.encoder.residual-gamma=\"official\""]);
+    let device = Device::flex();
+    let (v1, v2) = views(8, 16, 5, &device);
+    // (online, target) before and after one update with `n` micro-batches.
+    let update = |n: usize, eval_bn: bool| {
+        let mut state = TrainState::init(&cfg, &device);
+        if eval_bn {
+            state.online = state.online.map(&mut EvalMode);
+            state.target = state.target.map(|t| Module::map(t, &mut EvalMode));
+        }
+        let before = [trainable(collect(&state.online.valid())), trainable(collect(&state.target.as_ref().unwrap().valid()))];
+        let (after, _) = byol::train::forward_accumulated(state, v1.clone(), v2.clone(), &cfg.objective, n).apply(0.05, 0.9).unwrap();
+        (before, [trainable(collect(&after.online.valid())), trainable(collect(&after.target.unwrap().valid()))])
+    };
+    // The largest difference between two updates and the largest change of the first, over the
+    // parameters of network `i` (0: online, 1: target).
+    let compare = |a: &Update, b: &Update, i: usize| {
+        let (mut diff, mut change) = (0f32, 0f32);
+        for (k, w0) in &a.0[i] {
+            assert_eq!(w0, &b.0[i][k], "{k}: both start from the same weights");
+            for ((x0, xa), xb) in w0.iter().zip(&a.1[i][k]).zip(&b.1[i][k]) {
+                change = change.max((xa - x0).abs());
+                diff = diff.max((xa - xb).abs());
+            }
+        }
+        (diff, change)
+    };
+    let whole = update(1, true);
+    for n in [2, 4] {
+        let micro = update(n, true);
+        for (i, net) in ["online", "target"].iter().enumerate() {
+            let (diff, change) = compare(&whole, &micro, i);
+            assert!(change > 1e-3, "{net}: the update moves the weights ({change})");
+            assert!(diff <= 1e-6 * change, "{net}, {n} micro-batches: {diff} from the whole batch's update, whose largest change is {change}");
+        }
+    }
+    let (diff, change) = compare(&update(1, false), &update(4, false), 0);
+    assert!(diff > 1e-2 * change, "in training mode the micro-batches' own statistics give another update ({diff} against {change})");
+}

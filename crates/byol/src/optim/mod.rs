@@ -49,6 +49,13 @@ pub struct OptimConfig {
     /// Linear warm-up length in epochs. Paper: 10.
     #[serde(default = "d_warmup")]
     pub warmup_epochs: f64,
+    /// The predictor's learning rate as a multiple λ of the rest's (parameters under
+    /// `predictor.`). The paper trains with one rate (λ = 1, the default); its own ablation
+    /// without a moving-average target (Appendix, "predictor", Table 21: τ = 0 and the predictor's
+    /// rate multiplied by λ) recovers good accuracy only with λ large enough, and later analyses
+    /// of BYOL-like methods (Tian, Chen & Ganguli 2021, DirectPred) also credit a fast predictor.
+    #[serde(default = "d_one")]
+    pub predictor_lr_scale: f64,
     /// AdamW β₁.
     #[serde(default = "d_b1")]
     pub beta1: f64,
@@ -68,6 +75,9 @@ fn d_eta() -> f64 {
 }
 fn d_warmup() -> f64 {
     10.0
+}
+fn d_one() -> f64 {
+    1.0
 }
 fn d_b1() -> f64 {
     0.9
@@ -96,6 +106,7 @@ impl OptimConfig {
             return Err(Error::config("optim.nesterov", "applies only to kind = \"sgd\""));
         }
         pos("optim.trust-coefficient", self.trust_coefficient)?;
+        pos("optim.predictor-lr-scale", self.predictor_lr_scale)?;
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return Err(Error::config("optim.warmup-epochs", format!("{} must be ≥ 0", self.warmup_epochs)));
         }
@@ -120,6 +131,7 @@ impl OptimConfig {
             nesterov,
             trust_coefficient: d_eta(),
             warmup_epochs: 0.0,
+            predictor_lr_scale: 1.0,
             beta1: d_b1(),
             beta2: d_b2(),
             epsilon: d_eps(),
@@ -171,8 +183,16 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Apply one update with learning rate `lr` to every parameter of `module`. `step` is the
-    /// 1-based update count (Adam's bias correction).
+    /// Apply one update with learning rate `lr` to every parameter of `module`, from the
+    /// gradients of one backward pass. `step` is the 1-based update count (Adam's bias
+    /// correction). See [`Optimizer::apply`].
+    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> Result<M> {
+        let taken = ParamGrads::take(&module, grads);
+        self.apply(module, taken, lr, step)
+    }
+
+    /// Apply one update with learning rate `lr` to every parameter of `module` from `grads`
+    /// (taken from one backward pass, or averaged over several: `train.accumulate`).
     ///
     /// Every parameter (BatchNorm running statistics aside) must require a gradient and have one
     /// in `grads`: a parameter that would silently stay at its initial value is an error naming
@@ -181,9 +201,12 @@ impl Optimizer {
     /// On a thread that is one of several replicas ([`crate::collective::current`]) the
     /// gradients are first averaged over the replicas, bucketed ([`bucketed_mean`]), so that
     /// every replica applies the same update.
-    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> Result<M> {
-        let averaged = crate::collective::current().map(|r| bucketed_mean(&r, &module, grads));
-        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new(), averaged };
+    pub fn apply<M: Module>(&mut self, module: M, grads: ParamGrads, lr: f64, step: u64) -> Result<M> {
+        let grads = match crate::collective::current() {
+            Some(r) => bucketed_mean(&r, grads),
+            None => grads.0.into_iter().collect(),
+        };
+        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new() };
         let module = module.map(&mut mapper);
         if mapper.untrained.is_empty() { Ok(module) } else { Err(Error::Untrained { parameters: mapper.untrained }) }
     }
@@ -249,38 +272,72 @@ pub fn trust_ratio(w: Tensor<1>, g: Tensor<1>, eta: f64) -> Tensor<1> {
 /// `bucket_cap_mb`): a ResNet-18 at base width 8 fits in one, a ResNet-50 takes four.
 pub const BUCKET_VALUES: usize = 25 << 18;
 
-/// The mean over the replica group of every gradient of `module` in `grads` (taken out of it),
-/// by parameter path: the gradients, flattened in the module's parameter order (the same on
-/// every replica), are concatenated into buckets of at most [`BUCKET_VALUES`] (a parameter
+/// The gradients of a module's trainable parameters, flattened, by parameter path in the
+/// module's order (the same on every replica). What [`Optimizer::apply`] updates from.
+pub struct ParamGrads(Vec<(String, Tensor<1>)>);
+
+impl ParamGrads {
+    /// The gradients of `module`'s trainable parameters, taken out of `grads` (one backward pass).
+    /// A parameter that got none is left out (the update names it).
+    pub fn take<M: Module>(module: &M, grads: &mut Gradients) -> Self {
+        struct Take<'a> {
+            grads: &'a mut Gradients,
+            path: Vec<String>,
+            out: Vec<(String, Tensor<1>)>,
+        }
+        impl burn::module::ModuleVisitor for Take<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let path = self.path.join(".");
+                if is_buffer(&path) || !param.is_require_grad() {
+                    return;
+                }
+                if let Some(g) = param.val().grad_remove(self.grads) {
+                    let n: usize = g.dims().iter().product();
+                    self.out.push((path, g.reshape([n])));
+                }
+            }
+        }
+        let mut take = Take { grads, path: Vec::new(), out: Vec::new() };
+        module.visit(&mut take);
+        ParamGrads(take.out)
+    }
+}
+
+/// The element-wise sum of two passes' gradients of the same module (a parameter with a gradient
+/// in one pass only keeps that one).
+impl std::ops::Add for ParamGrads {
+    type Output = ParamGrads;
+
+    fn add(self, other: ParamGrads) -> ParamGrads {
+        let mut other: BTreeMap<String, Tensor<1>> = other.0.into_iter().collect();
+        let mut sum: Vec<(String, Tensor<1>)> = self
+            .0
+            .into_iter()
+            .map(|(path, g)| {
+                let g = match other.remove(&path) {
+                    Some(h) => g + h,
+                    None => g,
+                };
+                (path, g)
+            })
+            .collect();
+        sum.extend(other);
+        ParamGrads(sum)
+    }
+}
+
+/// The mean over the replica group of every gradient in `grads`: the gradients, in the module's
+/// parameter order, are concatenated into buckets of at most [`BUCKET_VALUES`] (a parameter
 /// larger than that is a bucket of its own) and each bucket is one all-reduce, instead of one
 /// per parameter (Horovod's tensor fusion, PyTorch DDP's buckets). Element for element the sum
 /// is the one a per-parameter all-reduce computes, so the update is bit for bit the same.
-fn bucketed_mean<M: Module>(replica: &crate::collective::Replica, module: &M, grads: &mut Gradients) -> BTreeMap<String, Tensor<1>> {
-    struct Take<'a> {
-        grads: &'a mut Gradients,
-        path: Vec<String>,
-        out: Vec<(String, Tensor<1>)>,
-    }
-    impl burn::module::ModuleVisitor for Take<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let path = self.path.join(".");
-            if is_buffer(&path) || !param.is_require_grad() {
-                return;
-            }
-            if let Some(g) = param.val().grad_remove(self.grads) {
-                let n: usize = g.dims().iter().product();
-                self.out.push((path, g.reshape([n])));
-            }
-        }
-    }
-    let mut take = Take { grads, path: Vec::new(), out: Vec::new() };
-    module.visit(&mut take);
+fn bucketed_mean(replica: &crate::collective::Replica, grads: ParamGrads) -> BTreeMap<String, Tensor<1>> {
     let mut averaged = BTreeMap::new();
     let mut bucket: Vec<(String, Tensor<1>)> = Vec::new();
     let mut size = 0;
@@ -296,7 +353,7 @@ fn bucketed_mean<M: Module>(replica: &crate::collective::Replica, module: &M, gr
             at += n;
         }
     };
-    for (path, g) in take.out {
+    for (path, g) in grads.0 {
         let n = g.dims()[0];
         if size + n > BUCKET_VALUES {
             flush(&mut bucket);
@@ -311,14 +368,13 @@ fn bucketed_mean<M: Module>(replica: &crate::collective::Replica, module: &M, gr
 
 struct Updater<'a> {
     opt: &'a mut Optimizer,
-    grads: &'a mut Gradients,
+    /// The gradients by path (a replica group's mean, with several replicas).
+    grads: BTreeMap<String, Tensor<1>>,
     lr: f64,
     step: u64,
     path: Vec<String>,
     /// Parameters that do not require a gradient or got none, with the reason.
     untrained: Vec<String>,
-    /// With a replica group: the group's mean gradients by path, all-reduced beforehand.
-    averaged: Option<BTreeMap<String, Tensor<1>>>,
 }
 
 impl ModuleMapper for Updater<'_> {
@@ -340,16 +396,13 @@ impl ModuleMapper for Updater<'_> {
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        let grad = match &mut self.averaged {
-            Some(averaged) => averaged.remove(&path),
-            None => tensor.grad_remove(self.grads).map(|g| g.reshape([n])),
-        };
-        let Some(g) = grad else {
+        let Some(g) = self.grads.remove(&path) else {
             self.untrained.push(format!("{path} (no gradient reached it)"));
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let w = tensor.without_autodiff().reshape([n]);
-        let new = self.opt.update(&path, w, g, is_excluded(&dims), self.lr, self.step);
+        let lr = if path.starts_with("predictor.") { self.lr * self.opt.cfg.predictor_lr_scale } else { self.lr };
+        let new = self.opt.update(&path, w, g, is_excluded(&dims), lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }
@@ -381,6 +434,7 @@ mod tests {
             nesterov: false,
             trust_coefficient: 1e-3,
             warmup_epochs: 0.0,
+            predictor_lr_scale: 1.0,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,

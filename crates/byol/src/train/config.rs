@@ -11,6 +11,17 @@ pub struct TrainConfig {
     pub epochs: u64,
     /// Images per step (each gives two views). Paper: 4096.
     pub batch_size: usize,
+    /// Micro-batches per update: each of the `batch-size / accumulate` images of a micro-batch
+    /// goes through the networks on its own (BatchNorm's statistics and SimCLR's negatives are the
+    /// micro-batch's) and the gradients are averaged over them before one update of the online
+    /// network and one of the target. Schedules, checkpoints and `--max-steps` count updates. The
+    /// paper's protocol for its smaller batches (§5, "Batch size": "we average gradients over N
+    /// consecutive steps before updating the online network when reducing the batch size by a
+    /// factor N; the target network is updated once every N steps"); also a way to fit a batch
+    /// in a GPU's memory. With several devices or processes, each one's share is split. 1: the
+    /// whole batch at once.
+    #[serde(default = "d_one_usize")]
+    pub accumulate: usize,
     /// Write a checkpoint every this many steps (and always at the end). 0: only at the end.
     #[serde(default = "d_ckpt")]
     pub checkpoint_every: u64,
@@ -121,6 +132,22 @@ impl TrainConfig {
             return Err(Error::config(
                 "train.batch-size",
                 format!("{} must split into {n} equal shares (one per device in train.devices, or per process) of at least 2 images", t.batch_size),
+            ));
+        }
+        let share = t.batch_size / n;
+        if t.accumulate == 0 || !share.is_multiple_of(t.accumulate) || share / t.accumulate < 2 {
+            return Err(Error::config(
+                "train.accumulate",
+                format!(
+                    "{} does not split {} images ({}) into equal micro-batches of at least 2 images (batch normalisation needs 2)",
+                    t.accumulate,
+                    share,
+                    if n > 1 {
+                        format!("the share of each of {n} devices or processes in a batch of {}", t.batch_size)
+                    } else {
+                        "train.batch-size".to_string()
+                    }
+                ),
             ));
         }
         Ok(())

@@ -25,4 +25,4 @@ pub use queue::Queue;
 pub use report::{EvalReport, Observer, PretrainReport, ProbeReport, StepLog};
 pub use run_dir::RunDir;
 pub use state::TrainState;
-pub use step::{Forward, Outcome, StepMetrics, forward, guarded_step, train_step};
+pub use step::{Forward, Outcome, StepMetrics, StepRule, forward, forward_accumulated, guarded_step, train_step};

@@ -13,9 +13,9 @@
 //! ([`super::follow`]).
 
 use super::TrainState;
-use super::step::{Outcome, guarded_step};
+use super::step::{Outcome, StepRule, guarded_step};
 use crate::collective::Replica;
-use crate::config::{ExperimentConfig, ObjectiveConfig, OnNonFinite};
+use crate::config::ExperimentConfig;
 use crate::{Error, Result};
 use burn::tensor::{Device, Tensor};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -42,8 +42,7 @@ pub struct Replicas {
     lead: Replica,
     devices: Vec<Device>,
     sync_bn: bool,
-    objective: ObjectiveConfig,
-    on_non_finite: OnNonFinite,
+    rule: StepRule,
     workers: Vec<Worker>,
 }
 
@@ -71,13 +70,13 @@ impl Replicas {
             state.probe = None; // the probe learns on rank 0
             let (jobs, inbox) = channel::<Job>();
             let (report, done) = channel();
-            let (objective, on_non_finite) = (cfg.objective.clone(), cfg.train.on_non_finite);
+            let rule = StepRule::of(cfg);
             let rank = replica.rank();
             let thread = std::thread::Builder::new()
                 .name(format!("replica-{rank}"))
                 .spawn(move || {
                     for job in inbox {
-                        let out = replica_step(&replica, sync_bn, || guarded_step(state, job.view1, job.view2, job.lr, job.tau, &objective, on_non_finite));
+                        let out = replica_step(&replica, sync_bn, || guarded_step(state, job.view1, job.view2, job.lr, job.tau, &rule));
                         match out {
                             Ok(Outcome::Applied(next, _)) | Ok(Outcome::Skipped { state: next, .. }) => {
                                 state = next;
@@ -93,7 +92,7 @@ impl Replicas {
                 .map_err(|e| Error::Replica { rank, message: format!("cannot start its thread: {e}") })?;
             workers.push(Worker { jobs: Some(jobs), done, thread: Some(thread) });
         }
-        Ok(Replicas { lead: group[0].clone(), devices, sync_bn, objective: cfg.objective.clone(), on_non_finite: cfg.train.on_non_finite, workers })
+        Ok(Replicas { lead: group[0].clone(), devices, sync_bn, rule: StepRule::of(cfg), workers })
     }
 
     /// This process's replica in the MPI world ([`crate::collective::mpi`]): no threads of its
@@ -109,14 +108,7 @@ impl Replicas {
             });
         }
         let lead = crate::collective::mpi_replica(world);
-        Ok(Replicas {
-            lead,
-            devices: vec![device],
-            sync_bn: cfg.model.sync_bn.unwrap_or(true),
-            objective: cfg.objective.clone(),
-            on_non_finite: cfg.train.on_non_finite,
-            workers: Vec::new(),
-        })
+        Ok(Replicas { lead, devices: vec![device], sync_bn: cfg.model.sync_bn.unwrap_or(true), rule: StepRule::of(cfg), workers: Vec::new() })
     }
 
     /// The number of replicas.
@@ -156,8 +148,8 @@ impl Replicas {
         }
         let at = self.lead.rank() * share; // 0, but for a process of an MPI world
         let (v1, v2) = (view1.narrow(0, at, share), view2.narrow(0, at, share)); // [B/R, 3, S, S]
-        let (objective, on_non_finite) = (&self.objective, self.on_non_finite);
-        let mine = replica_step(&self.lead, self.sync_bn, || guarded_step(state, v1, v2, lr, tau, objective, on_non_finite));
+        let rule = &self.rule;
+        let mine = replica_step(&self.lead, self.sync_bn, || guarded_step(state, v1, v2, lr, tau, rule));
         let mut first_error = mine.as_ref().err().map(ToString::to_string);
         for (i, w) in self.workers.iter().enumerate() {
             match w.done.recv() {

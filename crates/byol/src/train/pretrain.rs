@@ -7,7 +7,7 @@
 use super::checkpoint;
 use super::monitor::{Context, Monitor};
 use super::run_dir::{self, RunDir};
-use super::{Observer, Outcome, PretrainReport, Replicas, TrainState, guarded_step};
+use super::{Observer, Outcome, PretrainReport, Replicas, StepRule, TrainState, guarded_step};
 use crate::augment::{ViewPipeline, loader};
 use crate::config::ExperimentConfig;
 use crate::optim::schedule;
@@ -125,6 +125,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
     let ranks = replicas.as_ref().map_or(1, Replicas::count);
     let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: b / ranks, data: &data };
     let mut monitor = Monitor::start(&ctx, &mut state, skipped, obs)?;
+    let rule = StepRule::of(&cfg);
     let go_on = |step: u64, stop: u64, r: &Option<Replicas>| r.as_ref().map_or(step < stop, |r| r.agree_continue(step < stop));
     while go_on(state.step, monitor.stop(), &replicas) {
         let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
@@ -135,7 +136,7 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
         let v2 = cfg.train.precision.cast(views[1].finish(batch.view2, b)); // [B, 3, S, S]
         let outcome: Outcome = match replicas.as_mut() {
             Some(r) => r.step(state, v1, v2, lr, tau)?,
-            None => guarded_step(state, v1, v2, lr, tau, &cfg.objective, cfg.train.on_non_finite)?,
+            None => guarded_step(state, v1, v2, lr, tau, &rule)?,
         };
         state = monitor.after_step(&ctx, outcome, &batch.labels, lr, tau, obs)?;
     }

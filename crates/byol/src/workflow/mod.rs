@@ -31,6 +31,8 @@ pub struct Settings {
     pub backend: Option<BackendKind>,
     pub epochs: Option<u64>,
     pub batch_size: Option<usize>,
+    /// `train.accumulate`: micro-batches per update.
+    pub accumulate: Option<usize>,
     pub seed: Option<u64>,
     /// `train.devices`: one replica per device (data parallel).
     pub devices: Option<Vec<crate::backend::DeviceId>>,
@@ -64,6 +66,9 @@ impl Settings {
         if let Some(b) = self.batch_size {
             cfg.train.batch_size = b;
         }
+        if let Some(n) = self.accumulate {
+            cfg.train.accumulate = n;
+        }
         if let Some(s) = self.seed {
             cfg.seed = s;
         }
@@ -87,6 +92,9 @@ impl Settings {
         }
         if let Some(b) = self.batch_size {
             out.push(format!("train.batch-size = {b}"));
+        }
+        if let Some(n) = self.accumulate {
+            out.push(format!("train.accumulate = {n}"));
         }
         if let Some(s) = self.seed {
             out.push(format!("seed = {s}"));
@@ -304,11 +312,12 @@ mod tests {
             backend: Some(BackendKind::Flex),
             epochs: Some(7),
             batch_size: Some(16),
+            accumulate: Some(4),
             seed: Some(9),
             devices: Some(vec!["flex:0".parse().unwrap(), "flex:1".parse().unwrap()]),
         };
         let cfg = s.resolve("small-cpu").unwrap();
-        assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.seed, cfg.model.encoder.base_width), (7, 16, 9, 4));
+        assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.train.accumulate, cfg.seed, cfg.model.encoder.base_width), (7, 16, 4, 9, 4));
         assert_eq!(cfg.train.devices.iter().map(ToString::to_string).collect::<Vec<_>>(), ["flex:0", "flex:1"]);
         assert_eq!(cfg.data.source, Source::Folder { path: "/images/mine".into(), holdout_fraction: 0.1 });
         let cifar = Settings { data: Some(Source::parse_shorthand("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
