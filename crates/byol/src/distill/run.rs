@@ -204,7 +204,7 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
     let student_cfg = student_encoder(&info.encoder, dc);
     student_cfg.validate()?;
     let ad = run.device.clone().autodiff();
-    let encoder = reinit(student_cfg.init(&run.device), key(cfg.seed, Stream::Init, &[8]));
+    let encoder = reinit(student_cfg.init(&run.device), key(cfg.seed, Stream::DistillStudent, &[]));
     let fresh = require_grad(Finetuned::new(encoder, None, student_cfg.output_dim(), info.classes.len(), cfg.seed, &ad));
     let sha = run.teacher.sha256.as_str();
     let (mut student, mut optim, start) = if opts.resume { resume(dir, fresh, cfg, sha, &ad)? } else { (fresh, optimizer(dc), 0) };
@@ -225,12 +225,12 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
         let epoch = step / spe;
         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut o: Vec<usize> = (0..n).collect();
-            o.shuffle(&mut rng(cfg.seed, Stream::Shuffle, &[4_000_000 + epoch]));
+            o.shuffle(&mut rng(cfg.seed, Stream::DistillOrder, &[epoch]));
             order = Some((epoch, o));
         }
         let k = (step % spe) as usize;
         let chunk = &order.as_ref().expect("drawn above").1[k * b..(k + 1) * b];
-        let pix = view_pixels(run.train, chunk, size, &view, &aug, (cfg.seed, 5_000_000 + epoch))?;
+        let pix = view_pixels(run.train, chunk, size, &view, &aug, (cfg.seed, Stream::DistillViews, epoch))?;
         let teacher_logits = run.teacher.network.forward(Tensor::<4>::from_data(TensorData::new(pix.clone(), [b, 3, size, size]), &run.device)); // [B, C]
         let targets = soft_labels(teacher_logits, t); // [B, C]
         let targets = Tensor::<2>::from_data(targets.into_data(), &ad); // no gradient
@@ -238,11 +238,11 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
         let mut loss = distillation_loss(student.forward(x), targets, t); // [1]
         if !labelled.is_empty() {
             let mut pick = labelled.clone();
-            pick.shuffle(&mut rng(cfg.seed, Stream::Shuffle, &[6_000_000 + step]));
+            pick.shuffle(&mut rng(cfg.seed, Stream::DistillPick, &[step]));
             pick.truncate(b);
             let m = pick.len();
             let x = Tensor::<4>::from_data(
-                TensorData::new(view_pixels(run.train, &pick, size, &view, &aug, (cfg.seed, 7_000_000 + step))?, [m, 3, size, size]),
+                TensorData::new(view_pixels(run.train, &pick, size, &view, &aug, (cfg.seed, Stream::DistillPickViews, step))?, [m, 3, size, size]),
                 &ad,
             );
             let y = Tensor::<2, Int>::from_data(TensorData::new(pick.iter().map(|&i| run.train.labels[i] as i64).collect::<Vec<_>>(), [m, 1]), &ad); // [m, 1]
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!((r.student, r.epoch_losses.clone()), (a.student, a.epoch_losses.clone()));
         // The student moved from its initialisation, and the teacher did not move at all.
         let fresh = collect(&Finetuned::new(
-            reinit(info.encoder.init(&device), key(cfg.seed, Stream::Init, &[8])),
+            reinit(info.encoder.init(&device), key(cfg.seed, Stream::DistillStudent, &[])),
             None,
             info.encoder.output_dim(),
             10,

@@ -68,7 +68,7 @@ pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result
             r.iter().map(|v| v / norm).collect()
         })
         .collect();
-    let mut r = rng(seed, Stream::Init, &[3]);
+    let mut r = rng(seed, Stream::TsneStart, &[]);
     let start: Vec<f32> = (0..2 * n)
         .map(|_| {
             let (u1, u2): (f32, f32) = (r.random::<f32>().max(f32::MIN_POSITIVE), r.random());

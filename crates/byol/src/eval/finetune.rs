@@ -158,10 +158,17 @@ pub fn training_view() -> ViewConfig {
 }
 
 /// The pixels of `view` of the images `indices` of `set`, row after row ([N, 3, S, S] flat);
-/// image `i`'s view is drawn from (`seed`, augment, [`tag`, `i`]).
-pub fn view_pixels(set: &ImageSet, indices: &[usize], size: usize, view: &ViewConfig, aug: &AugmentConfig, (seed, tag): (u64, u64)) -> Result<Vec<f32>> {
+/// image `i`'s view is drawn from (`seed`, `stream`, [`epoch`, `i`]).
+pub fn view_pixels(
+    set: &ImageSet,
+    indices: &[usize],
+    size: usize,
+    view: &ViewConfig,
+    aug: &AugmentConfig,
+    (seed, stream, epoch): (u64, Stream, u64),
+) -> Result<Vec<f32>> {
     let pix: Vec<Vec<f32>> =
-        indices.par_iter().map(|&i| Ok(make_view(&*set.rgb(i)?, size, view, aug, &mut rng(seed, Stream::Augment, &[tag, i as u64])))).collect::<Result<_>>()?;
+        indices.par_iter().map(|&i| Ok(make_view(&*set.rgb(i)?, size, view, aug, &mut rng(seed, stream, &[epoch, i as u64])))).collect::<Result<_>>()?;
     Ok(pix.concat())
 }
 
@@ -198,7 +205,7 @@ impl Finetuned {
     /// classifier into `classes`, initialised from `seed`.
     pub fn new(encoder: ResNet, stem: Option<ProjectorLayer>, encoder_dim: usize, classes: usize, seed: u64, device: &Device) -> Self {
         let dim = stem.as_ref().map_or(encoder_dim, ProjectorLayer::width);
-        let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(device), crate::rng::key(seed, Stream::Init, &[7]));
+        let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(device), crate::rng::key(seed, Stream::FinetuneHead, &[]));
         Finetuned { encoder: encoder.fork(device), stem: stem.map(|s| s.fork(device)), head }
     }
 
@@ -322,9 +329,12 @@ fn tune(
     let mut step = 0u64;
     for epoch in 0..cfg.epochs as u64 {
         let mut order = labelled.to_vec();
-        order.shuffle(&mut rng(seed, Stream::Shuffle, &[2_000_000 + epoch]));
+        order.shuffle(&mut rng(seed, Stream::FinetuneOrder, &[epoch]));
         for chunk in order.chunks_exact(b) {
-            let x = Tensor::<4>::from_data(TensorData::new(view_pixels(train, chunk, size, &view, aug, (seed, 3_000_000 + epoch))?, [b, 3, size, size]), &ad); // [B, 3, S, S]
+            let x = Tensor::<4>::from_data(
+                TensorData::new(view_pixels(train, chunk, size, &view, aug, (seed, Stream::FinetuneViews, epoch))?, [b, 3, size, size]),
+                &ad,
+            ); // [B, 3, S, S]
             let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
             let logp = log_softmax(model.forward(x), 1); // [B, C]
             let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]

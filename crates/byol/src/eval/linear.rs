@@ -172,7 +172,7 @@ pub fn train_classifier(train: &Features, classes: usize, lr: f64, cfg: &LinearE
     let mu = cfg.momentum;
     for epoch in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut crate::rng::rng(seed, crate::rng::Stream::Shuffle, &[1_000_000 + epoch as u64]));
+        order.shuffle(&mut crate::rng::rng(seed, crate::rng::Stream::LinearOrder, &[epoch as u64]));
         for chunk in order.chunks(cfg.batch_size) {
             let idx = Tensor::<1, Int>::from_data(TensorData::new(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), [chunk.len()]), device);
             let xb = x.clone().select(0, idx.clone()); // [B, D]

@@ -17,7 +17,7 @@ pub struct Queue {
 impl Queue {
     /// K random unit vectors of dimension `dim`, drawn from `seed`.
     pub fn new(size: usize, dim: usize, seed: u64, device: &Device) -> Self {
-        let mut r = rng(seed, Stream::Init, &[2]);
+        let mut r = rng(seed, Stream::MocoQueue, &[]);
         // Box–Muller normal draws: isotropic after normalisation.
         let v: Vec<f32> = (0..size * dim)
             .map(|_| {

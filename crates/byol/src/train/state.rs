@@ -30,7 +30,7 @@ impl TrainState {
     pub fn init(cfg: &ExperimentConfig, device: &Device) -> Self {
         let ad = device.clone().autodiff();
         let online = reinit(Online::new(&cfg.model, &ad), online_seed(cfg.seed));
-        let fresh = reinit(Target::new(&cfg.model, device), crate::rng::key(cfg.seed, crate::rng::Stream::Init, &[1]));
+        let fresh = reinit(Target::new(&cfg.model, device), crate::rng::key(cfg.seed, crate::rng::Stream::TargetInit, &[]));
         let target = match (cfg.target.mode, cfg.target.init) {
             (TargetMode::None, _) => None,
             (TargetMode::Ema, TargetInit::Independent) => Some(fresh),
@@ -43,5 +43,5 @@ impl TrainState {
 
 /// The seed of the online network's initialisation (also that of the random-init baseline).
 pub fn online_seed(seed: u64) -> u64 {
-    crate::rng::key(seed, crate::rng::Stream::Init, &[0])
+    crate::rng::key(seed, crate::rng::Stream::OnlineInit, &[])
 }

@@ -182,7 +182,7 @@ impl DepthNet {
     /// (not below 8).
     pub fn new(encoder: ResNet, dim: usize, stride: usize, seed: u64, device: &Device) -> Self {
         use crate::model::params::reinit;
-        let k = |i: u64| key(seed, Stream::Init, &[13, i]);
+        let k = |i: u64| key(seed, Stream::DepthDecoder, &[i]);
         let mut c = (dim / 2).max(8);
         let reduce = reinit(conv(dim, c, 1, device), k(0));
         let mut up = Vec::new();
@@ -295,9 +295,9 @@ pub fn depth(
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;
-    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, 6_000_000, progress, |model, chunk, epoch| {
+    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, Stream::DepthOrder, progress, |model, chunk, epoch| {
         let views: Vec<(Vec<f32>, Vec<f32>)> =
-            chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::Augment, &[7_000_000 + epoch, i as u64]))).collect();
+            chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::DepthViews, &[epoch, i as u64]))).collect();
         let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
         let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
         Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]

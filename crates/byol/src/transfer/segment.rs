@@ -174,7 +174,7 @@ impl Fcn {
         use crate::model::params::reinit;
         let encoder = if cfg.dilate { encoder.dilate_last_stage() } else { encoder };
         let (c, d) = (cfg.head_channels, cfg.head_dilation);
-        let key = |k: u64| crate::rng::key(seed, Stream::Init, &[11, k]);
+        let key = |k: u64| crate::rng::key(seed, Stream::SegmentHead, &[k]);
         // He-normal (fan-out) convolutions, as the encoder's; the classifier's bias starts at 0.
         let three = |cin: usize, k: u64| {
             let conv = Conv2dConfig::new([cin, c], [3, 3]).with_dilation([d, d]).with_padding(PaddingConfig2d::Explicit(d, d, d, d)).with_bias(false);
@@ -289,9 +289,9 @@ pub fn segment(
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(Fcn::new(encoder, dim, classes.len(), cfg, seed, &ad));
     let (b, c) = (cfg.batch_size, cfg.crop);
-    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, 4_000_000, progress, |model, chunk, epoch| {
+    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, Stream::SegmentOrder, progress, |model, chunk, epoch| {
         let crops: Vec<(Vec<f32>, Vec<u8>)> =
-            chunk.par_iter().map(|&i| train_crop(&train[i], cfg, aug, &mut rng(seed, Stream::Augment, &[5_000_000 + epoch, i as u64]))).collect();
+            chunk.par_iter().map(|&i| train_crop(&train[i], cfg, aug, &mut rng(seed, Stream::SegmentCrops, &[epoch, i as u64]))).collect();
         let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
         let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
         Ok(pixel_loss(model.forward(x), &labels.concat())) // [1]

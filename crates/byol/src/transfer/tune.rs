@@ -46,7 +46,7 @@ impl Schedule<'_> {
     }
 
     /// Train `model` (on an autodiff device) over `n` samples: each epoch a shuffle drawn from
-    /// (`seed`, `stream`, epoch), batches of `batch_size` (the remainder left out), `loss_of`
+    /// (`seed`, `order_stream`, epoch), batches of `batch_size` (the remainder left out), `loss_of`
     /// the loss of a batch of sample indices at an epoch. Returns the model, the steps taken and
     /// each epoch's mean loss; a non-finite loss is an error naming the step.
     pub fn run<M: Module>(
@@ -54,7 +54,7 @@ impl Schedule<'_> {
         mut model: M,
         n: usize,
         seed: u64,
-        stream: u64,
+        order_stream: Stream,
         progress: &mut dyn Progress,
         mut loss_of: impl FnMut(&M, &[usize], u64) -> Result<Tensor<1>>,
     ) -> Result<(M, u64, Vec<f64>)> {
@@ -68,7 +68,7 @@ impl Schedule<'_> {
         let (mut step, mut epoch_losses) = (0u64, Vec::with_capacity(self.epochs));
         for epoch in 0..self.epochs as u64 {
             let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut rng(seed, Stream::Shuffle, &[stream + epoch]));
+            order.shuffle(&mut rng(seed, order_stream, &[epoch]));
             let mut sum = 0.0;
             for chunk in order.chunks_exact(self.batch_size) {
                 let loss = loss_of(&model, chunk, epoch)?; // [1]

@@ -61,8 +61,8 @@ fn finish<S: Serialize + Clone, R: Serialize>(
 
 /// The mosaics of `cfg` from `set`, as samples named `<split>-<index>`.
 fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: u64, split: &str) -> Result<Vec<Sample>> {
-    let stream = if split == "train" { 0 } else { 1 };
-    Ok(mosaics(set, count, grid, tile, key(seed, Stream::Mosaic, &[stream]))?
+    let stream = if split == "train" { Stream::MosaicTrain } else { Stream::MosaicVal };
+    Ok(mosaics(set, count, grid, tile, key(seed, stream, &[]))?
         .into_iter()
         .enumerate()
         .map(|(i, Mosaic { image, mask, .. })| Sample { id: format!("{split}-{i:06}"), image, mask })
