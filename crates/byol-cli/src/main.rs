@@ -12,7 +12,7 @@ use byol::ExperimentConfig;
 use byol::train::{EvalReport, Observer, ProbeReport, StepLog};
 use byol::workflow::{self, Evaluation, Settings};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 
 struct Bar {
@@ -20,8 +20,10 @@ struct Bar {
 }
 
 impl Bar {
+    /// A bar drawn from the run's first step on ([`Observer::on_start`]): a command that never
+    /// trains (an evaluation, a finished run) prints its lines without an empty `0/0 steps` bar.
     fn new() -> Self {
-        let pb = ProgressBar::new(0);
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}").expect("template").progress_chars("=> "));
         Bar { pb }
     }
@@ -38,6 +40,7 @@ impl Bar {
 
 impl Observer for Bar {
     fn on_start(&mut self, start: u64, total: u64) {
+        self.pb.set_draw_target(ProgressDrawTarget::stderr());
         self.pb.set_length(total);
         self.pb.set_position(start);
         self.pb.reset_eta();

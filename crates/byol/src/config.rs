@@ -181,6 +181,9 @@ impl ExperimentConfig {
         self.train.validate()?;
         self.check_devices()?;
         self.eval.validate()?;
+        // The run's one setting from the environment (`BYOL_CPU_KERNELS`), checked with the rest
+        // so that a library user's bad value is an error here, not a panic on the first layer.
+        crate::model::kernels::CpuKernels::from_env()?;
         Ok(())
     }
 

@@ -190,7 +190,18 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, holdout_fraction: f64, seed: u
         let test = load_folder(&te, Cache::of(cfg), Some(&train.classes), cfg.max_test, seed ^ 1, cfg.max_image_pixels)?;
         return Ok(Splits { train, test });
     }
-    let all = load_folder(root, Cache::of(cfg), None, 0, seed, cfg.max_image_pixels)?;
+    let all = load_folder(root, Cache::of(cfg), None, 0, seed, cfg.max_image_pixels).map_err(|e| match e {
+        // `train/` alone: the split layout with its test split missing, not classes.
+        Error::Data { path, message } if tr.is_dir() && !root.join("test").exists() => Error::Data {
+            path,
+            message: format!(
+                "{message}; {} holds class folders but there is no test/ (or val/) beside it: add the test split, or give --data {} (a held-out fraction of each class is then the test split, data.holdout-fraction)",
+                tr.display(),
+                tr.display()
+            ),
+        },
+        e => e,
+    })?;
     let n_test = ((all.len() as f64) * holdout_fraction).round() as usize;
     let test_idx = super::balanced_subset(&all.labels, all.classes.len(), n_test, seed);
     let mut is_test = vec![false; all.len()];
@@ -233,6 +244,17 @@ mod tests {
         let s = load_splits(&d, &cfg, 0.1, 0).unwrap();
         assert_eq!((s.train.len(), s.test.len(), s.train.classes.clone()), (2, 2, vec!["a".to_string(), "b".to_string()]));
         assert!(s.test.names.iter().all(|n| n.contains("/val/")), "{:?}", s.test.names);
+    }
+
+    /// `train/<class>/…` with no test split beside it is told as such, with the two ways on.
+    #[test]
+    fn a_train_folder_alone_gets_a_hint() {
+        let d = tmpdir("train-only");
+        std::fs::create_dir_all(d.join("train").join("a")).unwrap();
+        image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3])).save(d.join("train").join("a").join("x.png")).unwrap();
+        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().data;
+        let e = load_splits(&d, &cfg, 0.1, 0).err().expect("refused").to_string();
+        assert!(e.contains("no test/ (or val/)") && e.contains(&format!("--data {}", d.join("train").display())), "{e}");
     }
 
     #[test]

@@ -59,9 +59,10 @@ impl CpuKernels {
     }
 }
 
-/// This process's choice, read from [`ENV`] on first use. The binary checks the variable with
-/// [`CpuKernels::from_env`] before anything runs, so an invalid value is an error there; a library
-/// user who skips that check gets a panic naming the variable on the first layer.
+/// This process's choice, read from [`ENV`] on first use. Every validated config checks the
+/// variable ([`crate::ExperimentConfig::validate`]) and the binary checks it before anything runs,
+/// so an invalid value is an error there; only a network run without a validated config panics,
+/// naming the variable, on its first layer.
 pub fn selected() -> CpuKernels {
     static CHOICE: OnceLock<CpuKernels> = OnceLock::new();
     *CHOICE.get_or_init(|| CpuKernels::from_env().unwrap_or_else(|e| panic!("{e}")))

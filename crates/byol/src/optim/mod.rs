@@ -7,7 +7,11 @@
 //! The optimizer state (momentum and second-moment buffers) is kept by parameter path, so it can
 //! be written to and read from a checkpoint by name.
 
+mod grads;
 pub mod schedule;
+
+use grads::bucketed_mean;
+pub use grads::{BUCKET_VALUES, ParamGrads};
 
 use crate::model::params::is_buffer;
 use crate::{Error, Result};
@@ -202,8 +206,13 @@ impl Optimizer {
     /// gradients are first averaged over the replicas, bucketed ([`bucketed_mean`]), so that
     /// every replica applies the same update.
     pub fn apply<M: Module>(&mut self, module: M, grads: ParamGrads, lr: f64, step: u64) -> Result<M> {
+        self.apply_in_buckets(module, grads, lr, step, BUCKET_VALUES)
+    }
+
+    /// [`Optimizer::apply`] with buckets of at most `bucket_values` values.
+    fn apply_in_buckets<M: Module>(&mut self, module: M, grads: ParamGrads, lr: f64, step: u64, bucket_values: usize) -> Result<M> {
         let grads = match crate::collective::current() {
-            Some(r) => bucketed_mean(&r, grads),
+            Some(r) => bucketed_mean(&r, grads, bucket_values),
             None => grads.0.into_iter().collect(),
         };
         let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new() };
@@ -266,104 +275,6 @@ pub fn trust_ratio(w: Tensor<1>, g: Tensor<1>, eta: f64) -> Tensor<1> {
     let ok = wn.clone().greater_elem(0.0).bool_and(gn.clone().greater_elem(0.0));
     let ratio = wn.mul_scalar(eta) / gn.clamp_min(f32::MIN_POSITIVE);
     ratio.ones_like().mask_where(ok, ratio)
-}
-
-/// The most values one gradient all-reduce carries (25 MiB of f32, PyTorch DDP's default
-/// `bucket_cap_mb`): a ResNet-18 at base width 8 fits in one, a ResNet-50 takes four.
-pub const BUCKET_VALUES: usize = 25 << 18;
-
-/// The gradients of a module's trainable parameters, flattened, by parameter path in the
-/// module's order (the same on every replica). What [`Optimizer::apply`] updates from.
-pub struct ParamGrads(Vec<(String, Tensor<1>)>);
-
-impl ParamGrads {
-    /// The gradients of `module`'s trainable parameters, taken out of `grads` (one backward pass).
-    /// A parameter that got none is left out (the update names it).
-    pub fn take<M: Module>(module: &M, grads: &mut Gradients) -> Self {
-        struct Take<'a> {
-            grads: &'a mut Gradients,
-            path: Vec<String>,
-            out: Vec<(String, Tensor<1>)>,
-        }
-        impl burn::module::ModuleVisitor for Take<'_> {
-            fn enter_module(&mut self, name: &str, _: &str) {
-                self.path.push(name.to_string());
-            }
-            fn exit_module(&mut self, _: &str, _: &str) {
-                self.path.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let path = self.path.join(".");
-                if is_buffer(&path) || !param.is_require_grad() {
-                    return;
-                }
-                if let Some(g) = param.val().grad_remove(self.grads) {
-                    let n: usize = g.dims().iter().product();
-                    self.out.push((path, g.reshape([n])));
-                }
-            }
-        }
-        let mut take = Take { grads, path: Vec::new(), out: Vec::new() };
-        module.visit(&mut take);
-        ParamGrads(take.out)
-    }
-}
-
-/// The element-wise sum of two passes' gradients of the same module (a parameter with a gradient
-/// in one pass only keeps that one).
-impl std::ops::Add for ParamGrads {
-    type Output = ParamGrads;
-
-    fn add(self, other: ParamGrads) -> ParamGrads {
-        let mut other: BTreeMap<String, Tensor<1>> = other.0.into_iter().collect();
-        let mut sum: Vec<(String, Tensor<1>)> = self
-            .0
-            .into_iter()
-            .map(|(path, g)| {
-                let g = match other.remove(&path) {
-                    Some(h) => g + h,
-                    None => g,
-                };
-                (path, g)
-            })
-            .collect();
-        sum.extend(other);
-        ParamGrads(sum)
-    }
-}
-
-/// The mean over the replica group of every gradient in `grads`: the gradients, in the module's
-/// parameter order, are concatenated into buckets of at most [`BUCKET_VALUES`] (a parameter
-/// larger than that is a bucket of its own) and each bucket is one all-reduce, instead of one
-/// per parameter (Horovod's tensor fusion, PyTorch DDP's buckets). Element for element the sum
-/// is the one a per-parameter all-reduce computes, so the update is bit for bit the same.
-fn bucketed_mean(replica: &crate::collective::Replica, grads: ParamGrads) -> BTreeMap<String, Tensor<1>> {
-    let mut averaged = BTreeMap::new();
-    let mut bucket: Vec<(String, Tensor<1>)> = Vec::new();
-    let mut size = 0;
-    let mut flush = |bucket: &mut Vec<(String, Tensor<1>)>| {
-        if bucket.is_empty() {
-            return;
-        }
-        let lens: Vec<usize> = bucket.iter().map(|(_, g)| g.dims()[0]).collect();
-        let flat = replica.all_reduce_mean(Tensor::cat(bucket.iter().map(|(_, g)| g.clone()).collect(), 0)); // [Σ n]
-        let mut at = 0;
-        for ((path, _), n) in bucket.drain(..).zip(lens) {
-            averaged.insert(path, flat.clone().narrow(0, at, n)); // [n]
-            at += n;
-        }
-    };
-    for (path, g) in grads.0 {
-        let n = g.dims()[0];
-        if size + n > BUCKET_VALUES {
-            flush(&mut bucket);
-            size = 0;
-        }
-        bucket.push((path, g));
-        size += n;
-    }
-    flush(&mut bucket);
-    averaged
 }
 
 struct Updater<'a> {
@@ -498,9 +409,11 @@ mod tests {
     }
 
     /// Two replicas' step averages their gradients in one all-reduce (one bucket) and applies
-    /// the update one process makes from the mean of the two losses, to f32 rounding.
+    /// the update one process makes from the mean of the two losses, to f32 rounding; in buckets
+    /// of at most 20 values (the MLP's 24- and 36-value weights each a bucket of their own, the
+    /// small vectors sharing theirs) it takes several all-reduces and gives the same bits.
     #[test]
-    fn replicas_average_their_gradients_in_one_bucket() {
+    fn replicas_average_their_gradients_in_buckets() {
         use crate::model::MlpConfig;
         use crate::model::params::{collect, reinit, require_grad};
         let d = Device::flex().autodiff();
@@ -516,28 +429,36 @@ mod tests {
         let one = net();
         let mut grads = (loss(&one, 0) + loss(&one, 1)).div_scalar(2.0).backward();
         let want = values(c.init().step(one, &mut grads, 0.1, 1).unwrap());
-        let group = crate::collective::host_group(2);
-        let got: Vec<BTreeMap<String, Vec<f32>>> = std::thread::scope(|s| {
-            let hs: Vec<_> = group
-                .iter()
-                .map(|replica| {
-                    let (replica, c) = (replica.clone(), c.clone());
-                    s.spawn(move || {
-                        let _in = replica.enter(false);
-                        let m = net();
-                        let mut grads = loss(&m, replica.rank()).backward();
-                        values(c.init().step(m, &mut grads, 0.1, 1).unwrap())
+        // Two replicas with buckets of `cap` values: each one's parameters and the all-reduces.
+        let replicated = |cap: usize| {
+            let group = crate::collective::host_group(2);
+            let got: Vec<BTreeMap<String, Vec<f32>>> = std::thread::scope(|s| {
+                let hs: Vec<_> = group
+                    .iter()
+                    .map(|replica| {
+                        let (replica, c) = (replica.clone(), c.clone());
+                        s.spawn(move || {
+                            let _in = replica.enter(false);
+                            let m = net();
+                            let grads = ParamGrads::take(&m, &mut loss(&m, replica.rank()).backward());
+                            values(c.init().apply_in_buckets(m, grads, 0.1, 1, cap).unwrap())
+                        })
                     })
-                })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert_eq!(group[0].completed(), Some(1), "one all-reduce for every gradient of the step");
-        assert_eq!(got[0], got[1]);
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(got[0], got[1]);
+            (got[0].clone(), group[0].completed())
+        };
+        let (whole, reduces) = replicated(BUCKET_VALUES);
+        assert_eq!(reduces, Some(1), "one all-reduce for every gradient of the step");
         for (k, w) in &want {
-            for (a, b) in w.iter().zip(&got[0][k]) {
+            for (a, b) in w.iter().zip(&whole[k]) {
                 assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{k}: {a} vs {b}");
             }
         }
+        let (split, reduces) = replicated(20);
+        assert!(reduces.is_some_and(|n| n >= 4), "several buckets: {reduces:?} all-reduces");
+        assert_eq!(split, whole, "the same sums, bucket by bucket");
     }
 }
