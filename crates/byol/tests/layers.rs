@@ -1,6 +1,6 @@
-//! The library's layers, checked on its source: every `crate::…` reference of a module points to
-//! a lower layer (so there is no import cycle between the top-level modules), and no source file
-//! of the workspace is longer than 500 lines. docs/ARCHITECTURE.md describes the layers.
+//! The library's and the binary's layers, checked on their source: every `crate::…` reference
+//! of a module points to a lower layer (so there is no import cycle between the top-level
+//! modules), and no source file of the workspace is longer than 500 lines. docs/ARCHITECTURE.md describes the layers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -150,29 +150,48 @@ fn references(text: &str, module: &[String]) -> Vec<String> {
     out
 }
 
-#[test]
-fn every_module_uses_only_lower_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// Each reference of a module of `src` (a crate's sources, `main.rs` and `lib.rs` left out) to a
+/// module after its own in `layers`.
+fn upward_references(src: &Path, layers: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let rank: BTreeMap<&str, usize> = LAYERS.iter().enumerate().map(|(i, l)| (*l, i)).collect();
+    rust_files(src, &mut files);
+    let rank: BTreeMap<&str, usize> = layers.iter().enumerate().map(|(i, l)| (*l, i)).collect();
     let mut upward = Vec::new();
     for file in &files {
-        if file.file_name().unwrap() == "lib.rs" {
+        if file.file_name().unwrap() == "lib.rs" || file.file_name().unwrap() == "main.rs" {
             continue;
         }
-        let layer = layer_of(&src, file);
-        let own = *rank.get(layer.as_str()).unwrap_or_else(|| panic!("{}: module `{layer}` is not in LAYERS", file.display()));
-        for r in references(&std::fs::read_to_string(file).unwrap(), &module_of(&src, file)) {
-            let to = *rank.get(r.as_str()).unwrap_or_else(|| panic!("{}: `crate::{r}` is not in LAYERS", file.display()));
+        let layer = layer_of(src, file);
+        let own = *rank.get(layer.as_str()).unwrap_or_else(|| panic!("{}: module `{layer}` is not in the layers", file.display()));
+        for r in references(&std::fs::read_to_string(file).unwrap(), &module_of(src, file)) {
+            let to = *rank.get(r.as_str()).unwrap_or_else(|| panic!("{}: `crate::{r}` is not in the layers", file.display()));
             if to > own {
-                upward.push(format!("{} ({layer}) uses crate::{r}", file.strip_prefix(&src).unwrap().display()));
+                upward.push(format!("{} ({layer}) uses crate::{r}", file.strip_prefix(src).unwrap().display()));
             }
         }
     }
     upward.sort();
     upward.dedup();
+    upward
+}
+
+#[test]
+fn every_module_uses_only_lower_layers() {
+    let upward = upward_references(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), LAYERS);
     assert!(upward.is_empty(), "references to higher layers:\n{}", upward.join("\n"));
+}
+
+/// The binary's modules, lowest first: the flags (`args/`, every command's), the terminal's
+/// pieces (the progress bar and Ctrl-C, the charts), then one file per command (`commands/`);
+/// `main.rs` dispatches. The flags know nothing of the commands (they named `distill.rs` and
+/// `transfer.rs`, which named them back).
+const CLI_LAYERS: &[&str] = &["args", "progress", "chart", "commands"];
+
+#[test]
+fn the_binarys_modules_use_only_lower_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("byol-cli").join("src");
+    let upward = upward_references(&src, CLI_LAYERS);
+    assert!(upward.is_empty(), "references to higher layers in the binary:\n{}", upward.join("\n"));
 }
 
 /// The checker sees an upward reference (so the test above can fail), however the `use` is

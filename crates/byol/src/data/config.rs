@@ -321,8 +321,13 @@ fn d_buffer() -> usize {
 fn d_prefetch() -> usize {
     2
 }
+/// The default of `data.max-image-pixels`: an image whose header announces more pixels is
+/// skipped before it is decoded (also the limit of the commands that read images without a
+/// config: `byol shard`, `byol bench decode`).
+pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
 fn d_max_pixels() -> u64 {
-    100_000_000
+    MAX_IMAGE_PIXELS
 }
 
 impl DataConfig {

@@ -11,7 +11,7 @@ pub mod imagefolder;
 pub mod shards;
 pub mod synthetic;
 
-pub use config::{DataConfig, DataSource, SOURCE_FIELDS, Source, SyntheticConfig};
+pub use config::{DataConfig, DataSource, MAX_IMAGE_PIXELS, SOURCE_FIELDS, Source, SyntheticConfig};
 
 use crate::image::Rgb8;
 use crate::{Error, Result};

@@ -1,10 +1,13 @@
-//! The command line: every subcommand's flags. Closed choices are `ValueEnum`s that convert
+//! The command line: every subcommand's flags (`distill` and `transfer` in their own files). Closed choices are `ValueEnum`s that convert
 //! into the library's types; everything else is passed on typed.
 
 use byol::data::Source;
 use byol::workflow::Settings;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+pub mod distill;
+pub mod transfer;
 
 fn fraction(s: &str) -> Result<f64, String> {
     byol::workflow::parse_fraction(s).map_err(|e| e.to_string())
@@ -106,10 +109,10 @@ pub enum Command {
     Shard(ShardArgs),
     /// Fine-tune the encoder for a dense task (the paper's Table 4).
     #[command(subcommand)]
-    Transfer(crate::transfer::TransferCommand),
+    Transfer(transfer::TransferCommand),
     /// Distil a fine-tuned classifier into a student on the unlabelled images (SimCLR v2's
     /// third step): the teacher's softmax at temperature T are the student's targets.
-    Distill(crate::distill::DistillArgs),
+    Distill(distill::DistillArgs),
 }
 
 #[derive(Args)]
