@@ -8,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::SegmentedCoord;
 use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::Path;
 use std::sync::Once;
 
@@ -32,6 +33,25 @@ const COLOURS: [RGBColor; 7] = [
     RGBColor(213, 94, 0),
     RGBColor(0, 0, 0),
 ];
+
+/// The colour of each variant of `a`: one per method, a method being a variant and those
+/// `relative-to` it (BYOL's rows in one colour, SimCLR's in another), so that a grid of more
+/// variants than colours still tells its methods apart.
+fn method_colours(a: &Ablation) -> Vec<RGBColor> {
+    let base = |s: &byol::ablate::Summary| s.relative.as_ref().map_or(s.name.clone(), |r| r.to.clone());
+    let mut methods: Vec<String> = Vec::new();
+    a.summary
+        .iter()
+        .map(|s| {
+            let m = base(s);
+            let k = methods.iter().position(|x| *x == m).unwrap_or_else(|| {
+                methods.push(m);
+                methods.len() - 1
+            });
+            colour(k)
+        })
+        .collect()
+}
 
 fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
@@ -186,8 +206,9 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     let rows = bar_rows(n);
     let caption = format!("kNN top-1 on the test set (bar: mean of {seeds} seed(s); dots: each seed) — base {}", a.base);
     let mut chart = bar_chart(&top, &caption, lo..hi.ceil(), "kNN top-1 %", &names, 210)?;
+    let colours = method_colours(a);
     for (i, s) in a.summary.iter().enumerate() {
-        let c = colour(i);
+        let c = colours[i];
         let y = (rows - 1 - i) as i32; // the grid's first variant at the top
         chart
             .draw_series(std::iter::once(Rectangle::new(
@@ -273,26 +294,35 @@ fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingA
     };
     let all = relative.iter().flat_map(|s| per_seed(s, &s.relative.as_ref().expect("relative").to));
     let (lo, hi) = range(all.chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;
+    // Room beyond the bars and dots on each side for the labels.
+    let pad = 0.18 * (hi - lo).max(1.0);
+    let (lo, hi) = (lo.min(-0.5) - if lo < 0.0 { pad } else { 0.0 }, hi.max(0.5) + pad);
     let names: Vec<String> = relative.iter().map(|s| format!("{} − {}", s.name, s.relative.as_ref().expect("relative").to)).collect();
     let rows = bar_rows(n);
     let caption = "difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)";
-    let mut chart = bar_chart(area, caption, lo.min(-0.5)..hi.max(0.5), "Δ kNN top-1 (points)", &names, 330)?;
+    let mut chart = bar_chart(area, caption, lo..hi, "Δ kNN top-1 (points)", &names, 330)?;
+    let colours = method_colours(a);
     for (i, s) in relative.iter().enumerate() {
         let y = (rows - 1 - i) as i32;
         let rel = s.relative.as_ref().expect("relative");
-        let colour_of = a.summary.iter().position(|o| o.name == s.name).unwrap_or(i);
+        let c = a.summary.iter().position(|o| o.name == s.name).map_or(colour(i), |k| colours[k]);
         let mean = 100.0 * rel.knn_top1_delta.mean;
         chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(0.0, SegmentValue::Exact(y)), (mean, SegmentValue::Exact(y + 1))],
-                colour(colour_of).mix(0.6).filled(),
-            )))
+            .draw_series(std::iter::once(Rectangle::new([(0.0, SegmentValue::Exact(y)), (mean, SegmentValue::Exact(y + 1))], c.mix(0.6).filled())))
             .map_err(err)?;
-        let dots = per_seed(s, &rel.to).into_iter().map(|d| Circle::new((d, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
+        let seeds = per_seed(s, &rel.to);
+        let dots = seeds.iter().map(|&d| Circle::new((d, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
         chart.draw_series(dots).map_err(err)?;
+        // The label beyond the bar and every dot, on the side the bar points to.
         let label = format!("{mean:+.2}");
-        let at = mean.min(0.0) + 0.01 * (hi - lo); // inside the bar, at its left end
-        chart.draw_series(std::iter::once(Text::new(label, (at, SegmentValue::CenterOf(y)), (FONT, 13)))).map_err(err)?;
+        let gap = 0.01 * (hi - lo);
+        let style = TextStyle::from((FONT, 13).into_font()).color(&BLACK);
+        let (at, style) = if mean >= 0.0 {
+            (seeds.iter().copied().fold(mean, f64::max) + gap, style.pos(Pos::new(HPos::Left, VPos::Center)))
+        } else {
+            (seeds.iter().copied().fold(mean, f64::min) - gap, style.pos(Pos::new(HPos::Right, VPos::Center)))
+        };
+        chart.draw_series(std::iter::once(Text::new(label, (at, SegmentValue::CenterOf(y)), style))).map_err(err)?;
     }
     chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Exact(rows as i32))], BLACK))).map_err(err)?;
     Ok(())
