@@ -58,7 +58,9 @@ impl OnlineProbeConfig {
     }
 }
 
-/// The probe's weights and momentum buffers, on the plain device.
+/// The probe's weights and momentum buffers, on the plain device, and its count of correct
+/// answers in the current epoch (part of a checkpoint, so that a run resumed in mid-epoch reports
+/// the epoch's training accuracy over all its steps).
 #[derive(Debug, Clone)]
 pub struct OnlineProbe {
     /// [D, C]
@@ -68,6 +70,11 @@ pub struct OnlineProbe {
     /// Momentum buffers of `w` and `b`.
     pub mw: Tensor<2>,
     pub mb: Tensor<1>,
+    /// Correct answers on this epoch's training batches so far, on the device (read when the
+    /// epoch is reported): \[1\].
+    pub epoch_correct: Tensor<1>,
+    /// Training images seen this epoch.
+    pub epoch_seen: u64,
 }
 
 impl OnlineProbe {
@@ -78,7 +85,16 @@ impl OnlineProbe {
             b: Tensor::zeros([classes], device),
             mw: Tensor::zeros([dim, classes], device),
             mb: Tensor::zeros([classes], device),
+            epoch_correct: Tensor::zeros([1], device),
+            epoch_seen: 0,
         }
+    }
+
+    /// The epoch's training accuracy so far (NaN before any batch), and a new epoch's count.
+    pub fn take_epoch_accuracy(&mut self) -> f64 {
+        let seen = std::mem::take(&mut self.epoch_seen);
+        let correct = std::mem::replace(&mut self.epoch_correct, Tensor::zeros([1], &self.b.device()));
+        if seen == 0 { f64::NAN } else { f64::from(correct.into_scalar::<f32>()) / seen as f64 }
     }
 
     pub fn classes(&self) -> usize {
@@ -90,9 +106,9 @@ impl OnlineProbe {
         Tensor::from_data(TensorData::new(l, [labels.len()]), device)
     }
 
-    /// One SGD step on features `y` [B, D] (detached) with `labels`; returns the number of
-    /// correct predictions before the step (on the device: read it when logging).
-    pub fn step(&mut self, y: Tensor<2>, labels: &[usize], cfg: &OnlineProbeConfig) -> Tensor<1> {
+    /// One SGD step on features `y` [B, D] (detached) with `labels`; the correct predictions
+    /// before the step are added to the epoch's count (on the device).
+    pub fn step(&mut self, y: Tensor<2>, labels: &[usize], cfg: &OnlineProbeConfig) {
         let device = y.device();
         let [b, _] = y.dims();
         let c = self.classes();
@@ -108,7 +124,8 @@ impl OnlineProbe {
         self.mb = self.mb.clone() * m + gb;
         self.w = self.w.clone() - self.mw.clone() * lr;
         self.b = self.b.clone() - self.mb.clone() * lr;
-        correct
+        self.epoch_correct = self.epoch_correct.clone() + correct;
+        self.epoch_seen += b as u64;
     }
 
     /// Top-1 accuracy on features `y` [N, D] (row-major, host) with `labels`.

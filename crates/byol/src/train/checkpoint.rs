@@ -177,6 +177,9 @@ fn tensors_of(state: &TrainState) -> Result<TensorFile> {
         tensors.insert("probe/mw".into(), (p.mw.dims().to_vec(), values(&flat2(&p.mw))?));
         tensors.insert("probe/b".into(), (p.b.dims().to_vec(), values(&p.b)?));
         tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), values(&p.mb)?));
+        // The epoch's count so far: correct answers and images seen (exact in f32 below 2^24).
+        let correct = values(&p.epoch_correct)?[0];
+        tensors.insert("probe/epoch".into(), (vec![2], vec![correct, p.epoch_seen as f32]));
     }
     state.optim.save_state(tensors)?;
     Ok(file)
@@ -269,7 +272,10 @@ impl Loaded {
             (Some((ws, w)), Some((_, mw)), Some((bs, b)), Some((_, mb))) if ws.len() == 2 && bs.len() == 1 => {
                 let two = |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [ws[0], ws[1]]), device);
                 let one = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [bs[0]]), device);
-                Some(crate::eval::OnlineProbe { w: two(w), mw: two(mw), b: one(b), mb: one(mb) })
+                // Checkpoints written before the count was kept start the epoch's count at 0.
+                let (correct, seen) = self.tensors.get("probe/epoch").map_or((0.0, 0), |(_, e)| (e[0], e[1] as u64));
+                let epoch_correct = Tensor::<1>::from_data(TensorData::new(vec![correct], [1]), device);
+                Some(crate::eval::OnlineProbe { w: two(w), mw: two(mw), b: one(b), mb: one(mb), epoch_correct, epoch_seen: seen })
             }
             _ => None,
         };

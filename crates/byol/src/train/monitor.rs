@@ -56,9 +56,6 @@ pub(crate) struct Monitor {
     stop: u64,
     consecutive_skips: u64,
     stopped_by_time_budget: bool,
-    /// The online probe's correct answers on this epoch's training batches, and how many it saw.
-    probe_correct: Option<Tensor<1>>,
-    probe_seen: u64,
     online_linear_top1: Option<f64>,
     /// Images that could not be read, by file: when loading, and (without the cache) later.
     skipped: BTreeMap<String, String>,
@@ -95,8 +92,6 @@ impl Monitor {
             stop: ctx.opts.max_steps.map_or(s.total_steps, |m| m.min(s.total_steps)),
             consecutive_skips: 0,
             stopped_by_time_budget: false,
-            probe_correct: None,
-            probe_seen: 0,
             online_linear_top1: None,
             skipped: skipped.into_iter().collect(),
             train_started: Instant::now(),
@@ -133,12 +128,7 @@ impl Monitor {
         let step = state.step;
         if let (Some(p), Some(m)) = (state.probe.as_mut(), m.as_ref()) {
             let share = ctx.probe_share;
-            let correct = p.step(m.representation.clone(), &labels[..share], &cfg.eval.online_probe); // [1]
-            self.probe_correct = Some(match self.probe_correct.take() {
-                Some(c) => c + correct,
-                None => correct,
-            });
-            self.probe_seen += share as u64;
+            p.step(m.representation.clone(), &labels[..share], &cfg.eval.online_probe);
         }
         if let Some(m) = m {
             self.last_loss = Some(m.loss.clone());
@@ -164,7 +154,7 @@ impl Monitor {
         // At each epoch's end, and at the end of a run the time budget cut short (not at a
         // --max-steps stop: a resumed run then writes the same reports as an uninterrupted one).
         if state.probe.is_some() && (step % spe == 0 || (step == self.stop && self.stopped_by_time_budget)) {
-            let r = self.probe_report(ctx, &state, step)?;
+            let r = self.probe_report(ctx, &mut state, step)?;
             append_line(&ctx.run.file(run_dir::PROBE), &serde_json::to_string(&r).expect("json"))?;
             self.events.scalars(step, &[("train/online_linear_top1", r.train_top1), ("eval/online_linear_top1", r.test_top1)]);
             obs.on_probe(&r);
@@ -249,14 +239,10 @@ impl Monitor {
 
     /// The online probe's accuracy: on the epoch's training batches, and on the test split's
     /// representations (encoder in eval mode).
-    fn probe_report(&mut self, ctx: &Context, state: &TrainState, step: u64) -> Result<ProbeReport> {
+    fn probe_report(&mut self, ctx: &Context, state: &mut TrainState, step: u64) -> Result<ProbeReport> {
         let (cfg, test) = (ctx.cfg, ctx.test);
+        let train_top1 = state.probe.as_mut().expect("called with a probe").take_epoch_accuracy();
         let probe = state.probe.as_ref().expect("called with a probe");
-        let seen = std::mem::take(&mut self.probe_seen);
-        let train_top1 = match self.probe_correct.take() {
-            Some(c) if seen > 0 => f64::from(c.into_scalar::<f32>()) / seen as f64,
-            _ => f64::NAN,
-        };
         let (feats, dim, kept) = crate::eval::extract(&state.online.encoder, test, cfg.data.image_size, &cfg.augment, cfg.eval.knn.batch_size, ctx.device)?;
         let labels: Vec<usize> = kept.iter().map(|&i| test.labels[i]).collect();
         let epoch = step.div_ceil(ctx.schedules.steps_per_epoch);
