@@ -38,6 +38,15 @@ fn finetune_saves_a_teacher_that_distill_teaches_a_smaller_student_across_a_resu
     let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("distill/distill.json")).unwrap()).unwrap();
     assert_eq!((result["student_encoder"]["base-width"].as_u64(), result["teacher_encoder"]["base-width"].as_u64()), (Some(2), Some(4)));
     assert!(result["student_parameters"].as_u64() < result["teacher_parameters"].as_u64());
+    // A classifier file's encoder is an encoder for every evaluation: the student's with its
+    // run's config (the data it was distilled on), the teacher's with the flags given.
+    let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", &path("distill/student.safetensors")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("on 40 test images, distilled student's encoder: top-1"), "{out}");
+    let small = ["--set", "data.synthetic.train-per-class=8", "--set", "data.synthetic.test-per-class=4"];
+    let (ok, out, err) = byol(&[&["eval", "knn", "--checkpoint", &teacher][..], &small].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("fine-tuned classifier's encoder: top-1"), "{out}");
     // The student is itself a classifier file: it can teach in turn.
     let (ok, out, err) = distill(&["--teacher", &path("distill/student.safetensors"), "--run-dir", &path("again"), "--epochs", "1", "--batch-size", "16"]);
     assert!(ok, "{err}");

@@ -81,6 +81,14 @@ impl TensorFile {
         write_atomic(path, &self.to_bytes(kind)?)
     }
 
+    /// The `format` its metadata names (`byol-checkpoint`, `byol-classifier`, …), without reading
+    /// the tensors; `None` for a safetensors file without one.
+    pub fn format_of(path: &Path) -> Result<Option<String>> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, format!("not a readable safetensors file ({e})")))?;
+        Ok(header.metadata().as_ref().and_then(|m| m.get("format").cloned()))
+    }
+
     /// Read `path` and verify that it is of `kind` and that its tensors match their checksum.
     pub fn read(path: &Path, kind: FileKind<'_>) -> Result<Self> {
         let err = |m: String| Error::checkpoint(path, m);

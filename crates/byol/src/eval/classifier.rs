@@ -79,13 +79,32 @@ pub fn save(network: &Finetuned, info: &ClassifierInfo, path: &Path) -> Result<(
     file.write(path, KIND)
 }
 
-/// Read the classifier at `path` onto `device`.
-pub fn read(path: &Path, device: &Device) -> Result<Saved> {
+/// The encoder of the classifier at `path` on `device`, as a fresh module of its architecture
+/// (training flags on, as a checkpoint's encoder: fine-tuning it trains its BatchNorm), and the
+/// classifier's description.
+pub fn read_encoder(path: &Path, device: &Device) -> Result<(crate::model::ResNet, ClassifierInfo)> {
     let file = TensorFile::read(path, KIND)?;
+    let info = info_of(&file, path)?;
+    let (encoder, missing) = load(info.encoder.init(device), &named_from(&file.tensors, "encoder.", device));
+    if !missing.is_empty() {
+        return Err(Error::checkpoint(path, format!("encoder tensors missing or of another shape than its description says: {missing:?}")));
+    }
+    Ok((encoder, info))
+}
+
+fn info_of(file: &TensorFile, path: &Path) -> Result<ClassifierInfo> {
     let err = |m: String| Error::checkpoint(path, m);
     let text = file.meta.get("classifier").ok_or_else(|| err("no `classifier` description in its metadata".into()))?;
     let info: ClassifierInfo = serde_json::from_str(text).map_err(|e| err(format!("unreadable `classifier` description ({e})")))?;
     info.encoder.validate().map_err(|e| err(e.to_string()))?;
+    Ok(info)
+}
+
+/// Read the classifier at `path` onto `device`.
+pub fn read(path: &Path, device: &Device) -> Result<Saved> {
+    let file = TensorFile::read(path, KIND)?;
+    let err = |m: String| Error::checkpoint(path, m);
+    let info = info_of(&file, path)?;
     let d = info.encoder.output_dim();
     let encoder = info.encoder.init(device);
     let stem = info.stem_width.map(|w| ProjectorLayer::of(MlpConfig { hidden: w, output: 1, layers: 2 }.init(d, device)));

@@ -189,6 +189,9 @@ impl Evaluation {
                 "the architecture of an evaluation comes from the checkpoint; its `model.*` settings cannot be changed here (set `eval.*`, `data.*` or `augment.*` instead)",
             ));
         }
+        if path.is_file() && crate::io::TensorFile::format_of(path)?.as_deref() == Some(crate::eval::classifier::KIND.format) {
+            return Self::from_classifier(path, settings, edit, random_init);
+        }
         let loaded = checkpoint::read_path_or_dir(path)?;
         let mut config = settings.apply_to(&loaded.config, path)?;
         edit(&mut config);
@@ -208,6 +211,34 @@ impl Evaluation {
         let dir = if path.is_dir() { Some(path) } else { path.parent() };
         let run_dir = dir.filter(|d| d.join(crate::train::run_dir::CONFIG).is_file()).map(Path::to_path_buf);
         Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: loaded.step, run_dir })
+    }
+
+    /// The encoder of the classifier file at `path` (`eval finetune --save-model`, or a
+    /// distillation's `student.safetensors`): the config of the run beside it (the
+    /// `config.toml` of its folder; `small-cpu`'s without one) with `settings`, the classifier's
+    /// encoder, image size and normalisation, then `edit`. Its projector is the config's random
+    /// one (a classifier keeps none).
+    fn from_classifier(path: &Path, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig), random_init: bool) -> Result<Self> {
+        let beside = path.parent().map(|d| d.join(crate::train::run_dir::CONFIG)).filter(|c| c.is_file());
+        let base = match &beside {
+            Some(c) => ExperimentConfig::from_recorded_toml(&std::fs::read_to_string(c).map_err(|e| Error::io(c, e))?, c)?,
+            None => ExperimentConfig::load("small-cpu", &[])?,
+        };
+        let mut config = settings.apply_to(&base, path)?;
+        let (encoder, info) = crate::eval::classifier::read_encoder(path, &config.backend.device()?)?;
+        config.model.encoder = info.encoder.clone();
+        config.data.image_size = info.image_size;
+        config.augment = info.normalising(&config.augment);
+        edit(&mut config);
+        config.validate()?;
+        let device = config.backend.device()?;
+        let (encoder, label) = if random_init {
+            (random_init_online(&config, &device).encoder, "random-init encoder")
+        } else {
+            (burn::module::Module::fork(encoder, &device), if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" })
+        };
+        let projector = random_init_online(&config, &device).projector;
+        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: 0, run_dir: None })
     }
 
     /// The config's data (training and test splits), read the first time it is asked for.
