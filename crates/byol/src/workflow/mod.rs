@@ -235,7 +235,10 @@ impl Evaluation {
         let (encoder, label) = if random_init {
             (random_init_online(&config, &device).encoder, "random-init encoder")
         } else {
-            (burn::module::Module::fork(encoder, &device), if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" })
+            (
+                burn::module::Module::fork(encoder, &device),
+                if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" },
+            )
         };
         let projector = random_init_online(&config, &device).projector;
         Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: 0, run_dir: None })
