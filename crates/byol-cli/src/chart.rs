@@ -293,13 +293,19 @@ fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingA
         byol::ablate::paired_differences(&a.runs, &rows, to).into_iter().map(|d| 100.0 * d).collect()
     };
     let all = relative.iter().flat_map(|s| per_seed(s, &s.relative.as_ref().expect("relative").to));
-    let (lo, hi) = range(all.chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;
+    let paper = |s: &byol::ablate::Summary| s.relative.as_ref().and_then(|r| r.paper_delta);
+    let papers: Vec<f64> = relative.iter().filter_map(|s| paper(s)).collect();
+    let (lo, hi) = range(all.chain(papers.iter().copied()).chain([0.0])).ok_or_else(|| anyhow!("no differences to draw"))?;
     // Room beyond the bars and dots on each side for the labels.
     let pad = 0.18 * (hi - lo).max(1.0);
     let (lo, hi) = (lo.min(-0.5) - if lo < 0.0 { pad } else { 0.0 }, hi.max(0.5) + pad);
     let names: Vec<String> = relative.iter().map(|s| format!("{} − {}", s.name, s.relative.as_ref().expect("relative").to)).collect();
     let rows = bar_rows(n);
-    let caption = "difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)";
+    let caption = if papers.is_empty() {
+        "difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed)"
+    } else {
+        "difference in kNN top-1 from the variant each is relative to (bar: mean; dots: each seed; ×: the paper's)"
+    };
     let mut chart = bar_chart(area, caption, lo..hi, "Δ kNN top-1 (points)", &names, 330)?;
     let colours = method_colours(a);
     for (i, s) in relative.iter().enumerate() {
@@ -313,6 +319,10 @@ fn delta_bars(a: &Ablation, relative: &[&byol::ablate::Summary], area: &DrawingA
         let seeds = per_seed(s, &rel.to);
         let dots = seeds.iter().map(|&d| Circle::new((d, SegmentValue::CenterOf(y)), 4, BLACK.filled()));
         chart.draw_series(dots).map_err(err)?;
+        if let Some(p) = rel.paper_delta {
+            chart.draw_series(std::iter::once(Cross::new((p, SegmentValue::CenterOf(y)), 7, RGBColor(213, 0, 0).stroke_width(3)))).map_err(err)?;
+        }
+        let seeds: Vec<f64> = seeds.into_iter().chain(rel.paper_delta).collect();
         // The label beyond the bar and every dot, on the side the bar points to.
         let label = format!("{mean:+.2}");
         let gap = 0.01 * (hi - lo);

@@ -687,7 +687,8 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     let other = dir.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::os::unix::fs::symlink(runs.join("byol"), other.join("byol-again")).unwrap();
-    let linked = Grid { variant: vec![byol::ablate::Variant { name: "byol-again".into(), set: vec![], random_init: false, relative_to: None }] };
+    let linked =
+        Grid { variant: vec![byol::ablate::Variant { name: "byol-again".into(), set: vec![], random_init: false, relative_to: None, paper_delta: None }] };
     let mut c = Count(0);
     let reused = ablate("small-cpu", &base, &linked, &other, &two, &mut c).unwrap();
     assert_eq!(c.0, 2);
