@@ -89,18 +89,10 @@ impl Cache {
         }
         let limit_bytes = match cfg.cache_max_mb {
             Some(mb) => mb.saturating_mul(1 << 20),
-            None => available_memory().map_or(u64::MAX, |b| b / 2),
+            None => super::available_memory().map_or(u64::MAX, |b| b / 2),
         };
         Cache::InMemory { limit_bytes }
     }
-}
-
-/// The memory the OS says is available (Linux: `MemAvailable` of `/proc/meminfo`).
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Build an [`ImageSet`] from (label, file) pairs: the headers first (images over `max_pixels`

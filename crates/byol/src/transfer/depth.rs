@@ -109,9 +109,9 @@ impl DepthConfig {
         let field = |f: &str| format!("transfer.depth.{f}");
         self.schedule().validate()?;
         if let DepthData::Synthetic { train, val, size } = self.data
-            && (train == 0 || val == 0 || size < 16)
+            && (train == 0 || val == 0 || !(16..=super::MAX_SIDE).contains(&size))
         {
-            return Err(Error::config(field("data"), "synthetic scenes need train and val ≥ 1 and a size ≥ 16"));
+            return Err(Error::config(field("data"), format!("synthetic scenes need train and val ≥ 1 and a size of 16 to {} px", super::MAX_SIDE)));
         }
         Ok(())
     }

@@ -18,6 +18,30 @@ pub mod voc;
 /// The label of pixels that count in neither the loss nor the metrics (VOC's object borders).
 pub const IGNORE: u8 = 255;
 
+/// The largest side, in pixels, of a training crop, a mosaic or a synthetic scene: twice the
+/// paper's 513-pixel crop (VOC's images are about 500 px a side), and far beyond what 2 cores
+/// train on. Larger sizes are refused when the config is read, before anything is allocated.
+pub const MAX_SIDE: usize = 1024;
+
+/// An error naming `field` when `bytes` of images held in memory (`what`) are more than half the
+/// memory the OS says is available (the in-memory cache's rule), before any is made.
+pub fn check_memory(field: &str, what: &str, bytes: u128) -> crate::Result<()> {
+    let Some(available) = crate::data::available_memory() else { return Ok(()) };
+    let limit = u128::from(available / 2);
+    if bytes <= limit {
+        return Ok(());
+    }
+    let gb = |b: u128| b as f64 / 1e9;
+    Err(crate::Error::config(
+        field,
+        format!(
+            "{what} take about {:.1} GB in memory, over half the {:.1} GB the OS says are available: make fewer or smaller ones",
+            gb(bytes),
+            gb(u128::from(available))
+        ),
+    ))
+}
+
 /// `[transfer]`: the settings of the dense transfer tasks.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -143,13 +143,16 @@ impl SegmentConfig {
         if !(self.scale[0] > 0.0 && self.scale[0] <= self.scale[1] && self.scale[1].is_finite()) {
             return Err(Error::config(field("scale"), format!("{:?} must be [low, high] with 0 < low ≤ high", self.scale)));
         }
-        if self.crop < 8 {
-            return Err(Error::config(field("crop"), "must be ≥ 8 pixels"));
+        if !(8..=super::MAX_SIDE).contains(&self.crop) {
+            return Err(Error::config(field("crop"), format!("{} must be 8 to {} pixels", self.crop, super::MAX_SIDE)));
         }
-        if let SegmentData::Mosaic { grid, tile, train, val } = self.data
-            && (grid == 0 || tile == 0 || train == 0 || val == 0)
-        {
-            return Err(Error::config(field("data"), "a mosaic's grid, tile, train and val counts must be ≥ 1"));
+        if let SegmentData::Mosaic { grid, tile, train, val } = self.data {
+            if grid == 0 || tile == 0 || train == 0 || val == 0 {
+                return Err(Error::config(field("data"), "a mosaic's grid, tile, train and val counts must be ≥ 1"));
+            }
+            if grid.saturating_mul(tile) > super::MAX_SIDE {
+                return Err(Error::config(field("data"), format!("mosaics of {grid} × {grid} tiles of {tile} px are over {} px a side", super::MAX_SIDE)));
+            }
         }
         Ok(())
     }
@@ -352,6 +355,35 @@ mod tests {
         assert!(e.contains("transfer.segment.head-dilation") && !e.contains("head-channels"), "{e}");
         let e = SegmentConfig { head_channels: 0, ..Default::default() }.validate().unwrap_err().to_string();
         assert!(e.contains("transfer.segment.head-channels"), "{e}");
+    }
+
+    /// Sizes that would abort an allocation are refused when the config is read: a crop of
+    /// 100,000 px (it aborted), mosaics of 50 × 50 tiles (they grew to 23 GB); and an epoch
+    /// count whose steps overflow is an error before a step (`--epochs 9223372036854775807`
+    /// panicked with "capacity overflow").
+    #[test]
+    fn sizes_and_epochs_beyond_reach_are_refused() {
+        let e = SegmentConfig { crop: 100_000, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(e.contains("transfer.segment.crop") && e.contains("8 to 1024"), "{e}");
+        let mosaic = SegmentData::Mosaic { grid: 50, tile: 32, train: 16, val: 8 };
+        let e = SegmentConfig { data: mosaic, ..Default::default() }.validate().unwrap_err().to_string();
+        assert!(e.contains("transfer.segment.data") && e.contains("over 1024 px"), "{e}");
+        let e = crate::transfer::depth::DepthConfig {
+            data: crate::transfer::depth::DepthData::Synthetic { train: 4, val: 2, size: 100_000 },
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("transfer.depth.data") && e.contains("16 to 1024 px"), "{e}");
+        let device = Device::flex().autodiff();
+        let (encoder, _) = small();
+        let schedule = SegmentConfig { epochs: usize::MAX, batch_size: 2, ..Default::default() };
+        let Err(e) = schedule.schedule().run(encoder.fork(&device), 4, 0, Stream::SegmentOrder, &mut (), |_, _, _| unreachable!("no step")) else {
+            panic!("refused")
+        };
+        let e = e.to_string();
+        assert!(e.contains("transfer.segment.epochs") && e.contains("overflow"), "{e}");
     }
 
     /// The FCN's logits have the input's size, for inputs that the output stride divides and

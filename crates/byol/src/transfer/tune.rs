@@ -63,9 +63,14 @@ impl Schedule<'_> {
         }
         let mut opt = sgd(self.learning_rate, self.weight_decay).init();
         let per_epoch = n / self.batch_size;
-        let total = (per_epoch * self.epochs) as u64;
+        let total = per_epoch.checked_mul(self.epochs).and_then(|t| u64::try_from(t).ok()).ok_or_else(|| {
+            Error::config(
+                format!("transfer.{}.epochs", self.task),
+                format!("{} epochs of {per_epoch} steps overflow the step count; at most {}", self.epochs, usize::MAX / per_epoch.max(1)),
+            )
+        })?;
         progress.on_start(total);
-        let (mut step, mut epoch_losses) = (0u64, Vec::with_capacity(self.epochs));
+        let (mut step, mut epoch_losses) = (0u64, Vec::new());
         for epoch in 0..self.epochs as u64 {
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut rng(seed, order_stream, &[epoch]));

@@ -78,6 +78,9 @@ fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: 
 fn samples(e: &Evaluation, data: &SegmentData) -> Result<(Vec<Sample>, Vec<Sample>, Vec<String>)> {
     let (train, val, classes, at) = match data {
         SegmentData::Mosaic { grid, tile, train, val } => {
+            // RGB bytes and a label per pixel.
+            let bytes = (*train as u128 + *val as u128) * ((grid * tile) as u128).pow(2) * 4;
+            crate::transfer::check_memory("transfer.segment.data", &format!("{train} + {val} mosaics of {0} × {0} px", grid * tile), bytes)?;
             let splits = e.splits()?;
             let (tr, te) = (&splits.train, &splits.test);
             let at = e.config.data.source.path().unwrap_or_else(|| Path::new("built-in data")).to_path_buf();
@@ -153,7 +156,12 @@ fn refuse_used(out: &Path, entries: &[&str]) -> Result<()> {
 /// ([`check_depths`]), and depths that look like another unit are warned of.
 fn depth_samples(data: &DepthData, seed: u64) -> Result<(Vec<DepthSample>, Vec<DepthSample>)> {
     match data {
-        DepthData::Synthetic { train, val, size } => Ok((scenes(*train, *size, seed, 0), scenes(*val, *size, seed, 1))),
+        DepthData::Synthetic { train, val, size } => {
+            // RGB bytes and an f32 depth per pixel.
+            let bytes = (*train as u128 + *val as u128) * (*size as u128).pow(2) * 7;
+            crate::transfer::check_memory("transfer.depth.data", &format!("{train} + {val} synthetic scenes of {size} × {size} px"), bytes)?;
+            Ok((scenes(*train, *size, seed, 0), scenes(*val, *size, seed, 1)))
+        }
         DepthData::Folder { path } => {
             let (train, val) = (read_folder(path, "train")?, read_folder(path, "val")?);
             for (split, samples) in [("train", &train), ("val", &val)] {
@@ -208,6 +216,19 @@ pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scenes or mosaics over half the available memory are refused before any is made (a
+    /// `mosaic:50` grew to 23 GB and was killed; scenes of 100,000 px a side aborted).
+    #[test]
+    fn sets_over_the_memory_are_refused_before_they_are_made() {
+        let huge = DepthData::Synthetic { train: 1 << 40, val: 1, size: 64 };
+        let started = std::time::Instant::now();
+        let Err(e) = depth_samples(&huge, 0) else { panic!("refused") };
+        let e = e.to_string();
+        assert!(e.contains("transfer.depth.data") && e.contains("GB in memory"), "{e}");
+        assert!(started.elapsed().as_secs() < 1, "refused before making scenes");
+        assert!(depth_samples(&DepthData::Synthetic { train: 2, val: 1, size: 16 }, 0).is_ok());
+    }
 
     /// Single-class training labels and a validation split with nothing labelled are errors (they
     /// scored "mIoU 100 %" and "mIoU 0 %" before); two classes and one scored pixel pass.
