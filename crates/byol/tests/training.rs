@@ -269,6 +269,17 @@ fn checkpoint_round_trip_is_exact() {
     assert!(checkpoint::read(&path).err().unwrap().to_string().contains("c.safetensors"));
 }
 
+/// The online networks of the newest checkpoints of runs `a` and `b` are the same, bit for bit.
+fn same_online_weights(a: &Path, b: &Path) {
+    let device = Device::flex();
+    let online = |dir: &Path| collect(&checkpoint::read_latest(dir).unwrap().0.online(&device).unwrap());
+    let (oa, ob) = (online(a), online(b));
+    assert_eq!(oa.len(), ob.len());
+    for (p, t) in &oa {
+        assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
+    }
+}
+
 fn losses(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -304,14 +315,7 @@ fn n_steps_equal_half_then_resume_then_half() {
     let (a, b) = (losses(&full), losses(&half));
     assert_eq!(a.len(), 10);
     assert_eq!(a, b, "same loss sequence with and without the interruption");
-    // Same final weights, bit for bit.
-    let (fa, _) = checkpoint::read_latest(&full).unwrap();
-    let (fb, _) = checkpoint::read_latest(&half).unwrap();
-    let device = Device::flex();
-    let (oa, ob) = (collect(&fa.online(&device).unwrap()), collect(&fb.online(&device).unwrap()));
-    for (p, t) in &oa {
-        assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
-    }
+    same_online_weights(&full, &half);
     // Starting a new run over an existing one is refused.
     let err = pretrain(&cfg, &full, &opts, &mut Quiet).err().unwrap().to_string();
     assert!(err.contains("--resume"), "{err}");
@@ -331,13 +335,7 @@ fn accumulated_runs_resume_bit_identically() {
     let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
     assert_eq!(r.steps, 4);
     assert_eq!(losses(&full), losses(&half), "same loss sequence with and without the interruption");
-    let device = Device::flex();
-    let (fa, _) = checkpoint::read_latest(&full).unwrap();
-    let (fb, _) = checkpoint::read_latest(&half).unwrap();
-    let (oa, ob) = (collect(&fa.online(&device).unwrap()), collect(&fb.online(&device).unwrap()));
-    for (p, t) in &oa {
-        assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
-    }
+    same_online_weights(&full, &half);
     let whole = tmp("acc-whole");
     pretrain(&tiny(&[]), &whole, &opts, &mut Quiet).unwrap();
     assert_ne!(losses(&whole)[0], losses(&full)[0], "the first step's loss: micro-batches of 4 normalised on their own against the batch of 16");
@@ -773,13 +771,7 @@ fn online_probe_sends_no_gradient_and_resumes_exactly() {
     let r_off = pretrain(&tiny(&["train.log-every=1", "eval.online-probe.enabled=false"]), &off, &opts, &mut Quiet).unwrap();
     assert!(r_off.online_linear_top1.is_none() && !off.join("probe.jsonl").exists());
     assert_eq!(losses(&on), losses(&off), "the probe changes nothing in training");
-    let device = Device::flex();
-    let (a, _) = checkpoint::read_latest(&on).unwrap();
-    let (b, _) = checkpoint::read_latest(&off).unwrap();
-    let (oa, ob) = (collect(&a.online(&device).unwrap()), collect(&b.online(&device).unwrap()));
-    for (p, t) in &oa {
-        assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
-    }
+    same_online_weights(&on, &off);
     // Two epochs of 5 steps: one line per epoch.
     let lines = probe_lines(&on);
     assert_eq!(lines.len(), 2, "{lines:?}");
