@@ -312,6 +312,24 @@ mod tests {
         TensorFile::read(path, classifier::KIND).unwrap().tensors
     }
 
+    /// A width-4 ResNet on 80 synthetic 16-pixel images of 10 classes (40 to test), with
+    /// `dc` as its `[distill]`.
+    fn small(dc: DistillConfig) -> (ExperimentConfig, crate::data::Splits) {
+        let set = ["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=8", "data.synthetic.test-per-class=4"];
+        let mut cfg = ExperimentConfig::load("small-cpu", &set.map(String::from)).unwrap();
+        cfg.distill = dc;
+        let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+        (cfg, splits)
+    }
+
+    /// A teacher: `cfg`'s encoder fine-tuned on `fraction` of the training labels for `epochs`.
+    fn fine_tuned(cfg: &ExperimentConfig, splits: &crate::data::Splits, fraction: f64, epochs: usize, device: &Device) -> Finetuned {
+        let enc = &cfg.model.encoder;
+        let tune = crate::eval::FinetuneConfig { label_fraction: fraction, epochs, batch_size: 8, ..Default::default() };
+        let init = |d: &Device| Ok((reinit(enc.init(d), 11), None));
+        crate::eval::finetune(&init, enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, device).unwrap().1
+    }
+
     /// A distillation stopped at step 7 (between checkpoints) and resumed ends with the student,
     /// bit for bit, of one run through its 10 steps; the teacher (BatchNorm statistics included)
     /// is unchanged by either; resuming against another teacher or with another temperature is
@@ -319,22 +337,12 @@ mod tests {
     #[test]
     fn an_interrupted_distillation_resumes_to_the_uninterrupted_student_and_leaves_the_teacher_alone() {
         let device = Device::flex();
-        let set = |s: &[&str]| s.iter().map(|v| v.to_string()).collect::<Vec<_>>();
-        let mut cfg = ExperimentConfig::load(
-            "small-cpu",
-            &set(&["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=8", "data.synthetic.test-per-class=4"]),
-        )
-        .unwrap();
-        cfg.distill = DistillConfig { epochs: 2, batch_size: 16, checkpoint_every: 3, labelled_weight: 0.5, ..Default::default() };
-        let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+        let (cfg, splits) = small(DistillConfig { epochs: 2, batch_size: 16, checkpoint_every: 3, labelled_weight: 0.5, ..Default::default() });
         let (n, classes) = (splits.train.len(), splits.train.classes.clone());
         assert_eq!((n, classes.len()), (80, 10));
         let enc = cfg.model.encoder.clone();
         // A teacher fine-tuned for an epoch: BatchNorm statistics no fresh network has.
-        let tune = crate::eval::FinetuneConfig { label_fraction: 0.25, epochs: 1, batch_size: 8, ..Default::default() };
-        let (_, teacher) =
-            crate::eval::finetune(&|d| Ok((reinit(enc.init(d), 11), None)), enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device)
-                .unwrap();
+        let teacher = fine_tuned(&cfg, &splits, 0.25, 1, &device);
         let info = ClassifierInfo {
             encoder: enc,
             stem_width: None,
@@ -417,21 +425,11 @@ mod tests {
     #[test]
     fn at_labelled_weight_zero_the_student_learns_the_teachers_predictions() {
         let device = Device::flex();
-        let set = |s: &[&str]| s.iter().map(|v| v.to_string()).collect::<Vec<_>>();
-        let mut cfg = ExperimentConfig::load(
-            "small-cpu",
-            &set(&["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=8", "data.synthetic.test-per-class=4"]),
-        )
-        .unwrap();
-        cfg.distill = DistillConfig { epochs: 20, batch_size: 16, labelled_weight: 0.0, ..Default::default() };
-        let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+        let (cfg, splits) = small(DistillConfig { epochs: 20, batch_size: 16, labelled_weight: 0.0, ..Default::default() });
         let enc = cfg.model.encoder.clone();
         let classes = splits.train.classes.clone();
         // A teacher fine-tuned on every label, so that its predictions spread over the classes.
-        let tune = crate::eval::FinetuneConfig { label_fraction: 1.0, epochs: 5, batch_size: 8, ..Default::default() };
-        let (_, teacher) =
-            crate::eval::finetune(&|d| Ok((reinit(enc.init(d), 11), None)), enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device)
-                .unwrap();
+        let teacher = fine_tuned(&cfg, &splits, 1.0, 5, &device);
         let info = ClassifierInfo { encoder: enc, stem_width: None, classes, image_size: 16, mean: cfg.augment.mean, std: cfg.augment.std, labelled: None };
         let root = std::env::temp_dir().join(format!("byol-distill-zero-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
