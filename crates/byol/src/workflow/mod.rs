@@ -225,20 +225,18 @@ impl Evaluation {
             None => ExperimentConfig::load("small-cpu", &[])?,
         };
         let mut config = settings.apply_to(&base, path)?;
-        let (encoder, info) = crate::eval::classifier::read_encoder(path, &config.backend.device()?)?;
+        // `edit` sets evaluation settings only: the backend, and so the device, are known here.
+        let device = config.backend.device()?;
+        let (encoder, info) = crate::eval::classifier::read_encoder(path, &device)?;
         config.model.encoder = info.encoder.clone();
         config.data.image_size = info.image_size;
         config.augment = info.normalising(&config.augment);
         edit(&mut config);
         config.validate()?;
-        let device = config.backend.device()?;
         let (encoder, label) = if random_init {
             (random_init_online(&config, &device).encoder, "random-init encoder")
         } else {
-            (
-                burn::module::Module::fork(encoder, &device),
-                if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" },
-            )
+            (encoder, if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" })
         };
         let projector = random_init_online(&config, &device).projector;
         Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: 0, run_dir: None })
