@@ -59,7 +59,7 @@ impl Observer for Bar {
     }
 }
 
-impl byol::transfer::tune::Progress for Bar {
+impl byol::supervised::Progress for Bar {
     fn on_start(&mut self, total: u64) {
         self.pb.set_length(total);
         self.pb.reset_eta();

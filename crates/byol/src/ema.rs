@@ -97,13 +97,14 @@ pub fn tau_at(cfg: &TargetConfig, k: u64, total: u64) -> f64 {
 /// ξ ← τ·ξ + (1 − τ)·θ for every parameter of the target (buffers untouched).
 pub fn update(target: Target, online: &Online, tau: f64) -> Target {
     let theta = collect(online);
-    target.map(&mut MapNamed::new(|path, _, xi| {
+    MapNamed::new(|path, _, xi| {
         if is_buffer(path) {
             return xi;
         }
         let theta = theta[path].flat.clone().to_device(&xi.device());
         xi.mul_scalar(tau) + theta.mul_scalar(1.0 - tau)
-    }))
+    })
+    .apply(target)
 }
 
 /// A target that is a deep copy of `online`'s encoder and projector: its own tensors and its own

@@ -15,6 +15,16 @@ pub enum Error {
     /// A dataset could not be used.
     #[error("data error ({path}): {message}")]
     Data { path: PathBuf, message: String },
+    /// Data made or held in memory, with no file to name, cannot be used (an empty split, mosaics
+    /// of too many classes); `what` says which.
+    #[error("{what}: {message}")]
+    Input { what: String, message: String },
+    /// The threads that decode and augment the batches failed.
+    #[error("batch loader: {0}")]
+    Loader(String),
+    /// A tensor could not be read back from its device into host memory.
+    #[error("cannot read {what} back from the device: {message}")]
+    Readback { what: &'static str, message: String },
     /// A checkpoint could not be read or written.
     #[error("checkpoint error ({path}): {message}")]
     Checkpoint { path: PathBuf, message: String },
@@ -24,9 +34,9 @@ pub enum Error {
     /// The requested backend is not compiled in or not usable.
     #[error("backend `{name}`: {message}")]
     Backend { name: String, message: String },
-    /// Training produced a non-finite value.
-    #[error("non-finite {what} at step {step}")]
-    NonFinite { what: String, step: u64 },
+    /// Training produced a non-finite value; `hint` says what to change.
+    #[error("non-finite {what} at step {step}; {hint}")]
+    NonFinite { what: String, step: u64, hint: String },
     /// Parameters that should train but would not be updated by the optimizer: they do not
     /// require a gradient, or the loss does not depend on them.
     #[error("parameters that should train got no gradient: {}", parameters.join(", "))]
@@ -56,6 +66,15 @@ impl Error {
 
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Data { path: path.into(), message: message.into() }
+    }
+
+    pub(crate) fn input(what: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Input { what: what.into(), message: message.into() }
+    }
+
+    /// A tensor's read-back failure (`into_data().try_into_vec()`'s error) for `what`.
+    pub(crate) fn readback(what: &'static str, error: impl std::fmt::Debug) -> Self {
+        Error::Readback { what, message: format!("{error:?}") }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {

@@ -158,6 +158,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Write an RGB image as a PNG file, atomically.
+pub fn write_rgb_png(path: &Path, img: &crate::image::Rgb8) -> Result<()> {
+    write_png(path, (img.width, img.height), png::ColorType::Rgb, png::BitDepth::Eight, None, &img.data)
+}
+
 /// Write `pixels` (rows of big-endian samples) as a PNG of `color` at `depth` bits, with `palette`
 /// for an indexed one, through [`write_atomic`]: a full disk or a crash leaves no truncated
 /// picture, label map or depth map under the name. Every PNG `byol` writes goes through here.

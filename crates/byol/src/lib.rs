@@ -3,8 +3,8 @@
 //! and baselines through the same code.
 //!
 //! The library knows nothing of the terminal: it reports through [`train::Observer`] and
-//! [`tracing`]. Every tensor is a burn `Tensor<D>`; the backend (`flex` on the CPU, `cuda`) is
-//! chosen at run time by the [`Device`] a config names.
+//! [`tracing`]. Every tensor is a burn `Tensor<D>`; the backend (`flex` on the CPU, `wgpu`,
+//! `cuda`) is chosen at run time by the [`Device`] a config names.
 //!
 //! # A guide
 //!
@@ -24,6 +24,9 @@
 //! - **Evaluations** of an encoder: [`train::knn_of_encoder`], [`train::linear_of_encoder`],
 //!   [`train::finetune_of_encoder`] with a config's protocols (the protocols themselves in
 //!   [`eval`]); from a checkpoint: [`workflow::Evaluation`].
+//! - **The supervised protocols** (semi-supervised fine-tuning, distillation, the dense transfer
+//!   tasks) share one loop, [`supervised::Tuning`]; distillation with unlabelled images is in
+//!   [`distill`], segmentation and depth estimation in [`transfer`].
 //! - **Ablations** over seeds: [`ablate::ablate`].
 //!
 //! ```no_run
@@ -62,6 +65,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod supervised;
 pub mod train;
 pub mod transfer;
 pub mod workflow;

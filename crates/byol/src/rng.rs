@@ -144,6 +144,13 @@ pub fn rng(seed: u64, stream: Stream, parts: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(key(seed, stream, parts))
 }
 
+/// A draw from N(0, std²) by Box–Muller (its cosine half): the one Gaussian sampler of the
+/// project (the convolutions' He initialisation, MoCo's initial queue, t-SNE's start).
+pub fn normal(r: &mut impl rand::Rng, std: f64) -> f64 {
+    let (u1, u2): (f64, f64) = (r.random_range(f64::MIN_POSITIVE..1.0), r.random());
+    std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! of a module points to a lower layer (so there is no import cycle between the top-level
 //! modules), and no source file of the workspace is longer than 500 lines. docs/ARCHITECTURE.md describes the layers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Lowest first. A module may use the modules before it and never those after it. A folder's
@@ -22,8 +22,9 @@ const LAYERS: &[&str] = &[
     "loss",
     "ema",
     "optim",
-    "eval",     // the components
-    "transfer", // dense tasks: metrics, mosaics, the VOC layout (they use data and, later, the encoder)
+    "supervised", // the one loop of the supervised protocols
+    "eval",       // the components
+    "transfer",   // dense tasks: metrics, mosaics, the VOC layout (they use data and, later, the encoder)
     "train::config",
     "distill::config",
     "config", // the experiment's configuration
@@ -33,6 +34,12 @@ const LAYERS: &[&str] = &[
     "ablate",
     "bench", // the training loop, and what runs it
 ];
+
+/// A file of a module's tests (`foo/tests.rs` beside `foo.rs`, `#[cfg(test)] mod tests;`): test
+/// code, which may use any layer, as the `#[cfg(test)]` modules inside the files may.
+fn is_tests_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "tests.rs")
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -115,13 +122,18 @@ fn heads(tree: &str) -> Vec<Vec<String>> {
     }
 }
 
-/// The layers named by the `crate::…` and `super::…` paths of `text`, the source of the module
-/// `module` (comments and test modules left out). Whitespace and line breaks do not matter, so
-/// formatting cannot hide a reference.
-fn references(text: &str, module: &[String]) -> Vec<String> {
+/// `text` without comments and test modules, on one line with single spaces, so that
+/// formatting cannot hide a path.
+fn normalised(text: &str) -> String {
     let code = text.split("#[cfg(test)]").next().unwrap();
     let code: String = code.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join(" ");
-    let code: String = code.split_whitespace().collect::<Vec<_>>().join(" ").replace(":: ", "::").replace(" ::", "::").replace("{ ", "{");
+    code.split_whitespace().collect::<Vec<_>>().join(" ").replace(":: ", "::").replace(" ::", "::").replace("{ ", "{")
+}
+
+/// The absolute paths (at least two segments deep where the source names two) of the
+/// `crate::…` and `super::…` paths of `text`, the source of the module `module`.
+fn paths(text: &str, module: &[String]) -> Vec<Vec<String>> {
+    let code = normalised(text);
     let mut out = Vec::new();
     let mut rest = code.as_str();
     while let Some(i) = rest.find(['c', 's']) {
@@ -141,13 +153,82 @@ fn references(text: &str, module: &[String]) -> Vec<String> {
             rest = &at[1..];
             continue;
         };
-        for head in heads(tail) {
-            let path: Vec<String> = prefix.iter().cloned().chain(head).collect();
-            out.extend(layer_of_path(&path));
-        }
+        out.extend(heads(tail).into_iter().map(|head| prefix.iter().cloned().chain(head).collect()));
         rest = tail;
     }
     out
+}
+
+/// The layers named by the `crate::…` and `super::…` paths of `text`, the source of the module
+/// `module` (comments and test modules left out). Whitespace and line breaks do not matter, so
+/// formatting cannot hide a reference.
+fn references(text: &str, module: &[String]) -> Vec<String> {
+    paths(text, module).iter().filter_map(|p| layer_of_path(p)).collect()
+}
+
+/// The uses between the files of each folder of `src`, as `folder::a → b` edges: `train/monitor.rs`
+/// naming `super::feed::Schedules`, `crate::train::feed`, or `super::RunOptions` where the
+/// folder's `mod.rs` has `pub use options::RunOptions`, uses `feed` or `options`. A file in a
+/// subfolder counts as its subfolder (`data/shards/write.rs` is `data::shards`).
+fn sibling_uses(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let module = module_of(src, file);
+        if module.len() < 2 || is_tests_file(file) {
+            continue; // a top-level file, a folder's mod.rs, or tests
+        }
+        let (folder, own) = (&module[0], &module[1]);
+        let exported = reexports(&src.join(folder).join("mod.rs"));
+        let is_module = |m: &str| src.join(folder).join(format!("{m}.rs")).is_file() || src.join(folder).join(m).join("mod.rs").is_file();
+        for p in paths(&std::fs::read_to_string(file).unwrap(), &module) {
+            let Some(to) = p.get(1).filter(|_| &p[0] == folder) else { continue };
+            let to = if is_module(to) { Some(to.clone()) } else { exported.get(to).cloned() };
+            if let Some(to) = to.filter(|t| t != own) {
+                uses.entry(format!("{folder}::{own}")).or_default().insert(format!("{folder}::{to}"));
+            }
+        }
+    }
+    uses
+}
+
+/// The names a folder's `mod.rs` re-exports, each with the file it comes from
+/// (`pub use options::RunOptions;` gives `RunOptions → options`).
+fn reexports(mod_rs: &Path) -> BTreeMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(mod_rs) else { return BTreeMap::new() };
+    let code = normalised(&text);
+    let mut out = BTreeMap::new();
+    for part in code.split("pub use ").skip(1) {
+        for head in heads(part.split(';').next().unwrap()) {
+            if let [from, name] = head.as_slice() {
+                out.insert(name.clone(), from.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A cycle in `uses`, as the modules around it (the first repeated at the end), if there is one.
+fn cycle(uses: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(at: &str, uses: &BTreeMap<String, BTreeSet<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == at) {
+            return Some(path[i..].iter().cloned().chain([at.to_string()]).collect());
+        }
+        if !done.insert(at.to_string()) {
+            return None;
+        }
+        path.push(at.to_string());
+        for next in uses.get(at).into_iter().flatten() {
+            if let Some(c) = visit(next, uses, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    uses.keys().find_map(|start| visit(start, uses, &mut Vec::new(), &mut done))
 }
 
 /// Each reference of a module of `src` (a crate's sources, `main.rs` and `lib.rs` left out) to a
@@ -158,7 +239,7 @@ fn upward_references(src: &Path, layers: &[&str]) -> Vec<String> {
     let rank: BTreeMap<&str, usize> = layers.iter().enumerate().map(|(i, l)| (*l, i)).collect();
     let mut upward = Vec::new();
     for file in &files {
-        if file.file_name().unwrap() == "lib.rs" || file.file_name().unwrap() == "main.rs" {
+        if file.file_name().unwrap() == "lib.rs" || file.file_name().unwrap() == "main.rs" || is_tests_file(file) {
             continue;
         }
         let layer = layer_of(src, file);
@@ -211,6 +292,39 @@ fn an_upward_reference_is_seen() {
     assert!(references("fn supersede() { my_crate::bench::x(); }", &m("eval")).is_empty());
 }
 
+/// No two files of a folder use each other, directly or round a longer circle (`train/monitor.rs`
+/// and `train/pretrain.rs` did, over the run's options and schedules).
+#[test]
+fn the_files_of_a_folder_use_each_other_in_one_direction() {
+    let uses = sibling_uses(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(uses.contains_key("train::monitor") && uses.contains_key("train::pretrain"), "the checker sees no uses: {uses:?}");
+    assert_eq!(cycle(&uses), None);
+}
+
+/// The cycle check sees a circle planted in a copy of `train/` (the monitor using the loop that
+/// uses it), and one through a name the folder's `mod.rs` re-exports.
+#[test]
+fn a_planted_circle_is_seen() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let copy = std::env::temp_dir().join(format!("byol-layers-{}", std::process::id()));
+    let train = copy.join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    for entry in std::fs::read_dir(src.join("train")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, train.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let monitor = train.join("monitor.rs");
+    let text = std::fs::read_to_string(&monitor).unwrap();
+    for planted in ["use super::pretrain::pretrain;\n", "use super::{\n    pretrain_in,\n};\n"] {
+        std::fs::write(&monitor, format!("{planted}{text}")).unwrap();
+        let c = cycle(&sibling_uses(&copy)).unwrap_or_else(|| panic!("no cycle seen with {planted:?}"));
+        assert!(c.contains(&"train::monitor".to_string()) && c.contains(&"train::pretrain".to_string()), "{c:?}");
+    }
+    std::fs::remove_dir_all(&copy).unwrap();
+}
+
 #[test]
 fn no_source_file_is_longer_than_500_lines() {
     let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -229,4 +343,57 @@ fn no_source_file_is_longer_than_500_lines() {
         .map(|(f, n)| format!("{}: {n} lines", f.display()))
         .collect();
     assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+/// The functions of `text` longer than `limit` lines, as `line: name (lines)`: a function runs
+/// from its `fn` line to the closing brace at its own indentation (a declaration without a body
+/// and a one-line function are not counted).
+fn long_functions(text: &str, limit: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let mut rest = code;
+        while let Some(r) = ["pub(crate) ", "pub(super) ", "pub ", "const ", "unsafe ", "async ", "extern \"C\" "].iter().find_map(|p| rest.strip_prefix(p)) {
+            rest = r;
+        }
+        let Some(name) = rest.strip_prefix("fn ").map(|r| r.split(['(', '<']).next().unwrap_or(r)) else { continue };
+        // The signature ends at the first line ending in `{` (a body) or `;` (none).
+        let Some(open) = (i..lines.len()).find(|&k| lines[k].ends_with('{') || lines[k].ends_with(';') || lines[k].ends_with('}')) else { continue };
+        if !lines[open].ends_with('{') {
+            continue;
+        }
+        let close = format!("{indent}}}");
+        let Some(end) = (open + 1..lines.len()).find(|&k| lines[k] == close) else { continue };
+        let n = end - i + 1;
+        if n > limit {
+            out.push(format!("{}: {name} ({n} lines)", i + 1));
+        }
+    }
+    out
+}
+
+/// No function of the library is over 80 lines (its kernels are in their own crate).
+#[test]
+fn no_library_function_is_longer_than_80_lines() {
+    let mut files = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    let long: Vec<String> =
+        files.iter().flat_map(|f| long_functions(&std::fs::read_to_string(f).unwrap(), 80).into_iter().map(move |l| format!("{}:{l}", f.display()))).collect();
+    assert!(long.is_empty(), "functions over 80 lines:\n{}", long.join("\n"));
+}
+
+/// The length check counts from `fn` to the closing brace at the function's indentation, in
+/// and out of `impl` blocks, and skips declarations.
+#[test]
+fn a_long_function_is_seen() {
+    let body = |n: usize| (0..n).map(|i| format!("        let x{i} = {i};\n")).collect::<String>();
+    let text = format!(
+        "trait T {{\n    fn declared(&self) -> u8;\n}}\nimpl S {{\n    pub(crate) fn long(&self) {{\n{}    }}\n    fn short() {{\n{}    }}\n}}\nfn one() {{ 1 }}\n",
+        body(80),
+        body(10)
+    );
+    assert_eq!(long_functions(&text, 80), ["5: long (82 lines)"]);
+    assert!(long_functions(&text, 82).is_empty());
 }

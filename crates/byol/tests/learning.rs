@@ -3,9 +3,9 @@
 //! statistics and keeps its own running statistics moving.
 #![allow(clippy::single_range_in_vec_init, reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b")]
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use byol::model::params::{Named, collect, is_buffer};
+use byol::model::params::{Named, PathVisitor, collect, is_buffer, visit_paths};
 use byol::train::{TrainState, train_step};
 use byol::{Error, ExperimentConfig};
 use std::collections::BTreeMap;
@@ -55,26 +55,18 @@ fn values(t: &Tensor<1>) -> Vec<f32> {
 
 /// Visits every trainable parameter (BatchNorm running statistics excluded) with its path.
 struct Trainable<'a, F: FnMut(&str, bool, Option<f32>)> {
-    path: Vec<String>,
     grads: Option<&'a Gradients>,
     f: F,
 }
 
-impl<F: FnMut(&str, bool, Option<f32>)> ModuleVisitor for Trainable<'_, F> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
-        if is_buffer(&path) {
+impl<F: FnMut(&str, bool, Option<f32>)> PathVisitor for Trainable<'_, F> {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
+        if is_buffer(path) {
             return;
         }
         // Largest |gradient| of the parameter, when asked and present.
         let g = self.grads.and_then(|g| param.val().grad(g)).map(|g| g.abs().max().into_scalar::<f32>());
-        (self.f)(&path, param.is_require_grad(), g)
+        (self.f)(path, param.is_require_grad(), g)
     }
 }
 
@@ -83,7 +75,6 @@ impl<F: FnMut(&str, bool, Option<f32>)> ModuleVisitor for Trainable<'_, F> {
 fn untrained(state: &TrainState, grads: Option<&Gradients>) -> (usize, Vec<String>) {
     let (mut n, mut bad) = (0, Vec::new());
     let mut v = Trainable {
-        path: Vec::new(),
         grads,
         f: |path: &str, requires: bool, g: Option<f32>| {
             n += 1;
@@ -94,7 +85,7 @@ fn untrained(state: &TrainState, grads: Option<&Gradients>) -> (usize, Vec<Strin
             }
         },
     };
-    state.online.visit(&mut v);
+    visit_paths(&state.online, &mut v);
     (n, bad)
 }
 

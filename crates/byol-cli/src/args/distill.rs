@@ -1,7 +1,6 @@
 //! `byol distill`'s flags.
 
-use super::{Backend, data_choice};
-use byol::data::Source;
+use super::CommonArgs;
 use byol::model::Arch;
 use clap::Args;
 use std::path::PathBuf;
@@ -16,14 +15,10 @@ pub struct DistillArgs {
     /// architecture and image size come from the teacher).
     #[arg(long, short, default_value = "cifar10-cpu")]
     pub config: String,
-    /// The images (same forms as `pretrain --data`): the training split is the unlabelled set
-    /// (its labels unused unless `--labelled-weight`), the test split scores teacher and student.
-    #[arg(long, value_parser = data_choice)]
-    pub data: Option<Source>,
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// The data, the backend, the seed, `--set` (the training split of the data is the
+    /// unlabelled set, its test split scores teacher and student).
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Run directory (checkpoints, metrics.jsonl, config.toml, then student.safetensors and
     /// distill.json). Default: runs/distill-<time>.
     #[arg(long)]
@@ -59,9 +54,6 @@ pub struct DistillArgs {
     /// --resume).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Any config field: `--set distill.weight-decay=1e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
 }
 
 fn arch(s: &str) -> Result<Arch, String> {

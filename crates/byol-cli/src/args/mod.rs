@@ -339,14 +339,8 @@ pub struct ConfigArgs {
     /// simclr-cifar10-cpu, mocov2-cifar10-cpu) or a TOML file.
     #[arg(long, short, default_value = "small-cpu")]
     pub config: String,
-    /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
-    /// `shards:FOLDER` (tar shards in FOLDER/train and FOLDER/test, as `byol shard` writes them),
-    /// or the path of an ImageFolder.
-    #[arg(long, value_parser = data_choice)]
-    pub data: Option<Source>,
-    /// Compute backend.
-    #[arg(long, value_enum)]
-    pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub common: CommonArgs,
     #[arg(long)]
     pub epochs: Option<u64>,
     #[arg(long)]
@@ -355,30 +349,44 @@ pub struct ConfigArgs {
     /// averaged before one update (the paper's protocol for smaller batches; less memory).
     #[arg(long, value_name = "N")]
     pub accumulate: Option<usize>,
-    #[arg(long)]
-    pub seed: Option<u64>,
     /// Data parallel over these devices, one replica each: `cuda:0,cuda:1` (GPUs of this
     /// machine) or `flex:0,flex:1` (CPU replicas). Sets `train.devices`.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub devices: Option<Vec<byol::backend::DeviceId>>,
-    /// Any config field: `--set model.encoder.base-width=16` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
 }
 
 impl ConfigArgs {
     /// The flags as the library's typed settings.
     pub fn settings(&self) -> Settings {
-        Settings {
-            set: self.sets.clone(),
-            data: self.data.clone(),
-            backend: self.backend.map(Into::into),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            accumulate: self.accumulate,
-            seed: self.seed,
-            devices: self.devices.clone(),
-        }
+        Settings { epochs: self.epochs, batch_size: self.batch_size, accumulate: self.accumulate, devices: self.devices.clone(), ..self.common.settings() }
+    }
+}
+
+/// The flags of every command that makes a config from a preset or file: the data, the
+/// backend, the seed and any field (`pretrain`, `dump-config`, `ablate`, `distill`, `transfer`).
+#[derive(Args, Clone)]
+pub struct CommonArgs {
+    /// Data: `synthetic`, `cifar10`/`cifar100` (binary format, downloaded into ./data if missing),
+    /// `shards:FOLDER` (tar shards in FOLDER/train and FOLDER/test, as `byol shard` writes them),
+    /// or the path of an ImageFolder. `distill` takes its training split as the unlabelled images
+    /// (their labels unused unless `--labelled-weight`); `transfer segment` makes its mosaics of
+    /// them.
+    #[arg(long, value_parser = data_choice)]
+    pub data: Option<Source>,
+    /// Compute backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Any config field: `--set model.encoder.base-width=16` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl CommonArgs {
+    /// These flags as the library's typed settings.
+    pub fn settings(&self) -> Settings {
+        Settings { set: self.sets.clone(), data: self.data.clone(), backend: self.backend.map(Into::into), seed: self.seed, ..Default::default() }
     }
 }
 

@@ -1,7 +1,6 @@
 //! `byol transfer …`: the dense tasks' flags and what the commands print.
 
-use super::data_choice;
-use byol::data::Source;
+use super::CommonArgs;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -36,15 +35,10 @@ pub struct EncoderArgs {
     /// The config of an `--encoder` (a preset or a TOML file).
     #[arg(long, default_value = "cifar10-cpu", requires = "encoder")]
     pub config: String,
-    /// The labelled images the segmentation mosaics are made of (same forms as `pretrain
-    /// --data`); refused where nothing reads it (`transfer depth`, `--dataset voc:…`).
-    #[arg(long, value_parser = data_choice)]
-    pub data: Option<Source>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Any config field: `--set transfer.segment.epochs=20` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
+    /// The data (the labelled images of the segmentation mosaics; refused where nothing reads
+    /// it: `transfer depth`, `--dataset voc:…`), the backend, the seed, `--set`.
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args)]
@@ -70,6 +64,14 @@ pub struct TuneArgs {
     /// `config.toml` (default: runs/<task>-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+impl TuneArgs {
+    /// Set a task's epochs and learning rate to the flags given.
+    pub fn apply(&self, epochs: &mut usize, learning_rate: &mut f64) {
+        *epochs = self.epochs.unwrap_or(*epochs);
+        *learning_rate = self.lr.unwrap_or(*learning_rate);
+    }
 }
 
 #[derive(Args)]

@@ -18,7 +18,7 @@ pub(crate) fn ablate(args: AblateArgs) -> Result<()> {
     crate::chart::ablation(&a, &png).with_context(|| format!("writing {}", png.display()))?;
     for r in a.runs.iter().filter(|r| !r.random_init) {
         let run = byol::ablate::run_dir(&dir, &r.name, r.seed);
-        let png = run.join("curves.png");
+        let png = run.join(byol::train::run_dir::CURVES);
         crate::chart::run_curves(&run, &png).with_context(|| format!("writing {}", png.display()))?;
     }
     print!("{}", std::fs::read_to_string(dir.join("ablation.md"))?);

@@ -75,7 +75,7 @@ pub(crate) fn augment(args: AugmentArgs) -> Result<()> {
     let size = cfg.data.image_size;
     let scale = args.scale.unwrap_or_else(|| (128 / size).max(1));
     let grid = byol::augment::preview::preview_grid(&splits.train, &cfg.augment, size, args.count, cfg.seed, scale, &device)?;
-    byol::augment::preview::write_png(&grid, &args.out)?;
+    byol::io::write_rgb_png(&args.out, &grid)?;
     println!("wrote {} rows of (image, view t, view t') at {size} px to {}", args.count.min(splits.train.len()), args.out.display());
     Ok(())
 }

@@ -4,11 +4,11 @@ use crate::args::distill::DistillArgs;
 use crate::progress::{Bar, stop_on_signal};
 use anyhow::Result;
 use byol::distill::{DistillOptions, DistillOutcome};
-use byol::workflow::{DistillSetup, Settings};
+use byol::workflow::DistillSetup;
 
 /// Run `byol distill`.
 pub fn run(a: DistillArgs) -> Result<()> {
-    let settings = Settings { set: a.sets.clone(), data: a.data.clone(), backend: a.backend.map(Into::into), seed: a.seed, ..Default::default() };
+    let settings = a.common.settings();
     let setup = DistillSetup::new(a.teacher.as_deref(), &a.config, &settings, a.resume.as_deref(), |c| {
         let d = &mut c.distill;
         d.epochs = a.epochs.unwrap_or(d.epochs);
@@ -55,7 +55,7 @@ pub fn run(a: DistillArgs) -> Result<()> {
                 100.0 * r.student.top1,
                 100.0 * r.student.top5
             );
-            println!("wrote {} and {} in {}", byol::distill::STUDENT, byol::distill::RESULT, dir.display());
+            println!("wrote {} and {} in {}", byol::train::run_dir::STUDENT, byol::train::run_dir::DISTILL, dir.display());
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use crate::args::*;
 use anyhow::{Context, Result};
 use byol::ExperimentConfig;
-use byol::workflow::{self, Evaluation, Settings};
+use byol::workflow::{self, Evaluation, EvaluationResult, Settings};
 
 /// The checkpoint of `args` with its `--data` and `--set` flags, then `edit`.
 pub(crate) fn evaluation(args: &EvalArgs, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Evaluation> {
@@ -27,13 +27,13 @@ pub(crate) fn eval_knn(args: KnnArgs) -> Result<()> {
         100.0 * r.top1,
         100.0 * r.top5
     );
-    record(&e, "knn", serde_json::to_value(r)?);
+    record(&e, EvaluationResult::Knn(r));
     Ok(())
 }
 
 /// Write an evaluation's result into its run directory, or say why it was not.
-pub(crate) fn record(e: &Evaluation, protocol: &str, result: serde_json::Value) {
-    match e.record(protocol, result) {
+pub(crate) fn record(e: &Evaluation, result: EvaluationResult) {
+    match e.record(result) {
         Ok(Some(path)) => println!("recorded in {}", path.display()),
         Ok(None) => {}
         Err(err) => eprintln!("warning: the result is not recorded in the run directory: {err}"),
@@ -60,7 +60,7 @@ pub(crate) fn eval_linear(args: LinearArgs) -> Result<()> {
         100.0 * r.test.top5,
         100.0 * r.train.top1
     );
-    record(&e, "linear", serde_json::to_value(&r)?);
+    record(&e, EvaluationResult::Linear(r));
     Ok(())
 }
 
@@ -88,7 +88,7 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         100.0 * r.test.top1,
         100.0 * r.test.top5
     );
-    record(&e, "finetune", serde_json::to_value(&r)?);
+    record(&e, EvaluationResult::Finetune(r.clone()));
     if let Some(path) = &args.save_model {
         byol::eval::classifier::save(&tuned, &workflow::classifier_info(&e, &r)?, path)?;
         println!("wrote the fine-tuned classifier (a teacher for `byol distill`) to {}", path.display());

@@ -4,7 +4,9 @@ use crate::args::transfer::*;
 use crate::progress::Bar;
 use anyhow::Result;
 use byol::ExperimentConfig;
-use byol::workflow::{self, Evaluation, Settings};
+use byol::train::run_dir;
+use byol::workflow::{self, Evaluation};
+use std::path::{Path, PathBuf};
 
 /// Run a `transfer` subcommand.
 pub fn run(command: TransferCommand) -> Result<()> {
@@ -19,7 +21,7 @@ pub fn run(command: TransferCommand) -> Result<()> {
 /// The encoder of a transfer task (a checkpoint's, its random-init one, or an exported one)
 /// with the task's flags, then `edit`.
 fn transfer_encoder(a: &EncoderArgs, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Evaluation> {
-    let settings = Settings { set: a.sets.clone(), data: a.data.clone(), seed: a.seed, ..Default::default() };
+    let settings = a.common.settings();
     Ok(match (&a.checkpoint, &a.encoder) {
         (Some(checkpoint), _) => Evaluation::from_checkpoint(checkpoint, &settings, edit, a.random_init)?,
         (None, Some(file)) => Evaluation::from_exported(file, &a.config, &settings, edit)?,
@@ -28,19 +30,15 @@ fn transfer_encoder(a: &EncoderArgs, edit: impl FnOnce(&mut ExperimentConfig)) -
 }
 
 fn transfer_segment(args: SegmentArgs) -> Result<()> {
-    if let (Some(byol::transfer::segment::SegmentData::Voc { path }), Some(_)) = (&args.dataset, &args.encoder.data) {
+    if let (Some(byol::transfer::segment::SegmentData::Voc { path }), Some(_)) = (&args.dataset, &args.encoder.common.data) {
         anyhow::bail!("--data names the images of mosaics; --dataset voc:{} reads its own images: drop --data", path.display());
     }
     let e = transfer_encoder(&args.encoder, |c| {
         let s = &mut c.transfer.segment;
-        s.epochs = args.tune.epochs.unwrap_or(s.epochs);
-        s.learning_rate = args.tune.lr.unwrap_or(s.learning_rate);
+        args.tune.apply(&mut s.epochs, &mut s.learning_rate);
         s.data = args.dataset.clone().unwrap_or(s.data.clone());
     })?;
-    let out = args.tune.out.unwrap_or_else(|| workflow::new_run_dir("segment", std::time::SystemTime::now()));
-    let mut bar = Bar::new();
-    let run = workflow::segment(&e, &out, &mut bar)?;
-    bar.pb.finish_and_clear();
+    let (run, out) = fine_tune(&args.tune, "segment", |out, bar| workflow::segment(&e, out, bar))?;
     let (r, v) = (&run.result, &run.result.val);
     println!(
         "segmentation ({}, {} training / {} validation images, {} steps): mIoU {:.2}%  pixel accuracy {:.2}%",
@@ -54,8 +52,17 @@ fn transfer_segment(args: SegmentArgs) -> Result<()> {
     let per_class: Vec<String> =
         r.classes.iter().zip(&v.per_class_iou).map(|(c, iou)| format!("{c} {}", iou.map_or("–".into(), |x| format!("{:.1}", 100.0 * x)))).collect();
     println!("IoU % per class: {}", per_class.join(", "));
-    println!("wrote {} and {}", out.join(workflow::SEGMENT).display(), out.join(workflow::PREDICTIONS).display());
+    println!("wrote {} and {}", out.join(run_dir::SEGMENT).display(), out.join(run_dir::PREDICTIONS).display());
     Ok(())
+}
+
+/// Fine-tune a dense task with a progress bar into `--out` (default runs/<task>-<time>).
+fn fine_tune<R>(tune: &TuneArgs, task: &str, run: impl FnOnce(&Path, &mut Bar) -> byol::Result<R>) -> Result<(R, PathBuf)> {
+    let out = tune.out.clone().unwrap_or_else(|| workflow::new_run_dir(task, std::time::SystemTime::now()));
+    let mut bar = Bar::new();
+    let result = run(&out, &mut bar)?;
+    bar.pb.finish_and_clear();
+    Ok((result, out))
 }
 
 fn transfer_mosaics(args: MosaicArgs) -> Result<()> {
@@ -67,19 +74,15 @@ fn transfer_mosaics(args: MosaicArgs) -> Result<()> {
 }
 
 fn transfer_depth(args: DepthArgs) -> Result<()> {
-    if args.encoder.data.is_some() {
+    if args.encoder.common.data.is_some() {
         anyhow::bail!("transfer depth reads its own data (--dataset synthetic or folder:<path>); --data names the images of segmentation mosaics: drop it");
     }
     let e = transfer_encoder(&args.encoder, |c| {
         let d = &mut c.transfer.depth;
-        d.epochs = args.tune.epochs.unwrap_or(d.epochs);
-        d.learning_rate = args.tune.lr.unwrap_or(d.learning_rate);
+        args.tune.apply(&mut d.epochs, &mut d.learning_rate);
         d.data = args.dataset.clone().unwrap_or(d.data.clone());
     })?;
-    let out = args.tune.out.unwrap_or_else(|| workflow::new_run_dir("depth", std::time::SystemTime::now()));
-    let mut bar = Bar::new();
-    let run = workflow::depth(&e, &out, &mut bar)?;
-    bar.pb.finish_and_clear();
+    let (run, out) = fine_tune(&args.tune, "depth", |out, bar| workflow::depth(&e, out, bar))?;
     let (r, v) = (&run.result, &run.result.val);
     println!(
         "depth ({}, {} training / {} validation images, {} steps): δ<1.25 {:.2}%  δ<1.25² {:.2}%  δ<1.25³ {:.2}%  rms {:.3} m  rel {:.3}",
@@ -93,7 +96,7 @@ fn transfer_depth(args: DepthArgs) -> Result<()> {
         v.rms,
         v.rel
     );
-    println!("wrote {} and {}", out.join(workflow::DEPTH).display(), out.join(workflow::PREDICTIONS).display());
+    println!("wrote {} and {}", out.join(run_dir::DEPTH).display(), out.join(run_dir::PREDICTIONS).display());
     Ok(())
 }
 

@@ -100,9 +100,10 @@ fn in_variant(e: Error, name: &str) -> Error {
 }
 
 /// Run every variant of `grid` at every seed over the base config `base` (a preset or file)
-/// with `settings` (a variant's `set` comes after the settings' own, the seed last), each in `dir/<variant>/seed-<seed>`; write `ablation.md` and
-/// `ablation.json` into `dir` after each run. A run whose row is recorded with the same
-/// resolved config is read back, not rerun; one recorded with another config is an error.
+/// with `settings` (a variant's `set` comes after the settings' own, the seed last), each in
+/// `dir/<variant>/seed-<seed>`; write `ablation.md` and `ablation.json` into `dir` after each
+/// run. A run whose row is recorded with the same resolved config is read back, not rerun; one
+/// recorded with another config is an error.
 pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
     // Held to the end: one `byol ablate` at a time writes the tables of `dir`; each run's own
     // directory is held while it runs.
@@ -122,97 +123,112 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
     let mut runs = Vec::new();
     for (v, seed, cfg) in plan {
         let vdir = run_dir(dir, &v.name, seed);
-        let label = format!("{} (seed {seed})", v.name);
-        let row_path = vdir.join("ablation-row.json");
-        let resolved = cfg.to_toml();
-        if let Ok(text) = std::fs::read_to_string(&row_path)
-            && let Ok(mut row) = serde_json::from_str::<Row>(&text)
-        {
-            // Compared as configs, not as text: a field added to `byol` since the row was
-            // written reads back at its default and leaves the run the same. The data paths
-            // are compared by where they lead, not by how they were typed.
-            let canonical = |c: &ExperimentConfig| ExperimentConfig { data: c.data.clone().with_canonical_paths(), ..c.clone() };
-            let differences = match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
-                Ok(recorded) => canonical(&cfg).differences(&canonical(&recorded), &[]).iter().map(|d| d.to_string()).collect(),
-                Err(e) => vec![format!("its recorded config does not read: {e}")],
-            };
-            let kind = |random: bool| if random { "a random-init encoder" } else { "a pre-training run" };
-            if !differences.is_empty() || row.random_init != v.random_init {
-                let what = if row.random_init != v.random_init { format!("it was {}", kind(row.random_init)) } else { differences.join("; ") };
-                return Err(Error::data(
-                    &vdir,
-                    format!(
-                        "variant `{}` was run with another config or kind ({what}); its result would be stale. Remove {} to rerun it, or use another directory",
-                        v.name,
-                        vdir.display()
-                    ),
-                ));
-            }
-            if !options.linear || row.linear_top1.is_some() {
-                obs.on_message(&format!("{label}: already done ({:.2}% kNN), skipped", 100.0 * row.knn_top1));
+        let row = match recorded_row(v, &cfg, &vdir)? {
+            Some(mut row) if !options.linear || row.linear_top1.is_some() => {
+                obs.on_message(&format!("{} (seed {seed}): already done ({:.2}% kNN), skipped", v.name, 100.0 * row.knn_top1));
                 // The run of this variant's directory, whatever the grid that trained it called
                 // it: a variant may link to another grid's run of the same config.
                 (row.name, row.overrides) = (v.name.clone(), v.set.clone());
-                runs.push(row);
+                row
+            }
+            _ => {
+                runs.push(run_variant(v, seed, &cfg, &vdir, options, obs)?);
+                write_reports(dir, &Ablation { base: base.to_string(), settings: described.clone(), summary: summarise(&runs, grid), runs: runs.clone() })?;
                 continue;
             }
-        }
-        obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
-        let started = Instant::now();
-        let run = RunDir::lock(&vdir)?;
-        let device = cfg.backend.device()?;
-        let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
-        let (encoder, steps, knn, splits) = if v.random_init {
-            let splits = data::load(&cfg.data, cfg.seed)?;
-            let encoder = random_init_encoder(&cfg, &device);
-            let knn = knn_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device)?;
-            (encoder, 0, knn, Some(splits))
-        } else {
-            let resume = !checkpoint::list(&vdir).is_empty();
-            let report = pretrain_in(&cfg, &run, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
-            let knn = report.knn.ok_or_else(|| Error::data(&vdir, "the run ended without an evaluation"))?;
-            let (loaded, _) = checkpoint::read_latest(&vdir)?;
-            let encoder = loaded.online(&device)?.encoder;
-            (encoder, report.steps, knn, None)
         };
-        let linear_top1 = if options.linear {
-            obs.on_message(&format!("{label}: linear evaluation"));
-            let splits = match splits {
-                Some(s) => s,
-                None => data::load(&cfg.data, cfg.seed)?,
-            };
-            Some(linear_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device)?.test.top1)
-        } else {
-            None
-        };
-        let metrics = crate::train::run_dir::read_metrics(&vdir)?;
-        let losses: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.loss)).collect();
-        let projection_std = metrics.last().map(|m| m.projection_std);
-        let row = Row {
-            name: v.name.clone(),
-            seed,
-            overrides: v.set.clone(),
-            random_init: v.random_init,
-            steps,
-            knn_top1: knn.top1,
-            knn_top5: knn.top5,
-            linear_top1,
-            final_loss: losses.last().map(|l| l.1),
-            projection_std,
-            healthy_std,
-            collapsed: projection_std.map(|s| s < cfg.train.collapse_fraction * healthy_std),
-            wall_seconds: started.elapsed().as_secs_f64(),
-            losses,
-            config: resolved,
-        };
-        crate::io::write_atomic(&row_path, serde_json::to_string_pretty(&row).expect("json").as_bytes())?;
-        drop(run);
         runs.push(row);
-        write_reports(dir, &Ablation { base: base.to_string(), settings: described.clone(), summary: summarise(&runs, grid), runs: runs.clone() })?;
     }
     let ablation = Ablation { base: base.to_string(), settings: described, summary: summarise(&runs, grid), runs };
     write_reports(dir, &ablation)?;
     Ok(ablation)
+}
+
+/// The file of a finished run's [`Row`] in its directory.
+const ROW: &str = "ablation-row.json";
+
+/// The row recorded in `vdir` for variant `v` with the resolved config `cfg`, if there is one;
+/// an error when it was recorded with another config or kind (its result would be stale).
+fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Option<Row>> {
+    let row_path = vdir.join(ROW);
+    let Ok(text) = std::fs::read_to_string(&row_path) else { return Ok(None) };
+    let Ok(row) = serde_json::from_str::<Row>(&text) else { return Ok(None) };
+    // Compared as configs, not as text: a field added to `byol` since the row was written reads
+    // back at its default and leaves the run the same. The data paths are compared by where they
+    // lead, not by how they were typed.
+    let canonical = |c: &ExperimentConfig| ExperimentConfig { data: c.data.clone().with_canonical_paths(), ..c.clone() };
+    let differences: Vec<String> = match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
+        Ok(recorded) => canonical(cfg).differences(&canonical(&recorded), &[]).iter().map(|d| d.to_string()).collect(),
+        Err(e) => vec![format!("its recorded config does not read: {e}")],
+    };
+    if differences.is_empty() && row.random_init == v.random_init {
+        return Ok(Some(row));
+    }
+    let kind = |random: bool| if random { "a random-init encoder" } else { "a pre-training run" };
+    let what = if row.random_init != v.random_init { format!("it was {}", kind(row.random_init)) } else { differences.join("; ") };
+    Err(Error::data(
+        vdir,
+        format!(
+            "variant `{}` was run with another config or kind ({what}); its result would be stale. Remove {} to rerun it, or use another directory",
+            v.name,
+            vdir.display()
+        ),
+    ))
+}
+
+/// Train (or take the random-init encoder of) variant `v` at `seed` in `vdir`, resuming a run
+/// left there, and evaluate it: its row, written to `vdir` before the directory is let go.
+fn run_variant(v: &Variant, seed: u64, cfg: &ExperimentConfig, vdir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Row> {
+    let label = format!("{} (seed {seed})", v.name);
+    obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
+    let started = Instant::now();
+    let run = RunDir::lock(vdir)?;
+    let device = cfg.backend.device()?;
+    let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
+    let (encoder, steps, knn, splits) = if v.random_init {
+        let splits = data::load(&cfg.data, cfg.seed)?;
+        let encoder = random_init_encoder(cfg, &device);
+        let knn = knn_of_encoder(&encoder, cfg, &splits.train, &splits.test, &device)?;
+        (encoder, 0, knn, Some(splits))
+    } else {
+        let resume = !checkpoint::list(vdir).is_empty();
+        let report = pretrain_in(cfg, &run, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
+        let knn = report.knn.ok_or_else(|| Error::data(vdir, "the run ended without an evaluation"))?;
+        let (loaded, _) = checkpoint::read_latest(vdir)?;
+        (loaded.online(&device)?.encoder, report.steps, knn, None)
+    };
+    let linear_top1 = if options.linear {
+        obs.on_message(&format!("{label}: linear evaluation"));
+        let splits = match splits {
+            Some(s) => s,
+            None => data::load(&cfg.data, cfg.seed)?,
+        };
+        Some(linear_of_encoder(&encoder, cfg, &splits.train, &splits.test, &device)?.test.top1)
+    } else {
+        None
+    };
+    let metrics = crate::train::run_dir::read_metrics(vdir)?;
+    let losses: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.loss)).collect();
+    let projection_std = metrics.last().map(|m| m.projection_std);
+    let row = Row {
+        name: v.name.clone(),
+        seed,
+        overrides: v.set.clone(),
+        random_init: v.random_init,
+        steps,
+        knn_top1: knn.top1,
+        knn_top5: knn.top5,
+        linear_top1,
+        final_loss: losses.last().map(|l| l.1),
+        projection_std,
+        healthy_std,
+        collapsed: projection_std.map(|s| s < cfg.train.collapse_fraction * healthy_std),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        losses,
+        config: cfg.to_toml(),
+    };
+    run.write(ROW, &row)?;
+    Ok(row)
 }
 
 #[cfg(test)]

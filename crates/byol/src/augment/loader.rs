@@ -265,7 +265,7 @@ fn decoding_pool(workers: usize, tx: &SyncSender<crate::Result<ViewBatch>>) -> O
     match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
         Ok(pool) => Some(pool),
         Err(e) => {
-            let _ = tx.send(Err(crate::Error::data("loader", format!("cannot start {workers} decoding threads: {e}"))));
+            let _ = tx.send(Err(crate::Error::Loader(format!("cannot start {workers} decoding threads: {e}"))));
             None
         }
     }
@@ -295,7 +295,7 @@ impl Iterator for Prefetcher {
                     .map(|p| crate::error::panic_message(&*p))
                     .next()
                     .map_or_else(|| "a producer thread ended early".to_string(), |m| format!("a decoding thread panicked: {m}"));
-                Some(Err(crate::Error::data("loader", format!("{missing} batch(es) were never made: {why}"))))
+                Some(Err(crate::Error::Loader(format!("{missing} batch(es) were never made: {why}"))))
             }
         }
     }

@@ -7,7 +7,6 @@ use crate::image::Rgb8;
 use crate::rng::{Stream, rng};
 use crate::{Error, Result};
 use burn::tensor::Device;
-use std::path::Path;
 
 /// Rows of (image, view t, view t') for `count` images spread evenly over `set` (so that several
 /// classes show), with the views of epoch 0 of `seed`,
@@ -15,7 +14,7 @@ use std::path::Path;
 pub fn preview_grid(set: &ImageSet, aug: &AugmentConfig, size: usize, count: usize, seed: u64, scale: usize, device: &Device) -> Result<Rgb8> {
     let count = count.min(set.len());
     if count == 0 {
-        return Err(Error::data("preview", "the data set has no images"));
+        return Err(Error::input("the preview", "the data set has no images"));
     }
     let mut originals = Vec::with_capacity(count);
     let (mut crops, mut params) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
@@ -36,7 +35,7 @@ pub fn preview_grid(set: &ImageSet, aug: &AugmentConfig, size: usize, count: usi
         .map(|(c, p, view)| {
             let pipe = ViewPipeline::new(view, aug, size, device);
             let x = pipe.augment(pipe.upload(c, count), p); // [count, 3, S, S] in [0, 1]
-            x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::data("preview", format!("{e:?}")))
+            x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::readback("the preview's views", e))
         })
         .collect::<Result<_>>()?;
     let (tile, gap) = (size * scale, 4);
@@ -58,9 +57,4 @@ pub fn preview_grid(set: &ImageSet, aug: &AugmentConfig, size: usize, count: usi
         }
     }
     Ok(out)
-}
-
-/// Write an RGB image as PNG.
-pub fn write_png(img: &Rgb8, path: &Path) -> Result<()> {
-    crate::io::write_png(path, (img.width, img.height), png::ColorType::Rgb, png::BitDepth::Eight, None, &img.data)
 }

@@ -339,42 +339,30 @@ impl DataConfig {
     /// The source's path and test path made absolute against the working directory (without
     /// following links), as a run records them: its config then names the same data from any
     /// folder (`byol eval --checkpoint` run elsewhere, `--resume` from another directory).
-    pub fn with_absolute_paths(mut self) -> Self {
-        let absolute = |p: &mut PathBuf| {
-            if let Ok(abs) = std::path::absolute(&*p) {
-                *p = abs;
-            }
-        };
-        match &mut self.source {
-            Source::Synthetic(_) => {}
-            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => absolute(path),
-            Source::Shards { path, test_path, .. } => {
-                absolute(path);
-                if let Some(t) = test_path {
-                    absolute(t);
-                }
-            }
-        }
-        self
+    pub fn with_absolute_paths(self) -> Self {
+        self.with_paths_mapped(|p| std::path::absolute(p).ok())
     }
 
     /// The source's paths resolved to where they lead (`..` and links followed), where they
     /// exist: two configs that name the same folder in other words then compare equal
     /// (`../data/x` from one folder, `/srv/data/x` from another).
-    pub fn with_canonical_paths(mut self) -> Self {
-        let canonical = |p: &mut PathBuf| {
-            if let Ok(c) = std::fs::canonicalize(&*p) {
-                *p = c;
+    pub fn with_canonical_paths(self) -> Self {
+        self.with_paths_mapped(|p| std::fs::canonicalize(p).ok())
+    }
+
+    /// The source's path and test path replaced by `f`'s, where it gives one.
+    fn with_paths_mapped(mut self, f: impl Fn(&std::path::Path) -> Option<PathBuf>) -> Self {
+        let map = |p: &mut PathBuf| {
+            if let Some(q) = f(p) {
+                *p = q;
             }
         };
         match &mut self.source {
             Source::Synthetic(_) => {}
-            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => canonical(path),
+            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => map(path),
             Source::Shards { path, test_path, .. } => {
-                canonical(path);
-                if let Some(t) = test_path {
-                    canonical(t);
-                }
+                map(path);
+                test_path.iter_mut().for_each(map);
             }
         }
         self

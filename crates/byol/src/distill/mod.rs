@@ -13,7 +13,7 @@ pub mod config;
 mod run;
 
 pub use config::{DistillConfig, StudentConfig};
-pub use run::{CHECKPOINT_KIND, DistillOptions, DistillOutcome, DistillResult, Distillation, RESULT, STUDENT, distill, recorded};
+pub use run::{CHECKPOINT_KIND, DistillOptions, DistillOutcome, DistillResult, Distillation, distill, recorded};
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, softmax};

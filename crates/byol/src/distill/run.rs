@@ -6,6 +6,7 @@
 //! (seed, epoch, image), so a resumed run continues the sequence an uninterrupted one takes.
 
 use super::{DistillConfig, distillation_loss, soft_labels};
+use crate::augment::{AugmentConfig, ViewConfig};
 use crate::config::ExperimentConfig;
 use crate::data::{ImageSet, balanced_subset};
 use crate::eval::classifier::{self, ClassifierInfo, Saved};
@@ -14,10 +15,11 @@ use crate::eval::{Finetuned, training_view, view_pixels};
 use crate::io::{FileKind, TensorFile};
 use crate::model::ResNetConfig;
 use crate::model::params::{Named, collect, count_trainable, load, named_from, reinit, require_grad, values};
-use crate::optim::{OptimConfig, Optimizer, schedule};
+use crate::optim::{OptimConfig, Optimizer};
 use crate::rng::{Stream, key, rng};
+use crate::supervised::{Decay, Epochs, Hooks, Progress, StepDone, Tuning};
+use crate::train::run_dir::{DISTILL, METRICS, STUDENT};
 use crate::train::{RunDir, checkpoint};
-use crate::transfer::tune::Progress;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -31,11 +33,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a distillation checkpoint's metadata says it is.
 pub const CHECKPOINT_KIND: FileKind<'static> = FileKind { format: "byol-distill-checkpoint", version: "1", kind: "byol distillation checkpoint" };
-/// The trained student, a classifier file.
-pub const STUDENT: &str = "student.safetensors";
-/// The result of a finished run ([`DistillResult`]).
-pub const RESULT: &str = "distill.json";
-const METRICS: &str = "metrics.jsonl";
 /// Checkpoints kept in the run directory.
 const KEEP: usize = 2;
 
@@ -172,10 +169,12 @@ pub fn recorded(dir: &Path) -> Result<(ExperimentConfig, std::path::PathBuf)> {
     Ok((config, teacher.into()))
 }
 
-/// Distil `run.teacher` into a student in `dir` (locked while it runs).
+/// Distil `run.teacher` into a student in `dir` (locked while it runs): the setup, the
+/// supervised protocols' loop ([`crate::supervised`]) over [`Setup::loss`], then the student's
+/// file and the result.
 pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progress: &mut dyn Progress) -> Result<DistillOutcome> {
-    let (cfg, dc, info) = (run.config, &run.config.distill, &run.teacher.info);
-    dc.validate()?;
+    let (cfg, info) = (run.config, &run.teacher.info);
+    cfg.distill.validate()?;
     if run.train.classes != info.classes {
         return Err(Error::config("data", format!("the data's classes {:?} are not the teacher's {:?}", run.train.classes, info.classes)));
     }
@@ -184,104 +183,131 @@ pub fn distill(run: &Distillation<'_>, dir: &Path, opts: &DistillOptions, progre
         return Err(Error::checkpoint(dir, "already holds a distillation's checkpoints: resume it, or give another run directory"));
     }
     crate::io::write_atomic(&lock.file(crate::train::run_dir::CONFIG), cfg.to_toml().as_bytes())?;
-    let (size, aug) = (info.image_size, info.normalising(&cfg.augment));
-    let b = dc.batch_size;
-    let n = run.train.len();
-    if n < b {
-        return Err(Error::config("distill.batch-size", format!("{b} is more than the {n} training images")));
-    }
-    let labelled = match (dc.labelled_weight > 0.0, &info.labelled) {
-        (false, _) => Vec::new(),
-        (true, Some(l)) if l.of_images == n => balanced_subset(&run.train.labels, info.classes.len(), l.images, l.seed),
-        (true, Some(l)) => {
-            return Err(Error::config(
-                "distill.labelled-weight",
-                format!("the teacher's labelled subset is of {} training images, this data has {n}", l.of_images),
-            ));
-        }
-        (true, None) => return Err(Error::config("distill.labelled-weight", "the teacher records no labelled subset (a distilled student?)")),
-    };
-    let student_cfg = student_encoder(&info.encoder, dc);
-    student_cfg.validate()?;
+    let setup = Setup::new(run)?;
     let ad = run.device.clone().autodiff();
-    let encoder = reinit(student_cfg.init(&run.device), key(cfg.seed, Stream::DistillStudent, &[]));
-    let fresh = require_grad(Finetuned::new(encoder, None, student_cfg.output_dim(), info.classes.len(), cfg.seed, &ad));
-    let sha = run.teacher.sha256.as_str();
-    let (mut student, mut optim, start) = if opts.resume { resume(dir, fresh, cfg, sha, &ad)? } else { (fresh, optimizer(dc), 0) };
+    let encoder = reinit(setup.student.init(&run.device), key(cfg.seed, Stream::DistillStudent, &[]));
+    let fresh = require_grad(Finetuned::new(encoder, None, setup.student.output_dim(), info.classes.len(), cfg.seed, &ad));
+    let (student, optim, start) = if opts.resume { resume(dir, fresh, cfg, &run.teacher.sha256, &ad)? } else { (fresh, optimizer(&cfg.distill), 0) };
     // Lines logged after the checkpoint (a run killed between checkpoints) are logged again.
     crate::train::run_dir::trim_logs_after(dir, start)?;
-    let spe = (n / b) as u64;
-    let total = spe * dc.epochs as u64;
-    let view = training_view();
-    let t = dc.temperature;
-    progress.on_start(total);
-    let mut order: Option<(u64, Vec<usize>)> = None;
-    for step in start..total {
-        let stop = opts.max_steps.is_some_and(|m| step >= m) || opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst));
-        if stop {
-            save_checkpoint(dir, &student, &optim, step, cfg, run.teacher)?;
-            return Ok(DistillOutcome::Stopped { step });
-        }
-        let epoch = step / spe;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let mut o: Vec<usize> = (0..n).collect();
-            o.shuffle(&mut rng(cfg.seed, Stream::DistillOrder, &[epoch]));
-            order = Some((epoch, o));
-        }
-        let k = (step % spe) as usize;
-        let chunk = &order.as_ref().expect("drawn above").1[k * b..(k + 1) * b];
-        let pix = view_pixels(run.train, chunk, size, &view, &aug, (cfg.seed, Stream::DistillViews, epoch))?;
-        let teacher_logits = run.teacher.network.forward(Tensor::<4>::from_data(TensorData::new(pix.clone(), [b, 3, size, size]), &run.device)); // [B, C]
-        let targets = soft_labels(teacher_logits, t); // [B, C]
-        let targets = Tensor::<2>::from_data(targets.into_data(), &ad); // no gradient
-        let x = Tensor::<4>::from_data(TensorData::new(pix, [b, 3, size, size]), &ad); // [B, 3, S, S]
-        let mut loss = distillation_loss(student.forward(x), targets, t); // [1]
-        if !labelled.is_empty() {
-            let mut pick = labelled.clone();
-            pick.shuffle(&mut rng(cfg.seed, Stream::DistillPick, &[step]));
-            pick.truncate(b);
-            let m = pick.len();
-            let x = Tensor::<4>::from_data(
-                TensorData::new(view_pixels(run.train, &pick, size, &view, &aug, (cfg.seed, Stream::DistillPickViews, step))?, [m, 3, size, size]),
-                &ad,
-            );
-            let y = Tensor::<2, Int>::from_data(TensorData::new(pick.iter().map(|&i| run.train.labels[i] as i64).collect::<Vec<_>>(), [m, 1]), &ad); // [m, 1]
-            let ce = log_softmax(student.forward(x), 1).gather(1, y).mean().neg(); // [1]
-            loss = loss + ce.mul_scalar(dc.labelled_weight);
-        }
-        let value = f64::from(loss.clone().into_scalar::<f32>());
-        if !value.is_finite() {
-            return Err(Error::config("distill", format!("the loss is {value} at step {step}; the last checkpoint is intact (try a lower learning-rate)")));
-        }
-        let mut grads = loss.backward();
-        let lr = schedule::lr_at(dc.learning_rate, step, 0, total);
-        student = optim.step(student, &mut grads, lr, step + 1)?;
-        lock.append_line(METRICS, &serde_json::to_string(&StepLine { step: step + 1, loss: value, lr }).expect("json"))?;
-        progress.on_step(step + 1, value as f32);
-        if (step + 1) % dc.checkpoint_every == 0 || step + 1 == total {
-            save_checkpoint(dir, &student, &optim, step + 1, cfg, run.teacher)?;
-        }
+    let tuning = Tuning { section: "distill", epochs: &setup.epochs, learning_rate: cfg.distill.learning_rate, decay: Decay::Cosine };
+    let mut hooks = Steps { run, lock: &lock, opts, total: setup.epochs.total() };
+    let trained = tuning.run((student, optim), start, progress, &mut hooks, |student, chunk, epoch, step| setup.loss(student, chunk, epoch, step))?;
+    if trained.stopped {
+        return Ok(DistillOutcome::Stopped { step: trained.step });
     }
-    let student = student.valid();
-    let tested = |net: &Finetuned| net.accuracy(run.test, size, &aug, &run.device);
-    let student_info = ClassifierInfo { encoder: student_cfg.clone(), stem_width: None, labelled: None, ..info.clone() };
+    finish(&setup, trained.model.valid(), &lock).map(|r| DistillOutcome::Finished(Box::new(r)))
+}
+
+/// What a distillation works with once its settings are checked: the run, the student's
+/// encoder, the views' size and normalisation, the labelled subset of the cross-entropy term
+/// and the order of the images.
+struct Setup<'a> {
+    run: &'a Distillation<'a>,
+    student: ResNetConfig,
+    size: usize,
+    aug: AugmentConfig,
+    view: ViewConfig,
+    labelled: Vec<usize>,
+    epochs: Epochs,
+}
+
+impl<'a> Setup<'a> {
+    fn new(run: &'a Distillation<'a>) -> Result<Self> {
+        let (cfg, dc, info) = (run.config, &run.config.distill, &run.teacher.info);
+        let n = run.train.len();
+        let labelled = match (dc.labelled_weight > 0.0, &info.labelled) {
+            (false, _) => Vec::new(),
+            (true, Some(l)) if l.of_images == n => balanced_subset(&run.train.labels, info.classes.len(), l.images, l.seed),
+            (true, Some(l)) => {
+                return Err(Error::config(
+                    "distill.labelled-weight",
+                    format!("the teacher's labelled subset is of {} training images, this data has {n}", l.of_images),
+                ));
+            }
+            (true, None) => return Err(Error::config("distill.labelled-weight", "the teacher records no labelled subset (a distilled student?)")),
+        };
+        let student = student_encoder(&info.encoder, dc);
+        student.validate()?;
+        let epochs = Epochs::new((0..n).collect(), dc.batch_size, dc.epochs, (cfg.seed, Stream::DistillOrder), "distill")?;
+        Ok(Setup { run, student, size: info.image_size, aug: info.normalising(&cfg.augment), view: training_view(), labelled, epochs })
+    }
+
+    /// The loss of `student` on the images `chunk` at `step` of `epoch`: the cross-entropy
+    /// with the teacher's tempered predictions on the same views, plus `labelled-weight` times
+    /// the cross-entropy with the labels on a batch drawn from the labelled subset.
+    fn loss(&self, student: &Finetuned, chunk: &[usize], epoch: u64, step: u64) -> Result<Tensor<1>> {
+        let (run, (seed, dc)) = (self.run, (self.run.config.seed, &self.run.config.distill));
+        let (b, size, ad) = (chunk.len(), self.size, student.head.weight.device());
+        let pix = view_pixels(run.train, chunk, size, &self.view, &self.aug, (seed, Stream::DistillViews, epoch))?;
+        let teacher_logits = run.teacher.network.forward(Tensor::<4>::from_data(TensorData::new(pix.clone(), [b, 3, size, size]), &run.device)); // [B, C]
+        let targets = Tensor::<2>::from_data(soft_labels(teacher_logits, dc.temperature).into_data(), &ad); // [B, C], no gradient
+        let x = Tensor::<4>::from_data(TensorData::new(pix, [b, 3, size, size]), &ad); // [B, 3, S, S]
+        let loss = distillation_loss(student.forward(x), targets, dc.temperature); // [1]
+        if self.labelled.is_empty() {
+            return Ok(loss);
+        }
+        let mut pick = self.labelled.clone();
+        pick.shuffle(&mut rng(seed, Stream::DistillPick, &[step]));
+        pick.truncate(b);
+        let m = pick.len();
+        let pixels = view_pixels(run.train, &pick, size, &self.view, &self.aug, (seed, Stream::DistillPickViews, step))?;
+        let x = Tensor::<4>::from_data(TensorData::new(pixels, [m, 3, size, size]), &ad); // [m, 3, S, S]
+        let y = Tensor::<2, Int>::from_data(TensorData::new(pick.iter().map(|&i| run.train.labels[i] as i64).collect::<Vec<_>>(), [m, 1]), &ad); // [m, 1]
+        let ce = log_softmax(student.forward(x), 1).gather(1, y).mean().neg(); // [1]
+        Ok(loss + ce.mul_scalar(dc.labelled_weight))
+    }
+}
+
+/// Around each step: a stop at a step limit or an interrupt (with a checkpoint), a line in
+/// `metrics.jsonl`, a checkpoint every `distill.checkpoint-every` steps and at the end.
+struct Steps<'a> {
+    run: &'a Distillation<'a>,
+    lock: &'a RunDir,
+    opts: &'a DistillOptions,
+    total: u64,
+}
+
+impl Hooks<Finetuned> for Steps<'_> {
+    fn stop_before(&mut self, step: u64) -> bool {
+        self.opts.max_steps.is_some_and(|m| step >= m) || self.opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst))
+    }
+
+    fn after_step(&mut self, student: &Finetuned, optim: &Optimizer, done: &StepDone) -> Result<()> {
+        self.lock.append(METRICS, &StepLine { step: done.step, loss: f64::from(done.loss), lr: done.lr })?;
+        if done.step.is_multiple_of(self.run.config.distill.checkpoint_every) || done.step == self.total {
+            save_checkpoint(self.lock.path(), student, optim, done.step, self.run.config, self.run.teacher)?;
+        }
+        Ok(())
+    }
+
+    fn stopped(&mut self, student: &Finetuned, optim: &Optimizer, step: u64) -> Result<()> {
+        save_checkpoint(self.lock.path(), student, optim, step, self.run.config, self.run.teacher)
+    }
+}
+
+/// The student's file and `distill.json`: the teacher's and the student's test accuracy.
+fn finish(setup: &Setup<'_>, student: Finetuned, lock: &RunDir) -> Result<DistillResult> {
+    let (run, info) = (setup.run, &setup.run.teacher.info);
+    let tested = |net: &Finetuned| net.accuracy(run.test, setup.size, &setup.aug, &run.device);
+    let student_info = ClassifierInfo { encoder: setup.student.clone(), stem_width: None, labelled: None, ..info.clone() };
     classifier::save(&student, &student_info, &lock.file(STUDENT))?;
     let result = DistillResult {
-        steps: total,
-        unlabelled_images: n,
-        labelled_images: labelled.len(),
+        steps: setup.epochs.total(),
+        unlabelled_images: run.train.len(),
+        labelled_images: setup.labelled.len(),
         teacher_encoder: info.encoder.clone(),
-        student_encoder: student_cfg,
+        student_encoder: setup.student.clone(),
         teacher_parameters: count_trainable(&run.teacher.network),
         student_parameters: count_trainable(&student),
         teacher: tested(&run.teacher.network)?,
         student: tested(&student.to_device(&run.device))?,
-        epoch_losses: epoch_losses(&lock.file(METRICS), spe, dc.epochs)?,
-        teacher_sha256: sha.into(),
-        settings: dc.clone(),
+        epoch_losses: epoch_losses(&lock.file(METRICS), setup.epochs.steps_per_epoch(), run.config.distill.epochs)?,
+        teacher_sha256: run.teacher.sha256.clone(),
+        settings: run.config.distill.clone(),
     };
-    crate::io::write_atomic(&lock.file(RESULT), serde_json::to_string_pretty(&result).expect("json").as_bytes())?;
-    Ok(DistillOutcome::Finished(Box::new(result)))
+    lock.write(DISTILL, &result)?;
+    Ok(result)
 }
 
 /// The mean loss of each epoch from `metrics.jsonl` (steps counted from 1, as pre-training's:

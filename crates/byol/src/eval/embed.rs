@@ -16,16 +16,25 @@ pub struct Row {
     pub split: &'static str,
 }
 
+/// An entry of the header's `index`: row i's image.
+#[derive(serde::Serialize)]
+struct IndexEntry<'a> {
+    name: &'a str,
+    split: &'static str,
+    label: usize,
+    class: &'a str,
+}
+
 /// Write `features` (row i describes `rows[i]`; labels index `classes`) to `path`.
 pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features: &Features) -> Result<()> {
     let n = features.len();
     assert_eq!(rows.len(), n, "one row per feature vector");
     let fbytes: Vec<u8> = features.values.iter().flat_map(|x| x.to_le_bytes()).collect();
     let lbytes: Vec<u8> = features.labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
-    let index: Vec<serde_json::Value> = (0..n)
+    let index: Vec<IndexEntry> = (0..n)
         .map(|i| {
-            let l = features.labels[i];
-            serde_json::json!({"name": rows[i].name, "split": rows[i].split, "label": l, "class": classes[l]})
+            let label = features.labels[i];
+            IndexEntry { name: &rows[i].name, split: rows[i].split, label, class: &classes[label] }
         })
         .collect();
     let meta: HashMap<String, String> = [
@@ -47,7 +56,6 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
 /// the `bhtsne` crate) with `perplexity`, 1000 iterations, from a start drawn from `seed`
 /// (N(0, 10⁻⁴) per coordinate, as van der Maaten's code).
 pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
-    use rand::Rng;
     let n = values.len() / dim.max(1);
     if perplexity.is_nan() || perplexity <= 0.0 {
         return Err(Error::config("perplexity", format!("{perplexity} must be a positive number")));
@@ -69,12 +77,7 @@ pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result
         })
         .collect();
     let mut r = rng(seed, Stream::TsneStart, &[]);
-    let start: Vec<f32> = (0..2 * n)
-        .map(|_| {
-            let (u1, u2): (f32, f32) = (r.random::<f32>().max(f32::MIN_POSITIVE), r.random());
-            1e-2 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
-        })
-        .collect();
+    let start: Vec<f32> = (0..2 * n).map(|_| crate::rng::normal(&mut r, 1e-2) as f32).collect();
     let mut tsne: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(&rows);
     tsne.perplexity(perplexity)
         .epochs(1000)

@@ -45,7 +45,7 @@ pub fn extract(encoder: &ResNet, set: &ImageSet, size: usize, aug: &AugmentConfi
         let x = Tensor::<4>::from_data(TensorData::new(rows.concat(), [b, 3, size, size]), device); // [b, 3, S, S]
         let y = enc.forward(x); // [b, D]
         dim = y.dims()[1];
-        let v: Vec<f32> = y.into_data().try_into_vec().map_err(|e| Error::data("features", format!("{e:?}")))?;
+        let v: Vec<f32> = y.into_data().try_into_vec().map_err(|e| Error::readback("the features", e))?;
         out.extend(v);
     }
     if kept.is_empty() {

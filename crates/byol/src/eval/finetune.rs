@@ -9,14 +9,14 @@ use crate::data::{ImageSet, balanced_subset};
 use crate::eval::features::eval_batch;
 use crate::eval::linear::{Accuracy, top1_top5};
 use crate::model::{Mlp, ResNet, batch_norm_relu};
-use crate::optim::{OptimConfig, schedule};
+use crate::optim::OptimConfig;
 use crate::rng::{Stream, rng};
+use crate::supervised::{Decay, Epochs, Tuning};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -216,7 +216,7 @@ impl Finetuned {
         let mut logits = Vec::with_capacity(set.len() * classes);
         for start in (0..set.len()).step_by(256) {
             let x = eval_batch(set, start..(start + 256).min(set.len()), size, aug, device)?; // [b, 3, S, S]
-            logits.extend(self.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::data("classifier", format!("{e:?}")))?);
+            logits.extend(self.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::readback("the classifier's logits", e))?);
         }
         Ok(top1_top5(&logits, classes, &set.labels))
     }
@@ -233,7 +233,7 @@ impl Finetuned {
 }
 
 /// The result of a fine-tuning run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinetuneResult {
     pub labelled_images: usize,
     /// The learning rate of the network kept.
@@ -321,29 +321,17 @@ fn tune(
 ) -> Result<Finetuned> {
     let ad = model.head.weight.device();
     let b = cfg.batch_size.min(labelled.len());
-    let mut model = crate::model::params::require_grad(model);
-    let mut opt = OptimConfig::sgd(lr, 0.0, true).init();
+    let epochs = Epochs::new(labelled.to_vec(), b, cfg.epochs, (seed, Stream::FinetuneOrder), "eval.finetune")?;
+    let tuning = Tuning { section: "eval.finetune", epochs: &epochs, learning_rate: lr, decay: Decay::Cosine };
     let view = training_view();
-    let spe = labelled.len() / b;
-    let total = (spe * cfg.epochs) as u64;
-    let mut step = 0u64;
-    for epoch in 0..cfg.epochs as u64 {
-        let mut order = labelled.to_vec();
-        order.shuffle(&mut rng(seed, Stream::FinetuneOrder, &[epoch]));
-        for chunk in order.chunks_exact(b) {
-            let x = Tensor::<4>::from_data(
-                TensorData::new(view_pixels(train, chunk, size, &view, aug, (seed, Stream::FinetuneViews, epoch))?, [b, 3, size, size]),
-                &ad,
-            ); // [B, 3, S, S]
-            let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
-            let logp = log_softmax(model.forward(x), 1); // [B, C]
-            let loss = logp.gather(1, y).mean().neg(); // cross-entropy: [1]
-            let mut grads = loss.backward();
-            model = opt.step(model, &mut grads, schedule::lr_at(lr, step, 0, total), step + 1)?;
-            step += 1;
-        }
-    }
-    Ok(model.valid())
+    let start = (crate::model::params::require_grad(model), OptimConfig::sgd(lr, 0.0, true).init());
+    let trained = tuning.run(start, 0, &mut (), &mut (), |model, chunk, epoch, _| {
+        let pixels = view_pixels(train, chunk, size, &view, aug, (seed, Stream::FinetuneViews, epoch))?;
+        let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), &ad); // [B, 3, S, S]
+        let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
+        Ok(log_softmax(model.forward(x), 1).gather(1, y).mean().neg()) // cross-entropy: [1]
+    })?;
+    Ok(trained.model.valid())
 }
 
 #[cfg(test)]

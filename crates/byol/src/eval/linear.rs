@@ -120,7 +120,7 @@ pub struct Accuracy {
 }
 
 /// The outcome of the protocol.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinearResult {
     /// (learning rate, validation top-1) for every rate tried.
     pub sweep: Vec<(f64, f64)>,

@@ -21,38 +21,66 @@ pub struct Named {
     pub shape: Vec<usize>,
 }
 
-#[derive(Default)]
-struct Path(Vec<String>);
-
-impl Path {
-    fn push(&mut self, name: &str) {
-        self.0.push(name.to_string());
-    }
-    fn pop(&mut self) {
-        self.0.pop();
-    }
-    fn join(&self) -> String {
-        self.0.join(".")
-    }
+/// What is handed each float tensor of a module (parameters and BatchNorm buffers) with its
+/// path, through [`visit_paths`].
+pub trait PathVisitor {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>);
 }
 
-struct Collector {
-    path: Path,
-    out: BTreeMap<String, Named>,
+/// What maps each float tensor of a module, told its path, through [`map_paths`].
+pub trait PathMapper {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>>;
 }
 
-impl ModuleVisitor for Collector {
+/// Hand every float tensor of `module` to `visitor` with its path.
+pub fn visit_paths<M: Module, V: PathVisitor>(module: &M, visitor: &mut V) {
+    module.visit(&mut Tracked { path: Vec::new(), inner: visitor });
+}
+
+/// `module` with every float tensor replaced by what `mapper` makes of it, told its path.
+pub fn map_paths<M: Module, P: PathMapper>(module: M, mapper: &mut P) -> M {
+    module.map(&mut Tracked { path: Vec::new(), inner: mapper })
+}
+
+/// burn's visitor and mapper, tracking the path of the module being walked: the one place that
+/// does (the collector, the mappers, the optimizer's update and the gradients' take use it).
+struct Tracked<'a, T> {
+    path: Vec<String>,
+    inner: &'a mut T,
+}
+
+impl<V: PathVisitor> ModuleVisitor for Tracked<'_, V> {
     fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name);
+        self.path.push(name.to_string());
     }
     fn exit_module(&mut self, _: &str, _: &str) {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.inner.visit(&self.path.join("."), param);
+    }
+}
+
+impl<P: PathMapper> ModuleMapper for Tracked<'_, P> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.inner.map(&self.path.join("."), param)
+    }
+}
+
+struct Collector(BTreeMap<String, Named>);
+
+impl PathVisitor for Collector {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
         let t = param.val().without_autodiff();
         let shape = t.dims().to_vec();
         let n: usize = shape.iter().product();
-        self.out.insert(self.path.join(), Named { flat: t.reshape([n]), shape });
+        self.0.insert(path.to_string(), Named { flat: t.reshape([n]), shape });
     }
 }
 
@@ -83,9 +111,9 @@ pub fn named_from(tensors: &HostTensors, prefix: &str, device: &burn::tensor::De
 /// Call it on `module.valid()` (or a module whose BatchNorm updates are synced): burn applies
 /// running-statistics updates lazily and a plain visit can see them one step late.
 pub fn collect<M: Module>(module: &M) -> BTreeMap<String, Named> {
-    let mut c = Collector { path: Path::default(), out: BTreeMap::new() };
-    module.visit(&mut c);
-    c.out
+    let mut c = Collector(BTreeMap::new());
+    visit_paths(module, &mut c);
+    c.0
 }
 
 /// Number of trainable scalars (buffers excluded).
@@ -96,31 +124,29 @@ pub fn count_trainable<M: Module>(module: &M) -> usize {
 /// A mapper that hands each float tensor (flattened, without autodiff), its path and its shape to
 /// `f`, and puts back what `f` returns, keeping the parameter's id and autodiff settings.
 pub struct MapNamed<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> {
-    path: Path,
     f: F,
 }
 
 impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> MapNamed<F> {
     pub fn new(f: F) -> Self {
-        Self { path: Path::default(), f }
+        Self { f }
+    }
+
+    /// `module` with each float tensor mapped by `f`.
+    pub fn apply<M: Module>(mut self, module: M) -> M {
+        map_paths(module, &mut self)
     }
 }
 
-impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed<F> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name);
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> PathMapper for MapNamed<F> {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let autodiff = tensor.is_autodiff();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let flat = tensor.without_autodiff().reshape([n]);
-        let out = (self.f)(&self.path.join(), &dims, flat).reshape(dims);
+        let out = (self.f)(path, &dims, flat).reshape(dims);
         let mut out = if autodiff { Tensor::from_inner(out) } else { out };
         if require_grad {
             out = out.require_grad();
@@ -134,16 +160,10 @@ impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> ModuleMapper for MapNamed
 /// leave the tensors of a module loaded on a plain device without autodiff (the second only
 /// records the wish), so such a module's parameters would stay frozen.
 pub fn require_grad<M: Module>(module: M) -> M {
-    struct RequireGrad(Path);
-    impl ModuleMapper for RequireGrad {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name);
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if is_buffer(&self.0.join()) || param.is_require_grad() {
+    struct RequireGrad;
+    impl PathMapper for RequireGrad {
+        fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if is_buffer(path) || param.is_require_grad() {
                 return param;
             }
             let (id, tensor, mapper) = param.consume();
@@ -151,20 +171,21 @@ pub fn require_grad<M: Module>(module: M) -> M {
             Param::from_mapped_value(id, tensor.require_grad(), mapper)
         }
     }
-    module.map(&mut RequireGrad(Path::default()))
+    map_paths(module, &mut RequireGrad)
 }
 
 /// Overwrite every float tensor of `module` with the tensor of the same path in `values`,
 /// moved to the module's device. Returns the paths of `module` that `values` did not hold.
 pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<String>) {
     let mut missing = Vec::new();
-    let module = module.map(&mut MapNamed::new(|path, _, old| match values.get(path) {
+    let module = MapNamed::new(|path, _, old| match values.get(path) {
         Some(v) if v.flat.dims() == old.dims() => v.flat.clone().to_device(&old.device()),
         _ => {
             missing.push(path.to_string());
             old
         }
-    }));
+    })
+    .apply(module);
     (module, missing)
 }
 
@@ -189,7 +210,7 @@ pub fn copy_into<M: Module>(fresh: M, module: &M) -> M {
 pub fn reinit<M: Module>(module: M, seed: u64) -> M {
     use rand::Rng;
     let mut fan_in = 1usize;
-    module.map(&mut MapNamed::new(|path, shape, old| {
+    MapNamed::new(|path, shape, old| {
         let name = path.rsplit('.').next().unwrap_or("");
         if is_buffer(path) || name == "gamma" || name == "beta" {
             return old;
@@ -199,13 +220,7 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
         let values: Vec<f32> = match shape.len() {
             4 => {
                 let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
-                (0..n)
-                    .map(|_| {
-                        // Box–Muller.
-                        let (u1, u2): (f64, f64) = (r.random_range(f64::MIN_POSITIVE..1.0), r.random());
-                        (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-                    })
-                    .collect()
+                (0..n).map(|_| crate::rng::normal(&mut r, std) as f32).collect()
             }
             2 => {
                 fan_in = shape[0]; // burn's Linear weight is [d_input, d_output]
@@ -219,7 +234,8 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
             }
         };
         Tensor::from_data(burn::tensor::TensorData::new(values, [n]), &old.device())
-    }))
+    })
+    .apply(module)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The gradients an update is made from: taken out of a backward pass by parameter path, summed
 //! over micro-batches (`train.accumulate`), averaged over replicas in buckets.
 
-use crate::model::params::is_buffer;
+use crate::model::params::{PathVisitor, is_buffer, visit_paths};
 use burn::module::{Module, Param};
 use burn::tensor::{Gradients, Tensor};
 use std::collections::BTreeMap;
@@ -20,29 +20,21 @@ impl ParamGrads {
     pub fn take<M: Module>(module: &M, grads: &mut Gradients) -> Self {
         struct Take<'a> {
             grads: &'a mut Gradients,
-            path: Vec<String>,
             out: Vec<(String, Tensor<1>)>,
         }
-        impl burn::module::ModuleVisitor for Take<'_> {
-            fn enter_module(&mut self, name: &str, _: &str) {
-                self.path.push(name.to_string());
-            }
-            fn exit_module(&mut self, _: &str, _: &str) {
-                self.path.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let path = self.path.join(".");
-                if is_buffer(&path) || !param.is_require_grad() {
+        impl PathVisitor for Take<'_> {
+            fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
+                if is_buffer(path) || !param.is_require_grad() {
                     return;
                 }
                 if let Some(g) = param.val().grad_remove(self.grads) {
                     let n: usize = g.dims().iter().product();
-                    self.out.push((path, g.reshape([n])));
+                    self.out.push((path.to_string(), g.reshape([n])));
                 }
             }
         }
-        let mut take = Take { grads, path: Vec::new(), out: Vec::new() };
-        module.visit(&mut take);
+        let mut take = Take { grads, out: Vec::new() };
+        visit_paths(module, &mut take);
         ParamGrads(take.out)
     }
 }

@@ -13,9 +13,9 @@ pub mod schedule;
 use grads::bucketed_mean;
 pub use grads::{BUCKET_VALUES, ParamGrads};
 
-use crate::model::params::is_buffer;
+use crate::model::params::{PathMapper, is_buffer, map_paths};
 use crate::{Error, Result};
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -215,8 +215,8 @@ impl Optimizer {
             Some(r) => bucketed_mean(&r, grads, bucket_values),
             None => grads.0.into_iter().collect(),
         };
-        let mut mapper = Updater { opt: self, grads, lr, step, path: Vec::new(), untrained: Vec::new() };
-        let module = module.map(&mut mapper);
+        let mut mapper = Updater { opt: self, grads, lr, step, untrained: Vec::new() };
+        let module = map_paths(module, &mut mapper);
         if mapper.untrained.is_empty() { Ok(module) } else { Err(Error::Untrained { parameters: mapper.untrained }) }
     }
 
@@ -283,21 +283,13 @@ struct Updater<'a> {
     grads: BTreeMap<String, Tensor<1>>,
     lr: f64,
     step: u64,
-    path: Vec<String>,
     /// Parameters that do not require a gradient or got none, with the reason.
     untrained: Vec<String>,
 }
 
-impl ModuleMapper for Updater<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        if is_buffer(&path) {
+impl PathMapper for Updater<'_> {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if is_buffer(path) {
             return param;
         }
         if !param.is_require_grad() {
@@ -307,13 +299,13 @@ impl ModuleMapper for Updater<'_> {
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
-        let Some(g) = self.grads.remove(&path) else {
+        let Some(g) = self.grads.remove(path) else {
             self.untrained.push(format!("{path} (no gradient reached it)"));
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let w = tensor.without_autodiff().reshape([n]);
         let lr = if path.starts_with("predictor.") { self.lr * self.opt.cfg.predictor_lr_scale } else { self.lr };
-        let new = self.opt.update(&path, w, g, is_excluded(&dims), lr, self.step);
+        let new = self.opt.update(path, w, g, is_excluded(&dims), lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }

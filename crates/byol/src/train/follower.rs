@@ -4,10 +4,9 @@
 //! until rank 0 says the run stops. They write nothing: rank 0 alone holds the run directory,
 //! logs, evaluates and checkpoints.
 
-use super::checkpoint;
-use super::pretrain::{Schedules, devices_of, prefetcher};
-use super::{Outcome, TrainState};
-use crate::augment::ViewPipeline;
+use super::feed::{Feed, Schedules};
+use super::pretrain::devices_of;
+use super::{Outcome, TrainState, checkpoint};
 use crate::config::ExperimentConfig;
 use crate::{Error, Result, data};
 use std::path::Path;
@@ -32,16 +31,10 @@ pub fn follow(cfg: &ExperimentConfig, run_dir: Option<&Path>, resume: bool) -> R
     }
     let mut replicas =
         super::parallel::mpi_replicas(cfg, &device, &state)?.ok_or_else(|| Error::config("train.world", "this process is not one of several"))?;
-    let mut prefetch = prefetcher(cfg, &train, state.step, schedules.total_steps);
-    let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
-    let b = cfg.train.batch_size;
+    let mut feed = Feed::new(cfg, &train, &device, state.step, schedules);
     let mut state = state;
     while replicas.agree_continue(true) {
-        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
-        let (lr, tau) = schedules.at(&cfg.target, state.step);
-        let v1 = cfg.train.precision.cast(views[0].finish(batch.view1, b)); // [B, 3, S, S]
-        let v2 = cfg.train.precision.cast(views[1].finish(batch.view2, b)); // [B, 3, S, S]
-        state = match replicas.step(state, v1, v2, lr, tau)? {
+        state = match feed.step(state, Some(&mut replicas))?.outcome {
             Outcome::Applied(next, _) | Outcome::Skipped { state: next, .. } => next,
         };
     }

@@ -3,8 +3,10 @@
 pub mod checkpoint;
 pub mod config;
 mod evaluate;
+mod feed;
 mod follower;
 mod monitor;
+mod options;
 mod parallel;
 mod pretrain;
 pub mod queue;
@@ -19,8 +21,9 @@ pub use evaluate::{
     random_init_online,
 };
 pub use follower::follow;
+pub use options::RunOptions;
 pub use parallel::Replicas;
-pub use pretrain::{RunOptions, pretrain, pretrain_in};
+pub use pretrain::{pretrain, pretrain_in};
 pub use queue::Queue;
 pub use report::{EvalReport, Observer, PretrainReport, ProbeReport, StepLog};
 pub use run_dir::RunDir;

@@ -2,9 +2,10 @@
 //! files, the collapse check, the time budget, the kNN monitor, the online linear probe, the
 //! checkpoints, and the final evaluation and report. The loop (`pretrain.rs`) only feeds it.
 
+use super::RunOptions;
 use super::evaluate::{has_labels, knn_of_encoder, random_init_knn};
-use super::pretrain::{RunOptions, Schedules};
-use super::run_dir::{self, RunDir};
+use super::feed::Schedules;
+use super::run_dir::{self, NonFiniteStop, RunDir, SkippedImage, SkippedStep};
 use super::{EvalReport, Observer, Outcome, PretrainReport, ProbeReport, StepLog, StepMetrics, TrainState, checkpoint};
 use crate::config::ExperimentConfig;
 use crate::data::{Fingerprint, ImageSet};
@@ -15,9 +16,11 @@ use burn::tensor::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// What to change after a non-finite loss; the checkpoints before it are intact.
+const SKIP_HINT: &str = "the checkpoints before it are intact; start again with a lower optim.base-lr";
 
 /// Consecutive non-finite steps after which `on-non-finite = "skip"` gives up.
 const MAX_CONSECUTIVE_SKIPS: u64 = 10;
@@ -155,7 +158,7 @@ impl Monitor {
         // --max-steps stop: a resumed run then writes the same reports as an uninterrupted one).
         if state.probe.is_some() && (step % spe == 0 || (step == self.stop && self.stopped_by_time_budget)) {
             let r = self.probe_report(ctx, &mut state, step)?;
-            append_line(&ctx.run.file(run_dir::PROBE), &serde_json::to_string(&r).expect("json"))?;
+            ctx.run.append(run_dir::PROBE, &r)?;
             self.events.scalars(step, &[("train/online_linear_top1", r.train_top1), ("eval/online_linear_top1", r.test_top1)]);
             obs.on_probe(&r);
             self.online_linear_top1 = Some(r.test_top1);
@@ -174,13 +177,16 @@ impl Monitor {
     /// after too many in a row. `step` is the state's step, which the skip did not advance.
     fn skipped_step(&mut self, run: &RunDir, step: u64, loss: f64, lr: f64, tau: f64, obs: &mut dyn Observer) -> Result<()> {
         self.consecutive_skips += 1;
-        let record = serde_json::json!({"step": step, "loss": loss, "lr": lr, "tau": tau});
-        append_line(&run.file(run_dir::SKIPPED_STEPS), &record.to_string())?;
+        run.append(run_dir::SKIPPED_STEPS, &SkippedStep { step, loss, lr, tau })?;
         let msg = format!("step {step}: non-finite loss ({loss}), step skipped");
         tracing::warn!("{msg}");
         obs.on_message(&msg);
         if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS {
-            return Err(Error::NonFinite { what: format!("loss in {} consecutive steps", self.consecutive_skips), step });
+            return Err(Error::NonFinite {
+                what: format!("loss in {} consecutive steps", self.consecutive_skips),
+                step,
+                hint: format!("{SKIP_HINT} ({} lists the skipped steps)", run_dir::SKIPPED_STEPS),
+            });
         }
         Ok(())
     }
@@ -192,9 +198,8 @@ impl Monitor {
         if !loss.is_finite() {
             // Stop before a checkpoint can store the broken weights; the diagnostic names the
             // step (NaN persists, so the first bad step is at most log-every steps earlier).
-            let diag = serde_json::json!({"step": step, "loss": loss, "lr": lr, "tau": tau, "log_every": cfg.train.log_every});
-            let _ = std::fs::write(ctx.run.file(run_dir::NON_FINITE), diag.to_string());
-            return Err(Error::NonFinite { what: "loss".into(), step });
+            let _ = ctx.run.write(run_dir::NON_FINITE, &NonFiniteStop { step, loss, lr, tau, log_every: cfg.train.log_every });
+            return Err(Error::NonFinite { what: "loss".into(), step, hint: format!("{SKIP_HINT}, or resume with train.on-non-finite = \"skip\"") });
         }
         self.final_loss = loss;
         let (t0, s0) = self.last_log;
@@ -251,7 +256,7 @@ impl Monitor {
 
     /// Append an evaluation to `evals.jsonl` and the event file, and report it.
     fn record_eval(&mut self, run: &RunDir, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
-        append_line(&run.file(run_dir::EVALS), &serde_json::to_string(&report).expect("json"))?;
+        run.append(run_dir::EVALS, &report)?;
         self.events.scalars(report.step, &[("eval/knn_top1", report.knn.top1), ("eval/knn_top5", report.knn.top5)]);
         obs.on_eval(&report);
         Ok(())
@@ -263,8 +268,8 @@ impl Monitor {
         let (cfg, run, spe) = (ctx.cfg, ctx.run, ctx.schedules.steps_per_epoch);
         let train_seconds = self.train_started.elapsed().as_secs_f64();
         if !self.skipped.is_empty() {
-            let list: Vec<_> = self.skipped.iter().map(|(file, reason)| serde_json::json!({"file": file, "reason": reason})).collect();
-            std::fs::write(run.file(run_dir::SKIPPED), serde_json::to_string_pretty(&list).expect("json")).map_err(|e| Error::io(run.path(), e))?;
+            let list: Vec<SkippedImage> = self.skipped.iter().map(|(file, reason)| SkippedImage { file: file.clone(), reason: reason.clone() }).collect();
+            run.write(run_dir::SKIPPED, &list)?;
         }
         if self.final_loss.is_nan()
             && let Some(loss) = self.last_loss.take()
@@ -311,14 +316,8 @@ impl Monitor {
         };
         self.events.flush()?;
         if finished {
-            let json = serde_json::to_string_pretty(&report).expect("json");
-            std::fs::write(run.file(run_dir::EVAL), json).map_err(|e| Error::io(run.path(), e))?;
+            run.write(run_dir::EVAL, &report)?;
         }
         Ok(report)
     }
-}
-
-fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
 }

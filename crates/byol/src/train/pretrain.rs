@@ -1,77 +1,20 @@
 //! The loop of the paper's Algorithm 1 around [`super::guarded_step`]: the setup (devices, state
-//! or the checkpoint it resumes, data, loader, view pipelines), then per step a batch, the
-//! schedules at that step, the two views and the update. Everything between steps (logs,
-//! collapse check, time budget, kNN, online probe, event files, checkpoints) is the
+//! or the checkpoint it resumes, data), then per step the update on the next batch ([`Feed`]:
+//! the batch, the schedules at that step, the two views, the step). Everything between steps
+//! (logs, collapse check, time budget, kNN, online probe, event files, checkpoints) is the
 //! [`Monitor`]'s.
 
 use super::checkpoint;
+use super::feed::{Feed, Schedules};
 use super::monitor::{Context, Monitor};
 use super::run_dir::{self, RunDir};
-use super::{Observer, Outcome, PretrainReport, Replicas, StepRule, TrainState, guarded_step};
-use crate::augment::{ViewPipeline, loader};
+use super::{Observer, PretrainReport, Replicas, RunOptions, TrainState};
 use crate::config::ExperimentConfig;
-use crate::optim::schedule;
-use crate::{Error, Result, data, ema};
+use crate::{Error, Result, data};
 use burn::tensor::Device;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-
-/// How to run [`pretrain`].
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Continue from the run directory's checkpoint. The config passed in must equal the
-    /// checkpoint's in every field that changes the trajectory
-    /// ([`ExperimentConfig::resume_differences`]); start from the checkpoint's recorded config
-    /// (`checkpoint::read_latest_config`).
-    pub resume: bool,
-    /// Also evaluate the random-init encoder of the same architecture.
-    pub compare_random: bool,
-    /// Stop (with a checkpoint) once this many steps are done in total, before the end of the
-    /// schedule; a later `resume` continues the same schedule. No final evaluation then.
-    pub max_steps: Option<u64>,
-    /// Stop (with a checkpoint) once training has run this many seconds (counted from the first
-    /// step, after the data is loaded), then evaluate the encoder as it is: time to accuracy,
-    /// the schedule planned for the full run and cut short, as the PyTorch reference's
-    /// `--minutes` does.
-    pub time_budget_s: Option<f64>,
-    /// Set (by a signal handler, another thread) to stop after the step in progress, with a
-    /// checkpoint of it; a later `resume` continues as if nothing happened.
-    pub interrupt: Option<Arc<AtomicBool>>,
-}
-
-/// The learning-rate and τ schedules of a run: pure functions of the step.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Schedules {
-    pub peak_lr: f64,
-    pub warmup_steps: u64,
-    pub total_steps: u64,
-    pub steps_per_epoch: u64,
-}
-
-impl Schedules {
-    /// The schedules of `cfg` over a training set of `n` images; an error naming `train.epochs`
-    /// and its valid range when the steps of that many epochs overflow a step count.
-    pub(crate) fn new(cfg: &ExperimentConfig, n: usize) -> Result<Self> {
-        let b = cfg.train.batch_size;
-        let spe = loader::steps_per_epoch(n, b);
-        let total_steps = spe.checked_mul(cfg.train.epochs).ok_or_else(|| {
-            Error::config("train.epochs", format!("{} epochs of {spe} steps overflow the step count: at most {} epochs here", cfg.train.epochs, u64::MAX / spe))
-        })?;
-        Ok(Schedules {
-            peak_lr: schedule::peak_lr(cfg.optim.base_lr, b),
-            warmup_steps: (cfg.optim.warmup_epochs * spe as f64).round() as u64,
-            total_steps,
-            steps_per_epoch: spe,
-        })
-    }
-
-    /// (learning rate, τ) of step `k` (0-based).
-    pub(crate) fn at(&self, target: &crate::config::TargetConfig, k: u64) -> (f64, f64) {
-        (schedule::lr_at(self.peak_lr, k, self.warmup_steps, self.total_steps), ema::tau_at(target, k, self.total_steps))
-    }
-}
 
 /// What [`setup`] found: a run to start or continue, or a finished one (resumed) and its report.
 enum Start {
@@ -119,50 +62,19 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
         }
     };
     let Setup { cfg, mut state, device, mut replicas, train, test, data, skipped, schedules } = *setup;
-    let b = cfg.train.batch_size;
-    let mut prefetch = prefetcher(&cfg, &train, state.step, schedules.total_steps);
-    let views = [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, &device));
     let ranks = replicas.as_ref().map_or(1, Replicas::count);
-    let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: b / ranks, data: &data };
+    let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: cfg.train.batch_size / ranks, data: &data };
+    let mut feed = Feed::new(&cfg, &train, &device, state.step, schedules);
     let mut monitor = Monitor::start(&ctx, &mut state, skipped, obs)?;
-    let rule = StepRule::of(&cfg);
     let go_on = |step: u64, stop: u64, r: &Option<Replicas>| r.as_ref().map_or(step < stop, |r| r.agree_continue(step < stop));
     while go_on(state.step, monitor.stop(), &replicas) {
-        let batch = prefetch.next().ok_or_else(|| Error::data("loader", "the batch producer stopped"))??;
-        debug_assert_eq!(batch.step, state.step);
-        monitor.note_failures(batch.failures);
-        let (lr, tau) = schedules.at(&cfg.target, state.step);
-        let v1 = cfg.train.precision.cast(views[0].finish(batch.view1, b)); // [B, 3, S, S]
-        let v2 = cfg.train.precision.cast(views[1].finish(batch.view2, b)); // [B, 3, S, S]
-        let outcome: Outcome = match replicas.as_mut() {
-            Some(r) => r.step(state, v1, v2, lr, tau)?,
-            None => guarded_step(state, v1, v2, lr, tau, &rule)?,
-        };
-        state = monitor.after_step(&ctx, outcome, &batch.labels, lr, tau, obs)?;
+        let taken = feed.step(state, replicas.as_mut())?;
+        monitor.note_failures(taken.failures);
+        state = monitor.after_step(&ctx, taken.outcome, &taken.labels, taken.lr, taken.tau, obs)?;
     }
-    drop(prefetch);
+    drop(feed);
     drop(replicas);
     monitor.finish(&ctx, &state, started, obs)
-}
-
-/// The batches of steps `start`… `end` of `cfg`'s run over `train`, made ahead on worker threads.
-pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, start: u64, end: u64) -> loader::Prefetcher {
-    let spec = loader::LoaderSpec {
-        set: train.clone(),
-        aug: cfg.augment.clone(),
-        batch: cfg.train.batch_size,
-        size: cfg.data.image_size,
-        seed: cfg.seed,
-        start,
-        end,
-        workers: cfg.data.worker_threads(),
-        prefetch: cfg.data.prefetch_batches,
-        on_device: cfg.augment.placement.on_device(cfg.backend),
-    };
-    match cfg.data.source {
-        data::Source::Shards { shuffle_buffer, .. } => loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels),
-        _ => loader::Prefetcher::new(spec),
-    }
 }
 
 /// The devices of this process: `train.devices`, or the backend's first; in an MPI world, one:
@@ -196,25 +108,8 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     let devices = devices_of(cfg)?;
     let device = devices[0].clone();
     cfg.train.precision.check(&device)?;
-
     let (state, others, recorded_data) = if opts.resume {
-        let (loaded, ckpt_path) = checkpoint::read_latest(dir)?;
-        let differences = cfg.resume_differences(&loaded.config);
-        if !differences.is_empty() {
-            let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
-            let shown: Vec<String> = differences.iter().map(ToString::to_string).collect();
-            return Err(Error::config(
-                fields.join(", "),
-                format!(
-                    "differs from the config of the checkpoint {} ({}); resuming with it would not continue the same run",
-                    ckpt_path.display(),
-                    shown.join("; ")
-                ),
-            ));
-        }
-        obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
-        let others = devices[1..].iter().map(|d| loaded.state(d)).collect::<Result<Vec<_>>>()?;
-        (loaded.state(&device)?, others, Some((loaded.data.clone(), ckpt_path)))
+        resumed_states(cfg, dir, &devices, obs)?
     } else {
         if let Some((_, existing)) = checkpoint::list(dir).first() {
             return Err(Error::checkpoint(existing, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
@@ -223,7 +118,59 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         (TrainState::init(cfg, &device), others, None)
     };
     std::fs::write(run.file(run_dir::CONFIG), cfg.to_toml()).map_err(|e| Error::io(dir, e))?;
+    let (train, test, skipped) = load_data(cfg, obs)?;
+    let data = data::Fingerprint::of(&train, cfg.data.source.path());
+    if let Some((recorded, ckpt)) = recorded_data {
+        check_same_data(cfg, &data, recorded.as_ref(), &ckpt)?;
+    }
+    let schedules = Schedules::new(cfg, train.len())?;
+    if opts.resume && state.step >= schedules.total_steps {
+        // Resuming a finished run changes nothing: its evaluations and report stay as they are.
+        if let Some(report) = run_dir::read_report(dir)? {
+            return Ok(Start::Finished(Box::new(report)));
+        }
+    }
+    run.write(run_dir::RUN, &run_info(cfg, &schedules, train.len(), test.len()))?;
+    let replicas = match devices.len() {
+        1 => super::parallel::mpi_replicas(cfg, &device, &state)?,
+        _ => Some(Replicas::start(cfg, devices.clone(), others)?),
+    };
+    Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
+}
 
+/// The states of a resumed run, one per device, from the newest checkpoint in `dir`, and the data
+/// fingerprint it records with its path; an error when `cfg` differs from its config in a field
+/// that changes the run.
+#[allow(clippy::type_complexity, reason = "used once, by setup, which takes it apart at once")]
+fn resumed_states(
+    cfg: &ExperimentConfig,
+    dir: &Path,
+    devices: &[Device],
+    obs: &mut dyn Observer,
+) -> Result<(TrainState, Vec<TrainState>, Option<(Option<data::Fingerprint>, PathBuf)>)> {
+    let (loaded, ckpt_path) = checkpoint::read_latest(dir)?;
+    let differences = cfg.resume_differences(&loaded.config);
+    if !differences.is_empty() {
+        let fields: Vec<&str> = differences.iter().map(|d| d.field.as_str()).collect();
+        let shown: Vec<String> = differences.iter().map(ToString::to_string).collect();
+        return Err(Error::config(
+            fields.join(", "),
+            format!(
+                "differs from the config of the checkpoint {} ({}); resuming with it would not continue the same run",
+                ckpt_path.display(),
+                shown.join("; ")
+            ),
+        ));
+    }
+    obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
+    let others = devices[1..].iter().map(|d| loaded.state(d)).collect::<Result<Vec<_>>>()?;
+    Ok((loaded.state(&devices[0])?, others, Some((loaded.data.clone(), ckpt_path))))
+}
+
+/// The training set (shared with the loader's threads), the test set and the files skipped when
+/// loading them; an error when the batch is larger than the training set.
+#[allow(clippy::type_complexity, reason = "used once, by setup, which takes it apart at once")]
+fn load_data(cfg: &ExperimentConfig, obs: &mut dyn Observer) -> Result<(Arc<data::ImageSet>, data::ImageSet, Vec<(String, String)>)> {
     obs.on_message("loading data");
     let splits = data::load(&cfg.data, cfg.seed)?;
     // Files skipped when loading, and (without the cache) files that failed to decode later.
@@ -235,58 +182,52 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
     if lost > 0 {
         obs.on_message(&format!("{lost} image(s) that the shard manifests record are missing (truncated shards); `byol shard --verify` checks every shard"));
     }
-    let (train, test) = (Arc::new(splits.train), splits.test);
     let b = cfg.train.batch_size;
-    if b > train.len() {
-        return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", train.len())));
+    if b > splits.train.len() {
+        return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", splits.train.len())));
     }
-    let data = data::Fingerprint::of(&train, cfg.data.source.path());
-    match recorded_data {
-        Some((Some(before), ckpt)) => {
-            let differences = data.differences(&before);
-            if !differences.is_empty() {
-                let path = cfg.data.source.path().map_or_else(|| "the training set".into(), Path::to_path_buf);
-                return Err(Error::data(
-                    path,
-                    format!(
-                        "the training data differs from the data of the checkpoint {} ({}); resuming would continue the run on other data and another schedule. \
-                         Resume with the run's data, or start a new run in another --run-dir",
-                        ckpt.display(),
-                        differences.join("; ")
-                    ),
-                ));
-            }
-        }
-        Some((None, ckpt)) => tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display()),
-        None => {}
-    }
-    let schedules = Schedules::new(cfg, train.len())?;
-    let (spe, total) = (schedules.steps_per_epoch, schedules.total_steps);
-    if opts.resume && state.step >= total {
-        // Resuming a finished run changes nothing: its evaluations and report stay as they are.
-        if let Some(report) = run_dir::read_report(dir)? {
-            return Ok(Start::Finished(Box::new(report)));
-        }
-    }
-    let meta = serde_json::json!({
-        "seed": cfg.seed,
-        "backend": cfg.backend.name(),
-        "git_revision": env!("BYOL_GIT_REVISION"),
-        "version": env!("CARGO_PKG_VERSION"),
-        "train_images": train.len(),
-        "test_images": test.len(),
-        "steps_per_epoch": spe,
-        "total_steps": total,
-        "peak_lr": schedules.peak_lr,
-        "gpu_build": (cfg.backend != crate::backend::BackendKind::Flex).then(crate::backend::gpu_build),
-        "cpu_kernels": (cfg.backend == crate::backend::BackendKind::Flex).then(|| crate::model::kernels::selected().name()),
-    });
-    std::fs::write(run.file(run_dir::RUN), serde_json::to_string_pretty(&meta).expect("json")).map_err(|e| Error::io(dir, e))?;
-    let replicas = match devices.len() {
-        1 => super::parallel::mpi_replicas(cfg, &device, &state)?,
-        _ => Some(Replicas::start(cfg, devices.clone(), others)?),
+    Ok((Arc::new(splits.train), splits.test, skipped))
+}
+
+/// An error when the training data `data` is not the data the checkpoint `ckpt` was trained on
+/// (its fingerprint `recorded`; a checkpoint of an older `byol` has none, and gets a warning).
+fn check_same_data(cfg: &ExperimentConfig, data: &data::Fingerprint, recorded: Option<&data::Fingerprint>, ckpt: &Path) -> Result<()> {
+    let Some(before) = recorded else {
+        tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display());
+        return Ok(());
     };
-    Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
+    let differences = data.differences(before);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let path = cfg.data.source.path().map_or_else(|| "the training set".into(), Path::to_path_buf);
+    Err(Error::data(
+        path,
+        format!(
+            "the training data differs from the data of the checkpoint {} ({}); resuming would continue the run on other data and another schedule. \
+             Resume with the run's data, or start a new run in another --run-dir",
+            ckpt.display(),
+            differences.join("; ")
+        ),
+    ))
+}
+
+/// What the run is (`run.json`).
+fn run_info(cfg: &ExperimentConfig, schedules: &Schedules, train_images: usize, test_images: usize) -> run_dir::RunInfo {
+    let flex = cfg.backend == crate::backend::BackendKind::Flex;
+    run_dir::RunInfo {
+        seed: cfg.seed,
+        backend: cfg.backend.name(),
+        git_revision: env!("BYOL_GIT_REVISION"),
+        version: env!("CARGO_PKG_VERSION"),
+        train_images,
+        test_images,
+        steps_per_epoch: schedules.steps_per_epoch,
+        total_steps: schedules.total_steps,
+        peak_lr: schedules.peak_lr,
+        gpu_build: (!flex).then(crate::backend::gpu_build),
+        cpu_kernels: flex.then(|| crate::model::kernels::selected().name()),
+    }
 }
 
 #[cfg(test)]

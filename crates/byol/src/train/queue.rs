@@ -5,7 +5,6 @@
 use crate::loss::l2_normalize;
 use crate::rng::{Stream, rng};
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::Rng;
 
 pub struct Queue {
     /// [K, P], L2-normalised rows, on the plain device.
@@ -18,13 +17,8 @@ impl Queue {
     /// K random unit vectors of dimension `dim`, drawn from `seed`.
     pub fn new(size: usize, dim: usize, seed: u64, device: &Device) -> Self {
         let mut r = rng(seed, Stream::MocoQueue, &[]);
-        // Box–Muller normal draws: isotropic after normalisation.
-        let v: Vec<f32> = (0..size * dim)
-            .map(|_| {
-                let (u1, u2): (f64, f64) = (r.random::<f64>().max(f64::MIN_POSITIVE), r.random());
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-            })
-            .collect();
+        // Normal draws: isotropic after normalisation.
+        let v: Vec<f32> = (0..size * dim).map(|_| crate::rng::normal(&mut r, 1.0) as f32).collect();
         let keys = l2_normalize(Tensor::from_data(TensorData::new(v, [size, dim]), device));
         Self { keys, ptr: 0 }
     }

@@ -1,4 +1,4 @@
-//! A run directory: the names of the files a run writes, typed readers for what is read back
+//! A run directory: the names of the files a run writes (pre-training, distillation, transfer), typed readers for what is read back
 //! (by `--resume`, `ablate` and the charts), and the exclusive lock that keeps two processes
 //! from writing one run.
 //!
@@ -10,6 +10,7 @@
 
 use super::{EvalReport, PretrainReport, ProbeReport, StepLog};
 use crate::{Error, Result};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -39,8 +40,65 @@ pub const CURVES: &str = "curves.png";
 /// The evaluations run later on the run's checkpoints (`byol eval …`), one JSON line each,
 /// appended under the run's lock.
 pub const EVALUATIONS: &str = "evaluations.jsonl";
+/// A distillation's student, a classifier file (`byol distill`).
+pub const STUDENT: &str = "student.safetensors";
+/// A finished distillation's result (`distill::DistillResult`).
+pub const DISTILL: &str = "distill.json";
+/// A segmentation transfer's report (`workflow::SegmentRun`).
+pub const SEGMENT: &str = "segment.json";
+/// A depth transfer's report (`workflow::DepthRun`).
+pub const DEPTH: &str = "depth.json";
+/// A transfer's validation images beside its predictions.
+pub const PREDICTIONS: &str = "predictions.png";
 /// The lock file (see the module's documentation).
 pub const LOCK: &str = ".lock";
+
+/// What a run is (`run.json`): written at its start.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub seed: u64,
+    pub backend: &'static str,
+    /// The source's git revision the binary was built from.
+    pub git_revision: &'static str,
+    pub version: &'static str,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub peak_lr: f64,
+    /// On a GPU backend: what the build gives burn (its backends, autotune, fusion).
+    pub gpu_build: Option<crate::backend::GpuBuild>,
+    /// On the CPU backend: whose kernels run (`BYOL_CPU_KERNELS`: `ours` or `burn`).
+    pub cpu_kernels: Option<&'static str>,
+}
+
+/// A step skipped for its non-finite loss (a line of `skipped-steps.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedStep {
+    /// The state's step, which the skip did not advance.
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub tau: f64,
+}
+
+/// The diagnostic of a run stopped by a non-finite loss (`non-finite.json`): the first step
+/// logged with it (the loss went bad at most `log_every` steps before).
+#[derive(Debug, Clone, Serialize)]
+pub struct NonFiniteStop {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub tau: f64,
+    pub log_every: u64,
+}
+
+/// An image that could not be read, and why (an entry of `skipped.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedImage {
+    pub file: String,
+    pub reason: String,
+}
 
 /// A run directory held for writing: while this value lives, no other process can hold it.
 #[derive(Debug)]
@@ -88,11 +146,19 @@ impl RunDir {
         self.path.join(name)
     }
 
-    /// Append `line` (one JSON value, without its newline) to the file `name`.
-    pub fn append_line(&self, name: &str, line: &str) -> Result<()> {
+    /// Append `record` as one JSON line to the file `name`.
+    pub fn append<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.file(name);
+        let line = serde_json::to_string(record).map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
         let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         f.write_all(format!("{line}\n").as_bytes()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Write `record` as the file `name` (indented JSON), atomically.
+    pub fn write<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
+        let path = self.file(name);
+        let text = serde_json::to_string_pretty(record).map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
+        crate::io::write_atomic(&path, text.as_bytes())
     }
 
     /// Whether the directory was made by this process.

@@ -11,14 +11,15 @@
 //! `depth/<id>.png` (16-bit, millimetres), or built-in **synthetic** scenes with exact depth,
 //! which stand in for NYU v2 where it cannot be downloaded.
 
+use super::images::{image_tensor, rows_picture};
 use super::metrics::{DepthScores, depth_scores};
 pub use super::scenes::DepthSample;
-pub use super::tune::Progress;
-use super::tune::{Schedule, image_tensor, rows_picture};
+use super::training::Training;
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
 use crate::model::{ResNet, batch_norm, batch_norm_relu};
 use crate::rng::{Stream, key, rng};
+use crate::supervised::Progress;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -34,22 +35,22 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DepthConfig {
-    #[serde(default = "super::tune::d_epochs")]
+    #[serde(default = "super::training::d_epochs")]
     pub epochs: usize,
     /// Laina et al.: 16.
-    #[serde(default = "super::tune::d_batch")]
+    #[serde(default = "super::training::d_batch")]
     pub batch_size: usize,
     /// SGD with momentum 0.9, constant but for ×0.1 at 70 % and 90 % of training (the schedule
     /// of the segmentation protocol; Laina et al. use 0.01 and momentum 0.9).
-    #[serde(default = "super::tune::d_lr")]
+    #[serde(default = "super::training::d_lr")]
     pub learning_rate: f64,
-    #[serde(default = "super::tune::d_wd")]
+    #[serde(default = "super::training::d_wd")]
     pub weight_decay: f64,
     /// The loss on the valid pixels.
     #[serde(default)]
     pub loss: DepthLoss,
     /// Validation images drawn in the run's `predictions.png`.
-    #[serde(default = "super::tune::d_pictures")]
+    #[serde(default = "super::training::d_pictures")]
     pub pictures: usize,
     #[serde(default)]
     pub data: DepthData,
@@ -101,13 +102,19 @@ impl Default for DepthConfig {
 
 impl DepthConfig {
     /// Its optimisation settings.
-    pub fn schedule(&self) -> Schedule<'_> {
-        Schedule { task: "depth", epochs: self.epochs, batch_size: self.batch_size, learning_rate: self.learning_rate, weight_decay: self.weight_decay }
+    pub fn training(&self) -> Training {
+        Training {
+            section: "transfer.depth",
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         let field = |f: &str| format!("transfer.depth.{f}");
-        self.schedule().validate()?;
+        self.training().validate()?;
         if let DepthData::Synthetic { train, val, size } = self.data
             && (train == 0 || val == 0 || !(16..=super::MAX_SIDE).contains(&size))
         {
@@ -285,9 +292,9 @@ pub fn depth(
 ) -> Result<(DepthResult, DepthNet)> {
     cfg.validate()?;
     if val.is_empty() {
-        return Err(Error::data("depth", "the validation split is empty"));
+        return Err(Error::input("depth estimation", "the validation split is empty"));
     }
-    let Some(first) = train.first() else { return Err(Error::data("depth", "the training split is empty")) };
+    let Some(first) = train.first() else { return Err(Error::input("depth estimation", "the training split is empty")) };
     let (w, h) = (first.image.width, first.image.height);
     if let Some(odd) = train.iter().find(|s| (s.image.width, s.image.height) != (w, h)) {
         return Err(Error::data(&odd.id, format!("training images must share one size: {}×{} against {w}×{h}", odd.image.width, odd.image.height)));
@@ -295,14 +302,17 @@ pub fn depth(
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;
-    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, Stream::DepthOrder, progress, |model, chunk, epoch| {
+    let training = cfg.training();
+    let epochs = training.epochs(train.len(), seed, Stream::DepthOrder)?;
+    let trained = training.tuning(&epochs).run((model, training.optimizer()), 0, progress, &mut (), |model, chunk, epoch, _| {
         let views: Vec<(Vec<f32>, Vec<f32>)> =
             chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::DepthViews, &[epoch, i as u64]))).collect();
         let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
         let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
         Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
     })?;
-    let model = model.valid().fork(device);
+    let (step, epoch_losses) = (trained.step, epochs.epoch_means(&trained.losses));
+    let model = trained.model.valid().fork(device);
     let (mut predicted, mut truth) = (Vec::new(), Vec::new());
     for s in val {
         predicted.extend(predict(&model, &s.image, aug, device)?);
@@ -313,7 +323,7 @@ pub fn depth(
 
 /// The depth of each pixel of `img` (metres, row-major), by a network in eval mode.
 pub fn predict(model: &DepthNet, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<f32>> {
-    model.forward(image_tensor(img, aug, device)).into_data().try_into_vec::<f32>().map_err(|e| Error::data("depth", format!("{e:?}")))
+    model.forward(image_tensor(img, aug, device)).into_data().try_into_vec::<f32>().map_err(|e| Error::readback("the predicted depths", e))
 }
 
 /// `count` validation images in rows of three: the image, its true depth and the prediction, the
@@ -333,7 +343,8 @@ pub fn prediction_picture(model: &DepthNet, val: &[DepthSample], count: usize, s
 
 #[cfg(test)]
 mod tests {
-    use super::super::tune::small_encoder as small;
+    use super::super::Split;
+    use super::super::training::small_encoder as small;
     use super::*;
 
     /// The decoder's output has the input's size; unpooling puts each value at the top-left of
@@ -375,7 +386,7 @@ mod tests {
     #[test]
     fn fine_tuning_on_scenes_lowers_the_loss_and_beats_a_constant() {
         let device = Device::flex();
-        let (train, val) = (super::super::scenes::scenes(64, 32, 0, 0), super::super::scenes::scenes(16, 32, 0, 1));
+        let (train, val) = (super::super::scenes::scenes(64, 32, 0, Split::Train), super::super::scenes::scenes(16, 32, 0, Split::Val));
         let (encoder, dim) = small();
         let cfg = DepthConfig { epochs: 6, batch_size: 8, learning_rate: 0.01, ..Default::default() };
         let (r, _) = depth(encoder, dim, 8, &train, &val, &cfg, &AugmentConfig::default(), 0, &device, &mut ()).unwrap();

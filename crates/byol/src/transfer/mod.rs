@@ -5,15 +5,41 @@
 //! each pixel labelled with its tile's class, written and read in the VOC layout.
 //!
 //! The metrics ([`metrics`]), the mosaic generator ([`mosaic`]), the VOC layout ([`voc`]), the
-//! FCN fine-tuning of [`segment`] and the up-projection decoder of [`depth`] with its data ([`scenes`]).
+//! FCN fine-tuning of [`segment`] and the up-projection decoder of [`depth`] with its data
+//! ([`scenes`]); what the two share: their optimisation ([`training`], in the supervised
+//! protocols' one loop) and their pictures ([`images`]).
 
 pub mod depth;
+pub mod images;
 pub mod metrics;
 pub mod mosaic;
 pub mod scenes;
 pub mod segment;
-pub mod tune;
+pub mod training;
 pub mod voc;
+
+/// A split of a dense task's data; [`Split::name`] names its folder or list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+impl Split {
+    /// The name of its folder (`train/`, `val/`) or list (`train.txt`, `val.txt`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The label of pixels that count in neither the loss nor the metrics (VOC's object borders).
 pub const IGNORE: u8 = 255;

@@ -25,13 +25,13 @@ pub struct Mosaic {
 /// tile with a triangle filter when its size differs), drawn from `seed`.
 pub fn mosaics(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: u64) -> Result<Vec<Mosaic>> {
     if set.is_empty() {
-        return Err(Error::data("mosaic", "the set has no images"));
+        return Err(Error::input("mosaics", "the set has no images"));
     }
     if set.classes.len() > usize::from(super::IGNORE) {
-        return Err(Error::data("mosaic", format!("{} classes do not fit in a label map of bytes below the ignore label 255", set.classes.len())));
+        return Err(Error::input("mosaics", format!("{} classes do not fit in a label map of bytes below the ignore label 255", set.classes.len())));
     }
     if grid == 0 || tile == 0 {
-        return Err(Error::data("mosaic", "grid and tile must be at least 1"));
+        return Err(Error::input("mosaics", "grid and tile must be at least 1"));
     }
     let side = grid * tile;
     (0..count)

@@ -3,6 +3,7 @@
 //! as BTS's): `<split>/rgb/<id>.png|jpg` with `<split>/depth/<id>.png`, 0 where nothing was
 //! measured.
 
+use super::Split;
 use crate::image::Rgb8;
 use crate::rng::{Stream, key};
 use crate::{Error, Result};
@@ -78,12 +79,16 @@ pub fn scene(size: usize, key: u64) -> DepthSample {
     DepthSample { id: String::new(), image: Rgb8 { width: size, height: size, data }, depth }
 }
 
-/// `count` scenes of `size` px for split `split` (0: train, 1: val), drawn from `seed`.
-pub fn scenes(count: usize, size: usize, seed: u64, split: u64) -> Vec<DepthSample> {
+/// `count` scenes of `size` px for `split`, drawn from `seed`.
+pub fn scenes(count: usize, size: usize, seed: u64, split: Split) -> Vec<DepthSample> {
+    let slot = match split {
+        Split::Train => 0,
+        Split::Val => 1,
+    };
     (0..count)
         .map(|i| {
-            let mut s = scene(size, key(seed, Stream::Scene, &[split, i as u64]));
-            s.id = format!("{}-{i:06}", if split == 0 { "train" } else { "val" });
+            let mut s = scene(size, key(seed, Stream::Scene, &[slot, i as u64]));
+            s.id = format!("{split}-{i:06}");
             s
         })
         .collect()
@@ -106,7 +111,7 @@ pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 /// when the measured depths lie outside 0.05–100 m, the sign of maps written in another unit than
 /// millimetres (metres stored as millimetres read as a few millimetres, and give rel in the
 /// hundreds).
-pub fn check_depths(at: &Path, split: &str, samples: &[DepthSample]) -> Result<Option<String>> {
+pub fn check_depths(at: &Path, split: Split, samples: &[DepthSample]) -> Result<Option<String>> {
     let valid = || samples.iter().flat_map(|s| s.depth.iter().copied()).filter(|&d| d > 0.0);
     let Some((low, high)) = valid().fold(None, |r: Option<(f32, f32)>, d| Some(r.map_or((d, d), |(l, h)| (l.min(d), h.max(d))))) else {
         return Err(Error::data(at, format!("the `{split}` split has no pixel with a measured (positive) depth: nothing to train on or score")));
@@ -120,8 +125,8 @@ pub fn check_depths(at: &Path, split: &str, samples: &[DepthSample]) -> Result<O
 }
 
 /// The samples of split `split` of a depth folder (see the module's documentation), by id order.
-pub fn read_folder(root: &Path, split: &str) -> Result<Vec<DepthSample>> {
-    let rgb_dir = root.join(split).join("rgb");
+pub fn read_folder(root: &Path, split: Split) -> Result<Vec<DepthSample>> {
+    let rgb_dir = root.join(split.name()).join("rgb");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&rgb_dir)
         .map_err(|e| Error::io(&rgb_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -136,7 +141,7 @@ pub fn read_folder(root: &Path, split: &str) -> Result<Vec<DepthSample>> {
         .map(|file| {
             let id = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let image = crate::data::decode::decode(file)?;
-            let depth_path = root.join(split).join("depth").join(format!("{id}.png"));
+            let depth_path = root.join(split.name()).join("depth").join(format!("{id}.png"));
             let (depth, w, h) = read_depth_png(&depth_path)?;
             if (w, h) != (image.width, image.height) {
                 return Err(Error::data(&depth_path, format!("the depth map is {w}×{h}, its image {}×{}", image.width, image.height)));
@@ -147,13 +152,13 @@ pub fn read_folder(root: &Path, split: &str) -> Result<Vec<DepthSample>> {
 }
 
 /// Write `samples` as split `split` of a depth folder under `root`.
-pub fn write_folder(root: &Path, split: &str, samples: &[DepthSample]) -> Result<()> {
-    let (rgb, depth) = (root.join(split).join("rgb"), root.join(split).join("depth"));
+pub fn write_folder(root: &Path, split: Split, samples: &[DepthSample]) -> Result<()> {
+    let (rgb, depth) = (root.join(split.name()).join("rgb"), root.join(split.name()).join("depth"));
     for d in [&rgb, &depth] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     for s in samples {
-        crate::augment::preview::write_png(&s.image, &rgb.join(format!("{}.png", s.id)))?;
+        crate::io::write_rgb_png(&rgb.join(format!("{}.png", s.id)), &s.image)?;
         write_depth_png(&depth.join(format!("{}.png", s.id)), &s.depth, s.image.width, s.image.height)?;
     }
     Ok(())
@@ -169,21 +174,21 @@ mod tests {
     fn depths_with_nothing_to_score_or_in_another_unit_are_told() {
         let sample = |depth: Vec<f32>| DepthSample { id: "a".into(), image: Rgb8 { width: 2, height: 1, data: vec![0; 6] }, depth };
         let at = Path::new("scenes");
-        let e = check_depths(at, "val", &[sample(vec![0.0, 0.0])]).unwrap_err().to_string();
+        let e = check_depths(at, Split::Val, &[sample(vec![0.0, 0.0])]).unwrap_err().to_string();
         assert!(e.contains("`val` split has no pixel with a measured"), "{e}");
-        let w = check_depths(at, "train", &[sample(vec![0.002, 0.0])]).unwrap().expect("a warning");
+        let w = check_depths(at, Split::Train, &[sample(vec![0.002, 0.0])]).unwrap().expect("a warning");
         assert!(w.contains("`train` depths") && w.contains("0.0020 and 0.0020 m"), "{w}");
-        assert_eq!(check_depths(at, "val", &[sample(vec![1.5, 0.0]), sample(vec![9.8, 3.0])]).unwrap(), None);
+        assert_eq!(check_depths(at, Split::Val, &[sample(vec![1.5, 0.0]), sample(vec![9.8, 3.0])]).unwrap(), None);
     }
 
     /// Scenes: exact depths in the floor/wall/box ranges, seeded; they round-trip through the
     /// 16-bit PNG folder layout to the millimetre; an 8-bit depth map is a named error.
     #[test]
     fn scenes_round_trip_through_the_folder_layout() {
-        let a = scenes(3, 32, 5, 1);
-        assert_eq!(a, scenes(3, 32, 5, 1));
-        assert_ne!(a[0].depth, scenes(1, 32, 6, 1)[0].depth);
-        assert_ne!(a[0].depth, scenes(1, 32, 5, 0)[0].depth);
+        let a = scenes(3, 32, 5, Split::Val);
+        assert_eq!(a, scenes(3, 32, 5, Split::Val));
+        assert_ne!(a[0].depth, scenes(1, 32, 6, Split::Val)[0].depth);
+        assert_ne!(a[0].depth, scenes(1, 32, 5, Split::Train)[0].depth);
         for s in &a {
             assert!(s.depth.iter().all(|&d| (1.5..=10.0).contains(&d)));
             let near = s.depth.iter().fold(f32::MAX, |m, &d| m.min(d));
@@ -192,16 +197,16 @@ mod tests {
         }
         let root = std::env::temp_dir().join(format!("byol-depth-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        write_folder(&root, "val", &a).unwrap();
-        let back = read_folder(&root, "val").unwrap();
+        write_folder(&root, Split::Val, &a).unwrap();
+        let back = read_folder(&root, Split::Val).unwrap();
         for (x, y) in a.iter().zip(&back) {
             assert_eq!((x.id.as_str(), &x.image), (y.id.as_str(), &y.image));
             assert!(x.depth.iter().zip(&y.depth).all(|(p, q)| (p - q).abs() <= 0.0005 + 1e-6));
         }
         image::GrayImage::new(32, 32).save(root.join("val/depth/val-000001.png")).unwrap();
-        let e = read_folder(&root, "val").unwrap_err().to_string();
+        let e = read_folder(&root, Split::Val).unwrap_err().to_string();
         assert!(e.contains("val-000001.png") && e.contains("16-bit"), "{e}");
-        let e = read_folder(&root, "train").unwrap_err().to_string();
+        let e = read_folder(&root, Split::Train).unwrap_err().to_string();
         assert!(e.contains("train/rgb"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -7,15 +7,16 @@
 //! at 70 % and 90 % of training. Validation images are scored whole, in eval mode.
 
 use super::IGNORE;
+use super::images::{image_tensor, rows_picture};
 use super::metrics::{Confusion, SegScores};
-pub use super::tune::Progress;
-use super::tune::{Schedule, image_tensor, rows_picture};
+use super::training::Training;
 use super::voc::Sample;
 use crate::augment::AugmentConfig;
 use crate::augment::normalize;
 use crate::image::Rgb8;
 use crate::model::{ResNet, batch_norm_relu};
 use crate::rng::{Stream, rng};
+use crate::supervised::Progress;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -34,16 +35,16 @@ use serde::{Deserialize, Serialize};
 pub struct SegmentConfig {
     /// Passes over the training images. Paper: 30,000 iterations at batch 16 on VOC's 10,582
     /// images (about 45 epochs).
-    #[serde(default = "super::tune::d_epochs")]
+    #[serde(default = "super::training::d_epochs")]
     pub epochs: usize,
     /// Paper: 16.
-    #[serde(default = "super::tune::d_batch")]
+    #[serde(default = "super::training::d_batch")]
     pub batch_size: usize,
     /// Paper: the best of 5 log-spaced values in [1e-3, 1e-1] on a held-out split.
-    #[serde(default = "super::tune::d_lr")]
+    #[serde(default = "super::training::d_lr")]
     pub learning_rate: f64,
     /// Paper: 1e-4.
-    #[serde(default = "super::tune::d_wd")]
+    #[serde(default = "super::training::d_wd")]
     pub weight_decay: f64,
     /// Channels of the head's two 3×3 convolutions. Paper: 256.
     #[serde(default = "d_head")]
@@ -62,7 +63,7 @@ pub struct SegmentConfig {
     #[serde(default = "d_crop")]
     pub crop: usize,
     /// Validation images drawn in the run's `predictions.png`.
-    #[serde(default = "super::tune::d_pictures")]
+    #[serde(default = "super::training::d_pictures")]
     pub pictures: usize,
     /// Where the images and label maps come from.
     #[serde(default)]
@@ -127,13 +128,19 @@ impl Default for SegmentConfig {
 
 impl SegmentConfig {
     /// Its optimisation settings.
-    pub fn schedule(&self) -> Schedule<'_> {
-        Schedule { task: "segment", epochs: self.epochs, batch_size: self.batch_size, learning_rate: self.learning_rate, weight_decay: self.weight_decay }
+    pub fn training(&self) -> Training {
+        Training {
+            section: "transfer.segment",
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         let field = |f: &str| format!("transfer.segment.{f}");
-        self.schedule().validate()?;
+        self.training().validate()?;
         if self.head_channels == 0 {
             return Err(Error::config(field("head-channels"), "the head's channels must be ≥ 1"));
         }
@@ -287,19 +294,22 @@ pub fn segment(
 ) -> Result<(SegmentResult, Fcn)> {
     cfg.validate()?;
     if val.is_empty() {
-        return Err(Error::data("segmentation", "the validation split is empty"));
+        return Err(Error::input("segmentation", "the validation split is empty"));
     }
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(Fcn::new(encoder, dim, classes.len(), cfg, seed, &ad));
     let (b, c) = (cfg.batch_size, cfg.crop);
-    let (model, step, epoch_losses) = cfg.schedule().run(model, train.len(), seed, Stream::SegmentOrder, progress, |model, chunk, epoch| {
+    let training = cfg.training();
+    let epochs = training.epochs(train.len(), seed, Stream::SegmentOrder)?;
+    let trained = training.tuning(&epochs).run((model, training.optimizer()), 0, progress, &mut (), |model, chunk, epoch, _| {
         let crops: Vec<(Vec<f32>, Vec<u8>)> =
             chunk.par_iter().map(|&i| train_crop(&train[i], cfg, aug, &mut rng(seed, Stream::SegmentCrops, &[epoch, i as u64]))).collect();
         let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
         let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
         Ok(pixel_loss(model.forward(x), &labels.concat())) // [1]
     })?;
-    let model = model.valid().fork(device);
+    let (step, epoch_losses) = (trained.step, epochs.epoch_means(&trained.losses));
+    let model = trained.model.valid().fork(device);
     let mut confusion = Confusion::new(classes.len());
     for s in val {
         confusion.add(&predict(&model, &s.image, aug, device)?, &s.mask);
@@ -312,7 +322,7 @@ pub fn segment(
 /// The class of each pixel of `img` (row-major), by an FCN in eval mode.
 pub fn predict(model: &Fcn, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<u8>> {
     let classes = model.forward(image_tensor(img, aug, device)).argmax(1); // [1, 1, H, W]
-    let v: Vec<i64> = classes.into_data().convert::<i64>().try_into_vec().map_err(|e| Error::data("segmentation", format!("{e:?}")))?;
+    let v: Vec<i64> = classes.into_data().convert::<i64>().try_into_vec().map_err(|e| Error::readback("the predicted classes", e))?;
     Ok(v.into_iter().map(|k| k as u8).collect())
 }
 
@@ -344,7 +354,7 @@ pub fn prediction_picture(model: &Fcn, val: &[Sample], count: usize, scale: usiz
 
 #[cfg(test)]
 mod tests {
-    use super::super::tune::small_encoder as small;
+    use super::super::training::small_encoder as small;
     use super::*;
 
     /// A zero head setting is refused under its own name (`head-dilation = 0` was reported as
@@ -376,13 +386,8 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("transfer.depth.data") && e.contains("16 to 1024 px"), "{e}");
-        let device = Device::flex().autodiff();
-        let (encoder, _) = small();
-        let schedule = SegmentConfig { epochs: usize::MAX, batch_size: 2, ..Default::default() };
-        let Err(e) = schedule.schedule().run(encoder.fork(&device), 4, 0, Stream::SegmentOrder, &mut (), |_, _, _| unreachable!("no step")) else {
-            panic!("refused")
-        };
-        let e = e.to_string();
+        let training = SegmentConfig { epochs: usize::MAX, batch_size: 2, ..Default::default() }.training();
+        let e = training.epochs(4, 0, Stream::SegmentOrder).unwrap_err().to_string();
         assert!(e.contains("transfer.segment.epochs") && e.contains("overflow"), "{e}");
     }
 

@@ -6,6 +6,7 @@
 //! `classes.txt` beside the folders (one name a line, the line's index its label), else VOC's
 //! own 21 ([`read_classes`]); a label outside them is an error ([`check_labels`]).
 
+use super::Split;
 use crate::data::decode::decode;
 use crate::image::Rgb8;
 use crate::{Error, Result};
@@ -108,7 +109,7 @@ pub fn palette() -> Vec<u8> {
 
 /// Write `samples` as the split `split` of a VOC-layout dataset in `root`, under their ids; JPEG
 /// images at quality 95, lossless palette label maps, the list last; every file atomically.
-pub fn write_split(root: &Path, split: &str, samples: &[Sample]) -> Result<()> {
+pub fn write_split(root: &Path, split: Split, samples: &[Sample]) -> Result<()> {
     let (images, masks, sets) = (root.join("JPEGImages"), root.join("SegmentationClass"), root.join("ImageSets/Segmentation"));
     for d in [&images, &masks, &sets] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
@@ -139,7 +140,7 @@ fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
 }
 
 /// The samples of split `split` of the VOC-layout dataset in `root`, in the list's order.
-pub fn read_split(root: &Path, split: &str) -> Result<Vec<Sample>> {
+pub fn read_split(root: &Path, split: Split) -> Result<Vec<Sample>> {
     let list = root.join("ImageSets/Segmentation").join(format!("{split}.txt"));
     let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
     if text.lines().all(|l| l.trim().is_empty()) {
@@ -190,25 +191,25 @@ mod tests {
         let samples: Vec<Sample> =
             ms.iter().enumerate().map(|(i, m)| Sample { id: format!("train-{i:06}"), image: m.image.clone(), mask: m.mask.clone() }).collect();
         let root = tmp("round-trip");
-        write_split(&root, "train", &samples).unwrap();
-        let back = read_split(&root, "train").unwrap();
+        write_split(&root, Split::Train, &samples).unwrap();
+        let back = read_split(&root, Split::Train).unwrap();
         assert_eq!(back.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["train-000000", "train-000001", "train-000002"]);
         for (m, s) in ms.iter().zip(&back) {
             assert_eq!(s.mask, m.mask);
             let err: f64 = m.image.data.iter().zip(&s.image.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>() / m.image.data.len() as f64;
             assert!(err < 6.0, "mean absolute JPEG error {err}");
         }
-        let e = read_split(&root, "val").unwrap_err().to_string();
+        let e = read_split(&root, Split::Val).unwrap_err().to_string();
         assert!(e.contains("val.txt"), "{e}");
         // An empty list is said as such (it was "0 training images are fewer than one batch").
         std::fs::write(root.join("ImageSets/Segmentation/val.txt"), "\n").unwrap();
-        let e = read_split(&root, "val").unwrap_err().to_string();
+        let e = read_split(&root, Split::Val).unwrap_err().to_string();
         assert!(e.contains("val.txt") && e.contains("the `val` list names no image"), "{e}");
         write_mask(&root.join("SegmentationClass/train-000001.png"), &[0; 20 * 10], 20, 10).unwrap();
-        let e = read_split(&root, "train").unwrap_err().to_string();
+        let e = read_split(&root, Split::Train).unwrap_err().to_string();
         assert!(e.contains("train-000001.png") && e.contains("20×10") && e.contains("32×32"), "{e}");
         image::RgbImage::new(32, 32).save(root.join("SegmentationClass/train-000001.png")).unwrap();
-        let e = read_split(&root, "train").unwrap_err().to_string();
+        let e = read_split(&root, Split::Train).unwrap_err().to_string();
         assert!(e.contains("train-000001.png") && e.contains("palette"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -7,7 +7,7 @@ use crate::data::Splits;
 use crate::distill::{DistillOptions, DistillOutcome, Distillation, distill, recorded};
 use crate::eval::FinetuneResult;
 use crate::eval::classifier::{self, ClassifierInfo, Labelled, Saved};
-use crate::transfer::tune::Progress;
+use crate::supervised::Progress;
 use crate::{Device, Result};
 use std::path::Path;
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 mod distill;
 mod transfer;
 pub use distill::{DistillSetup, classifier_info};
-pub use transfer::{DEPTH, DepthRun, PREDICTIONS, SEGMENT, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes};
+pub use transfer::{DepthRun, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes};
 
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
 /// first, in order), then each typed setting given, which wins over a `set` of the same field.
@@ -143,11 +143,21 @@ pub struct Evaluation {
     pub run_dir: Option<PathBuf>,
 }
 
+/// What an evaluation found, by protocol: a record's `protocol` (`knn`, `linear`, `finetune`)
+/// and `result`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "protocol", content = "result", rename_all = "lowercase")]
+pub enum EvaluationResult {
+    Knn(crate::eval::KnnResult),
+    Linear(crate::eval::LinearResult),
+    Finetune(crate::eval::FinetuneResult),
+}
+
 /// One line of a run's `evaluations.jsonl`: an evaluation of one of its checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvaluationRecord {
-    /// `knn`, `linear` or `finetune`.
-    pub protocol: String,
+    #[serde(flatten)]
+    pub evaluation: EvaluationResult,
     /// The checkpoint's step.
     pub step: u64,
     /// "BYOL-trained encoder", "random-init encoder", …
@@ -156,8 +166,7 @@ pub struct EvaluationRecord {
     pub data: String,
     pub test_images: usize,
     /// The evaluation's settings (the config's `eval` section as resolved).
-    pub settings: serde_json::Value,
-    pub result: serde_json::Value,
+    pub settings: crate::eval::EvalConfig,
     /// Seconds since the Unix epoch when the result was written.
     pub unix_time: u64,
 }
@@ -251,23 +260,22 @@ impl Evaluation {
         Ok(self.splits.get_or_init(|| loaded))
     }
 
-    /// Append the result of `protocol` to the run directory's `evaluations.jsonl`, taking the
+    /// Append `evaluation` to the run directory's `evaluations.jsonl`, taking the
     /// run's lock for the write (a run still training there holds it: then an error says so and
     /// nothing is written). `None` when the checkpoint is not in a run directory.
-    pub fn record(&self, protocol: &str, result: serde_json::Value) -> Result<Option<PathBuf>> {
+    pub fn record(&self, evaluation: EvaluationResult) -> Result<Option<PathBuf>> {
         let Some(dir) = &self.run_dir else { return Ok(None) };
         let record = EvaluationRecord {
-            protocol: protocol.into(),
+            evaluation,
             step: self.step,
             encoder: self.label.into(),
             data: self.config.data.source.shorthand(),
             test_images: self.splits()?.test.len(),
-            settings: serde_json::to_value(&self.config.eval).expect("a config is JSON"),
-            result,
+            settings: self.config.eval.clone(),
             unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         };
         let run = crate::train::RunDir::lock(dir)?;
-        run.append_line(crate::train::run_dir::EVALUATIONS, &serde_json::to_string(&record).expect("json"))?;
+        run.append(crate::train::run_dir::EVALUATIONS, &record)?;
         Ok(Some(run.file(crate::train::run_dir::EVALUATIONS)))
     }
 

@@ -4,23 +4,18 @@
 use super::Evaluation;
 use crate::data::ImageSet;
 use crate::rng::{Stream, key};
+use crate::supervised::Progress;
 use crate::train::RunDir;
+use crate::train::run_dir::{DEPTH, PREDICTIONS, SEGMENT};
 use crate::transfer::depth::{DepthConfig, DepthData, DepthResult};
 use crate::transfer::mosaic::{Mosaic, mosaics};
 use crate::transfer::scenes::{DepthSample, check_depths, read_folder, scenes, write_folder};
-use crate::transfer::segment::{Progress, SegmentData, SegmentResult, prediction_picture, segment as fine_tune};
+use crate::transfer::segment::{SegmentData, SegmentResult, prediction_picture, segment as fine_tune};
 use crate::transfer::voc::{Sample, check_labels, read_classes, read_split, write_classes, write_split};
-use crate::transfer::{IGNORE, segment::SegmentConfig};
+use crate::transfer::{IGNORE, Split, segment::SegmentConfig};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// The file of a segmentation run's result.
-pub const SEGMENT: &str = "segment.json";
-/// Its picture of validation predictions (also a depth run's).
-pub const PREDICTIONS: &str = "predictions.png";
-/// The file of a depth run's result.
-pub const DEPTH: &str = "depth.json";
 
 /// What a transfer run's JSON file holds: the result and how it was made.
 #[derive(Debug, Clone, Serialize)]
@@ -53,15 +48,18 @@ fn finish<S: Serialize + Clone, R: Serialize>(
 ) -> Result<TransferRun<S, R>> {
     let wall_seconds = started.elapsed().as_secs_f64();
     let report = TransferRun { encoder: e.label.to_string(), step: e.step, seed: e.config.seed, settings: settings.clone(), result, wall_seconds };
-    crate::augment::preview::write_png(picture, &run.file(PREDICTIONS))?;
-    crate::io::write_atomic(&run.file(file), serde_json::to_string_pretty(&report).expect("a report is JSON").as_bytes())?;
+    crate::io::write_rgb_png(&run.file(PREDICTIONS), picture)?;
+    run.write(file, &report)?;
     crate::io::write_atomic(&run.file(crate::train::run_dir::CONFIG), e.config.to_toml().as_bytes())?;
     Ok(report)
 }
 
 /// The mosaics of `cfg` from `set`, as samples named `<split>-<index>`.
-fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: u64, split: &str) -> Result<Vec<Sample>> {
-    let stream = if split == "train" { Stream::MosaicTrain } else { Stream::MosaicVal };
+fn mosaic_samples(set: &ImageSet, count: usize, grid: usize, tile: usize, seed: u64, split: Split) -> Result<Vec<Sample>> {
+    let stream = match split {
+        Split::Train => Stream::MosaicTrain,
+        Split::Val => Stream::MosaicVal,
+    };
     Ok(mosaics(set, count, grid, tile, key(seed, stream, &[]))?
         .into_iter()
         .enumerate()
@@ -84,12 +82,12 @@ fn samples(e: &Evaluation, data: &SegmentData) -> Result<(Vec<Sample>, Vec<Sampl
             let splits = e.splits()?;
             let (tr, te) = (&splits.train, &splits.test);
             let at = e.config.data.source.path().unwrap_or_else(|| Path::new("built-in data")).to_path_buf();
-            let train = mosaic_samples(tr, *train, *grid, *tile, e.config.seed, "train")?;
-            (train, mosaic_samples(te, *val, *grid, *tile, e.config.seed, "val")?, tr.classes.clone(), at)
+            let train = mosaic_samples(tr, *train, *grid, *tile, e.config.seed, Split::Train)?;
+            (train, mosaic_samples(te, *val, *grid, *tile, e.config.seed, Split::Val)?, tr.classes.clone(), at)
         }
         SegmentData::Voc { path } => {
             let classes = read_classes(path)?;
-            let (train, val) = (read_split(path, "train")?, read_split(path, "val")?);
+            let (train, val) = (read_split(path, Split::Train)?, read_split(path, Split::Val)?);
             check_labels(path, &train, classes.len())?;
             check_labels(path, &val, classes.len())?;
             (train, val, classes, path.clone())
@@ -137,8 +135,8 @@ pub fn write_mosaics(e: &Evaluation, data: &SegmentData, out: &Path) -> Result<(
     }
     refuse_used(out, &["JPEGImages", "SegmentationClass", "ImageSets", "classes.txt"])?;
     let (train, val, classes) = samples(e, data)?;
-    write_split(out, "train", &train)?;
-    write_split(out, "val", &val)?;
+    write_split(out, Split::Train, &train)?;
+    write_split(out, Split::Val, &val)?;
     write_classes(out, &classes)?;
     Ok((train.len(), val.len(), out.join("ImageSets/Segmentation")))
 }
@@ -160,11 +158,11 @@ fn depth_samples(data: &DepthData, seed: u64) -> Result<(Vec<DepthSample>, Vec<D
             // RGB bytes and an f32 depth per pixel.
             let bytes = (*train as u128 + *val as u128) * (*size as u128).pow(2) * 7;
             crate::transfer::check_memory("transfer.depth.data", &format!("{train} + {val} synthetic scenes of {size} × {size} px"), bytes)?;
-            Ok((scenes(*train, *size, seed, 0), scenes(*val, *size, seed, 1)))
+            Ok((scenes(*train, *size, seed, Split::Train), scenes(*val, *size, seed, Split::Val)))
         }
         DepthData::Folder { path } => {
-            let (train, val) = (read_folder(path, "train")?, read_folder(path, "val")?);
-            for (split, samples) in [("train", &train), ("val", &val)] {
+            let (train, val) = (read_folder(path, Split::Train)?, read_folder(path, Split::Val)?);
+            for (split, samples) in [(Split::Train, &train), (Split::Val, &val)] {
                 if let Some(warning) = check_depths(path, split, samples)? {
                     tracing::warn!("{warning}");
                 }
@@ -206,10 +204,10 @@ pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, u
     if !matches!(data, DepthData::Synthetic { .. }) {
         return Err(Error::config("transfer.depth.data", "only the synthetic scenes are written; a folder is already in the layout"));
     }
-    refuse_used(out, &["train", "val"])?;
+    refuse_used(out, &[Split::Train.name(), Split::Val.name()])?;
     let (train, val) = depth_samples(data, seed)?;
-    write_folder(out, "train", &train)?;
-    write_folder(out, "val", &val)?;
+    write_folder(out, Split::Train, &train)?;
+    write_folder(out, Split::Val, &val)?;
     Ok((train.len(), val.len()))
 }
 
@@ -255,7 +253,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
         let data = DepthData::Synthetic { train: 2, val: 1, size: 16 };
         assert_eq!(write_scenes(&data, 0, &out).unwrap(), (2, 1));
-        assert_eq!((read_folder(&out, "train").unwrap().len(), read_folder(&out, "val").unwrap().len()), (2, 1));
+        assert_eq!((read_folder(&out, Split::Train).unwrap().len(), read_folder(&out, Split::Val).unwrap().len()), (2, 1));
         let e = write_scenes(&data, 1, &out).unwrap_err().to_string();
         assert!(e.contains("already holds `train`") && e.contains("new or empty folder"), "{e}");
         std::fs::remove_dir_all(&out).unwrap();

@@ -49,7 +49,6 @@ impl ShardWriteOptions {
 /// called with (images done, total).
 pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<(Manifest, Vec<(String, String)>)> {
     use rayon::prelude::*;
-    use sha2::Digest;
     opts.validate()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if out.join(MANIFEST).exists() {
@@ -59,24 +58,7 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     order.shuffle(&mut rng(opts.seed, Stream::Shuffle, &[u64::MAX]));
     let mut manifest = Manifest { count: 0, classes: set.classes.clone(), resize_shorter: opts.resize_shorter, shards: Vec::new() };
     let mut skipped = Vec::new();
-    struct Open {
-        builder: tar::Builder<std::io::BufWriter<Hashing>>,
-        part: PathBuf,
-        name: String,
-        count: usize,
-        bytes: u64,
-    }
-    let mut current: Option<Open> = None;
-    let finish = |o: Open, manifest: &mut Manifest| -> Result<()> {
-        let writer = o.builder.into_inner().map_err(|e| Error::io(&o.part, e))?;
-        let hashing = writer.into_inner().map_err(|e| Error::io(&o.part, e.into_error()))?;
-        hashing.file.sync_all().map_err(|e| Error::io(&o.part, e))?;
-        let sha = hashing.sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let dest = o.part.with_extension("");
-        std::fs::rename(&o.part, &dest).map_err(|e| Error::io(&dest, e))?;
-        manifest.shards.push(ManifestShard { name: o.name, count: o.count, bytes: hashing.bytes, sha256: sha });
-        Ok(())
-    };
+    let mut current: Option<OpenShard> = None;
     let total = order.len();
     let mut done = 0;
     for chunk in order.chunks(256) {
@@ -93,37 +75,22 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
                 }
             };
             if current.as_ref().is_some_and(|o| o.bytes >= opts.target_bytes) {
-                finish(current.take().expect("checked"), &mut manifest)?;
+                manifest.shards.push(current.take().expect("checked").finish()?);
             }
-            if current.is_none() {
-                let name = format!("shard-{:06}.tar", manifest.shards.len());
-                let part = out.join(format!("{name}.part"));
-                let f = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
-                let hashing = Hashing { file: f, sha: sha2::Sha256::new(), bytes: 0 };
-                current = Some(Open { builder: tar::Builder::new(std::io::BufWriter::new(hashing)), part, name, count: 0, bytes: 0 });
-            }
-            let o = current.as_mut().expect("opened");
+            let o = match &mut current {
+                Some(o) => o,
+                None => current.insert(OpenShard::create(out, manifest.shards.len())?),
+            };
             let key = format!("{:08}", manifest.count);
             let label = set.labels[i].to_string();
-            let members: [(String, &[u8]); 3] =
-                [(format!("{key}.{ext}"), &bytes), (format!("{key}.cls"), label.as_bytes()), (format!("{key}.path"), set.names[i].as_bytes())];
-            for (name, data) in members {
-                let mut h = tar::Header::new_gnu();
-                h.set_size(data.len() as u64);
-                h.set_mode(0o644);
-                h.set_mtime(0);
-                h.set_entry_type(tar::EntryType::Regular);
-                o.builder.append_data(&mut h, &name, data).map_err(|e| Error::io(&o.part, e))?;
-                o.bytes += 512 + (data.len() as u64).div_ceil(512) * 512;
-            }
-            o.count += 1;
+            o.append([(format!("{key}.{ext}"), &bytes), (format!("{key}.cls"), label.as_bytes()), (format!("{key}.path"), set.names[i].as_bytes())])?;
             manifest.count += 1;
         }
         done += chunk.len();
         progress(done, total);
     }
     if let Some(o) = current.take() {
-        finish(o, &mut manifest)?;
+        manifest.shards.push(o.finish()?);
     }
     if manifest.count == 0 {
         return Err(Error::data(out, "no readable image to write"));
@@ -134,6 +101,55 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, out.join(MANIFEST)).map_err(|e| Error::io(out, e))?;
     Ok((manifest, skipped))
+}
+
+/// A shard being written to its temporary name `<name>.part`.
+struct OpenShard {
+    builder: tar::Builder<std::io::BufWriter<Hashing>>,
+    part: PathBuf,
+    name: String,
+    count: usize,
+    /// The bytes of its members so far, headers and padding included.
+    bytes: u64,
+}
+
+impl OpenShard {
+    /// Shard number `index` in `out`.
+    fn create(out: &Path, index: usize) -> Result<Self> {
+        use sha2::Digest;
+        let name = format!("shard-{index:06}.tar");
+        let part = out.join(format!("{name}.part"));
+        let file = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
+        let hashing = Hashing { file, sha: sha2::Sha256::new(), bytes: 0 };
+        Ok(OpenShard { builder: tar::Builder::new(std::io::BufWriter::new(hashing)), part, name, count: 0, bytes: 0 })
+    }
+
+    /// Append one sample's members (name, bytes): regular files, mode 0644, time 0.
+    fn append(&mut self, members: [(String, &[u8]); 3]) -> Result<()> {
+        for (name, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            self.builder.append_data(&mut h, &name, data).map_err(|e| Error::io(&self.part, e))?;
+            self.bytes += 512 + (data.len() as u64).div_ceil(512) * 512;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Close it, synced, under its final name: its manifest entry.
+    fn finish(self) -> Result<ManifestShard> {
+        use sha2::Digest;
+        let writer = self.builder.into_inner().map_err(|e| Error::io(&self.part, e))?;
+        let hashing = writer.into_inner().map_err(|e| Error::io(&self.part, e.into_error()))?;
+        hashing.file.sync_all().map_err(|e| Error::io(&self.part, e))?;
+        let sha256 = hashing.sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let dest = self.part.with_extension("");
+        std::fs::rename(&self.part, &dest).map_err(|e| Error::io(&dest, e))?;
+        Ok(ManifestShard { name: self.name, count: self.count, bytes: hashing.bytes, sha256 })
+    }
 }
 
 /// A shard file being written, hashed and counted as its bytes go out (so that the manifest's
