@@ -18,8 +18,14 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
-    println!("cargo:rustc-env=BYOL_GIT_REVISION={rev}{}", if dirty { "-dirty" } else { "" });
-    if let Ok(head) = Command::new("git").args(["rev-parse", "--git-dir"]).output() {
+    println!(
+        "cargo:rustc-env=BYOL_GIT_REVISION={rev}{}",
+        if dirty { "-dirty" } else { "" }
+    );
+    if let Ok(head) = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+    {
         let dir = String::from_utf8_lossy(&head.stdout).trim().to_string();
         if !dir.is_empty() {
             println!("cargo:rerun-if-changed={dir}/HEAD");

@@ -18,7 +18,9 @@ fn run() -> Result<()> {
     let (_, processes) = byol::collective::process_rank_and_count();
     if processes > 1 && !matches!(cli.command, Command::Pretrain(_)) {
         // Each process would run the whole command and write the same files.
-        anyhow::bail!("only `byol pretrain` runs on several processes; run this command once, without mpirun ({processes} processes here)");
+        anyhow::bail!(
+            "only `byol pretrain` runs on several processes; run this command once, without mpirun ({processes} processes here)"
+        );
     }
     match cli.command {
         Command::Pretrain(a) => commands::pretrain::pretrain(a),
@@ -45,7 +47,10 @@ fn run() -> Result<()> {
 fn main() {
     byol_kernels::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,byol=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,byol=info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

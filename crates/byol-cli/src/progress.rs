@@ -14,7 +14,13 @@ impl Bar {
     /// trains (an evaluation, a finished run) prints its lines without an empty `0/0 steps` bar.
     pub(crate) fn new() -> Self {
         let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
-        pb.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}").expect("template").progress_chars("=> "));
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps (ETA {eta}) {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
         Bar { pb }
     }
 
@@ -43,7 +49,13 @@ impl Observer for Bar {
         ));
     }
     fn on_eval(&mut self, r: &EvalReport) {
-        self.println(&format!("epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%", r.epoch, r.step, 100.0 * r.knn.top1, 100.0 * r.knn.top5));
+        self.println(&format!(
+            "epoch {} step {}: kNN top-1 {:.2}% top-5 {:.2}%",
+            r.epoch,
+            r.step,
+            100.0 * r.knn.top1,
+            100.0 * r.knn.top5
+        ));
     }
     fn on_probe(&mut self, r: &ProbeReport) {
         self.println(&format!(
@@ -73,7 +85,9 @@ impl byol::supervised::Progress for Bar {
 /// A flag that the first Ctrl-C (or SIGTERM) sets: the run finishes its step, writes a
 /// checkpoint and stops. A second one ends the process at once (the run then loses at most the
 /// steps since its last checkpoint, as after a kill).
-pub(crate) fn stop_on_signal(resume: &str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+pub(crate) fn stop_on_signal(
+    resume: &str,
+) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
     let set = flag.clone();

@@ -14,7 +14,16 @@ use common::{TINY, byol};
 fn pretrain_resume_and_knn_on_wgpu() {
     let dir = std::env::temp_dir().join(format!("byol-wgpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let tiny: Vec<&str> = ["--backend", "wgpu", "--set", "train.log-every=1", "--no-baseline"].into_iter().chain(TINY.iter().copied()).collect();
+    let tiny: Vec<&str> = [
+        "--backend",
+        "wgpu",
+        "--set",
+        "train.log-every=1",
+        "--no-baseline",
+    ]
+    .into_iter()
+    .chain(TINY.iter().copied())
+    .collect();
     let halves = dir.join("halves");
     let d = halves.to_str().unwrap();
     let mut args = vec!["pretrain", "--run-dir", d, "--max-steps", "5"];
@@ -24,8 +33,12 @@ fn pretrain_resume_and_knn_on_wgpu() {
     assert!(out.contains("pre-trained 5 steps"), "{out}");
     let (ok, out, err) = byol(&["pretrain", "--resume", d, "--no-baseline"]);
     assert!(ok, "{err}");
-    assert!(out.contains("pre-trained 10 steps") && out.contains("kNN (k=5) on 40 test images"), "{out}");
-    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(halves.join("run.json")).unwrap()).unwrap();
+    assert!(
+        out.contains("pre-trained 10 steps") && out.contains("kNN (k=5) on 40 test images"),
+        "{out}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(halves.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["backend"], "wgpu");
 
     let whole = dir.join("whole");
@@ -44,7 +57,10 @@ fn pretrain_resume_and_knn_on_wgpu() {
     // 1e-7 relative, at step 10). A resume that lost the optimizer state, the schedule or the
     // views' random stream changes the step-10 loss by more than 1e-3.
     let (a, b) = (last_loss(&halves), last_loss(&whole));
-    assert!((a - b).abs() <= 1e-5 * b.abs(), "5 + resume + 5 steps end on {a}, 10 steps on {b}");
+    assert!(
+        (a - b).abs() <= 1e-5 * b.abs(),
+        "5 + resume + 5 steps end on {a}, 10 steps on {b}"
+    );
 
     let (ok, out, err) = byol(&["eval", "knn", "--checkpoint", d, "--k", "3"]);
     assert!(ok, "{err}");
@@ -59,43 +75,126 @@ fn bench_step_and_augment_on_wgpu() {
     let cache = std::env::temp_dir().join(format!("byol-gpu-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol"))
-        .args(["bench", "step", "--backend", "wgpu", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--warmup", "0"])
+        .args([
+            "bench",
+            "step",
+            "--backend",
+            "wgpu",
+            "--arch",
+            "r18c32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ])
         .env("BYOL_GPU_CACHE", &cache)
         .output()
         .expect("run byol");
-    let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{err}");
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(line["device"], "wgpu", "{stdout}");
-    assert!(line["loss"].as_f64().is_some_and(f64::is_finite), "{stdout}");
-    assert_eq!((&line["autotune"], &line["fusion"]), (&true.into(), &true.into()), "{stdout}");
-    assert!(line["first_step_s"].as_f64().is_some_and(|s| s > 0.0), "{stdout}");
+    assert!(
+        line["loss"].as_f64().is_some_and(f64::is_finite),
+        "{stdout}"
+    );
+    assert_eq!(
+        (&line["autotune"], &line["fusion"]),
+        (&true.into(), &true.into()),
+        "{stdout}"
+    );
+    assert!(
+        line["first_step_s"].as_f64().is_some_and(|s| s > 0.0),
+        "{stdout}"
+    );
     // CubeCL's database (SQLite, with its write-ahead log) names each cache by a namespace kept
     // as plain text: the convolutions' autotune results and the fused kernels' tuners are there
     // only when burn's autotune and fusion ran in this process.
-    let files: Vec<_> = std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "db")), "no CubeCL database in {} after a GPU run: {files:?}", cache.display());
-    let bytes: Vec<u8> = files.iter().flat_map(|f| std::fs::read(f).unwrap_or_default()).collect();
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "db")),
+        "no CubeCL database in {} after a GPU run: {files:?}",
+        cache.display()
+    );
+    let bytes: Vec<u8> = files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
     let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
-    assert!(has("kernel-conv-forward-tune"), "no tuned convolution in the cache: autotune did not run");
-    assert!(has("burn_cubecl_fusion-optim"), "no fused kernel in the cache: fusion did not run");
+    assert!(
+        has("kernel-conv-forward-tune"),
+        "no tuned convolution in the cache: autotune did not run"
+    );
+    assert!(
+        has("burn_cubecl_fusion-optim"),
+        "no fused kernel in the cache: fusion did not run"
+    );
     let _ = std::fs::remove_dir_all(&cache);
     // WGSL has no bf16: a clear error naming the field, not a panic in a kernel.
-    let (ok, _, err) = byol(&["bench", "step", "--backend", "wgpu", "--arch", "r18c32", "--batch", "2", "--steps", "1", "--precision", "bf16"]);
-    assert!(!ok && err.contains("train.precision") && err.contains("bfloat16"), "{err}");
-    let (ok, out, err) = byol(&["bench", "augment", "--backend", "wgpu", "--sizes", "16", "--batch", "8", "--reps", "1"]);
+    let (ok, _, err) = byol(&[
+        "bench",
+        "step",
+        "--backend",
+        "wgpu",
+        "--arch",
+        "r18c32",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(
+        !ok && err.contains("train.precision") && err.contains("bfloat16"),
+        "{err}"
+    );
+    let (ok, out, err) = byol(&[
+        "bench",
+        "augment",
+        "--backend",
+        "wgpu",
+        "--sizes",
+        "16",
+        "--batch",
+        "8",
+        "--reps",
+        "1",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");
     assert!(v["device_views_per_sec"].as_f64().unwrap() > 0.0, "{out}");
     // A device that cannot run a size (lavapipe cannot allocate the 154 MB buffer of 256 views at
     // 224 px) is an error naming the size (exit status 1), not a panic (101); a GPU runs it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol"))
-        .args(["bench", "augment", "--backend", "wgpu", "--sizes", "224", "--batch", "256", "--reps", "1"])
+        .args([
+            "bench",
+            "augment",
+            "--backend",
+            "wgpu",
+            "--sizes",
+            "224",
+            "--batch",
+            "256",
+            "--reps",
+            "1",
+        ])
         .output()
         .expect("run byol");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() || (out.status.code() == Some(1) && err.contains("the view pipeline at 224 px failed on the device")),
+        out.status.success()
+            || (out.status.code() == Some(1)
+                && err.contains("the view pipeline at 224 px failed on the device")),
         "{:?}: {err}",
         out.status
     );

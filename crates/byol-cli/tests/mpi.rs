@@ -15,8 +15,18 @@ use std::time::{Duration, Instant};
 
 /// The common tiny run (2 epochs of 5 steps), every step logged, no probe, no baseline.
 fn tiny() -> Vec<String> {
-    let extra = ["--set", "train.log-every=1", "--set", "eval.online-probe.enabled=false", "--no-baseline"];
-    common::TINY.iter().chain(&extra).map(|s| s.to_string()).collect()
+    let extra = [
+        "--set",
+        "train.log-every=1",
+        "--set",
+        "eval.online-probe.enabled=false",
+        "--no-baseline",
+    ];
+    common::TINY
+        .iter()
+        .chain(&extra)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -30,18 +40,32 @@ fn tmp(name: &str) -> PathBuf {
 /// `-np N <args>` groups (MPMD) separated by `:`.
 fn mpirun(groups: &[(usize, Vec<String>)]) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", "lo"]);
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--mca",
+        "btl",
+        "self,vader,tcp",
+        "--mca",
+        "btl_tcp_if_include",
+        "lo",
+    ]);
     for (i, (n, args)) in groups.iter().enumerate() {
         if i > 0 {
             c.arg(":");
         }
-        c.args(["-np", &n.to_string(), env!("CARGO_BIN_EXE_byol")]).args(args);
+        c.args(["-np", &n.to_string(), env!("CARGO_BIN_EXE_byol")])
+            .args(args);
     }
     c
 }
 
 fn pretrain(dir: &Path, resume: bool, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec!["pretrain".into(), if resume { "--resume" } else { "--run-dir" }.into(), dir.display().to_string()];
+    let mut a: Vec<String> = vec![
+        "pretrain".into(),
+        if resume { "--resume" } else { "--run-dir" }.into(),
+        dir.display().to_string(),
+    ];
     if !resume {
         a.extend(tiny());
     }
@@ -52,7 +76,12 @@ fn pretrain(dir: &Path, resume: bool, extra: &[&str]) -> Vec<String> {
 fn run(mut c: Command) -> Output {
     let out = c.output().expect("mpirun (Open MPI) is installed");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    println!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, text(&out.stdout), text(&out.stderr));
+    println!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     out
 }
 
@@ -60,7 +89,11 @@ fn losses(dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -71,12 +104,24 @@ fn weight_gap(a: &Path, b: &Path) -> f64 {
     let (a, b) = (read(a), read(b));
     let device = byol::Device::flex();
     let (sa, sb) = (a.state(&device).unwrap(), b.state(&device).unwrap());
-    let (ca, cb) = (byol::model::params::collect(&sa.online), byol::model::params::collect(&sb.online));
+    let (ca, cb) = (
+        byol::model::params::collect(&sa.online),
+        byol::model::params::collect(&sb.online),
+    );
     let mut worst = 0f64;
     for (k, t) in &ca {
-        let (x, y): (Vec<f32>, Vec<f32>) = (t.flat.clone().into_data().try_into_vec().unwrap(), cb[k].flat.clone().into_data().try_into_vec().unwrap());
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            t.flat.clone().into_data().try_into_vec().unwrap(),
+            cb[k].flat.clone().into_data().try_into_vec().unwrap(),
+        );
         let scale = x.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-6);
-        worst = worst.max(f64::from(x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max) / scale));
+        worst = worst.max(f64::from(
+            x.iter()
+                .zip(&y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max)
+                / scale,
+        ));
     }
     worst
 }
@@ -87,27 +132,77 @@ fn weight_gap(a: &Path, b: &Path) -> f64 {
 #[test]
 fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     let d = tmp("equal");
-    let one = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("one"), false, &[])).output().unwrap();
-    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let one = Command::new(env!("CARGO_BIN_EXE_byol"))
+        .args(pretrain(&d.join("one"), false, &[]))
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
     let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &[]))]));
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).matches("pre-trained 10 steps").count() == 1, "rank 0 alone reports");
-    let out = run(mpirun(&[(2, pretrain(&d.join("local"), false, &["--set", "model.sync-bn=false"]))]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("pre-trained 10 steps")
+            .count()
+            == 1,
+        "rank 0 alone reports"
+    );
+    let out = run(mpirun(&[(
+        2,
+        pretrain(&d.join("local"), false, &["--set", "model.sync-bn=false"]),
+    )]));
     assert!(out.status.success());
-    let (a, b, c) = (losses(&d.join("one")), losses(&d.join("two")), losses(&d.join("local")));
-    let gap = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p - q).abs() / p.abs()).fold(0.0, f64::max);
+    let (a, b, c) = (
+        losses(&d.join("one")),
+        losses(&d.join("two")),
+        losses(&d.join("local")),
+    );
+    let gap = |x: &[f64], y: &[f64]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs() / p.abs())
+            .fold(0.0, f64::max)
+    };
     assert_eq!((a.len(), b.len()), (10, 10));
     assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
     assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
-    assert!(gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1, "without cross-process BatchNorm: {c:?}");
+    assert!(
+        gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1,
+        "without cross-process BatchNorm: {c:?}"
+    );
     // 3 steps, then a resume of 7 on two processes: the 10 steps of the uninterrupted run, bit for bit.
-    assert!(run(mpirun(&[(2, pretrain(&d.join("half"), false, &["--max-steps", "3"]))])).status.success());
+    assert!(
+        run(mpirun(&[(
+            2,
+            pretrain(&d.join("half"), false, &["--max-steps", "3"])
+        )]))
+        .status
+        .success()
+    );
     // Another number of processes is refused, by field, and leaves the run as it was.
-    let once = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("half"), true, &[])).output().unwrap();
+    let once = Command::new(env!("CARGO_BIN_EXE_byol"))
+        .args(pretrain(&d.join("half"), true, &[]))
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&once.stderr);
-    assert!(!once.status.success() && err.contains("train.world") && err.contains("2 process(es) and the run has 1"), "{err}");
-    assert!(run(mpirun(&[(2, pretrain(&d.join("half"), true, &[]))])).status.success());
-    let (full, half) = (checkpoint::read_latest(&d.join("two")).unwrap().0, checkpoint::read_latest(&d.join("half")).unwrap().0);
+    assert!(
+        !once.status.success()
+            && err.contains("train.world")
+            && err.contains("2 process(es) and the run has 1"),
+        "{err}"
+    );
+    assert!(
+        run(mpirun(&[(2, pretrain(&d.join("half"), true, &[]))]))
+            .status
+            .success()
+    );
+    let (full, half) = (
+        checkpoint::read_latest(&d.join("two")).unwrap().0,
+        checkpoint::read_latest(&d.join("half")).unwrap().0,
+    );
     assert_eq!((full.step, half.step), (10, 10));
     assert_eq!(full.sha256, half.sha256, "the resumed run's state differs");
     assert_eq!(losses(&d.join("two")), losses(&d.join("half")));
@@ -123,19 +218,43 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
 fn two_gpu_processes_take_the_steps_of_one() {
     let d = tmp("wgpu");
     let gpu = ["--backend", "wgpu"];
-    let one = Command::new(env!("CARGO_BIN_EXE_byol")).args(pretrain(&d.join("one"), false, &gpu)).output().unwrap();
-    assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+    let one = Command::new(env!("CARGO_BIN_EXE_byol"))
+        .args(pretrain(&d.join("one"), false, &gpu))
+        .output()
+        .unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
     let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &gpu))]));
     assert!(out.status.success());
     // Each rank keeps its own kernel and autotune cache: two processes opening one database at
     // once leave the second unable to store anything (CubeCL: "database is readonly").
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("database is readonly"), "the ranks share one GPU cache");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("database is readonly"),
+        "the ranks share one GPU cache"
+    );
     let local = [&gpu[..], &["--set", "model.sync-bn=false"]].concat();
-    assert!(run(mpirun(&[(2, pretrain(&d.join("local"), false, &local))])).status.success());
-    let run_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("two/run.json")).unwrap()).unwrap();
+    assert!(
+        run(mpirun(&[(2, pretrain(&d.join("local"), false, &local))]))
+            .status
+            .success()
+    );
+    let run_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("two/run.json")).unwrap()).unwrap();
     assert_eq!(run_json["backend"], "wgpu");
-    let (a, b, c) = (losses(&d.join("one")), losses(&d.join("two")), losses(&d.join("local")));
-    let gap = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| (p - q).abs() / p.abs()).fold(0.0, f64::max);
+    let (a, b, c) = (
+        losses(&d.join("one")),
+        losses(&d.join("two")),
+        losses(&d.join("local")),
+    );
+    let gap = |x: &[f64], y: &[f64]| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs() / p.abs())
+            .fold(0.0, f64::max)
+    };
     assert_eq!((a.len(), b.len()), (10, 10));
     println!(
         "loss gap {:e}, weight gap {:e}; without cross-process BatchNorm {:e}, {:e}",
@@ -146,7 +265,10 @@ fn two_gpu_processes_take_the_steps_of_one() {
     );
     assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
     assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
-    assert!(gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1, "without cross-process BatchNorm: {c:?}");
+    assert!(
+        gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1,
+        "without cross-process BatchNorm: {c:?}"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -159,12 +281,20 @@ fn ranks_that_start_from_different_weights_are_refused() {
     let b = pretrain(&d.join("run"), false, &["--seed", "1"]);
     let out = run(mpirun(&[(1, a), (1, b)]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("replica 1") && err.contains("starts from other weights than rank 0"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("replica 1")
+            && err.contains("starts from other weights than rank 0"),
+        "{err}"
+    );
     assert!(checkpoint::list(&d.join("run")).is_empty());
     // Every other command would run once per process: refused.
     let out = run(mpirun(&[(2, vec!["dump-config".into()])]));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("only `byol pretrain` runs on several processes"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("only `byol pretrain` runs on several processes"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -187,29 +317,60 @@ fn a_killed_rank_ends_the_job_and_leaves_a_valid_checkpoint() {
     let d = tmp("kill");
     let run_dir = d.join("run");
     // 4,000 images: 250 steps an epoch.
-    let long = ["--set", "data.synthetic.train-per-class=400", "--set", "train.checkpoint-every=5"];
+    let long = [
+        "--set",
+        "data.synthetic.train-per-class=400",
+        "--set",
+        "train.checkpoint-every=5",
+    ];
     let mut c = mpirun(&[(2, pretrain(&run_dir, false, &long))]);
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun");
     let start = Instant::now();
     while checkpoint::list(&run_dir).len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 120 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = pid_of_rank(1, &run_dir).expect("rank 1's process");
     let killed = Instant::now();
-    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(killed.elapsed() < Duration::from_secs(60), "the job still runs 60 s after rank 1 died");
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the job still runs 60 s after rank 1 died"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("ended {:?} after the kill: {status:?}\n{text}", killed.elapsed());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "ended {:?} after the kill: {status:?}\n{text}",
+        killed.elapsed()
+    );
     assert!(!status.success());
-    assert!(text.contains("rank 1") && (text.contains("signal 9") || text.contains("Killed")), "{text}");
+    assert!(
+        text.contains("rank 1") && (text.contains("signal 9") || text.contains("Killed")),
+        "{text}"
+    );
     let (loaded, _) = checkpoint::read_latest(&run_dir).expect("a valid checkpoint");
     assert!(loaded.step >= 5 && loaded.step % 5 == 0);
     std::fs::remove_dir_all(&d).unwrap();

@@ -14,7 +14,11 @@ fn main() {
         let gflop = 2.0 * (c * c * 9 * h * h * 128) as f64 / 1e9;
         for ours in [false, true] {
             let conv = |x: Tensor<4>, w: Tensor<4>| {
-                if ours { byol_kernels::conv::try_conv2d(&x, &w, 1, 1).unwrap() } else { burn::tensor::module::conv2d(x, w, None, opts.clone()) }
+                if ours {
+                    byol_kernels::conv::try_conv2d(&x, &w, 1, 1).unwrap()
+                } else {
+                    burn::tensor::module::conv2d(x, w, None, opts.clone())
+                }
             };
             for _ in 0..2 {
                 let t = Instant::now();

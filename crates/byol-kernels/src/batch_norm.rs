@@ -60,20 +60,32 @@ pub fn try_batch_norm_act<const D: usize>(
 ) -> Option<Output<D>> {
     let mut dtypes = vec![x.dtype(), gamma.dtype(), beta.dtype()];
     dtypes.extend(residual.map(|r| r.dtype()));
-    if dtypes.iter().any(|d| *d != DType::F32) || D < 2 || residual.is_some_and(|r| r.dims() != x.dims()) {
+    if dtypes.iter().any(|d| *d != DType::F32)
+        || D < 2
+        || residual.is_some_and(|r| r.dims() != x.dims())
+    {
         return None;
     }
     let shape = x.dims();
-    let d = Dims { n: shape[0], c: shape[1], r: shape[2..].iter().product() };
+    let d = Dims {
+        n: shape[0],
+        c: shape[1],
+        r: shape[2..].iter().product(),
+    };
     if d.n * d.r == 0 {
         return None;
     }
     let stat = |v: Vec<f32>| Tensor::from_primitive::<Flex>(vector(v));
     let normalise = |xc: &FlexTensor, gv: &[f32], bv: &[f32], rv: Option<&FlexTensor>| {
         let (mean, var) = statistics(xc, d);
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + epsilon as f32).sqrt()).collect();
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|v| 1.0 / (v + epsilon as f32).sqrt())
+            .collect();
         let rc = rv.map(|r| r.to_contiguous());
-        let rs = rc.as_ref().map(|r| r.as_slice::<f32>().expect("contiguous f32"));
+        let rs = rc
+            .as_ref()
+            .map(|r| r.as_slice::<f32>().expect("contiguous f32"));
         let y = affine(xc, d, &mean, &invstd, gv, bv, rs, relu, shape.into());
         (y, mean, var, invstd)
     };
@@ -87,19 +99,38 @@ pub fn try_batch_norm_act<const D: usize>(
         let xc = xp.primitive().to_contiguous();
         let (gv, bv) = (values(gp.primitive()).into_owned(), values(bp.primitive()));
         let (y, mean, var, invstd) = normalise(&xc, &gv, &bv, rp.as_ref().map(|r| r.primitive()));
-        let state = State { x: xc, out: relu.then(|| y.clone()), d, mean: mean.clone(), invstd, gamma: gv };
+        let state = State {
+            x: xc,
+            out: relu.then(|| y.clone()),
+            d,
+            mean: mean.clone(),
+            invstd,
+            gamma: gv,
+        };
         let out = match rp {
-            None => match BnBackward.prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()]).compute_bound().stateful() {
+            None => match BnBackward
+                .prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node()])
+                .compute_bound()
+                .stateful()
+            {
                 OpsKind::Tracked(prep) => prep.finish(state, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             },
-            Some(rp) => match BnResidualBackward.prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node(), rp.node()]).compute_bound().stateful() {
+            Some(rp) => match BnResidualBackward
+                .prepare::<NoCheckpointing>([xp.node(), gp.node(), bp.node(), rp.node()])
+                .compute_bound()
+                .stateful()
+            {
                 OpsKind::Tracked(prep) => prep.finish(state, y),
                 OpsKind::UnTracked(prep) => prep.finish(y),
             },
         };
         // The statistics carry no gradient (they only feed the running averages): plain tensors.
-        return Some((Tensor::from_primitive::<Autodiff<Flex>>(out), stat(mean), stat(var)));
+        return Some((
+            Tensor::from_primitive::<Autodiff<Flex>>(out),
+            stat(mean),
+            stat(var),
+        ));
     }
     let plain = |t: &Tensor<D>| t.clone().try_into_primitive::<Flex>().ok();
     let plain1 = |t: &Tensor<1>| t.clone().try_into_primitive::<Flex>().ok();
@@ -142,7 +173,10 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
 /// Mean and biased variance per channel (two passes).
 fn statistics(x: &FlexTensor, d: Dims) -> (Vec<f32>, Vec<f32>) {
     let xv = x.as_slice::<f32>().expect("contiguous f32");
-    (0..d.c).into_par_iter().map(|ch| channel_statistics(xv, d, ch)).unzip()
+    (0..d.c)
+        .into_par_iter()
+        .map(|ch| channel_statistics(xv, d, ch))
+        .unzip()
 }
 
 multiversion! {
@@ -192,8 +226,19 @@ fn affine(
     let b: Vec<f32> = (0..d.c).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
     let row = d.c * d.r;
     // SAFETY: each chunk is one batch item's row; `affine_row` writes all of it.
-    let y =
-        unsafe { written(xv.len(), row, |i, yb| affine_row(&xv[i * row..(i + 1) * row], residual.map(|r| &r[i * row..(i + 1) * row]), yb, &a, &b, d.r, relu)) };
+    let y = unsafe {
+        written(xv.len(), row, |i, yb| {
+            affine_row(
+                &xv[i * row..(i + 1) * row],
+                residual.map(|r| &r[i * row..(i + 1) * row]),
+                yb,
+                &a,
+                &b,
+                d.r,
+                relu,
+            )
+        })
+    };
     FlexTensor::from_data(TensorData::new(y, shape))
 }
 
@@ -262,15 +307,29 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
     // dz = dout·[out > 0] (or dout itself without a ReLU).
     let dz = match &s.out {
         Some(out) => {
-            let (ov, gv) = (out.as_slice::<f32>().expect("contiguous f32"), dout.as_slice::<f32>().expect("contiguous f32"));
+            let (ov, gv) = (
+                out.as_slice::<f32>().expect("contiguous f32"),
+                dout.as_slice::<f32>().expect("contiguous f32"),
+            );
             const CHUNK: usize = 1 << 15;
             // SAFETY: `relu_mask` writes every index of its chunk.
-            let dz = unsafe { written(ov.len(), CHUNK, |i, z| relu_mask(&ov[i * CHUNK..i * CHUNK + z.len()], &gv[i * CHUNK..i * CHUNK + z.len()], z)) };
+            let dz = unsafe {
+                written(ov.len(), CHUNK, |i, z| {
+                    relu_mask(
+                        &ov[i * CHUNK..i * CHUNK + z.len()],
+                        &gv[i * CHUNK..i * CHUNK + z.len()],
+                        z,
+                    )
+                })
+            };
             FlexTensor::from_data(TensorData::new(dz, shape.clone()))
         }
         None => dout,
     };
-    let (xv, dzv) = (s.x.as_slice::<f32>().expect("contiguous f32"), dz.as_slice::<f32>().expect("contiguous f32"));
+    let (xv, dzv) = (
+        s.x.as_slice::<f32>().expect("contiguous f32"),
+        dz.as_slice::<f32>().expect("contiguous f32"),
+    );
     // Σ dz and Σ dz·x̂ per channel.
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..d.c)
         .into_par_iter()
@@ -285,11 +344,26 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
         let coef: Vec<(f32, f32, f32, f32)> = (0..d.c)
             .map(|ch| {
                 let sd = s.invstd[ch];
-                (s.mean[ch], s.gamma[ch] * sd, dbeta[ch] / count, sd * (dgamma[ch] / count))
+                (
+                    s.mean[ch],
+                    s.gamma[ch] * sd,
+                    dbeta[ch] / count,
+                    sd * (dgamma[ch] / count),
+                )
             })
             .collect();
         // SAFETY: each chunk is one batch item's row; `input_gradient_row` writes all of it.
-        let dx = unsafe { written(xv.len(), row, |i, ob| input_gradient_row(&xv[i * row..(i + 1) * row], &dzv[i * row..(i + 1) * row], ob, &coef, d.r)) };
+        let dx = unsafe {
+            written(xv.len(), row, |i, ob| {
+                input_gradient_row(
+                    &xv[i * row..(i + 1) * row],
+                    &dzv[i * row..(i + 1) * row],
+                    ob,
+                    &coef,
+                    d.r,
+                )
+            })
+        };
         FlexTensor::from_data(TensorData::new(dx, shape))
     });
     let dgamma = want[1].then(|| vector(dgamma));
@@ -302,7 +376,9 @@ fn backward(s: &State, dout: FlexTensor, want: [bool; 4]) -> [Option<FlexTensor>
 fn backward_node<const N: usize>(ops: Ops<State, N>, grads: &mut Gradients) {
     let dout = grads.consume::<Flex>(&ops.node);
     let mut want = [false; 4];
-    want.iter_mut().zip(&ops.parents).for_each(|(w, p)| *w = p.is_some());
+    want.iter_mut()
+        .zip(&ops.parents)
+        .for_each(|(w, p)| *w = p.is_some());
     let out = backward(&ops.state, dout, want);
     for (node, g) in ops.parents.into_iter().zip(out) {
         if let (Some(node), Some(g)) = (node, g) {
@@ -351,14 +427,18 @@ mod tests {
         let plain = Device::flex();
         let d = plain.clone().autodiff();
         for (with_residual, with_relu) in [(false, false), (false, true), (true, true)] {
-            let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.2, 1.5), &d).require_grad();
-            let r = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.2, 1.5), &d)
+                .require_grad();
+            let r = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d)
+                .require_grad();
             let g = Tensor::<1>::random([3], Distribution::Normal(1.0, 0.2), &d).require_grad();
             let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.2), &d).require_grad();
             let w = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(0.0, 1.0), &d);
             let res = with_residual.then(|| r.clone());
-            let (y, mean, var) = try_batch_norm_act(&x, &g, &b, 1e-5, res.as_ref(), with_relu).expect("flex f32");
-            let reference = burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
+            let (y, mean, var) =
+                try_batch_norm_act(&x, &g, &b, 1e-5, res.as_ref(), with_relu).expect("flex f32");
+            let reference =
+                burn::tensor::module::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5);
             let z = match res {
                 Some(r) => reference.output + r,
                 None => reference.output,
@@ -367,7 +447,10 @@ mod tests {
             assert!(max(y.clone(), y0.clone()) < 1e-5);
             assert!(max(mean, reference.mean) < 1e-5 && max(var, reference.variance) < 1e-5);
             if with_relu {
-                assert!(y0.clone().lower_equal_elem(0.0).any().into_scalar::<bool>(), "the ReLU is active somewhere");
+                assert!(
+                    y0.clone().lower_equal_elem(0.0).any().into_scalar::<bool>(),
+                    "the ReLU is active somewhere"
+                );
             }
             let g1 = (y * w.clone()).sum().backward();
             let g0 = (y0 * w).sum().backward();
@@ -380,7 +463,10 @@ mod tests {
         }
         // [B, C] (the MLP heads), without autodiff.
         let x = Tensor::<2>::random([8, 7], Distribution::Normal(-0.3, 1.5), &plain);
-        let (g, b) = (Tensor::<1>::random([7], Distribution::Normal(1.0, 0.2), &plain), Tensor::<1>::zeros([7], &plain));
+        let (g, b) = (
+            Tensor::<1>::random([7], Distribution::Normal(1.0, 0.2), &plain),
+            Tensor::<1>::zeros([7], &plain),
+        );
         let (y, _, _) = try_batch_norm_act(&x, &g, &b, 1e-5, None, true).expect("flex f32");
         let reference = burn::tensor::module::batch_norm_train(x, g, b, 1e-5);
         assert!(max(y, relu(reference.output)) < 1e-5);
@@ -390,7 +476,10 @@ mod tests {
     #[test]
     fn declines_other_dtypes() {
         let x = Tensor::<2>::ones([4, 3], &Device::flex()).cast(burn::tensor::FloatDType::BF16);
-        let (g, b) = (Tensor::<1>::ones([3], &Device::flex()), Tensor::<1>::zeros([3], &Device::flex()));
+        let (g, b) = (
+            Tensor::<1>::ones([3], &Device::flex()),
+            Tensor::<1>::zeros([3], &Device::flex()),
+        );
         assert!(try_batch_norm_act(&x, &g, &b, 1e-5, None, false).is_none());
     }
 }

@@ -10,7 +10,12 @@ use rayon::prelude::*;
 pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous f32").to_vec()),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("contiguous f32")
+                .to_vec(),
+        ),
     }
 }
 
@@ -24,9 +29,16 @@ pub(crate) fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> FlexTens
 ///
 /// # Safety
 /// `f` must write every element of the chunk it is given.
-pub(crate) unsafe fn written(n: usize, chunk: usize, f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+pub(crate) unsafe fn written(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i, c));
     // SAFETY: the chunks cover all n elements and the caller guarantees `f` wrote each.
     unsafe { v.set_len(n) };
     v

@@ -12,7 +12,10 @@
 /// bounds of an allocation that nothing else reads or writes, and hold initialised values when
 /// `accumulate` (without it `dst` is only written, so it may be uninitialised); and `dst` must
 /// not overlap `lhs` or `rhs`.
-#[allow(clippy::too_many_arguments, reason = "a GEMM's sizes, three strided operands and two flags, as `gemm::gemm` takes them")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a GEMM's sizes, three strided operands and two flags, as `gemm::gemm` takes them"
+)]
 pub unsafe fn matmul(
     m: usize,
     n: usize,
@@ -23,7 +26,11 @@ pub unsafe fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let par = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the caller's contract is gemm's: every element addressed by the sizes and strides
     // is in bounds and initialised where read, and the destination is exclusive.
     unsafe {

@@ -48,21 +48,35 @@ pub fn try_max_pool2d(pool: &MaxPool2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     if n * c * h * w == 0 {
         return None;
     }
-    let p = Plane { h, w, ho: (h - 1) / 2 + 1, wo: (w - 1) / 2 + 1 };
+    let p = Plane {
+        h,
+        w,
+        ho: (h - 1) / 2 + 1,
+        wo: (w - 1) / 2 + 1,
+    };
     let shape = [n, c, p.ho, p.wo];
     if let Ok(xp) = x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        let out = match PoolBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
+        let out = match PoolBackward
+            .prepare::<NoCheckpointing>([xp.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let xc = xp.primitive().to_contiguous();
                 let y = tensor(forward(&values(&xc), p), shape);
                 prep.finish((xc, y.clone(), p, [n, c, h, w]), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(tensor(forward(&values(xp.primitive()), p), shape)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(tensor(forward(&values(xp.primitive()), p), shape))
+            }
         };
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
     let xp = x.clone().try_into_primitive::<Flex>().ok()?;
-    Some(Tensor::from_primitive::<Flex>(tensor(forward(&values(&xp), p), shape)))
+    Some(Tensor::from_primitive::<Flex>(tensor(
+        forward(&values(&xp), p),
+        shape,
+    )))
 }
 
 /// NaN-propagating maximum (`b` wins when larger or NaN).
@@ -163,7 +177,13 @@ impl Backward<Flex, 1> for PoolBackward {
         let dx = unsafe {
             written(xv.len(), plane_in, |i, d| {
                 let out = i * plane_out..(i + 1) * plane_out;
-                backward_plane(&xv[i * plane_in..(i + 1) * plane_in], &yv[out.clone()], &dyv[out], p, d)
+                backward_plane(
+                    &xv[i * plane_in..(i + 1) * plane_in],
+                    &yv[out.clone()],
+                    &dyv[out],
+                    p,
+                    d,
+                )
             })
         };
         grads.register::<Flex>(node.id, tensor(dx, dims));
@@ -177,7 +197,10 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     fn stem_pool() -> MaxPool2d {
-        MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init()
+        MaxPool2dConfig::new([3, 3])
+            .with_strides([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init()
     }
 
     fn reference(x: Tensor<4>) -> Tensor<4> {
@@ -195,7 +218,11 @@ mod tests {
         assert!(try_max_pool2d(&MaxPool2dConfig::new([2, 2]).init(), &x).is_none());
         assert!(
             try_max_pool2d(
-                &MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).with_ceil_mode(true).init(),
+                &MaxPool2dConfig::new([3, 3])
+                    .with_strides([2, 2])
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                    .with_ceil_mode(true)
+                    .init(),
                 &x
             )
             .is_none()
@@ -207,7 +234,13 @@ mod tests {
     #[test]
     fn matches_burn_max_pool_and_its_gradient() {
         let device = Device::flex();
-        for (n, c, h, w, ties) in [(2, 3, 8, 8, false), (1, 2, 7, 9, false), (3, 4, 11, 6, true), (2, 2, 1, 1, false), (1, 1, 2, 3, true)] {
+        for (n, c, h, w, ties) in [
+            (2, 3, 8, 8, false),
+            (1, 2, 7, 9, false),
+            (3, 4, 11, 6, true),
+            (2, 2, 1, 1, false),
+            (1, 1, 2, 3, true),
+        ] {
             let mut x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
             if ties {
                 x = x.round().clamp_min(0.0);
@@ -215,16 +248,28 @@ mod tests {
             let got = ours(&x).expect("flex f32 takes this path");
             let want = reference(x.clone());
             assert_eq!(got.dims(), want.dims());
-            assert_eq!(got.to_data().try_to_vec::<f32>().unwrap(), want.to_data().try_to_vec::<f32>().unwrap(), "values {n}×{c}×{h}×{w}");
+            assert_eq!(
+                got.to_data().try_to_vec::<f32>().unwrap(),
+                want.to_data().try_to_vec::<f32>().unwrap(),
+                "values {n}×{c}×{h}×{w}"
+            );
             let r = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &device);
             let grad = |use_ours: bool| {
                 let xa = x.clone().autodiff().require_grad();
-                let y = if use_ours { ours(&xa).unwrap() } else { reference(xa.clone()) };
+                let y = if use_ours {
+                    ours(&xa).unwrap()
+                } else {
+                    reference(xa.clone())
+                };
                 let g = (y * r.clone().autodiff()).sum().backward();
                 xa.grad(&g).unwrap().to_data().try_to_vec::<f32>().unwrap()
             };
             let (a, b) = (grad(true), grad(false));
-            let d = a.iter().zip(&b).map(|(u, v)| (u - v).abs()).fold(0f32, f32::max);
+            let d = a
+                .iter()
+                .zip(&b)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0f32, f32::max);
             assert!(d < 1e-6, "dx {n}×{c}×{h}×{w}: {d}");
         }
     }
@@ -238,7 +283,10 @@ mod tests {
         let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, 4, 4]), &device);
         let got = ours(&x).unwrap().to_data().try_to_vec::<f32>().unwrap();
         let want = reference(x).to_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(got.iter().map(|v| v.is_nan()).collect::<Vec<_>>(), want.iter().map(|v| v.is_nan()).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|v| v.is_nan()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.is_nan()).collect::<Vec<_>>()
+        );
         assert!(got[0].is_nan());
     }
 }

@@ -7,7 +7,9 @@ use byol::train::TrainState;
 use std::time::Instant;
 fn main() {
     byol_kernels::alloc::keep_freed_memory();
-    let cfg = StepArch::Resnet18Cifar.config(64, byol::backend::BackendKind::Flex, Default::default()).unwrap();
+    let cfg = StepArch::Resnet18Cifar
+        .config(64, byol::backend::BackendKind::Flex, Default::default())
+        .unwrap();
     let device = burn::tensor::Device::flex();
     let mut state = TrainState::init(&cfg, &device);
     let x1 = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
@@ -29,14 +31,37 @@ fn main() {
         let mut grads = loss.backward();
         let t_bw = t.elapsed();
         let t = Instant::now();
-        let online = state.optim.step(state.online, &mut grads, 0.05, 1).expect("every parameter trains");
-        let _ = byol::model::params::collect(&online).values().next().unwrap().flat.clone().sum().into_scalar::<f32>();
+        let online = state
+            .optim
+            .step(state.online, &mut grads, 0.05, 1)
+            .expect("every parameter trains");
+        let _ = byol::model::params::collect(&online)
+            .values()
+            .next()
+            .unwrap()
+            .flat
+            .clone()
+            .sum()
+            .into_scalar::<f32>();
         let t_opt = t.elapsed();
         let t = Instant::now();
         let target = byol::ema::update(state.target.unwrap(), &online, 0.99);
-        let _ = byol::model::params::collect(&target).values().next().unwrap().flat.clone().sum().into_scalar::<f32>();
+        let _ = byol::model::params::collect(&target)
+            .values()
+            .next()
+            .unwrap()
+            .flat
+            .clone()
+            .sum()
+            .into_scalar::<f32>();
         let t_ema = t.elapsed();
-        state = TrainState { online, target: Some(target), ..state };
-        println!("iter {it}: online fwd {t_on:?} target fwd {t_tg:?} loss+backward {t_bw:?} optim {t_opt:?} ema {t_ema:?}");
+        state = TrainState {
+            online,
+            target: Some(target),
+            ..state
+        };
+        println!(
+            "iter {it}: online fwd {t_on:?} target fwd {t_tg:?} loss+backward {t_bw:?} optim {t_opt:?} ema {t_ema:?}"
+        );
     }
 }

@@ -49,7 +49,10 @@ impl BackendKind {
                 self.device()?;
                 Err(Error::Backend {
                     name: self.name().into(),
-                    message: format!("device {index}: `{}` takes the device it ranks first (device 0) only", self.name()),
+                    message: format!(
+                        "device {index}: `{}` takes the device it ranks first (device 0) only",
+                        self.name()
+                    ),
                 })
             }
         }
@@ -82,7 +85,9 @@ impl BackendKind {
         let name = self.name();
         Error::Backend {
             name: name.into(),
-            message: format!("this binary was built without the `{name}` feature; rebuild with `cargo build --release -p byol-cli --features {name}`"),
+            message: format!(
+                "this binary was built without the `{name}` feature; rebuild with `cargo build --release -p byol-cli --features {name}`"
+            ),
         }
     }
 
@@ -119,9 +124,13 @@ impl std::str::FromStr for DeviceId {
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let names: Vec<&str> = BackendKind::ALL.iter().map(|b| b.name()).collect();
-        let (name, index) = s.split_once(':').ok_or_else(|| format!("`{s}` is not a device: write backend:index, as cuda:0 or flex:1"))?;
-        let backend =
-            BackendKind::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| format!("`{s}`: `{name}` is not a backend ({})", names.join(", ")))?;
+        let (name, index) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}` is not a device: write backend:index, as cuda:0 or flex:1")
+        })?;
+        let backend = BackendKind::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| format!("`{s}`: `{name}` is not a backend ({})", names.join(", ")))?;
         let index = index.parse().map_err(|_| format!("`{s}`: the device index `{index}` is not a whole number ≥ 0 (backend:index, as cuda:0)"))?;
         Ok(DeviceId { backend, index })
     }
@@ -176,7 +185,11 @@ fn wgpu_device() -> Result<Device> {
 /// panic on their device thread; that becomes an error naming what is needed instead of a crash
 /// (the runtime's own log line above it says which library is missing).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, needs: &str) -> Result<Device> {
+fn probe(
+    name: &str,
+    make: impl FnOnce() -> Device + std::panic::UnwindSafe,
+    needs: &str,
+) -> Result<Device> {
     use burn::tensor::Tensor;
     use_gpu_cache(None);
     let hook = std::panic::take_hook();
@@ -189,7 +202,10 @@ fn probe(name: &str, make: impl FnOnce() -> Device + std::panic::UnwindSafe, nee
     std::panic::set_hook(hook);
     probe.map_err(|panic| {
         let what = crate::error::panic_message(panic.as_ref());
-        Error::Backend { name: name.into(), message: format!("no usable {name} device ({what}); {needs}") }
+        Error::Backend {
+            name: name.into(),
+            message: format!("no usable {name} device ({what}); {needs}"),
+        }
     })
 }
 
@@ -220,7 +236,12 @@ pub fn gpu_build() -> GpuBuild {
     if cfg!(feature = "wgpu") {
         backends.push("wgpu");
     }
-    GpuBuild { backends, autotune: gpu, fusion: gpu, cache: gpu.then(gpu_cache_dir) }
+    GpuBuild {
+        backends,
+        autotune: gpu,
+        fusion: gpu,
+        cache: gpu.then(gpu_cache_dir),
+    }
 }
 
 /// The folder CubeCL keeps its environment in for a GPU run of `byol`: the autotune results
@@ -240,7 +261,11 @@ pub fn gpu_cache_dir() -> std::path::PathBuf {
 
 /// [`gpu_cache_dir`] with the environment as a function, for the test.
 fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> std::path::PathBuf {
-    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let var = |name: &str| {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
     if let Some(dir) = var("BYOL_GPU_CACHE") {
         return dir;
     }
@@ -271,7 +296,9 @@ fn use_gpu_cache(local_rank: Option<usize>) {
         if CubeClRuntimeConfig::try_set(config) {
             tracing::debug!("GPU kernel and autotune cache: {}", dir.display());
         } else {
-            tracing::debug!("CubeCL was configured before the first device; its cache stays where it was set");
+            tracing::debug!(
+                "CubeCL was configured before the first device; its cache stays where it was set"
+            );
         }
     });
 }
@@ -285,10 +312,17 @@ mod tests {
     #[test]
     #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
     fn a_backend_not_built_in_is_a_clear_error() {
-        let missing = if cfg!(feature = "wgpu") { BackendKind::Cuda } else { BackendKind::Wgpu };
+        let missing = if cfg!(feature = "wgpu") {
+            BackendKind::Cuda
+        } else {
+            BackendKind::Wgpu
+        };
         let name = missing.name();
         let e = missing.device().expect_err("not built in").to_string();
-        assert!(e.contains(&format!("`{name}` feature")) && e.contains(&format!("--features {name}")), "{e}");
+        assert!(
+            e.contains(&format!("`{name}` feature")) && e.contains(&format!("--features {name}")),
+            "{e}"
+        );
     }
 
     /// `BYOL_GPU_CACHE` wins; else the user cache folder (`XDG_CACHE_HOME`, else `~/.cache`);
@@ -296,10 +330,30 @@ mod tests {
     #[test]
     fn the_gpu_cache_follows_the_environment() {
         use std::path::Path;
-        let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into());
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).into())
+            }
+        };
         let dir = |vars| cache_dir_from(env(vars));
-        assert_eq!(dir(&[("BYOL_GPU_CACHE", "/y"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/y"));
-        assert_eq!(dir(&[("BYOL_GPU_CACHE", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")]), Path::new("/x/byol/cubecl"));
+        assert_eq!(
+            dir(&[
+                ("BYOL_GPU_CACHE", "/y"),
+                ("XDG_CACHE_HOME", "/x"),
+                ("HOME", "/h")
+            ]),
+            Path::new("/y")
+        );
+        assert_eq!(
+            dir(&[
+                ("BYOL_GPU_CACHE", ""),
+                ("XDG_CACHE_HOME", "/x"),
+                ("HOME", "/h")
+            ]),
+            Path::new("/x/byol/cubecl")
+        );
         assert_eq!(dir(&[("HOME", "/h")]), Path::new("/h/.cache/byol/cubecl"));
         assert_eq!(dir(&[]), std::env::temp_dir().join("byol-cubecl"));
     }

@@ -54,22 +54,53 @@ pub struct ExperimentConfig {
 /// The presets shipped in `configs/`, embedded in the binary.
 pub const PRESETS: &[(&str, &str)] = &[
     ("small-cpu", include_str!("../../../configs/small-cpu.toml")),
-    ("cifar10-cpu", include_str!("../../../configs/cifar10-cpu.toml")),
-    ("cifar10-resnet18", include_str!("../../../configs/cifar10-resnet18.toml")),
-    ("imagenet-resnet50-1000ep", include_str!("../../../configs/imagenet-resnet50-1000ep.toml")),
-    ("simclr-cifar10-cpu", include_str!("../../../configs/simclr-cifar10-cpu.toml")),
-    ("mocov2-cifar10-cpu", include_str!("../../../configs/mocov2-cifar10-cpu.toml")),
+    (
+        "cifar10-cpu",
+        include_str!("../../../configs/cifar10-cpu.toml"),
+    ),
+    (
+        "cifar10-resnet18",
+        include_str!("../../../configs/cifar10-resnet18.toml"),
+    ),
+    (
+        "imagenet-resnet50-1000ep",
+        include_str!("../../../configs/imagenet-resnet50-1000ep.toml"),
+    ),
+    (
+        "simclr-cifar10-cpu",
+        include_str!("../../../configs/simclr-cifar10-cpu.toml"),
+    ),
+    (
+        "mocov2-cifar10-cpu",
+        include_str!("../../../configs/mocov2-cifar10-cpu.toml"),
+    ),
 ];
 
 impl ExperimentConfig {
     /// Parse a TOML document, apply `key.path=value` overrides, and validate.
-    pub fn from_toml_with_overrides(text: &str, origin: &Path, overrides: &[String]) -> Result<Self> {
-        let parse_err = |message: String| Error::ConfigParse { path: origin.to_path_buf(), message };
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+    pub fn from_toml_with_overrides(
+        text: &str,
+        origin: &Path,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let parse_err = |message: String| Error::ConfigParse {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let mut value: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         if let Some(base) = value.remove("extends") {
-            let name = base.as_str().ok_or_else(|| parse_err("`extends` must name a preset, as a string".into()))?;
-            let (_, base_text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| parse_err(format!("`extends = \"{name}\"` is not a preset")))?;
-            let mut merged: toml::Table = base_text.parse().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+            let name = base
+                .as_str()
+                .ok_or_else(|| parse_err("`extends` must name a preset, as a string".into()))?;
+            let (_, base_text) = PRESETS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .ok_or_else(|| parse_err(format!("`extends = \"{name}\"` is not a preset")))?;
+            let mut merged: toml::Table = base_text
+                .parse()
+                .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
             merged.remove("extends");
             merge(&mut merged, value);
             value = merged;
@@ -79,7 +110,9 @@ impl ExperimentConfig {
         }
         complete_view2(&mut value);
         complete_transfer_data(&mut value);
-        let cfg: ExperimentConfig = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let cfg: ExperimentConfig = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -88,13 +121,25 @@ impl ExperimentConfig {
     /// one typed value record every `[data]` field, whatever the source; the fields their source
     /// does not read are dropped here (a config a user writes keeps the strict check).
     pub fn from_recorded_toml(text: &str, origin: &Path) -> Result<Self> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::ConfigParse { path: origin.to_path_buf(), message: e.to_string() })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| Error::ConfigParse {
+                    path: origin.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         if let Some(data) = table.get_mut("data").and_then(toml::Value::as_table_mut)
-            && let Some(kind) = data.get("source").cloned().and_then(|v| v.try_into::<crate::data::DataSource>().ok())
+            && let Some(kind) = data
+                .get("source")
+                .cloned()
+                .and_then(|v| v.try_into::<crate::data::DataSource>().ok())
         {
             kind.keep_own_fields(data);
         }
-        Self::from_toml_with_overrides(&toml::to_string(&table).expect("a table serialises"), origin, &[])
+        Self::from_toml_with_overrides(
+            &toml::to_string(&table).expect("a table serialises"),
+            origin,
+            &[],
+        )
     }
 
     /// Load a preset by name (see [`PRESETS`]) or a TOML file by path.
@@ -106,7 +151,13 @@ impl ExperimentConfig {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 let names: Vec<_> = PRESETS.iter().map(|(n, _)| *n).collect();
-                Error::ConfigParse { path: path.to_path_buf(), message: format!("no such file, and not a preset (presets: {})", names.join(", ")) }
+                Error::ConfigParse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "no such file, and not a preset (presets: {})",
+                        names.join(", ")
+                    ),
+                }
             } else {
                 Error::io(path, e)
             }
@@ -145,14 +196,33 @@ impl ExperimentConfig {
     /// Every field in which `self` differs from `recorded`, as `field: recorded → new`, leaving
     /// out the fields (or whole sections) named in `free`.
     pub fn differences(&self, recorded: &ExperimentConfig, free: &[&str]) -> Vec<ConfigDifference> {
-        let (mut new, mut old) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
-        flatten("", &toml::Value::try_from(self).expect("config serialises"), &mut new);
-        flatten("", &toml::Value::try_from(recorded).expect("config serialises"), &mut old);
+        let (mut new, mut old) = (
+            std::collections::BTreeMap::new(),
+            std::collections::BTreeMap::new(),
+        );
+        flatten(
+            "",
+            &toml::Value::try_from(self).expect("config serialises"),
+            &mut new,
+        );
+        flatten(
+            "",
+            &toml::Value::try_from(recorded).expect("config serialises"),
+            &mut old,
+        );
         let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
         keys.into_iter()
-            .filter(|k| !free.iter().any(|f| k.as_str() == *f || k.starts_with(&format!("{f}."))))
+            .filter(|k| {
+                !free
+                    .iter()
+                    .any(|f| k.as_str() == *f || k.starts_with(&format!("{f}.")))
+            })
             .filter(|k| new.get(*k) != old.get(*k))
-            .map(|k| ConfigDifference { field: k.clone(), recorded: old.get(k).cloned(), new: new.get(k).cloned() })
+            .map(|k| ConfigDifference {
+                field: k.clone(),
+                recorded: old.get(k).cloned(),
+                new: new.get(k).cloned(),
+            })
             .collect()
     }
 
@@ -163,8 +233,16 @@ impl ExperimentConfig {
 
     /// Check every value's range and the consistency between sections.
     pub fn validate(&self) -> Result<()> {
-        if let Some(field) = too_large_for_toml(&serde_json::to_value(self).expect("a config is JSON"), "") {
-            return Err(Error::config(field, format!("is above {}, the largest integer a TOML config holds", i64::MAX)));
+        if let Some(field) =
+            too_large_for_toml(&serde_json::to_value(self).expect("a config is JSON"), "")
+        {
+            return Err(Error::config(
+                field,
+                format!(
+                    "is above {}, the largest integer a TOML config holds",
+                    i64::MAX
+                ),
+            ));
         }
         self.model.validate()?;
         self.optim.validate()?;
@@ -176,7 +254,10 @@ impl ExperimentConfig {
         self.target.validate()?;
         self.objective.validate()?;
         if self.objective.kind == ObjectiveKind::Moco && self.target.mode != TargetMode::Ema {
-            return Err(Error::config("target.mode", "objective.kind = \"moco\" needs a target (key) network: use \"ema\""));
+            return Err(Error::config(
+                "target.mode",
+                "objective.kind = \"moco\" needs a target (key) network: use \"ema\"",
+            ));
         }
         self.train.validate()?;
         self.check_devices()?;
@@ -196,14 +277,21 @@ impl ExperimentConfig {
         if let Some(d) = devices.iter().find(|d| d.backend != self.backend) {
             return Err(Error::config(
                 "train.devices",
-                format!("`{}` devices with backend = \"{}\": list devices of the run's backend", d.backend.name(), self.backend.name()),
+                format!(
+                    "`{}` devices with backend = \"{}\": list devices of the run's backend",
+                    d.backend.name(),
+                    self.backend.name()
+                ),
             ));
         }
         if devices.len() < 2 {
             return Ok(());
         }
         if self.backend == crate::backend::BackendKind::Wgpu {
-            return Err(Error::config("train.devices", "several `wgpu` devices have no collective to link them (burn's run on `cuda`, ours on `flex`)"));
+            return Err(Error::config(
+                "train.devices",
+                "several `wgpu` devices have no collective to link them (burn's run on `cuda`, ours on `flex`)",
+            ));
         }
         if self.objective.kind != ObjectiveKind::Byol || self.objective.beta != 0.0 {
             return Err(Error::config(
@@ -230,16 +318,34 @@ pub struct ConfigDifference {
 impl std::fmt::Display for ConfigDifference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
-        write!(f, "{}: {} → {}", self.field, show(&self.recorded), show(&self.new))
+        write!(
+            f,
+            "{}: {} → {}",
+            self.field,
+            show(&self.recorded),
+            show(&self.new)
+        )
     }
 }
 
 /// Every leaf of `value` as `dotted.key → value`.
-fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut std::collections::BTreeMap<String, String>,
+) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                flatten(
+                    &if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    },
+                    v,
+                    out,
+                );
             }
         }
         v => {
@@ -255,14 +361,27 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut std::collections::BTreeM
 /// transfer.segment.data.train=…`) without `source` changes the default data's fields: the
 /// default's table with the given keys on top.
 fn complete_transfer_data(value: &mut toml::Table) {
-    let Some(toml::Value::Table(transfer)) = value.get_mut("transfer") else { return };
+    let Some(toml::Value::Table(transfer)) = value.get_mut("transfer") else {
+        return;
+    };
     let defaults = [
-        ("segment", toml::Value::try_from(crate::transfer::segment::SegmentData::default())),
-        ("depth", toml::Value::try_from(crate::transfer::depth::DepthData::default())),
+        (
+            "segment",
+            toml::Value::try_from(crate::transfer::segment::SegmentData::default()),
+        ),
+        (
+            "depth",
+            toml::Value::try_from(crate::transfer::depth::DepthData::default()),
+        ),
     ];
     for (task, default) in defaults {
-        let Some(toml::Value::Table(data)) = transfer.get_mut(task).and_then(|t| t.get_mut("data")) else { continue };
-        let Ok(toml::Value::Table(mut full)) = default else { unreachable!("a data source serialises to a table") };
+        let Some(toml::Value::Table(data)) = transfer.get_mut(task).and_then(|t| t.get_mut("data"))
+        else {
+            continue;
+        };
+        let Ok(toml::Value::Table(mut full)) = default else {
+            unreachable!("a data source serialises to a table")
+        };
         if data.contains_key("source") {
             continue;
         }
@@ -272,9 +391,15 @@ fn complete_transfer_data(value: &mut toml::Table) {
 }
 
 fn complete_view2(value: &mut toml::Table) {
-    let Some(toml::Value::Table(augment)) = value.get_mut("augment") else { return };
-    let Some(toml::Value::Table(view2)) = augment.get_mut("view2") else { return };
-    let Ok(toml::Value::Table(mut full)) = toml::Value::try_from(crate::augment::ViewConfig::paper_view2()) else {
+    let Some(toml::Value::Table(augment)) = value.get_mut("augment") else {
+        return;
+    };
+    let Some(toml::Value::Table(view2)) = augment.get_mut("view2") else {
+        return;
+    };
+    let Ok(toml::Value::Table(mut full)) =
+        toml::Value::try_from(crate::augment::ViewConfig::paper_view2())
+    else {
         unreachable!("a view config serialises to a table")
     };
     merge(&mut full, std::mem::take(view2));
@@ -296,7 +421,9 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// Apply one `a.b.c=value` override. The value is parsed as TOML (so `0.5`, `true`, `"x"`,
 /// `[1, 2]` keep their types); a bare word that is not valid TOML is taken as a string.
 fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
-    let (key, raw) = ov.split_once('=').ok_or_else(|| Error::config(ov, "an override must look like `section.key=value`"))?;
+    let (key, raw) = ov
+        .split_once('=')
+        .ok_or_else(|| Error::config(ov, "an override must look like `section.key=value`"))?;
     let key = key.trim();
     let raw = raw.trim();
     let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
@@ -315,7 +442,11 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     // Another source replaces the old one with its settings (`data.path`, …): overrides after
     // this one set the new source's.
     if key == "data.source"
-        && let Some(kind) = value.as_str().and_then(|s| toml::Value::String(s.into()).try_into::<crate::data::DataSource>().ok())
+        && let Some(kind) = value.as_str().and_then(|s| {
+            toml::Value::String(s.into())
+                .try_into::<crate::data::DataSource>()
+                .ok()
+        })
     {
         kind.keep_own_fields(cur);
     }
@@ -326,11 +457,23 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
 /// The dotted path of the first integer of `v` above `i64::MAX` (a command-line flag can give
 /// one; TOML cannot hold it), if any.
 fn too_large_for_toml(v: &serde_json::Value, path: &str) -> Option<String> {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match v {
-        serde_json::Value::Number(n) => n.as_u64().filter(|&u| u > i64::MAX as u64).map(|_| path.to_string()),
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .filter(|&u| u > i64::MAX as u64)
+            .map(|_| path.to_string()),
         serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| too_large_for_toml(v, &join(k))),
-        serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| too_large_for_toml(v, &join(&i.to_string()))),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| too_large_for_toml(v, &join(&i.to_string()))),
         _ => None,
     }
 }
@@ -349,25 +492,36 @@ mod tests {
     #[test]
     fn extends_merges_over_a_preset() {
         let text = "extends = \"cifar10-cpu\"\n[model]\nuse-predictor = false\n[objective]\nkind = \"nt-xent\"\n[target]\nmode = \"none\"\n";
-        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
+        let cfg =
+            ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
         let base = ExperimentConfig::load("cifar10-cpu", &[]).unwrap();
         assert_eq!(cfg.model.encoder, base.model.encoder, "tables merge");
         assert!(!cfg.model.use_predictor && cfg.objective.kind == ObjectiveKind::NtXent);
         assert_eq!(cfg.train, base.train);
-        let err = ExperimentConfig::from_toml_with_overrides("extends = \"nope\"\n", Path::new("x.toml"), &[]).unwrap_err();
-        assert!(err.to_string().contains("nope") && err.to_string().contains("x.toml"), "{err}");
+        let err = ExperimentConfig::from_toml_with_overrides(
+            "extends = \"nope\"\n",
+            Path::new("x.toml"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("nope") && err.to_string().contains("x.toml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_is_rejected_with_its_name() {
-        let err = ExperimentConfig::load("small-cpu", &["optim.learning-rat=0.1".into()]).unwrap_err();
+        let err =
+            ExperimentConfig::load("small-cpu", &["optim.learning-rat=0.1".into()]).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("learning-rat"), "{msg}");
     }
 
     #[test]
     fn wrong_type_and_range_are_rejected() {
-        let err = ExperimentConfig::load("small-cpu", &["train.batch-size=\"big\"".into()]).unwrap_err();
+        let err =
+            ExperimentConfig::load("small-cpu", &["train.batch-size=\"big\"".into()]).unwrap_err();
         assert!(err.to_string().contains("batch-size"), "{err}");
         let err = ExperimentConfig::load("small-cpu", &["target.tau-base=1.5".into()]).unwrap_err();
         assert!(err.to_string().contains("target.tau-base"), "{err}");
@@ -381,8 +535,12 @@ mod tests {
     fn a_partial_view2_table_keeps_the_paper_view2_values() {
         // Only blur-prob given: solarisation stays at the paper's 0.2 for view t'.
         let text = "extends = \"small-cpu\"\n[augment.view2]\nblur-prob = 0.5\n";
-        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
-        let want = crate::augment::ViewConfig { blur_prob: 0.5, ..crate::augment::ViewConfig::paper_view2() };
+        let cfg =
+            ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &[]).unwrap();
+        let want = crate::augment::ViewConfig {
+            blur_prob: 0.5,
+            ..crate::augment::ViewConfig::paper_view2()
+        };
         assert_eq!(cfg.augment.view2, want);
         // The same through --set on a config without the table.
         let text = "extends = \"small-cpu\"\n";
@@ -390,11 +548,26 @@ mod tests {
         if let Some(a) = bare.get_mut("augment").and_then(|a| a.as_table_mut()) {
             a.remove("view2");
         }
-        let cfg =
-            ExperimentConfig::from_toml_with_overrides(&toml::to_string(&bare).unwrap(), Path::new("x.toml"), &["augment.view2.hue=0.05".into()]).unwrap();
-        assert_eq!(cfg.augment.view2, crate::augment::ViewConfig { hue: 0.05, ..crate::augment::ViewConfig::paper_view2() });
+        let cfg = ExperimentConfig::from_toml_with_overrides(
+            &toml::to_string(&bare).unwrap(),
+            Path::new("x.toml"),
+            &["augment.view2.hue=0.05".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.augment.view2,
+            crate::augment::ViewConfig {
+                hue: 0.05,
+                ..crate::augment::ViewConfig::paper_view2()
+            }
+        );
         // View t keeps view t's values.
-        let cfg = ExperimentConfig::from_toml_with_overrides(text, Path::new("x.toml"), &["augment.view1.hue=0.05".into()]).unwrap();
+        let cfg = ExperimentConfig::from_toml_with_overrides(
+            text,
+            Path::new("x.toml"),
+            &["augment.view1.hue=0.05".into()],
+        )
+        .unwrap();
         assert_eq!(cfg.augment.view1.solarize_prob, 0.0);
     }
 
@@ -402,17 +575,46 @@ mod tests {
     /// the new one's required fields must follow.
     #[test]
     fn setting_another_source_drops_the_old_sources_fields() {
-        let c = ExperimentConfig::load("cifar10-cpu", &["data.source=\"synthetic\"".into()]).unwrap();
-        assert_eq!(c.data.source, crate::data::Source::Synthetic(Default::default()));
-        let e = ExperimentConfig::load("small-cpu", &["data.source=\"folder\"".into()]).unwrap_err().to_string();
-        assert!(e.contains("data.path is required with source = \"folder\""), "{e}");
-        let shards = ExperimentConfig::load("cifar10-cpu", &["data.source=\"shards\"".into(), "data.shuffle-buffer=5".into()]).unwrap();
+        let c =
+            ExperimentConfig::load("cifar10-cpu", &["data.source=\"synthetic\"".into()]).unwrap();
+        assert_eq!(
+            c.data.source,
+            crate::data::Source::Synthetic(Default::default())
+        );
+        let e = ExperimentConfig::load("small-cpu", &["data.source=\"folder\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.path is required with source = \"folder\""),
+            "{e}"
+        );
+        let shards = ExperimentConfig::load(
+            "cifar10-cpu",
+            &[
+                "data.source=\"shards\"".into(),
+                "data.shuffle-buffer=5".into(),
+            ],
+        )
+        .unwrap();
         let path = std::path::PathBuf::from("../shared/data/cifar10");
-        assert_eq!(shards.data.source, crate::data::Source::Shards { path, test_path: None, shuffle_buffer: 5 });
+        assert_eq!(
+            shards.data.source,
+            crate::data::Source::Shards {
+                path,
+                test_path: None,
+                shuffle_buffer: 5
+            }
+        );
         // The resolved config keeps only the source's own fields, and reads back the same.
         let text = shards.to_toml();
-        assert!(text.contains("shuffle-buffer = 5") && !text.contains("holdout-fraction"), "{text}");
-        assert_eq!(ExperimentConfig::from_toml_with_overrides(&text, Path::new("x"), &[]).unwrap(), shards);
+        assert!(
+            text.contains("shuffle-buffer = 5") && !text.contains("holdout-fraction"),
+            "{text}"
+        );
+        assert_eq!(
+            ExperimentConfig::from_toml_with_overrides(&text, Path::new("x"), &[]).unwrap(),
+            shards
+        );
     }
 
     /// A checkpoint written before the typed source records every `[data]` field: it still
@@ -420,9 +622,15 @@ mod tests {
     #[test]
     fn recorded_configs_in_the_earlier_data_layout_still_read() {
         let c = ExperimentConfig::load("small-cpu", &[]).unwrap();
-        let old = c.to_toml().replace("[data]\n", "[data]\ndownload = false\nholdout-fraction = 0.1\nshuffle-buffer = 4096\n");
+        let old = c.to_toml().replace(
+            "[data]\n",
+            "[data]\ndownload = false\nholdout-fraction = 0.1\nshuffle-buffer = 4096\n",
+        );
         assert!(ExperimentConfig::from_toml_with_overrides(&old, Path::new("x"), &[]).is_err());
-        assert_eq!(ExperimentConfig::from_recorded_toml(&old, Path::new("x")).unwrap(), c);
+        assert_eq!(
+            ExperimentConfig::from_recorded_toml(&old, Path::new("x")).unwrap(),
+            c
+        );
     }
 
     #[test]
@@ -430,24 +638,54 @@ mod tests {
         let base = ExperimentConfig::load("small-cpu", &[]).unwrap();
         let same_run = ExperimentConfig::load(
             "small-cpu",
-            &["train.log-every=7".into(), "data.workers=1".into(), "eval.knn.k=5".into(), "train.checkpoint-every=3".into()],
+            &[
+                "train.log-every=7".into(),
+                "data.workers=1".into(),
+                "eval.knn.k=5".into(),
+                "train.checkpoint-every=3".into(),
+            ],
         )
         .unwrap();
-        assert!(same_run.resume_differences(&base).is_empty(), "{:?}", same_run.resume_differences(&base));
-        let other = ExperimentConfig::load("small-cpu", &["optim.base-lr=0.5".into(), "seed=3".into(), "augment.view2.solarize-prob=0.1".into()]).unwrap();
-        let d: Vec<String> = other.resume_differences(&base).iter().map(ToString::to_string).collect();
+        assert!(
+            same_run.resume_differences(&base).is_empty(),
+            "{:?}",
+            same_run.resume_differences(&base)
+        );
+        let other = ExperimentConfig::load(
+            "small-cpu",
+            &[
+                "optim.base-lr=0.5".into(),
+                "seed=3".into(),
+                "augment.view2.solarize-prob=0.1".into(),
+            ],
+        )
+        .unwrap();
+        let d: Vec<String> = other
+            .resume_differences(&base)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(d.len(), 3, "{d:?}");
-        assert!(d.iter().any(|l| l.starts_with("optim.base-lr: 1.0 → 0.5")), "{d:?}");
+        assert!(
+            d.iter().any(|l| l.starts_with("optim.base-lr: 1.0 → 0.5")),
+            "{d:?}"
+        );
         assert!(d.iter().any(|l| l.starts_with("seed: 0 → 3")), "{d:?}");
-        assert!(d.iter().any(|l| l.starts_with("augment.view2.solarize-prob")), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.starts_with("augment.view2.solarize-prob")),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn overrides_apply_and_round_trip() {
-        let cfg = ExperimentConfig::load("small-cpu", &["train.epochs=3".into(), "seed=9".into()]).unwrap();
+        let cfg = ExperimentConfig::load("small-cpu", &["train.epochs=3".into(), "seed=9".into()])
+            .unwrap();
         assert_eq!(cfg.train.epochs, 3);
         assert_eq!(cfg.seed, 9);
-        let again = ExperimentConfig::from_toml_with_overrides(&cfg.to_toml(), Path::new("x"), &[]).unwrap();
+        let again = ExperimentConfig::from_toml_with_overrides(&cfg.to_toml(), Path::new("x"), &[])
+            .unwrap();
         assert_eq!(cfg, again);
     }
 

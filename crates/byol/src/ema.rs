@@ -66,7 +66,12 @@ fn d_tau() -> f64 {
 
 impl Default for TargetConfig {
     fn default() -> Self {
-        Self { tau_base: d_tau(), init: TargetInit::Independent, mode: TargetMode::Ema, tau_schedule: TauSchedule::Cosine }
+        Self {
+            tau_base: d_tau(),
+            init: TargetInit::Independent,
+            mode: TargetMode::Ema,
+            tau_schedule: TauSchedule::Cosine,
+        }
     }
 }
 
@@ -74,7 +79,10 @@ impl TargetConfig {
     /// Check the section's values.
     pub fn validate(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.tau_base) {
-            return Err(Error::config("target.tau-base", format!("{} is outside [0, 1]", self.tau_base)));
+            return Err(Error::config(
+                "target.tau-base",
+                format!("{} is outside [0, 1]", self.tau_base),
+            ));
         }
         Ok(())
     }
@@ -82,7 +90,11 @@ impl TargetConfig {
 
 /// τ at step `k` of `total` steps.
 pub fn tau(tau_base: f64, k: u64, total: u64) -> f64 {
-    let progress = if total == 0 { 1.0 } else { (k.min(total) as f64) / (total as f64) };
+    let progress = if total == 0 {
+        1.0
+    } else {
+        (k.min(total) as f64) / (total as f64)
+    };
     1.0 - (1.0 - tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
 }
 
@@ -129,9 +141,19 @@ mod tests {
             (0, 100, 0.996, 0.996),
             (100, 100, 0.996, 1.0),
             (50, 100, 0.996, 0.998),
-            (25, 100, 0.99, 1.0 - 0.01 * (1.0 + (std::f64::consts::FRAC_PI_4).cos()) / 2.0),
+            (
+                25,
+                100,
+                0.99,
+                1.0 - 0.01 * (1.0 + (std::f64::consts::FRAC_PI_4).cos()) / 2.0,
+            ),
             (0, 10, 1.0, 1.0),
-            (7, 10, 0.0, 1.0 - ((std::f64::consts::PI * 0.7).cos() + 1.0) / 2.0),
+            (
+                7,
+                10,
+                0.0,
+                1.0 - ((std::f64::consts::PI * 0.7).cos() + 1.0) / 2.0,
+            ),
         ];
         for (k, total, base, expect) in table {
             let got = tau(base, k, total);

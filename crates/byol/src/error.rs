@@ -36,7 +36,11 @@ pub enum Error {
     Backend { name: String, message: String },
     /// Training produced a non-finite value; `hint` says what to change.
     #[error("non-finite {what} at step {step}; {hint}")]
-    NonFinite { what: String, step: u64, hint: String },
+    NonFinite {
+        what: String,
+        step: u64,
+        hint: String,
+    },
     /// Parameters that should train but would not be updated by the optimizer: they do not
     /// require a gradient, or the loss does not depend on them.
     #[error("parameters that should train got no gradient: {}", parameters.join(", "))]
@@ -48,12 +52,17 @@ pub enum Error {
     #[error("MPI: {0}")]
     Mpi(String),
     /// Another process holds the run directory (`train::RunDir`).
-    #[error("run directory {path} is in use by {holder}; wait for it to end, or choose another --run-dir")]
+    #[error(
+        "run directory {path} is in use by {holder}; wait for it to end, or choose another --run-dir"
+    )]
     RunLocked { path: PathBuf, holder: String },
     /// Any I/O error, with the path involved. The OS error is part of the message and not a
     /// `source()`: a report that prints the chain (anyhow's `{:#}`) would print it twice.
     #[error("I/O error on {path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 /// Result alias for the library.
@@ -61,32 +70,54 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { field: field.into(), message: message.into() }
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn data(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), message: message.into() }
+        Error::Data {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn input(what: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Input { what: what.into(), message: message.into() }
+        Error::Input {
+            what: what.into(),
+            message: message.into(),
+        }
     }
 
     /// A tensor's read-back failure (`into_data().try_into_vec()`'s error) for `what`.
     pub(crate) fn readback(what: &'static str, error: impl std::fmt::Debug) -> Self {
-        Error::Readback { what, message: format!("{error:?}") }
+        Error::Readback {
+            what,
+            message: format!("{error:?}"),
+        }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
-        Error::Io { path: path.into(), error }
+        Error::Io {
+            path: path.into(),
+            error,
+        }
     }
 
     pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.into(), message: message.into() }
+        Error::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// The message of a caught panic (`catch_unwind`'s payload), for an error that replaces it.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panicked".into())
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into())
 }

@@ -85,7 +85,9 @@ fn record(data: &[u8]) -> Vec<u8> {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Appends scalar events to one event file of a run directory.
@@ -103,13 +105,31 @@ impl EventWriter {
     /// record tells TensorBoard the same, for copies of the files made before.
     pub fn create(dir: &Path, start_step: u64) -> Result<Self> {
         trim_after(dir, start_step)?;
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let name = format!("events.out.tfevents.{:010}.{:09}.byol.{}", t.as_secs(), t.subsec_nanos(), std::process::id());
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let name = format!(
+            "events.out.tfevents.{:010}.{:09}.byol.{}",
+            t.as_secs(),
+            t.subsec_nanos(),
+            std::process::id()
+        );
         let path = dir.join(name);
-        let mut w = EventWriter { path, pending: Vec::new() };
-        w.push(Event { wall_time: now(), step: 0, what: Some(What::FileVersion("brain.Event:2".into())) });
+        let mut w = EventWriter {
+            path,
+            pending: Vec::new(),
+        };
+        w.push(Event {
+            wall_time: now(),
+            step: 0,
+            what: Some(What::FileVersion("brain.Event:2".into())),
+        });
         if start_step > 0 {
-            w.push(Event { wall_time: now(), step: start_step as i64 + 1, what: Some(What::SessionLog(SessionLog { status: 1 })) });
+            w.push(Event {
+                wall_time: now(),
+                step: start_step as i64 + 1,
+                what: Some(What::SessionLog(SessionLog { status: 1 })),
+            });
         }
         w.flush()?;
         Ok(w)
@@ -125,8 +145,18 @@ impl EventWriter {
 
     /// Scalars at `step`, one event (kept in memory until [`Self::flush`]).
     pub fn scalars(&mut self, step: u64, values: &[(&str, f64)]) {
-        let value = values.iter().map(|(tag, v)| SummaryValue { tag: (*tag).to_string(), value: Some(Value::SimpleValue(*v as f32)) }).collect();
-        self.push(Event { wall_time: now(), step: step as i64, what: Some(What::Summary(Summary { value })) });
+        let value = values
+            .iter()
+            .map(|(tag, v)| SummaryValue {
+                tag: (*tag).to_string(),
+                value: Some(Value::SimpleValue(*v as f32)),
+            })
+            .collect();
+        self.push(Event {
+            wall_time: now(),
+            step: step as i64,
+            what: Some(What::Summary(Summary { value })),
+        });
     }
 
     /// Append the events kept so far to the file and sync it.
@@ -134,8 +164,13 @@ impl EventWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        f.write_all(&self.pending).map_err(|e| Error::io(&self.path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::io(&self.path, e))?;
+        f.write_all(&self.pending)
+            .map_err(|e| Error::io(&self.path, e))?;
         f.sync_data().map_err(|e| Error::io(&self.path, e))?;
         self.pending.clear();
         Ok(())
@@ -160,13 +195,27 @@ fn frames(bytes: &[u8]) -> (Vec<Frame>, usize, Option<String>) {
     let (mut out, mut at) = (Vec::new(), 0usize);
     while at + 12 <= bytes.len() {
         let len_bytes = &bytes[at..at + 8];
-        if u32::from_le_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes")) != masked_crc(len_bytes) {
-            return (out, at, Some(format!("record at byte {at}: length CRC mismatch")));
+        if u32::from_le_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"))
+            != masked_crc(len_bytes)
+        {
+            return (
+                out,
+                at,
+                Some(format!("record at byte {at}: length CRC mismatch")),
+            );
         }
         let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
-        let Some(end) = len.checked_add(at + 16).filter(|&e| e <= bytes.len()) else { break };
-        if u32::from_le_bytes(bytes[end - 4..end].try_into().expect("4 bytes")) != masked_crc(&bytes[at + 12..end - 4]) {
-            return (out, at, Some(format!("record at byte {at}: data CRC mismatch")));
+        let Some(end) = len.checked_add(at + 16).filter(|&e| e <= bytes.len()) else {
+            break;
+        };
+        if u32::from_le_bytes(bytes[end - 4..end].try_into().expect("4 bytes"))
+            != masked_crc(&bytes[at + 12..end - 4])
+        {
+            return (
+                out,
+                at,
+                Some(format!("record at byte {at}: data CRC mismatch")),
+            );
         }
         out.push((at, at + 12..end - 4));
         at = end;
@@ -181,7 +230,14 @@ fn records(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Event)>> {
     if let Some(d) = damage {
         return Err(Error::data(path, d));
     }
-    frames.into_iter().map(|(at, r)| Event::decode(&bytes[r]).map(|e| (at, e)).map_err(|e| Error::data(path, format!("record at byte {at}: {e}")))).collect()
+    frames
+        .into_iter()
+        .map(|(at, r)| {
+            Event::decode(&bytes[r])
+                .map(|e| (at, e))
+                .map_err(|e| Error::data(path, format!("record at byte {at}: {e}")))
+        })
+        .collect()
 }
 
 /// Read an event file: the scalars in file order, and the steps of `SessionLog` START records.
@@ -192,7 +248,11 @@ pub fn read_scalars(path: &Path) -> Result<(Vec<ScalarEvent>, Vec<u64>)> {
         match e.what {
             Some(What::Summary(s)) => {
                 scalars.extend(s.value.into_iter().filter_map(|v| match v.value {
-                    Some(Value::SimpleValue(x)) => Some(ScalarEvent { step: e.step as u64, tag: v.tag, value: x }),
+                    Some(Value::SimpleValue(x)) => Some(ScalarEvent {
+                        step: e.step as u64,
+                        tag: v.tag,
+                        value: x,
+                    }),
                     None => None,
                 }));
             }
@@ -208,7 +268,11 @@ pub fn event_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("events.out.tfevents."))
+        })
         .collect();
     v.sort();
     Ok(v)
@@ -223,10 +287,18 @@ fn trim_after(dir: &Path, step: u64) -> Result<()> {
         if let Some(d) = damage {
             tracing::warn!("{}: {d}; the file is cut there", path.display());
         }
-        let keep =
-            frames.into_iter().find(|(_, r)| Event::decode(&bytes[r.clone()]).map_or(true, |e| e.step > 0 && e.step as u64 > step)).map_or(end, |(at, _)| at);
+        let keep = frames
+            .into_iter()
+            .find(|(_, r)| {
+                Event::decode(&bytes[r.clone()])
+                    .map_or(true, |e| e.step > 0 && e.step as u64 > step)
+            })
+            .map_or(end, |(at, _)| at);
         if keep < bytes.len() {
-            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
             f.set_len(keep as u64).map_err(|e| Error::io(&path, e))?;
             f.sync_all().map_err(|e| Error::io(&path, e))?;
         }
@@ -244,7 +316,10 @@ mod tests {
     fn crc_is_tensorflows_masked_crc32c() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
         let c: u32 = 0xE306_9283;
-        assert_eq!(masked_crc(b"123456789"), c.rotate_right(15).wrapping_add(0xa282_ead8));
+        assert_eq!(
+            masked_crc(b"123456789"),
+            c.rotate_right(15).wrapping_add(0xa282_ead8)
+        );
     }
 
     #[test]
@@ -258,8 +333,18 @@ mod tests {
         w.flush().unwrap();
         let (s, starts) = read_scalars(w.path()).unwrap();
         assert_eq!(starts, [8]);
-        let got: Vec<(u64, &str, f32)> = s.iter().map(|e| (e.step, e.tag.as_str(), e.value)).collect();
-        assert_eq!(got, [(8, "train/loss", 1.5), (8, "train/lr", 0.25), (9, "train/loss", 1.25)]);
+        let got: Vec<(u64, &str, f32)> = s
+            .iter()
+            .map(|e| (e.step, e.tag.as_str(), e.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (8, "train/loss", 1.5),
+                (8, "train/lr", 0.25),
+                (9, "train/loss", 1.25)
+            ]
+        );
         let mut bytes = std::fs::read(w.path()).unwrap();
         let n = bytes.len();
         bytes[n - 6] ^= 1;
@@ -284,14 +369,27 @@ mod tests {
         }
         w.flush().unwrap();
         // And half a record, as a crash while appending leaves it.
-        let mut f = std::fs::OpenOptions::new().append(true).open(w.path()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(w.path())
+            .unwrap();
         f.write_all(&record(b"cut")[..9]).unwrap();
         let first = w.path().to_path_buf();
         let mut w2 = EventWriter::create(&dir, 3).unwrap();
         w2.scalars(4, &[("train/loss", 40.0)]);
         w2.flush().unwrap();
-        assert_eq!(event_files(&dir).unwrap(), [first.clone(), w2.path().to_path_buf()]);
-        let steps = |p: &Path| read_scalars(p).unwrap().0.iter().map(|e| e.step).collect::<Vec<_>>();
+        assert_eq!(
+            event_files(&dir).unwrap(),
+            [first.clone(), w2.path().to_path_buf()]
+        );
+        let steps = |p: &Path| {
+            read_scalars(p)
+                .unwrap()
+                .0
+                .iter()
+                .map(|e| e.step)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(steps(&first), [1, 2, 3]);
         assert_eq!(steps(w2.path()), [4]);
         assert_eq!(read_scalars(w2.path()).unwrap().1, [4]);

@@ -34,7 +34,13 @@ impl FileKind<'_> {
             return Err(Error::checkpoint(path, format!("not a {}", self.kind)));
         }
         if version != Some(self.version) {
-            return Err(Error::checkpoint(path, format!("unsupported format version {version:?} (expected {})", self.version)));
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "unsupported format version {version:?} (expected {})",
+                    self.version
+                ),
+            ));
         }
         Ok(())
     }
@@ -51,7 +57,10 @@ fn digest_of(bytes: &BTreeMap<&String, Vec<u8>>) -> String {
 
 impl TensorFile {
     fn bytes(&self) -> BTreeMap<&String, Vec<u8>> {
-        self.tensors.iter().map(|(n, (_, v))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect()
+        self.tensors
+            .iter()
+            .map(|(n, (_, v))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect()
     }
 
     /// The SHA-256 of its tensors (each name, then its little-endian bytes, in name order), as
@@ -70,10 +79,15 @@ impl TensorFile {
         let views = bytes
             .iter()
             .map(|(n, b)| {
-                Ok(((*n).clone(), TensorView::new(Dtype::F32, self.tensors[*n].0.clone(), b).map_err(|e| Error::checkpoint(n.as_str(), e.to_string()))?))
+                Ok((
+                    (*n).clone(),
+                    TensorView::new(Dtype::F32, self.tensors[*n].0.clone(), b)
+                        .map_err(|e| Error::checkpoint(n.as_str(), e.to_string()))?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint("<memory>", e.to_string()))
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::checkpoint("<memory>", e.to_string()))
     }
 
     /// Write it to `path` atomically ([`write_atomic`]).
@@ -85,18 +99,29 @@ impl TensorFile {
     /// the tensors; `None` for a safetensors file without one.
     pub fn format_of(path: &Path) -> Result<Option<String>> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, format!("not a readable safetensors file ({e})")))?;
-        Ok(header.metadata().as_ref().and_then(|m| m.get("format").cloned()))
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            Error::checkpoint(path, format!("not a readable safetensors file ({e})"))
+        })?;
+        Ok(header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("format").cloned()))
     }
 
     /// Read `path` and verify that it is of `kind` and that its tensors match their checksum.
     pub fn read(path: &Path, kind: FileKind<'_>) -> Result<Self> {
         let err = |m: String| Error::checkpoint(path, m);
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a readable {} ({e})", kind.kind)))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(format!("not a readable {} ({e})", kind.kind)))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        kind.check(path, meta.get("format").map(String::as_str), meta.get("version").map(String::as_str))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
+        kind.check(
+            path,
+            meta.get("format").map(String::as_str),
+            meta.get("version").map(String::as_str),
+        )?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| err(format!("corrupt tensors ({e})")))?;
         let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
         names.sort();
         let mut hasher = Sha256::new();
@@ -108,7 +133,11 @@ impl TensorFile {
             }
             hasher.update(name.as_bytes());
             hasher.update(view.data());
-            let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let v: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             tensors.insert(name, (view.shape().to_vec(), v));
         }
         if meta.get("sha256") != Some(&format!("{:x}", hasher.finalize())) {
@@ -127,7 +156,10 @@ impl TensorFile {
 pub(crate) fn temporary(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or(std::ffi::OsStr::new("checkpoint")));
+    name.push(
+        path.file_name()
+            .unwrap_or(std::ffi::OsStr::new("checkpoint")),
+    );
     name.push(".tmp");
     dir.join(name)
 }
@@ -160,13 +192,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Write an RGB image as a PNG file, atomically.
 pub fn write_rgb_png(path: &Path, img: &crate::image::Rgb8) -> Result<()> {
-    write_png(path, (img.width, img.height), png::ColorType::Rgb, png::BitDepth::Eight, None, &img.data)
+    write_png(
+        path,
+        (img.width, img.height),
+        png::ColorType::Rgb,
+        png::BitDepth::Eight,
+        None,
+        &img.data,
+    )
 }
 
 /// Write `pixels` (rows of big-endian samples) as a PNG of `color` at `depth` bits, with `palette`
 /// for an indexed one, through [`write_atomic`]: a full disk or a crash leaves no truncated
 /// picture, label map or depth map under the name. Every PNG `byol` writes goes through here.
-pub fn write_png(path: &Path, size: (usize, usize), color: png::ColorType, depth: png::BitDepth, palette: Option<Vec<u8>>, pixels: &[u8]) -> Result<()> {
+pub fn write_png(
+    path: &Path,
+    size: (usize, usize),
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<Vec<u8>>,
+    pixels: &[u8],
+) -> Result<()> {
     let mut bytes = Vec::new();
     let mut enc = png::Encoder::new(&mut bytes, size.0 as u32, size.1 as u32);
     enc.set_color(color);
@@ -174,8 +220,11 @@ pub fn write_png(path: &Path, size: (usize, usize), color: png::ColorType, depth
     if let Some(p) = palette {
         enc.set_palette(p);
     }
-    let mut w = enc.write_header().map_err(|e| Error::data(path, e.to_string()))?;
-    w.write_image_data(pixels).map_err(|e| Error::data(path, e.to_string()))?;
+    let mut w = enc
+        .write_header()
+        .map_err(|e| Error::data(path, e.to_string()))?;
+    w.write_image_data(pixels)
+        .map_err(|e| Error::data(path, e.to_string()))?;
     w.finish().map_err(|e| Error::data(path, e.to_string()))?;
     write_atomic(path, &bytes)
 }
@@ -184,7 +233,13 @@ pub fn write_png(path: &Path, size: (usize, usize), color: png::ColorType, depth
 /// target of the link it is, followed up to 40 links deep.
 fn destination(path: &Path, depth: usize) -> Result<PathBuf> {
     let not_a_file = |what: &str| {
-        Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file: give the path of a file to write")))
+        Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{what}, not a regular file: give the path of a file to write"),
+            ),
+        )
     };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(path.to_path_buf()),
@@ -194,7 +249,11 @@ fn destination(path: &Path, depth: usize) -> Result<PathBuf> {
                 return Err(not_a_file("a loop of symbolic links"));
             }
             let target = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
-            let target = if target.is_relative() { path.parent().unwrap_or(Path::new(".")).join(target) } else { target };
+            let target = if target.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(target)
+            } else {
+                target
+            };
             destination(&target, depth + 1)
         }
         Ok(m) if m.is_file() => Ok(path.to_path_buf()),
@@ -216,9 +275,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("byol-io-nonutf8-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(std::ffi::OsStr::from_bytes(b"e\xff.safetensors"));
-        assert_eq!(temporary(&path).file_name().unwrap().as_bytes(), b".e\xff.safetensors.tmp");
+        assert_eq!(
+            temporary(&path).file_name().unwrap().as_bytes(),
+            b".e\xff.safetensors.tmp"
+        );
         write_atomic(&path, b"abc").unwrap();
-        let names: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().as_bytes().to_vec()).collect();
+        let names: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
         assert_eq!(names, [b"e\xff.safetensors".to_vec()]);
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -238,12 +303,22 @@ mod tests {
         std::os::unix::fs::symlink("target", d.join("link")).unwrap();
         write_atomic(&d.join("link"), b"new").unwrap();
         assert_eq!(std::fs::read(d.join("target")).unwrap(), b"new");
-        assert!(std::fs::symlink_metadata(d.join("link")).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(d.join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         for special in [Path::new("/dev/null"), d.as_path()] {
             let e = write_atomic(special, b"x").unwrap_err().to_string();
             assert!(e.contains("not a regular file"), "{e}");
         }
-        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+        assert!(
+            std::fs::metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

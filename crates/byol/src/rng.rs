@@ -112,7 +112,11 @@ impl Stream {
             DistillViews | SegmentCrops => (2, None, 5_000_000),
             DistillPickViews | DepthViews => (2, None, 7_000_000),
         };
-        Slot { purpose, prefix, offset }
+        Slot {
+            purpose,
+            prefix,
+            offset,
+        }
     }
 }
 
@@ -126,9 +130,18 @@ fn mix(mut z: u64) -> u64 {
 
 /// A 64-bit key derived from the seed, the use and its indices.
 pub fn key(seed: u64, stream: Stream, indices: &[u64]) -> u64 {
-    let Slot { purpose, prefix, offset } = stream.slot();
+    let Slot {
+        purpose,
+        prefix,
+        offset,
+    } = stream.slot();
     let mut h = mix(seed ^ mix(purpose));
-    for p in prefix.into_iter().chain(indices.iter().enumerate().map(|(i, &p)| if i == 0 { p.wrapping_add(offset) } else { p })) {
+    for p in prefix.into_iter().chain(
+        indices
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| if i == 0 { p.wrapping_add(offset) } else { p }),
+    ) {
         h = mix(h ^ p);
     }
     h
@@ -136,7 +149,9 @@ pub fn key(seed: u64, stream: Stream, indices: &[u64]) -> u64 {
 
 /// A 64-bit key of a string (FNV-1a), to index streams by name.
 pub fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// A generator for (seed, use, indices…).
@@ -172,7 +187,11 @@ mod tests {
     /// two documented pairs.
     #[test]
     fn named_uses_keep_their_slots_keys_and_are_distinct() {
-        let slot = |seed: u64, purpose: u64, parts: &[u64]| parts.iter().fold(mix(seed ^ mix(purpose)), |h, &p| mix(h ^ p));
+        let slot = |seed: u64, purpose: u64, parts: &[u64]| {
+            parts
+                .iter()
+                .fold(mix(seed ^ mix(purpose)), |h, &p| mix(h ^ p))
+        };
         let (seed, e, i) = (7, 3, 11);
         for (stream, parts, want) in [
             (Stream::OnlineInit, vec![], slot(seed, 5, &[0])),
@@ -185,23 +204,66 @@ mod tests {
             (Stream::DepthDecoder, vec![i], slot(seed, 5, &[13, i])),
             (Stream::MosaicTrain, vec![], slot(seed, 6, &[0])),
             (Stream::MosaicVal, vec![], slot(seed, 6, &[1])),
-            (Stream::LinearOrder, vec![e], slot(seed, 1, &[1_000_000 + e])),
-            (Stream::FinetuneOrder, vec![e], slot(seed, 1, &[2_000_000 + e])),
-            (Stream::DistillOrder, vec![e], slot(seed, 1, &[4_000_000 + e])),
-            (Stream::SegmentOrder, vec![e], slot(seed, 1, &[4_000_000 + e])),
-            (Stream::DistillPick, vec![e], slot(seed, 1, &[6_000_000 + e])),
+            (
+                Stream::LinearOrder,
+                vec![e],
+                slot(seed, 1, &[1_000_000 + e]),
+            ),
+            (
+                Stream::FinetuneOrder,
+                vec![e],
+                slot(seed, 1, &[2_000_000 + e]),
+            ),
+            (
+                Stream::DistillOrder,
+                vec![e],
+                slot(seed, 1, &[4_000_000 + e]),
+            ),
+            (
+                Stream::SegmentOrder,
+                vec![e],
+                slot(seed, 1, &[4_000_000 + e]),
+            ),
+            (
+                Stream::DistillPick,
+                vec![e],
+                slot(seed, 1, &[6_000_000 + e]),
+            ),
             (Stream::DepthOrder, vec![e], slot(seed, 1, &[6_000_000 + e])),
-            (Stream::FinetuneViews, vec![e, i], slot(seed, 2, &[3_000_000 + e, i])),
-            (Stream::DistillViews, vec![e, i], slot(seed, 2, &[5_000_000 + e, i])),
-            (Stream::SegmentCrops, vec![e, i], slot(seed, 2, &[5_000_000 + e, i])),
-            (Stream::DistillPickViews, vec![e, i], slot(seed, 2, &[7_000_000 + e, i])),
-            (Stream::DepthViews, vec![e, i], slot(seed, 2, &[7_000_000 + e, i])),
+            (
+                Stream::FinetuneViews,
+                vec![e, i],
+                slot(seed, 2, &[3_000_000 + e, i]),
+            ),
+            (
+                Stream::DistillViews,
+                vec![e, i],
+                slot(seed, 2, &[5_000_000 + e, i]),
+            ),
+            (
+                Stream::SegmentCrops,
+                vec![e, i],
+                slot(seed, 2, &[5_000_000 + e, i]),
+            ),
+            (
+                Stream::DistillPickViews,
+                vec![e, i],
+                slot(seed, 2, &[7_000_000 + e, i]),
+            ),
+            (
+                Stream::DepthViews,
+                vec![e, i],
+                slot(seed, 2, &[7_000_000 + e, i]),
+            ),
             (Stream::Augment, vec![e, i], slot(seed, 2, &[e, i])),
             (Stream::Shuffle, vec![e], slot(seed, 1, &[e])),
         ] {
             assert_eq!(key(seed, stream, &parts), want, "{stream:?}");
         }
-        let shared = [(Stream::DistillOrder, Stream::SegmentOrder), (Stream::DistillPick, Stream::DepthOrder)];
+        let shared = [
+            (Stream::DistillOrder, Stream::SegmentOrder),
+            (Stream::DistillPick, Stream::DepthOrder),
+        ];
         let uses = [
             Stream::OnlineInit,
             Stream::TargetInit,

@@ -40,19 +40,38 @@ pub struct Epochs {
 impl Epochs {
     /// `epochs` over `samples`; `section` names the config section of the protocol in errors:
     /// fewer samples than one batch, or a step count that overflows.
-    pub fn new(samples: Vec<usize>, batch_size: usize, epochs: usize, (seed, stream): (u64, Stream), section: &str) -> Result<Self> {
+    pub fn new(
+        samples: Vec<usize>,
+        batch_size: usize,
+        epochs: usize,
+        (seed, stream): (u64, Stream),
+        section: &str,
+    ) -> Result<Self> {
         let n = samples.len();
         if batch_size == 0 || n < batch_size {
-            return Err(Error::config(format!("{section}.batch-size"), format!("{batch_size} is more than the {n} training samples")));
+            return Err(Error::config(
+                format!("{section}.batch-size"),
+                format!("{batch_size} is more than the {n} training samples"),
+            ));
         }
         let per_epoch = (n / batch_size) as u64;
         let total = per_epoch.checked_mul(epochs as u64).ok_or_else(|| {
             Error::config(
                 format!("{section}.epochs"),
-                format!("{epochs} epochs of {per_epoch} steps overflow the step count; at most {}", u64::MAX / per_epoch),
+                format!(
+                    "{epochs} epochs of {per_epoch} steps overflow the step count; at most {}",
+                    u64::MAX / per_epoch
+                ),
             )
         })?;
-        Ok(Epochs { samples, batch_size, steps_per_epoch: per_epoch, total, seed, stream })
+        Ok(Epochs {
+            samples,
+            batch_size,
+            steps_per_epoch: per_epoch,
+            total,
+            seed,
+            stream,
+        })
     }
 
     pub fn steps_per_epoch(&self) -> u64 {
@@ -78,7 +97,10 @@ impl Epochs {
     /// The mean of each epoch's losses, `losses` being those of consecutive steps from step 0.
     pub fn epoch_means(&self, losses: &[f32]) -> Vec<f64> {
         let per_epoch = self.steps_per_epoch as usize;
-        losses.chunks(per_epoch).map(|c| c.iter().map(|&l| f64::from(l)).sum::<f64>() / per_epoch as f64).collect()
+        losses
+            .chunks(per_epoch)
+            .map(|c| c.iter().map(|&l| f64::from(l)).sum::<f64>() / per_epoch as f64)
+            .collect()
     }
 }
 
@@ -173,14 +195,24 @@ impl Tuning<'_> {
         hooks: &mut dyn Hooks<M>,
         mut loss_of: impl FnMut(&M, &[usize], u64, u64) -> Result<Tensor<1>>,
     ) -> Result<Trained<M>> {
-        let (per_epoch, total, b) = (self.epochs.steps_per_epoch, self.epochs.total, self.epochs.batch_size);
+        let (per_epoch, total, b) = (
+            self.epochs.steps_per_epoch,
+            self.epochs.total,
+            self.epochs.batch_size,
+        );
         progress.on_start(total);
         let mut order: Option<(u64, Vec<usize>)> = None;
         let mut losses = Vec::new();
         for step in start..total {
             if hooks.stop_before(step) {
                 hooks.stopped(&model, &optimizer, step)?;
-                return Ok(Trained { model, optimizer, step, stopped: true, losses });
+                return Ok(Trained {
+                    model,
+                    optimizer,
+                    step,
+                    stopped: true,
+                    losses,
+                });
             }
             let epoch = step / per_epoch;
             if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -191,18 +223,35 @@ impl Tuning<'_> {
             let loss = loss_of(&model, batch, epoch, step)?; // [1]
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
-                let hint = format!("lower {}.learning-rate (a checkpoint, if one was written, is intact)", self.section);
-                return Err(Error::NonFinite { what: format!("loss of {}", self.section), step, hint });
+                let hint = format!(
+                    "lower {}.learning-rate (a checkpoint, if one was written, is intact)",
+                    self.section
+                );
+                return Err(Error::NonFinite {
+                    what: format!("loss of {}", self.section),
+                    step,
+                    hint,
+                });
             }
             let lr = self.decay.rate(self.learning_rate, step, total);
             let mut grads = loss.backward();
             model = optimizer.step(model, &mut grads, lr, step + 1)?;
             losses.push(value);
-            let done = StepDone { step: step + 1, loss: value, lr };
+            let done = StepDone {
+                step: step + 1,
+                loss: value,
+                lr,
+            };
             progress.on_step(done.step, value);
             hooks.after_step(&model, &optimizer, &done)?;
         }
-        Ok(Trained { model, optimizer, step: total.max(start), stopped: false, losses })
+        Ok(Trained {
+            model,
+            optimizer,
+            step: total.max(start),
+            stopped: false,
+            losses,
+        })
     }
 }
 
@@ -212,7 +261,10 @@ mod tests {
 
     #[test]
     fn the_step_down_schedule_falls_at_70_and_90_percent() {
-        let lr: Vec<f64> = [0, 69, 70, 89, 90, 99].iter().map(|&s| Decay::StepDown.rate(1.0, s, 100)).collect();
+        let lr: Vec<f64> = [0, 69, 70, 89, 90, 99]
+            .iter()
+            .map(|&s| Decay::StepDown.rate(1.0, s, 100))
+            .collect();
         assert_eq!(lr, [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]);
     }
 
@@ -220,17 +272,43 @@ mod tests {
     /// cover it but for the remainder; too few samples or an overflowing count are refused.
     #[test]
     fn epochs_shuffle_each_epoch_and_refuse_what_cannot_run() {
-        let plan = Epochs::new(vec![3, 5, 7, 9, 11], 2, 3, (4, Stream::SegmentOrder), "transfer.segment").unwrap();
+        let plan = Epochs::new(
+            vec![3, 5, 7, 9, 11],
+            2,
+            3,
+            (4, Stream::SegmentOrder),
+            "transfer.segment",
+        )
+        .unwrap();
         assert_eq!((plan.steps_per_epoch(), plan.total()), (2, 6));
         let (a, b) = (plan.order(0), plan.order(1));
         assert_ne!(a, b);
         let mut sorted = a.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, [3, 5, 7, 9, 11]);
-        assert_eq!(plan.epoch_means(&[1.0, 3.0, 2.0, 2.0, 5.0]), [2.0, 2.0, 2.5]);
-        let e = Epochs::new(vec![0; 3], 4, 1, (0, Stream::SegmentOrder), "distill").unwrap_err().to_string();
-        assert!(e.contains("distill.batch-size") && e.contains("3 training samples"), "{e}");
-        let e = Epochs::new(vec![0; 4], 2, usize::MAX, (0, Stream::SegmentOrder), "transfer.depth").unwrap_err().to_string();
-        assert!(e.contains("transfer.depth.epochs") && e.contains("overflow"), "{e}");
+        assert_eq!(
+            plan.epoch_means(&[1.0, 3.0, 2.0, 2.0, 5.0]),
+            [2.0, 2.0, 2.5]
+        );
+        let e = Epochs::new(vec![0; 3], 4, 1, (0, Stream::SegmentOrder), "distill")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("distill.batch-size") && e.contains("3 training samples"),
+            "{e}"
+        );
+        let e = Epochs::new(
+            vec![0; 4],
+            2,
+            usize::MAX,
+            (0, Stream::SegmentOrder),
+            "transfer.depth",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("transfer.depth.epochs") && e.contains("overflow"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -49,25 +53,42 @@ fn make_zoo(root: &Path) -> Vec<&'static str> {
     for class in ["a", "b"] {
         std::fs::create_dir_all(root.join(class)).unwrap();
         for i in 0..12u8 {
-            let img = image::RgbImage::from_fn(24, 20, |x, y| image::Rgb([i * 20, (x * 10) as u8, (y * 12) as u8]));
-            img.save(root.join(class).join(format!("good{i}.png"))).unwrap();
+            let img = image::RgbImage::from_fn(24, 20, |x, y| {
+                image::Rgb([i * 20, (x * 10) as u8, (y * 12) as u8])
+            });
+            img.save(root.join(class).join(format!("good{i}.png")))
+                .unwrap();
         }
     }
     let b = root.join("b");
     // Truncated JPEG: the first 40% of a valid file.
-    let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
+    let img = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 128])
+    });
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Jpeg).unwrap();
     let jpeg = buf.into_inner();
     std::fs::write(b.join("truncated.jpg"), &jpeg[..jpeg.len() * 2 / 5]).unwrap();
     std::fs::write(b.join("zero-byte.png"), b"").unwrap();
-    image::GrayImage::from_pixel(9, 7, image::Luma([77])).save(b.join("grayscale.png")).unwrap();
+    image::GrayImage::from_pixel(9, 7, image::Luma([77]))
+        .save(b.join("grayscale.png"))
+        .unwrap();
     std::fs::write(b.join("cmyk.jpg"), include_bytes!("fixtures/cmyk.jpg")).unwrap();
-    image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(5, 5, image::Rgb([65535u16, 0, 32896])).save(b.join("sixteen-bit.png")).unwrap();
-    image::RgbaImage::from_pixel(6, 6, image::Rgba([10, 20, 30, 0])).save(b.join("alpha.png")).unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, _>::from_pixel(5, 5, image::Rgb([65535u16, 0, 32896]))
+        .save(b.join("sixteen-bit.png"))
+        .unwrap();
+    image::RgbaImage::from_pixel(6, 6, image::Rgba([10, 20, 30, 0]))
+        .save(b.join("alpha.png"))
+        .unwrap();
     std::fs::write(b.join("huge.png"), png_header_only(20_000, 20_000)).unwrap();
-    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 100, 50])).save(b.join("tiny.png")).unwrap();
-    std::fs::write(b.join("not-an-image.jpg"), b"<html>this is a web page saved as .jpg</html>").unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 100, 50]))
+        .save(b.join("tiny.png"))
+        .unwrap();
+    std::fs::write(
+        b.join("not-an-image.jpg"),
+        b"<html>this is a web page saved as .jpg</html>",
+    )
+    .unwrap();
     std::fs::write(b.join("notes.txt"), b"ignored: not an image extension").unwrap();
     // Symlink loops: a folder linking to itself, a file linking to itself, a class linking to the root.
     std::os::unix::fs::symlink(".", b.join("loop-dir")).unwrap();
@@ -92,30 +113,78 @@ fn every_bad_file_is_decoded_or_skipped_and_counted() {
     let px = |name: &str| decode(&b.join(name)).unwrap();
     assert_eq!(px("grayscale.png").data[..3], [77, 77, 77]);
     let cmyk = px("cmyk.jpg");
-    assert!(cmyk.data[0] > 240 && cmyk.data[1] < 15 && cmyk.data[2] < 15, "CMYK red: {:?}", &cmyk.data[..3]);
+    assert!(
+        cmyk.data[0] > 240 && cmyk.data[1] < 15 && cmyk.data[2] < 15,
+        "CMYK red: {:?}",
+        &cmyk.data[..3]
+    );
     assert_eq!(px("sixteen-bit.png").data[..3], [255, 0, 128]);
     assert_eq!(px("alpha.png").data[..3], [10, 20, 30]);
     assert_eq!((px("tiny.png").width, px("tiny.png").height), (1, 1));
-    for cache in [Cache::InMemory { limit_bytes: u64::MAX }, Cache::Off] {
+    for cache in [
+        Cache::InMemory {
+            limit_bytes: u64::MAX,
+        },
+        Cache::Off,
+    ] {
         let set = load_folder(&root, cache, None, 0, 0, 100_000_000).unwrap();
         assert_eq!(set.classes, vec!["a", "b"], "the root link is not a class");
-        let skipped: Vec<String> = set.skipped.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let skipped: Vec<String> = set
+            .skipped
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         for name in &must_skip {
-            assert!(skipped.iter().any(|s| s == name), "{name} not skipped: {skipped:?}");
+            assert!(
+                skipped.iter().any(|s| s == name),
+                "{name} not skipped: {skipped:?}"
+            );
         }
         // Besides the unreadable images: the folder holding notes.txt and the root link (a
         // folder without images), each said once.
-        let (unreadable, left_out): (Vec<_>, Vec<_>) = set.skipped.iter().partition(|(p, _)| p.extension().is_some());
+        let (unreadable, left_out): (Vec<_>, Vec<_>) = set
+            .skipped
+            .iter()
+            .partition(|(p, _)| p.extension().is_some());
         for (p, reason) in unreadable {
             let n = p.file_name().unwrap().to_string_lossy();
-            assert!(must_skip.contains(&n.as_ref()) || n == "truncated.jpg", "{n} skipped: {reason}");
+            assert!(
+                must_skip.contains(&n.as_ref()) || n == "truncated.jpg",
+                "{n} skipped: {reason}"
+            );
         }
-        let left_out: Vec<(String, &str)> = left_out.iter().map(|(p, why)| (p.file_name().unwrap().to_string_lossy().into_owned(), why.as_str())).collect();
+        let left_out: Vec<(String, &str)> = left_out
+            .iter()
+            .map(|(p, why)| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    why.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(left_out.len(), 2, "{left_out:?}");
-        assert!(left_out.iter().any(|(n, why)| n == "b" && why.contains("notes.txt")), "{left_out:?}");
-        assert!(left_out.iter().any(|(n, why)| n == "loop-class" && why.contains("not a class")), "{left_out:?}");
-        let huge = set.skipped.iter().find(|(p, _)| p.ends_with("huge.png")).unwrap();
-        assert!(huge.1.contains("20000×20000") && huge.1.contains("max-image-pixels"), "{}", huge.1);
+        assert!(
+            left_out
+                .iter()
+                .any(|(n, why)| n == "b" && why.contains("notes.txt")),
+            "{left_out:?}"
+        );
+        assert!(
+            left_out
+                .iter()
+                .any(|(n, why)| n == "loop-class" && why.contains("not a class")),
+            "{left_out:?}"
+        );
+        let huge = set
+            .skipped
+            .iter()
+            .find(|(p, _)| p.ends_with("huge.png"))
+            .unwrap();
+        assert!(
+            huge.1.contains("20000×20000") && huge.1.contains("max-image-pixels"),
+            "{}",
+            huge.1
+        );
         // 24 good + grayscale, cmyk, 16-bit, alpha, tiny (+ truncated if its decoder recovers).
         assert!(set.len() == 29 || set.len() == 30, "{} images", set.len());
     }
@@ -146,13 +215,35 @@ fn pretraining_on_the_zoo_runs_and_summarises_what_was_skipped() {
         )
         .unwrap();
         let dir = tmp(&format!("zoo-run-{cache}"));
-        let report = pretrain(&cfg, &dir, &RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() }, &mut Quiet).unwrap();
+        let report = pretrain(
+            &cfg,
+            &dir,
+            &RunOptions {
+                resume: false,
+                compare_random: false,
+                max_steps: None,
+                ..Default::default()
+            },
+            &mut Quiet,
+        )
+        .unwrap();
         assert!(report.knn.is_some());
-        assert!(report.skipped_images >= must_skip.len(), "{}", report.skipped_images);
-        let summary: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("skipped.json")).unwrap()).unwrap();
+        assert!(
+            report.skipped_images >= must_skip.len(),
+            "{}",
+            report.skipped_images
+        );
+        let summary: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("skipped.json")).unwrap())
+                .unwrap();
         assert_eq!(summary.len(), report.skipped_images);
         for name in &must_skip {
-            assert!(summary.iter().any(|v| v["file"].as_str().unwrap().ends_with(name)), "{name}");
+            assert!(
+                summary
+                    .iter()
+                    .any(|v| v["file"].as_str().unwrap().ends_with(name)),
+                "{name}"
+            );
         }
     }
 }

@@ -14,7 +14,9 @@ use byol::train::{TrainState, train_step};
 use rand::Rng;
 
 fn gpu() -> Device {
-    BackendKind::Wgpu.device().expect("a wgpu device (CI: Mesa's lavapipe, package mesa-vulkan-drivers)")
+    BackendKind::Wgpu
+        .device()
+        .expect("a wgpu device (CI: Mesa's lavapipe, package mesa-vulkan-drivers)")
 }
 
 fn on(device: &Device, data: &TensorData) -> Tensor<4> {
@@ -23,7 +25,10 @@ fn on(device: &Device, data: &TensorData) -> Tensor<4> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Three training steps of a tiny ResNet from the same initial weights (drawn on the host from
@@ -39,13 +44,21 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn first_training_steps_match_flex() {
     let cfg = ExperimentConfig::load(
         "small-cpu",
-        &["model.encoder.base-width=4", "model.projector.hidden=32", "model.projector.output=16", "model.predictor.hidden=32", "model.predictor.output=16"]
-            .map(String::from),
+        &[
+            "model.encoder.base-width=4",
+            "model.projector.hidden=32",
+            "model.projector.output=16",
+            "model.predictor.hidden=32",
+            "model.predictor.output=16",
+        ]
+        .map(String::from),
     )
     .unwrap();
     let mut r = rng(3, Stream::Augment, &[0]);
     let mut view = || {
-        let x: Vec<f32> = (0..16 * 3 * 16 * 16).map(|_| r.random::<f32>() * 2.0 - 1.0).collect();
+        let x: Vec<f32> = (0..16 * 3 * 16 * 16)
+            .map(|_| r.random::<f32>() * 2.0 - 1.0)
+            .collect();
         TensorData::new(x, [16, 3, 16, 16])
     };
     let batches: Vec<(TensorData, TensorData)> = (0..3).map(|_| (view(), view())).collect();
@@ -53,7 +66,15 @@ fn first_training_steps_match_flex() {
         let mut state = TrainState::init(&cfg, device);
         let mut losses = Vec::new();
         for (k, (v1, v2)) in batches.iter().enumerate() {
-            let (next, m) = train_step(state, on(device, v1), on(device, v2), 0.2, 0.99 - 0.01 * k as f64, &cfg.objective).unwrap();
+            let (next, m) = train_step(
+                state,
+                on(device, v1),
+                on(device, v2),
+                0.2,
+                0.99 - 0.01 * k as f64,
+                &cfg.objective,
+            )
+            .unwrap();
             losses.push(m.loss.into_scalar::<f32>());
             state = next;
         }
@@ -63,21 +84,38 @@ fn first_training_steps_match_flex() {
     };
     let (flex_losses, flex_w, flex_t) = run(&Device::flex());
     let (gpu_losses, gpu_w, gpu_t) = run(&gpu());
-    let loss_rel = flex_losses.iter().zip(&gpu_losses).map(|(a, b)| (a - b).abs() / a.abs()).fold(0.0, f32::max);
+    let loss_rel = flex_losses
+        .iter()
+        .zip(&gpu_losses)
+        .map(|(a, b)| (a - b).abs() / a.abs())
+        .fold(0.0, f32::max);
     for (k, (a, b)) in flex_losses.iter().zip(&gpu_losses).enumerate() {
-        assert!((a - b).abs() <= 2e-6 * a.abs(), "step {}: loss {b} on wgpu, {a} on flex", k + 1);
+        assert!(
+            (a - b).abs() <= 2e-6 * a.abs(),
+            "step {}: loss {b} on wgpu, {a} on flex",
+            k + 1
+        );
     }
-    assert!(flex_losses[2] < flex_losses[0], "the steps changed nothing: {flex_losses:?}");
+    assert!(
+        flex_losses[2] < flex_losses[0],
+        "the steps changed nothing: {flex_losses:?}"
+    );
     let mut weights = 0.0f32;
     for (network, flex, gpu) in [("online", &flex_w, &gpu_w), ("target", &flex_t, &gpu_t)] {
         for (name, w) in flex {
             let a: Vec<f32> = w.flat.clone().into_data().try_into_vec().unwrap();
             let b: Vec<f32> = gpu[name].flat.clone().into_data().try_into_vec().unwrap();
-            assert!(max_abs_diff(&a, &b) < 5e-6, "{network} {name} differs by {}", max_abs_diff(&a, &b));
+            assert!(
+                max_abs_diff(&a, &b) < 5e-6,
+                "{network} {name} differs by {}",
+                max_abs_diff(&a, &b)
+            );
             weights = weights.max(max_abs_diff(&a, &b));
         }
     }
-    eprintln!("wgpu against flex over 3 steps: losses within {loss_rel:.2e} relative, weights within {weights:.2e}");
+    eprintln!(
+        "wgpu against flex over 3 steps: losses within {loss_rel:.2e} relative, weights within {weights:.2e}"
+    );
 }
 
 /// The batched view pipeline (flip, jitter in random order, grayscale, blur, solarize,
@@ -90,11 +128,20 @@ fn device_view_pipeline_matches_the_host_reference() {
         let b = 32;
         let mut r = rng(11, Stream::Augment, &[size as u64]);
         let crops: Vec<u8> = (0..b * 3 * size * size).map(|_| r.random()).collect();
-        let params: Vec<_> = (0..b).map(|_| sample_params(size, size, view, &mut r)).collect();
+        let params: Vec<_> = (0..b)
+            .map(|_| sample_params(size, size, view, &mut r))
+            .collect();
         let host = finish_host(&crops, &params, size, view, &aug);
-        let ours: Vec<f32> = ViewPipeline::new(view, &aug, size, &device).apply(crops, &params).into_data().try_into_vec().unwrap();
+        let ours: Vec<f32> = ViewPipeline::new(view, &aug, size, &device)
+            .apply(crops, &params)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         // As on flex: 1e-5 in [0, 1] before the division by std ≈ 0.225.
         let d = max_abs_diff(&host, &ours);
-        assert!(d < 5e-5, "size {size}: the wgpu views differ from the host's by {d}");
+        assert!(
+            d < 5e-5,
+            "size {size}: the wgpu views differ from the host's by {d}"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The encoder learns: every parameter that should train requires a gradient, gets a non-zero
 //! one and moves; the optimizer refuses to skip one silently; the target's BatchNorm uses batch
 //! statistics and keeps its own running statistics moving.
-#![allow(clippy::single_range_in_vec_init, reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b")]
+#![allow(
+    clippy::single_range_in_vec_init,
+    reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b"
+)]
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
@@ -46,7 +49,10 @@ fn normal(shape: [usize; 4], mean: f32, std: f32, seed: u64, device: &Device) ->
 
 /// The two views of step `k`: [b, 3, s, s] each.
 fn views(b: usize, s: usize, k: u64, device: &Device) -> (Tensor<4>, Tensor<4>) {
-    (normal([b, 3, s, s], 0.0, 1.0, 2 * k + 1, device), normal([b, 3, s, s], 0.0, 1.0, 2 * k + 2, device))
+    (
+        normal([b, 3, s, s], 0.0, 1.0, 2 * k + 1, device),
+        normal([b, 3, s, s], 0.0, 1.0, 2 * k + 2, device),
+    )
 }
 
 fn values(t: &Tensor<1>) -> Vec<f32> {
@@ -65,7 +71,10 @@ impl<F: FnMut(&str, bool, Option<f32>)> PathVisitor for Trainable<'_, F> {
             return;
         }
         // Largest |gradient| of the parameter, when asked and present.
-        let g = self.grads.and_then(|g| param.val().grad(g)).map(|g| g.abs().max().into_scalar::<f32>());
+        let g = self
+            .grads
+            .and_then(|g| param.val().grad(g))
+            .map(|g| g.abs().max().into_scalar::<f32>());
         (self.f)(path, param.is_require_grad(), g)
     }
 }
@@ -105,21 +114,37 @@ fn byol_grads(state: &TrainState, v1: Tensor<4>, v2: Tensor<4>) -> Gradients {
 /// for the official architecture (Linear with bias, then BatchNorm) and still have to get a
 /// gradient; they are not required to move.
 fn bias_before_batch_norm(path: &str) -> bool {
-    path.ends_with(".fc1.bias") || path.ends_with(".fc.bias") && path.contains(".mid.") || path == "projector.fc2.bias"
+    path.ends_with(".fc1.bias")
+        || path.ends_with(".fc.bias") && path.contains(".mid.")
+        || path == "projector.fc2.bias"
 }
 
 /// Paths of the trainable online parameters whose values in `after` equal `before`'s.
 fn unmoved(before: &BTreeMap<String, Named>, after: &TrainState) -> (usize, Vec<String>) {
     let after = collect(&after.online.valid());
-    let trainable: Vec<_> = before.keys().filter(|p| !is_buffer(p) && !bias_before_batch_norm(p)).collect();
-    (trainable.len(), trainable.into_iter().filter(|p| values(&before[*p].flat) == values(&after[*p].flat)).cloned().collect())
+    let trainable: Vec<_> = before
+        .keys()
+        .filter(|p| !is_buffer(p) && !bias_before_batch_norm(p))
+        .collect();
+    (
+        trainable.len(),
+        trainable
+            .into_iter()
+            .filter(|p| values(&before[*p].flat) == values(&after[*p].flat))
+            .cloned()
+            .collect(),
+    )
 }
 
 #[test]
 fn every_parameter_gets_a_gradient_and_moves_resnet18() {
     // γ = 1 in the basic blocks (the official initialisation), so that every block's branch gets
     // a gradient at the first step.
-    let cfg = tiny(&["model.encoder.arch=\"resnet18\"", "model.encoder.stem=\"cifar\"", "model.encoder.residual-gamma=\"official\""]);
+    let cfg = tiny(&[
+        "model.encoder.arch=\"resnet18\"",
+        "model.encoder.stem=\"cifar\"",
+        "model.encoder.residual-gamma=\"official\"",
+    ]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     let (n, bad) = untrained(&state, None);
@@ -128,11 +153,19 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
     let grads = byol_grads(&state, v1.clone(), v2.clone());
     let (m, bad) = untrained(&state, Some(&grads));
     assert_eq!(m, n);
-    assert!(bad.is_empty(), "{} of {n} parameters get no gradient: {bad:?}", bad.len());
+    assert!(
+        bad.is_empty(),
+        "{} of {n} parameters get no gradient: {bad:?}",
+        bad.len()
+    );
     let before = collect(&state.online.valid());
     let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&before, &after);
-    assert!(still.is_empty(), "{} of {total} parameters did not move: {still:?}", still.len());
+    assert!(
+        still.is_empty(),
+        "{} of {total} parameters did not move: {still:?}",
+        still.len()
+    );
 }
 
 /// SimCLR v2's 3-layer projection head (`model.projector.layers = 3`): Linear → BN → ReLU →
@@ -140,18 +173,32 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
 /// every parameter of it gets a gradient and moves.
 #[test]
 fn a_three_layer_projector_has_the_spec_shapes_and_trains() {
-    let cfg = tiny(&["model.encoder.residual-gamma=\"official\"", "model.projector.layers=3"]);
+    let cfg = tiny(&[
+        "model.encoder.residual-gamma=\"official\"",
+        "model.projector.layers=3",
+    ]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     let d = cfg.model.encoder.output_dim();
     let online = collect(&state.online.valid());
-    let shape = |path: &str| online.get(path).map(|n| n.shape.clone()).unwrap_or_else(|| panic!("no {path}"));
+    let shape = |path: &str| {
+        online
+            .get(path)
+            .map(|n| n.shape.clone())
+            .unwrap_or_else(|| panic!("no {path}"))
+    };
     // burn's Linear weight is [in, out].
     assert_eq!(shape("projector.fc1.weight"), [d, 32]);
     assert_eq!(shape("projector.mid.0.fc.weight"), [32, 32]);
     assert_eq!(shape("projector.mid.0.bn.gamma"), [32]);
     assert_eq!(shape("projector.fc2.weight"), [32, 16]);
-    assert!(!online.keys().any(|k| k.contains("mid.1") || k.starts_with("predictor.mid")), "{:?}", online.keys());
+    assert!(
+        !online
+            .keys()
+            .any(|k| k.contains("mid.1") || k.starts_with("predictor.mid")),
+        "{:?}",
+        online.keys()
+    );
     let target = collect(&state.target.as_ref().unwrap().valid());
     assert_eq!(target["projector.mid.0.fc.weight"].shape, [32, 32]);
     let (v1, v2) = views(8, 16, 3, &device);
@@ -160,32 +207,61 @@ fn a_three_layer_projector_has_the_spec_shapes_and_trains() {
     assert!(bad.is_empty(), "parameters without a gradient: {bad:?}");
     let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&online, &after);
-    assert!(still.is_empty(), "{} of {total} parameters did not move: {still:?}", still.len());
-    let e = ExperimentConfig::load("small-cpu", &["model.projector.layers=4".into()]).unwrap_err().to_string();
-    assert!(e.contains("model.projector.layers") && e.contains("SimCLR v2"), "{e}");
+    assert!(
+        still.is_empty(),
+        "{} of {total} parameters did not move: {still:?}",
+        still.len()
+    );
+    let e = ExperimentConfig::load("small-cpu", &["model.projector.layers=4".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.projector.layers") && e.contains("SimCLR v2"),
+        "{e}"
+    );
 }
 
 /// Bottleneck blocks start with γ = 0 in their last BatchNorm, so the block's convolutions get a
 /// zero gradient at the first step; the γ must train, and from the second step on everything moves.
 #[test]
 fn every_parameter_moves_with_zero_initialised_bottlenecks_resnet50() {
-    let cfg = tiny(&["model.encoder.arch=\"resnet50\"", "model.encoder.stem=\"imagenet\"", "data.image-size=32", "model.encoder.residual-gamma=\"official\""]);
+    let cfg = tiny(&[
+        "model.encoder.arch=\"resnet50\"",
+        "model.encoder.stem=\"imagenet\"",
+        "data.image-size=32",
+        "model.encoder.residual-gamma=\"official\"",
+    ]);
     let device = Device::flex();
     let state = TrainState::init(&cfg, &device);
     assert!(untrained(&state, None).1.is_empty());
-    let gamma = |s: &TrainState| values(&collect(&s.online.valid())["encoder.layer1.0.bn3.gamma"].flat);
-    assert!(gamma(&state).iter().all(|&g| g == 0.0), "the last γ of a bottleneck starts at 0");
+    let gamma =
+        |s: &TrainState| values(&collect(&s.online.valid())["encoder.layer1.0.bn3.gamma"].flat);
+    assert!(
+        gamma(&state).iter().all(|&g| g == 0.0),
+        "the last γ of a bottleneck starts at 0"
+    );
     let before = collect(&state.online.valid());
     let (v1, v2) = views(8, 32, 0, &device);
     let (state, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
-    assert!(gamma(&state).iter().any(|&g| g != 0.0), "γ = 0 did not train");
+    assert!(
+        gamma(&state).iter().any(|&g| g != 0.0),
+        "γ = 0 did not train"
+    );
     let (v1, v2) = views(8, 32, 1, &device);
     let grads = byol_grads(&state, v1.clone(), v2.clone());
     let (n, bad) = untrained(&state, Some(&grads));
-    assert!(bad.is_empty(), "{} of {n} parameters get no gradient at step 2: {bad:?}", bad.len());
+    assert!(
+        bad.is_empty(),
+        "{} of {n} parameters get no gradient at step 2: {bad:?}",
+        bad.len()
+    );
     let (state, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&before, &state);
-    assert!(still.is_empty(), "{} of {total} parameters did not move in 2 steps: {still:?}", still.len());
+    assert!(
+        still.is_empty(),
+        "{} of {total} parameters did not move in 2 steps: {still:?}",
+        still.len()
+    );
 }
 
 /// A parameter that does not require a gradient (the way a layer built from a plain tensor
@@ -198,11 +274,19 @@ fn the_optimizer_refuses_a_parameter_that_would_not_train() {
     let block = &mut state.online.encoder.layer1[0];
     block.bn2 = block.bn2.clone().no_grad();
     let (v1, v2) = views(8, 16, 0, &device);
-    let Err(err) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective) else { panic!("a frozen γ is refused") };
+    let Err(err) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective) else {
+        panic!("a frozen γ is refused")
+    };
     assert!(matches!(err, Error::Untrained { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("encoder.layer1.0.bn2.gamma") && msg.contains("encoder.layer1.0.bn2.beta"), "{msg}");
-    assert!(!msg.contains("running"), "running statistics are not parameters: {msg}");
+    assert!(
+        msg.contains("encoder.layer1.0.bn2.gamma") && msg.contains("encoder.layer1.0.bn2.beta"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("running"),
+        "running statistics are not parameters: {msg}"
+    );
 }
 
 /// The target runs BatchNorm in training mode: its output for an image depends on the other
@@ -217,7 +301,11 @@ fn the_target_uses_batch_statistics_and_moves_its_running_statistics() {
     let y = normal([1, 3, 16, 16], 3.0, 2.0, 102, &device);
     let changed = x.clone().slice_assign([1..2], y);
     let first = |t: Tensor<2>| -> Vec<f32> { t.slice([0..1]).into_data().try_into_vec().unwrap() };
-    assert_ne!(first(target.forward(x)), first(target.forward(changed)), "image 0's target projection ignores the batch");
+    assert_ne!(
+        first(target.forward(x)),
+        first(target.forward(changed)),
+        "image 0's target projection ignores the batch"
+    );
 
     let before = collect(&state.target.as_ref().unwrap().valid());
     let online_before = collect(&state.online.valid());
@@ -228,15 +316,30 @@ fn the_target_uses_batch_statistics_and_moves_its_running_statistics() {
     let buffers: Vec<_> = before.keys().filter(|p| is_buffer(p)).collect();
     assert!(buffers.len() >= 40, "{}", buffers.len());
     for p in buffers {
-        assert_ne!(values(&before[p].flat), values(&after[p].flat), "target {p} did not move");
-        assert_ne!(values(&after[p].flat), values(&online_after[p].flat), "target {p} equals the online one");
-        assert_ne!(values(&online_before[p].flat), values(&online_after[p].flat), "online {p} did not move");
+        assert_ne!(
+            values(&before[p].flat),
+            values(&after[p].flat),
+            "target {p} did not move"
+        );
+        assert_ne!(
+            values(&after[p].flat),
+            values(&online_after[p].flat),
+            "target {p} equals the online one"
+        );
+        assert_ne!(
+            values(&online_before[p].flat),
+            values(&online_after[p].flat),
+            "online {p} did not move"
+        );
     }
 }
 
 /// The values of every trainable parameter (BatchNorm running statistics left out), by path.
 fn trainable(m: BTreeMap<String, Named>) -> BTreeMap<String, Vec<f32>> {
-    m.into_iter().filter(|(k, _)| !is_buffer(k)).map(|(k, t)| (k, values(&t.flat))).collect()
+    m.into_iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(k, t)| (k, values(&t.flat)))
+        .collect()
 }
 
 /// `optim.predictor-lr-scale = λ`: the predictor's step is λ times the one it takes at λ = 1
@@ -247,10 +350,14 @@ fn the_predictor_learning_rate_is_scaled_alone() {
     let device = Device::flex();
     let (v1, v2) = views(8, 16, 7, &device);
     let step = |scale: f64| {
-        let cfg = tiny(&["optim.kind=\"sgd\"", &format!("optim.predictor-lr-scale={scale:?}")]);
+        let cfg = tiny(&[
+            "optim.kind=\"sgd\"",
+            &format!("optim.predictor-lr-scale={scale:?}"),
+        ]);
         let state = TrainState::init(&cfg, &device);
         let before = trainable(collect(&state.online.valid()));
-        let (after, _) = train_step(state, v1.clone(), v2.clone(), 0.05, 0.99, &cfg.objective).unwrap();
+        let (after, _) =
+            train_step(state, v1.clone(), v2.clone(), 0.05, 0.99, &cfg.objective).unwrap();
         (before, trainable(collect(&after.online.valid())))
     };
     let ((w0, one), (_, ten)) = (step(1.0), step(10.0));
@@ -262,17 +369,25 @@ fn the_predictor_learning_rate_is_scaled_alone() {
         }
         for ((w, a), b) in w.iter().zip(&one[k]).zip(&ten[k]) {
             let (d1, d10) = (a - w, b - w);
-            assert!((d10 - 10.0 * d1).abs() <= 12.0 * f32::EPSILON * w.abs() + 1e-6 * (10.0 * d1).abs(), "{k}: {d10} against 10 × {d1}");
+            assert!(
+                (d10 - 10.0 * d1).abs() <= 12.0 * f32::EPSILON * w.abs() + 1e-6 * (10.0 * d1).abs(),
+                "{k}: {d10} against 10 × {d1}"
+            );
             scaled += usize::from(d1 != 0.0);
         }
     }
     assert!(scaled > 500, "the predictor's parameters moved ({scaled})");
-    let e = ExperimentConfig::load("small-cpu", &["optim.predictor-lr-scale=0".into()]).unwrap_err().to_string();
+    let e = ExperimentConfig::load("small-cpu", &["optim.predictor-lr-scale=0".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("optim.predictor-lr-scale"), "{e}");
 }
 
 /// (online, target) trainable values before and after an update.
-type Update = ([BTreeMap<String, Vec<f32>>; 2], [BTreeMap<String, Vec<f32>>; 2]);
+type Update = (
+    [BTreeMap<String, Vec<f32>>; 2],
+    [BTreeMap<String, Vec<f32>>; 2],
+);
 
 /// Puts every BatchNorm of a module in eval mode (running statistics) without leaving the
 /// autodiff device.
@@ -292,7 +407,10 @@ impl burn::module::ModuleMapper for EvalMode {
 /// mode each micro-batch's own statistics make another update.
 #[test]
 fn micro_batches_average_to_the_update_of_the_whole_batch() {
-    let cfg = tiny(&["optim.kind=\"sgd\"", "model.encoder.residual-gamma=\"official\""]);
+    let cfg = tiny(&[
+        "optim.kind=\"sgd\"",
+        "model.encoder.residual-gamma=\"official\"",
+    ]);
     let device = Device::flex();
     let (v1, v2) = views(8, 16, 5, &device);
     // (online, target) before and after one update with `n` micro-batches.
@@ -302,9 +420,21 @@ fn micro_batches_average_to_the_update_of_the_whole_batch() {
             state.online = state.online.map(&mut EvalMode);
             state.target = state.target.map(|t| Module::map(t, &mut EvalMode));
         }
-        let before = [trainable(collect(&state.online.valid())), trainable(collect(&state.target.as_ref().unwrap().valid()))];
-        let (after, _) = byol::train::forward_accumulated(state, v1.clone(), v2.clone(), &cfg.objective, n).apply(0.05, 0.9).unwrap();
-        (before, [trainable(collect(&after.online.valid())), trainable(collect(&after.target.unwrap().valid()))])
+        let before = [
+            trainable(collect(&state.online.valid())),
+            trainable(collect(&state.target.as_ref().unwrap().valid())),
+        ];
+        let (after, _) =
+            byol::train::forward_accumulated(state, v1.clone(), v2.clone(), &cfg.objective, n)
+                .apply(0.05, 0.9)
+                .unwrap();
+        (
+            before,
+            [
+                trainable(collect(&after.online.valid())),
+                trainable(collect(&after.target.unwrap().valid())),
+            ],
+        )
     };
     // The largest difference between two updates and the largest change of the first, over the
     // parameters of network `i` (0: online, 1: target).
@@ -324,10 +454,19 @@ fn micro_batches_average_to_the_update_of_the_whole_batch() {
         let micro = update(n, true);
         for (i, net) in ["online", "target"].iter().enumerate() {
             let (diff, change) = compare(&whole, &micro, i);
-            assert!(change > 1e-3, "{net}: the update moves the weights ({change})");
-            assert!(diff <= 1e-6 * change, "{net}, {n} micro-batches: {diff} from the whole batch's update, whose largest change is {change}");
+            assert!(
+                change > 1e-3,
+                "{net}: the update moves the weights ({change})"
+            );
+            assert!(
+                diff <= 1e-6 * change,
+                "{net}, {n} micro-batches: {diff} from the whole batch's update, whose largest change is {change}"
+            );
         }
     }
     let (diff, change) = compare(&update(1, false), &update(4, false), 0);
-    assert!(diff > 1e-2 * change, "in training mode the micro-batches' own statistics give another update ({diff} against {change})");
+    assert!(
+        diff > 1e-2 * change,
+        "in training mode the micro-batches' own statistics give another update ({diff} against {change})"
+    );
 }

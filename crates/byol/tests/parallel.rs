@@ -15,7 +15,11 @@ fn losses(dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -25,9 +29,18 @@ fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
     let (loaded, _) = checkpoint::read_latest(dir).unwrap();
     let state = loaded.state(&device).unwrap();
     let mut out = BTreeMap::new();
-    for (prefix, named) in [("online", byol::model::params::collect(&state.online)), ("target", byol::model::params::collect(state.target.as_ref().unwrap()))] {
+    for (prefix, named) in [
+        ("online", byol::model::params::collect(&state.online)),
+        (
+            "target",
+            byol::model::params::collect(state.target.as_ref().unwrap()),
+        ),
+    ] {
         for (path, t) in named {
-            out.insert(format!("{prefix}.{path}"), t.flat.into_data().try_into_vec::<f32>().unwrap());
+            out.insert(
+                format!("{prefix}.{path}"),
+                t.flat.into_data().try_into_vec::<f32>().unwrap(),
+            );
         }
     }
     out
@@ -35,13 +48,21 @@ fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
 
 /// The largest difference between two runs' tensors, relative to the tensor's largest value
 /// (each tensor on its own scale), and the tensor where it is.
-fn largest_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> (f64, String) {
+fn largest_difference(
+    a: &BTreeMap<String, Vec<f32>>,
+    b: &BTreeMap<String, Vec<f32>>,
+) -> (f64, String) {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     let mut worst = (0.0, String::new());
     for (path, x) in a {
         let y = &b[path];
         let scale = x.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-6);
-        let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max) / scale;
+        let d = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+            / scale;
         if f64::from(d) > worst.0 {
             worst = (f64::from(d), path.clone());
         }
@@ -50,7 +71,11 @@ fn largest_difference(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f
 }
 
 fn run(dir: &Path, extra: &[&str], opts: &RunOptions) {
-    let mut o = vec!["train.log-every=1", "train.epochs=1", "eval.online-probe.enabled=false"];
+    let mut o = vec![
+        "train.log-every=1",
+        "train.epochs=1",
+        "eval.online-probe.enabled=false",
+    ];
     o.extend(extra);
     pretrain(&tiny(&o), dir, opts, &mut Quiet).unwrap();
 }
@@ -62,28 +87,66 @@ fn two_replicas_with_cross_replica_batch_norm_take_the_steps_of_one_device() {
     let d = tmp("parallel-equivalence");
     let opts = RunOptions::default();
     run(&d.join("one"), &[], &opts);
-    run(&d.join("sync"), &["train.devices=[\"flex:0\", \"flex:1\"]"], &opts);
-    run(&d.join("local"), &["train.devices=[\"flex:0\", \"flex:1\"]", "model.sync-bn=false"], &opts);
-    let (one, sync, local) = (losses(&d.join("one")), losses(&d.join("sync")), losses(&d.join("local")));
+    run(
+        &d.join("sync"),
+        &["train.devices=[\"flex:0\", \"flex:1\"]"],
+        &opts,
+    );
+    run(
+        &d.join("local"),
+        &[
+            "train.devices=[\"flex:0\", \"flex:1\"]",
+            "model.sync-bn=false",
+        ],
+        &opts,
+    );
+    let (one, sync, local) = (
+        losses(&d.join("one")),
+        losses(&d.join("sync")),
+        losses(&d.join("local")),
+    );
     assert_eq!((one.len(), sync.len(), local.len()), (5, 5, 5));
-    let loss_gap = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / x.abs()).fold(0.0, f64::max);
-    let (w_one, w_sync, w_local) = (weights(&d.join("one")), weights(&d.join("sync")), weights(&d.join("local")));
+    let loss_gap = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / x.abs())
+            .fold(0.0, f64::max)
+    };
+    let (w_one, w_sync, w_local) = (
+        weights(&d.join("one")),
+        weights(&d.join("sync")),
+        weights(&d.join("local")),
+    );
     let (sync_w, sync_at) = largest_difference(&w_one, &w_sync);
     let (local_w, local_at) = largest_difference(&w_one, &w_local);
     println!("losses: one {one:?}\n sync {sync:?}\n local {local:?}");
     let (sync_loss, local_loss) = (loss_gap(&one, &sync), loss_gap(&one, &local));
     println!("relative loss gap: sync {sync_loss:.2e}, local {local_loss:.2e}");
-    println!("largest relative weight difference: sync {sync_w:.2e} ({sync_at}), local {local_w:.2e} ({local_at})");
+    println!(
+        "largest relative weight difference: sync {sync_w:.2e} ({sync_at}), local {local_w:.2e} ({local_at})"
+    );
     // The sums of the statistics and of the gradients are added in another order (per replica,
     // then across): f32 rounding, 2^-24 ≈ 6e-8 relative per operation. Measured over these 5
     // steps: losses within 6.6e-8 (one unit in the last place), weights within 1.3e-5 of each
     // tensor's scale (a BatchNorm β, whose update divides by the batch's standard deviation).
     // Bounds: 16 units in the last place for the losses, 1e-4 for the weights.
-    assert!(sync_loss < 1e-6, "losses differ by {sync_loss:.2e}: {one:?} vs {sync:?}");
-    assert!(sync_w < 1e-4, "weights differ by {sync_w:.2e} of their scale at {sync_at}");
+    assert!(
+        sync_loss < 1e-6,
+        "losses differ by {sync_loss:.2e}: {one:?} vs {sync:?}"
+    );
+    assert!(
+        sync_w < 1e-4,
+        "weights differ by {sync_w:.2e} of their scale at {sync_at}"
+    );
     // Each replica normalising its own 8 images is another model: measured 4.9e-2 and 24.
-    assert!(local_loss > 1e-2, "without cross-replica BN the losses should differ: {local_loss:.2e}");
-    assert!(local_w > 1e-1, "without cross-replica BN the weights should differ: {local_w:.2e}");
+    assert!(
+        local_loss > 1e-2,
+        "without cross-replica BN the losses should differ: {local_loss:.2e}"
+    );
+    assert!(
+        local_w > 1e-1,
+        "without cross-replica BN the weights should differ: {local_w:.2e}"
+    );
 }
 
 /// 5 steps on 2 replicas = 3 + resume + 2, bit for bit (weights, target, optimizer state).
@@ -93,8 +156,22 @@ fn an_interrupted_two_replica_run_resumes_bit_identically() {
     let two = ["train.devices=[\"flex:0\", \"flex:1\"]"];
     let opts = RunOptions::default();
     run(&d.join("full"), &two, &opts);
-    run(&d.join("half"), &two, &RunOptions { max_steps: Some(3), ..opts.clone() });
-    run(&d.join("half"), &two, &RunOptions { resume: true, ..opts.clone() });
+    run(
+        &d.join("half"),
+        &two,
+        &RunOptions {
+            max_steps: Some(3),
+            ..opts.clone()
+        },
+    );
+    run(
+        &d.join("half"),
+        &two,
+        &RunOptions {
+            resume: true,
+            ..opts.clone()
+        },
+    );
     assert_eq!(losses(&d.join("full")), losses(&d.join("half")));
     let (a, _) = checkpoint::read_latest(&d.join("full")).unwrap();
     let (b, _) = checkpoint::read_latest(&d.join("half")).unwrap();
@@ -105,18 +182,39 @@ fn an_interrupted_two_replica_run_resumes_bit_identically() {
 /// Devices that cannot share a run are refused before anything runs, naming the field.
 #[test]
 fn devices_that_cannot_work_together_are_config_errors() {
-    let load = |extra: &[&str]| byol::ExperimentConfig::load("small-cpu", &common::tiny_overrides(extra)).err().map(|e| e.to_string());
-    let e = load(&["train.devices=[\"flex:0\", \"flex:1\", \"flex:2\"]"]).expect("16 images do not split in 3");
-    assert!(e.contains("train.batch-size") && e.contains("3 equal shares"), "{e}");
+    let load = |extra: &[&str]| {
+        byol::ExperimentConfig::load("small-cpu", &common::tiny_overrides(extra))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let e = load(&["train.devices=[\"flex:0\", \"flex:1\", \"flex:2\"]"])
+        .expect("16 images do not split in 3");
+    assert!(
+        e.contains("train.batch-size") && e.contains("3 equal shares"),
+        "{e}"
+    );
     let e = load(&["train.devices=[\"cuda:0\", \"cuda:1\"]"]).expect("not the run's backend");
-    assert!(e.contains("train.devices") && e.contains("`cuda` devices with backend = \"flex\""), "{e}");
+    assert!(
+        e.contains("train.devices") && e.contains("`cuda` devices with backend = \"flex\""),
+        "{e}"
+    );
     let e = load(&["train.devices=[\"flex:0\", \"flex:0\"]"]).expect("twice");
     assert!(e.contains("listed twice"), "{e}");
     let e = load(&["train.devices=[\"gpu0\"]"]).expect("not a device");
     assert!(e.contains("backend:index"), "{e}");
     let e = load(&["train.devices=[\"tpu:0\"]"]).expect("not a backend");
-    assert!(e.contains("`tpu` is not a backend (flex, cuda, wgpu)"), "{e}");
-    let e = load(&["train.devices=[\"flex:0\", \"flex:1\"]", "objective.beta=0.5"]).expect("negatives across replicas");
-    assert!(e.contains("objective.kind") && e.contains("beta = 0"), "{e}");
+    assert!(
+        e.contains("`tpu` is not a backend (flex, cuda, wgpu)"),
+        "{e}"
+    );
+    let e = load(&[
+        "train.devices=[\"flex:0\", \"flex:1\"]",
+        "objective.beta=0.5",
+    ])
+    .expect("negatives across replicas");
+    assert!(
+        e.contains("objective.kind") && e.contains("beta = 0"),
+        "{e}"
+    );
     assert!(load(&["train.devices=[\"flex:0\", \"flex:1\"]"]).is_none());
 }

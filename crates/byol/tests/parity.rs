@@ -44,7 +44,8 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/step_parity.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/parity/step_parity.safetensors");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().expect("metadata");
@@ -53,8 +54,14 @@ fn fixture() -> Fixture {
     for (name, view) in st.tensors() {
         let data = view.data();
         let values: Vec<f64> = match view.dtype() {
-            safetensors::Dtype::F32 => data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
-            safetensors::Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+                .collect(),
+            safetensors::Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
             d => panic!("{name}: unexpected dtype {d:?}"),
         };
         tensors.insert(name, (view.shape().to_vec(), values));
@@ -70,7 +77,9 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn get(&self, name: &str) -> &(Vec<usize>, Vec<f64>) {
-        self.tensors.get(name).unwrap_or_else(|| panic!("{name} missing from the fixture"))
+        self.tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from the fixture"))
     }
     fn r(&self, key: &str) -> f64 {
         self.recipe[key].as_f64().unwrap()
@@ -86,14 +95,23 @@ impl Fixture {
                 let path = k.strip_prefix(prefix)?;
                 let flat: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                 let n = flat.len();
-                Some((path.to_string(), Named { flat: Tensor::from_data(TensorData::new(flat, [n]), device), shape: shape.clone() }))
+                Some((
+                    path.to_string(),
+                    Named {
+                        flat: Tensor::from_data(TensorData::new(flat, [n]), device),
+                        shape: shape.clone(),
+                    },
+                ))
             })
             .collect()
     }
     fn view(&self, name: &str, device: &Device) -> Tensor<4> {
         let (shape, v) = self.get(name);
         let flat: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(flat, [shape[0], shape[1], shape[2], shape[3]]), device)
+        Tensor::from_data(
+            TensorData::new(flat, [shape[0], shape[1], shape[2], shape[3]]),
+            device,
+        )
     }
     /// Whether `ours` is within the f32 tolerance of the reference `name`; returns the
     /// deviation, the tolerance, and the verdict.
@@ -101,8 +119,13 @@ impl Fixture {
         let (_, want) = self.get(name);
         assert_eq!(ours.len(), want.len(), "{name}: size");
         let scale = want.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
-        let dev = ours.iter().zip(want).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
-        let rounding = self.f32_deviation[name].max(self.sensitivity.get(name).copied().unwrap_or(0.0));
+        let dev = ours
+            .iter()
+            .zip(want)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        let rounding =
+            self.f32_deviation[name].max(self.sensitivity.get(name).copied().unwrap_or(0.0));
         let tol = (ROUNDING_FACTOR * rounding).max(FLOOR);
         let mut worst = self.worst.borrow_mut();
         if dev / tol > worst.0 {
@@ -150,12 +173,25 @@ fn initial_state(f: &Fixture, cfg: &ExperimentConfig, device: &Device) -> TrainS
 }
 
 fn flat(named: &Named) -> Vec<f64> {
-    named.flat.clone().into_data().try_into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    named
+        .flat
+        .clone()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 /// Compare every tensor of `module_values` with the fixture's under `prefix`; returns the report
 /// lines of the failures and the number of tensors compared.
-fn compare_all(f: &Fixture, prefix: &str, module_values: &BTreeMap<String, Named>, failures: &mut Vec<String>) -> usize {
+fn compare_all(
+    f: &Fixture,
+    prefix: &str,
+    module_values: &BTreeMap<String, Named>,
+    failures: &mut Vec<String>,
+) -> usize {
     let mut n = 0;
     for (path, t) in module_values {
         let name = format!("{prefix}{path}");
@@ -166,7 +202,10 @@ fn compare_all(f: &Fixture, prefix: &str, module_values: &BTreeMap<String, Named
         n += 1;
     }
     let expected = f.tensors.keys().filter(|k| k.starts_with(prefix)).count();
-    assert_eq!(n, expected, "{prefix}: compared {n} tensors, the fixture has {expected}");
+    assert_eq!(
+        n, expected,
+        "{prefix}: compared {n} tensors, the fixture has {expected}"
+    );
     n
 }
 
@@ -183,8 +222,14 @@ fn byol_steps_follow_the_pytorch_trajectory() {
         // Our schedules give PyTorch's values.
         let lr = byol::optim::schedule::lr_at(f.r("peak_lr"), k, warmup, steps);
         let tau = byol::ema::tau(f.r("tau_base"), k, steps);
-        assert!((lr - lrs[k as usize]).abs() < 1e-12 && (tau - taus[k as usize]).abs() < 1e-12, "step {k}: lr {lr}, τ {tau}");
-        let (v1, v2) = (f.view(&format!("views/{k}/1"), &device), f.view(&format!("views/{k}/2"), &device));
+        assert!(
+            (lr - lrs[k as usize]).abs() < 1e-12 && (tau - taus[k as usize]).abs() < 1e-12,
+            "step {k}: lr {lr}, τ {tau}"
+        );
+        let (v1, v2) = (
+            f.view(&format!("views/{k}/1"), &device),
+            f.view(&format!("views/{k}/2"), &device),
+        );
         let (next, m) = train_step(state, v1, v2, lr, tau, &cfg.objective).unwrap();
         losses.push(f64::from(m.loss.into_scalar::<f32>()));
         state = next;
@@ -193,12 +238,31 @@ fn byol_steps_follow_the_pytorch_trajectory() {
     let (dev, tol, ok) = f.check("byol_loss", &losses);
     println!("losses {losses:?}: deviation {dev:.2e} (tolerance {tol:.2e})");
     if !ok {
-        failures.push(format!("byol_loss: {losses:?} deviates {dev:.2e} > {tol:.2e}"));
+        failures.push(format!(
+            "byol_loss: {losses:?} deviates {dev:.2e} > {tol:.2e}"
+        ));
     }
-    let n = compare_all(&f, "byol/online/", &collect(&state.online.valid()), &mut failures)
-        + compare_all(&f, "byol/target/", &collect(&state.target.unwrap().valid()), &mut failures);
-    println!("{n} tensors compared; closest to its tolerance: {:?}", f.worst.borrow());
-    assert!(failures.is_empty(), "{} of {n} tensors off the PyTorch trajectory:\n{}", failures.len(), failures.join("\n"));
+    let n = compare_all(
+        &f,
+        "byol/online/",
+        &collect(&state.online.valid()),
+        &mut failures,
+    ) + compare_all(
+        &f,
+        "byol/target/",
+        &collect(&state.target.unwrap().valid()),
+        &mut failures,
+    );
+    println!(
+        "{n} tensors compared; closest to its tolerance: {:?}",
+        f.worst.borrow()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {n} tensors off the PyTorch trajectory:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -209,8 +273,15 @@ fn simclr_and_moco_steps_match_pytorch() {
     let (v1, v2) = (f.view("views/0/1", &device), f.view("views/0/2", &device));
     let mut failures = Vec::new();
 
-    let simclr =
-        config(&f, &["model.use-predictor=false", "target.mode=\"none\"", "objective.kind=\"nt-xent\"", &format!("objective.temperature={}", f.r("simclr_t"))]);
+    let simclr = config(
+        &f,
+        &[
+            "model.use-predictor=false",
+            "target.mode=\"none\"",
+            "objective.kind=\"nt-xent\"",
+            &format!("objective.temperature={}", f.r("simclr_t")),
+        ],
+    );
     let state = initial_state(&f, &simclr, &device);
     let (state, m) = train_step(state, v1.clone(), v2.clone(), lr, 1.0, &simclr.objective).unwrap();
     let (dev, tol, ok) = f.check("simclr_loss", &[f64::from(m.loss.into_scalar::<f32>())]);
@@ -218,7 +289,12 @@ fn simclr_and_moco_steps_match_pytorch() {
     if !ok {
         failures.push(format!("simclr_loss: {dev:.2e} > {tol:.2e}"));
     }
-    compare_all(&f, "simclr/online/", &collect(&state.online.valid()), &mut failures);
+    compare_all(
+        &f,
+        "simclr/online/",
+        &collect(&state.online.valid()),
+        &mut failures,
+    );
 
     let moco = config(
         &f,
@@ -231,7 +307,10 @@ fn simclr_and_moco_steps_match_pytorch() {
     );
     let mut state = initial_state(&f, &moco, &device);
     let queue0 = f.named("moco/queue0", &device).remove("").unwrap();
-    state.queue = Some(Queue { keys: queue0.flat.reshape([queue0.shape[0], queue0.shape[1]]), ptr: 0 });
+    state.queue = Some(Queue {
+        keys: queue0.flat.reshape([queue0.shape[0], queue0.shape[1]]),
+        ptr: 0,
+    });
     let tau = f.get("tau").1[f.u("warmup")];
     let (state, m) = train_step(state, v1, v2, lr, tau, &moco.objective).unwrap();
     let (dev, tol, ok) = f.check("moco_loss", &[f64::from(m.loss.into_scalar::<f32>())]);
@@ -239,16 +318,36 @@ fn simclr_and_moco_steps_match_pytorch() {
     if !ok {
         failures.push(format!("moco_loss: {dev:.2e} > {tol:.2e}"));
     }
-    compare_all(&f, "moco/online/", &collect(&state.online.valid()), &mut failures);
-    compare_all(&f, "moco/target/", &collect(&state.target.as_ref().unwrap().valid()), &mut failures);
+    compare_all(
+        &f,
+        "moco/online/",
+        &collect(&state.online.valid()),
+        &mut failures,
+    );
+    compare_all(
+        &f,
+        "moco/target/",
+        &collect(&state.target.as_ref().unwrap().valid()),
+        &mut failures,
+    );
     // The ring buffer holds this step's 2B normalised keys in its first rows, the initial keys
     // after them.
     let keys = state.queue.unwrap().keys;
     let n = keys.dims().iter().product::<usize>();
-    let (dev, tol, ok) = f.check("moco/queue", &flat(&Named { flat: keys.reshape([n]), shape: vec![n] }));
+    let (dev, tol, ok) = f.check(
+        "moco/queue",
+        &flat(&Named {
+            flat: keys.reshape([n]),
+            shape: vec![n],
+        }),
+    );
     if !ok {
         failures.push(format!("moco/queue: {dev:.2e} > {tol:.2e}"));
     }
     println!("closest to its tolerance: {:?}", f.worst.borrow());
-    assert!(failures.is_empty(), "off the PyTorch step:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "off the PyTorch step:\n{}",
+        failures.join("\n")
+    );
 }

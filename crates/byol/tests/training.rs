@@ -47,13 +47,19 @@ fn ema_update_is_exact_and_skips_buffers() {
         let new = values(&after[path].flat);
         let old = values(&xi.flat);
         if is_buffer(path) {
-            assert_eq!(new, old, "{path}: BatchNorm statistics of the target are its own");
+            assert_eq!(
+                new, old,
+                "{path}: BatchNorm statistics of the target are its own"
+            );
             continue;
         }
         let th = values(&theta[path].flat);
         for i in 0..old.len() {
             let want = 0.7 * old[i] + 0.3 * th[i];
-            assert!((new[i] - want).abs() <= 1e-6 * want.abs().max(1.0), "{path}[{i}]");
+            assert!(
+                (new[i] - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{path}[{i}]"
+            );
         }
         checked += 1;
     }
@@ -94,9 +100,17 @@ fn target_gets_no_gradient_and_tau_one_keeps_it_bit_identical() {
     // feeds only the predictor's first) have a gradient of zero in exact arithmetic and rounding
     // noise in f32, so they may or may not move (tests/learning.rs, `bias_before_batch_norm`).
     let before_bn = |p: &str| p.ends_with(".fc1.bias") || p == "projector.fc2.bias";
-    let unmoved: Vec<_> =
-        online_before.iter().filter(|(p, t)| !is_buffer(p) && !before_bn(p) && values(&t.flat) == values(&online_after[*p].flat)).map(|(p, _)| p).collect();
-    assert!(unmoved.is_empty(), "online tensors that did not move: {unmoved:?}");
+    let unmoved: Vec<_> = online_before
+        .iter()
+        .filter(|(p, t)| {
+            !is_buffer(p) && !before_bn(p) && values(&t.flat) == values(&online_after[*p].flat)
+        })
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        unmoved.is_empty(),
+        "online tensors that did not move: {unmoved:?}"
+    );
 }
 
 /// τ = 0: after every step the target's parameters are the online network's (a stop-gradient
@@ -108,8 +122,20 @@ fn tau_zero_makes_the_target_equal_to_the_online_network_after_each_step() {
     let mut state = TrainState::init(&cfg, &device);
     for _ in 0..2 {
         let (v1, v2) = views(8, 16, &device);
-        state = train_step(state, v1, v2, 0.3, byol::ema::tau_at(&cfg.target, 0, 10), &cfg.objective).unwrap().0;
-        let (on, tg) = (collect(&state.online), collect(state.target.as_ref().unwrap()));
+        state = train_step(
+            state,
+            v1,
+            v2,
+            0.3,
+            byol::ema::tau_at(&cfg.target, 0, 10),
+            &cfg.objective,
+        )
+        .unwrap()
+        .0;
+        let (on, tg) = (
+            collect(&state.online),
+            collect(state.target.as_ref().unwrap()),
+        );
         let mut checked = 0;
         for (path, t) in &tg {
             if !is_buffer(path) {
@@ -147,14 +173,40 @@ fn moco_queue_advances_and_survives_a_checkpoint() {
     let back = checkpoint::read(&path).unwrap().state(&device).unwrap();
     let (q, r) = (state.queue.as_ref().unwrap(), back.queue.as_ref().unwrap());
     assert_eq!(q.ptr, r.ptr);
-    assert_eq!(q.keys.clone().into_data().try_into_vec::<f32>().unwrap(), r.keys.clone().into_data().try_into_vec::<f32>().unwrap());
+    assert_eq!(
+        q.keys.clone().into_data().try_into_vec::<f32>().unwrap(),
+        r.keys.clone().into_data().try_into_vec::<f32>().unwrap()
+    );
     // And a MoCo run resumes bit-identically.
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: Some(4), ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: Some(4),
+        ..Default::default()
+    };
     let full = tmp("moco-full");
     pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     let half = tmp("moco-half");
-    pretrain(&cfg, &half, &RunOptions { max_steps: Some(2), ..opts.clone() }, &mut Quiet).unwrap();
-    pretrain(&cfg, &half, &RunOptions { resume: true, ..opts }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            max_steps: Some(2),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            resume: true,
+            ..opts
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(losses(&full), losses(&half));
 }
 
@@ -179,18 +231,65 @@ fn simclr_has_no_target_and_learns_through_both_branches() {
     let grad = |detach: bool| -> Vec<f32> {
         let o1 = state.online.forward(v1.clone().autodiff());
         let o2 = state.online.forward(v2.clone().autodiff());
-        let (z1, z2) = if detach { (o1.projection.clone().detach(), o2.projection.clone().detach()) } else { (o1.projection.clone(), o2.projection.clone()) };
+        let (z1, z2) = if detach {
+            (
+                o1.projection.clone().detach(),
+                o2.projection.clone().detach(),
+            )
+        } else {
+            (o1.projection.clone(), o2.projection.clone())
+        };
         let grads = byol::loss::nt_xent(o1.prediction, o2.prediction, z1, z2, 0.5).backward();
-        state.online.projector.fc2.weight.val().grad(&grads).unwrap().into_data().try_into_vec().unwrap()
+        state
+            .online
+            .projector
+            .fc2
+            .weight
+            .val()
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap()
     };
     let (both, one) = (grad(false), grad(true));
-    let w0: Vec<f32> = state.online.projector.fc2.weight.val().into_data().try_into_vec().unwrap();
+    let w0: Vec<f32> = state
+        .online
+        .projector
+        .fc2
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec()
+        .unwrap();
     let (state, m) = train_step(state, v1, v2, 1.0, 1.0, &cfg.objective).unwrap();
-    let w1: Vec<f32> = state.online.projector.fc2.weight.val().into_data().try_into_vec().unwrap();
+    let w1: Vec<f32> = state
+        .online
+        .projector
+        .fc2
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec()
+        .unwrap();
     let step: Vec<f32> = w0.iter().zip(&w1).map(|(a, b)| a - b).collect();
-    let dist = |g: &[f32]| step.iter().zip(g).map(|(s, g)| (s - g).abs()).fold(0f32, f32::max) / g.iter().fold(0f32, |m, g| m.max(g.abs()));
-    assert!(dist(&both) < 1e-4, "the step is not w − lr·g with both branches: {}", dist(&both));
-    assert!(dist(&one) > 0.1, "the gradient through the targets is missing: {}", dist(&one));
+    let dist = |g: &[f32]| {
+        step.iter()
+            .zip(g)
+            .map(|(s, g)| (s - g).abs())
+            .fold(0f32, f32::max)
+            / g.iter().fold(0f32, |m, g| m.max(g.abs()))
+    };
+    assert!(
+        dist(&both) < 1e-4,
+        "the step is not w − lr·g with both branches: {}",
+        dist(&both)
+    );
+    assert!(
+        dist(&one) > 0.1,
+        "the gradient through the targets is missing: {}",
+        dist(&one)
+    );
     // Initial NT-Xent is about log(2B − 1) for unrelated embeddings.
     let l = m.loss.into_scalar::<f32>();
     assert!(l > 1.0 && l < 2.0 * (15f32).ln(), "{l}");
@@ -215,15 +314,31 @@ fn target_batchnorm_state_is_independent_of_the_online_one() {
     }
     // …then a forward pass of the online network in training mode updates only its own
     // running statistics.
-    let x = Tensor::random([8, 3, 16, 16], Distribution::Normal(2.0, 3.0), &device.clone().autodiff());
+    let x = Tensor::random(
+        [8, 3, 16, 16],
+        Distribution::Normal(2.0, 3.0),
+        &device.clone().autodiff(),
+    );
     let _ = state.online.forward(x);
     let on2 = collect(&state.online.valid());
     let tg2 = collect(&state.target.as_ref().unwrap().valid());
     let path = "encoder.bn1.running_mean";
-    assert_ne!(values(&on2[path].flat), values(&on[path].flat), "online statistics should move");
-    assert_eq!(values(&tg2[path].flat), values(&tg[path].flat), "target statistics must not move");
+    assert_ne!(
+        values(&on2[path].flat),
+        values(&on[path].flat),
+        "online statistics should move"
+    );
+    assert_eq!(
+        values(&tg2[path].flat),
+        values(&tg[path].flat),
+        "target statistics must not move"
+    );
     // And the other way round.
-    let _ = state.target.as_ref().unwrap().forward(Tensor::random([8, 3, 16, 16], Distribution::Normal(-1.0, 2.0), &device));
+    let _ = state.target.as_ref().unwrap().forward(Tensor::random(
+        [8, 3, 16, 16],
+        Distribution::Normal(-1.0, 2.0),
+        &device,
+    ));
     let on3 = collect(&state.online.valid());
     assert_eq!(values(&on3[path].flat), values(&on2[path].flat));
 }
@@ -243,9 +358,16 @@ fn checkpoint_round_trip_is_exact() {
     assert_eq!(loaded.config, cfg);
     assert_eq!(loaded.step, 1);
     let back = loaded.state(&device).unwrap();
-    for (a, b) in
-        [(collect(&state.online.valid()), collect(&back.online.valid())), (collect(&state.target.as_ref().unwrap().valid()), collect(&back.target.valid()))]
-    {
+    for (a, b) in [
+        (
+            collect(&state.online.valid()),
+            collect(&back.online.valid()),
+        ),
+        (
+            collect(&state.target.as_ref().unwrap().valid()),
+            collect(&back.target.valid()),
+        ),
+    ] {
         assert_eq!(a.len(), b.len());
         for (p, t) in &a {
             assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
@@ -263,16 +385,33 @@ fn checkpoint_round_trip_is_exact() {
     bytes[n - 10] ^= 0xFF;
     std::fs::write(&path, &bytes).unwrap();
     let err = checkpoint::read(&path).err().unwrap().to_string();
-    assert!(err.contains("c.safetensors") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("c.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
     // So is a truncated one.
     std::fs::write(&path, &bytes[..n / 2]).unwrap();
-    assert!(checkpoint::read(&path).err().unwrap().to_string().contains("c.safetensors"));
+    assert!(
+        checkpoint::read(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("c.safetensors")
+    );
 }
 
 /// The online networks of the newest checkpoints of runs `a` and `b` are the same, bit for bit.
 fn same_online_weights(a: &Path, b: &Path) {
     let device = Device::flex();
-    let online = |dir: &Path| collect(&checkpoint::read_latest(dir).unwrap().0.online(&device).unwrap());
+    let online = |dir: &Path| {
+        collect(
+            &checkpoint::read_latest(dir)
+                .unwrap()
+                .0
+                .online(&device)
+                .unwrap(),
+        )
+    };
     let (oa, ob) = (online(a), online(b));
     assert_eq!(oa.len(), ob.len());
     for (p, t) in &oa {
@@ -295,29 +434,79 @@ fn losses(dir: &Path) -> Vec<String> {
 fn n_steps_equal_half_then_resume_then_half() {
     let cfg = tiny(&[]);
     let full = tmp("full");
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: None,
+        ..Default::default()
+    };
     let r = pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     assert_eq!(r.steps, 10);
     let half = tmp("half");
-    let r = pretrain(&cfg, &half, &RunOptions { max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
+    let r = pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            max_steps: Some(5),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(r.steps, 5);
     assert!(r.knn.is_none());
     // Resuming with a config that changes the trajectory is refused, naming the fields…
     let other = tiny(&["optim.base-lr=0.5", "augment.view2.solarize-prob=0.1"]);
-    let err = pretrain(&other, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).expect_err("refused").to_string();
-    assert!(err.contains("optim.base-lr") && err.contains("augment.view2.solarize-prob") && err.contains("checkpoint"), "{err}");
+    let err = pretrain(
+        &other,
+        &half,
+        &RunOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        err.contains("optim.base-lr")
+            && err.contains("augment.view2.solarize-prob")
+            && err.contains("checkpoint"),
+        "{err}"
+    );
     // …one that changes only logging is not.
-    let r =
-        pretrain(&tiny(&["train.log-every=1", "eval.knn.k=3"]), &half, &RunOptions { resume: true, max_steps: Some(5), ..opts.clone() }, &mut Quiet).unwrap();
+    let r = pretrain(
+        &tiny(&["train.log-every=1", "eval.knn.k=3"]),
+        &half,
+        &RunOptions {
+            resume: true,
+            max_steps: Some(5),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(r.steps, 5);
-    let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
+    let r = pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(r.steps, 10);
     let (a, b) = (losses(&full), losses(&half));
     assert_eq!(a.len(), 10);
     assert_eq!(a, b, "same loss sequence with and without the interruption");
     same_online_weights(&full, &half);
     // Starting a new run over an existing one is refused.
-    let err = pretrain(&cfg, &full, &opts, &mut Quiet).err().unwrap().to_string();
+    let err = pretrain(&cfg, &full, &opts, &mut Quiet)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("--resume"), "{err}");
 }
 
@@ -327,18 +516,49 @@ fn n_steps_equal_half_then_resume_then_half() {
 #[test]
 fn accumulated_runs_resume_bit_identically() {
     let cfg = tiny(&["train.accumulate=4"]);
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: Some(4), ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: Some(4),
+        ..Default::default()
+    };
     let full = tmp("acc-full");
     pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     let half = tmp("acc-half");
-    pretrain(&cfg, &half, &RunOptions { max_steps: Some(2), ..opts.clone() }, &mut Quiet).unwrap();
-    let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            max_steps: Some(2),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    let r = pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(r.steps, 4);
-    assert_eq!(losses(&full), losses(&half), "same loss sequence with and without the interruption");
+    assert_eq!(
+        losses(&full),
+        losses(&half),
+        "same loss sequence with and without the interruption"
+    );
     same_online_weights(&full, &half);
     let whole = tmp("acc-whole");
     pretrain(&tiny(&[]), &whole, &opts, &mut Quiet).unwrap();
-    assert_ne!(losses(&whole)[0], losses(&full)[0], "the first step's loss: micro-batches of 4 normalised on their own against the batch of 16");
+    assert_ne!(
+        losses(&whole)[0],
+        losses(&full)[0],
+        "the first step's loss: micro-batches of 4 normalised on their own against the batch of 16"
+    );
 }
 
 /// With the view operations batched on the device: the same resume guarantee, and the same
@@ -346,68 +566,186 @@ fn accumulated_runs_resume_bit_identically() {
 #[test]
 fn device_placement_resumes_bit_identically_and_matches_the_host_placement() {
     let cfg = tiny(&["augment.placement=\"device\""]);
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: None,
+        ..Default::default()
+    };
     let full = tmp("dev-full");
-    pretrain(&cfg, &full, &RunOptions { max_steps: Some(6), ..opts.clone() }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &full,
+        &RunOptions {
+            max_steps: Some(6),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     let half = tmp("dev-half");
-    pretrain(&cfg, &half, &RunOptions { max_steps: Some(3), ..opts.clone() }, &mut Quiet).unwrap();
-    pretrain(&cfg, &half, &RunOptions { resume: true, max_steps: Some(6), ..opts.clone() }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            max_steps: Some(3),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            resume: true,
+            max_steps: Some(6),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(losses(&full), losses(&half));
     let host = tmp("host-full");
-    pretrain(&tiny(&["augment.placement=\"host\""]), &host, &RunOptions { max_steps: Some(1), ..opts }, &mut Quiet).unwrap();
+    pretrain(
+        &tiny(&["augment.placement=\"host\""]),
+        &host,
+        &RunOptions {
+            max_steps: Some(1),
+            ..opts
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     let first = |d: &Path| -> f64 {
         let line = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-        serde_json::from_str::<serde_json::Value>(line.lines().next().unwrap()).unwrap()["loss"].as_f64().unwrap()
+        serde_json::from_str::<serde_json::Value>(line.lines().next().unwrap()).unwrap()["loss"]
+            .as_f64()
+            .unwrap()
     };
     let (a, b) = (first(&full), first(&host));
-    assert!((a - b).abs() < 1e-3 * a.abs(), "first loss: device {a}, host {b}");
+    assert!(
+        (a - b).abs() < 1e-3 * a.abs(),
+        "first loss: device {a}, host {b}"
+    );
 }
 
 #[test]
 fn bad_inputs_give_clear_errors() {
     let cfg = tiny(&["train.batch-size=1000"]);
-    let err = pretrain(&cfg, &tmp("big-batch"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
-    assert!(err.contains("train.batch-size") && err.contains("larger than"), "{err}");
-    let cfg = tiny(&["data.source=\"folder\"", "data.path=\"/nonexistent/images\""]);
-    let err = pretrain(&cfg, &tmp("missing"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
-    assert!(err.contains("/nonexistent/images") && err.contains("does not exist"), "{err}");
-    let err = ExperimentConfig::load("small-cpu", &["train.bogus=1".into()]).err().unwrap().to_string();
+    let err = pretrain(&cfg, &tmp("big-batch"), &RunOptions::default(), &mut Quiet)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("train.batch-size") && err.contains("larger than"),
+        "{err}"
+    );
+    let cfg = tiny(&[
+        "data.source=\"folder\"",
+        "data.path=\"/nonexistent/images\"",
+    ]);
+    let err = pretrain(&cfg, &tmp("missing"), &RunOptions::default(), &mut Quiet)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/images") && err.contains("does not exist"),
+        "{err}"
+    );
+    let err = ExperimentConfig::load("small-cpu", &["train.bogus=1".into()])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("bogus"), "{err}");
-    let err = pretrain(&tiny(&[]), Path::new("/proc/byol-not-writable"), &RunOptions::default(), &mut Quiet).err().unwrap().to_string();
+    let err = pretrain(
+        &tiny(&[]),
+        Path::new("/proc/byol-not-writable"),
+        &RunOptions::default(),
+        &mut Quiet,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("/proc/byol-not-writable"), "{err}");
     // Out-of-range values and wrong types, each rejected before any work, naming the field.
     for (set, field, says) in [
         ("optim.base-lr=-0.1", "optim.base-lr", ""),
         ("target.tau-base=1.5", "target.tau-base", "[0, 1]"),
         ("train.batch-size=0", "train.batch-size", ""),
-        ("train.accumulate=0", "train.accumulate", "equal micro-batches"),
-        ("train.accumulate=3", "train.accumulate", "does not split 128 images"),
-        ("train.accumulate=128", "train.accumulate", "at least 2 images"),
-        ("augment.view1.crop-scale=[0.9, 0.1]", "augment.view1.crop-scale", "min ≤ max"),
-        ("objective.temperature=0", "objective.temperature", "positive"),
+        (
+            "train.accumulate=0",
+            "train.accumulate",
+            "equal micro-batches",
+        ),
+        (
+            "train.accumulate=3",
+            "train.accumulate",
+            "does not split 128 images",
+        ),
+        (
+            "train.accumulate=128",
+            "train.accumulate",
+            "at least 2 images",
+        ),
+        (
+            "augment.view1.crop-scale=[0.9, 0.1]",
+            "augment.view1.crop-scale",
+            "min ≤ max",
+        ),
+        (
+            "objective.temperature=0",
+            "objective.temperature",
+            "positive",
+        ),
         ("objective.beta=-1", "objective.beta", "≥ 0"),
         ("train.epochs=\"ten\"", "train.epochs", "expected u64"),
         ("train.on-non-finite=\"ignore\"", "ignore", ""),
         ("target.mode=\"none\"", "target.mode", "moco"),
         ("data.shuffle-buffer=0", "data.shuffle-buffer", "at least 1"),
-        ("data.prefetch-batches=0", "data.prefetch-batches", "at least 1"),
-        ("data.test-path=\"t\"", "data.test-path", "not read with source = \"synthetic\" (only with shards)"),
-        ("data.path=\"p\"", "data.path", "not read with source = \"synthetic\""),
+        (
+            "data.prefetch-batches=0",
+            "data.prefetch-batches",
+            "at least 1",
+        ),
+        (
+            "data.test-path=\"t\"",
+            "data.test-path",
+            "not read with source = \"synthetic\" (only with shards)",
+        ),
+        (
+            "data.path=\"p\"",
+            "data.path",
+            "not read with source = \"synthetic\"",
+        ),
     ] {
         let mut o: Vec<String> = vec![set.to_string()];
         if field == "target.mode" {
             o.push("objective.kind=\"moco\"".into());
         }
         if field == "data.shuffle-buffer" {
-            o.splice(0..0, ["data.source=\"shards\"".to_string(), "data.path=\"s\"".into()]);
+            o.splice(
+                0..0,
+                [
+                    "data.source=\"shards\"".to_string(),
+                    "data.path=\"s\"".into(),
+                ],
+            );
         }
-        let err = ExperimentConfig::load("small-cpu", &o).err().unwrap_or_else(|| panic!("{set} accepted")).to_string();
+        let err = ExperimentConfig::load("small-cpu", &o)
+            .err()
+            .unwrap_or_else(|| panic!("{set} accepted"))
+            .to_string();
         assert!(err.contains(field) && err.contains(says), "{set}: {err}");
     }
 }
 
 fn cifar10() -> PathBuf {
-    std::env::var_os("BYOL_CIFAR10").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10"))
+    std::env::var_os("BYOL_CIFAR10")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar10")
+        })
 }
 
 /// The end-to-end check that the encoder learns on real images: BYOL on 5,000 CIFAR-10 training
@@ -423,7 +761,11 @@ fn cifar10() -> PathBuf {
 #[test]
 fn byol_beats_random_init_on_cifar10() {
     let root = cifar10();
-    assert!(root.join("train").is_dir(), "CIFAR-10 ImageFolder not found at {} (set BYOL_CIFAR10)", root.display());
+    assert!(
+        root.join("train").is_dir(),
+        "CIFAR-10 ImageFolder not found at {} (set BYOL_CIFAR10)",
+        root.display()
+    );
     let path = format!("data.path={:?}", root.to_string_lossy());
     let o: Vec<String> = [
         "data.source=\"folder\"",
@@ -442,20 +784,46 @@ fn byol_beats_random_init_on_cifar10() {
     let cfg = ExperimentConfig::load("small-cpu", &o).unwrap();
     assert_eq!(cfg.model.encoder.base_width, 8);
     let dir = tmp("cifar");
-    let r = pretrain(&cfg, &dir, &RunOptions { compare_random: true, ..Default::default() }, &mut Quiet).unwrap();
+    let r = pretrain(
+        &cfg,
+        &dir,
+        &RunOptions {
+            compare_random: true,
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!((r.train_images, r.test_images, r.steps), (5000, 2000, 312));
     let l: Vec<f64> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|s| serde_json::from_str::<serde_json::Value>(s).unwrap()["loss"].as_f64().unwrap())
+        .map(|s| {
+            serde_json::from_str::<serde_json::Value>(s).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     let first = l[..5].iter().sum::<f64>() / 5.0;
     let last = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
-    assert!(last < first - 1.0, "loss did not decrease: first {first:.4}, last {last:.4}");
+    assert!(
+        last < first - 1.0,
+        "loss did not decrease: first {first:.4}, last {last:.4}"
+    );
     let (trained, random) = (r.knn.unwrap().top1, r.random_init_knn.unwrap().top1);
-    let probe = r.online_linear_top1.expect("the online probe is on by default");
-    println!("kNN top-1: trained {:.2} %, random init {:.2} %; online linear probe {:.2} %", 100.0 * trained, 100.0 * random, 100.0 * probe);
-    assert!(trained - random > 0.05, "trained {trained:.4} is not 5 points above random init {random:.4}");
+    let probe = r
+        .online_linear_top1
+        .expect("the online probe is on by default");
+    println!(
+        "kNN top-1: trained {:.2} %, random init {:.2} %; online linear probe {:.2} %",
+        100.0 * trained,
+        100.0 * random,
+        100.0 * probe
+    );
+    assert!(
+        trained - random > 0.05,
+        "trained {trained:.4} is not 5 points above random init {random:.4}"
+    );
     // The online linear probe learns beside it: measured 23.80 % (chance: 10 %). The bound, 18 %,
     // catches a probe that does not learn or sees its labels out of order (chance level).
     assert!(probe > 0.18, "online linear probe {probe:.4}");
@@ -468,21 +836,42 @@ fn byol_beats_random_init_on_cifar10() {
     let (end, _) = checkpoint::read_latest(&dir).unwrap();
     let end = end.state(&device).unwrap();
     let start = TrainState::init(&cfg, &device);
-    let (moved, init) = (collect(end.target.as_ref().unwrap()), collect(start.target.as_ref().unwrap()));
+    let (moved, init) = (
+        collect(end.target.as_ref().unwrap()),
+        collect(start.target.as_ref().unwrap()),
+    );
     let weights = |m: &std::collections::BTreeMap<String, byol::model::params::Named>| -> Vec<f32> {
-        m.iter().filter(|(p, _)| p.ends_with(".weight")).flat_map(|(_, t)| values(&t.flat)).collect()
+        m.iter()
+            .filter(|(p, _)| p.ends_with(".weight"))
+            .flat_map(|(_, t)| values(&t.flat))
+            .collect()
     };
     let (a, b) = (weights(&moved), weights(&init));
-    let change = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>() / b.iter().map(|y| y.abs()).sum::<f32>();
+    let change = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum::<f32>()
+        / b.iter().map(|y| y.abs()).sum::<f32>();
     println!("the target's weights moved by {change:.4} of their initial L1 norm");
     // Measured 1.20 (the EMA moves an independently initialised target towards the online
     // network); a constant target gives exactly 0.
-    assert!(change > 0.1, "the target's weights moved by only {change:.4} of their initial norm: no EMA reached them");
-    let gammas: Vec<(String, Vec<f32>)> =
-        collect(&end.online).into_iter().filter(|(p, _)| p.contains(".layer") && p.ends_with(".bn2.gamma")).map(|(p, t)| (p, values(&t.flat))).collect();
-    assert_eq!(gammas.len(), 8, "ResNet-18 has 8 basic blocks: {:?}", gammas.iter().map(|g| &g.0).collect::<Vec<_>>());
+    assert!(
+        change > 0.1,
+        "the target's weights moved by only {change:.4} of their initial norm: no EMA reached them"
+    );
+    let gammas: Vec<(String, Vec<f32>)> = collect(&end.online)
+        .into_iter()
+        .filter(|(p, _)| p.contains(".layer") && p.ends_with(".bn2.gamma"))
+        .map(|(p, t)| (p, values(&t.flat)))
+        .collect();
+    assert_eq!(
+        gammas.len(),
+        8,
+        "ResNet-18 has 8 basic blocks: {:?}",
+        gammas.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
     for (p, g) in &gammas {
-        assert!(g.iter().any(|&v| v != 0.0), "{p} is still all zero: its residual branch never opened");
+        assert!(
+            g.iter().any(|&v| v != 0.0),
+            "{p} is still all zero: its residual branch never opened"
+        );
     }
 }
 
@@ -497,19 +886,28 @@ fn linear_probe_leaves_the_encoder_bit_identical() {
     let encoder = state.online.encoder;
     let before = collect(&encoder.valid());
     let splits = byol::data::load(&cfg.data, cfg.seed).unwrap();
-    let r = byol::train::linear_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device).unwrap();
+    let r = byol::train::linear_of_encoder(&encoder, &cfg, &splits.train, &splits.test, &device)
+        .unwrap();
     assert_eq!(r.sweep.len(), 5);
     let after = collect(&encoder.valid());
     assert_eq!(before.len(), after.len());
     for (p, t) in &before {
-        assert_eq!(values(&t.flat), values(&after[p].flat), "{p} changed during the linear probe");
+        assert_eq!(
+            values(&t.flat),
+            values(&after[p].flat),
+            "{p} changed during the linear probe"
+        );
     }
 }
 
 #[test]
 fn export_then_import_gives_the_same_features() {
     for arch in ["resnet18", "resnet50"] {
-        let cfg = tiny(&[&format!("model.encoder.arch=\"{arch}\""), "model.encoder.stem=\"imagenet\"", "data.image-size=32"]);
+        let cfg = tiny(&[
+            &format!("model.encoder.arch=\"{arch}\""),
+            "model.encoder.stem=\"imagenet\"",
+            "data.image-size=32",
+        ]);
         let device = Device::flex();
         let state = TrainState::init(&cfg, &device);
         let (v1, v2) = views(8, 32, &device);
@@ -523,12 +921,20 @@ fn export_then_import_gives_the_same_features() {
         let bytes = std::fs::read(&file).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let names: Vec<String> = st.names().into_iter().map(String::from).collect();
-        assert!(names.contains(&"layer2.0.downsample.0.weight".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"layer2.0.downsample.0.weight".to_string()),
+            "{names:?}"
+        );
         assert!(names.contains(&"layer1.0.bn1.running_mean".to_string()));
         assert!(names.contains(&"bn1.weight".to_string()));
         let back = byol::model::export::import_encoder(&cfg.model.encoder, &file, &device).unwrap();
         let x = Tensor::<4>::random([4, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-        let a: Vec<f32> = encoder.valid().forward(x.clone()).into_data().try_into_vec().unwrap();
+        let a: Vec<f32> = encoder
+            .valid()
+            .forward(x.clone())
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         let b: Vec<f32> = back.valid().forward(x).into_data().try_into_vec().unwrap();
         assert_eq!(a, b, "{arch}");
     }
@@ -543,16 +949,35 @@ fn collapse_warning_fires_below_the_threshold() {
         }
     }
     // A threshold at 0.999 of the healthy 1/√P: any real run stays under it.
-    let cfg = tiny(&["train.collapse-fraction=0.999", "train.collapse-patience=3", "train.epochs=1"]);
+    let cfg = tiny(&[
+        "train.collapse-fraction=0.999",
+        "train.collapse-patience=3",
+        "train.epochs=1",
+    ]);
     let mut obs = Capture(Vec::new());
     pretrain(&cfg, &tmp("collapse"), &RunOptions::default(), &mut obs).unwrap();
-    assert_eq!(obs.0.iter().filter(|m| m.contains("possible collapse at step 3")).count(), 1, "{:?}", obs.0);
+    assert_eq!(
+        obs.0
+            .iter()
+            .filter(|m| m.contains("possible collapse at step 3"))
+            .count(),
+        1,
+        "{:?}",
+        obs.0
+    );
     // The default threshold (0.1 of healthy) stays silent on the same run.
     let mut obs = Capture(Vec::new());
     let dir = tmp("no-collapse");
-    pretrain(&tiny(&["train.epochs=1"]), &dir, &RunOptions::default(), &mut obs).unwrap();
+    pretrain(
+        &tiny(&["train.epochs=1"]),
+        &dir,
+        &RunOptions::default(),
+        &mut obs,
+    )
+    .unwrap();
     assert!(obs.0.iter().all(|m| !m.contains("collapse")), "{:?}", obs.0);
-    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
     // run.json names the revision the library was built from: in a git checkout, 12 hex digits
     // (with `-dirty` when tracked files had changes; it may be an older commit than HEAD when
     // nothing staged changed since the build), and "unknown" only outside one.
@@ -567,7 +992,10 @@ fn collapse_warning_fires_below_the_threshold() {
     match head {
         Some(head) => {
             let rev = recorded.trim_end_matches("-dirty");
-            assert!(rev.len() == head.len() && rev.chars().all(|c| c.is_ascii_hexdigit()), "run.json says {recorded:?} in a checkout at {head}");
+            assert!(
+                rev.len() == head.len() && rev.chars().all(|c| c.is_ascii_hexdigit()),
+                "run.json says {recorded:?} in a checkout at {head}"
+            );
         }
         None => assert_eq!(recorded, "unknown"),
     }
@@ -581,7 +1009,16 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     let steps: Vec<u64> = checkpoint::list(&full).iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, vec![10, 8], "only the newest two are kept");
     let part = tmp("fallback-part");
-    pretrain(&cfg, &part, &RunOptions { max_steps: Some(6), ..Default::default() }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &part,
+        &RunOptions {
+            max_steps: Some(6),
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     // The newest checkpoint (step 6) is damaged: resume falls back to step 4.
     let newest = checkpoint::path_for(&part, 6);
     let bytes = std::fs::read(&newest).unwrap();
@@ -595,13 +1032,34 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     std::fs::write(&newest, b"garbage").unwrap();
     let (_, p) = checkpoint::read_latest_config(&part).unwrap();
     assert_eq!(p, checkpoint::path_for(&part, 4));
-    let r = pretrain(&cfg, &part, &RunOptions { resume: true, ..Default::default() }, &mut Quiet).unwrap();
+    let r = pretrain(
+        &cfg,
+        &part,
+        &RunOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     assert_eq!(r.steps, 10);
     // Data order and augmentations are functions of the step: the repeated steps 5-6 and the
     // rest give the uninterrupted run's final weights, bit for bit.
     let device = Device::flex();
-    let a = collect(&checkpoint::read_latest(&full).unwrap().0.online(&device).unwrap());
-    let b = collect(&checkpoint::read_latest(&part).unwrap().0.online(&device).unwrap());
+    let a = collect(
+        &checkpoint::read_latest(&full)
+            .unwrap()
+            .0
+            .online(&device)
+            .unwrap(),
+    );
+    let b = collect(
+        &checkpoint::read_latest(&part)
+            .unwrap()
+            .0
+            .online(&device)
+            .unwrap(),
+    );
     for (p, t) in &a {
         assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
     }
@@ -631,24 +1089,59 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     )
     .unwrap();
     let grid = Grid::load(&grid_path).unwrap();
-    let base = Settings { set: tiny_overrides(&["train.knn-every-epochs=0"]), epochs: Some(1), ..Default::default() };
+    let base = Settings {
+        set: tiny_overrides(&["train.knn-every-epochs=0"]),
+        epochs: Some(1),
+        ..Default::default()
+    };
     let runs = dir.join("runs");
-    let two = AblationOptions { seeds: vec![3, 4], linear: false };
+    let two = AblationOptions {
+        seeds: vec![3, 4],
+        linear: false,
+    };
     let a = ablate("small-cpu", &base, &grid, &runs, &two, &mut Quiet).unwrap();
     assert_eq!(a.runs.len(), 6);
     let names: Vec<(&str, u64)> = a.runs.iter().map(|r| (r.name.as_str(), r.seed)).collect();
-    assert_eq!(names, [("random-init", 3), ("random-init", 4), ("byol", 3), ("byol", 4), ("simclr", 3), ("simclr", 4)]);
+    assert_eq!(
+        names,
+        [
+            ("random-init", 3),
+            ("random-init", 4),
+            ("byol", 3),
+            ("byol", 4),
+            ("simclr", 3),
+            ("simclr", 4)
+        ]
+    );
     assert_eq!(a.runs[0].steps, 0);
     assert!(a.runs[0].losses.is_empty() && a.runs[0].collapsed.is_none());
-    assert!(a.runs[2..].iter().all(|r| r.steps == 5 && r.losses.len() == 5 && r.final_loss.unwrap() > 0.0));
-    assert!(a.runs[4].config.starts_with("seed = 3\n") && a.runs[4].config.contains("kind = \"nt-xent\""), "{}", a.runs[4].config);
+    assert!(
+        a.runs[2..]
+            .iter()
+            .all(|r| r.steps == 5 && r.losses.len() == 5 && r.final_loss.unwrap() > 0.0)
+    );
+    assert!(
+        a.runs[4].config.starts_with("seed = 3\n")
+            && a.runs[4].config.contains("kind = \"nt-xent\""),
+        "{}",
+        a.runs[4].config
+    );
     assert_eq!(a.runs[4].overrides[2], "objective.kind=\"nt-xent\"");
-    assert_eq!(a.settings.last().map(String::as_str), Some("train.epochs = 1"));
+    assert_eq!(
+        a.settings.last().map(String::as_str),
+        Some("train.epochs = 1")
+    );
     // The seeds give different encoders, and the summary is their mean and spread.
     let (b3, b4) = (a.runs[2].knn_top1, a.runs[3].knn_top1);
-    assert_ne!(a.runs[2].losses, a.runs[3].losses, "seeds 3 and 4 trained the same run");
+    assert_ne!(
+        a.runs[2].losses, a.runs[3].losses,
+        "seeds 3 and 4 trained the same run"
+    );
     let s = &a.summary[1];
-    assert_eq!((s.name.as_str(), s.seeds.as_slice()), ("byol", &[3u64, 4][..]));
+    assert_eq!(
+        (s.name.as_str(), s.seeds.as_slice()),
+        ("byol", &[3u64, 4][..])
+    );
     assert!((s.knn_top1.mean - (b3 + b4) / 2.0).abs() < 1e-12);
     assert!((s.knn_top1.std - (b3 - b4).abs() / 2f64.sqrt()).abs() < 1e-12);
     assert_eq!((s.knn_top1.min, s.knn_top1.max), (b3.min(b4), b3.max(b4)));
@@ -671,8 +1164,12 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     // A row written before a field existed (here: without `data.max-image-pixels`, which then
     // reads as its default) is the same run.
     let row_path = runs.join("byol/seed-3/ablation-row.json");
-    let mut row: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&row_path).unwrap()).unwrap();
-    let older = row["config"].as_str().unwrap().replace("max-image-pixels = 100000000\n", "");
+    let mut row: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&row_path).unwrap()).unwrap();
+    let older = row["config"]
+        .as_str()
+        .unwrap()
+        .replace("max-image-pixels = 100000000\n", "");
     assert_ne!(older, row["config"].as_str().unwrap());
     row["config"] = older.into();
     std::fs::write(&row_path, row.to_string()).unwrap();
@@ -685,40 +1182,83 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     let other = dir.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::os::unix::fs::symlink(runs.join("byol"), other.join("byol-again")).unwrap();
-    let linked =
-        Grid { variant: vec![byol::ablate::Variant { name: "byol-again".into(), set: vec![], random_init: false, relative_to: None, paper_delta: None }] };
+    let linked = Grid {
+        variant: vec![byol::ablate::Variant {
+            name: "byol-again".into(),
+            set: vec![],
+            random_init: false,
+            relative_to: None,
+            paper_delta: None,
+        }],
+    };
     let mut c = Count(0);
     let reused = ablate("small-cpu", &base, &linked, &other, &two, &mut c).unwrap();
     assert_eq!(c.0, 2);
-    assert_eq!((reused.runs[1].name.as_str(), reused.runs[1].knn_top1), ("byol-again", b4));
-    assert_eq!((reused.summary[0].name.as_str(), reused.summary[0].seeds.as_slice()), ("byol-again", &[3u64, 4][..]));
+    assert_eq!(
+        (reused.runs[1].name.as_str(), reused.runs[1].knn_top1),
+        ("byol-again", b4)
+    );
+    assert_eq!(
+        (
+            reused.summary[0].name.as_str(),
+            reused.summary[0].seeds.as_slice()
+        ),
+        ("byol-again", &[3u64, 4][..])
+    );
     // After a change of the base config the recorded runs are stale: refused, not reported.
-    let changed = Settings { set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]), epochs: Some(1), ..Default::default() };
-    let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet).expect_err("stale rows refused").to_string();
-    assert!(err.contains("random-init") && err.contains("another config") && err.contains("optim.base-lr: 1.0 → 0.5"), "{err}");
+    let changed = Settings {
+        set: tiny_overrides(&["train.knn-every-epochs=0", "optim.base-lr=0.5"]),
+        epochs: Some(1),
+        ..Default::default()
+    };
+    let err = ablate("small-cpu", &changed, &grid, &runs, &two, &mut Quiet)
+        .expect_err("stale rows refused")
+        .to_string();
+    assert!(
+        err.contains("random-init")
+            && err.contains("another config")
+            && err.contains("optim.base-lr: 1.0 → 0.5"),
+        "{err}"
+    );
     // So after a change of one variant's overrides.
     let mut edited = grid.clone();
     edited.variant.remove(0);
-    edited.variant[1].set.push("objective.temperature=0.2".into());
-    let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet).expect_err("stale row refused").to_string();
-    assert!(err.contains("simclr") && err.contains("objective.temperature: 0.5 → 0.2"), "{err}");
+    edited.variant[1]
+        .set
+        .push("objective.temperature=0.2".into());
+    let err = ablate("small-cpu", &base, &edited, &runs, &two, &mut Quiet)
+        .expect_err("stale row refused")
+        .to_string();
+    assert!(
+        err.contains("simclr") && err.contains("objective.temperature: 0.5 → 0.2"),
+        "{err}"
+    );
 }
 
 /// A diverging run (an absurd learning rate): `stop` ends it with an error naming the step and a
 /// diagnostic file; `skip` skips the non-finite steps, records each, and gives up after 10 in a row.
 #[test]
 fn non_finite_loss_stops_or_skips_as_configured() {
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: None,
+        ..Default::default()
+    };
     let diverging = ["optim.kind=\"sgd\"", "optim.base-lr=1e30", "train.epochs=6"];
     let dir = tmp("nan-stop");
-    let e = pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).expect_err("a diverging run fails");
+    let e =
+        pretrain(&tiny(&diverging), &dir, &opts, &mut Quiet).expect_err("a diverging run fails");
     assert!(e.to_string().contains("non-finite loss at step"), "{e}");
-    let diag: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("non-finite.json")).unwrap()).unwrap();
+    let diag: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("non-finite.json")).unwrap())
+            .unwrap();
     assert!(diag["step"].as_u64().unwrap() >= 1);
     let mut with_skip = diverging.to_vec();
     with_skip.push("train.on-non-finite=\"skip\"");
     let dir = tmp("nan-skip");
-    let e = pretrain(&tiny(&with_skip), &dir, &opts, &mut Quiet).expect_err("gives up after 10 skips");
+    let e =
+        pretrain(&tiny(&with_skip), &dir, &opts, &mut Quiet).expect_err("gives up after 10 skips");
     assert!(e.to_string().contains("10 consecutive steps"), "{e}");
     let skipped = std::fs::read_to_string(dir.join("skipped-steps.jsonl")).unwrap();
     assert_eq!(skipped.lines().count(), 10);
@@ -742,19 +1282,42 @@ fn mixed_precision_steps_track_the_f32_step() {
     for p in [Precision::Bf16, Precision::F16] {
         let state = TrainState::init(&cfg, &device);
         let before = collect(&state.online);
-        let (state, m) = train_step(state, p.cast(v1.clone()), p.cast(v2.clone()), 0.1, 0.99, &cfg.objective).unwrap();
+        let (state, m) = train_step(
+            state,
+            p.cast(v1.clone()),
+            p.cast(v2.clone()),
+            0.1,
+            0.99,
+            &cfg.objective,
+        )
+        .unwrap();
         let l = m.loss.into_scalar::<f32>();
-        assert!((l - f32_loss).abs() < 0.02 * f32_loss.abs(), "{p:?}: {l} vs f32 {f32_loss}");
+        assert!(
+            (l - f32_loss).abs() < 0.02 * f32_loss.abs(),
+            "{p:?}: {l} vs f32 {f32_loss}"
+        );
         assert_ne!(l, f32_loss, "{p:?}: the encoder computed in f32");
         let after = collect(&state.online);
         let w = "encoder.conv1.weight";
-        assert_eq!(after[w].flat.dtype(), burn::tensor::DType::F32, "master weights stay f32");
-        assert_ne!(values(&before[w].flat), values(&after[w].flat), "{p:?}: the convolution weights moved");
+        assert_eq!(
+            after[w].flat.dtype(),
+            burn::tensor::DType::F32,
+            "master weights stay f32"
+        );
+        assert_ne!(
+            values(&before[w].flat),
+            values(&after[w].flat),
+            "{p:?}: the convolution weights moved"
+        );
     }
 }
 
 fn probe_lines(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("probe.jsonl")).unwrap().lines().map(String::from).collect()
+    std::fs::read_to_string(dir.join("probe.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// The online linear probe sends no gradient into the network (the run's losses and weights are
@@ -763,21 +1326,56 @@ fn probe_lines(dir: &Path) -> Vec<String> {
 #[test]
 fn online_probe_sends_no_gradient_and_resumes_exactly() {
     let cfg = tiny(&["train.log-every=1"]);
-    let opts = RunOptions { resume: false, compare_random: false, max_steps: None, ..Default::default() };
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: None,
+        ..Default::default()
+    };
     let (on, off, half) = (tmp("probe-on"), tmp("probe-off"), tmp("probe-half"));
     let r = pretrain(&cfg, &on, &opts, &mut Quiet).unwrap();
-    let top1 = r.online_linear_top1.expect("the probe is on by default with labelled data");
+    let top1 = r
+        .online_linear_top1
+        .expect("the probe is on by default with labelled data");
     assert!((0.0..=1.0).contains(&top1));
-    let r_off = pretrain(&tiny(&["train.log-every=1", "eval.online-probe.enabled=false"]), &off, &opts, &mut Quiet).unwrap();
+    let r_off = pretrain(
+        &tiny(&["train.log-every=1", "eval.online-probe.enabled=false"]),
+        &off,
+        &opts,
+        &mut Quiet,
+    )
+    .unwrap();
     assert!(r_off.online_linear_top1.is_none() && !off.join("probe.jsonl").exists());
-    assert_eq!(losses(&on), losses(&off), "the probe changes nothing in training");
+    assert_eq!(
+        losses(&on),
+        losses(&off),
+        "the probe changes nothing in training"
+    );
     same_online_weights(&on, &off);
     // Two epochs of 5 steps: one line per epoch.
     let lines = probe_lines(&on);
     assert_eq!(lines.len(), 2, "{lines:?}");
     // Interrupted at step 3 and resumed: the same reports.
-    pretrain(&cfg, &half, &RunOptions { max_steps: Some(3), ..opts.clone() }, &mut Quiet).unwrap();
-    let r = pretrain(&cfg, &half, &RunOptions { resume: true, ..opts.clone() }, &mut Quiet).unwrap();
+    pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            max_steps: Some(3),
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    let r = pretrain(
+        &cfg,
+        &half,
+        &RunOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
     let resumed = probe_lines(&half);
     assert_eq!(resumed.len(), 2, "{resumed:?}");
     // Both epochs' reports are the same, the first epoch's training accuracy included: the

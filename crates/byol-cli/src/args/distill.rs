@@ -57,6 +57,7 @@ pub struct DistillArgs {
 }
 
 fn arch(s: &str) -> Result<Arch, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("`{s}`: expected resnet18, resnet34, resnet50, resnet101, resnet152 or resnet200"))
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("`{s}`: expected resnet18, resnet34, resnet50, resnet101, resnet152 or resnet200")
+    })
 }

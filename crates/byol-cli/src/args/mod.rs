@@ -78,7 +78,11 @@ impl From<Precision> for byol::model::precision::Precision {
 }
 
 #[derive(Parser)]
-#[command(name = "byol", version, about = "BYOL self-supervised pre-training and evaluation")]
+#[command(
+    name = "byol",
+    version,
+    about = "BYOL self-supervised pre-training and evaluation"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -358,7 +362,13 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The flags as the library's typed settings.
     pub fn settings(&self) -> Settings {
-        Settings { epochs: self.epochs, batch_size: self.batch_size, accumulate: self.accumulate, devices: self.devices.clone(), ..self.common.settings() }
+        Settings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            accumulate: self.accumulate,
+            devices: self.devices.clone(),
+            ..self.common.settings()
+        }
     }
 }
 
@@ -386,7 +396,13 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// These flags as the library's typed settings.
     pub fn settings(&self) -> Settings {
-        Settings { set: self.sets.clone(), data: self.data.clone(), backend: self.backend.map(Into::into), seed: self.seed, ..Default::default() }
+        Settings {
+            set: self.sets.clone(),
+            data: self.data.clone(),
+            backend: self.backend.map(Into::into),
+            seed: self.seed,
+            ..Default::default()
+        }
     }
 }
 

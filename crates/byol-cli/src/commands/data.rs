@@ -17,17 +17,30 @@ pub(crate) fn shard(args: ShardArgs) -> Result<()> {
         seed: args.seed,
     };
     let pb = ProgressBar::new(0);
-    pb.set_style(ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len} images ({per_sec}, ETA {eta})").expect("template").progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>5} [{bar:30}] {pos}/{len} images ({per_sec}, ETA {eta})",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
     let mut current = String::new();
-    let written = byol::data::shards::shard_imagefolder(input, out, &opts, args.holdout_fraction, byol::data::MAX_IMAGE_PIXELS, &mut |split, done, total| {
-        if current != split {
-            current = split.to_string();
-            pb.set_prefix(current.clone());
-            pb.set_length(total as u64);
-            pb.reset();
-        }
-        pb.set_position(done as u64);
-    })?;
+    let written = byol::data::shards::shard_imagefolder(
+        input,
+        out,
+        &opts,
+        args.holdout_fraction,
+        byol::data::MAX_IMAGE_PIXELS,
+        &mut |split, done, total| {
+            if current != split {
+                current = split.to_string();
+                pb.set_prefix(current.clone());
+                pb.set_length(total as u64);
+                pb.reset();
+            }
+            pb.set_position(done as u64);
+        },
+    )?;
     pb.finish_and_clear();
     for (name, m) in [("train", &written.train), ("test", &written.test)] {
         let bytes: u64 = m.shards.iter().map(|s| s.bytes).sum();
@@ -46,7 +59,10 @@ pub(crate) fn shard(args: ShardArgs) -> Result<()> {
             println!("  {file}: {reason}");
         }
     }
-    println!("train on them with: byol pretrain --data shards:{}", out.display());
+    println!(
+        "train on them with: byol pretrain --data shards:{}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -55,7 +71,17 @@ pub(crate) fn verify_shards(folder: &std::path::Path) -> Result<()> {
     let checked = byol::data::shards::verify(folder)?;
     let mut bad = 0;
     for v in &checked {
-        println!("{}: {} shard(s), {} images, {}", v.manifest.display(), v.shards, v.images, if v.problems.is_empty() { "all as recorded" } else { "DIFFERS" });
+        println!(
+            "{}: {} shard(s), {} images, {}",
+            v.manifest.display(),
+            v.shards,
+            v.images,
+            if v.problems.is_empty() {
+                "all as recorded"
+            } else {
+                "DIFFERS"
+            }
+        );
         for p in &v.problems {
             println!("  {}: {}", p.shard.display(), p.problem);
         }
@@ -74,8 +100,20 @@ pub(crate) fn augment(args: AugmentArgs) -> Result<()> {
     let splits = byol::data::load(&cfg.data, cfg.seed)?;
     let size = cfg.data.image_size;
     let scale = args.scale.unwrap_or_else(|| (128 / size).max(1));
-    let grid = byol::augment::preview::preview_grid(&splits.train, &cfg.augment, size, args.count, cfg.seed, scale, &device)?;
+    let grid = byol::augment::preview::preview_grid(
+        &splits.train,
+        &cfg.augment,
+        size,
+        args.count,
+        cfg.seed,
+        scale,
+        &device,
+    )?;
     byol::io::write_rgb_png(&args.out, &grid)?;
-    println!("wrote {} rows of (image, view t, view t') at {size} px to {}", args.count.min(splits.train.len()), args.out.display());
+    println!(
+        "wrote {} rows of (image, view t, view t') at {size} px to {}",
+        args.count.min(splits.train.len()),
+        args.out.display()
+    );
     Ok(())
 }

@@ -6,9 +6,21 @@ use byol::ExperimentConfig;
 use byol::workflow::{self, Evaluation, EvaluationResult, Settings};
 
 /// The checkpoint of `args` with its `--data` and `--set` flags, then `edit`.
-pub(crate) fn evaluation(args: &EvalArgs, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Evaluation> {
-    let settings = Settings { set: args.sets.clone(), data: args.data.clone(), ..Default::default() };
-    Ok(Evaluation::from_checkpoint(&args.checkpoint, &settings, edit, args.random_init)?)
+pub(crate) fn evaluation(
+    args: &EvalArgs,
+    edit: impl FnOnce(&mut ExperimentConfig),
+) -> Result<Evaluation> {
+    let settings = Settings {
+        set: args.sets.clone(),
+        data: args.data.clone(),
+        ..Default::default()
+    };
+    Ok(Evaluation::from_checkpoint(
+        &args.checkpoint,
+        &settings,
+        edit,
+        args.random_init,
+    )?)
 }
 
 pub(crate) fn eval_knn(args: KnnArgs) -> Result<()> {
@@ -16,7 +28,13 @@ pub(crate) fn eval_knn(args: KnnArgs) -> Result<()> {
         c.eval.knn.k = args.k.unwrap_or(c.eval.knn.k);
         c.eval.knn.temperature = args.temperature.unwrap_or(c.eval.knn.temperature);
     })?;
-    let r = byol::train::knn_of_encoder(&e.encoder, &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
+    let r = byol::train::knn_of_encoder(
+        &e.encoder,
+        &e.config,
+        &e.splits()?.train,
+        &e.splits()?.test,
+        &e.device,
+    )?;
     let k = &e.config.eval.knn;
     println!(
         "kNN (k={}, T={}) on {} test images, {}: top-1 {:.2}%  top-5 {:.2}%",
@@ -47,7 +65,13 @@ pub(crate) fn eval_linear(args: LinearArgs) -> Result<()> {
             c.eval.linear.learning_rates = lrs.clone();
         }
     })?;
-    let r = byol::train::linear_of_encoder(&e.encoder, &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
+    let r = byol::train::linear_of_encoder(
+        &e.encoder,
+        &e.config,
+        &e.splits()?.train,
+        &e.splits()?.test,
+        &e.device,
+    )?;
     for (lr, acc) in &r.sweep {
         println!("  lr {lr:<6} validation top-1 {:.2}%", 100.0 * acc);
     }
@@ -74,16 +98,30 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
     })?;
     let test_images = e.splits()?.test.len();
     // Fine-tuning starts from copies of its own (`finetune_of_network`): `e`'s network stays as it was.
-    let (r, tuned) =
-        byol::train::finetune_of_network(e.encoder.clone(), Some(e.projector.clone()), &e.config, &e.splits()?.train, &e.splits()?.test, &e.device)?;
+    let (r, tuned) = byol::train::finetune_of_network(
+        e.encoder.clone(),
+        Some(e.projector.clone()),
+        &e.config,
+        &e.splits()?.train,
+        &e.splits()?.test,
+        &e.device,
+    )?;
     for (lr, top1) in &r.sweep {
-        println!("learning rate {lr}: top-1 {:.2}% on {} held-out training images", 100.0 * top1, r.validation_images);
+        println!(
+            "learning rate {lr}: top-1 {:.2}% on {} held-out training images",
+            100.0 * top1,
+            r.validation_images
+        );
     }
     println!(
         "fine-tuning on {} labelled images ({}, from the {}, learning rate {}), {test_images} test images: top-1 {:.2}%  top-5 {:.2}%",
         r.labelled_images,
         e.label,
-        if e.config.eval.finetune.from == byol::eval::FinetuneFrom::Encoder { "encoder" } else { "projector's first layer" },
+        if e.config.eval.finetune.from == byol::eval::FinetuneFrom::Encoder {
+            "encoder"
+        } else {
+            "projector's first layer"
+        },
         r.learning_rate,
         100.0 * r.test.top1,
         100.0 * r.test.top5
@@ -91,11 +129,17 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
     record(&e, EvaluationResult::Finetune(r.clone()));
     if let Some(path) = &args.save_model {
         byol::eval::classifier::save(&tuned, &workflow::classifier_info(&e, &r)?, path)?;
-        println!("wrote the fine-tuned classifier (a teacher for `byol distill`) to {}", path.display());
+        println!(
+            "wrote the fine-tuned classifier (a teacher for `byol distill`) to {}",
+            path.display()
+        );
     }
     if let Some(path) = &args.save_encoder {
         byol::model::export::export_encoder(&tuned.encoder, &e.config.model.encoder, None, path)?;
-        println!("wrote the fine-tuned encoder (torchvision layout) to {}", path.display());
+        println!(
+            "wrote the fine-tuned encoder (torchvision layout) to {}",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -103,12 +147,28 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
 pub(crate) fn embed(args: EmbedArgs) -> Result<()> {
     let e = evaluation(&args.eval, |_| {})?;
     let (train, test) = e.embed(&args.out)?;
-    println!("wrote {} × {} features ({}) to {}", train.len() + test.len(), train.dim, e.label, args.out.display());
+    println!(
+        "wrote {} × {} features ({}) to {}",
+        train.len() + test.len(),
+        train.dim,
+        e.label,
+        args.out.display()
+    );
     if let Some(png) = &args.plot {
         let (points, labels) = e.tsne_map(&test, args.plot_points, args.perplexity)?;
-        let title = format!("t-SNE of {} test representations ({}), perplexity {}", points.len(), e.label, args.perplexity);
-        crate::chart::embedding(&points, &labels, e.classes()?, &title, png).with_context(|| format!("writing {}", png.display()))?;
-        println!("wrote the t-SNE map of {} test images to {}", points.len(), png.display());
+        let title = format!(
+            "t-SNE of {} test representations ({}), perplexity {}",
+            points.len(),
+            e.label,
+            args.perplexity
+        );
+        crate::chart::embedding(&points, &labels, e.classes()?, &title, png)
+            .with_context(|| format!("writing {}", png.display()))?;
+        println!(
+            "wrote the t-SNE map of {} test images to {}",
+            points.len(),
+            png.display()
+        );
     }
     Ok(())
 }
@@ -118,9 +178,21 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     let device = loaded.config.backend.device()?;
     let online = loaded.online(&device)?;
     let projector = args.with_projector.then_some(&online.projector);
-    byol::model::export::export_encoder(&online.encoder, &loaded.config.model.encoder, projector, &args.out)?;
-    let with = if args.with_projector { ", and the projector as nn.Sequential under projector.," } else { "" };
-    println!("wrote the encoder with torchvision resnet names{with} to {}", args.out.display());
+    byol::model::export::export_encoder(
+        &online.encoder,
+        &loaded.config.model.encoder,
+        projector,
+        &args.out,
+    )?;
+    let with = if args.with_projector {
+        ", and the projector as nn.Sequential under projector.,"
+    } else {
+        ""
+    };
+    println!(
+        "wrote the encoder with torchvision resnet names{with} to {}",
+        args.out.display()
+    );
     let e = &loaded.config.model.encoder;
     match byol::model::export::torchvision_constructor(e) {
         Some(c) => println!("load it with load_state_dict(…, strict=False) into {c}"),

@@ -12,8 +12,16 @@ pub fn byol(args: &[&str]) -> (bool, String, String) {
 
 /// Run the `byol` binary in the working directory `cwd`: (success, stdout, stderr).
 pub fn byol_in(cwd: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_byol")).current_dir(cwd).args(args).output().expect("run byol");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_byol"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run byol");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A tiny model on the built-in dataset: 80 training and 40 test images, 5 steps of batch 16

@@ -42,14 +42,29 @@ impl Geometry {
 
 /// The output columns `[lo, hi)` whose input column `ow·stride + kj − pad` lies inside `[0, w)`.
 fn valid_cols(g: &Geometry, kj: usize, w: usize) -> (usize, usize) {
-    let lo = if g.pad > kj { (g.pad - kj).div_ceil(g.stride) } else { 0 };
-    let hi = if w + g.pad > kj { ((w + g.pad - kj - 1) / g.stride + 1).min(g.wo) } else { 0 };
+    let lo = if g.pad > kj {
+        (g.pad - kj).div_ceil(g.stride)
+    } else {
+        0
+    };
+    let hi = if w + g.pad > kj {
+        ((w + g.pad - kj - 1) / g.stride + 1).min(g.wo)
+    } else {
+        0
+    };
     (lo.min(hi), hi)
 }
 
 /// Writes the patches of output rows `rows` of one image `x` [C, H, W] into columns
 /// `off..off + rows.len()·Wo` of `col` [K, ld].
-pub(crate) fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
+pub(crate) fn im2col(
+    x: &[f32],
+    g: &Geometry,
+    col: &mut [f32],
+    ld: usize,
+    off: usize,
+    rows: std::ops::Range<usize>,
+) {
     if g.same() {
         return im2col_same(x, g, col, ld, off, rows);
     }
@@ -86,7 +101,14 @@ pub(crate) fn im2col(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: u
 
 /// Adds columns `off..off + rows.len()·Wo` of `col` [K, ld] (output rows `rows`) back onto one
 /// image's gradient `dx` [C, H, W] (the adjoint of [`im2col`]).
-pub(crate) fn col2im(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+pub(crate) fn col2im(
+    col: &mut [f32],
+    g: &Geometry,
+    ld: usize,
+    off: usize,
+    rows: std::ops::Range<usize>,
+    dx: &mut [f32],
+) {
     if g.same() {
         return col2im_same(col, g, ld, off, rows, dx);
     }
@@ -106,7 +128,10 @@ pub(crate) fn col2im(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows:
                     let src = &row[t * g.wo..(t + 1) * g.wo];
                     let dst = &mut plane[ih as usize * w..(ih as usize + 1) * w];
                     if g.stride == 1 {
-                        for (d, s) in dst[lo + kj - g.pad..hi + kj - g.pad].iter_mut().zip(&src[lo..hi]) {
+                        for (d, s) in dst[lo + kj - g.pad..hi + kj - g.pad]
+                            .iter_mut()
+                            .zip(&src[lo..hi])
+                        {
                             *d += s;
                         }
                     } else {
@@ -125,7 +150,12 @@ pub(crate) fn col2im(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows:
 /// shifted row leaves the plane and in the columns that wrapped around from the neighbouring row.
 /// Returns the output range [lo, hi) (flat indices oh·W + ow) that reads inside the plane, and
 /// the shift.
-fn same_shift(g: &Geometry, ki: usize, kj: usize, rows: &std::ops::Range<usize>) -> (usize, usize, isize) {
+fn same_shift(
+    g: &Geometry,
+    ki: usize,
+    kj: usize,
+    rows: &std::ops::Range<usize>,
+) -> (usize, usize, isize) {
     let s = (ki as isize - g.pad as isize) * g.w as isize + (kj as isize - g.pad as isize);
     let hw = (g.h * g.w) as isize;
     let (start, end) = ((rows.start * g.w) as isize, (rows.end * g.w) as isize);
@@ -153,7 +183,14 @@ fn zero_wrapped(m: &mut [f32], w: usize, a: usize, b: usize) {
 }
 
 /// [`im2col`] for stride-1 "same" convolutions: one contiguous copy per row of the matrix.
-fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, rows: std::ops::Range<usize>) {
+fn im2col_same(
+    x: &[f32],
+    g: &Geometry,
+    col: &mut [f32],
+    ld: usize,
+    off: usize,
+    rows: std::ops::Range<usize>,
+) {
     let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
     let t = rows.len() * w;
     // The shift and the bounds depend on (ki, kj) only: computed once for all channels.
@@ -168,7 +205,9 @@ fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, 
                 dst[..lo - base].fill(0.0);
                 dst[hi - base..].fill(0.0);
                 if hi > lo {
-                    dst[lo - base..hi - base].copy_from_slice(&plane[(lo as isize + s) as usize..(hi as isize + s) as usize]);
+                    dst[lo - base..hi - base].copy_from_slice(
+                        &plane[(lo as isize + s) as usize..(hi as isize + s) as usize],
+                    );
                 }
                 zero_wrapped(dst, w, a, b);
             }
@@ -178,7 +217,14 @@ fn im2col_same(x: &[f32], g: &Geometry, col: &mut [f32], ld: usize, off: usize, 
 
 /// [`col2im`] for stride-1 "same" convolutions: the wrapped columns of `col` are zeroed, then
 /// each row of the matrix is added onto the plane in one contiguous pass.
-fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::ops::Range<usize>, dx: &mut [f32]) {
+fn col2im_same(
+    col: &mut [f32],
+    g: &Geometry,
+    ld: usize,
+    off: usize,
+    rows: std::ops::Range<usize>,
+    dx: &mut [f32],
+) {
     let (hw, w, base) = (g.h * g.w, g.w, rows.start * g.w);
     let t = rows.len() * w;
     for c in 0..g.c {
@@ -192,7 +238,9 @@ fn col2im_same(col: &mut [f32], g: &Geometry, ld: usize, off: usize, rows: std::
                 let (lo, hi, s) = same_shift(g, ki, kj, &rows);
                 if hi > lo {
                     let dst = &mut plane[(lo as isize + s) as usize..(hi as isize + s) as usize];
-                    dst.iter_mut().zip(&src[lo - base..hi - base]).for_each(|(d, v)| *d += v);
+                    dst.iter_mut()
+                        .zip(&src[lo - base..hi - base])
+                        .for_each(|(d, v)| *d += v);
                 }
             }
         }

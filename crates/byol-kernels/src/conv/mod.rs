@@ -39,20 +39,48 @@ pub mod winograd;
 
 /// `x ⊛ weight` (stride, symmetric zero padding, no bias) through this module when `x` and
 /// `weight` are f32 `flex` tensors, both tracked by autodiff or both not; `None` otherwise.
-pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, stride: usize, pad: usize) -> Option<Tensor<4>> {
+pub fn try_conv2d(
+    x: &Tensor<4>,
+    weight: &Tensor<4>,
+    stride: usize,
+    pad: usize,
+) -> Option<Tensor<4>> {
     if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
         return None;
     }
     let [n, c, h, w] = x.dims();
     let [o, cw, kh, kw] = weight.dims();
-    if n == 0 || c == 0 || o == 0 || cw != c || h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
+    if n == 0 || c == 0 || o == 0 || cw != c || h + 2 * pad < kh || w + 2 * pad < kw || stride == 0
+    {
         return None;
     }
-    let g = Geometry { n, c, h, w, o, kh, kw, stride, pad, ho: (h + 2 * pad - kh) / stride + 1, wo: (w + 2 * pad - kw) / stride + 1 };
-    if let (Ok(xp), Ok(wp)) = (x.clone().try_into_primitive::<Autodiff<Flex>>(), weight.clone().try_into_primitive::<Autodiff<Flex>>()) {
-        let out = match ConvBackward.prepare::<NoCheckpointing>([xp.node(), wp.node()]).compute_bound().stateful() {
+    let g = Geometry {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        stride,
+        pad,
+        ho: (h + 2 * pad - kh) / stride + 1,
+        wo: (w + 2 * pad - kw) / stride + 1,
+    };
+    if let (Ok(xp), Ok(wp)) = (
+        x.clone().try_into_primitive::<Autodiff<Flex>>(),
+        weight.clone().try_into_primitive::<Autodiff<Flex>>(),
+    ) {
+        let out = match ConvBackward
+            .prepare::<NoCheckpointing>([xp.node(), wp.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
-                let (xc, wc) = (xp.primitive().to_contiguous(), wp.primitive().to_contiguous());
+                let (xc, wc) = (
+                    xp.primitive().to_contiguous(),
+                    wp.primitive().to_contiguous(),
+                );
                 let y = forward(&xc, &wc, &g);
                 prep.finish((xc, wc, g), y)
             }
@@ -60,7 +88,10 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, stride: usize, pad: usize) 
         };
         return Some(Tensor::from_primitive::<Autodiff<Flex>>(out));
     }
-    if let (Ok(xp), Ok(wp)) = (x.clone().try_into_primitive::<Flex>(), weight.clone().try_into_primitive::<Flex>()) {
+    if let (Ok(xp), Ok(wp)) = (
+        x.clone().try_into_primitive::<Flex>(),
+        weight.clone().try_into_primitive::<Flex>(),
+    ) {
         return Some(Tensor::from_primitive::<Flex>(forward(&xp, &wp, &g)));
     }
     None
@@ -104,13 +135,26 @@ fn inner_parallel(groups: usize) -> bool {
 }
 
 fn forward(x: &FlexTensor, w: &FlexTensor, g: &Geometry) -> FlexTensor {
-    tensor(forward_values(&values(x), &values(w), g), [g.n, g.o, g.ho, g.wo])
+    tensor(
+        forward_values(&values(x), &values(w), g),
+        [g.n, g.o, g.ho, g.wo],
+    )
 }
 
 /// The forward convolution on row-major values: x [N, C, H, W], w [O, C, kh, kw] → [N, O, Ho, Wo].
 fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     if takes_winograd(g) {
-        return winograd::conv3x3(xv, wv, winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o });
+        return winograd::conv3x3(
+            xv,
+            wv,
+            winograd::Sizes {
+                n: g.n,
+                c: g.c,
+                h: g.h,
+                w: g.w,
+                o: g.o,
+            },
+        );
     }
     let (k, p, gs) = (g.k(), g.p(), g.group());
     let (img_in, img_out) = (g.c * g.h * g.w, g.o * p);
@@ -129,7 +173,14 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
             } else {
                 col.resize(k * ld, 0.0);
                 for i in 0..imgs {
-                    im2col(&xv[x0 + i * img_in..x0 + (i + 1) * img_in], g, col, ld, i * p, 0..g.ho);
+                    im2col(
+                        &xv[x0 + i * img_in..x0 + (i + 1) * img_in],
+                        g,
+                        col,
+                        ld,
+                        i * p,
+                        0..g.ho,
+                    );
                 }
                 (col.as_ptr(), 1, ld as isize) // [K, G·P]
             };
@@ -140,13 +191,30 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
             } else {
                 tmp.resize(g.o * ld, 0.0);
                 // SAFETY: W [O, K] in `wv`, col [K, G·P] sized k·ld above, `tmp` sized o·ld.
-                unsafe { matmul(g.o, ld, k, (tmp.as_mut_ptr(), 1, ld as isize), lhs, rhs, false, inner) }; // [O, G·P]
+                unsafe {
+                    matmul(
+                        g.o,
+                        ld,
+                        k,
+                        (tmp.as_mut_ptr(), 1, ld as isize),
+                        lhs,
+                        rhs,
+                        false,
+                        inner,
+                    )
+                }; // [O, G·P]
                 for i in 0..imgs {
                     for oc in 0..g.o {
                         let src = &tmp[oc * ld + i * p..oc * ld + (i + 1) * p];
                         // SAFETY: image i's row oc of y lies inside this group's chunk
                         // (imgs·img_out values), which `tmp` does not overlap.
-                        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), yp.add(i * img_out + oc * p), p) };
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.as_ptr(),
+                                yp.add(i * img_out + oc * p),
+                                p,
+                            )
+                        };
                     }
                 }
             }
@@ -157,20 +225,47 @@ fn forward_values(xv: &[f32], wv: &[f32], g: &Geometry) -> Vec<f32> {
     unsafe { written(g.n * img_out, gs * img_out, group) }
 }
 
-fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_dx: bool, want_dw: bool) -> (Option<FlexTensor>, Option<FlexTensor>) {
+fn backward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    dy: &FlexTensor,
+    g: &Geometry,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Option<FlexTensor>, Option<FlexTensor>) {
     let (xv, wv, dyv) = (values(x), values(w), values(dy));
     if want_dw && !want_dx && takes_winograd(g) {
-        let sizes = winograd::Sizes { n: g.n, c: g.c, h: g.h, w: g.w, o: g.o };
-        return (None, Some(tensor(winograd::weight_grad(&xv, &dyv, sizes), [g.o, g.c, g.kh, g.kw])));
+        let sizes = winograd::Sizes {
+            n: g.n,
+            c: g.c,
+            h: g.h,
+            w: g.w,
+            o: g.o,
+        };
+        return (
+            None,
+            Some(tensor(
+                winograd::weight_grad(&xv, &dyv, sizes),
+                [g.o, g.c, g.kh, g.kw],
+            )),
+        );
     }
     // For a stride-1 "same" convolution the input gradient is itself such a convolution, of dy
     // with the kernel transposed (O ↔ C) and flipped: the forward GEMM shape (C × O·kh·kw ·
     // O·kh·kw × P) runs faster than Wᵀ·dy (O·kh·kw·C rows, O deep) followed by col2im.
     if want_dx && g.same() && !g.pointwise() && g.kh == g.kw && g.pad * 2 + 1 == g.kh {
         let flipped = flip_transpose(&wv, g);
-        let gt = Geometry { c: g.o, o: g.c, ..*g };
+        let gt = Geometry {
+            c: g.o,
+            o: g.c,
+            ..*g
+        };
         let dx = tensor(forward_values(&dyv, &flipped, &gt), [g.n, g.c, g.h, g.w]);
-        let (_, dw) = if want_dw { backward(x, w, dy, g, false, true) } else { (None, None) };
+        let (_, dw) = if want_dw {
+            backward(x, w, dy, g, false, true)
+        } else {
+            (None, None)
+        };
         return (Some(dx), dw);
     }
     let (k, p, gs) = (g.k(), g.p(), g.group());
@@ -201,14 +296,36 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
                         // dW (as dWᵀ [K, O]) += dy_t [O, t] · col_tᵀ [t, K]
                         // SAFETY: dy_t reads rows r0.. of image n0's dy (O rows of stride P, t
                         // columns), col is [K, t] (resized above), dW is this run's own o·k buffer.
-                        unsafe { matmul(g.o, k, t, (dw.as_mut_ptr(), g.o as isize, 1), dyt, (s.col.as_ptr(), t as isize, 1), true, inner) };
+                        unsafe {
+                            matmul(
+                                g.o,
+                                k,
+                                t,
+                                (dw.as_mut_ptr(), g.o as isize, 1),
+                                dyt,
+                                (s.col.as_ptr(), t as isize, 1),
+                                true,
+                                inner,
+                            )
+                        };
                     }
                     if let Some(dxchunk) = dxchunk.as_deref_mut() {
                         s.dcol.resize(k * t, 0.0);
                         let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
                         // SAFETY: Wᵀ is `wv` [O, K] read transposed, dy_t as above, dcol [K, t]
                         // resized above and this thread's own.
-                        unsafe { matmul(k, t, g.o, (s.dcol.as_mut_ptr(), 1, t as isize), wt, dyt, false, inner) };
+                        unsafe {
+                            matmul(
+                                k,
+                                t,
+                                g.o,
+                                (s.dcol.as_mut_ptr(), 1, t as isize),
+                                wt,
+                                dyt,
+                                false,
+                                inner,
+                            )
+                        };
                         col2im(&mut s.dcol, g, t, 0, rows, dxchunk);
                     }
                 }
@@ -223,7 +340,8 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
                 for i in 0..imgs {
                     for oc in 0..g.o {
                         let src = (n0 + i) * img_out + oc * p;
-                        s.dy[oc * ld + i * p..oc * ld + (i + 1) * p].copy_from_slice(&dyv[src..src + p]);
+                        s.dy[oc * ld + i * p..oc * ld + (i + 1) * p]
+                            .copy_from_slice(&dyv[src..src + p]);
                     }
                 }
                 (s.dy.as_ptr(), 1, ld as isize)
@@ -234,7 +352,14 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
                 } else {
                     s.col.resize(k * ld, 0.0);
                     for i in 0..imgs {
-                        im2col(&xv[(n0 + i) * img_in..(n0 + i + 1) * img_in], g, &mut s.col, ld, i * p, 0..g.ho);
+                        im2col(
+                            &xv[(n0 + i) * img_in..(n0 + i + 1) * img_in],
+                            g,
+                            &mut s.col,
+                            ld,
+                            i * p,
+                            0..g.ho,
+                        );
                     }
                     s.col.as_ptr()
                 };
@@ -245,20 +370,60 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
                 // [K, O]), which the GEMM kernel runs ~3× faster than row-major for these shapes.
                 // SAFETY: dy_g is [O, G·P] (the group's dy, or `s.dy` sized o·ld), col_g [K, G·P] in
                 // `xv` or `s.col` (sized k·ld), dW this run's own o·k buffer.
-                unsafe { matmul(g.o, k, ld, (dw.as_mut_ptr(), g.o as isize, 1), dyg, (colp, ld as isize, 1), true, inner) };
+                unsafe {
+                    matmul(
+                        g.o,
+                        k,
+                        ld,
+                        (dw.as_mut_ptr(), g.o as isize, 1),
+                        dyg,
+                        (colp, ld as isize, 1),
+                        true,
+                        inner,
+                    )
+                };
             }
             if let Some(dxchunk) = dxchunk {
                 let wt = (wv.as_ptr(), k as isize, 1); // Wᵀ [K, O]
                 if g.pointwise() && imgs == 1 {
                     // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, P], and dx's chunk is this image's
                     // [C, P] = [K, P], which only this task writes.
-                    unsafe { matmul(k, p, g.o, (dxchunk.as_mut_ptr(), 1, p as isize), wt, dyg, false, inner) };
+                    unsafe {
+                        matmul(
+                            k,
+                            p,
+                            g.o,
+                            (dxchunk.as_mut_ptr(), 1, p as isize),
+                            wt,
+                            dyg,
+                            false,
+                            inner,
+                        )
+                    };
                 } else {
                     s.dcol.resize(k * ld, 0.0);
                     // SAFETY: Wᵀ [K, O] from `wv`, dy_g [O, G·P], dcol [K, G·P] resized above.
-                    unsafe { matmul(k, ld, g.o, (s.dcol.as_mut_ptr(), 1, ld as isize), wt, dyg, false, inner) }; // [K, G·P]
+                    unsafe {
+                        matmul(
+                            k,
+                            ld,
+                            g.o,
+                            (s.dcol.as_mut_ptr(), 1, ld as isize),
+                            wt,
+                            dyg,
+                            false,
+                            inner,
+                        )
+                    }; // [K, G·P]
                     for i in 0..imgs {
-                        col2im(&mut s.dcol, g, ld, i * p, 0..g.ho, &mut dxchunk[i * img_in..(i + 1) * img_in]);
+                        col2im(
+                            &mut s.dcol,
+                            g,
+                            ld,
+                            i * p,
+                            0..g.ho,
+                            &mut dxchunk[i * img_in..(i + 1) * img_in],
+                        );
                     }
                 }
             }
@@ -280,7 +445,10 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
         dw
     };
     let partial: Vec<Vec<f32>> = if want_dx {
-        dx.par_chunks_mut(per_run * gs * img_in).enumerate().map(|(r, d)| run(r, Some(d))).collect()
+        dx.par_chunks_mut(per_run * gs * img_in)
+            .enumerate()
+            .map(|(r, d)| run(r, Some(d)))
+            .collect()
     } else {
         (0..runs).into_par_iter().map(|r| run(r, None)).collect()
     };
@@ -293,14 +461,16 @@ fn backward(x: &FlexTensor, w: &FlexTensor, dy: &FlexTensor, g: &Geometry, want_
 fn flip_transpose(w: &[f32], g: &Geometry) -> Vec<f32> {
     let kk = g.kh * g.kw;
     let mut out = vec![0f32; w.len()];
-    out.par_chunks_mut(g.o * kk).enumerate().for_each(|(c, row)| {
-        for o in 0..g.o {
-            let src = &w[(o * g.c + c) * kk..(o * g.c + c + 1) * kk];
-            for (d, s) in row[o * kk..(o + 1) * kk].iter_mut().zip(src.iter().rev()) {
-                *d = *s;
+    out.par_chunks_mut(g.o * kk)
+        .enumerate()
+        .for_each(|(c, row)| {
+            for o in 0..g.o {
+                let src = &w[(o * g.c + c) * kk..(o * g.c + c + 1) * kk];
+                for (d, s) in row[o * kk..(o + 1) * kk].iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -319,7 +489,10 @@ fn sum_transposed(partial: Vec<Vec<f32>>, k: usize, o: usize) -> Vec<f32> {
             for part in &parts {
                 for r in 0..rb {
                     let src = &part[(r0 + r) * o + o0..(r0 + r) * o + o0 + ob];
-                    tile[r * B..r * B + ob].iter_mut().zip(src).for_each(|(t, v)| *t += v);
+                    tile[r * B..r * B + ob]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(t, v)| *t += v);
                 }
             }
             for oc in 0..ob {
@@ -341,7 +514,12 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     fn reference(x: Tensor<4>, w: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
-        conv2d(x, w, None, ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1))
+        conv2d(
+            x,
+            w,
+            None,
+            ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+        )
     }
 
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
@@ -410,10 +588,14 @@ mod tests {
     fn strided_inputs() {
         let device = Device::flex();
         for (n, c, h, w, o) in [(1, 4, 9, 7, 5), (3, 16, 8, 5, 18)] {
-            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device).swap_dims(2, 3);
+            let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device)
+                .swap_dims(2, 3);
             let k = Tensor::<4>::random([o, c, 3, 3], Distribution::Normal(0.0, 0.3), &device);
             let ours = try_conv2d(&x, &k, 1, 1).unwrap();
-            assert!(max_diff(ours, reference(x, k, 1, 1)) < 1e-5, "{n}×{c}×{h}×{w}");
+            assert!(
+                max_diff(ours, reference(x, k, 1, 1)) < 1e-5,
+                "{n}×{c}×{h}×{w}"
+            );
         }
     }
 
@@ -425,9 +607,16 @@ mod tests {
         let w = Tensor::<4>::random([6, 3, 3, 3], Distribution::Normal(0.0, 0.3), &device);
         let xa = x.clone().autodiff();
         let wa = w.clone().autodiff().require_grad();
-        let g = try_conv2d(&xa, &wa, 1, 1).unwrap().powi_scalar(2).sum().backward();
+        let g = try_conv2d(&xa, &wa, 1, 1)
+            .unwrap()
+            .powi_scalar(2)
+            .sum()
+            .backward();
         let wr = w.autodiff().require_grad();
-        let gr = reference(x.autodiff(), wr.clone(), 1, 1).powi_scalar(2).sum().backward();
+        let gr = reference(x.autodiff(), wr.clone(), 1, 1)
+            .powi_scalar(2)
+            .sum()
+            .backward();
         assert!(max_diff(wa.grad(&g).unwrap(), wr.grad(&gr).unwrap()) < 1e-5);
     }
 
@@ -437,7 +626,15 @@ mod tests {
         let device = Device::flex();
         let w = Tensor::<4>::ones([4, 16, 3, 3], &device);
         assert!(try_conv2d(&Tensor::<4>::ones([0, 16, 8, 8], &device), &w, 1, 1).is_none());
-        assert!(try_conv2d(&Tensor::<4>::ones([2, 0, 8, 8], &device), &Tensor::<4>::ones([4, 0, 3, 3], &device), 1, 1).is_none());
+        assert!(
+            try_conv2d(
+                &Tensor::<4>::ones([2, 0, 8, 8], &device),
+                &Tensor::<4>::ones([4, 0, 3, 3], &device),
+                1,
+                1
+            )
+            .is_none()
+        );
     }
 
     /// Low-precision tensors are left to burn's convolution.

@@ -74,14 +74,24 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], s: Sizes) -> Vec<f32> {
     let group = |gi: usize, ychunk: &mut [MaybeUninit<f32>], inner: bool| {
         let imgs = ychunk.len() / img_out;
         let xg = &x[gi * gs * img_in..(gi * gs + imgs) * img_in];
-        with_scratch(|Scratch { col: v, dcol: m, .. }| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner));
+        with_scratch(
+            |Scratch {
+                 col: v, dcol: m, ..
+             }| group_conv(xg, &u, ychunk, imgs, per_img, s, v, m, inner),
+        );
     };
     // Many groups: one per task, each on one thread with its own buffers. Few: one at a time,
     // each phase split over the threads.
     if groups >= 2 * rayon::current_num_threads() {
-        y.spare_capacity_mut()[..len].par_chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, false));
+        y.spare_capacity_mut()[..len]
+            .par_chunks_mut(gs * img_out)
+            .enumerate()
+            .for_each(|(gi, yc)| group(gi, yc, false));
     } else {
-        y.spare_capacity_mut()[..len].chunks_mut(gs * img_out).enumerate().for_each(|(gi, yc)| group(gi, yc, true));
+        y.spare_capacity_mut()[..len]
+            .chunks_mut(gs * img_out)
+            .enumerate()
+            .for_each(|(gi, yc)| group(gi, yc, true));
     }
     // SAFETY: the groups cover all `len` values, and each writes every value of its chunk
     // (`transform_output` writes every position of each of its planes).
@@ -115,42 +125,54 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
         .map(|r| {
             // dU [16][C][O]: each position's [O, C] block column-major.
             let mut du = vec![0f32; du_len];
-            with_scratch(|Scratch { col: v, dcol: md, .. }| {
-                let mut scratch = PLANE_SCRATCH.take();
-                for gi in r * per_run..((r + 1) * per_run).min(groups) {
-                    let n0 = gi * gs;
-                    let imgs = gs.min(s.n - n0);
-                    let t = imgs * per_img;
-                    v.resize(s.c * P * t, 0.0);
-                    md.resize(t * P * s.o, 0.0);
-                    for (c, vc) in v.chunks_mut(P * t).enumerate() {
-                        for i in 0..imgs {
-                            let plane = &x[(n0 + i) * img_in + c * hw..(n0 + i) * img_in + (c + 1) * hw];
-                            transform_input(plane, s.h, s.w, &mut scratch, vc, t, i * per_img);
+            with_scratch(
+                |Scratch {
+                     col: v, dcol: md, ..
+                 }| {
+                    let mut scratch = PLANE_SCRATCH.take();
+                    for gi in r * per_run..((r + 1) * per_run).min(groups) {
+                        let n0 = gi * gs;
+                        let imgs = gs.min(s.n - n0);
+                        let t = imgs * per_img;
+                        v.resize(s.c * P * t, 0.0);
+                        md.resize(t * P * s.o, 0.0);
+                        for (c, vc) in v.chunks_mut(P * t).enumerate() {
+                            for i in 0..imgs {
+                                let plane = &x
+                                    [(n0 + i) * img_in + c * hw..(n0 + i) * img_in + (c + 1) * hw];
+                                transform_input(plane, s.h, s.w, &mut scratch, vc, t, i * per_img);
+                            }
                         }
-                    }
-                    for (i, mi) in md.chunks_mut(per_img * P * s.o).enumerate() {
-                        transform_output_grad(&dy[(n0 + i) * img_out..(n0 + i + 1) * img_out], s.h, s.w, s.o, &mut scratch, mi);
-                    }
-                    for k in 0..P {
-                        // dU_k [O, C] (column-major) += dM_k [O, T] (column-major) · V_k [C, T]ᵀ.
-                        // SAFETY: in-bounds blocks of `du`, `md` and `v`, as laid out above.
-                        unsafe {
-                            matmul(
+                        for (i, mi) in md.chunks_mut(per_img * P * s.o).enumerate() {
+                            transform_output_grad(
+                                &dy[(n0 + i) * img_out..(n0 + i + 1) * img_out],
+                                s.h,
+                                s.w,
                                 s.o,
-                                s.c,
-                                t,
-                                (du.as_mut_ptr().add(k * s.c * s.o), s.o as isize, 1),
-                                (md.as_ptr().add(k * s.o), (P * s.o) as isize, 1),
-                                (v.as_ptr().add(k * t), (P * t) as isize, 1),
-                                true,
-                                false,
-                            )
+                                &mut scratch,
+                                mi,
+                            );
+                        }
+                        for k in 0..P {
+                            // dU_k [O, C] (column-major) += dM_k [O, T] (column-major) · V_k [C, T]ᵀ.
+                            // SAFETY: in-bounds blocks of `du`, `md` and `v`, as laid out above.
+                            unsafe {
+                                matmul(
+                                    s.o,
+                                    s.c,
+                                    t,
+                                    (du.as_mut_ptr().add(k * s.c * s.o), s.o as isize, 1),
+                                    (md.as_ptr().add(k * s.o), (P * s.o) as isize, 1),
+                                    (v.as_ptr().add(k * t), (P * t) as isize, 1),
+                                    true,
+                                    false,
+                                )
+                            }
                         }
                     }
-                }
-                PLANE_SCRATCH.set(scratch);
-            });
+                    PLANE_SCRATCH.set(scratch);
+                },
+            );
             du
         })
         .collect();
@@ -160,13 +182,20 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], s: Sizes) -> Vec<f32> {
     let mut parts = partial.into_iter();
     let mut total = parts.next().unwrap_or_else(|| vec![0f32; du_len]);
     let rest: Vec<Vec<f32>> = parts.collect();
-    total.par_chunks_mut(c * o).enumerate().for_each(|(k, blk)| {
-        for part in &rest {
-            blk.iter_mut().zip(&part[k * c * o..(k + 1) * c * o]).for_each(|(d, v)| *d += v);
-        }
-    });
+    total
+        .par_chunks_mut(c * o)
+        .enumerate()
+        .for_each(|(k, blk)| {
+            for part in &rest {
+                blk.iter_mut()
+                    .zip(&part[k * c * o..(k + 1) * c * o])
+                    .for_each(|(d, v)| *d += v);
+            }
+        });
     let mut du = vec![0f32; du_len]; // [16][O][C]
-    du.par_chunks_mut(c * o).zip(total.par_chunks(c * o)).for_each(|(dst, src)| transpose(src, c, o, dst));
+    du.par_chunks_mut(c * o)
+        .zip(total.par_chunks(c * o))
+        .for_each(|(dst, src)| transpose(src, c, o, dst));
     let mut dw = vec![0f32; o * c * 9];
     dw.par_chunks_mut(c * 9).enumerate().for_each(|(oc, dwo)| {
         let row = |k: usize| &du[(k * o + oc) * c..(k * o + oc + 1) * c];
@@ -198,17 +227,37 @@ thread_local! {
 }
 
 /// Runs `f(i, chunk)` over the `size`-long chunks of `data`, in parallel when `par`.
-fn chunks<T: Send + Sync>(par: bool, data: &mut [T], size: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+fn chunks<T: Send + Sync>(
+    par: bool,
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Send + Sync,
+) {
     if par {
-        data.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
     } else {
         data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 
 /// One group of `imgs` images: xg [imgs, C, H, W] → y [imgs, O, H, W].
-#[allow(clippy::too_many_arguments, reason = "the group's input, weights and output, its sizes, and two scratch buffers reused across groups")]
-fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, per_img: usize, s: Sizes, v: &mut Vec<f32>, m: &mut Vec<f32>, par: bool) {
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the group's input, weights and output, its sizes, and two scratch buffers reused across groups"
+)]
+fn group_conv(
+    xg: &[f32],
+    u: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    imgs: usize,
+    per_img: usize,
+    s: Sizes,
+    v: &mut Vec<f32>,
+    m: &mut Vec<f32>,
+    par: bool,
+) {
     let t = imgs * per_img;
     let (img_in, img_out, hw) = (s.c * s.h * s.w, s.o * s.h * s.w, s.h * s.w);
     v.resize(s.c * P * t, 0.0);
@@ -251,7 +300,14 @@ fn group_conv(xg: &[f32], u: &[f32], y: &mut [MaybeUninit<f32>], imgs: usize, pe
         let mut tmp = PLANE_SCRATCH.take();
         for i in 0..imgs {
             // SAFETY: plane (i, o) of the group's output, written by this call only.
-            let plane = unsafe { std::slice::from_raw_parts_mut(yp.get().add(i * img_out + o * hw).cast::<MaybeUninit<f32>>(), hw) };
+            let plane = unsafe {
+                std::slice::from_raw_parts_mut(
+                    yp.get()
+                        .add(i * img_out + o * hw)
+                        .cast::<MaybeUninit<f32>>(),
+                    hw,
+                )
+            };
             transform_output(mo, t, i * per_img, plane, s.h, s.w, &mut tmp);
         }
         PLANE_SCRATCH.set(tmp);

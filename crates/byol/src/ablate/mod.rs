@@ -5,7 +5,10 @@
 //! one that was interrupted resumes from its last checkpoint.
 
 use crate::config::ExperimentConfig;
-use crate::train::{Observer, RunDir, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain_in, random_init_encoder};
+use crate::train::{
+    Observer, RunDir, RunOptions, checkpoint, knn_of_encoder, linear_of_encoder, pretrain_in,
+    random_init_encoder,
+};
 use crate::workflow::Settings;
 use crate::{Error, Result, data};
 use serde::Deserialize;
@@ -14,7 +17,9 @@ use std::time::Instant;
 
 mod summary;
 
-pub use summary::{Ablation, Relative, Row, Spread, Summary, paired_differences, summarise, write_reports};
+pub use summary::{
+    Ablation, Relative, Row, Spread, Summary, paired_differences, summarise, write_reports,
+};
 
 /// A grid file: `[[variant]]` tables.
 #[derive(Debug, Clone, Deserialize)]
@@ -49,27 +54,50 @@ pub struct Variant {
 impl Grid {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let grid: Grid = toml::from_str(&text).map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
+        let grid: Grid = toml::from_str(&text).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let mut seen = std::collections::HashSet::new();
         for v in &grid.variant {
-            if v.name.is_empty() || !v.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(Error::config(format!("variant.name = {:?}", v.name), "use letters, digits, - and _ only"));
+            if v.name.is_empty()
+                || !v
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(Error::config(
+                    format!("variant.name = {:?}", v.name),
+                    "use letters, digits, - and _ only",
+                ));
             }
             if !seen.insert(v.name.clone()) {
-                return Err(Error::config(format!("variant.name = {:?}", v.name), "appears twice"));
+                return Err(Error::config(
+                    format!("variant.name = {:?}", v.name),
+                    "appears twice",
+                ));
             }
         }
         if grid.variant.is_empty() {
-            return Err(Error::config("variant", format!("{} lists no [[variant]]", path.display())));
+            return Err(Error::config(
+                "variant",
+                format!("{} lists no [[variant]]", path.display()),
+            ));
         }
         for v in &grid.variant {
             if let Some(r) = &v.relative_to
                 && (r == &v.name || !seen.contains(r))
             {
-                return Err(Error::config(format!("variant {:?}: relative-to = {r:?}", v.name), "must name another variant of the grid"));
+                return Err(Error::config(
+                    format!("variant {:?}: relative-to = {r:?}", v.name),
+                    "must name another variant of the grid",
+                ));
             }
             if v.paper_delta.is_some() && v.relative_to.is_none() {
-                return Err(Error::config(format!("variant {:?}: paper-delta", v.name), "is a change from another variant: give `relative-to` too"));
+                return Err(Error::config(
+                    format!("variant {:?}: paper-delta", v.name),
+                    "is a change from another variant: give `relative-to` too",
+                ));
             }
         }
         Ok(grid)
@@ -93,8 +121,14 @@ pub struct AblationOptions {
 /// `e`, a variant's config error, saying which variant: a grid's `set` lists look alike.
 fn in_variant(e: Error, name: &str) -> Error {
     match e {
-        Error::Config { field, message } => Error::Config { field: format!("{field}` of variant `{name}"), message },
-        Error::ConfigParse { path, message } => Error::ConfigParse { path, message: format!("variant `{name}`: {message}") },
+        Error::Config { field, message } => Error::Config {
+            field: format!("{field}` of variant `{name}"),
+            message,
+        },
+        Error::ConfigParse { path, message } => Error::ConfigParse {
+            path,
+            message: format!("variant `{name}`: {message}"),
+        },
         other => other,
     }
 }
@@ -104,11 +138,22 @@ fn in_variant(e: Error, name: &str) -> Error {
 /// `dir/<variant>/seed-<seed>`; write `ablation.md` and `ablation.json` into `dir` after each
 /// run. A run whose row is recorded with the same resolved config is read back, not rerun; one
 /// recorded with another config is an error.
-pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Ablation> {
+pub fn ablate(
+    base: &str,
+    settings: &Settings,
+    grid: &Grid,
+    dir: &Path,
+    options: &AblationOptions,
+    obs: &mut dyn Observer,
+) -> Result<Ablation> {
     // Held to the end: one `byol ablate` at a time writes the tables of `dir`; each run's own
     // directory is held while it runs.
     let _ablation = RunDir::lock(dir)?;
-    let seeds = if options.seeds.is_empty() { vec![settings.resolve(base)?.seed] } else { options.seeds.clone() };
+    let seeds = if options.seeds.is_empty() {
+        vec![settings.resolve(base)?.seed]
+    } else {
+        options.seeds.clone()
+    };
     // Resolve every run's config first, so that a bad one fails before any training.
     let mut plan = Vec::new();
     for v in &grid.variant {
@@ -116,7 +161,11 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             let mut run = settings.clone();
             run.set.extend(v.set.iter().cloned());
             run.seed = Some(seed);
-            plan.push((v, seed, run.resolve(base).map_err(|e| in_variant(e, &v.name))?));
+            plan.push((
+                v,
+                seed,
+                run.resolve(base).map_err(|e| in_variant(e, &v.name))?,
+            ));
         }
     }
     let described = settings.describe();
@@ -125,7 +174,11 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
         let vdir = run_dir(dir, &v.name, seed);
         let row = match recorded_row(v, &cfg, &vdir)? {
             Some(mut row) if !options.linear || row.linear_top1.is_some() => {
-                obs.on_message(&format!("{} (seed {seed}): already done ({:.2}% kNN), skipped", v.name, 100.0 * row.knn_top1));
+                obs.on_message(&format!(
+                    "{} (seed {seed}): already done ({:.2}% kNN), skipped",
+                    v.name,
+                    100.0 * row.knn_top1
+                ));
                 // The run of this variant's directory, whatever the grid that trained it called
                 // it: a variant may link to another grid's run of the same config.
                 (row.name, row.overrides) = (v.name.clone(), v.set.clone());
@@ -133,13 +186,26 @@ pub fn ablate(base: &str, settings: &Settings, grid: &Grid, dir: &Path, options:
             }
             _ => {
                 runs.push(run_variant(v, seed, &cfg, &vdir, options, obs)?);
-                write_reports(dir, &Ablation { base: base.to_string(), settings: described.clone(), summary: summarise(&runs, grid), runs: runs.clone() })?;
+                write_reports(
+                    dir,
+                    &Ablation {
+                        base: base.to_string(),
+                        settings: described.clone(),
+                        summary: summarise(&runs, grid),
+                        runs: runs.clone(),
+                    },
+                )?;
                 continue;
             }
         };
         runs.push(row);
     }
-    let ablation = Ablation { base: base.to_string(), settings: described, summary: summarise(&runs, grid), runs };
+    let ablation = Ablation {
+        base: base.to_string(),
+        settings: described,
+        summary: summarise(&runs, grid),
+        runs,
+    };
     write_reports(dir, &ablation)?;
     Ok(ablation)
 }
@@ -151,21 +217,43 @@ const ROW: &str = "ablation-row.json";
 /// an error when it was recorded with another config or kind (its result would be stale).
 fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Option<Row>> {
     let row_path = vdir.join(ROW);
-    let Ok(text) = std::fs::read_to_string(&row_path) else { return Ok(None) };
-    let Ok(row) = serde_json::from_str::<Row>(&text) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&row_path) else {
+        return Ok(None);
+    };
+    let Ok(row) = serde_json::from_str::<Row>(&text) else {
+        return Ok(None);
+    };
     // Compared as configs, not as text: a field added to `byol` since the row was written reads
     // back at its default and leaves the run the same. The data paths are compared by where they
     // lead, not by how they were typed.
-    let canonical = |c: &ExperimentConfig| ExperimentConfig { data: c.data.clone().with_canonical_paths(), ..c.clone() };
-    let differences: Vec<String> = match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
-        Ok(recorded) => canonical(cfg).differences(&canonical(&recorded), &[]).iter().map(|d| d.to_string()).collect(),
-        Err(e) => vec![format!("its recorded config does not read: {e}")],
+    let canonical = |c: &ExperimentConfig| ExperimentConfig {
+        data: c.data.clone().with_canonical_paths(),
+        ..c.clone()
     };
+    let differences: Vec<String> =
+        match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
+            Ok(recorded) => canonical(cfg)
+                .differences(&canonical(&recorded), &[])
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            Err(e) => vec![format!("its recorded config does not read: {e}")],
+        };
     if differences.is_empty() && row.random_init == v.random_init {
         return Ok(Some(row));
     }
-    let kind = |random: bool| if random { "a random-init encoder" } else { "a pre-training run" };
-    let what = if row.random_init != v.random_init { format!("it was {}", kind(row.random_init)) } else { differences.join("; ") };
+    let kind = |random: bool| {
+        if random {
+            "a random-init encoder"
+        } else {
+            "a pre-training run"
+        }
+    };
+    let what = if row.random_init != v.random_init {
+        format!("it was {}", kind(row.random_init))
+    } else {
+        differences.join("; ")
+    };
     Err(Error::data(
         vdir,
         format!(
@@ -178,9 +266,23 @@ fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Opti
 
 /// Train (or take the random-init encoder of) variant `v` at `seed` in `vdir`, resuming a run
 /// left there, and evaluate it: its row, written to `vdir` before the directory is let go.
-fn run_variant(v: &Variant, seed: u64, cfg: &ExperimentConfig, vdir: &Path, options: &AblationOptions, obs: &mut dyn Observer) -> Result<Row> {
+fn run_variant(
+    v: &Variant,
+    seed: u64,
+    cfg: &ExperimentConfig,
+    vdir: &Path,
+    options: &AblationOptions,
+    obs: &mut dyn Observer,
+) -> Result<Row> {
     let label = format!("{} (seed {seed})", v.name);
-    obs.on_message(&format!("{label}: {}", if v.random_init { "random-init encoder".to_string() } else { v.set.join(" ") }));
+    obs.on_message(&format!(
+        "{label}: {}",
+        if v.random_init {
+            "random-init encoder".to_string()
+        } else {
+            v.set.join(" ")
+        }
+    ));
     let started = Instant::now();
     let run = RunDir::lock(vdir)?;
     let device = cfg.backend.device()?;
@@ -192,8 +294,19 @@ fn run_variant(v: &Variant, seed: u64, cfg: &ExperimentConfig, vdir: &Path, opti
         (encoder, 0, knn, Some(splits))
     } else {
         let resume = !checkpoint::list(vdir).is_empty();
-        let report = pretrain_in(cfg, &run, &RunOptions { resume, compare_random: false, ..Default::default() }, obs)?;
-        let knn = report.knn.ok_or_else(|| Error::data(vdir, "the run ended without an evaluation"))?;
+        let report = pretrain_in(
+            cfg,
+            &run,
+            &RunOptions {
+                resume,
+                compare_random: false,
+                ..Default::default()
+            },
+            obs,
+        )?;
+        let knn = report
+            .knn
+            .ok_or_else(|| Error::data(vdir, "the run ended without an evaluation"))?;
         let (loaded, _) = checkpoint::read_latest(vdir)?;
         (loaded.online(&device)?.encoder, report.steps, knn, None)
     };
@@ -203,7 +316,11 @@ fn run_variant(v: &Variant, seed: u64, cfg: &ExperimentConfig, vdir: &Path, opti
             Some(s) => s,
             None => data::load(&cfg.data, cfg.seed)?,
         };
-        Some(linear_of_encoder(&encoder, cfg, &splits.train, &splits.test, &device)?.test.top1)
+        Some(
+            linear_of_encoder(&encoder, cfg, &splits.train, &splits.test, &device)?
+                .test
+                .top1,
+        )
     } else {
         None
     };
@@ -238,11 +355,17 @@ mod tests {
     #[test]
     fn spread_is_mean_sample_std_min_and_max() {
         // (values, mean, sample std)
-        let table: [(&[f64], f64, f64); 3] =
-            [(&[0.25], 0.25, 0.0), (&[0.2, 0.3], 0.25, 0.070_710_678_118_654_75), (&[1.0, 2.0, 4.0], 7.0 / 3.0, 1.527_525_231_651_947)];
+        let table: [(&[f64], f64, f64); 3] = [
+            (&[0.25], 0.25, 0.0),
+            (&[0.2, 0.3], 0.25, 0.070_710_678_118_654_75),
+            (&[1.0, 2.0, 4.0], 7.0 / 3.0, 1.527_525_231_651_947),
+        ];
         for (values, mean, std) in table {
             let s = Spread::of(values).unwrap();
-            assert!((s.mean - mean).abs() < 1e-15 && (s.std - std).abs() < 1e-15, "{values:?}: {s:?}");
+            assert!(
+                (s.mean - mean).abs() < 1e-15 && (s.std - std).abs() < 1e-15,
+                "{values:?}: {s:?}"
+            );
             assert_eq!((s.min, s.max), (values[0], values[values.len() - 1]));
         }
         assert_eq!(Spread::of(&[]), None);
@@ -255,9 +378,27 @@ mod tests {
         let grid: Grid = toml::from_str("[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"too-fast\"\nset = [\"optim.base-lr=-1.0\"]\n").unwrap();
         struct Quiet;
         impl crate::train::Observer for Quiet {}
-        let e = ablate("small-cpu", &Settings::default(), &grid, &dir, &AblationOptions { seeds: vec![0], linear: false }, &mut Quiet).unwrap_err().to_string();
-        assert!(e.contains("optim.base-lr") && e.contains("variant `too-fast`"), "{e}");
-        assert!(!dir.join("fine").exists(), "a run trained before the bad variant was found");
+        let e = ablate(
+            "small-cpu",
+            &Settings::default(),
+            &grid,
+            &dir,
+            &AblationOptions {
+                seeds: vec![0],
+                linear: false,
+            },
+            &mut Quiet,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("optim.base-lr") && e.contains("variant `too-fast`"),
+            "{e}"
+        );
+        assert!(
+            !dir.join("fine").exists(),
+            "a run trained before the bad variant was found"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -273,11 +414,24 @@ mod tests {
         std::fs::write(&p, "[[variant]]\nname = \"a\"\nsett = []\n").unwrap();
         assert!(Grid::load(&p).unwrap_err().to_string().contains("sett"));
         std::fs::write(&p, "[[variant]]\nname = \"a\"\nset = [\"seed=1\"]\n").unwrap();
-        assert_eq!(Grid::load(&p).unwrap().variant[0].set, vec!["seed=1".to_string()]);
+        assert_eq!(
+            Grid::load(&p).unwrap().variant[0].set,
+            vec!["seed=1".to_string()]
+        );
         std::fs::write(&p, "[[variant]]\nname = \"a\"\nrelative-to = \"b\"\n").unwrap();
-        assert!(Grid::load(&p).unwrap_err().to_string().contains("must name another variant"));
+        assert!(
+            Grid::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("must name another variant")
+        );
         std::fs::write(&p, "[[variant]]\nname = \"a\"\npaper-delta = -2.2\n").unwrap();
-        assert!(Grid::load(&p).unwrap_err().to_string().contains("give `relative-to`"));
+        assert!(
+            Grid::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("give `relative-to`")
+        );
     }
 
     /// Every grid in `ablations/` loads and each of its variants resolves over `cifar10-cpu`
@@ -290,8 +444,13 @@ mod tests {
             let path = entry.unwrap().path();
             let grid = Grid::load(&path).unwrap_or_else(|e| panic!("{e}"));
             for v in &grid.variant {
-                let settings = Settings { set: v.set.clone(), ..Default::default() };
-                settings.resolve("cifar10-cpu").unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), v.name));
+                let settings = Settings {
+                    set: v.set.clone(),
+                    ..Default::default()
+                };
+                settings
+                    .resolve("cifar10-cpu")
+                    .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), v.name));
             }
             grids += 1;
         }
@@ -319,7 +478,12 @@ mod tests {
             losses: vec![],
             config: String::new(),
         };
-        let runs = [row("all", 0, 0.50), row("all", 1, 0.30), row("crop", 1, 0.26), row("crop", 0, 0.48)];
+        let runs = [
+            row("all", 0, 0.50),
+            row("all", 1, 0.30),
+            row("crop", 1, 0.26),
+            row("crop", 0, 0.48),
+        ];
         let variant = |name: &str, to: Option<&str>| Variant {
             name: name.into(),
             set: vec![],
@@ -327,11 +491,20 @@ mod tests {
             relative_to: to.map(Into::into),
             paper_delta: to.map(|_| -2.2),
         };
-        let grid = Grid { variant: vec![variant("all", None), variant("crop", Some("all"))] };
+        let grid = Grid {
+            variant: vec![variant("all", None), variant("crop", Some("all"))],
+        };
         let s = summarise(&runs, &grid);
         assert!(s[0].relative.is_none());
         let d = s[1].relative.as_ref().unwrap().knn_top1_delta;
-        assert!((d.mean + 0.03).abs() < 1e-12 && (d.std - 0.02f64.sqrt() / 10.0).abs() < 1e-12, "{d:?}");
-        assert_eq!(s[1].relative.as_ref().unwrap().paper_delta, Some(-2.2), "the grid's published change travels with ours");
+        assert!(
+            (d.mean + 0.03).abs() < 1e-12 && (d.std - 0.02f64.sqrt() / 10.0).abs() < 1e-12,
+            "{d:?}"
+        );
+        assert_eq!(
+            s[1].relative.as_ref().unwrap().paper_delta,
+            Some(-2.2),
+            "the grid's published change travels with ours"
+        );
     }
 }

@@ -56,10 +56,19 @@ impl Spread {
         }
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
-        let std = if values.len() > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        let std = if values.len() > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        Some(Spread { mean, std, min, max })
+        Some(Spread {
+            mean,
+            std,
+            min,
+            max,
+        })
     }
 }
 
@@ -121,7 +130,11 @@ pub fn summarise(runs: &[Row], grid: &Grid) -> Vec<Summary> {
             let rs: Vec<&Row> = runs.iter().filter(|r| r.name == name).collect();
             let all = |f: &dyn Fn(&Row) -> Option<f64>| -> Option<Spread> {
                 let v: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
-                if v.len() == rs.len() { Spread::of(&v) } else { None }
+                if v.len() == rs.len() {
+                    Spread::of(&v)
+                } else {
+                    None
+                }
             };
             let first = rs[0];
             Summary {
@@ -134,10 +147,18 @@ pub fn summarise(runs: &[Row], grid: &Grid) -> Vec<Summary> {
                 linear_top1: all(&|r| r.linear_top1),
                 projection_std: all(&|r| r.projection_std),
                 healthy_std: first.healthy_std,
-                collapsed: if rs.iter().all(|r| r.collapsed.is_some()) { Some(rs.iter().filter(|r| r.collapsed == Some(true)).count()) } else { None },
+                collapsed: if rs.iter().all(|r| r.collapsed.is_some()) {
+                    Some(rs.iter().filter(|r| r.collapsed == Some(true)).count())
+                } else {
+                    None
+                },
                 final_loss: all(&|r| r.final_loss),
                 wall_seconds: all(&|r| Some(r.wall_seconds)).expect("a variant has runs"),
-                relative: grid.variant.iter().find(|v| v.name == name).and_then(|v| relative(runs, &rs, v.relative_to.as_deref(), v.paper_delta)),
+                relative: grid
+                    .variant
+                    .iter()
+                    .find(|v| v.name == name)
+                    .and_then(|v| relative(runs, &rs, v.relative_to.as_deref(), v.paper_delta)),
             }
         })
         .collect()
@@ -147,20 +168,46 @@ pub fn summarise(runs: &[Row], grid: &Grid) -> Vec<Summary> {
 /// published change `paper`.
 fn relative(runs: &[Row], rows: &[&Row], to: Option<&str>, paper: Option<f64>) -> Option<Relative> {
     let to = to?;
-    Some(Relative { to: to.to_string(), knn_top1_delta: Spread::of(&paired_differences(runs, rows, to))?, paper_delta: paper })
+    Some(Relative {
+        to: to.to_string(),
+        knn_top1_delta: Spread::of(&paired_differences(runs, rows, to))?,
+        paper_delta: paper,
+    })
 }
 
 /// The kNN top-1 of each of `rows` minus that of variant `to`'s run of the same seed, for the
 /// seeds both have run, in the order of `rows`.
 pub fn paired_differences(runs: &[Row], rows: &[&Row], to: &str) -> Vec<f64> {
-    rows.iter().filter_map(|r| runs.iter().find(|o| o.name == to && o.seed == r.seed).map(|o| r.knn_top1 - o.knn_top1)).collect()
+    rows.iter()
+        .filter_map(|r| {
+            runs.iter()
+                .find(|o| o.name == to && o.seed == r.seed)
+                .map(|o| r.knn_top1 - o.knn_top1)
+        })
+        .collect()
 }
 
 /// `ablation.md` (the per-variant summary, then every run) and `ablation.json`.
 pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
     let pct = |v: f64| format!("{:.2}", 100.0 * v);
-    let spread_pct = |s: &Spread, n: usize| if n > 1 { format!("{} ± {} ({}–{})", pct(s.mean), pct(s.std), pct(s.min), pct(s.max)) } else { pct(s.mean) };
-    let with = if a.settings.is_empty() { String::new() } else { format!(" with `{}`", a.settings.join("`, `")) };
+    let spread_pct = |s: &Spread, n: usize| {
+        if n > 1 {
+            format!(
+                "{} ± {} ({}–{})",
+                pct(s.mean),
+                pct(s.std),
+                pct(s.min),
+                pct(s.max)
+            )
+        } else {
+            pct(s.mean)
+        }
+    };
+    let with = if a.settings.is_empty() {
+        String::new()
+    } else {
+        format!(" with `{}`", a.settings.join("`, `"))
+    };
     let mut md = format!(
         "Base config `{}`{with}; mean ± sample std (min–max) over the seeds.\n\n\
          | variant | seeds | kNN top-1 % | Δ kNN top-1 (points) | kNN top-5 % | linear top-1 % | final loss | projection std (healthy) | collapsed | wall s |\n\
@@ -172,18 +219,34 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
             s.name,
-            s.seeds.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+            s.seeds
+                .iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             spread_pct(&s.knn_top1, n),
             s.relative.as_ref().map_or("–".into(), |r| {
                 let d = &r.knn_top1_delta;
-                let spread = if n > 1 { format!(" ± {:.2}", 100.0 * d.std) } else { String::new() };
-                let paper = r.paper_delta.map_or(String::new(), |p| format!(" (paper {p:+.1})"));
+                let spread = if n > 1 {
+                    format!(" ± {:.2}", 100.0 * d.std)
+                } else {
+                    String::new()
+                };
+                let paper = r
+                    .paper_delta
+                    .map_or(String::new(), |p| format!(" (paper {p:+.1})"));
                 format!("{:+.2}{spread} vs {}{paper}", 100.0 * d.mean, r.to)
             }),
             pct(s.knn_top5.mean),
-            s.linear_top1.as_ref().map_or("–".into(), |l| spread_pct(l, n)),
-            s.final_loss.map_or("–".into(), |l| format!("{:.4}", l.mean)),
-            s.projection_std.map_or("–".into(), |p| format!("{:.4} ({:.4})", p.mean, s.healthy_std)),
+            s.linear_top1
+                .as_ref()
+                .map_or("–".into(), |l| spread_pct(l, n)),
+            s.final_loss
+                .map_or("–".into(), |l| format!("{:.4}", l.mean)),
+            s.projection_std.map_or("–".into(), |p| format!(
+                "{:.4} ({:.4})",
+                p.mean, s.healthy_std
+            )),
             s.collapsed.map_or("–".into(), |c| format!("{c} of {n}")),
             s.wall_seconds.mean
         ));
@@ -204,10 +267,17 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
             r.projection_std.map_or("–".into(), |s| format!("{s:.4}")),
             r.steps,
             r.wall_seconds,
-            if r.overrides.is_empty() { "(none)".to_string() } else { format!("`{}`", r.overrides.join(" ")) }
+            if r.overrides.is_empty() {
+                "(none)".to_string()
+            } else {
+                format!("`{}`", r.overrides.join(" "))
+            }
         ));
     }
     let write = |name: &str, bytes: &[u8]| crate::io::write_atomic(&dir.join(name), bytes);
     write("ablation.md", md.as_bytes())?;
-    write("ablation.json", serde_json::to_string_pretty(a).expect("json").as_bytes())
+    write(
+        "ablation.json",
+        serde_json::to_string_pretty(a).expect("json").as_bytes(),
+    )
 }

@@ -24,11 +24,22 @@ pub struct ViewPipeline {
 
 /// A per-sample scalar parameter, broadcastable against [n, C, S, S].
 fn column(values: &[f32], device: &Device) -> Tensor<4> {
-    Tensor::<1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device).reshape([values.len(), 1, 1, 1])
+    Tensor::<1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device).reshape([
+        values.len(),
+        1,
+        1,
+        1,
+    ])
 }
 
 fn indices(idx: &[usize], device: &Device) -> Tensor<1, Int> {
-    Tensor::<1, Int>::from_data(TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [idx.len()]), device)
+    Tensor::<1, Int>::from_data(
+        TensorData::new(
+            idx.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [idx.len()],
+        ),
+        device,
+    )
 }
 
 /// One group of samples and the operation (with its per-sample parameters) applied to them.
@@ -70,7 +81,11 @@ fn apply_groups(x: Tensor<4>, groups: Vec<Group<'_>>, device: &Device) -> Tensor
 
 /// Samples for which `pick` returns a value, and those values.
 fn pick<T>(params: &[ViewParams], f: impl Fn(&ViewParams) -> Option<T>) -> (Vec<usize>, Vec<T>) {
-    params.iter().enumerate().filter_map(|(i, p)| f(p).map(|v| (i, v))).unzip()
+    params
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| f(p).map(|v| (i, v)))
+        .unzip()
 }
 
 fn luma(x: &Tensor<4>) -> Tensor<4> {
@@ -97,7 +112,11 @@ fn rgb_to_hsv(x: Tensor<4>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
     let hr = rem_euclid((g.clone() - b.clone()) / d_safe.clone(), 6.0);
     let hg = (b.clone() - r.clone()) / d_safe.clone() + 2.0;
     let hb = (r.clone() - g.clone()) / d_safe + 4.0;
-    let h = hb.mask_where(max.clone().equal(g), hg).mask_where(max.clone().equal(r), hr).mask_fill(d_zero, 0.0) / 6.0;
+    let h = hb
+        .mask_where(max.clone().equal(g), hg)
+        .mask_where(max.clone().equal(r), hr)
+        .mask_fill(d_zero, 0.0)
+        / 6.0;
     (h, s, max)
 }
 
@@ -146,13 +165,23 @@ impl ViewPipeline {
             let mut f = vec![0f32; kernel * size * size];
             for t in 0..kernel {
                 for i in 0..size {
-                    f[t * size * size + i * size + reflect(i as isize + t as isize - r, size)] = 1.0;
+                    f[t * size * size + i * size + reflect(i as isize + t as isize - r, size)] =
+                        1.0;
                 }
             }
             Tensor::<2>::from_data(TensorData::new(f, [kernel, size * size]), device)
         });
-        let per_channel = |v: &[f32; 3]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [3]), device).reshape([1, 3, 1, 1]);
-        Self { size, kernel, fold, mean: per_channel(&aug.mean), std: per_channel(&aug.std), device: device.clone() }
+        let per_channel = |v: &[f32; 3]| {
+            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [3]), device).reshape([1, 3, 1, 1])
+        };
+        Self {
+            size,
+            kernel,
+            fold,
+            mean: per_channel(&aug.mean),
+            std: per_channel(&aug.std),
+            device: device.clone(),
+        }
     }
 
     /// u8 crops (CHW per image, `params.len()` images of `size`², as [`super::resize_crop_u8`]
@@ -180,7 +209,11 @@ impl ViewPipeline {
     /// f32 instead (4× the transfer, the same values).
     pub fn upload(&self, crops: Vec<u8>, batch: usize) -> Tensor<4> {
         let s = self.size;
-        assert_eq!(crops.len(), batch * 3 * s * s, "crop buffer of the wrong length");
+        assert_eq!(
+            crops.len(),
+            batch * 3 * s * s,
+            "crop buffer of the wrong length"
+        );
         if self.device.supports_dtype(DType::U8) {
             let data = TensorData::new(crops, [batch, 3, s, s]);
             Tensor::<4, Int>::from_data(data, (&self.device, DType::U8)).float() / 255.0
@@ -201,27 +234,43 @@ impl ViewPipeline {
         for stage in 0..4 {
             let groups: Vec<Group<'_>> = (0u8..4)
                 .map(|op| {
-                    let (idx, vals) = pick(params, |p| p.jitter.filter(|j| j.order[stage] == op).map(|j| j.param(op)));
-                    let f: Box<dyn FnOnce(Tensor<4>) -> Tensor<4>> = Box::new(move |t: Tensor<4>| {
-                        let v = column(&vals, &t.device());
-                        match op {
-                            0 => brightness(t, v),
-                            1 => contrast(t, v),
-                            2 => saturation(t, v),
-                            _ => hue(t, v),
-                        }
+                    let (idx, vals) = pick(params, |p| {
+                        p.jitter
+                            .filter(|j| j.order[stage] == op)
+                            .map(|j| j.param(op))
                     });
+                    let f: Box<dyn FnOnce(Tensor<4>) -> Tensor<4>> =
+                        Box::new(move |t: Tensor<4>| {
+                            let v = column(&vals, &t.device());
+                            match op {
+                                0 => brightness(t, v),
+                                1 => contrast(t, v),
+                                2 => saturation(t, v),
+                                _ => hue(t, v),
+                            }
+                        });
                     (idx, f)
                 })
                 .collect();
             x = apply_groups(x, groups, dev);
         }
         let (gray, _) = pick(params, |p| p.grayscale.then_some(()));
-        let x = apply_groups(x, vec![(gray, Box::new(|t: Tensor<4>| luma(&t).repeat_dim(1, 3)))], dev);
+        let x = apply_groups(
+            x,
+            vec![(gray, Box::new(|t: Tensor<4>| luma(&t).repeat_dim(1, 3)))],
+            dev,
+        );
         let x = match &self.fold {
             Some(fold) => {
                 let (idx, sigmas) = pick(params, |p| p.blur_sigma);
-                apply_groups(x, vec![(idx, Box::new(move |t: Tensor<4>| self.blur(t, &sigmas, fold)))], dev)
+                apply_groups(
+                    x,
+                    vec![(
+                        idx,
+                        Box::new(move |t: Tensor<4>| self.blur(t, &sigmas, fold)),
+                    )],
+                    dev,
+                )
             }
             None => x,
         };
@@ -233,9 +282,15 @@ impl ViewPipeline {
     /// W [S, S] holds the taps of output pixel i with the reflected borders folded in.
     fn blur(&self, x: Tensor<4>, sigmas: &[f32], fold: &Tensor<2>) -> Tensor<4> {
         let (n, s, k) = (sigmas.len(), self.size, self.kernel);
-        let taps: Vec<f32> = sigmas.iter().flat_map(|&sigma| gaussian_kernel(k, sigma)).collect();
+        let taps: Vec<f32> = sigmas
+            .iter()
+            .flat_map(|&sigma| gaussian_kernel(k, sigma))
+            .collect();
         let taps = Tensor::<2>::from_data(TensorData::new(taps, [n, k]), &self.device); // [n, k]
-        let w = taps.matmul(fold.clone()).reshape([n, 1, s, s]).expand([n, 3, s, s]); // [n, 3, S, S]
+        let w = taps
+            .matmul(fold.clone())
+            .reshape([n, 1, s, s])
+            .expand([n, 3, s, s]); // [n, 3, S, S]
         let vertical = w.clone().matmul(x); // [n, 3, S, S]
         vertical.matmul(w.swap_dims(2, 3))
     }
@@ -258,7 +313,10 @@ mod tests {
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     /// The device pipeline equals the host reference for random images and random parameters
@@ -271,10 +329,16 @@ mod tests {
             let b = 48;
             let mut r = rng(11, Stream::Augment, &[size as u64]);
             let crops: Vec<u8> = (0..b * 3 * size * size).map(|_| r.random()).collect();
-            let params: Vec<ViewParams> = (0..b).map(|_| sample_params(size, size, view, &mut r)).collect();
+            let params: Vec<ViewParams> = (0..b)
+                .map(|_| sample_params(size, size, view, &mut r))
+                .collect();
             let host = finish_host(&crops, &params, size, view, &aug);
             let pipe = ViewPipeline::new(view, &aug, size, &dev);
-            let ours = pipe.apply(crops.clone(), &params).into_data().try_into_vec::<f32>().expect("f32");
+            let ours = pipe
+                .apply(crops.clone(), &params)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32");
             // Normalised values are divided by std ≈ 0.225: 1e-5 in [0, 1] is 4.4e-5 here.
             let d = max_diff(&host, &ours);
             assert!(d < 5e-5, "size {size}: max |host − device| = {d}");
@@ -285,36 +349,102 @@ mod tests {
     #[test]
     fn each_operation_matches_its_definition() {
         let dev = device();
-        let aug = AugmentConfig { mean: [0.0; 3], std: [1.0; 3], ..AugmentConfig::default() };
+        let aug = AugmentConfig {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..AugmentConfig::default()
+        };
         let size = 8;
-        let none = ViewParams { crop: Crop { x: 0.0, y: 0.0, w: 8.0, h: 8.0 }, flip: false, jitter: None, grayscale: false, blur_sigma: None, solarize: false };
+        let none = ViewParams {
+            crop: Crop {
+                x: 0.0,
+                y: 0.0,
+                w: 8.0,
+                h: 8.0,
+            },
+            flip: false,
+            jitter: None,
+            grayscale: false,
+            blur_sigma: None,
+            solarize: false,
+        };
         let mut r = rng(5, Stream::Augment, &[0]);
         let crops: Vec<u8> = (0..3 * size * size).map(|_| r.random()).collect();
-        let jit = |order: [u8; 4], b: f32, c: f32, s: f32, h: f32| Some(Jitter { order, brightness: b, contrast: c, saturation: s, hue: h });
+        let jit = |order: [u8; 4], b: f32, c: f32, s: f32, h: f32| {
+            Some(Jitter {
+                order,
+                brightness: b,
+                contrast: c,
+                saturation: s,
+                hue: h,
+            })
+        };
         let cases = [
             ViewParams { flip: true, ..none },
-            ViewParams { jitter: jit([0, 1, 2, 3], 0.3, 1.0, 1.0, 0.0), ..none },
-            ViewParams { jitter: jit([1, 0, 2, 3], 0.0, 0.6, 1.0, 0.0), ..none },
-            ViewParams { jitter: jit([2, 0, 1, 3], 0.0, 1.0, 1.7, 0.0), ..none },
-            ViewParams { jitter: jit([3, 0, 1, 2], 0.0, 1.0, 1.0, -0.37), ..none },
-            ViewParams { jitter: jit([3, 2, 1, 0], -0.2, 1.3, 0.8, 0.1), ..none },
-            ViewParams { grayscale: true, ..none },
-            ViewParams { blur_sigma: Some(1.3), ..none },
-            ViewParams { solarize: true, ..none },
+            ViewParams {
+                jitter: jit([0, 1, 2, 3], 0.3, 1.0, 1.0, 0.0),
+                ..none
+            },
+            ViewParams {
+                jitter: jit([1, 0, 2, 3], 0.0, 0.6, 1.0, 0.0),
+                ..none
+            },
+            ViewParams {
+                jitter: jit([2, 0, 1, 3], 0.0, 1.0, 1.7, 0.0),
+                ..none
+            },
+            ViewParams {
+                jitter: jit([3, 0, 1, 2], 0.0, 1.0, 1.0, -0.37),
+                ..none
+            },
+            ViewParams {
+                jitter: jit([3, 2, 1, 0], -0.2, 1.3, 0.8, 0.1),
+                ..none
+            },
+            ViewParams {
+                grayscale: true,
+                ..none
+            },
+            ViewParams {
+                blur_sigma: Some(1.3),
+                ..none
+            },
+            ViewParams {
+                solarize: true,
+                ..none
+            },
         ];
-        let view = ViewConfig { blur_kernel_fraction: 0.5, ..ViewConfig::paper_view1() }; // k = 5 at 8 px
+        let view = ViewConfig {
+            blur_kernel_fraction: 0.5,
+            ..ViewConfig::paper_view1()
+        }; // k = 5 at 8 px
         let pipe = ViewPipeline::new(&view, &aug, size, &dev);
         for p in cases {
-            let ours = pipe.apply(crops.clone(), &[p]).into_data().try_into_vec::<f32>().expect("f32");
+            let ours = pipe
+                .apply(crops.clone(), &[p])
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32");
             let host = finish_host(&crops, &[p], size, &view, &aug);
             let d = max_diff(&host, &ours);
             assert!(d < 1e-5, "{p:?}: max diff {d}");
         }
         // Pure colours: red shifted by a third of a turn is green.
         let red: Vec<u8> = [vec![255u8; 64], vec![0u8; 64], vec![0u8; 64]].concat();
-        let p = ViewParams { jitter: jit([3, 0, 1, 2], 0.0, 1.0, 1.0, 1.0 / 3.0), ..none };
-        let out = pipe.apply(red, &[p]).into_data().try_into_vec::<f32>().expect("f32");
-        assert!(out[..64].iter().all(|v| v.abs() < 1e-5) && out[64..128].iter().all(|v| (v - 1.0).abs() < 1e-5) && out[128..].iter().all(|v| v.abs() < 1e-5));
+        let p = ViewParams {
+            jitter: jit([3, 0, 1, 2], 0.0, 1.0, 1.0, 1.0 / 3.0),
+            ..none
+        };
+        let out = pipe
+            .apply(red, &[p])
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        assert!(
+            out[..64].iter().all(|v| v.abs() < 1e-5)
+                && out[64..128].iter().all(|v| (v - 1.0).abs() < 1e-5)
+                && out[128..].iter().all(|v| v.abs() < 1e-5)
+        );
     }
 
     /// A blurred impulse is the outer product of the 1-D kernel (separable, sums to one).
@@ -322,15 +452,33 @@ mod tests {
     fn device_blur_of_an_impulse_is_the_outer_product() {
         let dev = device();
         let size = 9;
-        let view = ViewConfig { blur_kernel_fraction: 5.0 / 9.0, ..ViewConfig::paper_view1() };
+        let view = ViewConfig {
+            blur_kernel_fraction: 5.0 / 9.0,
+            ..ViewConfig::paper_view1()
+        };
         let pipe = ViewPipeline::new(&view, &AugmentConfig::default(), size, &dev);
         assert_eq!(pipe.kernel, 5);
         let mut x = vec![0f32; 3 * size * size];
         x[4 * size + 4] = 1.0;
-        let p =
-            ViewParams { crop: Crop { x: 0.0, y: 0.0, w: 9.0, h: 9.0 }, flip: false, jitter: None, grayscale: false, blur_sigma: Some(1.0), solarize: false };
+        let p = ViewParams {
+            crop: Crop {
+                x: 0.0,
+                y: 0.0,
+                w: 9.0,
+                h: 9.0,
+            },
+            flip: false,
+            jitter: None,
+            grayscale: false,
+            blur_sigma: Some(1.0),
+            solarize: false,
+        };
         let t = Tensor::<4>::from_data(TensorData::new(x, [1, 3, size, size]), &dev);
-        let out = pipe.augment(t, &[p]).into_data().try_into_vec::<f32>().expect("f32");
+        let out = pipe
+            .augment(t, &[p])
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
         let k = gaussian_kernel(5, 1.0);
         let total: f32 = out[..size * size].iter().sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");

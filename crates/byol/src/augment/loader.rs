@@ -6,7 +6,9 @@
 //! is a pure function of the step: a resumed run sees exactly the data an uninterrupted run
 //! would have seen.
 
-use super::{AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8_into, sample_params};
+use super::{
+    AugmentConfig, ViewConfig, ViewParams, finish_host, resize_crop_u8_into, sample_params,
+};
 use crate::data::ImageSet;
 use crate::data::shards::{ShardReader, epoch_plan};
 use crate::image::Rgb8;
@@ -53,7 +55,13 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// Crop the two views of the images `order[pos·B .. (pos+1)·B]` of `spec.set` and draw their
 /// parameters; finish them here too unless `spec.on_device`.
-pub fn make_batch(spec: &LoaderSpec, order: &[usize], pos: usize, epoch: u64, step: u64) -> ViewBatch {
+pub fn make_batch(
+    spec: &LoaderSpec,
+    order: &[usize],
+    pos: usize,
+    epoch: u64,
+    step: u64,
+) -> ViewBatch {
     let (set, batch) = (&spec.set, spec.batch);
     let views = crop_batch(batch, spec.size, |j, out1, out2| {
         let mut slot = pos * batch + j;
@@ -63,7 +71,9 @@ pub fn make_batch(spec: &LoaderSpec, order: &[usize], pos: usize, epoch: u64, st
             match set.rgb(order[slot % order.len()]) {
                 Ok(img) => break img,
                 Err(e) => {
-                    failure.get_or_insert_with(|| (set.names[order[slot % order.len()]].clone(), e.to_string()));
+                    failure.get_or_insert_with(|| {
+                        (set.names[order[slot % order.len()]].clone(), e.to_string())
+                    });
                     slot += 1;
                 }
             }
@@ -77,7 +87,13 @@ pub fn make_batch(spec: &LoaderSpec, order: &[usize], pos: usize, epoch: u64, st
 
 /// The two cropped views of image `idx` (CHW u8 of side `spec.size`, written into `out[0]` and
 /// `out[1]`) and their parameters, drawn from (`spec.seed`, epoch, idx).
-pub fn crop_views_into(img: &Rgb8, idx: usize, epoch: u64, spec: &LoaderSpec, out: [&mut [u8]; 2]) -> (ViewParams, ViewParams) {
+pub fn crop_views_into(
+    img: &Rgb8,
+    idx: usize,
+    epoch: u64,
+    spec: &LoaderSpec,
+    out: [&mut [u8]; 2],
+) -> (ViewParams, ViewParams) {
     let (aug, size) = (&spec.aug, spec.size);
     let [out1, out2] = out;
     let mut r = rng(spec.seed, Stream::Augment, &[epoch, idx as u64]);
@@ -104,22 +120,50 @@ struct Cropped {
 /// first chosen could not be read, and the label of the image used.
 type SlotResult = (ViewParams, ViewParams, Option<(String, String)>, usize);
 
-fn crop_batch(batch: usize, size: usize, make: impl Fn(usize, &mut [u8], &mut [u8]) -> SlotResult + Sync) -> Cropped {
+fn crop_batch(
+    batch: usize,
+    size: usize,
+    make: impl Fn(usize, &mut [u8], &mut [u8]) -> SlotResult + Sync,
+) -> Cropped {
     let per = 3 * size * size;
     let (mut crops1, mut crops2) = (vec![0u8; batch * per], vec![0u8; batch * per]);
-    let results: Vec<SlotResult> = crops1.par_chunks_mut(per).zip(crops2.par_chunks_mut(per)).enumerate().map(|(j, (o1, o2))| make(j, o1, o2)).collect();
-    let (mut params1, mut params2, mut failures, mut labels) = (Vec::with_capacity(batch), Vec::with_capacity(batch), Vec::new(), Vec::with_capacity(batch));
+    let results: Vec<SlotResult> = crops1
+        .par_chunks_mut(per)
+        .zip(crops2.par_chunks_mut(per))
+        .enumerate()
+        .map(|(j, (o1, o2))| make(j, o1, o2))
+        .collect();
+    let (mut params1, mut params2, mut failures, mut labels) = (
+        Vec::with_capacity(batch),
+        Vec::with_capacity(batch),
+        Vec::new(),
+        Vec::with_capacity(batch),
+    );
     for (p1, p2, f, l) in results {
         params1.push(p1);
         params2.push(p2);
         failures.extend(f);
         labels.push(l);
     }
-    Cropped { crops1, crops2, params1, params2, failures, labels }
+    Cropped {
+        crops1,
+        crops2,
+        params1,
+        params2,
+        failures,
+        labels,
+    }
 }
 
 /// The two views of a batch, finished on the host unless `on_device`.
-fn finish_batch(c: Cropped, batch: usize, step: u64, aug: &AugmentConfig, size: usize, on_device: bool) -> ViewBatch {
+fn finish_batch(
+    c: Cropped,
+    batch: usize,
+    step: u64,
+    aug: &AugmentConfig,
+    size: usize,
+    on_device: bool,
+) -> ViewBatch {
     let finish = |crops: Vec<u8>, params: Vec<ViewParams>, view: &ViewConfig| {
         if on_device {
             return View::Device(crops, params);
@@ -128,7 +172,15 @@ fn finish_batch(c: Cropped, batch: usize, step: u64, aug: &AugmentConfig, size: 
     };
     let view1 = finish(c.crops1, c.params1, &aug.view1);
     let view2 = finish(c.crops2, c.params2, &aug.view2);
-    ViewBatch { step, batch, size, view1, view2, failures: c.failures, labels: c.labels }
+    ViewBatch {
+        step,
+        batch,
+        size,
+        view1,
+        view2,
+        failures: c.failures,
+        labels: c.labels,
+    }
 }
 
 /// The views of a batch read from shards: `samples` are (index, encoded bytes or the read
@@ -146,23 +198,49 @@ pub fn make_batch_from_bytes(
     let batch = samples.len();
     let decoded: Vec<(usize, std::result::Result<Rgb8, String>)> = samples
         .into_par_iter()
-        .map(|(i, bytes)| (i, bytes.and_then(|b| crate::data::shards::decode_member(&b, &set.names[i], max_pixels).map_err(|e| e.to_string()))))
+        .map(|(i, bytes)| {
+            (
+                i,
+                bytes.and_then(|b| {
+                    crate::data::shards::decode_member(&b, &set.names[i], max_pixels)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+        })
         .collect();
     let Some(first_ok) = decoded.iter().position(|(_, d)| d.is_ok()) else {
         let (i, e) = &decoded[0];
         return Err(crate::Error::data(
             &set.names[*i],
-            format!("no image of the batch of step {} could be read; the first: {}", step + 1, e.as_ref().err().map_or("", |s| s.as_str())),
+            format!(
+                "no image of the batch of step {} could be read; the first: {}",
+                step + 1,
+                e.as_ref().err().map_or("", |s| s.as_str())
+            ),
         ));
     };
     let views = crop_batch(batch, spec.size, |j, out1, out2| {
-        let failure = decoded[j].1.as_ref().err().map(|e| (set.names[decoded[j].0].clone(), e.clone()));
-        let k = (j..batch).chain(0..j).find(|&k| decoded[k].1.is_ok()).unwrap_or(first_ok);
+        let failure = decoded[j]
+            .1
+            .as_ref()
+            .err()
+            .map(|e| (set.names[decoded[j].0].clone(), e.clone()));
+        let k = (j..batch)
+            .chain(0..j)
+            .find(|&k| decoded[k].1.is_ok())
+            .unwrap_or(first_ok);
         let (idx, img) = (decoded[k].0, decoded[k].1.as_ref().expect("found readable"));
         let (p1, p2) = crop_views_into(img, idx, epoch, spec, [out1, out2]);
         (p1, p2, failure, set.labels[idx])
     });
-    Ok(finish_batch(views, batch, step, &spec.aug, spec.size, spec.on_device))
+    Ok(finish_batch(
+        views,
+        batch,
+        step,
+        &spec.aug,
+        spec.size,
+        spec.on_device,
+    ))
 }
 
 /// Produces the batches of steps `start..end` on background threads, `prefetch` ahead.
@@ -197,7 +275,9 @@ impl Prefetcher {
         let (tx, rx) = sync_channel(spec.prefetch.max(1));
         let handle = std::thread::spawn(move || {
             let (set, seed) = (&spec.set, spec.seed);
-            let Some(pool) = decoding_pool(spec.workers, &tx) else { return };
+            let Some(pool) = decoding_pool(spec.workers, &tx) else {
+                return;
+            };
             let spe = steps_per_epoch(set.len(), spec.batch);
             let mut cached: Option<(u64, Vec<usize>)> = None;
             for step in spec.start..spec.end {
@@ -213,7 +293,11 @@ impl Prefetcher {
                 }
             }
         });
-        Self { rx, handles: vec![handle], remaining }
+        Self {
+            rx,
+            handles: vec![handle],
+            remaining,
+        }
     }
 
     /// Batches of a set stored as shards (every image a [`crate::data::Pixels::Member`]), read
@@ -222,7 +306,8 @@ impl Prefetcher {
     /// only the shards it still needs. One thread reads the shards sequentially, `prefetch`
     /// batches of encoded samples ahead of the `workers` threads that decode and crop.
     pub fn from_shards(spec: LoaderSpec, shuffle_buffer: usize, max_pixels: u64) -> Self {
-        let (batch, seed, start, end, prefetch) = (spec.batch, spec.seed, spec.start, spec.end, spec.prefetch);
+        let (batch, seed, start, end, prefetch) =
+            (spec.batch, spec.seed, spec.start, spec.end, spec.prefetch);
         type Encoded = (u64, Vec<(usize, std::result::Result<Vec<u8>, String>)>);
         let (enc_tx, enc_rx) = sync_channel::<Encoded>(prefetch.max(1));
         let spe = steps_per_epoch(spec.set.len(), batch);
@@ -245,27 +330,39 @@ impl Prefetcher {
         });
         let (tx, rx) = sync_channel(prefetch.max(1));
         let decoder = std::thread::spawn(move || {
-            let Some(pool) = decoding_pool(spec.workers, &tx) else { return };
+            let Some(pool) = decoding_pool(spec.workers, &tx) else {
+                return;
+            };
             for (step, samples) in enc_rx {
                 let epoch = step / spe;
-                let b = pool.install(|| make_batch_from_bytes(&spec, samples, epoch, step, max_pixels));
+                let b =
+                    pool.install(|| make_batch_from_bytes(&spec, samples, epoch, step, max_pixels));
                 let failed = b.is_err();
                 if tx.send(b).is_err() || failed {
                     return;
                 }
             }
         });
-        Self { rx, handles: vec![reader, decoder], remaining: end.saturating_sub(start) }
+        Self {
+            rx,
+            handles: vec![reader, decoder],
+            remaining: end.saturating_sub(start),
+        }
     }
 }
 
 /// The pool of `workers` decoding threads, or `None` after sending the error that it could not
 /// be made.
-fn decoding_pool(workers: usize, tx: &SyncSender<crate::Result<ViewBatch>>) -> Option<rayon::ThreadPool> {
+fn decoding_pool(
+    workers: usize,
+    tx: &SyncSender<crate::Result<ViewBatch>>,
+) -> Option<rayon::ThreadPool> {
     match rayon::ThreadPoolBuilder::new().num_threads(workers).build() {
         Ok(pool) => Some(pool),
         Err(e) => {
-            let _ = tx.send(Err(crate::Error::Loader(format!("cannot start {workers} decoding threads: {e}"))));
+            let _ = tx.send(Err(crate::Error::Loader(format!(
+                "cannot start {workers} decoding threads: {e}"
+            ))));
             None
         }
     }
@@ -294,8 +391,13 @@ impl Iterator for Prefetcher {
                     .filter_map(|h| h.join().err())
                     .map(|p| crate::error::panic_message(&*p))
                     .next()
-                    .map_or_else(|| "a producer thread ended early".to_string(), |m| format!("a decoding thread panicked: {m}"));
-                Some(Err(crate::Error::Loader(format!("{missing} batch(es) were never made: {why}"))))
+                    .map_or_else(
+                        || "a producer thread ended early".to_string(),
+                        |m| format!("a decoding thread panicked: {m}"),
+                    );
+                Some(Err(crate::Error::Loader(format!(
+                    "{missing} batch(es) were never made: {why}"
+                ))))
             }
         }
     }
@@ -311,7 +413,17 @@ mod tests {
     /// that ends normally ends with `None` after exactly its batches.
     #[test]
     fn a_panicking_producer_is_an_error_not_a_short_epoch() {
-        let set = Arc::new(synthetic::generate(&SyntheticConfig { train_per_class: 2, test_per_class: 1 }, 16, 0).train);
+        let set = Arc::new(
+            synthetic::generate(
+                &SyntheticConfig {
+                    train_per_class: 2,
+                    test_per_class: 1,
+                },
+                16,
+                0,
+            )
+            .train,
+        );
         let spec = |size| LoaderSpec {
             set: set.clone(),
             aug: AugmentConfig::default(),
@@ -330,8 +442,16 @@ mod tests {
         }
         assert!(ok.next().is_none());
         let mut broken = Prefetcher::new(spec(0));
-        let e = broken.next().expect("an error, not the end").err().expect("an error").to_string();
-        assert!(e.contains("3 batch(es) were never made") && e.contains("panicked"), "{e}");
+        let e = broken
+            .next()
+            .expect("an error, not the end")
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(
+            e.contains("3 batch(es) were never made") && e.contains("panicked"),
+            "{e}"
+        );
         assert!(broken.next().is_none(), "one error, then the end");
     }
 }

@@ -118,12 +118,23 @@ impl ViewConfig {
 
     /// View t' of Table 6.
     pub fn paper_view2() -> Self {
-        Self { blur_prob: 0.1, solarize_prob: 0.2, ..Self::paper_view1() }
+        Self {
+            blur_prob: 0.1,
+            solarize_prob: 0.2,
+            ..Self::paper_view1()
+        }
     }
 
     fn validate(&self, field: &str) -> Result<()> {
         let prob = |name: &str, p: f64| {
-            if (0.0..=1.0).contains(&p) { Ok(()) } else { Err(Error::config(format!("{field}.{name}"), format!("{p} is outside [0, 1]"))) }
+            if (0.0..=1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    format!("{field}.{name}"),
+                    format!("{p} is outside [0, 1]"),
+                ))
+            }
         };
         prob("flip-prob", self.flip_prob)?;
         prob("jitter-prob", self.jitter_prob)?;
@@ -132,25 +143,43 @@ impl ViewConfig {
         prob("solarize-prob", self.solarize_prob)?;
         let [s0, s1] = self.crop_scale;
         if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
-            return Err(Error::config(format!("{field}.crop-scale"), format!("[{s0}, {s1}] must satisfy 0 < min ≤ max ≤ 1")));
+            return Err(Error::config(
+                format!("{field}.crop-scale"),
+                format!("[{s0}, {s1}] must satisfy 0 < min ≤ max ≤ 1"),
+            ));
         }
         let [r0, r1] = self.crop_ratio;
         if !(r0 > 0.0 && r0 <= r1) {
-            return Err(Error::config(format!("{field}.crop-ratio"), format!("[{r0}, {r1}] must satisfy 0 < min ≤ max")));
+            return Err(Error::config(
+                format!("{field}.crop-ratio"),
+                format!("[{r0}, {r1}] must satisfy 0 < min ≤ max"),
+            ));
         }
-        for (name, v, hi) in
-            [("brightness", self.brightness, 1.0), ("contrast", self.contrast, 1.0), ("saturation", self.saturation, 1.0), ("hue", self.hue, 0.5)]
-        {
+        for (name, v, hi) in [
+            ("brightness", self.brightness, 1.0),
+            ("contrast", self.contrast, 1.0),
+            ("saturation", self.saturation, 1.0),
+            ("hue", self.hue, 0.5),
+        ] {
             if !(0.0..=hi).contains(&v) {
-                return Err(Error::config(format!("{field}.{name}"), format!("{v} is outside [0, {hi}]")));
+                return Err(Error::config(
+                    format!("{field}.{name}"),
+                    format!("{v} is outside [0, {hi}]"),
+                ));
             }
         }
         let [a, b] = self.blur_sigma;
         if !(a > 0.0 && a <= b) {
-            return Err(Error::config(format!("{field}.blur-sigma"), format!("[{a}, {b}] must satisfy 0 < min ≤ max")));
+            return Err(Error::config(
+                format!("{field}.blur-sigma"),
+                format!("[{a}, {b}] must satisfy 0 < min ≤ max"),
+            ));
         }
         if !(0.0..=1.0).contains(&self.blur_kernel_fraction) {
-            return Err(Error::config(format!("{field}.blur-kernel-fraction"), "must be in [0, 1]"));
+            return Err(Error::config(
+                format!("{field}.blur-kernel-fraction"),
+                "must be in [0, 1]",
+            ));
         }
         Ok(())
     }
@@ -232,7 +261,10 @@ impl AugmentConfig {
         self.view1.validate("augment.view1")?;
         self.view2.validate("augment.view2")?;
         if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
-            return Err(Error::config("augment.std", "every channel's std must be positive"));
+            return Err(Error::config(
+                "augment.std",
+                "every channel's std must be positive",
+            ));
         }
         Ok(())
     }
@@ -275,7 +307,12 @@ impl Jitter {
 }
 
 /// Draw the parameters of one view of a `width`×`height` image.
-pub fn sample_params(width: usize, height: usize, view: &ViewConfig, rng: &mut impl Rng) -> ViewParams {
+pub fn sample_params(
+    width: usize,
+    height: usize,
+    view: &ViewConfig,
+    rng: &mut impl Rng,
+) -> ViewParams {
     let crop = sample_crop(width, height, view.crop_scale, view.crop_ratio, rng);
     let flip = rng.random::<f64>() < view.flip_prob;
     let jitter = (rng.random::<f64>() < view.jitter_prob).then(|| {
@@ -292,9 +329,17 @@ pub fn sample_params(width: usize, height: usize, view: &ViewConfig, rng: &mut i
         }
     });
     let grayscale = rng.random::<f64>() < view.grayscale_prob;
-    let blur_sigma = (rng.random::<f64>() < view.blur_prob).then(|| rng.random_range(view.blur_sigma[0]..=view.blur_sigma[1]) as f32);
+    let blur_sigma = (rng.random::<f64>() < view.blur_prob)
+        .then(|| rng.random_range(view.blur_sigma[0]..=view.blur_sigma[1]) as f32);
     let solarize = rng.random::<f64>() < view.solarize_prob;
-    ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
+    ViewParams {
+        crop,
+        flip,
+        jitter,
+        grayscale,
+        blur_sigma,
+        solarize,
+    }
 }
 
 /// Apply everything after the crop to one CHW image in [0, 1], per pixel on the host: flip,
@@ -329,23 +374,45 @@ pub fn apply_host(x: &mut [f32], size: usize, p: &ViewParams, kernel: usize) {
 /// [`resize_crop_u8`] makes them) and each image's parameters → normalised f32 [B, 3, S, S],
 /// the images in parallel. The loader's `placement = "host"` path, and the reference the device
 /// pipeline is tested against.
-pub fn finish_host(crops: &[u8], params: &[ViewParams], size: usize, view: &ViewConfig, aug: &AugmentConfig) -> Vec<f32> {
+pub fn finish_host(
+    crops: &[u8],
+    params: &[ViewParams],
+    size: usize,
+    view: &ViewConfig,
+    aug: &AugmentConfig,
+) -> Vec<f32> {
     use rayon::prelude::*;
     let kernel = kernel_size(size, view.blur_kernel_fraction);
     let mut x: Vec<f32> = crops.iter().map(|&v| f32::from(v) / 255.0).collect(); // [B, 3, S, S]
-    x.par_chunks_mut(3 * size * size).zip(params.par_iter()).for_each(|(img, p)| {
-        apply_host(img, size, p, kernel);
-        normalize(img, &aug.mean, &aug.std);
-    });
+    x.par_chunks_mut(3 * size * size)
+        .zip(params.par_iter())
+        .for_each(|(img, p)| {
+            apply_host(img, size, p, kernel);
+            normalize(img, &aug.mean, &aug.std);
+        });
     x
 }
 
 /// Make one view of `img` at `size`×`size` entirely on the host: returns normalised CHW f32 of
 /// length 3·size².
-pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, aug: &AugmentConfig, rng: &mut impl Rng) -> Vec<f32> {
+pub fn make_view(
+    img: &Rgb8,
+    size: usize,
+    view: &ViewConfig,
+    aug: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> Vec<f32> {
     let p = sample_params(img.width, img.height, view, rng);
-    let mut x: Vec<f32> = resize_crop_u8(img, p.crop, size, aug.interpolation).into_iter().map(|v| f32::from(v) / 255.0).collect(); // [3, S, S]
-    apply_host(&mut x, size, &p, kernel_size(size, view.blur_kernel_fraction));
+    let mut x: Vec<f32> = resize_crop_u8(img, p.crop, size, aug.interpolation)
+        .into_iter()
+        .map(|v| f32::from(v) / 255.0)
+        .collect(); // [3, S, S]
+    apply_host(
+        &mut x,
+        size,
+        &p,
+        kernel_size(size, view.blur_kernel_fraction),
+    );
     normalize(&mut x, &aug.mean, &aug.std);
     x
 }
@@ -354,11 +421,25 @@ pub fn make_view(img: &Rgb8, size: usize, view: &ViewConfig, aug: &AugmentConfig
 /// `size` if the image is not larger than that), centre-crop `size`×`size`, normalise.
 pub fn eval_view(img: &Rgb8, size: usize, norm: (&[f32; 3], &[f32; 3])) -> Vec<f32> {
     let short = img.width.min(img.height);
-    let crop_side = if short > size { (short as f64 * 224.0 / 256.0).round().max(size as f64) as usize } else { short };
+    let crop_side = if short > size {
+        (short as f64 * 224.0 / 256.0).round().max(size as f64) as usize
+    } else {
+        short
+    };
     let crop_side = crop_side.min(short);
     let x0 = (img.width - crop_side) / 2;
     let y0 = (img.height - crop_side) / 2;
-    let mut x = resize_crop(img, Crop { x: x0 as f64, y: y0 as f64, w: crop_side as f64, h: crop_side as f64 }, size, Interpolation::Bilinear);
+    let mut x = resize_crop(
+        img,
+        Crop {
+            x: x0 as f64,
+            y: y0 as f64,
+            w: crop_side as f64,
+            h: crop_side as f64,
+        },
+        size,
+        Interpolation::Bilinear,
+    );
     normalize(&mut x, norm.0, norm.1);
     x
 }

@@ -16,13 +16,24 @@ pub struct Crop {
 /// Random resized crop box (Szegedy et al. 2015; the torchvision algorithm used by BYOL's
 /// official code): area fraction ~ U\[scale\], log aspect ratio ~ U\[log ratio\], up to 10 tries,
 /// then a centre crop with the ratio clamped into range.
-pub fn sample_crop(width: usize, height: usize, scale: [f64; 2], ratio: [f64; 2], rng: &mut impl Rng) -> Crop {
+pub fn sample_crop(
+    width: usize,
+    height: usize,
+    scale: [f64; 2],
+    ratio: [f64; 2],
+    rng: &mut impl Rng,
+) -> Crop {
     let (wf, hf) = (width as f64, height as f64);
     let area = wf * hf;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
         let target = area * rng.random_range(scale[0]..=scale[1]);
-        let r = if lr0 < lr1 { rng.random_range(lr0..=lr1) } else { lr0 }.exp();
+        let r = if lr0 < lr1 {
+            rng.random_range(lr0..=lr1)
+        } else {
+            lr0
+        }
+        .exp();
         let w = (target * r).sqrt().round();
         let h = (target / r).sqrt().round();
         if w >= 1.0 && h >= 1.0 && w <= wf && h <= hf {
@@ -39,7 +50,12 @@ pub fn sample_crop(width: usize, height: usize, scale: [f64; 2], ratio: [f64; 2]
     } else {
         (wf, hf)
     };
-    Crop { x: ((wf - w) / 2.0).floor(), y: ((hf - h) / 2.0).floor(), w, h }
+    Crop {
+        x: ((wf - w) / 2.0).floor(),
+        y: ((hf - h) / 2.0).floor(),
+        w,
+        h,
+    }
 }
 
 /// Mirror left-right.
@@ -60,7 +76,9 @@ pub const LUMA: [f32; 3] = [0.2989, 0.5870, 0.1140];
 
 fn luma_plane(x: &[f32]) -> Vec<f32> {
     let n = x.len() / 3;
-    (0..n).map(|i| LUMA[0] * x[i] + LUMA[1] * x[n + i] + LUMA[2] * x[2 * n + i]).collect()
+    (0..n)
+        .map(|i| LUMA[0] * x[i] + LUMA[1] * x[n + i] + LUMA[2] * x[2 * n + i])
+        .collect()
 }
 
 /// x + delta, clipped.
@@ -139,7 +157,9 @@ pub fn kernel_size(size: usize, fraction: f64) -> usize {
 /// Normalised 1-D Gaussian of odd length `k`.
 pub fn gaussian_kernel(k: usize, sigma: f32) -> Vec<f32> {
     let r = (k / 2) as i32;
-    let w: Vec<f32> = (-r..=r).map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp()).collect();
+    let w: Vec<f32> = (-r..=r)
+        .map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let s: f32 = w.iter().sum();
     w.into_iter().map(|v| v / s).collect()
 }
@@ -247,7 +267,14 @@ mod tests {
         let mut x = vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
         let m = (LUMA[0] + LUMA[2]) / 2.0;
         contrast(&mut x, 0.5);
-        let expect = [(1.0 - m) * 0.5 + m, m * 0.5, m * 0.5, m * 0.5, m * 0.5, (1.0 - m) * 0.5 + m];
+        let expect = [
+            (1.0 - m) * 0.5 + m,
+            m * 0.5,
+            m * 0.5,
+            m * 0.5,
+            m * 0.5,
+            (1.0 - m) * 0.5 + m,
+        ];
         for (a, b) in x.iter().zip(expect) {
             assert!((a - b).abs() < 1e-6, "{x:?}");
         }
@@ -326,7 +353,11 @@ mod tests {
 
     #[test]
     fn flip_probability() {
-        let img = Rgb8 { width: 2, height: 1, data: vec![0, 0, 0, 255, 255, 255] };
+        let img = Rgb8 {
+            width: 2,
+            height: 1,
+            data: vec![0, 0, 0, 255, 255, 255],
+        };
         let view = super::super::ViewConfig {
             crop_scale: [1.0, 1.0],
             crop_ratio: [2.0, 2.0],
@@ -335,10 +366,16 @@ mod tests {
             blur_prob: 0.0,
             ..super::super::ViewConfig::paper_view1()
         };
-        let aug = super::super::AugmentConfig { mean: [0.0; 3], std: [1.0; 3], ..Default::default() };
+        let aug = super::super::AugmentConfig {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            ..Default::default()
+        };
         let mut r = rng(1, Stream::Augment, &[9]);
         let n = 4000;
-        let flips = (0..n).filter(|_| super::super::make_view(&img, 2, &view, &aug, &mut r)[0] > 0.5).count();
+        let flips = (0..n)
+            .filter(|_| super::super::make_view(&img, 2, &view, &aug, &mut r)[0] > 0.5)
+            .count();
         let p = flips as f64 / n as f64;
         assert!((p - 0.5).abs() < 0.03, "{p}");
     }

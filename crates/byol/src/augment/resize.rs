@@ -30,7 +30,13 @@ fn cubic(t: f64) -> f64 {
 
 /// The source taps (index, weight) of each output coordinate along one axis: pixel-centre
 /// sampling of `len` outputs over [start, start + extent) of a source of `n` pixels, edge clamped.
-fn taps(start: f64, extent: f64, len: usize, n: usize, interp: Interpolation) -> Vec<[(usize, f32); 4]> {
+fn taps(
+    start: f64,
+    extent: f64,
+    len: usize,
+    n: usize,
+    interp: Interpolation,
+) -> Vec<[(usize, f32); 4]> {
     let max = n as f64 - 1.0;
     let scale = extent / len as f64;
     (0..len)
@@ -40,10 +46,18 @@ fn taps(start: f64, extent: f64, len: usize, n: usize, interp: Interpolation) ->
             let t = f - i0;
             let at = |k: f64| (i0 + k).clamp(0.0, max) as usize;
             match interp {
-                Interpolation::Bilinear => [(at(0.0), (1.0 - t) as f32), (at(1.0), t as f32), (0, 0.0), (0, 0.0)],
-                Interpolation::Bicubic => {
-                    [(at(-1.0), cubic(t + 1.0) as f32), (at(0.0), cubic(t) as f32), (at(1.0), cubic(1.0 - t) as f32), (at(2.0), cubic(2.0 - t) as f32)]
-                }
+                Interpolation::Bilinear => [
+                    (at(0.0), (1.0 - t) as f32),
+                    (at(1.0), t as f32),
+                    (0, 0.0),
+                    (0, 0.0),
+                ],
+                Interpolation::Bicubic => [
+                    (at(-1.0), cubic(t + 1.0) as f32),
+                    (at(0.0), cubic(t) as f32),
+                    (at(1.0), cubic(1.0 - t) as f32),
+                    (at(2.0), cubic(2.0 - t) as f32),
+                ],
             }
         })
         .collect()
@@ -53,7 +67,9 @@ fn taps(start: f64, extent: f64, len: usize, n: usize, interp: Interpolation) ->
 /// Returns CHW f32 in [0, 1].
 pub fn resize_crop(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation) -> Vec<f32> {
     let mut out = vec![0f32; 3 * size * size];
-    resize_crop_rows(img, crop, size, interp, |at, row| out[at..at + row.len()].copy_from_slice(row));
+    resize_crop_rows(img, crop, size, interp, |at, row| {
+        out[at..at + row.len()].copy_from_slice(row)
+    });
     out
 }
 
@@ -65,7 +81,13 @@ pub fn resize_crop_u8(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation
 }
 
 /// [`resize_crop_u8`] into `out` (3·`size`² bytes).
-pub fn resize_crop_u8_into(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation, out: &mut [u8]) {
+pub fn resize_crop_u8_into(
+    img: &Rgb8,
+    crop: Crop,
+    size: usize,
+    interp: Interpolation,
+    out: &mut [u8],
+) {
     assert_eq!(out.len(), 3 * size * size, "output of a {size}-px crop");
     resize_crop_rows(img, crop, size, interp, |at, row| {
         for (o, &v) in out[at..at + row.len()].iter_mut().zip(row) {
@@ -85,8 +107,19 @@ fn round_u8(x: f32) -> u8 {
 /// One source row (interleaved RGB) resampled horizontally with the first `N` taps of each
 /// output, into the three channel rows.
 #[inline]
-fn resample_row<const N: usize>(src: &[u8], xs: &[[(usize, f32); 4]], d0: &mut [f32], d1: &mut [f32], d2: &mut [f32]) {
-    for (((tx, o0), o1), o2) in xs.iter().zip(d0.iter_mut()).zip(d1.iter_mut()).zip(d2.iter_mut()) {
+fn resample_row<const N: usize>(
+    src: &[u8],
+    xs: &[[(usize, f32); 4]],
+    d0: &mut [f32],
+    d1: &mut [f32],
+    d2: &mut [f32],
+) {
+    for (((tx, o0), o1), o2) in xs
+        .iter()
+        .zip(d0.iter_mut())
+        .zip(d1.iter_mut())
+        .zip(d2.iter_mut())
+    {
         let (mut a0, mut a1, mut a2) = (0f32, 0f32, 0f32);
         for &(xi, wx) in &tx[..N] {
             let p = &src[xi * 3..xi * 3 + 3];
@@ -103,7 +136,13 @@ fn resample_row<const N: usize>(src: &[u8], xs: &[[(usize, f32); 4]], d0: &mut [
 /// sums are the same, in the same order, as the direct 2-D sum over the taps, so the values are
 /// bit-identical to it (tested against it below). `put(at, row)` receives each output row of
 /// a plane, in [0, 1], and its CHW offset.
-fn resize_crop_rows(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation, mut put: impl FnMut(usize, &[f32])) {
+fn resize_crop_rows(
+    img: &Rgb8,
+    crop: Crop,
+    size: usize,
+    interp: Interpolation,
+    mut put: impl FnMut(usize, &[f32]),
+) {
     let plane = size * size;
     let n = match interp {
         Interpolation::Bilinear => 2,
@@ -112,8 +151,14 @@ fn resize_crop_rows(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation, 
     let xs = taps(crop.x, crop.w, size, img.width, interp);
     let ys = taps(crop.y, crop.h, size, img.height, interp);
     // The vertical taps with a weight, and the range of source rows they touch.
-    let ys: Vec<Vec<(usize, f32)>> = ys.iter().map(|t| t[..n].iter().copied().filter(|&(_, w)| w != 0.0).collect()).collect();
-    let (lo, hi) = ys.iter().flatten().fold((usize::MAX, 0), |(lo, hi), &(y, _)| (lo.min(y), hi.max(y)));
+    let ys: Vec<Vec<(usize, f32)>> = ys
+        .iter()
+        .map(|t| t[..n].iter().copied().filter(|&(_, w)| w != 0.0).collect())
+        .collect();
+    let (lo, hi) = ys
+        .iter()
+        .flatten()
+        .fold((usize::MAX, 0), |(lo, hi), &(y, _)| (lo.min(y), hi.max(y)));
     let mut acc = vec![0f32; size];
     if lo > hi {
         // Every vertical weight is zero (cannot happen for a crop inside the image): all black.
@@ -124,7 +169,12 @@ fn resize_crop_rows(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation, 
     let mut rows = vec![0f32; 3 * nrows * size]; // [3, rows, S]
     let (r0, rest) = rows.split_at_mut(nrows * size);
     let (r1, r2) = rest.split_at_mut(nrows * size);
-    for (r, ((d0, d1), d2)) in r0.chunks_exact_mut(size).zip(r1.chunks_exact_mut(size)).zip(r2.chunks_exact_mut(size)).enumerate() {
+    for (r, ((d0, d1), d2)) in r0
+        .chunks_exact_mut(size)
+        .zip(r1.chunks_exact_mut(size))
+        .zip(r2.chunks_exact_mut(size))
+        .enumerate()
+    {
         let src = &img.data[(lo + r) * img.width * 3..(lo + r + 1) * img.width * 3];
         match n {
             2 => resample_row::<2>(src, &xs, d0, d1, d2),
@@ -136,7 +186,10 @@ fn resize_crop_rows(img: &Rgb8, crop: Crop, size: usize, interp: Interpolation, 
         for (oy, ty) in ys.iter().enumerate() {
             acc.fill(0.0);
             for &(yi, wy) in ty {
-                for (a, &v) in acc.iter_mut().zip(&chan[(yi - lo) * size..(yi - lo + 1) * size]) {
+                for (a, &v) in acc
+                    .iter_mut()
+                    .zip(&chan[(yi - lo) * size..(yi - lo + 1) * size])
+                {
                     *a += wy * v;
                 }
             }
@@ -190,14 +243,20 @@ mod tests {
         for case in 0..200 {
             let (w, h) = (r.random_range(1..60usize), r.random_range(1..60usize));
             let data: Vec<u8> = (0..w * h * 3).map(|_| r.random()).collect();
-            let img = Rgb8 { width: w, height: h, data };
+            let img = Rgb8 {
+                width: w,
+                height: h,
+                data,
+            };
             let crop = sample_crop(w, h, [0.08, 1.0], [0.75, 4.0 / 3.0], &mut r);
             let size = r.random_range(1..40usize);
             for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
                 let want = resize_crop_direct(&img, crop, size, interp);
                 let got = resize_crop(&img, crop, size, interp);
                 assert!(
-                    want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0)),
+                    want.iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0)),
                     "case {case} {interp:?} {w}x{h} {crop:?} → {size}"
                 );
                 let u8s: Vec<u8> = want.iter().map(|v| (v * 255.0).round() as u8).collect();
@@ -208,9 +267,23 @@ mod tests {
 
     #[test]
     fn resize_of_full_crop_at_same_size_is_identity() {
-        let img = Rgb8 { width: 4, height: 4, data: (0..48).map(|v| (v * 5) as u8).collect() };
+        let img = Rgb8 {
+            width: 4,
+            height: 4,
+            data: (0..48).map(|v| (v * 5) as u8).collect(),
+        };
         for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let out = resize_crop(&img, Crop { x: 0.0, y: 0.0, w: 4.0, h: 4.0 }, 4, interp);
+            let out = resize_crop(
+                &img,
+                Crop {
+                    x: 0.0,
+                    y: 0.0,
+                    w: 4.0,
+                    h: 4.0,
+                },
+                4,
+                interp,
+            );
             for y in 0..4 {
                 for x in 0..4 {
                     for c in 0..3 {
@@ -226,20 +299,52 @@ mod tests {
     fn bicubic_reproduces_a_linear_ramp_and_differs_from_bilinear_on_a_curve() {
         // A horizontal ramp 10·x: both interpolations give the ramp's value at the sample point.
         let (w, h) = (16usize, 4usize);
-        let ramp = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * 10) as u8; 3]).collect() };
+        let ramp = Rgb8 {
+            width: w,
+            height: h,
+            data: (0..w * h).flat_map(|i| [((i % w) * 10) as u8; 3]).collect(),
+        };
         // 4 outputs over [4, 12): sample points 4.5, 6.5, 8.5, 10.5 (pixel centres) → 45, 65, 85, 105.
         for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
-            let out = resize_crop(&ramp, Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 }, 4, interp);
+            let out = resize_crop(
+                &ramp,
+                Crop {
+                    x: 4.0,
+                    y: 0.0,
+                    w: 8.0,
+                    h: 4.0,
+                },
+                4,
+                interp,
+            );
             for (o, want) in [45.0f32, 65.0, 85.0, 105.0].iter().enumerate() {
-                assert!((out[o] * 255.0 - want).abs() < 1e-3, "{interp:?}: {}", out[o] * 255.0);
+                assert!(
+                    (out[o] * 255.0 - want).abs() < 1e-3,
+                    "{interp:?}: {}",
+                    out[o] * 255.0
+                );
             }
         }
         // On x² the cubic kernel is closer to the true value than linear interpolation.
-        let sq = Rgb8 { width: w, height: h, data: (0..w * h).flat_map(|i| [((i % w) * (i % w)) as u8; 3]).collect() };
-        let crop = Crop { x: 4.0, y: 0.0, w: 8.0, h: 4.0 };
+        let sq = Rgb8 {
+            width: w,
+            height: h,
+            data: (0..w * h)
+                .flat_map(|i| [((i % w) * (i % w)) as u8; 3])
+                .collect(),
+        };
+        let crop = Crop {
+            x: 4.0,
+            y: 0.0,
+            w: 8.0,
+            h: 4.0,
+        };
         let bl = resize_crop(&sq, crop, 4, Interpolation::Bilinear)[1] * 255.0;
         let bc = resize_crop(&sq, crop, 4, Interpolation::Bicubic)[1] * 255.0;
         let truth = 6.5f32 * 6.5;
-        assert!((bc - truth).abs() < (bl - truth).abs(), "bicubic {bc}, bilinear {bl}, truth {truth}");
+        assert!(
+            (bc - truth).abs() < (bl - truth).abs(),
+            "bicubic {bc}, bilinear {bl}, truth {truth}"
+        );
     }
 }

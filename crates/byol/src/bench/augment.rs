@@ -36,9 +36,22 @@ pub struct AugmentBench {
 /// Time both pipelines on `batch` rendered images of side `source`, producing views of side
 /// `size`, median of `reps` batches after 2 warm-up batches. A failure of the device (a buffer it
 /// cannot allocate, a kernel it cannot run) is an error naming the backend and the size.
-pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usize, reps: usize, device: &Device, backend: &str) -> Result<AugmentBench> {
-    let images: Vec<Rgb8> = (0..batch).map(|i| render(i % 10, source, &mut rng(0, Stream::Synthetic, &[i as u64]))).collect();
-    let pipes = [ViewPipeline::new(&aug.view1, aug, size, device), ViewPipeline::new(&aug.view2, aug, size, device)];
+pub fn bench_augment(
+    aug: &AugmentConfig,
+    size: usize,
+    source: usize,
+    batch: usize,
+    reps: usize,
+    device: &Device,
+    backend: &str,
+) -> Result<AugmentBench> {
+    let images: Vec<Rgb8> = (0..batch)
+        .map(|i| render(i % 10, source, &mut rng(0, Stream::Synthetic, &[i as u64])))
+        .collect();
+    let pipes = [
+        ViewPipeline::new(&aug.view1, aug, size, device),
+        ViewPipeline::new(&aug.view2, aug, size, device),
+    ];
     let views = [&aug.view1, &aug.view2];
     let mut step = 0u64;
     let mut failure: Option<String> = None;
@@ -70,7 +83,13 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
     let device_t = match (timed, failure) {
         (Ok(t), None) => t,
         (Ok(_), Some(why)) => return Err(device_failure(backend, size, why)),
-        (Err(p), _) => return Err(device_failure(backend, size, crate::error::panic_message(p.as_ref()))),
+        (Err(p), _) => {
+            return Err(device_failure(
+                backend,
+                size,
+                crate::error::panic_message(p.as_ref()),
+            ));
+        }
     };
     let host_t = median_seconds(2, reps, || {
         step += 1;
@@ -78,7 +97,15 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
             let out: Vec<Vec<f32>> = images
                 .par_iter()
                 .enumerate()
-                .map(|(i, img)| make_view(img, size, view, aug, &mut rng(1, Stream::Augment, &[step, i as u64, v as u64])))
+                .map(|(i, img)| {
+                    make_view(
+                        img,
+                        size,
+                        view,
+                        aug,
+                        &mut rng(1, Stream::Augment, &[step, i as u64, v as u64]),
+                    )
+                })
                 .collect();
             std::hint::black_box(out);
         }
@@ -98,5 +125,8 @@ pub fn bench_augment(aug: &AugmentConfig, size: usize, source: usize, batch: usi
 }
 
 fn device_failure(backend: &str, size: usize, why: String) -> Error {
-    Error::Backend { name: backend.into(), message: format!("the view pipeline at {size} px failed on the device: {why}") }
+    Error::Backend {
+        name: backend.into(),
+        message: format!("the view pipeline at {size} px failed on the device: {why}"),
+    }
 }

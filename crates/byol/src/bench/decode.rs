@@ -43,7 +43,10 @@ pub fn bench_decode(
     shuffle_buffer: Option<usize>,
 ) -> Result<DecodeBench> {
     if batch == 0 || batch > set.len() {
-        return Err(Error::config("batch", format!("{batch} must be in 1..={}", set.len())));
+        return Err(Error::config(
+            "batch",
+            format!("{batch} must be in 1..={}", set.len()),
+        ));
     }
     let spe = steps_per_epoch(set.len(), batch);
     let pixels = {
@@ -53,7 +56,18 @@ pub fn bench_decode(
     let set = Arc::new(set);
     let epoch = |e: u64| -> Result<()> {
         let (start, end) = (e * spe, (e + 1) * spe);
-        let spec = LoaderSpec { set: set.clone(), aug: aug.clone(), batch, size, seed: 0, start, end, workers: threads, prefetch: 2, on_device: true };
+        let spec = LoaderSpec {
+            set: set.clone(),
+            aug: aug.clone(),
+            batch,
+            size,
+            seed: 0,
+            start,
+            end,
+            workers: threads,
+            prefetch: 2,
+            on_device: true,
+        };
         let p = match shuffle_buffer {
             Some(buf) => Prefetcher::from_shards(spec, buf, u64::MAX),
             None => Prefetcher::new(spec),

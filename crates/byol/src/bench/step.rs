@@ -47,7 +47,12 @@ impl StepArch {
     /// The experiment config of the reference's step at batch `batch` on `backend`: the
     /// reference's model (base width 64, heads 4096 → 256), SGD with momentum 0.9 at lr 0.2,
     /// weight decay 1.5e-6, a target copied from the online network and τ_base 0.996.
-    pub fn config(self, batch: usize, backend: BackendKind, precision: Precision) -> Result<ExperimentConfig> {
+    pub fn config(
+        self,
+        batch: usize,
+        backend: BackendKind,
+        precision: Precision,
+    ) -> Result<ExperimentConfig> {
         let mut cfg = ExperimentConfig::load("small-cpu", &[])?;
         let (arch, stem, size) = match self {
             StepArch::Resnet18Cifar => (Arch::Resnet18, Stem::Cifar, 32),
@@ -97,22 +102,52 @@ pub struct StepBench {
 /// Peak resident set size of this process in GiB (Linux), if known.
 fn peak_rss_gib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some((kb / (1024.0 * 1024.0) * 100.0).round() / 100.0)
 }
 
 /// Time `steps` training steps after `warmup` untimed ones.
-pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: usize, device: &Device) -> crate::Result<StepBench> {
+pub fn bench_step(
+    arch: StepArch,
+    cfg: &ExperimentConfig,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+) -> crate::Result<StepBench> {
     let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
-    let (build, gpu) = (crate::backend::gpu_build(), cfg.backend != crate::backend::BackendKind::Flex);
+    let (build, gpu) = (
+        crate::backend::gpu_build(),
+        cfg.backend != crate::backend::BackendKind::Flex,
+    );
     cfg.train.precision.check(device)?;
     let state = TrainState::init(cfg, device);
     let precision = cfg.train.precision;
-    let xs: Vec<Tensor<4>> = (0..4).map(|_| precision.cast(Tensor::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), device))).collect();
+    let xs: Vec<Tensor<4>> = (0..4)
+        .map(|_| {
+            precision.cast(Tensor::random(
+                [b, 3, s, s],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            ))
+        })
+        .collect();
     let lr = crate::optim::schedule::peak_lr(cfg.optim.base_lr, b);
     let tau = cfg.target.tau_base;
     let run = |i: usize, state: TrainState| -> crate::Result<(TrainState, f64)> {
-        let (next, m) = train_step(state, xs[i % 4].clone(), xs[(i + 1) % 4].clone(), lr, tau, &cfg.objective)?;
+        let (next, m) = train_step(
+            state,
+            xs[i % 4].clone(),
+            xs[(i + 1) % 4].clone(),
+            lr,
+            tau,
+            &cfg.objective,
+        )?;
         Ok((next, f64::from(m.loss.into_scalar::<f32>()))) // reading the loss waits for the device
     };
     let t0 = Instant::now();
@@ -144,7 +179,9 @@ pub fn bench_step(arch: StepArch, cfg: &ExperimentConfig, steps: usize, warmup: 
         peak_mem_gib: if cfg.backend == crate::backend::BackendKind::Flex {
             peak_rss_gib()
         } else {
-            device.memory_pool_usage().map(|u| (u.bytes_reserved as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0)
+            device
+                .memory_pool_usage()
+                .map(|u| (u.bytes_reserved as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0)
         },
         threads: rayon::current_num_threads(),
         autotune: gpu && build.autotune,
@@ -160,14 +197,58 @@ mod tests {
     /// in the precision asked for.
     #[test]
     fn configs_are_the_references() {
-        let c = StepArch::Resnet50.config(8, BackendKind::Flex, Precision::Bf16).unwrap();
+        let c = StepArch::Resnet50
+            .config(8, BackendKind::Flex, Precision::Bf16)
+            .unwrap();
         let e = &c.model.encoder;
-        assert_eq!((e.arch, e.stem, e.base_width, c.data.image_size), (Arch::Resnet50, Stem::Imagenet, 64, 224));
-        assert_eq!((c.model.projector.hidden, c.model.projector.output, c.model.predictor.hidden, c.model.predictor.output), (4096, 256, 4096, 256));
-        assert_eq!((c.optim.kind, c.optim.base_lr, c.optim.weight_decay, c.optim.momentum), (OptimKind::Sgd, 0.2, 1.5e-6, 0.9));
-        assert_eq!((c.target.init, c.target.tau_base, c.train.batch_size, c.train.precision), (TargetInit::Copy, 0.996, 8, Precision::Bf16));
-        let c = StepArch::Resnet18Cifar.config(64, BackendKind::Cuda, Precision::F32).unwrap();
-        assert_eq!((c.model.encoder.arch, c.model.encoder.stem, c.data.image_size, c.backend), (Arch::Resnet18, Stem::Cifar, 32, BackendKind::Cuda));
-        assert!(StepArch::Resnet18Cifar.config(1, BackendKind::Flex, Precision::F32).is_err(), "batch 1 is refused");
+        assert_eq!(
+            (e.arch, e.stem, e.base_width, c.data.image_size),
+            (Arch::Resnet50, Stem::Imagenet, 64, 224)
+        );
+        assert_eq!(
+            (
+                c.model.projector.hidden,
+                c.model.projector.output,
+                c.model.predictor.hidden,
+                c.model.predictor.output
+            ),
+            (4096, 256, 4096, 256)
+        );
+        assert_eq!(
+            (
+                c.optim.kind,
+                c.optim.base_lr,
+                c.optim.weight_decay,
+                c.optim.momentum
+            ),
+            (OptimKind::Sgd, 0.2, 1.5e-6, 0.9)
+        );
+        assert_eq!(
+            (
+                c.target.init,
+                c.target.tau_base,
+                c.train.batch_size,
+                c.train.precision
+            ),
+            (TargetInit::Copy, 0.996, 8, Precision::Bf16)
+        );
+        let c = StepArch::Resnet18Cifar
+            .config(64, BackendKind::Cuda, Precision::F32)
+            .unwrap();
+        assert_eq!(
+            (
+                c.model.encoder.arch,
+                c.model.encoder.stem,
+                c.data.image_size,
+                c.backend
+            ),
+            (Arch::Resnet18, Stem::Cifar, 32, BackendKind::Cuda)
+        );
+        assert!(
+            StepArch::Resnet18Cifar
+                .config(1, BackendKind::Flex, Precision::F32)
+                .is_err(),
+            "batch 1 is refused"
+        );
     }
 }

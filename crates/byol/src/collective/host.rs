@@ -47,7 +47,14 @@ struct Round {
 
 impl HostGroup {
     pub fn new(n: usize) -> Self {
-        HostGroup { n, round: Mutex::new(Round { slots: vec![None; n], ..Round::default() }), changed: Condvar::new() }
+        HostGroup {
+            n,
+            round: Mutex::new(Round {
+                slots: vec![None; n],
+                ..Round::default()
+            }),
+            changed: Condvar::new(),
+        }
     }
 
     /// Σ over the replicas of `values` (replica `rank`'s), added in rank order.
@@ -65,9 +72,17 @@ impl HostGroup {
         r.slots[rank] = Some(values);
         r.arrived += 1;
         if r.arrived == self.n {
-            let slots: Vec<Vec<f32>> = r.slots.iter_mut().map(|s| s.take().expect("every replica deposited")).collect();
+            let slots: Vec<Vec<f32>> = r
+                .slots
+                .iter_mut()
+                .map(|s| s.take().expect("every replica deposited"))
+                .collect();
             if let Some(other) = slots.iter().position(|s| s.len() != slots[0].len()) {
-                r.broken = Some(format!("replica 0 sent {} values and replica {other} {}: the replicas' models differ", slots[0].len(), slots[other].len()));
+                r.broken = Some(format!(
+                    "replica 0 sent {} values and replica {other} {}: the replicas' models differ",
+                    slots[0].len(),
+                    slots[other].len()
+                ));
                 self.changed.notify_all();
                 check(&r);
             }
@@ -100,13 +115,17 @@ impl HostGroup {
 
     /// How many sums the group has completed.
     pub fn completed(&self) -> u64 {
-        self.round.lock().unwrap_or_else(|p| p.into_inner()).completed
+        self.round
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .completed
     }
 
     /// Mark the group broken by replica `rank` for `reason` and wake every waiting replica.
     pub fn fail(&self, rank: usize, reason: &str) {
         let mut r = self.round.lock().unwrap_or_else(|p| p.into_inner());
-        r.broken.get_or_insert_with(|| format!("replica {rank} failed: {reason}"));
+        r.broken
+            .get_or_insert_with(|| format!("replica {rank} failed: {reason}"));
         self.changed.notify_all();
     }
 }
@@ -120,12 +139,23 @@ fn check(r: &Round) {
 /// Σ over the group of a backend tensor, staged through host memory: the device's values are
 /// read back, summed in rank order by `g`, and written to a new tensor on the same device with
 /// the same element type.
-fn primitive_sum<B: Backend>(g: &dyn super::Summer, rank: usize, t: FloatTensor<B>) -> FloatTensor<B> {
+fn primitive_sum<B: Backend>(
+    g: &dyn super::Summer,
+    rank: usize,
+    t: FloatTensor<B>,
+) -> FloatTensor<B> {
     let (device, shape, dtype) = (t.device(), t.shape(), t.dtype());
-    let data = read_sync(B::float_into_data(t)).unwrap_or_else(|e| panic!("reading a tensor back for the collective: {e:?}"));
-    let values = data.convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let data = read_sync(B::float_into_data(t))
+        .unwrap_or_else(|e| panic!("reading a tensor back for the collective: {e:?}"));
+    let values = data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values");
     let sum = g.sum(rank, values);
-    B::float_from_data(TensorData::new(sum.as_ref().clone(), shape).convert_dtype(dtype), &device)
+    B::float_from_data(
+        TensorData::new(sum.as_ref().clone(), shape).convert_dtype(dtype),
+        &device,
+    )
 }
 
 impl super::Summer for HostGroup {
@@ -141,7 +171,11 @@ macro_rules! tracked_sum {
         match $x.clone().try_into_primitive::<Autodiff<$B>>() {
             Ok(xp) => {
                 let out = primitive_sum::<$B>($g.as_ref(), $rank, xp.primitive().clone());
-                let out = match SumBackward.prepare::<NoCheckpointing>([xp.node()]).compute_bound().stateful() {
+                let out = match SumBackward
+                    .prepare::<NoCheckpointing>([xp.node()])
+                    .compute_bound()
+                    .stateful()
+                {
                     OpsKind::Tracked(prep) => prep.finish(($g.clone(), $rank), out),
                     OpsKind::UnTracked(prep) => prep.finish(out),
                 };
@@ -155,13 +189,24 @@ macro_rules! tracked_sum {
 /// See [`super::Replica::all_reduce_sum`]: through `g`, the host rendezvous or another
 /// [`super::Summer`] (MPI), differentiable on `flex` and on the GPU backends (`cuda`, `wgpu`:
 /// burn's `Cube`), whose values are staged through host memory.
-pub(super) fn all_reduce_sum<const D: usize>(g: &Arc<dyn super::Summer>, rank: usize, x: Tensor<D>) -> Tensor<D> {
+pub(super) fn all_reduce_sum<const D: usize>(
+    g: &Arc<dyn super::Summer>,
+    rank: usize,
+    x: Tensor<D>,
+) -> Tensor<D> {
     let x = tracked_sum!(Flex, g, rank, x);
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     let x = tracked_sum!(burn::backend::Cube, g, rank, x);
-    assert!(!x.is_autodiff(), "the host collective differentiates on `flex`, `cuda` and `wgpu` only");
+    assert!(
+        !x.is_autodiff(),
+        "the host collective differentiates on `flex`, `cuda` and `wgpu` only"
+    );
     let (device, dims) = (x.device(), x.dims());
-    let values = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
+    let values = x
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 values");
     let sum = g.sum(rank, values);
     Tensor::from_data(TensorData::new(sum.as_ref().clone(), dims), &device)
 }
@@ -212,7 +257,9 @@ mod tests {
                                 if (k + rank) % 3 == 0 {
                                     std::thread::yield_now();
                                 }
-                                g.sum(rank, vec![rank as f32 + k as f32, second]).as_ref().clone()
+                                g.sum(rank, vec![rank as f32 + k as f32, second])
+                                    .as_ref()
+                                    .clone()
                             })
                             .collect()
                     })
@@ -222,12 +269,21 @@ mod tests {
         });
         let in_rank_order = (1.0f32 + -1.0) + 0.001;
         for other in [(1.0f32 + 0.001) + -1.0, (-1.0f32 + 0.001) + 1.0] {
-            assert_ne!(in_rank_order.to_bits(), other.to_bits(), "the inputs do not tell the orders apart");
+            assert_ne!(
+                in_rank_order.to_bits(),
+                other.to_bits(),
+                "the inputs do not tell the orders apart"
+            );
         }
         for k in 0..50 {
             for r in &out {
                 assert_eq!(r[k][0], (3 * k + 3) as f32, "round {k}");
-                assert_eq!(r[k][1].to_bits(), in_rank_order.to_bits(), "round {k}: {} is not the rank-ordered sum", r[k][1]);
+                assert_eq!(
+                    r[k][1].to_bits(),
+                    in_rank_order.to_bits(),
+                    "round {k}: {} is not the rank-ordered sum",
+                    r[k][1]
+                );
             }
         }
     }
@@ -238,12 +294,19 @@ mod tests {
         let g = Arc::new(HostGroup::new(2));
         let waiting = {
             let g = g.clone();
-            std::thread::spawn(move || std::panic::catch_unwind(move || g.sum(0, vec![1.0])).err().map(|e| e.downcast_ref::<String>().cloned()))
+            std::thread::spawn(move || {
+                std::panic::catch_unwind(move || g.sum(0, vec![1.0]))
+                    .err()
+                    .map(|e| e.downcast_ref::<String>().cloned())
+            })
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
         g.fail(1, "out of memory");
         let message = waiting.join().unwrap().expect("it panicked").unwrap();
-        assert!(message.contains("replica 1 failed: out of memory"), "{message}");
+        assert!(
+            message.contains("replica 1 failed: out of memory"),
+            "{message}"
+        );
     }
 
     /// The gradient of a loss that depends on every replica's input through the sum is the
@@ -260,7 +323,10 @@ mod tests {
         let s = x0.clone() + x1.clone();
         let l = (t(&ws[0]) * x0.clone() * s.clone()).sum() + (t(&ws[1]) * x1.clone() * s).sum();
         let grads = l.backward();
-        let expect = [x0.grad(&grads).unwrap().into_data(), x1.grad(&grads).unwrap().into_data()];
+        let expect = [
+            x0.grad(&grads).unwrap().into_data(),
+            x1.grad(&grads).unwrap().into_data(),
+        ];
         // Two replicas, each with its own x and loss.
         let g = Arc::new(HostGroup::new(2));
         let got: Vec<TensorData> = std::thread::scope(|sc| {
@@ -268,7 +334,9 @@ mod tests {
                 .map(|rank| {
                     let (g, xs, ws, d) = (g.clone(), xs.clone(), ws.clone(), d.clone());
                     sc.spawn(move || {
-                        let t = |v: &[f32]| Tensor::<1>::from_data(TensorData::new(v.to_vec(), [2]), &d);
+                        let t = |v: &[f32]| {
+                            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [2]), &d)
+                        };
                         let x = t(&xs[rank]).require_grad();
                         let g: Arc<dyn crate::collective::Summer> = g;
                         let s = all_reduce_sum(&g, rank, x.clone());

@@ -63,14 +63,24 @@ pub struct Replica {
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Replica {{ rank: {}, of: {} }}", self.rank, self.replicas)
+        write!(
+            f,
+            "Replica {{ rank: {}, of: {} }}",
+            self.rank, self.replicas
+        )
     }
 }
 
 /// The replicas of a group of `n` threads of this process linked by the host collective.
 pub fn host_group(n: usize) -> Vec<Replica> {
     let link = Arc::new(Link::Host(Arc::new(host::HostGroup::new(n))));
-    (0..n).map(|rank| Replica { rank, replicas: n, link: link.clone() }).collect()
+    (0..n)
+        .map(|rank| Replica {
+            rank,
+            replicas: n,
+            link: link.clone(),
+        })
+        .collect()
 }
 
 /// This process's rank and the number of processes of the run: (0, 1), unless the process is
@@ -86,7 +96,11 @@ pub fn process_rank_and_count() -> (usize, usize) {
 /// This process's replica in the MPI world (one replica per process, rank and size MPI's).
 #[cfg(feature = "mpi")]
 pub fn mpi_replica(world: Arc<mpi::MpiWorld>) -> Replica {
-    Replica { rank: world.rank(), replicas: world.size(), link: Arc::new(Link::Mpi(world)) }
+    Replica {
+        rank: world.rank(),
+        replicas: world.size(),
+        link: Arc::new(Link::Mpi(world)),
+    }
 }
 
 /// The replicas of a group over `devices` (one each) linked by burn's collectives (NCCL).
@@ -94,9 +108,23 @@ pub fn mpi_replica(world: Arc<mpi::MpiWorld>) -> Replica {
 pub fn burn_group(devices: Vec<Device>) -> Vec<Replica> {
     use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
     let n = devices.len();
-    let context = DistributedContext::init(devices.clone(), DistributedConfig { all_reduce_op: ReduceOperation::Mean });
-    let link = Arc::new(Link::Burn(Arc::new(BurnGroup { devices, _context: context })));
-    (0..n).map(|rank| Replica { rank, replicas: n, link: link.clone() }).collect()
+    let context = DistributedContext::init(
+        devices.clone(),
+        DistributedConfig {
+            all_reduce_op: ReduceOperation::Mean,
+        },
+    );
+    let link = Arc::new(Link::Burn(Arc::new(BurnGroup {
+        devices,
+        _context: context,
+    })));
+    (0..n)
+        .map(|rank| Replica {
+            rank,
+            replicas: n,
+            link: link.clone(),
+        })
+        .collect()
 }
 
 impl Replica {
@@ -178,10 +206,20 @@ impl Drop for Entered {
 
 /// The replica this thread is, when it is one of a group of several.
 pub fn current() -> Option<Replica> {
-    CURRENT.with(|c| c.borrow().as_ref().filter(|(r, _)| r.replicas > 1).map(|(r, _)| r.clone()))
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(r, _)| r.replicas > 1)
+            .map(|(r, _)| r.clone())
+    })
 }
 
 /// The replica this thread is, when its BatchNorm layers are to use the group's statistics.
 pub fn current_sync_bn() -> Option<Replica> {
-    CURRENT.with(|c| c.borrow().as_ref().filter(|(r, sync)| *sync && r.replicas > 1).map(|(r, _)| r.clone()))
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(r, sync)| *sync && r.replicas > 1)
+            .map(|(r, _)| r.clone())
+    })
 }

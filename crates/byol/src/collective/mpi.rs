@@ -37,7 +37,11 @@ unsafe impl Sync for MpiWorld {}
 
 impl std::fmt::Debug for MpiWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MpiWorld {{ rank: {}, size: {}, local rank: {} }}", self.rank, self.size, self.local_rank)
+        write!(
+            f,
+            "MpiWorld {{ rank: {}, size: {}, local rank: {} }}",
+            self.rank, self.size, self.local_rank
+        )
     }
 }
 
@@ -52,13 +56,22 @@ static WORLD: OnceLock<Arc<MpiWorld>> = OnceLock::new();
 /// (`OMPI_COMM_WORLD_SIZE`), a PMI launcher such as MPICH's or Slurm's `srun --mpi=pmi2`
 /// (`PMI_SIZE`), or PMIx (`srun --mpi=pmix`, `PMIX_RANK`).
 pub fn launched_by_mpi() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some())
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
 }
 
 /// The rank of this process among those of its node: the launcher's variable
 /// (`OMPI_COMM_WORLD_LOCAL_RANK`, `MPI_LOCALRANKID`, `SLURM_LOCALID`), else 0.
 fn local_rank() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok()).unwrap_or(0)
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    .unwrap_or(0)
 }
 
 /// Initialise MPI when the process was started by an MPI launcher ([`launched_by_mpi`]);
@@ -68,15 +81,29 @@ pub fn init() -> Result<Option<Session>> {
         return Ok(None);
     }
     let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
-        .ok_or_else(|| Error::Mpi("MPI was already initialised in this process (init is called once)".into()))?;
+        .ok_or_else(|| {
+            Error::Mpi("MPI was already initialised in this process (init is called once)".into())
+        })?;
     if threading < mpi::Threading::Serialized {
-        return Err(Error::Mpi(format!("the MPI library gives thread support {threading:?}; byol needs Serialized or more")));
+        return Err(Error::Mpi(format!(
+            "the MPI library gives thread support {threading:?}; byol needs Serialized or more"
+        )));
     }
     let comm = universe.world();
     let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-    let world = MpiWorld { comm: Mutex::new(comm), rank, size, local_rank: local_rank(), completed: AtomicU64::new(0) };
-    WORLD.set(Arc::new(world)).map_err(|_| Error::Mpi("MPI was already initialised in this process".into()))?;
-    Ok(Some(Session { _universe: universe }))
+    let world = MpiWorld {
+        comm: Mutex::new(comm),
+        rank,
+        size,
+        local_rank: local_rank(),
+        completed: AtomicU64::new(0),
+    };
+    WORLD
+        .set(Arc::new(world))
+        .map_err(|_| Error::Mpi("MPI was already initialised in this process".into()))?;
+    Ok(Some(Session {
+        _universe: universe,
+    }))
 }
 
 /// The MPI world of this process, when [`init`] found one.
@@ -130,7 +157,11 @@ impl MpiWorld {
 
     /// End every process of the job: print `reason` and call `MPI_Abort`.
     pub fn abort(&self, reason: &str) -> ! {
-        tracing::error!("MPI rank {} of {}: {reason}; ending every rank of the job", self.rank, self.size);
+        tracing::error!(
+            "MPI rank {} of {}: {reason}; ending every rank of the job",
+            self.rank,
+            self.size
+        );
         self.comm().abort(1)
     }
 }
@@ -143,7 +174,10 @@ impl super::Summer for MpiWorld {
         let n = values.len();
         let lengths = self.gather(&[n as u64]);
         if let Some(other) = lengths.iter().position(|&l| l != n as u64) {
-            self.abort(&format!("rank {} sends {n} values to a sum and rank {other} {}: the ranks' models differ", self.rank, lengths[other]));
+            self.abort(&format!(
+                "rank {} sends {n} values to a sum and rank {other} {}: the ranks' models differ",
+                self.rank, lengths[other]
+            ));
         }
         let all = self.gather(&values);
         let mut sum = all[..n].to_vec();

@@ -15,18 +15,41 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// The archives and the MD5 sums listed on https://www.cs.toronto.edu/~kriz/cifar.html.
-const CIFAR10: Archive = Archive { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", md5: "c32a1d4ab5d03f1284b67883e8d87530" };
-const CIFAR100: Archive = Archive { url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", md5: "03b5dce01913d631647c71ecec9e9cb8" };
+const CIFAR10: Archive = Archive {
+    url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+    md5: "c32a1d4ab5d03f1284b67883e8d87530",
+};
+const CIFAR100: Archive = Archive {
+    url: "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+    md5: "03b5dce01913d631647c71ecec9e9cb8",
+};
 const CIFAR10_DIR: &str = "cifar-10-batches-bin";
 const CIFAR100_DIR: &str = "cifar-100-binary";
 
-const CIFAR10_CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// Parse one binary file. `label_bytes` is 1 (CIFAR-10) or 2 (CIFAR-100; the second is used).
 pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixels>, Vec<usize>)> {
     let rec = label_bytes + 3072;
     if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
-        return Err(Error::data(path, format!("size {} is not a multiple of the {rec}-byte record", bytes.len())));
+        return Err(Error::data(
+            path,
+            format!(
+                "size {} is not a multiple of the {rec}-byte record",
+                bytes.len()
+            ),
+        ));
     }
     let mut images = Vec::with_capacity(bytes.len() / rec);
     let mut labels = Vec::with_capacity(bytes.len() / rec);
@@ -39,12 +62,21 @@ pub fn parse(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Pixel
                 data[i * 3 + c] = px[c * 1024 + i];
             }
         }
-        images.push(Pixels::Memory(Rgb8 { width: 32, height: 32, data }));
+        images.push(Pixels::Memory(Rgb8 {
+            width: 32,
+            height: 32,
+            data,
+        }));
     }
     Ok((images, labels))
 }
 
-fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]) -> Result<ImageSet> {
+fn read_files(
+    dir: &Path,
+    names: &[&str],
+    label_bytes: usize,
+    classes: &[String],
+) -> Result<ImageSet> {
     let mut set = ImageSet::empty(classes.to_vec());
     for name in names {
         let p = dir.join(name);
@@ -53,7 +85,8 @@ fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]
         if let Some(&bad) = labels.iter().find(|&&l| l >= classes.len()) {
             return Err(Error::data(&p, format!("label {bad} out of range")));
         }
-        set.names.extend((0..imgs.len()).map(|i| format!("{}#{i}", p.display())));
+        set.names
+            .extend((0..imgs.len()).map(|i| format!("{}#{i}", p.display())));
         set.images.extend(imgs);
         set.labels.extend(labels);
     }
@@ -61,14 +94,32 @@ fn read_files(dir: &Path, names: &[&str], label_bytes: usize, classes: &[String]
 }
 
 fn read_lines(p: &Path) -> Result<Vec<String>> {
-    Ok(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+    Ok(std::fs::read_to_string(p)
+        .map_err(|e| Error::io(p, e))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// Load CIFAR-10 or CIFAR-100 from `root` (which holds the unpacked folder, or is it).
 pub fn load(root: &Path, hundred: bool, download: bool) -> Result<Splits> {
-    let (sub, archive) = if hundred { (CIFAR100_DIR, CIFAR100) } else { (CIFAR10_DIR, CIFAR10) };
-    let dir: PathBuf = if root.ends_with(sub) { root.to_path_buf() } else { root.join(sub) };
-    let probe = dir.join(if hundred { "test.bin" } else { "test_batch.bin" });
+    let (sub, archive) = if hundred {
+        (CIFAR100_DIR, CIFAR100)
+    } else {
+        (CIFAR10_DIR, CIFAR10)
+    };
+    let dir: PathBuf = if root.ends_with(sub) {
+        root.to_path_buf()
+    } else {
+        root.join(sub)
+    };
+    let probe = dir.join(if hundred {
+        "test.bin"
+    } else {
+        "test_batch.bin"
+    });
     if !probe.exists() {
         if !download {
             return Err(Error::data(
@@ -83,12 +134,25 @@ pub fn load(root: &Path, hundred: bool, download: bool) -> Result<Splits> {
         download::fetch(archive, root)?;
     }
     if hundred {
-        let classes = read_lines(&dir.join("fine_label_names.txt")).unwrap_or_else(|_| (0..100).map(|i| format!("class{i}")).collect());
-        Ok(Splits { train: read_files(&dir, &["train.bin"], 2, &classes)?, test: read_files(&dir, &["test.bin"], 2, &classes)? })
+        let classes = read_lines(&dir.join("fine_label_names.txt"))
+            .unwrap_or_else(|_| (0..100).map(|i| format!("class{i}")).collect());
+        Ok(Splits {
+            train: read_files(&dir, &["train.bin"], 2, &classes)?,
+            test: read_files(&dir, &["test.bin"], 2, &classes)?,
+        })
     } else {
         let classes: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
-        let train_names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
-        Ok(Splits { train: read_files(&dir, &train_names, 1, &classes)?, test: read_files(&dir, &["test_batch.bin"], 1, &classes)? })
+        let train_names = [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+        ];
+        Ok(Splits {
+            train: read_files(&dir, &train_names, 1, &classes)?,
+            test: read_files(&dir, &["test_batch.bin"], 1, &classes)?,
+        })
     }
 }
 
@@ -102,14 +166,24 @@ mod tests {
         rec.extend((0..3072).map(|i| (i / 1024) as u8 * 100 + (i % 2) as u8));
         let (imgs, labels) = parse(&rec, 1, Path::new("x")).unwrap();
         assert_eq!(labels, vec![7]);
-        let Pixels::Memory(m) = &imgs[0] else { panic!() };
+        let Pixels::Memory(m) = &imgs[0] else {
+            panic!()
+        };
         assert_eq!(&m.data[..6], &[0, 100, 200, 1, 101, 201]);
-        assert!(parse(&rec[..100], 1, Path::new("short.bin")).unwrap_err().to_string().contains("short.bin"));
+        assert!(
+            parse(&rec[..100], 1, Path::new("short.bin"))
+                .unwrap_err()
+                .to_string()
+                .contains("short.bin")
+        );
     }
 
     #[test]
     fn missing_files_without_download_is_a_clear_error() {
-        let e = load(Path::new("/nonexistent/cifar"), false, false).err().unwrap().to_string();
+        let e = load(Path::new("/nonexistent/cifar"), false, false)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("download"), "{e}");
     }
 }

@@ -52,7 +52,14 @@ impl DataSource {
 /// The `[data]` fields that belong to one source or another ([`DataSource::fields`]): a config
 /// that sets one its source does not read is refused, and `--set data.source=…` drops those of
 /// the source it replaces.
-pub const SOURCE_FIELDS: &[&str] = &["path", "holdout-fraction", "download", "test-path", "shuffle-buffer", "synthetic"];
+pub const SOURCE_FIELDS: &[&str] = &[
+    "path",
+    "holdout-fraction",
+    "download",
+    "test-path",
+    "shuffle-buffer",
+    "synthetic",
+];
 
 /// Where the images come from, with the settings only that source has. In TOML these stay flat
 /// in `[data]` beside `source = "…"`.
@@ -101,7 +108,10 @@ impl Source {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Source::Synthetic(_) => None,
-            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } | Source::Shards { path, .. } => Some(path),
+            Source::Folder { path, .. }
+            | Source::Cifar10 { path, .. }
+            | Source::Cifar100 { path, .. }
+            | Source::Shards { path, .. } => Some(path),
         }
     }
 
@@ -112,11 +122,24 @@ impl Source {
     pub fn parse_shorthand(s: &str) -> Self {
         match s {
             "synthetic" => Source::Synthetic(SyntheticConfig::default()),
-            "cifar10" => Source::Cifar10 { path: "data".into(), download: true },
-            "cifar100" => Source::Cifar100 { path: "data".into(), download: true },
+            "cifar10" => Source::Cifar10 {
+                path: "data".into(),
+                download: true,
+            },
+            "cifar100" => Source::Cifar100 {
+                path: "data".into(),
+                download: true,
+            },
             _ => match s.strip_prefix("shards:") {
-                Some(path) => Source::Shards { path: path.into(), test_path: None, shuffle_buffer: d_buffer() },
-                None => Source::Folder { path: s.into(), holdout_fraction: d_holdout() },
+                Some(path) => Source::Shards {
+                    path: path.into(),
+                    test_path: None,
+                    shuffle_buffer: d_buffer(),
+                },
+                None => Source::Folder {
+                    path: s.into(),
+                    holdout_fraction: d_holdout(),
+                },
             },
         }
     }
@@ -124,7 +147,9 @@ impl Source {
     /// The source as [`Source::parse_shorthand`] reads it.
     pub fn shorthand(&self) -> String {
         match self {
-            Source::Synthetic(_) | Source::Cifar10 { .. } | Source::Cifar100 { .. } => self.kind().name().into(),
+            Source::Synthetic(_) | Source::Cifar10 { .. } | Source::Cifar100 { .. } => {
+                self.kind().name().into()
+            }
             Source::Folder { path, .. } => path.display().to_string(),
             Source::Shards { path, .. } => format!("shards:{}", path.display()),
         }
@@ -136,10 +161,25 @@ impl Source {
     pub fn keeping_settings_of(self, before: &Source) -> Source {
         match (self, before) {
             (Source::Synthetic(_), Source::Synthetic(c)) => Source::Synthetic(c.clone()),
-            (Source::Folder { path, .. }, Source::Folder { holdout_fraction, .. }) => Source::Folder { path, holdout_fraction: *holdout_fraction },
-            (Source::Shards { path, test_path, .. }, Source::Shards { shuffle_buffer, .. }) => {
-                Source::Shards { path, test_path, shuffle_buffer: *shuffle_buffer }
-            }
+            (
+                Source::Folder { path, .. },
+                Source::Folder {
+                    holdout_fraction, ..
+                },
+            ) => Source::Folder {
+                path,
+                holdout_fraction: *holdout_fraction,
+            },
+            (
+                Source::Shards {
+                    path, test_path, ..
+                },
+                Source::Shards { shuffle_buffer, .. },
+            ) => Source::Shards {
+                path,
+                test_path,
+                shuffle_buffer: *shuffle_buffer,
+            },
             (s, _) => s,
         }
     }
@@ -166,7 +206,10 @@ fn d_test_pc() -> usize {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        Self { train_per_class: d_train_pc(), test_per_class: d_test_pc() }
+        Self {
+            train_per_class: d_train_pc(),
+            test_per_class: d_test_pc(),
+        }
     }
 }
 
@@ -247,21 +290,51 @@ impl TryFrom<DataToml> for DataConfig {
             ("shuffle-buffer", t.shuffle_buffer.is_some()),
             ("synthetic", t.synthetic.is_some()),
         ];
-        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !kind.fields().contains(f)) {
-            let readers: Vec<&str> = [DataSource::Folder, DataSource::Cifar10, DataSource::Cifar100, DataSource::Shards, DataSource::Synthetic]
-                .into_iter()
-                .filter(|s| s.fields().contains(field))
-                .map(DataSource::name)
-                .collect();
-            return Err(format!("data.{field} is not read with source = \"{}\" (only with {}): remove it", kind.name(), readers.join(", ")));
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(f, set)| *set && !kind.fields().contains(f))
+        {
+            let readers: Vec<&str> = [
+                DataSource::Folder,
+                DataSource::Cifar10,
+                DataSource::Cifar100,
+                DataSource::Shards,
+                DataSource::Synthetic,
+            ]
+            .into_iter()
+            .filter(|s| s.fields().contains(field))
+            .map(DataSource::name)
+            .collect();
+            return Err(format!(
+                "data.{field} is not read with source = \"{}\" (only with {}): remove it",
+                kind.name(),
+                readers.join(", ")
+            ));
         }
-        let path = || t.path.clone().ok_or_else(|| format!("data.path is required with source = \"{}\"", kind.name()));
+        let path = || {
+            t.path
+                .clone()
+                .ok_or_else(|| format!("data.path is required with source = \"{}\"", kind.name()))
+        };
         let source = match kind {
             DataSource::Synthetic => Source::Synthetic(t.synthetic.clone().unwrap_or_default()),
-            DataSource::Folder => Source::Folder { path: path()?, holdout_fraction: t.holdout_fraction.unwrap_or_else(d_holdout) },
-            DataSource::Cifar10 => Source::Cifar10 { path: path()?, download: t.download.unwrap_or(false) },
-            DataSource::Cifar100 => Source::Cifar100 { path: path()?, download: t.download.unwrap_or(false) },
-            DataSource::Shards => Source::Shards { path: path()?, test_path: t.test_path.clone(), shuffle_buffer: t.shuffle_buffer.unwrap_or_else(d_buffer) },
+            DataSource::Folder => Source::Folder {
+                path: path()?,
+                holdout_fraction: t.holdout_fraction.unwrap_or_else(d_holdout),
+            },
+            DataSource::Cifar10 => Source::Cifar10 {
+                path: path()?,
+                download: t.download.unwrap_or(false),
+            },
+            DataSource::Cifar100 => Source::Cifar100 {
+                path: path()?,
+                download: t.download.unwrap_or(false),
+            },
+            DataSource::Shards => Source::Shards {
+                path: path()?,
+                test_path: t.test_path.clone(),
+                shuffle_buffer: t.shuffle_buffer.unwrap_or_else(d_buffer),
+            },
         };
         Ok(DataConfig {
             source,
@@ -298,9 +371,17 @@ impl From<DataConfig> for DataToml {
         };
         match c.source {
             Source::Synthetic(s) => t.synthetic = Some(s),
-            Source::Folder { holdout_fraction, .. } => t.holdout_fraction = Some(holdout_fraction),
-            Source::Cifar10 { download, .. } | Source::Cifar100 { download, .. } => t.download = Some(download),
-            Source::Shards { test_path, shuffle_buffer, .. } => {
+            Source::Folder {
+                holdout_fraction, ..
+            } => t.holdout_fraction = Some(holdout_fraction),
+            Source::Cifar10 { download, .. } | Source::Cifar100 { download, .. } => {
+                t.download = Some(download)
+            }
+            Source::Shards {
+                test_path,
+                shuffle_buffer,
+                ..
+            } => {
                 t.test_path = test_path;
                 t.shuffle_buffer = Some(shuffle_buffer);
             }
@@ -333,7 +414,11 @@ fn d_max_pixels() -> u64 {
 impl DataConfig {
     /// The decoding threads: `workers`, or one per core when it is 0.
     pub fn worker_threads(&self) -> usize {
-        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
     }
 
     /// The source's path and test path made absolute against the working directory (without
@@ -359,8 +444,12 @@ impl DataConfig {
         };
         match &mut self.source {
             Source::Synthetic(_) => {}
-            Source::Folder { path, .. } | Source::Cifar10 { path, .. } | Source::Cifar100 { path, .. } => map(path),
-            Source::Shards { path, test_path, .. } => {
+            Source::Folder { path, .. }
+            | Source::Cifar10 { path, .. }
+            | Source::Cifar100 { path, .. } => map(path),
+            Source::Shards {
+                path, test_path, ..
+            } => {
                 map(path);
                 test_path.iter_mut().for_each(map);
             }
@@ -370,27 +459,47 @@ impl DataConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.image_size < 8 || self.image_size > 1024 {
-            return Err(Error::config("data.image-size", format!("{} is outside 8..=1024", self.image_size)));
+            return Err(Error::config(
+                "data.image-size",
+                format!("{} is outside 8..=1024", self.image_size),
+            ));
         }
         if self.workers > 1024 {
-            return Err(Error::config("data.workers", format!("{} threads is more than 1024", self.workers)));
+            return Err(Error::config(
+                "data.workers",
+                format!("{} threads is more than 1024", self.workers),
+            ));
         }
         if self.prefetch_batches == 0 {
             return Err(Error::config("data.prefetch-batches", "must be at least 1"));
         }
         if self.cache_max_mb == Some(0) {
-            return Err(Error::config("data.cache-max-mb", "must be at least 1 (data.cache = false turns the cache off)"));
+            return Err(Error::config(
+                "data.cache-max-mb",
+                "must be at least 1 (data.cache = false turns the cache off)",
+            ));
         }
         if self.max_image_pixels == 0 {
             return Err(Error::config("data.max-image-pixels", "must be at least 1"));
         }
         match &self.source {
-            Source::Folder { holdout_fraction, .. } if !(0.0..1.0).contains(holdout_fraction) => {
-                Err(Error::config("data.holdout-fraction", format!("{holdout_fraction} is outside [0, 1)")))
-            }
-            Source::Shards { shuffle_buffer: 0, .. } => Err(Error::config("data.shuffle-buffer", "must be at least 1 (1: no shuffling within shards)")),
+            Source::Folder {
+                holdout_fraction, ..
+            } if !(0.0..1.0).contains(holdout_fraction) => Err(Error::config(
+                "data.holdout-fraction",
+                format!("{holdout_fraction} is outside [0, 1)"),
+            )),
+            Source::Shards {
+                shuffle_buffer: 0, ..
+            } => Err(Error::config(
+                "data.shuffle-buffer",
+                "must be at least 1 (1: no shuffling within shards)",
+            )),
             Source::Synthetic(s) if s.train_per_class == 0 || s.test_per_class == 0 => {
-                Err(Error::config("data.synthetic", "train-per-class and test-per-class must be at least 1"))
+                Err(Error::config(
+                    "data.synthetic",
+                    "train-per-class and test-per-class must be at least 1",
+                ))
             }
             _ => Ok(()),
         }
@@ -407,9 +516,18 @@ mod tests {
     fn canonical_paths_name_one_folder_in_one_way() {
         let root = std::env::temp_dir().join(format!("byol-canonical-{}", std::process::id()));
         std::fs::create_dir_all(root.join("b")).unwrap();
-        let at = |p: PathBuf| -> DataConfig { toml::from_str(&format!("source = \"folder\"\npath = {:?}\nimage-size = 32", p.display().to_string())).unwrap() };
+        let at = |p: PathBuf| -> DataConfig {
+            toml::from_str(&format!(
+                "source = \"folder\"\npath = {:?}\nimage-size = 32",
+                p.display().to_string()
+            ))
+            .unwrap()
+        };
         let (typed, plain) = (at(root.join("b/../b")), at(root.join("b")));
-        assert_ne!(typed.clone().with_absolute_paths(), plain.clone().with_absolute_paths());
+        assert_ne!(
+            typed.clone().with_absolute_paths(),
+            plain.clone().with_absolute_paths()
+        );
         assert_eq!(typed.with_canonical_paths(), plain.with_canonical_paths());
         // A path that does not exist stays as it was typed.
         let missing = at(root.join("nowhere/../b"));

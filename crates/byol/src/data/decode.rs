@@ -28,7 +28,11 @@ pub fn decode_bytes(bytes: &[u8], origin: &Path) -> Result<Rgb8> {
     if w == 0 || h == 0 {
         return Err(Error::data(origin, "image has no pixels"));
     }
-    Ok(Rgb8 { width: w as usize, height: h as usize, data: img.into_raw() })
+    Ok(Rgb8 {
+        width: w as usize,
+        height: h as usize,
+        data: img.into_raw(),
+    })
 }
 
 /// Width and height from the file's header, without decoding the pixels.
@@ -53,7 +57,10 @@ pub fn check_file_pixels(path: &Path, max_pixels: u64) -> Result<(u32, u32)> {
 /// (`origin` names the image in the error).
 pub fn check_pixels(w: u32, h: u32, max_pixels: u64, origin: &Path) -> Result<()> {
     if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(Error::data(origin, format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}")));
+        return Err(Error::data(
+            origin,
+            format!("{w}×{h} pixels is more than data.max-image-pixels = {max_pixels}"),
+        ));
     }
     if w == 0 || h == 0 {
         return Err(Error::data(origin, "image has no pixels"));
@@ -84,7 +91,9 @@ mod tests {
         use crate::rng::{Stream, rng};
         use rand::Rng;
         let mut seeds = Vec::new();
-        let img = image::RgbImage::from_fn(13, 9, |x, y| image::Rgb([(x * 19) as u8, (y * 27) as u8, ((x + y) * 7) as u8]));
+        let img = image::RgbImage::from_fn(13, 9, |x, y| {
+            image::Rgb([(x * 19) as u8, (y * 27) as u8, ((x + y) * 7) as u8])
+        });
         for fmt in [image::ImageFormat::Png, image::ImageFormat::Jpeg] {
             let mut buf = std::io::Cursor::new(Vec::new());
             img.write_to(&mut buf, fmt).unwrap();

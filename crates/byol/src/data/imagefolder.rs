@@ -10,7 +10,13 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn is_image(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(), Some("jpg" | "jpeg" | "png"))
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("jpg" | "jpeg" | "png")
+    )
 }
 
 /// Class folders (sorted) and their image files (sorted), and what the scan leaves out, each with
@@ -19,7 +25,11 @@ fn is_image(p: &Path) -> bool {
 fn scan(root: &Path) -> Result<Scan> {
     if !root.exists() {
         let tried = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let hint = if tried != root { format!(" (looked for {})", tried.display()) } else { String::new() };
+        let hint = if tried != root {
+            format!(" (looked for {})", tried.display())
+        } else {
+            String::new()
+        };
         return Err(Error::data(root, format!("folder does not exist{hint}")));
     }
     if !root.is_dir() {
@@ -31,7 +41,11 @@ fn scan(root: &Path) -> Result<Scan> {
         let path = entry.map_err(|e| Error::io(root, e))?.path();
         if !path.is_dir() {
             if is_image(&path) {
-                left_out.push((path, "an image outside the class folders (root/<class>/<image>): left out".to_string()));
+                left_out.push((
+                    path,
+                    "an image outside the class folders (root/<class>/<image>): left out"
+                        .to_string(),
+                ));
             }
             continue;
         }
@@ -41,20 +55,33 @@ fn scan(root: &Path) -> Result<Scan> {
             .filter(|p| p.is_file())
             .partition(|p| is_image(p));
         if !others.is_empty() {
-            let why = format!("{} file(s) that are not .jpg/.jpeg/.png (e.g. {}): left out", others.len(), others[0].display());
+            let why = format!(
+                "{} file(s) that are not .jpg/.jpeg/.png (e.g. {}): left out",
+                others.len(),
+                others[0].display()
+            );
             left_out.push((path.clone(), why));
         }
         files.sort();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         classes.push((name, files));
     }
     classes.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, _) in classes.iter().filter(|(_, f)| f.is_empty()) {
-        left_out.push((root.join(name), "a class folder without .jpg/.jpeg/.png images: not a class".to_string()));
+        left_out.push((
+            root.join(name),
+            "a class folder without .jpg/.jpeg/.png images: not a class".to_string(),
+        ));
     }
     classes.retain(|(_, f)| !f.is_empty());
     if classes.is_empty() {
-        return Err(Error::data(root, "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)"));
+        return Err(Error::data(
+            root,
+            "no images found: expected class sub-folders holding .jpg/.jpeg/.png files (root/<class>/<image>)",
+        ));
     }
     left_out.sort();
     for (path, why) in &left_out {
@@ -98,12 +125,29 @@ impl Cache {
 /// Build an [`ImageSet`] from (label, file) pairs: the headers first (images over `max_pixels`
 /// are skipped), then, with the cache, the pixels, decoded in parallel once their total is known
 /// to fit (`root` names the folder in that error).
-fn build(root: &Path, items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache: Cache, max_pixels: u64) -> Result<ImageSet> {
-    let headers: Vec<Result<(u32, u32)>> = items.par_iter().map(|(_, path)| check_file_pixels(path, max_pixels)).collect();
+fn build(
+    root: &Path,
+    items: Vec<(usize, PathBuf)>,
+    classes: Vec<String>,
+    cache: Cache,
+    max_pixels: u64,
+) -> Result<ImageSet> {
+    let headers: Vec<Result<(u32, u32)>> = items
+        .par_iter()
+        .map(|(_, path)| check_file_pixels(path, max_pixels))
+        .collect();
     if let Cache::InMemory { limit_bytes } = cache {
-        let bytes: u64 = headers.iter().flatten().map(|&(w, h)| u64::from(w) * u64::from(h) * 3).sum();
+        let bytes: u64 = headers
+            .iter()
+            .flatten()
+            .map(|&(w, h)| u64::from(w) * u64::from(h) * 3)
+            .sum();
         if bytes > limit_bytes {
-            let limit = if limit_bytes == u64::MAX { String::new() } else { format!(" ({} MB)", limit_bytes >> 20) };
+            let limit = if limit_bytes == u64::MAX {
+                String::new()
+            } else {
+                format!(" ({} MB)", limit_bytes >> 20)
+            };
             return Err(Error::data(
                 root,
                 format!(
@@ -120,7 +164,13 @@ fn build(root: &Path, items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache:
         .into_par_iter()
         .zip(headers)
         .map(|((label, path), header)| {
-            let px = header.and_then(|_| if cache == Cache::Off { Ok(Pixels::File(path.clone())) } else { decode(&path).map(Pixels::Memory) });
+            let px = header.and_then(|_| {
+                if cache == Cache::Off {
+                    Ok(Pixels::File(path.clone()))
+                } else {
+                    decode(&path).map(Pixels::Memory)
+                }
+            });
             (label, path, px)
         })
         .collect();
@@ -139,7 +189,10 @@ fn build(root: &Path, items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache:
         }
     }
     if set.is_empty() {
-        return Err(Error::data(root, format!("all {} images are unreadable", set.skipped.len())));
+        return Err(Error::data(
+            root,
+            format!("all {} images are unreadable", set.skipped.len()),
+        ));
     }
     Ok(set)
 }
@@ -147,8 +200,18 @@ fn build(root: &Path, items: Vec<(usize, PathBuf)>, classes: Vec<String>, cache:
 /// Load one ImageFolder as a single labelled set; with `max > 0`, only a class-balanced subset
 /// of `max` files drawn with `seed` is read at all. What the scan leaves out is listed in the
 /// set's `skipped` with the unreadable files.
-pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, max: usize, seed: u64, max_pixels: u64) -> Result<ImageSet> {
-    let Scan { classes: scanned, left_out } = scan(root)?;
+pub fn load_folder(
+    root: &Path,
+    cache: Cache,
+    class_names: Option<&[String]>,
+    max: usize,
+    seed: u64,
+    max_pixels: u64,
+) -> Result<ImageSet> {
+    let Scan {
+        classes: scanned,
+        left_out,
+    } = scan(root)?;
     let classes: Vec<String> = match class_names {
         Some(c) => c.to_vec(),
         None => scanned.iter().map(|(n, _)| n.clone()).collect(),
@@ -156,7 +219,10 @@ pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, ma
     let mut items = Vec::new();
     for (name, files) in scanned {
         let Some(label) = classes.iter().position(|c| *c == name) else {
-            return Err(Error::data(root.join(&name), "class not present in the training split"));
+            return Err(Error::data(
+                root.join(&name),
+                "class not present in the training split",
+            ));
         };
         items.extend(files.into_iter().map(|f| (label, f)));
     }
@@ -164,7 +230,10 @@ pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, ma
         let labels: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
         let keep = super::balanced_subset(&labels, classes.len(), max, seed);
         let mut all: Vec<Option<(usize, PathBuf)>> = items.into_iter().map(Some).collect();
-        items = keep.into_iter().map(|i| all[i].take().expect("unique index")).collect();
+        items = keep
+            .into_iter()
+            .map(|i| all[i].take().expect("unique index"))
+            .collect();
     }
     let mut set = build(root, items, classes, cache, max_pixels)?;
     set.skipped.extend(left_out);
@@ -173,13 +242,36 @@ pub fn load_folder(root: &Path, cache: Cache, class_names: Option<&[String]>, ma
 
 /// Train and test splits of an ImageFolder root: `root/train` and `root/test` (or `root/val`),
 /// else `root/<class>/…` with `holdout_fraction` of each class held out (`data.holdout-fraction`).
-pub fn load_splits(root: &Path, cfg: &DataConfig, holdout_fraction: f64, seed: u64) -> Result<Splits> {
+pub fn load_splits(
+    root: &Path,
+    cfg: &DataConfig,
+    holdout_fraction: f64,
+    seed: u64,
+) -> Result<Splits> {
     // `val/` is the other common name of the held-out split (ImageNet's layout).
     let tr = root.join("train");
-    let te = if !root.join("test").is_dir() && root.join("val").is_dir() { root.join("val") } else { root.join("test") };
+    let te = if !root.join("test").is_dir() && root.join("val").is_dir() {
+        root.join("val")
+    } else {
+        root.join("test")
+    };
     if tr.is_dir() && te.is_dir() {
-        let train = load_folder(&tr, Cache::of(cfg), None, cfg.max_train, seed, cfg.max_image_pixels)?;
-        let test = load_folder(&te, Cache::of(cfg), Some(&train.classes), cfg.max_test, seed ^ 1, cfg.max_image_pixels)?;
+        let train = load_folder(
+            &tr,
+            Cache::of(cfg),
+            None,
+            cfg.max_train,
+            seed,
+            cfg.max_image_pixels,
+        )?;
+        let test = load_folder(
+            &te,
+            Cache::of(cfg),
+            Some(&train.classes),
+            cfg.max_test,
+            seed ^ 1,
+            cfg.max_image_pixels,
+        )?;
         return Ok(Splits { train, test });
     }
     let all = load_folder(root, Cache::of(cfg), None, 0, seed, cfg.max_image_pixels).map_err(|e| match e {
@@ -200,9 +292,18 @@ pub fn load_splits(root: &Path, cfg: &DataConfig, holdout_fraction: f64, seed: u
     for &i in &test_idx {
         is_test[i] = true;
     }
-    let mut train = ImageSet { skipped: all.skipped, ..ImageSet::empty(all.classes.clone()) };
+    let mut train = ImageSet {
+        skipped: all.skipped,
+        ..ImageSet::empty(all.classes.clone())
+    };
     let mut test = ImageSet::empty(all.classes);
-    for (((px, name), l), t) in all.images.into_iter().zip(all.names).zip(all.labels).zip(is_test) {
+    for (((px, name), l), t) in all
+        .images
+        .into_iter()
+        .zip(all.names)
+        .zip(all.labels)
+        .zip(is_test)
+    {
         let s = if t { &mut test } else { &mut train };
         s.images.push(px);
         s.names.push(name);
@@ -230,12 +331,23 @@ mod tests {
         let d = tmpdir("val");
         for (split, class) in [("train", "a"), ("train", "b"), ("val", "a"), ("val", "b")] {
             std::fs::create_dir_all(d.join(split).join(class)).unwrap();
-            image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3])).save(d.join(split).join(class).join("x.png")).unwrap();
+            image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3]))
+                .save(d.join(split).join(class).join("x.png"))
+                .unwrap();
         }
-        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().data;
+        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[])
+            .unwrap()
+            .data;
         let s = load_splits(&d, &cfg, 0.1, 0).unwrap();
-        assert_eq!((s.train.len(), s.test.len(), s.train.classes.clone()), (2, 2, vec!["a".to_string(), "b".to_string()]));
-        assert!(s.test.names.iter().all(|n| n.contains("/val/")), "{:?}", s.test.names);
+        assert_eq!(
+            (s.train.len(), s.test.len(), s.train.classes.clone()),
+            (2, 2, vec!["a".to_string(), "b".to_string()])
+        );
+        assert!(
+            s.test.names.iter().all(|n| n.contains("/val/")),
+            "{:?}",
+            s.test.names
+        );
     }
 
     /// `train/<class>/…` with no test split beside it is told as such, with the two ways on.
@@ -243,18 +355,43 @@ mod tests {
     fn a_train_folder_alone_gets_a_hint() {
         let d = tmpdir("train-only");
         std::fs::create_dir_all(d.join("train").join("a")).unwrap();
-        image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3])).save(d.join("train").join("a").join("x.png")).unwrap();
-        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().data;
-        let e = load_splits(&d, &cfg, 0.1, 0).err().expect("refused").to_string();
-        assert!(e.contains("no test/ (or val/)") && e.contains(&format!("--data {}", d.join("train").display())), "{e}");
+        image::RgbImage::from_fn(4, 4, |_, _| image::Rgb([1, 2, 3]))
+            .save(d.join("train").join("a").join("x.png"))
+            .unwrap();
+        let cfg = crate::config::ExperimentConfig::load("small-cpu", &[])
+            .unwrap()
+            .data;
+        let e = load_splits(&d, &cfg, 0.1, 0)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("no test/ (or val/)")
+                && e.contains(&format!("--data {}", d.join("train").display())),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_and_empty_folders_are_clear_errors() {
-        let e = load_folder(Path::new("/nonexistent/byol"), Cache::Off, None, 0, 0, LIMIT).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/byol") && e.contains("does not exist"), "{e}");
+        let e = load_folder(
+            Path::new("/nonexistent/byol"),
+            Cache::Off,
+            None,
+            0,
+            0,
+            LIMIT,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent/byol") && e.contains("does not exist"),
+            "{e}"
+        );
         let d = tmpdir("empty");
-        let e = load_folder(&d, Cache::Off, None, 0, 0, LIMIT).unwrap_err().to_string();
+        let e = load_folder(&d, Cache::Off, None, 0, 0, LIMIT)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no images found"), "{e}");
     }
 
@@ -272,7 +409,9 @@ mod tests {
         std::fs::write(d.join("b").join("empty.png"), b"").unwrap();
         let gray = image::GrayImage::from_pixel(3, 3, image::Luma([77]));
         gray.save(d.join("b").join("gray.png")).unwrap();
-        let unlimited = Cache::InMemory { limit_bytes: u64::MAX };
+        let unlimited = Cache::InMemory {
+            limit_bytes: u64::MAX,
+        };
         for cache in [unlimited, Cache::Off] {
             let set = load_folder(&d, cache, None, 0, 0, LIMIT).unwrap();
             assert_eq!(set.len(), 7);
@@ -280,7 +419,18 @@ mod tests {
             assert_eq!(set.classes, vec!["a", "b"]);
         }
         let set = load_folder(&d, unlimited, None, 0, 0, LIMIT).unwrap();
-        let g = set.images.iter().filter_map(|p| if let Pixels::Memory(m) = p { Some(m) } else { None }).find(|m| m.width == 3).unwrap();
+        let g = set
+            .images
+            .iter()
+            .filter_map(|p| {
+                if let Pixels::Memory(m) = p {
+                    Some(m)
+                } else {
+                    None
+                }
+            })
+            .find(|m| m.width == 3)
+            .unwrap();
         assert_eq!(g.data[..3], [77, 77, 77]);
     }
 
@@ -291,18 +441,46 @@ mod tests {
         let d = tmpdir("left-out");
         for class in ["a", "b"] {
             std::fs::create_dir_all(d.join(class)).unwrap();
-            image::RgbImage::from_pixel(5, 4, image::Rgb([9, 10, 200])).save(d.join(class).join("0.png")).unwrap();
+            image::RgbImage::from_pixel(5, 4, image::Rgb([9, 10, 200]))
+                .save(d.join(class).join("0.png"))
+                .unwrap();
         }
         std::fs::create_dir_all(d.join("empty-class")).unwrap();
-        image::RgbImage::from_pixel(5, 4, image::Rgb([1, 1, 1])).save(d.join("loose.png")).unwrap();
+        image::RgbImage::from_pixel(5, 4, image::Rgb([1, 1, 1]))
+            .save(d.join("loose.png"))
+            .unwrap();
         std::fs::write(d.join("b").join("notes.txt"), b"not an image").unwrap();
         let set = load_folder(&d, Cache::Off, None, 0, 0, LIMIT).unwrap();
-        assert_eq!((set.len(), set.classes.clone()), (2, vec!["a".to_string(), "b".to_string()]));
-        let listed: Vec<(String, &str)> = set.skipped.iter().map(|(p, why)| (p.strip_prefix(&d).unwrap().display().to_string(), why.as_str())).collect();
+        assert_eq!(
+            (set.len(), set.classes.clone()),
+            (2, vec!["a".to_string(), "b".to_string()])
+        );
+        let listed: Vec<(String, &str)> = set
+            .skipped
+            .iter()
+            .map(|(p, why)| {
+                (
+                    p.strip_prefix(&d).unwrap().display().to_string(),
+                    why.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(listed.len(), 3, "{listed:?}");
-        assert!(listed[0].0 == "b" && listed[0].1.contains("1 file(s) that are not .jpg/.jpeg/.png"), "{listed:?}");
-        assert!(listed[1].0 == "empty-class" && listed[1].1.contains("not a class"), "{listed:?}");
-        assert!(listed[2].0 == "loose.png" && listed[2].1.contains("outside the class folders"), "{listed:?}");
+        assert!(
+            listed[0].0 == "b"
+                && listed[0]
+                    .1
+                    .contains("1 file(s) that are not .jpg/.jpeg/.png"),
+            "{listed:?}"
+        );
+        assert!(
+            listed[1].0 == "empty-class" && listed[1].1.contains("not a class"),
+            "{listed:?}"
+        );
+        assert!(
+            listed[2].0 == "loose.png" && listed[2].1.contains("outside the class folders"),
+            "{listed:?}"
+        );
     }
 
     /// The cache's memory is estimated from the headers before anything is decoded, and a set
@@ -312,11 +490,43 @@ mod tests {
         let d = tmpdir("cache-limit");
         std::fs::create_dir_all(d.join("a")).unwrap();
         for i in 0..4 {
-            image::RgbImage::from_pixel(640, 512, image::Rgb([i, 0, 0])).save(d.join("a").join(format!("{i}.png"))).unwrap();
+            image::RgbImage::from_pixel(640, 512, image::Rgb([i, 0, 0]))
+                .save(d.join("a").join(format!("{i}.png")))
+                .unwrap();
         }
         // 4 × 640 × 512 × 3 bytes = 3.75 MiB.
-        let e = load_folder(&d, Cache::InMemory { limit_bytes: 3 << 20 }, None, 0, 0, LIMIT).unwrap_err().to_string();
-        assert!(e.contains("would take 3 MB") && e.contains("(3 MB)") && e.contains("data.cache = false"), "{e}");
-        assert_eq!(load_folder(&d, Cache::InMemory { limit_bytes: 4 << 20 }, None, 0, 0, LIMIT).unwrap().len(), 4);
+        let e = load_folder(
+            &d,
+            Cache::InMemory {
+                limit_bytes: 3 << 20,
+            },
+            None,
+            0,
+            0,
+            LIMIT,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("would take 3 MB")
+                && e.contains("(3 MB)")
+                && e.contains("data.cache = false"),
+            "{e}"
+        );
+        assert_eq!(
+            load_folder(
+                &d,
+                Cache::InMemory {
+                    limit_bytes: 4 << 20
+                },
+                None,
+                0,
+                0,
+                LIMIT
+            )
+            .unwrap()
+            .len(),
+            4
+        );
     }
 }

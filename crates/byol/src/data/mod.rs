@@ -11,7 +11,9 @@ pub mod imagefolder;
 pub mod shards;
 pub mod synthetic;
 
-pub use config::{DataConfig, DataSource, MAX_IMAGE_PIXELS, SOURCE_FIELDS, Source, SyntheticConfig};
+pub use config::{
+    DataConfig, DataSource, MAX_IMAGE_PIXELS, SOURCE_FIELDS, Source, SyntheticConfig,
+};
 
 use crate::image::Rgb8;
 use crate::{Error, Result};
@@ -26,7 +28,11 @@ pub enum Pixels {
     /// Decoded from this file when needed.
     File(PathBuf),
     /// A member of a tar shard: its data's byte offset and length.
-    Member { shard: std::sync::Arc<shards::ShardFile>, offset: u64, len: u64 },
+    Member {
+        shard: std::sync::Arc<shards::ShardFile>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// A labelled set of images.
@@ -47,7 +53,14 @@ pub struct ImageSet {
 impl ImageSet {
     /// A set with no images yet, of these classes.
     pub fn empty(classes: Vec<String>) -> Self {
-        ImageSet { images: Vec::new(), names: Vec::new(), labels: Vec::new(), classes, skipped: Vec::new(), lost: 0 }
+        ImageSet {
+            images: Vec::new(),
+            names: Vec::new(),
+            labels: Vec::new(),
+            classes,
+            skipped: Vec::new(),
+            lost: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -65,7 +78,8 @@ impl ImageSet {
             Pixels::File(p) => decode::decode(p).map(std::borrow::Cow::Owned),
             Pixels::Member { shard, offset, len } => {
                 let bytes = shard.read(*offset, *len)?;
-                shards::decode_member(&bytes, &self.names[i], shard.max_pixels).map(std::borrow::Cow::Owned)
+                shards::decode_member(&bytes, &self.names[i], shard.max_pixels)
+                    .map(std::borrow::Cow::Owned)
             }
         }
     }
@@ -97,7 +111,14 @@ impl ImageSet {
             labels.push(self.labels[i]);
             names.push(self.names[i].clone());
         }
-        ImageSet { images, names, labels, classes: self.classes, skipped: self.skipped, lost: self.lost }
+        ImageSet {
+            images,
+            names,
+            labels,
+            classes: self.classes,
+            skipped: self.skipped,
+            lost: self.lost,
+        }
     }
 }
 
@@ -130,20 +151,30 @@ pub struct Splits {
 pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
     let splits = match &cfg.source {
         Source::Synthetic(s) => synthetic::generate(s, cfg.image_size, seed),
-        Source::Folder { path, holdout_fraction } => imagefolder::load_splits(path, cfg, *holdout_fraction, seed)?,
+        Source::Folder {
+            path,
+            holdout_fraction,
+        } => imagefolder::load_splits(path, cfg, *holdout_fraction, seed)?,
         Source::Cifar10 { path, download } => cifar::load(path, false, *download)?,
         Source::Cifar100 { path, download } => cifar::load(path, true, *download)?,
-        Source::Shards { path, test_path, .. } => {
+        Source::Shards {
+            path, test_path, ..
+        } => {
             if !path.exists() && test_path.is_none() {
                 return Err(Error::data(path, "the shards folder does not exist"));
             }
             let (train, test) = match test_path {
                 Some(t) => (path.clone(), t.clone()),
-                None if path.join("train").is_dir() && path.join("test").is_dir() => (path.join("train"), path.join("test")),
+                None if path.join("train").is_dir() && path.join("test").is_dir() => {
+                    (path.join("train"), path.join("test"))
+                }
                 None => {
                     return Err(Error::config(
                         "data.test-path",
-                        format!("{} has no train/ and test/ folders: give the test split's shards in data.test-path", path.display()),
+                        format!(
+                            "{} has no train/ and test/ folders: give the test split's shards in data.test-path",
+                            path.display()
+                        ),
                     ));
                 }
             };
@@ -152,7 +183,10 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits> {
             Splits { train, test }
         }
     };
-    Ok(Splits { train: splits.train.subset(cfg.max_train, seed), test: splits.test.subset(cfg.max_test, seed ^ 1) })
+    Ok(Splits {
+        train: splits.train.subset(cfg.max_train, seed),
+        test: splits.test.subset(cfg.max_test, seed ^ 1),
+    })
 }
 
 /// What identifies a training set, recorded in every checkpoint: `--resume` refuses data that
@@ -176,23 +210,41 @@ impl Fingerprint {
         let root = root.map(|r| r.to_string_lossy().into_owned());
         let mut h = sha2::Sha256::new();
         for (name, label) in set.names.iter().zip(&set.labels) {
-            let name = root.as_deref().and_then(|r| name.strip_prefix(r)).unwrap_or(name);
+            let name = root
+                .as_deref()
+                .and_then(|r| name.strip_prefix(r))
+                .unwrap_or(name);
             h.update(name.as_bytes());
             h.update(b"\0");
             h.update((*label as u64).to_le_bytes());
         }
-        Fingerprint { images: set.len(), classes: set.classes.clone(), names_sha256: format!("{:x}", h.finalize()) }
+        Fingerprint {
+            images: set.len(),
+            classes: set.classes.clone(),
+            names_sha256: format!("{:x}", h.finalize()),
+        }
     }
 
     /// What differs from `before`, in words (empty when nothing does).
     pub fn differences(&self, before: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
         if self.images != before.images {
-            out.push(format!("{} training images, {} now", before.images, self.images));
+            out.push(format!(
+                "{} training images, {} now",
+                before.images, self.images
+            ));
         }
         if self.classes != before.classes {
-            let added: Vec<&String> = self.classes.iter().filter(|c| !before.classes.contains(c)).collect();
-            let removed: Vec<&String> = before.classes.iter().filter(|c| !self.classes.contains(c)).collect();
+            let added: Vec<&String> = self
+                .classes
+                .iter()
+                .filter(|c| !before.classes.contains(c))
+                .collect();
+            let removed: Vec<&String> = before
+                .classes
+                .iter()
+                .filter(|c| !self.classes.contains(c))
+                .collect();
             out.push(format!("classes added {added:?}, removed {removed:?}"));
         }
         if out.is_empty() && self.names_sha256 != before.names_sha256 {
@@ -219,19 +271,50 @@ mod tests {
     #[test]
     fn the_fingerprint_sees_labels_and_names_and_not_the_root() {
         let set = |root: &str, names: [&str; 3], labels: [usize; 3]| ImageSet {
-            images: names.iter().map(|n| Pixels::File(PathBuf::from(format!("{root}/{n}")))).collect(),
+            images: names
+                .iter()
+                .map(|n| Pixels::File(PathBuf::from(format!("{root}/{n}"))))
+                .collect(),
             names: names.iter().map(|n| format!("{root}/{n}")).collect(),
             labels: labels.to_vec(),
             ..ImageSet::empty(vec!["cat".into(), "dog".into()])
         };
-        let of = |root: &str, names, labels| Fingerprint::of(&set(root, names, labels), Some(std::path::Path::new(root)));
-        let recorded = of("/data/a", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 0, 1]);
-        let relabelled = of("/data/a", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 1, 1]);
-        assert_eq!(relabelled.differences(&recorded), ["the same number of images, but other files or labels"]);
-        let renamed = of("/data/a", ["cat/1.jpg", "cat/9.jpg", "dog/3.jpg"], [0, 0, 1]);
-        assert_eq!(renamed.differences(&recorded), ["the same number of images, but other files or labels"]);
-        let moved = of("/elsewhere/b", ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"], [0, 0, 1]);
-        assert!(moved.differences(&recorded).is_empty(), "{:?}", moved.differences(&recorded));
+        let of = |root: &str, names, labels| {
+            Fingerprint::of(&set(root, names, labels), Some(std::path::Path::new(root)))
+        };
+        let recorded = of(
+            "/data/a",
+            ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"],
+            [0, 0, 1],
+        );
+        let relabelled = of(
+            "/data/a",
+            ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"],
+            [0, 1, 1],
+        );
+        assert_eq!(
+            relabelled.differences(&recorded),
+            ["the same number of images, but other files or labels"]
+        );
+        let renamed = of(
+            "/data/a",
+            ["cat/1.jpg", "cat/9.jpg", "dog/3.jpg"],
+            [0, 0, 1],
+        );
+        assert_eq!(
+            renamed.differences(&recorded),
+            ["the same number of images, but other files or labels"]
+        );
+        let moved = of(
+            "/elsewhere/b",
+            ["cat/1.jpg", "cat/2.jpg", "dog/3.jpg"],
+            [0, 0, 1],
+        );
+        assert!(
+            moved.differences(&recorded).is_empty(),
+            "{:?}",
+            moved.differences(&recorded)
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use rand::Rng;
 use rayon::prelude::*;
 
 /// The class names, in label order.
-pub const CLASSES: [&str; 10] = ["disc", "square", "triangle", "cross", "ring", "star", "crescent", "bar", "diamond", "arrow"];
+pub const CLASSES: [&str; 10] = [
+    "disc", "square", "triangle", "cross", "ring", "star", "crescent", "bar", "diamond", "arrow",
+];
 
 /// Whether (u, v), in the object's frame in units of its radius, is inside the shape of `class`.
 fn inside(class: usize, u: f32, v: f32) -> bool {
@@ -26,7 +28,10 @@ fn inside(class: usize, u: f32, v: f32) -> bool {
         6 => d < 1.0 && ((u - 0.5).powi(2) + v * v).sqrt() > 0.75,
         7 => u.abs() < 1.0 && v.abs() < 0.35,
         8 => u.abs() + v.abs() < 1.0,
-        _ => (v.abs() < 0.25 && u > -1.0 && u < 0.2) || ((0.2..1.0).contains(&u) && v.abs() < (1.0 - u) * 0.9),
+        _ => {
+            (v.abs() < 0.25 && u > -1.0 && u < 0.2)
+                || ((0.2..1.0).contains(&u) && v.abs() < (1.0 - u) * 0.9)
+        }
     }
 }
 
@@ -34,8 +39,16 @@ fn inside(class: usize, u: f32, v: f32) -> bool {
 pub fn render(class: usize, size: usize, r: &mut impl Rng) -> Rgb8 {
     let hue = class as f32 / CLASSES.len() as f32 + r.random_range(-0.04..0.04f32);
     let (fr, fg, fb) = hsv_to_rgb(hue, r.random_range(0.5..1.0), r.random_range(0.5..1.0));
-    let bg1 = hsv_to_rgb(r.random_range(0.0..1.0), r.random_range(0.0..0.6), r.random_range(0.1..0.9));
-    let bg2 = hsv_to_rgb(r.random_range(0.0..1.0), r.random_range(0.0..0.6), r.random_range(0.1..0.9));
+    let bg1 = hsv_to_rgb(
+        r.random_range(0.0..1.0),
+        r.random_range(0.0..0.6),
+        r.random_range(0.1..0.9),
+    );
+    let bg2 = hsv_to_rgb(
+        r.random_range(0.0..1.0),
+        r.random_range(0.0..0.6),
+        r.random_range(0.1..0.9),
+    );
     let s = size as f32;
     let (cx, cy) = (r.random_range(0.3..0.7) * s, r.random_range(0.3..0.7) * s);
     let rad = r.random_range(0.25..0.4) * s;
@@ -62,16 +75,35 @@ pub fn render(class: usize, size: usize, r: &mut impl Rng) -> Rgb8 {
             }
         }
     }
-    Rgb8 { width: size, height: size, data }
+    Rgb8 {
+        width: size,
+        height: size,
+        data,
+    }
 }
 
 fn split(per_class: usize, size: usize, seed: u64, split: u64) -> ImageSet {
     let n = per_class * CLASSES.len();
-    let images: Vec<Pixels> =
-        (0..n).into_par_iter().map(|i| Pixels::Memory(render(i % CLASSES.len(), size, &mut rng(seed, Stream::Synthetic, &[split, i as u64])))).collect();
+    let images: Vec<Pixels> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            Pixels::Memory(render(
+                i % CLASSES.len(),
+                size,
+                &mut rng(seed, Stream::Synthetic, &[split, i as u64]),
+            ))
+        })
+        .collect();
     ImageSet {
         images,
-        names: (0..n).map(|i| format!("synthetic/{}/{i}", if split == 0 { "train" } else { "test" })).collect(),
+        names: (0..n)
+            .map(|i| {
+                format!(
+                    "synthetic/{}/{i}",
+                    if split == 0 { "train" } else { "test" }
+                )
+            })
+            .collect(),
         labels: (0..n).map(|i| i % CLASSES.len()).collect(),
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
         skipped: Vec::new(),
@@ -81,7 +113,10 @@ fn split(per_class: usize, size: usize, seed: u64, split: u64) -> ImageSet {
 
 /// Train and test splits, disjoint draws of the same distribution.
 pub fn generate(cfg: &SyntheticConfig, size: usize, seed: u64) -> Splits {
-    Splits { train: split(cfg.train_per_class, size, seed, 0), test: split(cfg.test_per_class, size, seed, 1) }
+    Splits {
+        train: split(cfg.train_per_class, size, seed, 0),
+        test: split(cfg.test_per_class, size, seed, 1),
+    }
 }
 
 #[cfg(test)]
@@ -90,7 +125,10 @@ mod tests {
 
     #[test]
     fn deterministic_by_seed_and_all_classes_present() {
-        let cfg = SyntheticConfig { train_per_class: 3, test_per_class: 1 };
+        let cfg = SyntheticConfig {
+            train_per_class: 3,
+            test_per_class: 1,
+        };
         let a = generate(&cfg, 16, 1);
         let b = generate(&cfg, 16, 1);
         let c = generate(&cfg, 16, 2);

@@ -92,27 +92,46 @@ impl DistillConfig {
     /// Check the section's values.
     pub fn validate(&self) -> Result<()> {
         let positive = |field: &str, v: f64| {
-            if v > 0.0 && v.is_finite() { Ok(()) } else { Err(Error::config(format!("distill.{field}"), format!("{v} must be a positive number"))) }
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    format!("distill.{field}"),
+                    format!("{v} must be a positive number"),
+                ))
+            }
         };
         positive("temperature", self.temperature)?;
         positive("learning-rate", self.learning_rate)?;
         if !(self.labelled_weight >= 0.0 && self.labelled_weight.is_finite()) {
-            return Err(Error::config("distill.labelled-weight", format!("{} must be ≥ 0", self.labelled_weight)));
+            return Err(Error::config(
+                "distill.labelled-weight",
+                format!("{} must be ≥ 0", self.labelled_weight),
+            ));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(Error::config("distill.weight-decay", format!("{} must be ≥ 0", self.weight_decay)));
+            return Err(Error::config(
+                "distill.weight-decay",
+                format!("{} must be ≥ 0", self.weight_decay),
+            ));
         }
         if self.epochs == 0 {
             return Err(Error::config("distill.epochs", "must be ≥ 1"));
         }
         if self.batch_size < 2 {
-            return Err(Error::config("distill.batch-size", "must be ≥ 2 (BatchNorm needs two samples)"));
+            return Err(Error::config(
+                "distill.batch-size",
+                "must be ≥ 2 (BatchNorm needs two samples)",
+            ));
         }
         if self.checkpoint_every == 0 {
             return Err(Error::config("distill.checkpoint-every", "must be ≥ 1"));
         }
         if self.student.base_width == Some(0) || self.student.width_multiplier == Some(0) {
-            return Err(Error::config("distill.student", "base-width and width-multiplier must be ≥ 1"));
+            return Err(Error::config(
+                "distill.student",
+                "base-width and width-multiplier must be ≥ 1",
+            ));
         }
         Ok(())
     }

@@ -18,8 +18,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// What a classifier file's metadata says it is.
-pub const KIND: FileKind<'static> =
-    FileKind { format: "byol-classifier", version: "1", kind: "byol classifier (`byol eval finetune --save-model`, `byol distill`)" };
+pub const KIND: FileKind<'static> = FileKind {
+    format: "byol-classifier",
+    version: "1",
+    kind: "byol classifier (`byol eval finetune --save-model`, `byol distill`)",
+};
 
 /// How to rebuild a saved classifier and what it expects as input.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,7 +58,11 @@ pub struct Labelled {
 impl ClassifierInfo {
     /// `aug` with this classifier's normalisation.
     pub fn normalising(&self, aug: &AugmentConfig) -> AugmentConfig {
-        AugmentConfig { mean: self.mean, std: self.std, ..aug.clone() }
+        AugmentConfig {
+            mean: self.mean,
+            std: self.std,
+            ..aug.clone()
+        }
     }
 }
 
@@ -75,27 +82,45 @@ pub fn save(network: &Finetuned, info: &ClassifierInfo, path: &Path) -> Result<(
     for (name, Named { flat, shape }) in collect(&network.valid()) {
         file.tensors.insert(name, (shape, values(&flat)?));
     }
-    file.meta.insert("classifier".into(), serde_json::to_string(info).expect("json"));
+    file.meta.insert(
+        "classifier".into(),
+        serde_json::to_string(info).expect("json"),
+    );
     file.write(path, KIND)
 }
 
 /// The encoder of the classifier at `path` on `device`, as a fresh module of its architecture
 /// (training flags on, as a checkpoint's encoder: fine-tuning it trains its BatchNorm), and the
 /// classifier's description.
-pub fn read_encoder(path: &Path, device: &Device) -> Result<(crate::model::ResNet, ClassifierInfo)> {
+pub fn read_encoder(
+    path: &Path,
+    device: &Device,
+) -> Result<(crate::model::ResNet, ClassifierInfo)> {
     let file = TensorFile::read(path, KIND)?;
     let info = info_of(&file, path)?;
-    let (encoder, missing) = load(info.encoder.init(device), &named_from(&file.tensors, "encoder.", device));
+    let (encoder, missing) = load(
+        info.encoder.init(device),
+        &named_from(&file.tensors, "encoder.", device),
+    );
     if !missing.is_empty() {
-        return Err(Error::checkpoint(path, format!("encoder tensors missing or of another shape than its description says: {missing:?}")));
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "encoder tensors missing or of another shape than its description says: {missing:?}"
+            ),
+        ));
     }
     Ok((encoder, info))
 }
 
 fn info_of(file: &TensorFile, path: &Path) -> Result<ClassifierInfo> {
     let err = |m: String| Error::checkpoint(path, m);
-    let text = file.meta.get("classifier").ok_or_else(|| err("no `classifier` description in its metadata".into()))?;
-    let info: ClassifierInfo = serde_json::from_str(text).map_err(|e| err(format!("unreadable `classifier` description ({e})")))?;
+    let text = file
+        .meta
+        .get("classifier")
+        .ok_or_else(|| err("no `classifier` description in its metadata".into()))?;
+    let info: ClassifierInfo = serde_json::from_str(text)
+        .map_err(|e| err(format!("unreadable `classifier` description ({e})")))?;
     info.encoder.validate().map_err(|e| err(e.to_string()))?;
     Ok(info)
 }
@@ -107,19 +132,42 @@ pub fn read(path: &Path, device: &Device) -> Result<Saved> {
     let info = info_of(&file, path)?;
     let d = info.encoder.output_dim();
     let encoder = info.encoder.init(device);
-    let stem = info.stem_width.map(|w| ProjectorLayer::of(MlpConfig { hidden: w, output: 1, layers: 2 }.init(d, device)));
+    let stem = info.stem_width.map(|w| {
+        ProjectorLayer::of(
+            MlpConfig {
+                hidden: w,
+                output: 1,
+                layers: 2,
+            }
+            .init(d, device),
+        )
+    });
     let head = LinearConfig::new(info.stem_width.unwrap_or(d), info.classes.len()).init(device);
-    let shell = Finetuned { encoder, stem, head };
+    let shell = Finetuned {
+        encoder,
+        stem,
+        head,
+    };
     let named = named_from(&file.tensors, "", device);
     let expected = collect(&shell).len();
     let (network, missing) = load(shell, &named);
     if !missing.is_empty() {
-        return Err(err(format!("tensors missing or of another shape than its description says: {missing:?}")));
+        return Err(err(format!(
+            "tensors missing or of another shape than its description says: {missing:?}"
+        )));
     }
     if named.len() != expected {
-        return Err(err(format!("{} tensors, where its description makes {expected}", named.len())));
+        return Err(err(format!(
+            "{} tensors, where its description makes {expected}",
+            named.len()
+        )));
     }
-    Ok(Saved { network: network.valid(), info, sha256: file.sha256().to_string(), path: path.to_path_buf() })
+    Ok(Saved {
+        network: network.valid(),
+        info,
+        sha256: file.sha256().to_string(),
+        path: path.to_path_buf(),
+    })
 }
 
 #[cfg(test)]
@@ -134,13 +182,32 @@ mod tests {
     #[test]
     fn a_classifier_round_trips_and_a_wrong_description_is_refused() {
         let device = Device::flex();
-        let enc =
-            ResNetConfig { arch: crate::model::Arch::Resnet18, width_multiplier: 1, base_width: 4, stem: Stem::Cifar, residual_gamma: Default::default() };
+        let enc = ResNetConfig {
+            arch: crate::model::Arch::Resnet18,
+            width_multiplier: 1,
+            base_width: 4,
+            stem: Stem::Cifar,
+            residual_gamma: Default::default(),
+        };
         let d = enc.output_dim();
-        let mut mlp = MlpConfig { hidden: 12, output: 4, layers: 3 }.init(d, &device);
-        mlp.bn.running_mean =
-            burn::module::RunningState::new(Tensor::<1>::from_data(TensorData::new((0..12).map(|i| i as f32 / 7.0).collect::<Vec<_>>(), [12]), &device));
-        let net = Finetuned::new(enc.init(&device), Some(ProjectorLayer::of(mlp)), d, 3, 1, &device);
+        let mut mlp = MlpConfig {
+            hidden: 12,
+            output: 4,
+            layers: 3,
+        }
+        .init(d, &device);
+        mlp.bn.running_mean = burn::module::RunningState::new(Tensor::<1>::from_data(
+            TensorData::new((0..12).map(|i| i as f32 / 7.0).collect::<Vec<_>>(), [12]),
+            &device,
+        ));
+        let net = Finetuned::new(
+            enc.init(&device),
+            Some(ProjectorLayer::of(mlp)),
+            d,
+            3,
+            1,
+            &device,
+        );
         let info = ClassifierInfo {
             encoder: enc.clone(),
             stem_width: Some(12),
@@ -148,7 +215,12 @@ mod tests {
             image_size: 16,
             mean: [0.1, 0.2, 0.3],
             std: [0.4, 0.5, 0.6],
-            labelled: Some(Labelled { fraction: 0.1, seed: 3, of_images: 100, images: 10 }),
+            labelled: Some(Labelled {
+                fraction: 0.1,
+                seed: 3,
+                of_images: 100,
+                images: 10,
+            }),
         };
         let dir = std::env::temp_dir().join(format!("byol-classifier-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -159,19 +231,46 @@ mod tests {
         let (a, b) = (collect(&net.valid()), collect(&back.network));
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
         for (k, v) in &a {
-            let (x, y): (Vec<f32>, Vec<f32>) = (v.flat.clone().into_data().try_into_vec().unwrap(), b[k].flat.clone().into_data().try_into_vec().unwrap());
+            let (x, y): (Vec<f32>, Vec<f32>) = (
+                v.flat.clone().into_data().try_into_vec().unwrap(),
+                b[k].flat.clone().into_data().try_into_vec().unwrap(),
+            );
             assert_eq!(x, y, "{k}");
         }
-        let x = Tensor::<4>::from_data(TensorData::new((0..2 * 3 * 16 * 16).map(|i| (i % 13) as f32 / 13.0).collect::<Vec<_>>(), [2, 3, 16, 16]), &device);
-        let (la, lb): (Vec<f32>, Vec<f32>) =
-            (net.valid().forward(x.clone()).into_data().try_into_vec().unwrap(), back.network.forward(x).into_data().try_into_vec().unwrap());
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 16 * 16)
+                    .map(|i| (i % 13) as f32 / 13.0)
+                    .collect::<Vec<_>>(),
+                [2, 3, 16, 16],
+            ),
+            &device,
+        );
+        let (la, lb): (Vec<f32>, Vec<f32>) = (
+            net.valid()
+                .forward(x.clone())
+                .into_data()
+                .try_into_vec()
+                .unwrap(),
+            back.network.forward(x).into_data().try_into_vec().unwrap(),
+        );
         assert_eq!(la, lb);
         // The same tensors described without the projector layer.
         let mut file = TensorFile::read(&path, KIND).unwrap();
-        file.meta.insert("classifier".into(), serde_json::to_string(&ClassifierInfo { stem_width: None, ..info }).unwrap());
+        file.meta.insert(
+            "classifier".into(),
+            serde_json::to_string(&ClassifierInfo {
+                stem_width: None,
+                ..info
+            })
+            .unwrap(),
+        );
         file.write(&path, KIND).unwrap();
         let e = read(&path, &device).err().unwrap().to_string();
-        assert!(e.contains("c.safetensors") && e.contains("head.weight"), "{e}");
+        assert!(
+            e.contains("c.safetensors") && e.contains("head.weight"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

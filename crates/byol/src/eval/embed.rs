@@ -26,28 +26,59 @@ struct IndexEntry<'a> {
 }
 
 /// Write `features` (row i describes `rows[i]`; labels index `classes`) to `path`.
-pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features: &Features) -> Result<()> {
+pub fn write_embeddings(
+    path: &Path,
+    rows: &[Row],
+    classes: &[String],
+    features: &Features,
+) -> Result<()> {
     let n = features.len();
     assert_eq!(rows.len(), n, "one row per feature vector");
-    let fbytes: Vec<u8> = features.values.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let lbytes: Vec<u8> = features.labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    let fbytes: Vec<u8> = features
+        .values
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let lbytes: Vec<u8> = features
+        .labels
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
     let index: Vec<IndexEntry> = (0..n)
         .map(|i| {
             let label = features.labels[i];
-            IndexEntry { name: &rows[i].name, split: rows[i].split, label, class: &classes[label] }
+            IndexEntry {
+                name: &rows[i].name,
+                split: rows[i].split,
+                label,
+                class: &classes[label],
+            }
         })
         .collect();
     let meta: HashMap<String, String> = [
         ("format".to_string(), "byol-embeddings".to_string()),
-        ("index".to_string(), serde_json::to_string(&index).expect("json")),
-        ("classes".to_string(), serde_json::to_string(classes).expect("json")),
+        (
+            "index".to_string(),
+            serde_json::to_string(&index).expect("json"),
+        ),
+        (
+            "classes".to_string(),
+            serde_json::to_string(classes).expect("json"),
+        ),
     ]
     .into();
     let views = vec![
-        ("features".to_string(), TensorView::new(Dtype::F32, vec![n, features.dim], &fbytes).expect("view")),
-        ("labels".to_string(), TensorView::new(Dtype::I64, vec![n], &lbytes).expect("view")),
+        (
+            "features".to_string(),
+            TensorView::new(Dtype::F32, vec![n, features.dim], &fbytes).expect("view"),
+        ),
+        (
+            "labels".to_string(),
+            TensorView::new(Dtype::I64, vec![n], &lbytes).expect("view"),
+        ),
     ];
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::data(path, e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::data(path, e.to_string()))?;
     crate::io::write_atomic(path, &bytes)
 }
 
@@ -58,7 +89,10 @@ pub fn write_embeddings(path: &Path, rows: &[Row], classes: &[String], features:
 pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result<Vec<[f32; 2]>> {
     let n = values.len() / dim.max(1);
     if perplexity.is_nan() || perplexity <= 0.0 {
-        return Err(Error::config("perplexity", format!("{perplexity} must be a positive number")));
+        return Err(Error::config(
+            "perplexity",
+            format!("{perplexity} must be a positive number"),
+        ));
     }
     if (n as f32) < 3.0 * perplexity + 2.0 {
         return Err(Error::config(
@@ -77,12 +111,20 @@ pub fn tsne_2d(values: &[f32], dim: usize, perplexity: f32, seed: u64) -> Result
         })
         .collect();
     let mut r = rng(seed, Stream::TsneStart, &[]);
-    let start: Vec<f32> = (0..2 * n).map(|_| crate::rng::normal(&mut r, 1e-2) as f32).collect();
+    let start: Vec<f32> = (0..2 * n)
+        .map(|_| crate::rng::normal(&mut r, 1e-2) as f32)
+        .collect();
     let mut tsne: bhtsne::tSNE<f32, Vec<f32>> = bhtsne::tSNE::new(&rows);
     tsne.perplexity(perplexity)
         .epochs(1000)
         .initial_embedding(start)
-        .barnes_hut(0.5, |a, b| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt());
+        .barnes_hut(0.5, |a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt()
+        });
     Ok(tsne.embedding().chunks(2).map(|c| [c[0], c[1]]).collect())
 }
 
@@ -95,7 +137,10 @@ mod tests {
     #[test]
     fn too_few_points_and_a_bad_perplexity_are_told_apart() {
         let e = tsne_2d(&[0.5; 5 * 4], 4, 30.0, 0).unwrap_err().to_string();
-        assert!(e.contains("plot points") && e.contains("5 points are too few") && e.contains("92"), "{e}");
+        assert!(
+            e.contains("plot points") && e.contains("5 points are too few") && e.contains("92"),
+            "{e}"
+        );
         let e = tsne_2d(&[0.5; 5 * 4], 4, 0.0, 0).unwrap_err().to_string();
         assert!(e.contains("`perplexity`") && e.contains("positive"), "{e}");
     }

@@ -39,7 +39,11 @@ pub struct FinetuneConfig {
     /// subset (the paper chooses its hyper-parameters on a validation split of the training
     /// set, Appendix C). A single number is read as a list of one (`learning-rate = 0.05`, the
     /// key of earlier versions, is accepted).
-    #[serde(default = "d_lrs", alias = "learning-rate", deserialize_with = "one_or_many")]
+    #[serde(
+        default = "d_lrs",
+        alias = "learning-rate",
+        deserialize_with = "one_or_many"
+    )]
     pub learning_rates: Vec<f64>,
     /// The fraction of the training images held out as the validation set when several learning
     /// rates are tried. Their labels are used to choose the rate only, as the paper's validation
@@ -123,17 +127,37 @@ impl Default for FinetuneConfig {
 impl FinetuneConfig {
     pub fn validate(&self) -> Result<()> {
         if !(self.label_fraction > 0.0 && self.label_fraction <= 1.0) {
-            return Err(Error::config("eval.finetune.label-fraction", format!("{} is outside (0, 1]", self.label_fraction)));
+            return Err(Error::config(
+                "eval.finetune.label-fraction",
+                format!("{} is outside (0, 1]", self.label_fraction),
+            ));
         }
         if self.epochs == 0 || self.batch_size < 2 {
-            return Err(Error::config("eval.finetune", "epochs must be ≥ 1 and batch-size ≥ 2"));
+            return Err(Error::config(
+                "eval.finetune",
+                "epochs must be ≥ 1 and batch-size ≥ 2",
+            ));
         }
-        if self.learning_rates.is_empty() || !self.learning_rates.iter().all(|lr| *lr > 0.0 && lr.is_finite()) {
-            return Err(Error::config("eval.finetune.learning-rates", format!("{:?}: give one or more positive numbers", self.learning_rates)));
+        if self.learning_rates.is_empty()
+            || !self
+                .learning_rates
+                .iter()
+                .all(|lr| *lr > 0.0 && lr.is_finite())
+        {
+            return Err(Error::config(
+                "eval.finetune.learning-rates",
+                format!(
+                    "{:?}: give one or more positive numbers",
+                    self.learning_rates
+                ),
+            ));
         }
         if self.learning_rates.len() > 1 {
             if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
-                return Err(Error::config("eval.finetune.validation-fraction", format!("{} is outside (0, 1)", self.validation_fraction)));
+                return Err(Error::config(
+                    "eval.finetune.validation-fraction",
+                    format!("{} is outside (0, 1)", self.validation_fraction),
+                ));
             }
             if self.label_fraction + self.validation_fraction > 1.0 {
                 return Err(Error::config(
@@ -154,7 +178,13 @@ impl FinetuneConfig {
 /// The views of fine-tuning and of distillation: random resized crop and flip only (paper
 /// Appendix C.2).
 pub fn training_view() -> ViewConfig {
-    ViewConfig { jitter_prob: 0.0, grayscale_prob: 0.0, blur_prob: 0.0, solarize_prob: 0.0, ..ViewConfig::paper_view1() }
+    ViewConfig {
+        jitter_prob: 0.0,
+        grayscale_prob: 0.0,
+        blur_prob: 0.0,
+        solarize_prob: 0.0,
+        ..ViewConfig::paper_view1()
+    }
 }
 
 /// The pixels of `view` of the images `indices` of `set`, row after row ([N, 3, S, S] flat);
@@ -167,8 +197,18 @@ pub fn view_pixels(
     aug: &AugmentConfig,
     (seed, stream, epoch): (u64, Stream, u64),
 ) -> Result<Vec<f32>> {
-    let pix: Vec<Vec<f32>> =
-        indices.par_iter().map(|&i| Ok(make_view(&*set.rgb(i)?, size, view, aug, &mut rng(seed, stream, &[epoch, i as u64])))).collect::<Result<_>>()?;
+    let pix: Vec<Vec<f32>> = indices
+        .par_iter()
+        .map(|&i| {
+            Ok(make_view(
+                &*set.rgb(i)?,
+                size,
+                view,
+                aug,
+                &mut rng(seed, stream, &[epoch, i as u64]),
+            ))
+        })
+        .collect::<Result<_>>()?;
     Ok(pix.concat())
 }
 
@@ -191,7 +231,10 @@ pub struct ProjectorLayer {
 impl ProjectorLayer {
     /// The first layer of `projector` (its weights and BatchNorm statistics as they are).
     pub fn of(projector: Mlp) -> Self {
-        ProjectorLayer { fc: projector.fc1, bn: projector.bn }
+        ProjectorLayer {
+            fc: projector.fc1,
+            bn: projector.bn,
+        }
     }
 
     /// Its output width.
@@ -203,20 +246,45 @@ impl ProjectorLayer {
 impl Finetuned {
     /// The model fine-tuning starts from: `encoder` (and `stem`) moved to `device`, under a new
     /// classifier into `classes`, initialised from `seed`.
-    pub fn new(encoder: ResNet, stem: Option<ProjectorLayer>, encoder_dim: usize, classes: usize, seed: u64, device: &Device) -> Self {
+    pub fn new(
+        encoder: ResNet,
+        stem: Option<ProjectorLayer>,
+        encoder_dim: usize,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
         let dim = stem.as_ref().map_or(encoder_dim, ProjectorLayer::width);
-        let head = crate::model::params::reinit(LinearConfig::new(dim, classes).init(device), crate::rng::key(seed, Stream::FinetuneHead, &[]));
-        Finetuned { encoder: encoder.fork(device), stem: stem.map(|s| s.fork(device)), head }
+        let head = crate::model::params::reinit(
+            LinearConfig::new(dim, classes).init(device),
+            crate::rng::key(seed, Stream::FinetuneHead, &[]),
+        );
+        Finetuned {
+            encoder: encoder.fork(device),
+            stem: stem.map(|s| s.fork(device)),
+            head,
+        }
     }
 
     /// Top-1 and top-5 accuracy on `set` (centre crops of `size`, `aug`'s normalisation), in
     /// eval mode on `device`: call it on a network moved there with `valid()`.
-    pub fn accuracy(&self, set: &ImageSet, size: usize, aug: &AugmentConfig, device: &Device) -> Result<Accuracy> {
+    pub fn accuracy(
+        &self,
+        set: &ImageSet,
+        size: usize,
+        aug: &AugmentConfig,
+        device: &Device,
+    ) -> Result<Accuracy> {
         let classes = self.head.weight.dims()[1];
         let mut logits = Vec::with_capacity(set.len() * classes);
         for start in (0..set.len()).step_by(256) {
             let x = eval_batch(set, start..(start + 256).min(set.len()), size, aug, device)?; // [b, 3, S, S]
-            logits.extend(self.forward(x).into_data().try_into_vec::<f32>().map_err(|e| Error::readback("the classifier's logits", e))?);
+            logits.extend(
+                self.forward(x)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| Error::readback("the classifier's logits", e))?,
+            );
         }
         Ok(top1_top5(&logits, classes, &set.labels))
     }
@@ -269,20 +337,46 @@ pub fn finetune(
     device: &Device,
 ) -> Result<(FinetuneResult, Finetuned)> {
     let classes = train.classes.len();
-    let n = ((train.len() as f64) * cfg.label_fraction).round().max(classes as f64) as usize;
+    let n = ((train.len() as f64) * cfg.label_fraction)
+        .round()
+        .max(classes as f64) as usize;
     let labelled = balanced_subset(&train.labels, classes, n, seed);
-    let validation = if cfg.learning_rates.len() > 1 { held_out(train, &labelled, cfg.validation_fraction, seed) } else { Vec::new() };
+    let validation = if cfg.learning_rates.len() > 1 {
+        held_out(train, &labelled, cfg.validation_fraction, seed)
+    } else {
+        Vec::new()
+    };
     let validation_set = train.select(&validation);
     let (mut sweep, mut kept) = (Vec::new(), None);
     for &lr in &cfg.learning_rates {
         let (encoder, stem) = start(device)?;
-        let tuned = tune(Finetuned::new(encoder, stem, dim, classes, seed, &device.clone().autodiff()), train, &labelled, aug, size, cfg, lr, seed)?;
+        let tuned = tune(
+            Finetuned::new(
+                encoder,
+                stem,
+                dim,
+                classes,
+                seed,
+                &device.clone().autodiff(),
+            ),
+            train,
+            &labelled,
+            aug,
+            size,
+            cfg,
+            lr,
+            seed,
+        )?;
         if validation.is_empty() {
             kept = Some((lr, tuned));
             continue;
         }
         let top1 = tuned.accuracy(&validation_set, size, aug, device)?.top1;
-        tracing::info!("fine-tuning at learning rate {lr}: top-1 {:.2}% on {} held-out training images", 100.0 * top1, validation.len());
+        tracing::info!(
+            "fine-tuning at learning rate {lr}: top-1 {:.2}% on {} held-out training images",
+            100.0 * top1,
+            validation.len()
+        );
         // Highest validation accuracy; ties go to the earlier rate.
         if sweep.iter().all(|&(_, best)| top1 > best) {
             kept = Some((lr, tuned));
@@ -291,7 +385,16 @@ pub fn finetune(
     }
     let (learning_rate, tuned) = kept.expect("at least one learning rate (validated)");
     let test = tuned.accuracy(test, size, aug, device)?;
-    Ok((FinetuneResult { labelled_images: labelled.len(), learning_rate, sweep, validation_images: validation.len(), test }, tuned))
+    Ok((
+        FinetuneResult {
+            labelled_images: labelled.len(),
+            learning_rate,
+            sweep,
+            validation_images: validation.len(),
+            test,
+        },
+        tuned,
+    ))
 }
 
 /// A class-balanced `fraction` of `train`'s images (at least one per class) from those not in
@@ -302,13 +405,21 @@ fn held_out(train: &ImageSet, labelled: &[usize], fraction: f64, seed: u64) -> V
     labelled.iter().for_each(|&i| taken[i] = true);
     let rest: Vec<usize> = (0..train.len()).filter(|&i| !taken[i]).collect();
     let labels: Vec<usize> = rest.iter().map(|&i| train.labels[i]).collect();
-    let n = (((train.len() as f64) * fraction).round() as usize).max(classes).min(rest.len());
-    balanced_subset(&labels, classes, n, seed).into_iter().map(|j| rest[j]).collect()
+    let n = (((train.len() as f64) * fraction).round() as usize)
+        .max(classes)
+        .min(rest.len());
+    balanced_subset(&labels, classes, n, seed)
+        .into_iter()
+        .map(|j| rest[j])
+        .collect()
 }
 
 /// `cfg.epochs` of SGD with Nesterov momentum at `lr` (cosine-decayed to 0) on the images
 /// `labelled` of `train` (random crop and flip); the network in eval mode on its plain device.
-#[allow(clippy::too_many_arguments, reason = "one fine-tuning run: the network, its data and views, the protocol, the rate and the seed")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one fine-tuning run: the network, its data and views, the protocol, the rate and the seed"
+)]
 fn tune(
     model: Finetuned,
     train: &ImageSet,
@@ -321,14 +432,44 @@ fn tune(
 ) -> Result<Finetuned> {
     let ad = model.head.weight.device();
     let b = cfg.batch_size.min(labelled.len());
-    let epochs = Epochs::new(labelled.to_vec(), b, cfg.epochs, (seed, Stream::FinetuneOrder), "eval.finetune")?;
-    let tuning = Tuning { section: "eval.finetune", epochs: &epochs, learning_rate: lr, decay: Decay::Cosine };
+    let epochs = Epochs::new(
+        labelled.to_vec(),
+        b,
+        cfg.epochs,
+        (seed, Stream::FinetuneOrder),
+        "eval.finetune",
+    )?;
+    let tuning = Tuning {
+        section: "eval.finetune",
+        epochs: &epochs,
+        learning_rate: lr,
+        decay: Decay::Cosine,
+    };
     let view = training_view();
-    let start = (crate::model::params::require_grad(model), OptimConfig::sgd(lr, 0.0, true).init());
+    let start = (
+        crate::model::params::require_grad(model),
+        OptimConfig::sgd(lr, 0.0, true).init(),
+    );
     let trained = tuning.run(start, 0, &mut (), &mut (), |model, chunk, epoch, _| {
-        let pixels = view_pixels(train, chunk, size, &view, aug, (seed, Stream::FinetuneViews, epoch))?;
+        let pixels = view_pixels(
+            train,
+            chunk,
+            size,
+            &view,
+            aug,
+            (seed, Stream::FinetuneViews, epoch),
+        )?;
         let x = Tensor::<4>::from_data(TensorData::new(pixels, [b, 3, size, size]), &ad); // [B, 3, S, S]
-        let y = Tensor::<2, Int>::from_data(TensorData::new(chunk.iter().map(|&i| train.labels[i] as i64).collect::<Vec<_>>(), [b, 1]), &ad); // [B, 1]
+        let y = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                chunk
+                    .iter()
+                    .map(|&i| train.labels[i] as i64)
+                    .collect::<Vec<_>>(),
+                [b, 1],
+            ),
+            &ad,
+        ); // [B, 1]
         Ok(log_softmax(model.forward(x), 1).gather(1, y).mean().neg()) // cross-entropy: [1]
     })?;
     Ok(trained.model.valid())
@@ -346,19 +487,44 @@ mod tests {
     #[test]
     fn the_projector_layer_is_loaded_exactly() {
         let device = Device::flex();
-        let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
+        let cfg = crate::config::ExperimentConfig::load(
+            "small-cpu",
+            &["model.encoder.base-width=4".into()],
+        )
+        .unwrap();
         let encoder = cfg.model.encoder.init(&device);
         let d = cfg.model.encoder.output_dim();
-        let projector = MlpConfig { hidden: 24, output: 8, layers: 3 }.init(d, &device);
-        let mut projector = crate::model::params::reinit(projector, crate::rng::key(5, Stream::Init, &[1]));
+        let projector = MlpConfig {
+            hidden: 24,
+            output: 8,
+            layers: 3,
+        }
+        .init(d, &device);
+        let mut projector =
+            crate::model::params::reinit(projector, crate::rng::key(5, Stream::Init, &[1]));
         // BatchNorm values no fresh layer has.
-        let ramp = |k: f32| Tensor::<1>::from_data(TensorData::new((0..24).map(|i| k + i as f32 / 10.0).collect::<Vec<_>>(), [24]), &device);
+        let ramp = |k: f32| {
+            Tensor::<1>::from_data(
+                TensorData::new(
+                    (0..24).map(|i| k + i as f32 / 10.0).collect::<Vec<_>>(),
+                    [24],
+                ),
+                &device,
+            )
+        };
         projector.bn.gamma = burn::module::Param::from_tensor(ramp(0.5));
         projector.bn.beta = burn::module::Param::from_tensor(ramp(-1.0));
         projector.bn.running_mean = burn::module::RunningState::new(ramp(0.25));
         projector.bn.running_var = burn::module::RunningState::new(ramp(2.0));
         let trained = collect(&projector);
-        let m = Finetuned::new(encoder.clone(), Some(ProjectorLayer::of(projector)), d, 10, 0, &device);
+        let m = Finetuned::new(
+            encoder.clone(),
+            Some(ProjectorLayer::of(projector)),
+            d,
+            10,
+            0,
+            &device,
+        );
         let stem = collect(m.stem.as_ref().unwrap());
         for (from, to) in [
             ("fc1.weight", "fc.weight"),
@@ -369,14 +535,20 @@ mod tests {
             ("bn.running_var", "bn.running_var"),
         ] {
             let (a, b) = (&trained[from].flat, &stem[to].flat);
-            let (a, b): (Vec<f32>, Vec<f32>) = (a.clone().into_data().try_into_vec().unwrap(), b.clone().into_data().try_into_vec().unwrap());
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                a.clone().into_data().try_into_vec().unwrap(),
+                b.clone().into_data().try_into_vec().unwrap(),
+            );
             assert_eq!(a, b, "{from}");
         }
         assert_eq!(m.head.weight.dims(), [24, 10]);
         let x = Tensor::<4>::zeros([2, 3, 32, 32], &device);
         assert_eq!(m.forward(x.clone()).dims(), [2, 10]);
         let plain = Finetuned::new(encoder, None, d, 10, 0, &device);
-        assert_eq!((plain.head.weight.dims(), plain.forward(x).dims()), ([d, 10], [2, 10]));
+        assert_eq!(
+            (plain.head.weight.dims(), plain.forward(x).dims()),
+            ([d, 10], [2, 10])
+        );
     }
 
     /// Several learning rates: the validation images are held out from the labelled subset and
@@ -387,16 +559,40 @@ mod tests {
         let device = Device::flex();
         let cfg = crate::config::ExperimentConfig::load(
             "small-cpu",
-            &["model.encoder.base-width=4", "data.image-size=16", "data.synthetic.train-per-class=12", "data.synthetic.test-per-class=2"].map(String::from),
+            &[
+                "model.encoder.base-width=4",
+                "data.image-size=16",
+                "data.synthetic.train-per-class=12",
+                "data.synthetic.test-per-class=2",
+            ]
+            .map(String::from),
         )
         .unwrap();
         let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
         let enc = cfg.model.encoder.clone();
         let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
         let run = |lrs: Vec<f64>| {
-            let tune = FinetuneConfig { label_fraction: 0.5, epochs: 10, batch_size: 10, learning_rates: lrs, validation_fraction: 0.25, ..Default::default() };
+            let tune = FinetuneConfig {
+                label_fraction: 0.5,
+                epochs: 10,
+                batch_size: 10,
+                learning_rates: lrs,
+                validation_fraction: 0.25,
+                ..Default::default()
+            };
             tune.validate().unwrap();
-            finetune(&start, enc.output_dim(), &splits.train, &splits.test, &cfg.augment, 16, &tune, 5, &device).unwrap()
+            finetune(
+                &start,
+                enc.output_dim(),
+                &splits.train,
+                &splits.test,
+                &cfg.augment,
+                16,
+                &tune,
+                5,
+                &device,
+            )
+            .unwrap()
         };
         // The labelled subset and the held-out images: disjoint, 3 per class each.
         let labelled = balanced_subset(&splits.train.labels, 10, 60, 5);
@@ -404,14 +600,42 @@ mod tests {
         assert_eq!(validation.len(), 30);
         assert!(validation.iter().all(|i| !labelled.contains(i)));
         for c in 0..10 {
-            assert_eq!(validation.iter().filter(|&&i| splits.train.labels[i] == c).count(), 3, "class {c}");
+            assert_eq!(
+                validation
+                    .iter()
+                    .filter(|&&i| splits.train.labels[i] == c)
+                    .count(),
+                3,
+                "class {c}"
+            );
         }
-        let head = |m: &Finetuned| m.head.weight.val().into_data().try_into_vec::<f32>().unwrap();
+        let head = |m: &Finetuned| {
+            m.head
+                .weight
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
         let (swept, kept) = run(vec![0.5, 1e-4]);
-        assert_eq!((swept.sweep.len(), swept.validation_images, swept.labelled_images), (2, 30, 60));
-        let best = swept.sweep.iter().fold(swept.sweep[0], |b, &s| if s.1 > b.1 { s } else { b });
+        assert_eq!(
+            (
+                swept.sweep.len(),
+                swept.validation_images,
+                swept.labelled_images
+            ),
+            (2, 30, 60)
+        );
+        let best = swept
+            .sweep
+            .iter()
+            .fold(swept.sweep[0], |b, &s| if s.1 > b.1 { s } else { b });
         assert_eq!(swept.learning_rate, best.0, "{:?}", swept.sweep);
-        assert_ne!(swept.sweep[0].1, swept.sweep[1].1, "the two rates are not told apart: {:?}", swept.sweep);
+        assert_ne!(
+            swept.sweep[0].1, swept.sweep[1].1,
+            "the two rates are not told apart: {:?}",
+            swept.sweep
+        );
         let (alone, at_best) = run(vec![best.0]);
         let (_, at_other) = run(vec![swept.sweep.iter().find(|s| s.0 != best.0).unwrap().0]);
         assert_eq!(head(&kept), head(&at_best));
@@ -426,16 +650,30 @@ mod tests {
     fn learning_rates_read_and_validate() {
         let read = |t: &str| toml::from_str::<FinetuneConfig>(t).unwrap();
         assert_eq!(read("learning-rate = 0.1").learning_rates, vec![0.1]);
-        assert_eq!(read("learning-rates = [0.5, 0.05]").learning_rates, vec![0.5, 0.05]);
+        assert_eq!(
+            read("learning-rates = [0.5, 0.05]").learning_rates,
+            vec![0.5, 0.05]
+        );
         for (t, field) in [
             ("learning-rates = []", "learning-rates"),
             ("learning-rates = [0.5, -1.0]", "learning-rates"),
-            ("learning-rates = [0.5, 0.05]\nlabel-fraction = 0.99", "validation-fraction"),
-            ("learning-rates = [0.5, 0.05]\nvalidation-fraction = 0.0", "validation-fraction"),
+            (
+                "learning-rates = [0.5, 0.05]\nlabel-fraction = 0.99",
+                "validation-fraction",
+            ),
+            (
+                "learning-rates = [0.5, 0.05]\nvalidation-fraction = 0.0",
+                "validation-fraction",
+            ),
         ] {
             let e = read(t).validate().unwrap_err().to_string();
             assert!(e.contains(&format!("eval.finetune.{field}")), "{t}: {e}");
         }
-        assert!(read("learning-rate = 0.1\nlabel-fraction = 1.0").validate().is_ok(), "one rate needs no held-out images");
+        assert!(
+            read("learning-rate = 0.1\nlabel-fraction = 1.0")
+                .validate()
+                .is_ok(),
+            "one rate needs no held-out images"
+        );
     }
 }

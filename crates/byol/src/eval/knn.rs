@@ -34,7 +34,11 @@ fn d_feat_batch() -> usize {
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        Self { k: d_k(), temperature: d_t(), batch_size: d_feat_batch() }
+        Self {
+            k: d_k(),
+            temperature: d_t(),
+            batch_size: d_feat_batch(),
+        }
     }
 }
 
@@ -46,7 +50,10 @@ impl KnnConfig {
             return Err(Error::config("eval.knn.k", "must be at least 1"));
         }
         if !(k.temperature > 0.0 && k.temperature.is_finite()) {
-            return Err(Error::config("eval.knn.temperature", "must be a positive number"));
+            return Err(Error::config(
+                "eval.knn.temperature",
+                "must be a positive number",
+            ));
         }
         if k.batch_size == 0 {
             return Err(Error::config("eval.knn.batch-size", "must be at least 1"));
@@ -71,8 +78,18 @@ fn normalize_rows(x: &mut [f32], dim: usize) {
 
 /// Classify `test` ([M, D]) by its `k` nearest `train` ([N, D]) features. Similarities are
 /// computed on `device` in chunks of test rows.
-pub fn knn_classify(train: &Features, test: &Features, num_classes: usize, k: usize, temperature: f64, device: &Device) -> KnnResult {
-    assert_eq!(train.dim, test.dim, "train and test features of different sizes");
+pub fn knn_classify(
+    train: &Features,
+    test: &Features,
+    num_classes: usize,
+    k: usize,
+    temperature: f64,
+    device: &Device,
+) -> KnnResult {
+    assert_eq!(
+        train.dim, test.dim,
+        "train and test features of different sizes"
+    );
     let (dim, train_labels, test_labels) = (train.dim, &train.labels[..], &test.labels[..]);
     let (train, test) = (&train.values[..], &test.values[..]);
     let (n, m) = (train_labels.len(), test_labels.len());
@@ -88,8 +105,15 @@ pub fn knn_classify(train: &Features, test: &Features, num_classes: usize, k: us
     let (mut hit1, mut hit5) = (0usize, 0usize);
     for start in (0..m).step_by(chunk) {
         let end = (start + chunk).min(m);
-        let q = Tensor::<2>::from_data(TensorData::new(te[start * dim..end * dim].to_vec(), [end - start, dim]), device); // [c, D]
-        let sim: Vec<f32> = q.matmul(bank.clone()).into_data().try_into_vec().expect("f32"); // [c, N]
+        let q = Tensor::<2>::from_data(
+            TensorData::new(te[start * dim..end * dim].to_vec(), [end - start, dim]),
+            device,
+        ); // [c, D]
+        let sim: Vec<f32> = q
+            .matmul(bank.clone())
+            .into_data()
+            .try_into_vec()
+            .expect("f32"); // [c, N]
         for (r, row) in sim.chunks(n).enumerate() {
             let mut idx: Vec<usize> = (0..n).collect();
             if k < n {
@@ -111,7 +135,10 @@ pub fn knn_classify(train: &Features, test: &Features, num_classes: usize, k: us
             }
         }
     }
-    KnnResult { top1: hit1 as f64 / m.max(1) as f64, top5: hit5 as f64 / m.max(1) as f64 }
+    KnnResult {
+        top1: hit1 as f64 / m.max(1) as f64,
+        top5: hit5 as f64 / m.max(1) as f64,
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +146,11 @@ mod tests {
     use super::*;
 
     fn features(values: &[f32], labels: &[usize]) -> Features {
-        Features { values: values.to_vec(), labels: labels.to_vec(), dim: 2 }
+        Features {
+            values: values.to_vec(),
+            labels: labels.to_vec(),
+            dim: 2,
+        }
     }
 
     #[test]
@@ -127,16 +158,36 @@ mod tests {
         // Training features on the unit circle: class 0 near angle 0, class 1 near π/2, class 2
         // near π. k = 3, T = 0.1.
         let ang = |a: f32| [a.cos(), a.sin()];
-        let train: Vec<f32> = [0.0, 0.1, -0.1, 1.5, 1.6, 1.7, 3.1, 3.2, 3.0].iter().flat_map(|&a| ang(a)).collect();
+        let train: Vec<f32> = [0.0, 0.1, -0.1, 1.5, 1.6, 1.7, 3.1, 3.2, 3.0]
+            .iter()
+            .flat_map(|&a| ang(a))
+            .collect();
         let labels = [0, 0, 0, 1, 1, 1, 2, 2, 2];
         // Test points: angle 0.05 → class 0; 1.55 → class 1; 2.9 → class 2; 0.8 is nearer
         // class 1's (1.5) than class 0's (0.1) only with k=1, but k=3 with the weights picks:
         // neighbours 1.5 (sim cos 0.7), 0.1 (cos 0.7)… computed below.
-        let test: Vec<f32> = [0.05f32, 1.55, 2.9].iter().flat_map(|&a| ang(a).map(|v| v * 3.0)).collect();
-        let r = knn_classify(&features(&train, &labels), &features(&test, &[0, 1, 2]), 3, 3, 0.1, &Device::flex());
+        let test: Vec<f32> = [0.05f32, 1.55, 2.9]
+            .iter()
+            .flat_map(|&a| ang(a).map(|v| v * 3.0))
+            .collect();
+        let r = knn_classify(
+            &features(&train, &labels),
+            &features(&test, &[0, 1, 2]),
+            3,
+            3,
+            0.1,
+            &Device::flex(),
+        );
         assert_eq!(r.top1, 1.0);
         // Wrong labels for the same points: top-1 is 0, top-5 (3 classes) is 1.
-        let r = knn_classify(&features(&train, &labels), &features(&test, &[1, 2, 0]), 3, 3, 0.1, &Device::flex());
+        let r = knn_classify(
+            &features(&train, &labels),
+            &features(&test, &[1, 2, 0]),
+            3,
+            3,
+            0.1,
+            &Device::flex(),
+        );
         assert_eq!(r.top1, 0.0);
         assert_eq!(r.top5, 1.0);
     }
@@ -149,7 +200,29 @@ mod tests {
         let train = vec![1.0, 0.0, 0.5, 0.75f32.sqrt(), 0.5, -(0.75f32.sqrt())];
         let labels = [0, 1, 1];
         let test = vec![1.0, 0.0];
-        assert_eq!(knn_classify(&features(&train, &labels), &features(&test, &[0]), 2, 3, 0.1, &Device::flex()).top1, 1.0);
-        assert_eq!(knn_classify(&features(&train, &labels), &features(&test, &[1]), 2, 3, 10.0, &Device::flex()).top1, 1.0);
+        assert_eq!(
+            knn_classify(
+                &features(&train, &labels),
+                &features(&test, &[0]),
+                2,
+                3,
+                0.1,
+                &Device::flex()
+            )
+            .top1,
+            1.0
+        );
+        assert_eq!(
+            knn_classify(
+                &features(&train, &labels),
+                &features(&test, &[1]),
+                2,
+                3,
+                10.0,
+                &Device::flex()
+            )
+            .top1,
+            1.0
+        );
     }
 }

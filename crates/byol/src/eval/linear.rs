@@ -53,7 +53,13 @@ fn d_mom() -> f64 {
 
 impl Default for LinearEvalConfig {
     fn default() -> Self {
-        Self { epochs: d_epochs(), batch_size: d_batch(), learning_rates: d_lrs(), validation_fraction: d_val(), momentum: d_mom() }
+        Self {
+            epochs: d_epochs(),
+            batch_size: d_batch(),
+            learning_rates: d_lrs(),
+            validation_fraction: d_val(),
+            momentum: d_mom(),
+        }
     }
 }
 
@@ -63,16 +69,33 @@ impl LinearEvalConfig {
             return Err(Error::config("eval.linear.epochs", "must be at least 1"));
         }
         if self.batch_size == 0 {
-            return Err(Error::config("eval.linear.batch-size", "must be at least 1"));
+            return Err(Error::config(
+                "eval.linear.batch-size",
+                "must be at least 1",
+            ));
         }
-        if self.learning_rates.is_empty() || self.learning_rates.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
-            return Err(Error::config("eval.linear.learning-rates", "must be a non-empty list of positive numbers"));
+        if self.learning_rates.is_empty()
+            || self
+                .learning_rates
+                .iter()
+                .any(|l| !(*l > 0.0 && l.is_finite()))
+        {
+            return Err(Error::config(
+                "eval.linear.learning-rates",
+                "must be a non-empty list of positive numbers",
+            ));
         }
         if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
-            return Err(Error::config("eval.linear.validation-fraction", format!("{} is outside (0, 1)", self.validation_fraction)));
+            return Err(Error::config(
+                "eval.linear.validation-fraction",
+                format!("{} is outside (0, 1)", self.validation_fraction),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::config("eval.linear.momentum", format!("{} is outside [0, 1)", self.momentum)));
+            return Err(Error::config(
+                "eval.linear.momentum",
+                format!("{} is outside [0, 1)", self.momentum),
+            ));
         }
         Ok(())
     }
@@ -98,7 +121,11 @@ impl Features {
         for &i in idx {
             values.extend_from_slice(&self.values[i * self.dim..(i + 1) * self.dim]);
         }
-        Features { values, labels: idx.iter().map(|&i| self.labels[i]).collect(), dim: self.dim }
+        Features {
+            values,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            dim: self.dim,
+        }
     }
 }
 
@@ -133,14 +160,22 @@ fn standardisation(f: &Features) -> (Vec<f32>, Vec<f32>) {
     let n = f.len().max(1) as f64;
     let mut mean = vec![0f64; f.dim];
     for row in f.values.chunks(f.dim) {
-        row.iter().zip(&mut mean).for_each(|(v, m)| *m += f64::from(*v));
+        row.iter()
+            .zip(&mut mean)
+            .for_each(|(v, m)| *m += f64::from(*v));
     }
     mean.iter_mut().for_each(|m| *m /= n);
     let mut var = vec![0f64; f.dim];
     for row in f.values.chunks(f.dim) {
-        row.iter().zip(&mean).zip(&mut var).for_each(|((v, m), s)| *s += (f64::from(*v) - m).powi(2));
+        row.iter()
+            .zip(&mean)
+            .zip(&mut var)
+            .for_each(|((v, m), s)| *s += (f64::from(*v) - m).powi(2));
     }
-    let std = var.iter().map(|s| ((s / n).sqrt().max(1e-6)) as f32).collect();
+    let std = var
+        .iter()
+        .map(|s| ((s / n).sqrt().max(1e-6)) as f32)
+        .collect();
     (mean.iter().map(|m| *m as f32).collect(), std)
 }
 
@@ -155,12 +190,23 @@ fn to_device(f: &Features, mean: &[f32], std: &[f32], device: &Device) -> Tensor
 }
 
 /// Train a classifier on `train` with learning rate `lr` (seeded shuffles).
-pub fn train_classifier(train: &Features, classes: usize, lr: f64, cfg: &LinearEvalConfig, seed: u64, device: &Device) -> Classifier {
+pub fn train_classifier(
+    train: &Features,
+    classes: usize,
+    lr: f64,
+    cfg: &LinearEvalConfig,
+    seed: u64,
+    device: &Device,
+) -> Classifier {
     use rand::seq::SliceRandom;
     let (mean, std) = standardisation(train);
     let x = to_device(train, &mean, &std, device); // [N, D]
     let n = train.len();
-    let onehot: Vec<f32> = train.labels.iter().flat_map(|&l| (0..classes).map(move |c| if c == l { 1.0 } else { 0.0 })).collect();
+    let onehot: Vec<f32> = train
+        .labels
+        .iter()
+        .flat_map(|&l| (0..classes).map(move |c| if c == l { 1.0 } else { 0.0 }))
+        .collect();
     let y = Tensor::<2>::from_data(TensorData::new(onehot, [n, classes]), device); // [N, C]
     let mut w = Tensor::<2>::zeros([train.dim, classes], device);
     let mut b = Tensor::<2>::zeros([1, classes], device);
@@ -172,9 +218,19 @@ pub fn train_classifier(train: &Features, classes: usize, lr: f64, cfg: &LinearE
     let mu = cfg.momentum;
     for epoch in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut crate::rng::rng(seed, crate::rng::Stream::LinearOrder, &[epoch as u64]));
+        order.shuffle(&mut crate::rng::rng(
+            seed,
+            crate::rng::Stream::LinearOrder,
+            &[epoch as u64],
+        ));
         for chunk in order.chunks(cfg.batch_size) {
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(), [chunk.len()]), device);
+            let idx = Tensor::<1, Int>::from_data(
+                TensorData::new(
+                    chunk.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+                    [chunk.len()],
+                ),
+                device,
+            );
             let xb = x.clone().select(0, idx.clone()); // [B, D]
             let yb = y.clone().select(0, idx); // [B, C]
             let logits = xb.clone().matmul(w.clone()) + b.clone(); // [B, C]
@@ -191,7 +247,12 @@ pub fn train_classifier(train: &Features, classes: usize, lr: f64, cfg: &LinearE
             step += 1;
         }
     }
-    Classifier { weight: w, bias: b, mean, std }
+    Classifier {
+        weight: w,
+        bias: b,
+        mean,
+        std,
+    }
 }
 
 /// Top-1 and top-5 accuracy of row-major `logits` ([N, C]) against `labels`.
@@ -203,24 +264,40 @@ pub fn top1_top5(logits: &[f32], classes: usize, labels: &[usize]) -> Accuracy {
         t5 += usize::from(above < 5);
     }
     let n = labels.len().max(1) as f64;
-    Accuracy { top1: t1 as f64 / n, top5: t5 as f64 / n }
+    Accuracy {
+        top1: t1 as f64 / n,
+        top5: t5 as f64 / n,
+    }
 }
 
 impl Classifier {
     /// Top-1 and top-5 accuracy on `f`.
     pub fn accuracy(&self, f: &Features, device: &Device) -> Accuracy {
         if f.is_empty() {
-            return Accuracy { top1: 0.0, top5: 0.0 };
+            return Accuracy {
+                top1: 0.0,
+                top5: 0.0,
+            };
         }
         let x = to_device(f, &self.mean, &self.std, device);
-        let logits: Vec<f32> = (x.matmul(self.weight.clone()) + self.bias.clone()).into_data().try_into_vec().expect("f32");
+        let logits: Vec<f32> = (x.matmul(self.weight.clone()) + self.bias.clone())
+            .into_data()
+            .try_into_vec()
+            .expect("f32");
         top1_top5(&logits, self.bias.dims()[1], &f.labels)
     }
 }
 
 /// The whole protocol: sweep the learning rates on a held-out validation split, retrain on all
 /// the training features with the best one, report train and test accuracy.
-pub fn linear_eval(train: &Features, test: &Features, classes: usize, cfg: &LinearEvalConfig, seed: u64, device: &Device) -> LinearResult {
+pub fn linear_eval(
+    train: &Features,
+    test: &Features,
+    classes: usize,
+    cfg: &LinearEvalConfig,
+    seed: u64,
+    device: &Device,
+) -> LinearResult {
     let n_val = ((train.len() as f64) * cfg.validation_fraction).round() as usize;
     let val_idx = crate::data::balanced_subset(&train.labels, classes, n_val, seed);
     let mut is_val = vec![false; train.len()];
@@ -233,9 +310,19 @@ pub fn linear_eval(train: &Features, test: &Features, classes: usize, cfg: &Line
         sweep.push((lr, clf.accuracy(&val, device).top1));
     }
     // Highest validation accuracy; ties go to the earlier (larger) rate.
-    let best_lr = sweep.iter().fold((f64::NAN, -1.0), |best, &(lr, acc)| if acc > best.1 { (lr, acc) } else { best }).0;
+    let best_lr = sweep
+        .iter()
+        .fold((f64::NAN, -1.0), |best, &(lr, acc)| {
+            if acc > best.1 { (lr, acc) } else { best }
+        })
+        .0;
     let clf = train_classifier(train, classes, best_lr, cfg, seed, device);
-    LinearResult { sweep, best_lr, train: clf.accuracy(train, device), test: clf.accuracy(test, device) }
+    LinearResult {
+        sweep,
+        best_lr,
+        train: clf.accuracy(train, device),
+        test: clf.accuracy(test, device),
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +333,9 @@ mod tests {
     /// `n` points around `classes` centres drawn from `centre_seed`; the points from `seed`.
     fn separable(n: usize, dim: usize, classes: usize, centre_seed: u64, seed: u64) -> Features {
         let mut c = crate::rng::rng(centre_seed, crate::rng::Stream::Synthetic, &[]);
-        let centres: Vec<Vec<f32>> = (0..classes).map(|_| (0..dim).map(|_| c.random_range(-3.0..3.0)).collect()).collect();
+        let centres: Vec<Vec<f32>> = (0..classes)
+            .map(|_| (0..dim).map(|_| c.random_range(-3.0..3.0)).collect())
+            .collect();
         let mut r = crate::rng::rng(seed, crate::rng::Stream::Synthetic, &[1]);
         let mut values = Vec::new();
         let mut labels = Vec::new();
@@ -255,7 +344,11 @@ mod tests {
             values.extend(centres[c].iter().map(|m| m + r.random_range(-0.5..0.5f32)));
             labels.push(c);
         }
-        Features { values, labels, dim }
+        Features {
+            values,
+            labels,
+            dim,
+        }
     }
 
     #[test]
@@ -264,14 +357,25 @@ mod tests {
         // Same centres, other points: the test set shares no row with the training set.
         let train = separable(600, 16, 5, 1, 1);
         let test = separable(200, 16, 5, 1, 2);
-        assert!(test.values.chunks(16).all(|t| !train.values.chunks(16).any(|x| x == t)));
-        let cfg = LinearEvalConfig { epochs: 20, batch_size: 64, ..Default::default() };
+        assert!(
+            test.values
+                .chunks(16)
+                .all(|t| !train.values.chunks(16).any(|x| x == t))
+        );
+        let cfg = LinearEvalConfig {
+            epochs: 20,
+            batch_size: 64,
+            ..Default::default()
+        };
         let r = linear_eval(&train, &test, 5, &cfg, 0, &device);
         assert!(r.train.top1 > 0.95 && r.test.top1 > 0.95, "{r:?}");
         assert_eq!(r.sweep.len(), 5);
         // Test labels permuted without a fixed point: the accuracy is measured against the test
         // labels, so it falls to (almost) nothing.
-        let shuffled = Features { labels: test.labels.iter().map(|&l| (l + 1) % 5).collect(), ..test.clone() };
+        let shuffled = Features {
+            labels: test.labels.iter().map(|&l| (l + 1) % 5).collect(),
+            ..test.clone()
+        };
         let r = linear_eval(&train, &shuffled, 5, &cfg, 0, &device);
         assert!(r.test.top1 < 0.05, "{r:?}");
     }
@@ -279,7 +383,12 @@ mod tests {
     #[test]
     fn top1_and_top5_by_hand() {
         // 7 classes; sample 0: label ranked 1st; sample 1: ranked 3rd; sample 2: ranked 6th.
-        let logits = [[9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 7.0, 5.0, 6.0, 0.0, 2.0, 3.0], [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]].concat();
+        let logits = [
+            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [1.0, 7.0, 5.0, 6.0, 0.0, 2.0, 3.0],
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
+        ]
+        .concat();
         let a = top1_top5(&logits, 7, &[0, 2, 5]);
         assert_eq!((a.top1, a.top5), (1.0 / 3.0, 2.0 / 3.0));
     }
@@ -290,11 +399,23 @@ mod tests {
         // ∇W = xᵀg; with momentum 0 one step of lr 1 gives W = −xᵀg with the standardised x = 0
         // (a single sample has zero deviation), so only the bias moves: b = (0.5, −0.5).
         let device = Device::flex();
-        let f = Features { values: vec![2.0, -1.0], labels: vec![0], dim: 2 };
-        let cfg = LinearEvalConfig { epochs: 1, batch_size: 1, momentum: 0.0, ..Default::default() };
+        let f = Features {
+            values: vec![2.0, -1.0],
+            labels: vec![0],
+            dim: 2,
+        };
+        let cfg = LinearEvalConfig {
+            epochs: 1,
+            batch_size: 1,
+            momentum: 0.0,
+            ..Default::default()
+        };
         let clf = train_classifier(&f, 2, 1.0, &cfg, 0, &device);
         let b: Vec<f32> = clf.bias.into_data().try_into_vec().unwrap();
-        assert!((b[0] - 0.5).abs() < 1e-6 && (b[1] + 0.5).abs() < 1e-6, "{b:?}");
+        assert!(
+            (b[0] - 0.5).abs() < 1e-6 && (b[1] + 0.5).abs() < 1e-6,
+            "{b:?}"
+        );
         let w: Vec<f32> = clf.weight.into_data().try_into_vec().unwrap();
         assert!(w.iter().all(|v| v.abs() < 1e-6));
     }

@@ -9,7 +9,10 @@ pub mod linear;
 pub mod probe;
 
 pub use features::extract;
-pub use finetune::{FinetuneConfig, FinetuneFrom, FinetuneResult, Finetuned, ProjectorLayer, finetune, training_view, view_pixels};
+pub use finetune::{
+    FinetuneConfig, FinetuneFrom, FinetuneResult, Finetuned, ProjectorLayer, finetune,
+    training_view, view_pixels,
+};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{Features, LinearEvalConfig, LinearResult, linear_eval};
 pub use probe::{OnlineProbe, OnlineProbeConfig};

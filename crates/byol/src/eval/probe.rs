@@ -42,17 +42,27 @@ fn d_momentum() -> f64 {
 
 impl Default for OnlineProbeConfig {
     fn default() -> Self {
-        Self { enabled: true, lr: d_lr(), momentum: d_momentum() }
+        Self {
+            enabled: true,
+            lr: d_lr(),
+            momentum: d_momentum(),
+        }
     }
 }
 
 impl OnlineProbeConfig {
     pub fn validate(&self) -> crate::Result<()> {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(crate::Error::config("eval.online-probe.lr", format!("{} must be positive", self.lr)));
+            return Err(crate::Error::config(
+                "eval.online-probe.lr",
+                format!("{} must be positive", self.lr),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(crate::Error::config("eval.online-probe.momentum", format!("{} is outside [0, 1)", self.momentum)));
+            return Err(crate::Error::config(
+                "eval.online-probe.momentum",
+                format!("{} is outside [0, 1)", self.momentum),
+            ));
         }
         Ok(())
     }
@@ -93,8 +103,15 @@ impl OnlineProbe {
     /// The epoch's training accuracy so far (NaN before any batch), and a new epoch's count.
     pub fn take_epoch_accuracy(&mut self) -> f64 {
         let seen = std::mem::take(&mut self.epoch_seen);
-        let correct = std::mem::replace(&mut self.epoch_correct, Tensor::zeros([1], &self.b.device()));
-        if seen == 0 { f64::NAN } else { f64::from(correct.into_scalar::<f32>()) / seen as f64 }
+        let correct = std::mem::replace(
+            &mut self.epoch_correct,
+            Tensor::zeros([1], &self.b.device()),
+        );
+        if seen == 0 {
+            f64::NAN
+        } else {
+            f64::from(correct.into_scalar::<f32>()) / seen as f64
+        }
     }
 
     pub fn classes(&self) -> usize {
@@ -114,7 +131,14 @@ impl OnlineProbe {
         let c = self.classes();
         let targets = Self::labels(labels, &device);
         let logits = y.clone().matmul(self.w.clone()) + self.b.clone().unsqueeze::<2>(); // [B, C]
-        let correct = logits.clone().argmax(1).reshape([b]).equal(targets.clone()).int().sum().float(); // [1]
+        let correct = logits
+            .clone()
+            .argmax(1)
+            .reshape([b])
+            .equal(targets.clone())
+            .int()
+            .sum()
+            .float(); // [1]
         let onehot = targets.one_hot::<2>(c).float(); // [B, C]
         let g = (burn::tensor::activation::softmax(logits, 1) - onehot) / b as f64; // ∂L/∂logits: [B, C]
         let gw = y.transpose().matmul(g.clone()); // [D, C]
@@ -137,7 +161,13 @@ impl OnlineProbe {
         }
         let x = Tensor::<2>::from_data(TensorData::new(y.to_vec(), [n, dim]), &device);
         let logits = x.matmul(self.w.clone()) + self.b.clone().unsqueeze::<2>(); // [N, C]
-        let correct = logits.argmax(1).reshape([n]).equal(Self::labels(labels, &device)).int().sum().into_scalar::<i64>();
+        let correct = logits
+            .argmax(1)
+            .reshape([n])
+            .equal(Self::labels(labels, &device))
+            .int()
+            .sum()
+            .into_scalar::<i64>();
         correct as f64 / n as f64
     }
 }
@@ -151,9 +181,21 @@ mod tests {
     #[test]
     fn probe_learns_separable_classes_with_the_cross_entropy_gradient() {
         let d = Device::flex();
-        let cfg = OnlineProbeConfig { enabled: true, lr: 0.5, momentum: 0.0 };
+        let cfg = OnlineProbeConfig {
+            enabled: true,
+            lr: 0.5,
+            momentum: 0.0,
+        };
         // Class 0 near (1, 0, 0.5), class 1 near (0, 1, 0.5).
-        let pts: Vec<f32> = (0..16).flat_map(|i| if i % 2 == 0 { [1.0, 0.1 * (i % 3) as f32, 0.5] } else { [0.1 * (i % 3) as f32, 1.0, 0.5] }).collect();
+        let pts: Vec<f32> = (0..16)
+            .flat_map(|i| {
+                if i % 2 == 0 {
+                    [1.0, 0.1 * (i % 3) as f32, 0.5]
+                } else {
+                    [0.1 * (i % 3) as f32, 1.0, 0.5]
+                }
+            })
+            .collect();
         let labels: Vec<usize> = (0..16).map(|i| i % 2).collect();
         let y = Tensor::<2>::from_data(TensorData::new(pts.clone(), [16, 3]), &d);
         let mut p = OnlineProbe::new(3, 2, &d);
@@ -162,7 +204,13 @@ mod tests {
             let mut total = 0.0;
             for (i, &l) in labels.iter().enumerate() {
                 let x = &pts[i * 3..i * 3 + 3];
-                let z: Vec<f64> = (0..2).map(|c| (0..3).map(|k| f64::from(x[k]) * f64::from(w[k * 2 + c])).sum()).collect();
+                let z: Vec<f64> = (0..2)
+                    .map(|c| {
+                        (0..3)
+                            .map(|k| f64::from(x[k]) * f64::from(w[k * 2 + c]))
+                            .sum()
+                    })
+                    .collect();
                 let lse = (z[0].exp() + z[1].exp()).ln();
                 total += lse - z[l];
             }
@@ -176,7 +224,12 @@ mod tests {
             let mut minus = vec![0f32; 6];
             minus[k] = -1e-3;
             let grad = (loss(&plus) - loss(&minus)) / 2e-3;
-            assert!((f64::from(w[k]) + cfg.lr * grad).abs() < 1e-4, "w[{k}] = {}, −lr·grad = {}", w[k], -cfg.lr * grad);
+            assert!(
+                (f64::from(w[k]) + cfg.lr * grad).abs() < 1e-4,
+                "w[{k}] = {}, −lr·grad = {}",
+                w[k],
+                -cfg.lr * grad
+            );
         }
         for _ in 0..50 {
             p.step(y.clone(), &labels, &cfg);

@@ -32,7 +32,9 @@ use std::path::Path;
 
 /// Our encoder path → torchvision's state-dict key.
 pub fn torchvision_name(path: &str) -> String {
-    let mut s = path.replace("downsample.conv.", "downsample.0.").replace("downsample.bn.", "downsample.1.");
+    let mut s = path
+        .replace("downsample.conv.", "downsample.0.")
+        .replace("downsample.bn.", "downsample.1.");
     if let Some(stem) = s.strip_suffix(".gamma") {
         s = format!("{stem}.weight");
     } else if let Some(stem) = s.strip_suffix(".beta") {
@@ -43,7 +45,9 @@ pub fn torchvision_name(path: &str) -> String {
 
 /// torchvision's key → our encoder path (the inverse of [`torchvision_name`]).
 pub fn our_name(key: &str) -> String {
-    let mut s = key.replace("downsample.0.", "downsample.conv.").replace("downsample.1.", "downsample.bn.");
+    let mut s = key
+        .replace("downsample.0.", "downsample.conv.")
+        .replace("downsample.1.", "downsample.bn.");
     // BatchNorm parameters: every `…bnK.weight`/`…bn.weight` and `downsample.1.*` (renamed above).
     let is_bn = s.rsplit('.').nth(1).is_some_and(|m| m.starts_with("bn"));
     if is_bn {
@@ -78,11 +82,20 @@ pub fn projector_name(path: &str, hidden_layers: usize) -> String {
 /// Write the encoder (parameters and BatchNorm statistics) with torchvision names, and with
 /// `projector` its layers as PyTorch's `nn.Sequential` head (`projector.0.weight`, …; Linear
 /// weights transposed to PyTorch's [out, in]).
-pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, projector: Option<&Mlp>, path: &Path) -> Result<()> {
+pub fn export_encoder(
+    encoder: &ResNet,
+    cfg: &ResNetConfig,
+    projector: Option<&Mlp>,
+    path: &Path,
+) -> Result<()> {
     let named = collect(&encoder.valid());
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let bytes = |flat: Tensor<1>| -> Result<Vec<u8>> {
-        let v: Vec<f32> = flat.into_data().convert::<f32>().try_into_vec().map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
+        let v: Vec<f32> = flat
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
         Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
     };
     for (p, Named { flat, shape }) in named {
@@ -92,20 +105,54 @@ pub fn export_encoder(encoder: &ResNet, cfg: &ResNetConfig, projector: Option<&M
         for (p, Named { flat, shape }) in collect(&projector.valid()) {
             let (flat, shape) = match shape.as_slice() {
                 // burn's Linear weight is [in, out]; PyTorch's [out, in].
-                &[i, o] if p.ends_with(".weight") => (flat.reshape([i, o]).transpose().reshape([i * o]), vec![o, i]),
+                &[i, o] if p.ends_with(".weight") => (
+                    flat.reshape([i, o]).transpose().reshape([i * o]),
+                    vec![o, i],
+                ),
                 _ => (flat, shape),
             };
-            tensors.push((projector_name(&p, projector.mid.len()), Dtype::F32, shape, bytes(flat)?));
+            tensors.push((
+                projector_name(&p, projector.mid.len()),
+                Dtype::F32,
+                shape,
+                bytes(flat)?,
+            ));
         }
     }
-    let counters: Vec<String> = tensors.iter().filter_map(|(n, ..)| n.strip_suffix(".running_mean").map(|bn| format!("{bn}.num_batches_tracked"))).collect();
-    tensors.extend(counters.into_iter().map(|n| (n, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())));
-    let meta: HashMap<String, String> =
-        [("format".to_string(), "byol-encoder/torchvision-resnet".to_string()), ("encoder".to_string(), toml::to_string(cfg).expect("config serialises"))]
-            .into();
-    let views: Vec<(String, TensorView<'_>)> =
-        tensors.iter().map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).expect("consistent view"))).collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let counters: Vec<String> = tensors
+        .iter()
+        .filter_map(|(n, ..)| {
+            n.strip_suffix(".running_mean")
+                .map(|bn| format!("{bn}.num_batches_tracked"))
+        })
+        .collect();
+    tensors.extend(
+        counters
+            .into_iter()
+            .map(|n| (n, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())),
+    );
+    let meta: HashMap<String, String> = [
+        (
+            "format".to_string(),
+            "byol-encoder/torchvision-resnet".to_string(),
+        ),
+        (
+            "encoder".to_string(),
+            toml::to_string(cfg).expect("config serialises"),
+        ),
+    ]
+    .into();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(*d, s.clone(), b).expect("consistent view"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
     crate::io::write_atomic(path, &bytes)
 }
 
@@ -126,7 +173,9 @@ pub fn torchvision_constructor(cfg: &ResNetConfig) -> Option<String> {
     }
     Some(match cfg.stem {
         Stem::Imagenet => format!("torchvision.models.{name}()"),
-        Stem::Cifar => format!("torchvision.models.{name}() with conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = nn.Identity()"),
+        Stem::Cifar => format!(
+            "torchvision.models.{name}() with conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = nn.Identity()"
+        ),
     })
 }
 
@@ -134,9 +183,12 @@ pub fn torchvision_constructor(cfg: &ResNetConfig) -> Option<String> {
 /// `encoder`); `None` for a file without it (one written by another program).
 pub fn recorded_encoder_config(path: &Path) -> Result<Option<ResNetConfig>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
     match meta.metadata().as_ref().and_then(|m| m.get("encoder")) {
-        Some(text) => toml::from_str(text).map(Some).map_err(|e| Error::checkpoint(path, format!("its recorded encoder does not read: {e}"))),
+        Some(text) => toml::from_str(text).map(Some).map_err(|e| {
+            Error::checkpoint(path, format!("its recorded encoder does not read: {e}"))
+        }),
         None => Ok(None),
     }
 }
@@ -145,19 +197,33 @@ pub fn recorded_encoder_config(path: &Path) -> Result<Option<ResNetConfig>> {
 /// `fc.*` or `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
 pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Result<ResNet> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+    let st =
+        SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
     let mut values = BTreeMap::new();
     for (key, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
             continue;
         }
-        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-        values.insert(our_name(&key), Named { flat, shape: view.shape().to_vec() });
+        values.insert(
+            our_name(&key),
+            Named {
+                flat,
+                shape: view.shape().to_vec(),
+            },
+        );
     }
     let (encoder, missing) = load(cfg.init(device), &values);
     if !missing.is_empty() {
-        return Err(Error::checkpoint(path, format!("missing or mis-shaped tensors: {missing:?}")));
+        return Err(Error::checkpoint(
+            path,
+            format!("missing or mis-shaped tensors: {missing:?}"),
+        ));
     }
     Ok(encoder)
 }
@@ -169,14 +235,31 @@ mod tests {
     /// torchvision has ResNet-18…152 at base width 64 and width ×1 only.
     #[test]
     fn the_torchvision_constructor_is_named_only_where_one_fits() {
-        let mut cfg = crate::config::ExperimentConfig::load("small-cpu", &[]).unwrap().model.encoder;
-        (cfg.arch, cfg.base_width, cfg.width_multiplier, cfg.stem) = (Arch::Resnet50, 64, 1, Stem::Imagenet);
-        assert_eq!(torchvision_constructor(&cfg).as_deref(), Some("torchvision.models.resnet50()"));
+        let mut cfg = crate::config::ExperimentConfig::load("small-cpu", &[])
+            .unwrap()
+            .model
+            .encoder;
+        (cfg.arch, cfg.base_width, cfg.width_multiplier, cfg.stem) =
+            (Arch::Resnet50, 64, 1, Stem::Imagenet);
+        assert_eq!(
+            torchvision_constructor(&cfg).as_deref(),
+            Some("torchvision.models.resnet50()")
+        );
         cfg.stem = Stem::Cifar;
-        assert!(torchvision_constructor(&cfg).is_some_and(|c| c.contains("maxpool = nn.Identity()")));
-        for (arch, base, width) in [(Arch::Resnet50, 8, 1), (Arch::Resnet50, 64, 2), (Arch::Resnet200, 64, 1)] {
+        assert!(
+            torchvision_constructor(&cfg).is_some_and(|c| c.contains("maxpool = nn.Identity()"))
+        );
+        for (arch, base, width) in [
+            (Arch::Resnet50, 8, 1),
+            (Arch::Resnet50, 64, 2),
+            (Arch::Resnet200, 64, 1),
+        ] {
             (cfg.arch, cfg.base_width, cfg.width_multiplier) = (arch, base, width);
-            assert_eq!(torchvision_constructor(&cfg), None, "{arch:?} base {base} ×{width}");
+            assert_eq!(
+                torchvision_constructor(&cfg),
+                None,
+                "{arch:?} base {base} ×{width}"
+            );
         }
     }
 
@@ -186,7 +269,10 @@ mod tests {
     fn projector_names_follow_the_sequential_layout() {
         assert_eq!(projector_name("fc1.weight", 1), "projector.0.weight");
         assert_eq!(projector_name("bn.gamma", 1), "projector.1.weight");
-        assert_eq!(projector_name("bn.running_var", 1), "projector.1.running_var");
+        assert_eq!(
+            projector_name("bn.running_var", 1),
+            "projector.1.running_var"
+        );
         assert_eq!(projector_name("mid.0.fc.bias", 1), "projector.3.bias");
         assert_eq!(projector_name("mid.0.bn.beta", 1), "projector.4.bias");
         assert_eq!(projector_name("fc2.weight", 1), "projector.6.weight");
@@ -198,21 +284,44 @@ mod tests {
     #[test]
     fn the_projector_is_written_in_pytorchs_layout() {
         let device = Device::flex();
-        let cfg: ResNetConfig = toml::from_str("arch = \"resnet18\"\nstem = \"cifar\"\nbase-width = 4").unwrap();
+        let cfg: ResNetConfig =
+            toml::from_str("arch = \"resnet18\"\nstem = \"cifar\"\nbase-width = 4").unwrap();
         let encoder = cfg.init(&device);
-        let projector = crate::model::MlpConfig { hidden: 6, output: 3, layers: 3 }.init(cfg.output_dim(), &device);
-        let projector = crate::model::params::reinit(projector, crate::rng::key(1, crate::rng::Stream::Init, &[2]));
-        let path = std::env::temp_dir().join(format!("byol-export-projector-{}.safetensors", std::process::id()));
+        let projector = crate::model::MlpConfig {
+            hidden: 6,
+            output: 3,
+            layers: 3,
+        }
+        .init(cfg.output_dim(), &device);
+        let projector = crate::model::params::reinit(
+            projector,
+            crate::rng::key(1, crate::rng::Stream::Init, &[2]),
+        );
+        let path = std::env::temp_dir().join(format!(
+            "byol-export-projector-{}.safetensors",
+            std::process::id()
+        ));
         export_encoder(&encoder, &cfg, Some(&projector), &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let read = |k: &str| -> (Vec<usize>, Vec<f32>) {
             let v = st.tensor(k).unwrap_or_else(|_| panic!("no {k}"));
-            (v.shape().to_vec(), v.data().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            (
+                v.shape().to_vec(),
+                v.data()
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )
         };
         let ours = collect(&projector);
         let d = cfg.output_dim();
-        let fc1: Vec<f32> = ours["fc1.weight"].flat.clone().into_data().try_into_vec().unwrap(); // [d, 6]
+        let fc1: Vec<f32> = ours["fc1.weight"]
+            .flat
+            .clone()
+            .into_data()
+            .try_into_vec()
+            .unwrap(); // [d, 6]
         let (shape, values) = read("projector.0.weight");
         assert_eq!(shape, [6, d]);
         for o in 0..6 {
@@ -222,16 +331,43 @@ mod tests {
         }
         assert_eq!(read("projector.3.weight").0, [6, 6]);
         assert_eq!(read("projector.6.weight").0, [3, 6]);
-        let gamma: Vec<f32> = ours["mid.0.bn.gamma"].flat.clone().into_data().try_into_vec().unwrap();
+        let gamma: Vec<f32> = ours["mid.0.bn.gamma"]
+            .flat
+            .clone()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert_eq!(read("projector.4.weight").1, gamma);
         assert!(st.tensor("conv1.weight").is_ok());
         // PyTorch's BatchNorm counter, beside every BatchNorm's statistics and nowhere else.
-        for bn in ["bn1", "layer1.0.bn2", "layer2.0.downsample.1", "projector.1", "projector.4"] {
-            let t = st.tensor(&format!("{bn}.num_batches_tracked")).unwrap_or_else(|_| panic!("no {bn}.num_batches_tracked"));
-            assert_eq!((t.dtype(), t.shape(), t.data()), (Dtype::I64, &[][..], &[0u8; 8][..]), "{bn}");
+        for bn in [
+            "bn1",
+            "layer1.0.bn2",
+            "layer2.0.downsample.1",
+            "projector.1",
+            "projector.4",
+        ] {
+            let t = st
+                .tensor(&format!("{bn}.num_batches_tracked"))
+                .unwrap_or_else(|_| panic!("no {bn}.num_batches_tracked"));
+            assert_eq!(
+                (t.dtype(), t.shape(), t.data()),
+                (Dtype::I64, &[][..], &[0u8; 8][..]),
+                "{bn}"
+            );
         }
-        let counters = st.names().iter().filter(|n| n.ends_with(".num_batches_tracked")).count();
-        assert_eq!(counters, st.names().iter().filter(|n| n.ends_with(".running_mean")).count());
+        let counters = st
+            .names()
+            .iter()
+            .filter(|n| n.ends_with(".num_batches_tracked"))
+            .count();
+        assert_eq!(
+            counters,
+            st.names()
+                .iter()
+                .filter(|n| n.ends_with(".running_mean"))
+                .count()
+        );
         std::fs::remove_file(&path).unwrap();
     }
 
@@ -244,10 +380,19 @@ mod tests {
             ("bn1.running_var", "bn1.running_var"),
             ("layer2.0.conv2.weight", "layer2.0.conv2.weight"),
             ("layer2.0.bn3.gamma", "layer2.0.bn3.weight"),
-            ("layer2.0.downsample.conv.weight", "layer2.0.downsample.0.weight"),
-            ("layer2.0.downsample.bn.gamma", "layer2.0.downsample.1.weight"),
+            (
+                "layer2.0.downsample.conv.weight",
+                "layer2.0.downsample.0.weight",
+            ),
+            (
+                "layer2.0.downsample.bn.gamma",
+                "layer2.0.downsample.1.weight",
+            ),
             ("layer2.0.downsample.bn.beta", "layer2.0.downsample.1.bias"),
-            ("layer4.1.downsample.bn.running_mean", "layer4.1.downsample.1.running_mean"),
+            (
+                "layer4.1.downsample.bn.running_mean",
+                "layer4.1.downsample.1.running_mean",
+            ),
         ];
         for (ours, tv) in table {
             assert_eq!(torchvision_name(ours), tv);

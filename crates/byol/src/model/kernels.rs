@@ -81,7 +81,11 @@ pub type BatchNormOutput<const D: usize> = (Tensor<D>, Tensor<1>, Tensor<1>);
 pub fn conv2d(c: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if ours() {
         let pad = match c.padding {
-            PaddingConfig2d::Explicit(top, left, bottom, right) if top == left && left == bottom && bottom == right => Some(top),
+            PaddingConfig2d::Explicit(top, left, bottom, right)
+                if top == left && left == bottom && bottom == right =>
+            {
+                Some(top)
+            }
             PaddingConfig2d::Valid => Some(0),
             _ => None,
         };
@@ -134,10 +138,27 @@ mod tests {
     #[test]
     fn the_variable_picks_the_kernels() {
         assert_eq!(CpuKernels::parse(None).unwrap(), CpuKernels::Ours);
-        assert_eq!(CpuKernels::parse(Some(OsStr::new(""))).unwrap(), CpuKernels::Ours);
-        assert_eq!(CpuKernels::parse(Some(OsStr::new("ours"))).unwrap(), CpuKernels::Ours);
-        assert_eq!(CpuKernels::parse(Some(OsStr::new("burn"))).unwrap(), CpuKernels::Burn);
-        let e = CpuKernels::parse(Some(OsStr::new("Burn"))).unwrap_err().to_string();
-        assert!(e.contains(ENV) && e.contains("\"Burn\"") && e.contains("`ours`") && e.contains("`burn`"), "{e}");
+        assert_eq!(
+            CpuKernels::parse(Some(OsStr::new(""))).unwrap(),
+            CpuKernels::Ours
+        );
+        assert_eq!(
+            CpuKernels::parse(Some(OsStr::new("ours"))).unwrap(),
+            CpuKernels::Ours
+        );
+        assert_eq!(
+            CpuKernels::parse(Some(OsStr::new("burn"))).unwrap(),
+            CpuKernels::Burn
+        );
+        let e = CpuKernels::parse(Some(OsStr::new("Burn")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(ENV)
+                && e.contains("\"Burn\"")
+                && e.contains("`ours`")
+                && e.contains("`burn`"),
+            "{e}"
+        );
     }
 }

@@ -40,31 +40,65 @@ fn d_layers() -> usize {
 
 impl Default for MlpConfig {
     fn default() -> Self {
-        Self { hidden: d_hidden(), output: d_out(), layers: d_layers() }
+        Self {
+            hidden: d_hidden(),
+            output: d_out(),
+            layers: d_layers(),
+        }
     }
 }
 
 impl MlpConfig {
     pub fn validate(&self, field: &str) -> Result<()> {
         if self.hidden == 0 {
-            return Err(Error::config(format!("{field}.hidden"), "must be at least 1"));
+            return Err(Error::config(
+                format!("{field}.hidden"),
+                "must be at least 1",
+            ));
         }
         if self.output == 0 {
-            return Err(Error::config(format!("{field}.output"), "must be at least 1"));
+            return Err(Error::config(
+                format!("{field}.output"),
+                "must be at least 1",
+            ));
         }
         if !(2..=3).contains(&self.layers) {
-            return Err(Error::config(format!("{field}.layers"), format!("{} is not 2 (the paper's) or 3 (SimCLR v2's)", self.layers)));
+            return Err(Error::config(
+                format!("{field}.layers"),
+                format!("{} is not 2 (the paper's) or 3 (SimCLR v2's)", self.layers),
+            ));
         }
         Ok(())
     }
 
     pub fn init(&self, input: usize, device: &Device) -> Mlp {
         // BN decay 0.9 in the official code is momentum 0.1 in burn's convention.
-        let bn = || BatchNormConfig::new(self.hidden).with_epsilon(1e-5).with_momentum(0.1).init(device);
-        let fc1 = LinearConfig::new(input, self.hidden).with_bias(true).init(device);
+        let bn = || {
+            BatchNormConfig::new(self.hidden)
+                .with_epsilon(1e-5)
+                .with_momentum(0.1)
+                .init(device)
+        };
+        let fc1 = LinearConfig::new(input, self.hidden)
+            .with_bias(true)
+            .init(device);
         let bn1 = bn();
-        let mid = (2..self.layers).map(|_| Hidden { fc: LinearConfig::new(self.hidden, self.hidden).with_bias(true).init(device), bn: bn() }).collect();
-        Mlp { fc1, bn: bn1, mid, fc2: LinearConfig::new(self.hidden, self.output).with_bias(true).init(device) }
+        let mid = (2..self.layers)
+            .map(|_| Hidden {
+                fc: LinearConfig::new(self.hidden, self.hidden)
+                    .with_bias(true)
+                    .init(device),
+                bn: bn(),
+            })
+            .collect();
+        Mlp {
+            fc1,
+            bn: bn1,
+            mid,
+            fc2: LinearConfig::new(self.hidden, self.output)
+                .with_bias(true)
+                .init(device),
+        }
     }
 }
 

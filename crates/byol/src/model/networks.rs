@@ -29,7 +29,9 @@ impl Online {
         Online {
             encoder: cfg.encoder.init(device),
             projector: cfg.projector.init(d, device),
-            predictor: cfg.use_predictor.then(|| cfg.predictor.init(cfg.projector.output, device)),
+            predictor: cfg
+                .use_predictor
+                .then(|| cfg.predictor.init(cfg.projector.output, device)),
         }
     }
 
@@ -41,7 +43,11 @@ impl Online {
             Some(q) => q.forward(projection.clone()), // [B, P]
             None => projection.clone(),
         };
-        OnlineOutput { representation: y, projection, prediction }
+        OnlineOutput {
+            representation: y,
+            projection,
+            prediction,
+        }
     }
 }
 
@@ -54,7 +60,10 @@ pub struct Target {
 
 impl Target {
     pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
-        Target { encoder: cfg.encoder.init(device), projector: cfg.projector.init(cfg.encoder.output_dim(), device) }
+        Target {
+            encoder: cfg.encoder.init(device),
+            projector: cfg.projector.init(cfg.encoder.output_dim(), device),
+        }
     }
 
     /// `x`: [B, 3, H, W] → projection z': [B, P].

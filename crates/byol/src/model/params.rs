@@ -34,12 +34,18 @@ pub trait PathMapper {
 
 /// Hand every float tensor of `module` to `visitor` with its path.
 pub fn visit_paths<M: Module, V: PathVisitor>(module: &M, visitor: &mut V) {
-    module.visit(&mut Tracked { path: Vec::new(), inner: visitor });
+    module.visit(&mut Tracked {
+        path: Vec::new(),
+        inner: visitor,
+    });
 }
 
 /// `module` with every float tensor replaced by what `mapper` makes of it, told its path.
 pub fn map_paths<M: Module, P: PathMapper>(module: M, mapper: &mut P) -> M {
-    module.map(&mut Tracked { path: Vec::new(), inner: mapper })
+    module.map(&mut Tracked {
+        path: Vec::new(),
+        inner: mapper,
+    })
 }
 
 /// burn's visitor and mapper, tracking the path of the module being walked: the one place that
@@ -80,7 +86,13 @@ impl PathVisitor for Collector {
         let t = param.val().without_autodiff();
         let shape = t.dims().to_vec();
         let n: usize = shape.iter().product();
-        self.0.insert(path.to_string(), Named { flat: t.reshape([n]), shape });
+        self.0.insert(
+            path.to_string(),
+            Named {
+                flat: t.reshape([n]),
+                shape,
+            },
+        );
     }
 }
 
@@ -89,18 +101,35 @@ pub type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The values of a rank-1 tensor, on the host.
 pub fn values(t: &Tensor<1>) -> crate::Result<Vec<f32>> {
-    t.clone().into_data().convert::<f32>().try_into_vec().map_err(|e| crate::Error::checkpoint("<memory>", format!("{e:?}")))
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .map_err(|e| crate::Error::checkpoint("<memory>", format!("{e:?}")))
 }
 
 /// The tensors of `tensors` whose name starts with `prefix`, by the rest of their name, on
 /// `device` (what [`load`] takes).
-pub fn named_from(tensors: &HostTensors, prefix: &str, device: &burn::tensor::Device) -> BTreeMap<String, Named> {
+pub fn named_from(
+    tensors: &HostTensors,
+    prefix: &str,
+    device: &burn::tensor::Device,
+) -> BTreeMap<String, Named> {
     tensors
         .iter()
         .filter_map(|(k, (shape, v))| {
             k.strip_prefix(prefix).map(|path| {
-                let flat = Tensor::<1>::from_data(burn::tensor::TensorData::new(v.clone(), [v.len()]), device);
-                (path.to_string(), Named { flat, shape: shape.clone() })
+                let flat = Tensor::<1>::from_data(
+                    burn::tensor::TensorData::new(v.clone(), [v.len()]),
+                    device,
+                );
+                (
+                    path.to_string(),
+                    Named {
+                        flat,
+                        shape: shape.clone(),
+                    },
+                )
             })
         })
         .collect()
@@ -118,7 +147,11 @@ pub fn collect<M: Module>(module: &M) -> BTreeMap<String, Named> {
 
 /// Number of trainable scalars (buffers excluded).
 pub fn count_trainable<M: Module>(module: &M) -> usize {
-    collect(module).iter().filter(|(k, _)| !is_buffer(k)).map(|(_, v)| v.shape.iter().product::<usize>()).sum()
+    collect(module)
+        .iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(_, v)| v.shape.iter().product::<usize>())
+        .sum()
 }
 
 /// A mapper that hands each float tensor (flattened, without autodiff), its path and its shape to
@@ -147,7 +180,11 @@ impl<F: FnMut(&str, &[usize], Tensor<1>) -> Tensor<1>> PathMapper for MapNamed<F
         let n: usize = dims.iter().product();
         let flat = tensor.without_autodiff().reshape([n]);
         let out = (self.f)(path, &dims, flat).reshape(dims);
-        let mut out = if autodiff { Tensor::from_inner(out) } else { out };
+        let mut out = if autodiff {
+            Tensor::from_inner(out)
+        } else {
+            out
+        };
         if require_grad {
             out = out.require_grad();
         }
@@ -167,7 +204,11 @@ pub fn require_grad<M: Module>(module: M) -> M {
                 return param;
             }
             let (id, tensor, mapper) = param.consume();
-            let tensor = if tensor.is_autodiff() { tensor.detach() } else { tensor.autodiff() };
+            let tensor = if tensor.is_autodiff() {
+                tensor.detach()
+            } else {
+                tensor.autodiff()
+            };
             Param::from_mapped_value(id, tensor.require_grad(), mapper)
         }
     }
@@ -197,7 +238,10 @@ pub fn load<M: Module>(module: M, values: &BTreeMap<String, Named>) -> (M, Vec<S
 /// When `fresh` has a tensor `module` lacks or of another shape: the two structures differ.
 pub fn copy_into<M: Module>(fresh: M, module: &M) -> M {
     let (copy, missing) = load(fresh, &collect(module));
-    assert!(missing.is_empty(), "the copy has tensors the module lacks: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the copy has tensors the module lacks: {missing:?}"
+    );
     copy
 }
 
@@ -215,12 +259,18 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
         if is_buffer(path) || name == "gamma" || name == "beta" {
             return old;
         }
-        let mut r = crate::rng::rng(seed, crate::rng::Stream::Init, &[crate::rng::hash_str(path)]);
+        let mut r = crate::rng::rng(
+            seed,
+            crate::rng::Stream::Init,
+            &[crate::rng::hash_str(path)],
+        );
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match shape.len() {
             4 => {
                 let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
-                (0..n).map(|_| crate::rng::normal(&mut r, std) as f32).collect()
+                (0..n)
+                    .map(|_| crate::rng::normal(&mut r, std) as f32)
+                    .collect()
             }
             2 => {
                 fan_in = shape[0]; // burn's Linear weight is [d_input, d_output]
@@ -247,11 +297,19 @@ mod tests {
     #[test]
     fn reinit_is_seeded_and_has_the_initialisers_scale() {
         let device = Device::flex();
-        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 16, stem: Stem::Cifar, residual_gamma: Default::default() };
+        let cfg = ResNetConfig {
+            arch: Arch::Resnet18,
+            width_multiplier: 1,
+            base_width: 16,
+            stem: Stem::Cifar,
+            residual_gamma: Default::default(),
+        };
         let a = collect(&reinit(cfg.init(&device), 1));
         let b = collect(&reinit(cfg.init(&device), 1));
         let c = collect(&reinit(cfg.init(&device), 2));
-        let v = |m: &BTreeMap<String, Named>, k: &str| -> Vec<f32> { m[k].flat.clone().into_data().try_into_vec().unwrap() };
+        let v = |m: &BTreeMap<String, Named>, k: &str| -> Vec<f32> {
+            m[k].flat.clone().into_data().try_into_vec().unwrap()
+        };
         let k = "layer3.0.conv1.weight"; // [64, 32, 3, 3]: fan-out 576
         assert_eq!(v(&a, k), v(&b, k));
         assert_ne!(v(&a, k), v(&c, k));
@@ -262,7 +320,10 @@ mod tests {
         let want = (2.0f32 / 576.0).sqrt();
         assert!((std / want - 1.0).abs() < 0.03, "{std} vs {want}");
         let mean = w.iter().sum::<f32>() / w.len() as f32;
-        assert!(mean.abs() < 6.0 * want / (w.len() as f32).sqrt(), "mean {mean}");
+        assert!(
+            mean.abs() < 6.0 * want / (w.len() as f32).sqrt(),
+            "mean {mean}"
+        );
         // BatchNorm of a basic block: γ = 1, β = 0, also in the last of each block (haiku's BlockV1).
         assert!(v(&a, "layer3.0.bn1.gamma").iter().all(|&x| x == 1.0));
         assert!(v(&a, "layer3.0.bn2.gamma").iter().all(|&x| x == 1.0));

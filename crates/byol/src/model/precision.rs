@@ -46,17 +46,28 @@ impl Precision {
         if self == Precision::F32 || device.supports_dtype(self.dtype()) {
             return Ok(());
         }
-        Err(crate::Error::config("train.precision", format!("{} is not supported by this device; use f32", self.name())))
+        Err(crate::Error::config(
+            "train.precision",
+            format!("{} is not supported by this device; use f32", self.name()),
+        ))
     }
 
     /// `x` in this type (no-op for f32 input and f32 precision).
     pub fn cast<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
-        if self == Precision::F32 { x } else { x.cast(self.dtype()) }
+        if self == Precision::F32 {
+            x
+        } else {
+            x.cast(self.dtype())
+        }
     }
 }
 /// `x` as f32.
 pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == DType::F32 { x } else { x.cast(FloatDType::F32) }
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
 }
 
 /// The convolution `c` in the type of `x` (its f32 weights cast to it when they differ).
@@ -73,5 +84,10 @@ pub fn conv_in_input_type(c: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     let options = ConvOptions::new_with_padding(c.stride, pads, c.dilation, c.groups);
     let low: FloatDType = dtype.into();
-    conv2d(x, c.weight.val().cast(low), c.bias.as_ref().map(|b| b.val().cast(low)), options)
+    conv2d(
+        x,
+        c.weight.val().cast(low),
+        c.bias.as_ref().map(|b| b.val().cast(low)),
+        options,
+    )
 }

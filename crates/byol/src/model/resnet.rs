@@ -115,10 +115,16 @@ fn d_base() -> usize {
 impl ResNetConfig {
     pub fn validate(&self) -> Result<()> {
         if !(1..=4).contains(&self.width_multiplier) {
-            return Err(Error::config("model.encoder.width-multiplier", format!("{} is outside 1..=4", self.width_multiplier)));
+            return Err(Error::config(
+                "model.encoder.width-multiplier",
+                format!("{} is outside 1..=4", self.width_multiplier),
+            ));
         }
         if self.base_width == 0 || self.base_width > 1024 {
-            return Err(Error::config("model.encoder.base-width", format!("{} is outside 1..=1024", self.base_width)));
+            return Err(Error::config(
+                "model.encoder.base-width",
+                format!("{} is outside 1..=1024", self.base_width),
+            ));
         }
         Ok(())
     }
@@ -150,7 +156,12 @@ impl ResNetConfig {
         let (conv1, maxpool) = match self.stem {
             Stem::Imagenet => (
                 conv(3, stem_width, 7, 2, 3, device),
-                Some(MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init()),
+                Some(
+                    MaxPool2dConfig::new([3, 3])
+                        .with_strides([2, 2])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .init(),
+                ),
             ),
             Stem::Cifar => (conv(3, stem_width, 3, 1, 1, device), None),
         };
@@ -161,7 +172,14 @@ impl ResNetConfig {
             let mut stage = Vec::with_capacity(n);
             for b in 0..n {
                 let stride = if b == 0 && i > 0 { 2 } else { 1 };
-                stage.push(Block::new(in_ch, width, stride, bottleneck, self.residual_gamma.zero(bottleneck), device));
+                stage.push(Block::new(
+                    in_ch,
+                    width,
+                    stride,
+                    bottleneck,
+                    self.residual_gamma.zero(bottleneck),
+                    device,
+                ));
                 in_ch = width * expansion;
             }
             stages.push(stage);
@@ -185,14 +203,20 @@ fn conv(cin: usize, cout: usize, k: usize, stride: usize, pad: usize, device: &D
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(false)
         // He et al. (2015) fan-out normal initialisation, as torchvision's ResNet.
-        .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true })
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
         .init(device)
 }
 
 /// A BatchNorm with ε = 1e-5 and decay 0.9 (burn's momentum 0.1), as the official code.
 /// `zero_gamma`: γ starts at 0 instead of 1, still trainable.
 fn bn(c: usize, zero_gamma: bool, device: &Device) -> BatchNorm {
-    let mut layer = BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device);
+    let mut layer = BatchNormConfig::new(c)
+        .with_epsilon(1e-5)
+        .with_momentum(0.1)
+        .init(device);
     if zero_gamma {
         // Through the initializer, which requires a gradient on an autodiff device. (A
         // `Param::initialized` of a plain `Tensor::zeros` would not: it takes the flag from the
@@ -222,9 +246,19 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(cin: usize, width: usize, stride: usize, bottleneck: bool, zero_gamma: bool, device: &Device) -> Self {
+    fn new(
+        cin: usize,
+        width: usize,
+        stride: usize,
+        bottleneck: bool,
+        zero_gamma: bool,
+        device: &Device,
+    ) -> Self {
         let cout = if bottleneck { width * 4 } else { width };
-        let downsample = (stride != 1 || cin != cout).then(|| Downsample { conv: conv(cin, cout, 1, stride, 0, device), bn: bn(cout, false, device) });
+        let downsample = (stride != 1 || cin != cout).then(|| Downsample {
+            conv: conv(cin, cout, 1, stride, 0, device),
+            bn: bn(cout, false, device),
+        });
         if bottleneck {
             Block {
                 conv1: conv(cin, width, 1, 1, 0, device),
@@ -294,7 +328,13 @@ impl ResNet {
             // [B, w, H/4, W/4]
             x = super::kernels::max_pool2d(pool, x);
         }
-        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
             x = block.forward(x); // [B, C_i, H_i, W_i]
         }
         x
@@ -344,25 +384,51 @@ mod tests {
     fn resnet18_and_50_have_torchvision_parameter_counts() {
         let device = Device::flex();
         // torchvision resnet18 has 11,689,512 parameters, of which the fc layer 513,000.
-        let r18 =
-            ResNetConfig { arch: Arch::Resnet18, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
+        let r18 = ResNetConfig {
+            arch: Arch::Resnet18,
+            width_multiplier: 1,
+            base_width: 64,
+            stem: Stem::Imagenet,
+            residual_gamma: Default::default(),
+        }
+        .init(&device);
         assert_eq!(count_params(&r18), 11_689_512 - 513_000);
         // torchvision resnet50: 25,557,032 parameters, fc 2,049,000.
-        let r50 =
-            ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 64, stem: Stem::Imagenet, residual_gamma: Default::default() }.init(&device);
+        let r50 = ResNetConfig {
+            arch: Arch::Resnet50,
+            width_multiplier: 1,
+            base_width: 64,
+            stem: Stem::Imagenet,
+            residual_gamma: Default::default(),
+        }
+        .init(&device);
         assert_eq!(count_params(&r50), 25_557_032 - 2_049_000);
     }
 
     #[test]
     fn output_shapes() {
         let device = Device::flex();
-        let cfg = ResNetConfig { arch: Arch::Resnet18, width_multiplier: 2, base_width: 4, stem: Stem::Cifar, residual_gamma: Default::default() };
+        let cfg = ResNetConfig {
+            arch: Arch::Resnet18,
+            width_multiplier: 2,
+            base_width: 4,
+            stem: Stem::Cifar,
+            residual_gamma: Default::default(),
+        };
         let net = cfg.init(&device);
         let y = net.forward(Tensor::zeros([2, 3, 16, 16], &device));
         assert_eq!(y.dims(), [2, cfg.output_dim()]);
         assert_eq!(cfg.output_dim(), 64);
-        let cfg = ResNetConfig { arch: Arch::Resnet50, width_multiplier: 1, base_width: 2, stem: Stem::Imagenet, residual_gamma: Default::default() };
-        let y = cfg.init(&device).forward(Tensor::zeros([2, 3, 32, 32], &device));
+        let cfg = ResNetConfig {
+            arch: Arch::Resnet50,
+            width_multiplier: 1,
+            base_width: 2,
+            stem: Stem::Imagenet,
+            residual_gamma: Default::default(),
+        };
+        let y = cfg
+            .init(&device)
+            .forward(Tensor::zeros([2, 3, 32, 32], &device));
         assert_eq!(y.dims(), [2, 64]);
     }
 
@@ -371,25 +437,55 @@ mod tests {
     #[test]
     fn dilation_halves_the_output_stride_and_keeps_the_strided_values() {
         let device = Device::flex();
-        for (arch, stem, side, stride) in [(Arch::Resnet18, Stem::Cifar, 32, 8), (Arch::Resnet50, Stem::Imagenet, 128, 32)] {
-            let cfg = ResNetConfig { arch, width_multiplier: 1, base_width: 4, stem, residual_gamma: ResidualGamma::One };
+        for (arch, stem, side, stride) in [
+            (Arch::Resnet18, Stem::Cifar, 32, 8),
+            (Arch::Resnet50, Stem::Imagenet, 128, 32),
+        ] {
+            let cfg = ResNetConfig {
+                arch,
+                width_multiplier: 1,
+                base_width: 4,
+                stem,
+                residual_gamma: ResidualGamma::One,
+            };
             let net = cfg.init(&device);
-            let x = Tensor::<4>::random([1, 3, side, side], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let x = Tensor::<4>::random(
+                [1, 3, side, side],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
             let plain = net.valid().feature_map(x.clone());
             let dilated = net.clone().dilate_last_stage();
-            assert_eq!(crate::model::params::collect(&dilated).len(), crate::model::params::collect(&net).len());
+            assert_eq!(
+                crate::model::params::collect(&dilated).len(),
+                crate::model::params::collect(&net).len()
+            );
             let wide = dilated.valid().feature_map(x);
             let (d, h) = (cfg.output_dim(), side / stride);
             assert_eq!((plain.dims(), cfg.output_stride()), ([1, d, h, h], stride));
             assert_eq!(wide.dims(), [1, d, 2 * h, 2 * h]);
-            let even = wide.reshape([1, d, h, 2, h, 2]).narrow(3, 0, 1).narrow(5, 0, 1).reshape([1, d, h, h]);
-            let (a, b): (Vec<f32>, Vec<f32>) = (even.into_data().try_into_vec().unwrap(), plain.into_data().try_into_vec().unwrap());
-            let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let even = wide
+                .reshape([1, d, h, 2, h, 2])
+                .narrow(3, 0, 1)
+                .narrow(5, 0, 1)
+                .reshape([1, d, h, h]);
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                even.into_data().try_into_vec().unwrap(),
+                plain.into_data().try_into_vec().unwrap(),
+            );
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
             let rms = (b.iter().map(|y| y * y).sum::<f32>() / b.len() as f32).sqrt();
             // The two compute sums of up to a few thousand products in other orders, through up
             // to 50 layers: measured 2e-6 of the map's rms (ResNet-18 and 50); a convolution
             // left undilated is off by the map's own scale.
-            assert!(worst < 2e-5 * rms, "{arch:?}: the dilated map differs by up to {worst} (rms {rms})");
+            assert!(
+                worst < 2e-5 * rms,
+                "{arch:?}: the dilated map differs by up to {worst} (rms {rms})"
+            );
         }
     }
 }

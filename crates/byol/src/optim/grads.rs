@@ -33,7 +33,10 @@ impl ParamGrads {
                 }
             }
         }
-        let mut take = Take { grads, out: Vec::new() };
+        let mut take = Take {
+            grads,
+            out: Vec::new(),
+        };
         visit_paths(module, &mut take);
         ParamGrads(take.out)
     }
@@ -67,7 +70,11 @@ impl std::ops::Add for ParamGrads {
 /// larger than that is a bucket of its own) and each bucket is one all-reduce, instead of one
 /// per parameter (Horovod's tensor fusion, PyTorch DDP's buckets). Element for element the sum
 /// is the one a per-parameter all-reduce computes, so the update is bit for bit the same.
-pub(super) fn bucketed_mean(replica: &crate::collective::Replica, grads: ParamGrads, bucket_values: usize) -> BTreeMap<String, Tensor<1>> {
+pub(super) fn bucketed_mean(
+    replica: &crate::collective::Replica,
+    grads: ParamGrads,
+    bucket_values: usize,
+) -> BTreeMap<String, Tensor<1>> {
     let mut averaged = BTreeMap::new();
     let mut bucket: Vec<(String, Tensor<1>)> = Vec::new();
     let mut size = 0;
@@ -76,7 +83,10 @@ pub(super) fn bucketed_mean(replica: &crate::collective::Replica, grads: ParamGr
             return;
         }
         let lens: Vec<usize> = bucket.iter().map(|(_, g)| g.dims()[0]).collect();
-        let flat = replica.all_reduce_mean(Tensor::cat(bucket.iter().map(|(_, g)| g.clone()).collect(), 0)); // [Σ n]
+        let flat = replica.all_reduce_mean(Tensor::cat(
+            bucket.iter().map(|(_, g)| g.clone()).collect(),
+            0,
+        )); // [Σ n]
         let mut at = 0;
         for ((path, _), n) in bucket.drain(..).zip(lens) {
             averaged.insert(path, flat.clone().narrow(0, at, n)); // [n]

@@ -96,23 +96,43 @@ fn d_eps() -> f64 {
 impl OptimConfig {
     pub fn validate(&self) -> Result<()> {
         let pos = |field: &str, v: f64| {
-            if v.is_finite() && v > 0.0 { Ok(()) } else { Err(Error::config(field, format!("{v} must be a positive number"))) }
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    field,
+                    format!("{v} must be a positive number"),
+                ))
+            }
         };
         let unit = |field: &str, v: f64| {
-            if (0.0..1.0).contains(&v) { Ok(()) } else { Err(Error::config(field, format!("{v} is outside [0, 1)"))) }
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(field, format!("{v} is outside [0, 1)")))
+            }
         };
         pos("optim.base-lr", self.base_lr)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::config("optim.weight-decay", format!("{} must be ≥ 0", self.weight_decay)));
+            return Err(Error::config(
+                "optim.weight-decay",
+                format!("{} must be ≥ 0", self.weight_decay),
+            ));
         }
         unit("optim.momentum", self.momentum)?;
         if self.nesterov && self.kind != OptimKind::Sgd {
-            return Err(Error::config("optim.nesterov", "applies only to kind = \"sgd\""));
+            return Err(Error::config(
+                "optim.nesterov",
+                "applies only to kind = \"sgd\"",
+            ));
         }
         pos("optim.trust-coefficient", self.trust_coefficient)?;
         pos("optim.predictor-lr-scale", self.predictor_lr_scale)?;
         if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            return Err(Error::config("optim.warmup-epochs", format!("{} must be ≥ 0", self.warmup_epochs)));
+            return Err(Error::config(
+                "optim.warmup-epochs",
+                format!("{} must be ≥ 0", self.warmup_epochs),
+            ));
         }
         unit("optim.beta1", self.beta1)?;
         unit("optim.beta2", self.beta2)?;
@@ -121,7 +141,10 @@ impl OptimConfig {
     }
 
     pub fn init(&self) -> Optimizer {
-        Optimizer { cfg: self.clone(), state: BTreeMap::new() }
+        Optimizer {
+            cfg: self.clone(),
+            state: BTreeMap::new(),
+        }
     }
 
     /// SGD with momentum 0.9 (Nesterov's when `nesterov`), no warm-up: the optimiser of the
@@ -165,23 +188,37 @@ impl Optimizer {
     pub fn save_state(&self, out: &mut crate::model::params::HostTensors) -> Result<()> {
         for (path, slots) in &self.state {
             for (i, t) in slots.iter().enumerate() {
-                out.insert(format!("optim/{path}/{i}"), (t.dims().to_vec(), crate::model::params::values(t)?));
+                out.insert(
+                    format!("optim/{path}/{i}"),
+                    (t.dims().to_vec(), crate::model::params::values(t)?),
+                );
             }
         }
         Ok(())
     }
 
     /// Read back the state [`Optimizer::save_state`] wrote, onto `device`.
-    pub fn load_state(&mut self, tensors: &crate::model::params::HostTensors, device: &burn::tensor::Device) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &crate::model::params::HostTensors,
+        device: &burn::tensor::Device,
+    ) -> Result<()> {
         for (k, (_, v)) in tensors {
             if let Some(rest) = k.strip_prefix("optim/") {
-                let (path, idx) = rest.rsplit_once('/').ok_or_else(|| Error::checkpoint(k, "bad optimizer tensor name"))?;
-                let idx: usize = idx.parse().map_err(|_| Error::checkpoint(k, "bad optimizer slot"))?;
+                let (path, idx) = rest
+                    .rsplit_once('/')
+                    .ok_or_else(|| Error::checkpoint(k, "bad optimizer tensor name"))?;
+                let idx: usize = idx
+                    .parse()
+                    .map_err(|_| Error::checkpoint(k, "bad optimizer slot"))?;
                 let slots = self.state.entry(path.to_string()).or_default();
                 if slots.len() != idx {
                     return Err(Error::checkpoint(k, "optimizer slots out of order"));
                 }
-                slots.push(Tensor::from_data(burn::tensor::TensorData::new(v.clone(), [v.len()]), device));
+                slots.push(Tensor::from_data(
+                    burn::tensor::TensorData::new(v.clone(), [v.len()]),
+                    device,
+                ));
             }
         }
         Ok(())
@@ -190,7 +227,13 @@ impl Optimizer {
     /// Apply one update with learning rate `lr` to every parameter of `module`, from the
     /// gradients of one backward pass. `step` is the 1-based update count (Adam's bias
     /// correction). See [`Optimizer::apply`].
-    pub fn step<M: Module>(&mut self, module: M, grads: &mut Gradients, lr: f64, step: u64) -> Result<M> {
+    pub fn step<M: Module>(
+        &mut self,
+        module: M,
+        grads: &mut Gradients,
+        lr: f64,
+        step: u64,
+    ) -> Result<M> {
         let taken = ParamGrads::take(&module, grads);
         self.apply(module, taken, lr, step)
     }
@@ -205,24 +248,57 @@ impl Optimizer {
     /// On a thread that is one of several replicas ([`crate::collective::current`]) the
     /// gradients are first averaged over the replicas, bucketed ([`bucketed_mean`]), so that
     /// every replica applies the same update.
-    pub fn apply<M: Module>(&mut self, module: M, grads: ParamGrads, lr: f64, step: u64) -> Result<M> {
+    pub fn apply<M: Module>(
+        &mut self,
+        module: M,
+        grads: ParamGrads,
+        lr: f64,
+        step: u64,
+    ) -> Result<M> {
         self.apply_in_buckets(module, grads, lr, step, BUCKET_VALUES)
     }
 
     /// [`Optimizer::apply`] with buckets of at most `bucket_values` values.
-    fn apply_in_buckets<M: Module>(&mut self, module: M, grads: ParamGrads, lr: f64, step: u64, bucket_values: usize) -> Result<M> {
+    fn apply_in_buckets<M: Module>(
+        &mut self,
+        module: M,
+        grads: ParamGrads,
+        lr: f64,
+        step: u64,
+        bucket_values: usize,
+    ) -> Result<M> {
         let grads = match crate::collective::current() {
             Some(r) => bucketed_mean(&r, grads, bucket_values),
             None => grads.0.into_iter().collect(),
         };
-        let mut mapper = Updater { opt: self, grads, lr, step, untrained: Vec::new() };
+        let mut mapper = Updater {
+            opt: self,
+            grads,
+            lr,
+            step,
+            untrained: Vec::new(),
+        };
         let module = map_paths(module, &mut mapper);
-        if mapper.untrained.is_empty() { Ok(module) } else { Err(Error::Untrained { parameters: mapper.untrained }) }
+        if mapper.untrained.is_empty() {
+            Ok(module)
+        } else {
+            Err(Error::Untrained {
+                parameters: mapper.untrained,
+            })
+        }
     }
 
     /// The update of one parameter: `w` and `g` flattened, `excluded` per [`is_excluded`].
     /// Returns the new weights; updates the state of `path`.
-    pub fn update(&mut self, path: &str, w: Tensor<1>, g: Tensor<1>, excluded: bool, lr: f64, step: u64) -> Tensor<1> {
+    pub fn update(
+        &mut self,
+        path: &str,
+        w: Tensor<1>,
+        g: Tensor<1>,
+        excluded: bool,
+        lr: f64,
+        step: u64,
+    ) -> Tensor<1> {
         let c = &self.cfg;
         let slots = self.state.entry(path.to_string()).or_default();
         match c.kind {
@@ -240,7 +316,11 @@ impl Optimizer {
                 };
                 slots.push(m.clone());
                 // Nesterov: step along g + μ·m instead of m.
-                let direction = if c.nesterov && c.kind == OptimKind::Sgd { g + m.mul_scalar(c.momentum) } else { m };
+                let direction = if c.nesterov && c.kind == OptimKind::Sgd {
+                    g + m.mul_scalar(c.momentum)
+                } else {
+                    m
+                };
                 w - direction.mul_scalar(lr)
             }
             OptimKind::Adamw => {
@@ -248,9 +328,15 @@ impl Optimizer {
                     (2, mut s) => {
                         let v = s.pop().unwrap();
                         let m = s.pop().unwrap();
-                        (m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1), v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2))
+                        (
+                            m.mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1),
+                            v.mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2),
+                        )
                     }
-                    _ => (g.clone().mul_scalar(1.0 - c.beta1), g.square().mul_scalar(1.0 - c.beta2)),
+                    _ => (
+                        g.clone().mul_scalar(1.0 - c.beta1),
+                        g.square().mul_scalar(1.0 - c.beta2),
+                    ),
                 };
                 let t = step.max(1) as i32;
                 let mhat = m.clone().div_scalar(1.0 - c.beta1.powi(t));
@@ -272,7 +358,10 @@ impl Optimizer {
 pub fn trust_ratio(w: Tensor<1>, g: Tensor<1>, eta: f64) -> Tensor<1> {
     let wn = w.square().sum().sqrt(); // [1]
     let gn = g.square().sum().sqrt(); // [1]
-    let ok = wn.clone().greater_elem(0.0).bool_and(gn.clone().greater_elem(0.0));
+    let ok = wn
+        .clone()
+        .greater_elem(0.0)
+        .bool_and(gn.clone().greater_elem(0.0));
     let ratio = wn.mul_scalar(eta) / gn.clamp_min(f32::MIN_POSITIVE);
     ratio.ones_like().mask_where(ok, ratio)
 }
@@ -293,19 +382,27 @@ impl PathMapper for Updater<'_> {
             return param;
         }
         if !param.is_require_grad() {
-            self.untrained.push(format!("{path} (does not require a gradient)"));
+            self.untrained
+                .push(format!("{path} (does not require a gradient)"));
             return param;
         }
         let (id, tensor, mapper) = param.consume();
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let Some(g) = self.grads.remove(path) else {
-            self.untrained.push(format!("{path} (no gradient reached it)"));
+            self.untrained
+                .push(format!("{path} (no gradient reached it)"));
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let w = tensor.without_autodiff().reshape([n]);
-        let lr = if path.starts_with("predictor.") { self.lr * self.opt.cfg.predictor_lr_scale } else { self.lr };
-        let new = self.opt.update(path, w, g, is_excluded(&dims), lr, self.step);
+        let lr = if path.starts_with("predictor.") {
+            self.lr * self.opt.cfg.predictor_lr_scale
+        } else {
+            self.lr
+        };
+        let new = self
+            .opt
+            .update(path, w, g, is_excluded(&dims), lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }
@@ -384,10 +481,17 @@ mod tests {
     fn sgd_and_adamw_match_formulas() {
         let mut sgd = cfg(OptimKind::Sgd).init();
         let w = sgd.update("w", v(&[1.0, -2.0]), v(&[0.5, 0.5]), false, 0.1, 1);
-        close(&get(w), &[1.0 - 0.1 * (0.5 + 0.1), -2.0 - 0.1 * (0.5 - 0.2)]);
+        close(
+            &get(w),
+            &[1.0 - 0.1 * (0.5 + 0.1), -2.0 - 0.1 * (0.5 - 0.2)],
+        );
         // Nesterov, two steps on an excluded (no decay) parameter with gradient 1:
         // m₁ = 1, step g + 0.9·m₁ = 1.9; m₂ = 1.9, step 1 + 0.9·1.9 = 2.71.
-        let mut nag = OptimConfig { nesterov: true, ..cfg(OptimKind::Sgd) }.init();
+        let mut nag = OptimConfig {
+            nesterov: true,
+            ..cfg(OptimKind::Sgd)
+        }
+        .init();
         let b = nag.update("b", v(&[0.0]), v(&[1.0]), true, 0.1, 1);
         let b = nag.update("b", b, v(&[1.0]), true, 0.1, 2);
         close(&get(b), &[-0.1 * (1.9 + 2.71)]);
@@ -395,7 +499,10 @@ mod tests {
         let mut adam = cfg(OptimKind::Adamw).init();
         let w = adam.update("w", v(&[1.0, -2.0]), v(&[0.5, -0.25]), false, 0.1, 1);
         // First step: m̂ = g, v̂ = g², so the step is sign(g) (up to ε) plus decoupled decay.
-        close(&get(w), &[1.0 - 0.1 * (1.0 + 0.1), -2.0 - 0.1 * (-1.0 - 0.2)]);
+        close(
+            &get(w),
+            &[1.0 - 0.1 * (1.0 + 0.1), -2.0 - 0.1 * (-1.0 - 0.2)],
+        );
         let b = adam.update("b", v(&[1.0]), v(&[0.5]), true, 0.1, 1);
         close(&get(b), &[1.0 - 0.1]);
     }
@@ -409,13 +516,40 @@ mod tests {
         use crate::model::MlpConfig;
         use crate::model::params::{collect, reinit, require_grad};
         let d = Device::flex().autodiff();
-        let net = || require_grad(reinit(MlpConfig { hidden: 6, output: 3, layers: 3 }.init(4, &d), 9));
-        let x = |r: usize| Tensor::<2>::from_data(TensorData::new((0..8).map(|i| ((i * 7 + r * 3) % 5) as f32 - 2.0).collect::<Vec<_>>(), [2, 4]), &d);
+        let net = || {
+            require_grad(reinit(
+                MlpConfig {
+                    hidden: 6,
+                    output: 3,
+                    layers: 3,
+                }
+                .init(4, &d),
+                9,
+            ))
+        };
+        let x = |r: usize| {
+            Tensor::<2>::from_data(
+                TensorData::new(
+                    (0..8)
+                        .map(|i| ((i * 7 + r * 3) % 5) as f32 - 2.0)
+                        .collect::<Vec<_>>(),
+                    [2, 4],
+                ),
+                &d,
+            )
+        };
         let loss = |m: &crate::model::Mlp, r: usize| m.forward(x(r)).square().sum(); // [1]
-        let c = OptimConfig { nesterov: true, ..cfg(OptimKind::Sgd) };
+        let c = OptimConfig {
+            nesterov: true,
+            ..cfg(OptimKind::Sgd)
+        };
         let values = |m: crate::model::Mlp| -> BTreeMap<String, Vec<f32>> {
             // The parameters (each replica's BatchNorm statistics are its own batch's).
-            collect(&m.valid()).into_iter().filter(|(k, _)| !is_buffer(k)).map(|(k, v)| (k, v.flat.into_data().try_into_vec().unwrap())).collect()
+            collect(&m.valid())
+                .into_iter()
+                .filter(|(k, _)| !is_buffer(k))
+                .map(|(k, v)| (k, v.flat.into_data().try_into_vec().unwrap()))
+                .collect()
         };
         // One process: the mean of the two replicas' losses.
         let one = net();
@@ -432,7 +566,8 @@ mod tests {
                         s.spawn(move || {
                             let _in = replica.enter(false);
                             let m = net();
-                            let grads = ParamGrads::take(&m, &mut loss(&m, replica.rank()).backward());
+                            let grads =
+                                ParamGrads::take(&m, &mut loss(&m, replica.rank()).backward());
                             values(c.init().apply_in_buckets(m, grads, 0.1, 1, cap).unwrap())
                         })
                     })
@@ -443,14 +578,21 @@ mod tests {
             (got[0].clone(), group[0].completed())
         };
         let (whole, reduces) = replicated(BUCKET_VALUES);
-        assert_eq!(reduces, Some(1), "one all-reduce for every gradient of the step");
+        assert_eq!(
+            reduces,
+            Some(1),
+            "one all-reduce for every gradient of the step"
+        );
         for (k, w) in &want {
             for (a, b) in w.iter().zip(&whole[k]) {
                 assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{k}: {a} vs {b}");
             }
         }
         let (split, reduces) = replicated(20);
-        assert!(reduces.is_some_and(|n| n >= 4), "several buckets: {reduces:?} all-reduces");
+        assert!(
+            reduces.is_some_and(|n| n >= 4),
+            "several buckets: {reduces:?} all-reduces"
+        );
         assert_eq!(split, whole, "the same sums, bucket by bucket");
     }
 }

@@ -35,11 +35,22 @@ mod tests {
     #[test]
     fn warmup_then_cosine_table() {
         // peak 3.2, 10 warm-up steps, 110 steps in all.
-        let table =
-            [(0, 0.0), (1, 0.32), (5, 1.6), (10, 3.2), (60, 1.6), (35, 3.2 * 0.5 * (1.0 + (std::f64::consts::FRAC_PI_4).cos())), (110, 0.0), (200, 0.0)];
+        let table = [
+            (0, 0.0),
+            (1, 0.32),
+            (5, 1.6),
+            (10, 3.2),
+            (60, 1.6),
+            (35, 3.2 * 0.5 * (1.0 + (std::f64::consts::FRAC_PI_4).cos())),
+            (110, 0.0),
+            (200, 0.0),
+        ];
         for (step, expect) in table {
             let got = lr_at(3.2, step, 10, 110);
-            assert!((got - expect).abs() < 1e-12, "step {step}: {got} vs {expect}");
+            assert!(
+                (got - expect).abs() < 1e-12,
+                "step {step}: {got} vs {expect}"
+            );
         }
     }
 

@@ -38,7 +38,11 @@ pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
             let name = p.file_name()?.to_str()?;
-            let step = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.parse().ok()?;
+            let step = name
+                .strip_prefix(PREFIX)?
+                .strip_suffix(SUFFIX)?
+                .parse()
+                .ok()?;
             Some((step, p))
         })
         .collect();
@@ -48,7 +52,13 @@ pub fn list(dir: &Path) -> Vec<(u64, std::path::PathBuf)> {
 
 /// Save a checkpoint of `state` in `dir`, trained on the data of `data`, then delete all but the
 /// newest `keep`.
-pub fn save_in(dir: &Path, state: &TrainState, cfg: &ExperimentConfig, data: &Fingerprint, keep: usize) -> Result<std::path::PathBuf> {
+pub fn save_in(
+    dir: &Path,
+    state: &TrainState,
+    cfg: &ExperimentConfig,
+    data: &Fingerprint,
+    keep: usize,
+) -> Result<std::path::PathBuf> {
     let path = path_for(dir, state.step);
     write_atomic(&path, &serialize_state(state, cfg, Some(data))?)?;
     prune(dir, keep);
@@ -69,21 +79,31 @@ pub fn prune(dir: &Path, keep: usize) {
 pub fn newest<T>(dir: &Path, read: impl Fn(&Path) -> Result<T>) -> Result<(T, std::path::PathBuf)> {
     let all = list(dir);
     if all.is_empty() {
-        return Err(Error::checkpoint(dir, "no checkpoint-<step>.safetensors in this folder"));
+        return Err(Error::checkpoint(
+            dir,
+            "no checkpoint-<step>.safetensors in this folder",
+        ));
     }
     let mut problems = Vec::new();
     for (_, path) in all {
         match read(&path) {
             Ok(v) => {
                 if !problems.is_empty() {
-                    tracing::warn!("using {} (newer checkpoints unusable: {})", path.display(), problems.join("; "));
+                    tracing::warn!(
+                        "using {} (newer checkpoints unusable: {})",
+                        path.display(),
+                        problems.join("; ")
+                    );
                 }
                 return Ok((v, path));
             }
             Err(e) => problems.push(e.to_string()),
         }
     }
-    Err(Error::checkpoint(dir, format!("no usable checkpoint: {}", problems.join("; "))))
+    Err(Error::checkpoint(
+        dir,
+        format!("no usable checkpoint: {}", problems.join("; ")),
+    ))
 }
 
 /// The newest checkpoint of `dir` that reads and verifies; each newer one that does not is
@@ -100,7 +120,11 @@ pub fn read_latest_config(dir: &Path) -> Result<(ExperimentConfig, std::path::Pa
 }
 
 /// What a checkpoint's metadata says it is.
-pub const KIND: FileKind<'static> = FileKind { format: "byol-checkpoint", version: FORMAT_VERSION, kind: "byol checkpoint" };
+pub const KIND: FileKind<'static> = FileKind {
+    format: "byol-checkpoint",
+    version: FORMAT_VERSION,
+    kind: "byol checkpoint",
+};
 
 /// The config in a checkpoint's header: safetensors starts with the header's length (u64, little
 /// endian), then the header as JSON, whose `__metadata__` holds our strings.
@@ -109,23 +133,32 @@ fn read_header_config(path: &Path) -> Result<ExperimentConfig> {
     let err = |m: String| Error::checkpoint(path, m);
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| err(format!("no header ({e})")))?;
+    f.read_exact(&mut len)
+        .map_err(|e| err(format!("no header ({e})")))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
         return Err(err(format!("header of {len} bytes: not a checkpoint")));
     }
     let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).map_err(|e| err(format!("truncated header ({e})")))?;
-    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| err(format!("unreadable header ({e})")))?;
+    f.read_exact(&mut header)
+        .map_err(|e| err(format!("truncated header ({e})")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| err(format!("unreadable header ({e})")))?;
     let meta = &json["__metadata__"];
     KIND.check(path, meta["format"].as_str(), meta["version"].as_str())?;
-    let text = meta["config"].as_str().ok_or_else(|| err("no config in header".into()))?;
+    let text = meta["config"]
+        .as_str()
+        .ok_or_else(|| err("no config in header".into()))?;
     ExperimentConfig::from_recorded_toml(text, path)
 }
 
 /// A checkpoint file, or the newest usable one of a run directory.
 pub fn read_path_or_dir(path: &Path) -> Result<Loaded> {
-    if path.is_dir() { read_latest(path).map(|(l, _)| l) } else { read(path) }
+    if path.is_dir() {
+        read_latest(path).map(|(l, _)| l)
+    } else {
+        read(path)
+    }
 }
 
 /// Serialise a state and its config.
@@ -136,17 +169,23 @@ pub fn to_bytes_state(state: &TrainState, cfg: &ExperimentConfig) -> Result<Vec<
 /// A digest of a state's tensors and step: equal digests, equal states.
 pub fn digest(state: &TrainState) -> Result<String> {
     let mut file = tensors_of(state)?;
-    file.tensors.insert("step".into(), (vec![1], vec![state.step as f32]));
+    file.tensors
+        .insert("step".into(), (vec![1], vec![state.step as f32]));
     Ok(file.digest())
 }
 
 /// [`to_bytes_state`], with the fingerprint of the training data when known.
-fn serialize_state(state: &TrainState, cfg: &ExperimentConfig, data: Option<&Fingerprint>) -> Result<Vec<u8>> {
+fn serialize_state(
+    state: &TrainState,
+    cfg: &ExperimentConfig,
+    data: Option<&Fingerprint>,
+) -> Result<Vec<u8>> {
     let mut file = tensors_of(state)?;
     file.meta.insert("step".into(), state.step.to_string());
     file.meta.insert("config".into(), cfg.to_toml());
     if let Some(d) = data {
-        file.meta.insert("data".into(), serde_json::to_string(d).expect("json"));
+        file.meta
+            .insert("data".into(), serde_json::to_string(d).expect("json"));
     }
     file.to_bytes(KIND)
 }
@@ -166,20 +205,35 @@ fn tensors_of(state: &TrainState) -> Result<TensorFile> {
         }
     }
     if let Some(q) = &state.queue {
-        let flat = q.keys.clone().reshape([q.keys.dims().iter().product::<usize>()]);
-        tensors.insert("queue/keys".into(), (q.keys.dims().to_vec(), values(&flat)?));
+        let flat = q
+            .keys
+            .clone()
+            .reshape([q.keys.dims().iter().product::<usize>()]);
+        tensors.insert(
+            "queue/keys".into(),
+            (q.keys.dims().to_vec(), values(&flat)?),
+        );
         // The write position, as a one-element tensor so that the checksum covers it.
         tensors.insert("queue/ptr".into(), (vec![1], vec![q.ptr as f32]));
     }
     if let Some(p) = &state.probe {
         let flat2 = |t: &Tensor<2>| t.clone().reshape([t.dims()[0] * t.dims()[1]]);
-        tensors.insert("probe/w".into(), (p.w.dims().to_vec(), values(&flat2(&p.w))?));
-        tensors.insert("probe/mw".into(), (p.mw.dims().to_vec(), values(&flat2(&p.mw))?));
+        tensors.insert(
+            "probe/w".into(),
+            (p.w.dims().to_vec(), values(&flat2(&p.w))?),
+        );
+        tensors.insert(
+            "probe/mw".into(),
+            (p.mw.dims().to_vec(), values(&flat2(&p.mw))?),
+        );
         tensors.insert("probe/b".into(), (p.b.dims().to_vec(), values(&p.b)?));
         tensors.insert("probe/mb".into(), (p.mb.dims().to_vec(), values(&p.mb)?));
         // The epoch's count so far: correct answers and images seen (exact in f32 below 2^24).
         let correct = values(&p.epoch_correct)?[0];
-        tensors.insert("probe/epoch".into(), (vec![2], vec![correct, p.epoch_seen as f32]));
+        tensors.insert(
+            "probe/epoch".into(),
+            (vec![2], vec![correct, p.epoch_seen as f32]),
+        );
     }
     state.optim.save_state(tensors)?;
     Ok(file)
@@ -218,12 +272,23 @@ pub struct Loaded {
 pub fn read(path: &Path) -> Result<Loaded> {
     let err = |m: &str| Error::checkpoint(path, m);
     let TensorFile { meta, tensors } = TensorFile::read(path, KIND)?;
-    let config_text = meta.get("config").ok_or_else(|| err("no config in header"))?;
+    let config_text = meta
+        .get("config")
+        .ok_or_else(|| err("no config in header"))?;
     let config = ExperimentConfig::from_recorded_toml(config_text, path)?;
-    let step = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| err("no step in header"))?;
+    let step = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| err("no step in header"))?;
     let data = meta.get("data").and_then(|d| serde_json::from_str(d).ok());
     let sha256 = meta.get("sha256").cloned().unwrap_or_default();
-    Ok(Loaded { config, step, sha256, data, tensors })
+    Ok(Loaded {
+        config,
+        step,
+        sha256,
+        data,
+        tensors,
+    })
 }
 
 impl Loaded {
@@ -233,9 +298,15 @@ impl Loaded {
 
     /// The online network only (for evaluation and export).
     pub fn online(&self, device: &Device) -> Result<Online> {
-        let (online, missing) = load(Online::new(&self.config.model, device), &self.named("online", device));
+        let (online, missing) = load(
+            Online::new(&self.config.model, device),
+            &self.named("online", device),
+        );
         if !missing.is_empty() {
-            return Err(Error::checkpoint("online", format!("missing tensors: {missing:?}")));
+            return Err(Error::checkpoint(
+                "online",
+                format!("missing tensors: {missing:?}"),
+            ));
         }
         Ok(online)
     }
@@ -243,43 +314,92 @@ impl Loaded {
     /// The whole training state, on `device` (online on its autodiff twin).
     pub fn state(&self, device: &Device) -> Result<TrainState> {
         let ad = device.clone().autodiff();
-        let (online, m1) = load(Online::new(&self.config.model, &ad), &self.named("online", device));
+        let (online, m1) = load(
+            Online::new(&self.config.model, &ad),
+            &self.named("online", device),
+        );
         let mut missing = m1;
         let target = match self.config.target.mode {
             TargetMode::Ema => {
-                let (target, m2) = load(Target::new(&self.config.model, device), &self.named("target", device));
+                let (target, m2) = load(
+                    Target::new(&self.config.model, device),
+                    &self.named("target", device),
+                );
                 missing.extend(m2);
                 Some(target)
             }
             TargetMode::None => None,
         };
         if !missing.is_empty() {
-            return Err(Error::checkpoint("state", format!("missing tensors: {missing:?}")));
+            return Err(Error::checkpoint(
+                "state",
+                format!("missing tensors: {missing:?}"),
+            ));
         }
         let queue = match self.config.objective.kind {
             ObjectiveKind::Moco => {
-                let (Some((shape, keys)), Some((_, ptr))) = (self.tensors.get("queue/keys"), self.tensors.get("queue/ptr")) else {
-                    return Err(Error::checkpoint("queue", "a MoCo checkpoint must hold queue/keys and queue/ptr"));
+                let (Some((shape, keys)), Some((_, ptr))) = (
+                    self.tensors.get("queue/keys"),
+                    self.tensors.get("queue/ptr"),
+                ) else {
+                    return Err(Error::checkpoint(
+                        "queue",
+                        "a MoCo checkpoint must hold queue/keys and queue/ptr",
+                    ));
                 };
-                let keys = Tensor::<1>::from_data(TensorData::new(keys.clone(), [keys.len()]), device).reshape([shape[0], shape[1]]);
-                Some(Queue { keys, ptr: ptr[0] as usize })
+                let keys =
+                    Tensor::<1>::from_data(TensorData::new(keys.clone(), [keys.len()]), device)
+                        .reshape([shape[0], shape[1]]);
+                Some(Queue {
+                    keys,
+                    ptr: ptr[0] as usize,
+                })
             }
             _ => None,
         };
         let mut optim = self.config.optim.init();
         optim.load_state(&self.tensors, device)?;
-        let probe = match (self.tensors.get("probe/w"), self.tensors.get("probe/mw"), self.tensors.get("probe/b"), self.tensors.get("probe/mb")) {
-            (Some((ws, w)), Some((_, mw)), Some((bs, b)), Some((_, mb))) if ws.len() == 2 && bs.len() == 1 => {
-                let two = |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [ws[0], ws[1]]), device);
-                let one = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [bs[0]]), device);
+        let probe = match (
+            self.tensors.get("probe/w"),
+            self.tensors.get("probe/mw"),
+            self.tensors.get("probe/b"),
+            self.tensors.get("probe/mb"),
+        ) {
+            (Some((ws, w)), Some((_, mw)), Some((bs, b)), Some((_, mb)))
+                if ws.len() == 2 && bs.len() == 1 =>
+            {
+                let two = |v: &Vec<f32>| {
+                    Tensor::<2>::from_data(TensorData::new(v.clone(), [ws[0], ws[1]]), device)
+                };
+                let one = |v: &Vec<f32>| {
+                    Tensor::<1>::from_data(TensorData::new(v.clone(), [bs[0]]), device)
+                };
                 // Checkpoints written before the count was kept start the epoch's count at 0.
-                let (correct, seen) = self.tensors.get("probe/epoch").map_or((0.0, 0), |(_, e)| (e[0], e[1] as u64));
-                let epoch_correct = Tensor::<1>::from_data(TensorData::new(vec![correct], [1]), device);
-                Some(crate::eval::OnlineProbe { w: two(w), mw: two(mw), b: one(b), mb: one(mb), epoch_correct, epoch_seen: seen })
+                let (correct, seen) = self
+                    .tensors
+                    .get("probe/epoch")
+                    .map_or((0.0, 0), |(_, e)| (e[0], e[1] as u64));
+                let epoch_correct =
+                    Tensor::<1>::from_data(TensorData::new(vec![correct], [1]), device);
+                Some(crate::eval::OnlineProbe {
+                    w: two(w),
+                    mw: two(mw),
+                    b: one(b),
+                    mb: one(mb),
+                    epoch_correct,
+                    epoch_seen: seen,
+                })
             }
             _ => None,
         };
-        Ok(TrainState { online, target, optim, queue, step: self.step, probe })
+        Ok(TrainState {
+            online,
+            target,
+            optim,
+            queue,
+            step: self.step,
+            probe,
+        })
     }
 }
 
@@ -295,14 +415,19 @@ mod tests {
         if !cfg!(target_os = "linux") {
             return; // /dev/full is Linux's
         }
-        assert!(Path::new("/dev/full").exists(), "/dev/full is missing on this Linux machine: the test cannot run");
+        assert!(
+            Path::new("/dev/full").exists(),
+            "/dev/full is missing on this Linux machine: the test cannot run"
+        );
         let dir = std::env::temp_dir().join(format!("byol-full-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("checkpoint-000000001.safetensors");
         write_atomic(&path, b"previous").unwrap();
         std::os::unix::fs::symlink("/dev/full", temporary(&path)).unwrap();
-        let e = write_atomic(&path, &vec![7u8; 1 << 16]).unwrap_err().to_string();
+        let e = write_atomic(&path, &vec![7u8; 1 << 16])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(".checkpoint-000000001.safetensors.tmp"), "{e}");
         assert!(e.to_lowercase().contains("no space"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), b"previous");

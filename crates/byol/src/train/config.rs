@@ -104,34 +104,61 @@ impl TrainConfig {
             return Err(Error::config("train.epochs", "must be at least 1"));
         }
         if t.batch_size < 2 {
-            return Err(Error::config("train.batch-size", format!("{} is too small: batch normalisation needs at least 2 images per batch", t.batch_size)));
+            return Err(Error::config(
+                "train.batch-size",
+                format!(
+                    "{} is too small: batch normalisation needs at least 2 images per batch",
+                    t.batch_size
+                ),
+            ));
         }
         if t.keep_checkpoints == 0 {
-            return Err(Error::config("train.keep-checkpoints", "must be at least 1"));
+            return Err(Error::config(
+                "train.keep-checkpoints",
+                "must be at least 1",
+            ));
         }
         if t.log_every == 0 {
             return Err(Error::config("train.log-every", "must be at least 1"));
         }
         if !(0.0..1.0).contains(&t.collapse_fraction) {
-            return Err(Error::config("train.collapse-fraction", format!("{} is outside [0, 1)", t.collapse_fraction)));
+            return Err(Error::config(
+                "train.collapse-fraction",
+                format!("{} is outside [0, 1)", t.collapse_fraction),
+            ));
         }
-        if let Some((i, d)) = t.devices.iter().enumerate().find(|(i, d)| t.devices[..*i].contains(d)) {
+        if let Some((i, d)) = t
+            .devices
+            .iter()
+            .enumerate()
+            .find(|(i, d)| t.devices[..*i].contains(d))
+        {
             return Err(Error::config(
                 "train.devices",
-                format!("`{d}` is listed twice (entries {} and {})", t.devices.iter().position(|x| x == d).unwrap_or(0) + 1, i + 1),
+                format!(
+                    "`{d}` is listed twice (entries {} and {})",
+                    t.devices.iter().position(|x| x == d).unwrap_or(0) + 1,
+                    i + 1
+                ),
             ));
         }
         if t.world == 0 {
             return Err(Error::config("train.world", "must be at least 1"));
         }
         if t.world > 1 && t.devices.len() > 1 {
-            return Err(Error::config("train.devices", "a run on several processes (train.world > 1) takes one device per process, chosen by its local rank"));
+            return Err(Error::config(
+                "train.devices",
+                "a run on several processes (train.world > 1) takes one device per process, chosen by its local rank",
+            ));
         }
         let n = t.devices.len().max(1) * t.world;
         if !t.batch_size.is_multiple_of(n) || t.batch_size / n < 2 {
             return Err(Error::config(
                 "train.batch-size",
-                format!("{} must split into {n} equal shares (one per device in train.devices, or per process) of at least 2 images", t.batch_size),
+                format!(
+                    "{} must split into {n} equal shares (one per device in train.devices, or per process) of at least 2 images",
+                    t.batch_size
+                ),
             ));
         }
         let share = t.batch_size / n;
@@ -143,7 +170,10 @@ impl TrainConfig {
                     t.accumulate,
                     share,
                     if n > 1 {
-                        format!("the share of each of {n} devices or processes in a batch of {}", t.batch_size)
+                        format!(
+                            "the share of each of {n} devices or processes in a batch of {}",
+                            t.batch_size
+                        )
                     } else {
                         "train.batch-size".to_string()
                     }

@@ -4,14 +4,23 @@
 
 use crate::config::ExperimentConfig;
 use crate::data::ImageSet;
-use crate::eval::{Features, FinetuneFrom, FinetuneResult, Finetuned, KnnResult, LinearResult, ProjectorLayer, extract, finetune, knn_classify, linear_eval};
+use crate::eval::{
+    Features, FinetuneFrom, FinetuneResult, Finetuned, KnnResult, LinearResult, ProjectorLayer,
+    extract, finetune, knn_classify, linear_eval,
+};
 use crate::model::params::{copy_into, reinit};
 use crate::model::{Mlp, Online, ResNet};
 use crate::{Error, Result};
 use burn::tensor::Device;
 
 /// Frozen-encoder features of both splits, in eval mode (images that cannot be decoded left out).
-pub fn features_of(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<(Features, Features)> {
+pub fn features_of(
+    encoder: &ResNet,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<(Features, Features)> {
     let ((tr, _), (te, _)) = indexed_features_of(encoder, cfg, train, test, device)?;
     Ok((tr, te))
 }
@@ -31,7 +40,14 @@ pub fn indexed_features_of(
     let one = |set: &ImageSet| -> Result<IndexedFeatures> {
         let (values, dim, kept) = extract(encoder, set, size, &cfg.augment, batch, device)?;
         let labels = kept.iter().map(|&i| set.labels[i]).collect();
-        Ok((Features { values, labels, dim }, kept))
+        Ok((
+            Features {
+                values,
+                labels,
+                dim,
+            },
+            kept,
+        ))
     };
     Ok((one(train)?, one(test)?))
 }
@@ -45,7 +61,11 @@ pub fn has_labels(train: &ImageSet) -> bool {
 
 /// The error of a label-based evaluation on data with fewer than two classes.
 fn unlabelled(train: &ImageSet, cfg: &ExperimentConfig, what: &str) -> Error {
-    let path = cfg.data.source.path().map_or_else(|| "the training set".into(), std::path::Path::to_path_buf);
+    let path = cfg
+        .data
+        .source
+        .path()
+        .map_or_else(|| "the training set".into(), std::path::Path::to_path_buf);
     Error::data(
         path,
         format!(
@@ -57,26 +77,58 @@ fn unlabelled(train: &ImageSet, cfg: &ExperimentConfig, what: &str) -> Error {
 }
 
 /// kNN accuracy of `encoder` with the config's protocol.
-pub fn knn_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
+pub fn knn_of_encoder(
+    encoder: &ResNet,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<KnnResult> {
     if !has_labels(train) {
         return Err(unlabelled(train, cfg, "the kNN evaluation"));
     }
     let (tr, te) = features_of(encoder, cfg, train, test, device)?;
     let k = &cfg.eval.knn;
-    Ok(knn_classify(&tr, &te, train.classes.len(), k.k, k.temperature, device))
+    Ok(knn_classify(
+        &tr,
+        &te,
+        train.classes.len(),
+        k.k,
+        k.temperature,
+        device,
+    ))
 }
 
 /// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).
-pub fn linear_of_encoder(encoder: &ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<LinearResult> {
+pub fn linear_of_encoder(
+    encoder: &ResNet,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<LinearResult> {
     if !has_labels(train) {
         return Err(unlabelled(train, cfg, "the linear evaluation"));
     }
     let (tr, te) = features_of(encoder, cfg, train, test, device)?;
-    Ok(linear_eval(&tr, &te, train.classes.len(), &cfg.eval.linear, cfg.seed, device))
+    Ok(linear_eval(
+        &tr,
+        &te,
+        train.classes.len(),
+        &cfg.eval.linear,
+        cfg.seed,
+        device,
+    ))
 }
 
 /// Semi-supervised fine-tuning of `encoder` with the config's protocol.
-pub fn finetune_of_encoder(encoder: ResNet, cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<FinetuneResult> {
+pub fn finetune_of_encoder(
+    encoder: ResNet,
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<FinetuneResult> {
     finetune_of_network(encoder, None, cfg, train, test, device).map(|(r, _)| r)
 }
 
@@ -98,17 +150,32 @@ pub fn finetune_of_network(
         (FinetuneFrom::Encoder, _) => None,
         (FinetuneFrom::ProjectorLayer1, Some(p)) => Some(ProjectorLayer::of(p)),
         (FinetuneFrom::ProjectorLayer1, None) => {
-            return Err(Error::config("eval.finetune.from", "\"projector:1\" needs the network's projector, and none was given"));
+            return Err(Error::config(
+                "eval.finetune.from",
+                "\"projector:1\" needs the network's projector, and none was given",
+            ));
         }
     };
     let dim = cfg.model.encoder.output_dim();
     // A copy for each learning rate tried: each starts from the network as given.
     let start = |d: &Device| {
         let encoder = copy_into(cfg.model.encoder.init(d), &encoder);
-        let stem = stem.as_ref().map(|s| copy_into(ProjectorLayer::of(cfg.model.projector.init(dim, d)), s));
+        let stem = stem
+            .as_ref()
+            .map(|s| copy_into(ProjectorLayer::of(cfg.model.projector.init(dim, d)), s));
         Ok((encoder, stem))
     };
-    finetune(&start, dim, train, test, &cfg.augment, cfg.data.image_size, &cfg.eval.finetune, cfg.seed, device)
+    finetune(
+        &start,
+        dim,
+        train,
+        test,
+        &cfg.augment,
+        cfg.data.image_size,
+        &cfg.eval.finetune,
+        cfg.seed,
+        device,
+    )
 }
 
 /// The encoder as initialised by the run's seed, before any training.
@@ -118,10 +185,18 @@ pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
 
 /// The online network as initialised by the run's seed, before any training.
 pub fn random_init_online(cfg: &ExperimentConfig, device: &Device) -> Online {
-    reinit(Online::new(&cfg.model, device), super::state::online_seed(cfg.seed))
+    reinit(
+        Online::new(&cfg.model, device),
+        super::state::online_seed(cfg.seed),
+    )
 }
 
 /// kNN accuracy of the encoder as initialised by the run's seed, before any training.
-pub fn random_init_knn(cfg: &ExperimentConfig, train: &ImageSet, test: &ImageSet, device: &Device) -> Result<KnnResult> {
+pub fn random_init_knn(
+    cfg: &ExperimentConfig,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+) -> Result<KnnResult> {
     knn_of_encoder(&random_init_encoder(cfg, device), cfg, train, test, device)
 }

@@ -26,7 +26,14 @@ impl Schedules {
         let b = cfg.train.batch_size;
         let spe = loader::steps_per_epoch(n, b);
         let total_steps = spe.checked_mul(cfg.train.epochs).ok_or_else(|| {
-            Error::config("train.epochs", format!("{} epochs of {spe} steps overflow the step count: at most {} epochs here", cfg.train.epochs, u64::MAX / spe))
+            Error::config(
+                "train.epochs",
+                format!(
+                    "{} epochs of {spe} steps overflow the step count: at most {} epochs here",
+                    cfg.train.epochs,
+                    u64::MAX / spe
+                ),
+            )
         })?;
         Ok(Schedules {
             peak_lr: schedule::peak_lr(cfg.optim.base_lr, b),
@@ -38,12 +45,20 @@ impl Schedules {
 
     /// (learning rate, τ) of step `k` (0-based).
     pub(crate) fn at(&self, target: &crate::config::TargetConfig, k: u64) -> (f64, f64) {
-        (schedule::lr_at(self.peak_lr, k, self.warmup_steps, self.total_steps), ema::tau_at(target, k, self.total_steps))
+        (
+            schedule::lr_at(self.peak_lr, k, self.warmup_steps, self.total_steps),
+            ema::tau_at(target, k, self.total_steps),
+        )
     }
 }
 
 /// The batches of steps `start`… `end` of `cfg`'s run over `train`, made ahead on worker threads.
-pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, start: u64, end: u64) -> loader::Prefetcher {
+pub(crate) fn prefetcher(
+    cfg: &ExperimentConfig,
+    train: &Arc<data::ImageSet>,
+    start: u64,
+    end: u64,
+) -> loader::Prefetcher {
     let spec = loader::LoaderSpec {
         set: train.clone(),
         aug: cfg.augment.clone(),
@@ -57,7 +72,9 @@ pub(crate) fn prefetcher(cfg: &ExperimentConfig, train: &Arc<data::ImageSet>, st
         on_device: cfg.augment.placement.on_device(cfg.backend),
     };
     match cfg.data.source {
-        data::Source::Shards { shuffle_buffer, .. } => loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels),
+        data::Source::Shards { shuffle_buffer, .. } => {
+            loader::Prefetcher::from_shards(spec, shuffle_buffer, cfg.data.max_image_pixels)
+        }
         _ => loader::Prefetcher::new(spec),
     }
 }
@@ -84,28 +101,54 @@ pub(crate) struct Taken {
 
 impl<'a> Feed<'a> {
     /// The steps of `cfg`'s run over `train` from `start` to the end of `schedules`, on `device`.
-    pub(crate) fn new(cfg: &'a ExperimentConfig, train: &Arc<data::ImageSet>, device: &Device, start: u64, schedules: Schedules) -> Self {
+    pub(crate) fn new(
+        cfg: &'a ExperimentConfig,
+        train: &Arc<data::ImageSet>,
+        device: &Device,
+        start: u64,
+        schedules: Schedules,
+    ) -> Self {
         Feed {
             cfg,
             schedules,
             prefetch: prefetcher(cfg, train, start, schedules.total_steps),
-            views: [&cfg.augment.view1, &cfg.augment.view2].map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, device)),
+            views: [&cfg.augment.view1, &cfg.augment.view2]
+                .map(|v| ViewPipeline::new(v, &cfg.augment, cfg.data.image_size, device)),
             rule: StepRule::of(cfg),
         }
     }
 
     /// Update `state` on the next batch: on `replicas` when there are several, else here.
-    pub(crate) fn step(&mut self, state: TrainState, replicas: Option<&mut Replicas>) -> Result<Taken> {
+    pub(crate) fn step(
+        &mut self,
+        state: TrainState,
+        replicas: Option<&mut Replicas>,
+    ) -> Result<Taken> {
         let (cfg, b) = (self.cfg, self.cfg.train.batch_size);
-        let batch = self.prefetch.next().ok_or_else(|| Error::Loader("the batch producer stopped".into()))??;
+        let batch = self
+            .prefetch
+            .next()
+            .ok_or_else(|| Error::Loader("the batch producer stopped".into()))??;
         debug_assert_eq!(batch.step, state.step);
         let (lr, tau) = self.schedules.at(&cfg.target, state.step);
-        let v1 = cfg.train.precision.cast(self.views[0].finish(batch.view1, b)); // [B, 3, S, S]
-        let v2 = cfg.train.precision.cast(self.views[1].finish(batch.view2, b)); // [B, 3, S, S]
+        let v1 = cfg
+            .train
+            .precision
+            .cast(self.views[0].finish(batch.view1, b)); // [B, 3, S, S]
+        let v2 = cfg
+            .train
+            .precision
+            .cast(self.views[1].finish(batch.view2, b)); // [B, 3, S, S]
         let outcome = match replicas {
             Some(r) => r.step(state, v1, v2, lr, tau)?,
             None => guarded_step(state, v1, v2, lr, tau, &self.rule)?,
         };
-        Ok(Taken { outcome, labels: batch.labels, failures: batch.failures, lr, tau })
+        Ok(Taken {
+            outcome,
+            labels: batch.labels,
+            failures: batch.failures,
+            lr,
+            tau,
+        })
     }
 }

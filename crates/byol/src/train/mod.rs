@@ -17,8 +17,8 @@ mod step;
 
 pub use config::{OnNonFinite, TrainConfig};
 pub use evaluate::{
-    features_of, finetune_of_encoder, finetune_of_network, indexed_features_of, knn_of_encoder, linear_of_encoder, random_init_encoder, random_init_knn,
-    random_init_online,
+    features_of, finetune_of_encoder, finetune_of_network, indexed_features_of, knn_of_encoder,
+    linear_of_encoder, random_init_encoder, random_init_knn, random_init_online,
 };
 pub use follower::follow;
 pub use options::RunOptions;
@@ -28,4 +28,6 @@ pub use queue::Queue;
 pub use report::{EvalReport, Observer, PretrainReport, ProbeReport, StepLog};
 pub use run_dir::RunDir;
 pub use state::TrainState;
-pub use step::{Forward, Outcome, StepMetrics, StepRule, forward, forward_accumulated, guarded_step, train_step};
+pub use step::{
+    Forward, Outcome, StepMetrics, StepRule, forward, forward_accumulated, guarded_step, train_step,
+};

@@ -6,7 +6,10 @@ use super::RunOptions;
 use super::evaluate::{has_labels, knn_of_encoder, random_init_knn};
 use super::feed::Schedules;
 use super::run_dir::{self, NonFiniteStop, RunDir, SkippedImage, SkippedStep};
-use super::{EvalReport, Observer, Outcome, PretrainReport, ProbeReport, StepLog, StepMetrics, TrainState, checkpoint};
+use super::{
+    EvalReport, Observer, Outcome, PretrainReport, ProbeReport, StepLog, StepMetrics, TrainState,
+    checkpoint,
+};
 use crate::config::ExperimentConfig;
 use crate::data::{Fingerprint, ImageSet};
 use crate::eval::OnlineProbe;
@@ -20,7 +23,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// What to change after a non-finite loss; the checkpoints before it are intact.
-const SKIP_HINT: &str = "the checkpoints before it are intact; start again with a lower optim.base-lr";
+const SKIP_HINT: &str =
+    "the checkpoints before it are intact; start again with a lower optim.base-lr";
 
 /// Consecutive non-finite steps after which `on-non-finite = "skip"` gives up.
 const MAX_CONSECUTIVE_SKIPS: u64 = 10;
@@ -68,12 +72,21 @@ pub(crate) struct Monitor {
 impl Monitor {
     /// Open the logs (cut at the state's step when resuming: the event files) and give the state
     /// its online probe: the checkpoint's if it fits the data, else a new one.
-    pub fn start(ctx: &Context, state: &mut TrainState, skipped: Vec<(String, String)>, obs: &mut dyn Observer) -> Result<Monitor> {
+    pub fn start(
+        ctx: &Context,
+        state: &mut TrainState,
+        skipped: Vec<(String, String)>,
+        obs: &mut dyn Observer,
+    ) -> Result<Monitor> {
         let (cfg, s) = (ctx.cfg, &ctx.schedules);
         run_dir::trim_logs_after(ctx.run.path(), state.step)?;
         let events = EventWriter::create(ctx.run.path(), state.step)?;
         let metrics_path = ctx.run.file(run_dir::METRICS);
-        let metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+        let metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| Error::io(&metrics_path, e))?;
         obs.on_start(state.step, s.total_steps);
         // The online probe: made here, when the classes are known, unless the checkpoint had one.
         let classes = ctx.train.classes.len();
@@ -92,7 +105,10 @@ impl Monitor {
             final_loss: f64::NAN,
             last_loss: None,
             low_std_run: 0,
-            stop: ctx.opts.max_steps.map_or(s.total_steps, |m| m.min(s.total_steps)),
+            stop: ctx
+                .opts
+                .max_steps
+                .map_or(s.total_steps, |m| m.min(s.total_steps)),
             consecutive_skips: 0,
             stopped_by_time_budget: false,
             online_linear_top1: None,
@@ -116,7 +132,15 @@ impl Monitor {
 
     /// Everything after the step that made `outcome` (with learning rate `lr` and τ `tau`, on a
     /// batch with `labels`): returns the state to continue from.
-    pub fn after_step(&mut self, ctx: &Context, outcome: Outcome, labels: &[usize], lr: f64, tau: f64, obs: &mut dyn Observer) -> Result<TrainState> {
+    pub fn after_step(
+        &mut self,
+        ctx: &Context,
+        outcome: Outcome,
+        labels: &[usize],
+        lr: f64,
+        tau: f64,
+        obs: &mut dyn Observer,
+    ) -> Result<TrainState> {
         let (mut state, m) = match outcome {
             Outcome::Applied(next, m) => {
                 self.consecutive_skips = 0;
@@ -131,7 +155,11 @@ impl Monitor {
         let step = state.step;
         if let (Some(p), Some(m)) = (state.probe.as_mut(), m.as_ref()) {
             let share = ctx.probe_share;
-            p.step(m.representation.clone(), &labels[..share], &cfg.eval.online_probe);
+            p.step(
+                m.representation.clone(),
+                &labels[..share],
+                &cfg.eval.online_probe,
+            );
         }
         if let Some(m) = m {
             self.last_loss = Some(m.loss.clone());
@@ -139,27 +167,64 @@ impl Monitor {
                 self.log(ctx, &m, step, lr, tau, obs)?;
             }
         }
-        if step < self.stop && ctx.opts.interrupt.as_ref().is_some_and(|i| i.load(Ordering::SeqCst)) {
+        if step < self.stop
+            && ctx
+                .opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|i| i.load(Ordering::SeqCst))
+        {
             // The step is done: a checkpoint of it below, then the loop ends.
             self.stop = step;
-            obs.on_message(&format!("interrupted: stopping at step {step} of {} with a checkpoint", ctx.schedules.total_steps));
+            obs.on_message(&format!(
+                "interrupted: stopping at step {step} of {} with a checkpoint",
+                ctx.schedules.total_steps
+            ));
         }
-        if ctx.opts.time_budget_s.is_some_and(|t| step < self.stop && self.train_started.elapsed().as_secs_f64() >= t) {
+        if ctx
+            .opts
+            .time_budget_s
+            .is_some_and(|t| step < self.stop && self.train_started.elapsed().as_secs_f64() >= t)
+        {
             self.stop = step;
             self.stopped_by_time_budget = true;
-            obs.on_message(&format!("time budget reached at step {step} of {}", ctx.schedules.total_steps));
+            obs.on_message(&format!(
+                "time budget reached at step {step} of {}",
+                ctx.schedules.total_steps
+            ));
         }
         let ke = cfg.train.knn_every_epochs;
-        if ke > 0 && has_labels(ctx.train) && step % spe == 0 && (step / spe) % ke == 0 && step != ctx.schedules.total_steps {
+        if ke > 0
+            && has_labels(ctx.train)
+            && step % spe == 0
+            && (step / spe) % ke == 0
+            && step != ctx.schedules.total_steps
+        {
             let knn = knn_of_encoder(&state.online.encoder, cfg, ctx.train, ctx.test, ctx.device)?;
-            self.record_eval(ctx.run, EvalReport { step, epoch: step / spe, knn }, obs)?;
+            self.record_eval(
+                ctx.run,
+                EvalReport {
+                    step,
+                    epoch: step / spe,
+                    knn,
+                },
+                obs,
+            )?;
         }
         // At each epoch's end, and at the end of a run the time budget cut short (not at a
         // --max-steps stop: a resumed run then writes the same reports as an uninterrupted one).
-        if state.probe.is_some() && (step % spe == 0 || (step == self.stop && self.stopped_by_time_budget)) {
+        if state.probe.is_some()
+            && (step % spe == 0 || (step == self.stop && self.stopped_by_time_budget))
+        {
             let r = self.probe_report(ctx, &mut state, step)?;
             ctx.run.append(run_dir::PROBE, &r)?;
-            self.events.scalars(step, &[("train/online_linear_top1", r.train_top1), ("eval/online_linear_top1", r.test_top1)]);
+            self.events.scalars(
+                step,
+                &[
+                    ("train/online_linear_top1", r.train_top1),
+                    ("eval/online_linear_top1", r.test_top1),
+                ],
+            );
             obs.on_probe(&r);
             self.online_linear_top1 = Some(r.test_top1);
         }
@@ -168,16 +233,38 @@ impl Monitor {
             // The events up to this step first: a checkpoint never exists without them (a resume
             // from an earlier one cuts them off again).
             self.events.flush()?;
-            checkpoint::save_in(ctx.run.path(), &state, cfg, ctx.data, cfg.train.keep_checkpoints)?;
+            checkpoint::save_in(
+                ctx.run.path(),
+                &state,
+                cfg,
+                ctx.data,
+                cfg.train.keep_checkpoints,
+            )?;
         }
         Ok(state)
     }
 
     /// A step skipped for its non-finite loss (`on-non-finite = "skip"`): recorded, and an error
     /// after too many in a row. `step` is the state's step, which the skip did not advance.
-    fn skipped_step(&mut self, run: &RunDir, step: u64, loss: f64, lr: f64, tau: f64, obs: &mut dyn Observer) -> Result<()> {
+    fn skipped_step(
+        &mut self,
+        run: &RunDir,
+        step: u64,
+        loss: f64,
+        lr: f64,
+        tau: f64,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         self.consecutive_skips += 1;
-        run.append(run_dir::SKIPPED_STEPS, &SkippedStep { step, loss, lr, tau })?;
+        run.append(
+            run_dir::SKIPPED_STEPS,
+            &SkippedStep {
+                step,
+                loss,
+                lr,
+                tau,
+            },
+        )?;
         let msg = format!("step {step}: non-finite loss ({loss}), step skipped");
         tracing::warn!("{msg}");
         obs.on_message(&msg);
@@ -185,25 +272,50 @@ impl Monitor {
             return Err(Error::NonFinite {
                 what: format!("loss in {} consecutive steps", self.consecutive_skips),
                 step,
-                hint: format!("{SKIP_HINT} ({} lists the skipped steps)", run_dir::SKIPPED_STEPS),
+                hint: format!(
+                    "{SKIP_HINT} ({} lists the skipped steps)",
+                    run_dir::SKIPPED_STEPS
+                ),
             });
         }
         Ok(())
     }
 
     /// A logged step: `metrics.jsonl`, the event file, the collapse check, the observer.
-    fn log(&mut self, ctx: &Context, m: &StepMetrics, step: u64, lr: f64, tau: f64, obs: &mut dyn Observer) -> Result<()> {
+    fn log(
+        &mut self,
+        ctx: &Context,
+        m: &StepMetrics,
+        step: u64,
+        lr: f64,
+        tau: f64,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         let cfg = ctx.cfg;
         let loss = f64::from(m.loss.clone().into_scalar::<f32>());
         if !loss.is_finite() {
             // Stop before a checkpoint can store the broken weights; the diagnostic names the
             // step (NaN persists, so the first bad step is at most log-every steps earlier).
-            let _ = ctx.run.write(run_dir::NON_FINITE, &NonFiniteStop { step, loss, lr, tau, log_every: cfg.train.log_every });
-            return Err(Error::NonFinite { what: "loss".into(), step, hint: format!("{SKIP_HINT}, or resume with train.on-non-finite = \"skip\"") });
+            let _ = ctx.run.write(
+                run_dir::NON_FINITE,
+                &NonFiniteStop {
+                    step,
+                    loss,
+                    lr,
+                    tau,
+                    log_every: cfg.train.log_every,
+                },
+            );
+            return Err(Error::NonFinite {
+                what: "loss".into(),
+                step,
+                hint: format!("{SKIP_HINT}, or resume with train.on-non-finite = \"skip\""),
+            });
         }
         self.final_loss = loss;
         let (t0, s0) = self.last_log;
-        let ips = ((step - s0) as f64 * cfg.train.batch_size as f64) / t0.elapsed().as_secs_f64().max(1e-9);
+        let ips = ((step - s0) as f64 * cfg.train.batch_size as f64)
+            / t0.elapsed().as_secs_f64().max(1e-9);
         self.last_log = (Instant::now(), step);
         let log = StepLog {
             step,
@@ -215,7 +327,12 @@ impl Monitor {
             images_per_sec: ips,
         };
         let metrics_path = ctx.run.file(run_dir::METRICS);
-        writeln!(self.metrics, "{}", serde_json::to_string(&log).expect("json")).map_err(|e| Error::io(&metrics_path, e))?;
+        writeln!(
+            self.metrics,
+            "{}",
+            serde_json::to_string(&log).expect("json")
+        )
+        .map_err(|e| Error::io(&metrics_path, e))?;
         self.events.scalars(
             step,
             &[
@@ -228,7 +345,11 @@ impl Monitor {
         );
         let healthy = 1.0 / (cfg.model.projector.output as f64).sqrt();
         let threshold = cfg.train.collapse_fraction / (cfg.model.projector.output as f64).sqrt();
-        self.low_std_run = if log.projection_std < threshold { self.low_std_run + 1 } else { 0 };
+        self.low_std_run = if log.projection_std < threshold {
+            self.low_std_run + 1
+        } else {
+            0
+        };
         if self.low_std_run == cfg.train.collapse_patience {
             let msg = format!(
                 "possible collapse at step {step}: the std of the normalised projections has been below {threshold:.4} \
@@ -244,31 +365,76 @@ impl Monitor {
 
     /// The online probe's accuracy: on the epoch's training batches, and on the test split's
     /// representations (encoder in eval mode).
-    fn probe_report(&mut self, ctx: &Context, state: &mut TrainState, step: u64) -> Result<ProbeReport> {
+    fn probe_report(
+        &mut self,
+        ctx: &Context,
+        state: &mut TrainState,
+        step: u64,
+    ) -> Result<ProbeReport> {
         let (cfg, test) = (ctx.cfg, ctx.test);
-        let train_top1 = state.probe.as_mut().expect("called with a probe").take_epoch_accuracy();
+        let train_top1 = state
+            .probe
+            .as_mut()
+            .expect("called with a probe")
+            .take_epoch_accuracy();
         let probe = state.probe.as_ref().expect("called with a probe");
-        let (feats, dim, kept) = crate::eval::extract(&state.online.encoder, test, cfg.data.image_size, &cfg.augment, cfg.eval.knn.batch_size, ctx.device)?;
+        let (feats, dim, kept) = crate::eval::extract(
+            &state.online.encoder,
+            test,
+            cfg.data.image_size,
+            &cfg.augment,
+            cfg.eval.knn.batch_size,
+            ctx.device,
+        )?;
         let labels: Vec<usize> = kept.iter().map(|&i| test.labels[i]).collect();
         let epoch = step.div_ceil(ctx.schedules.steps_per_epoch);
-        Ok(ProbeReport { step, epoch, train_top1, test_top1: probe.accuracy(&feats, dim, &labels) })
+        Ok(ProbeReport {
+            step,
+            epoch,
+            train_top1,
+            test_top1: probe.accuracy(&feats, dim, &labels),
+        })
     }
 
     /// Append an evaluation to `evals.jsonl` and the event file, and report it.
-    fn record_eval(&mut self, run: &RunDir, report: EvalReport, obs: &mut dyn Observer) -> Result<()> {
+    fn record_eval(
+        &mut self,
+        run: &RunDir,
+        report: EvalReport,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
         run.append(run_dir::EVALS, &report)?;
-        self.events.scalars(report.step, &[("eval/knn_top1", report.knn.top1), ("eval/knn_top5", report.knn.top5)]);
+        self.events.scalars(
+            report.step,
+            &[
+                ("eval/knn_top1", report.knn.top1),
+                ("eval/knn_top5", report.knn.top5),
+            ],
+        );
         obs.on_eval(&report);
         Ok(())
     }
 
     /// After the last step: the list of skipped images, the final kNN evaluation (and the
     /// random-init encoder's) of a finished run, the report (`eval.json`).
-    pub fn finish(mut self, ctx: &Context, state: &TrainState, started: Instant, obs: &mut dyn Observer) -> Result<PretrainReport> {
+    pub fn finish(
+        mut self,
+        ctx: &Context,
+        state: &TrainState,
+        started: Instant,
+        obs: &mut dyn Observer,
+    ) -> Result<PretrainReport> {
         let (cfg, run, spe) = (ctx.cfg, ctx.run, ctx.schedules.steps_per_epoch);
         let train_seconds = self.train_started.elapsed().as_secs_f64();
         if !self.skipped.is_empty() {
-            let list: Vec<SkippedImage> = self.skipped.iter().map(|(file, reason)| SkippedImage { file: file.clone(), reason: reason.clone() }).collect();
+            let list: Vec<SkippedImage> = self
+                .skipped
+                .iter()
+                .map(|(file, reason)| SkippedImage {
+                    file: file.clone(),
+                    reason: reason.clone(),
+                })
+                .collect();
             run.write(run_dir::SKIPPED, &list)?;
         }
         if self.final_loss.is_nan()
@@ -287,7 +453,15 @@ impl Monitor {
         } else if finished {
             obs.on_message("kNN evaluation of the trained encoder");
             let knn = knn_of_encoder(&state.online.encoder, cfg, ctx.train, ctx.test, ctx.device)?;
-            self.record_eval(run, EvalReport { step: state.step, epoch: state.step / spe, knn }, obs)?;
+            self.record_eval(
+                run,
+                EvalReport {
+                    step: state.step,
+                    epoch: state.step / spe,
+                    knn,
+                },
+                obs,
+            )?;
             let random = if ctx.opts.compare_random {
                 obs.on_message("kNN evaluation of the random-init encoder");
                 Some(random_init_knn(cfg, ctx.train, ctx.test, ctx.device)?)
@@ -296,7 +470,10 @@ impl Monitor {
             };
             (Some(knn), random)
         } else {
-            obs.on_message(&format!("stopped at step {} of {}; continue with --resume", state.step, ctx.schedules.total_steps));
+            obs.on_message(&format!(
+                "stopped at step {} of {}; continue with --resume",
+                state.step, ctx.schedules.total_steps
+            ));
             (None, None)
         };
         let report = PretrainReport {

@@ -48,7 +48,11 @@ pub struct Replicas {
 
 /// A step of `replica` under its guard: a failure (an error or a panic) breaks the group so that
 /// the other replicas stop waiting for it.
-fn replica_step(replica: &Replica, sync_bn: bool, run: impl FnOnce() -> Result<Outcome>) -> Result<Outcome> {
+fn replica_step(
+    replica: &Replica,
+    sync_bn: bool,
+    run: impl FnOnce() -> Result<Outcome>,
+) -> Result<Outcome> {
     let _entered = replica.enter(sync_bn);
     let failure = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(out)) => return Ok(out),
@@ -56,13 +60,20 @@ fn replica_step(replica: &Replica, sync_bn: bool, run: impl FnOnce() -> Result<O
         Err(p) => crate::error::panic_message(p.as_ref()),
     };
     replica.fail(&failure);
-    Err(Error::Replica { rank: replica.rank(), message: failure })
+    Err(Error::Replica {
+        rank: replica.rank(),
+        message: failure,
+    })
 }
 
 impl Replicas {
     /// Start the replicas of ranks 1… with `states` (one per device after the first, each on its
     /// device, equal to rank 0's); `devices[0]` is rank 0's, the caller's.
-    pub fn start(cfg: &ExperimentConfig, devices: Vec<Device>, states: Vec<TrainState>) -> Result<Replicas> {
+    pub fn start(
+        cfg: &ExperimentConfig,
+        devices: Vec<Device>,
+        states: Vec<TrainState>,
+    ) -> Result<Replicas> {
         let group = group_for(cfg, &devices)?;
         let sync_bn = cfg.model.sync_bn.unwrap_or(true);
         let mut workers = Vec::new();
@@ -76,9 +87,12 @@ impl Replicas {
                 .name(format!("replica-{rank}"))
                 .spawn(move || {
                     for job in inbox {
-                        let out = replica_step(&replica, sync_bn, || guarded_step(state, job.view1, job.view2, job.lr, job.tau, &rule));
+                        let out = replica_step(&replica, sync_bn, || {
+                            guarded_step(state, job.view1, job.view2, job.lr, job.tau, &rule)
+                        });
                         match out {
-                            Ok(Outcome::Applied(next, _)) | Ok(Outcome::Skipped { state: next, .. }) => {
+                            Ok(Outcome::Applied(next, _))
+                            | Ok(Outcome::Skipped { state: next, .. }) => {
                                 state = next;
                                 let _ = report.send(Ok(()));
                             }
@@ -89,26 +103,53 @@ impl Replicas {
                         }
                     }
                 })
-                .map_err(|e| Error::Replica { rank, message: format!("cannot start its thread: {e}") })?;
-            workers.push(Worker { jobs: Some(jobs), done, thread: Some(thread) });
+                .map_err(|e| Error::Replica {
+                    rank,
+                    message: format!("cannot start its thread: {e}"),
+                })?;
+            workers.push(Worker {
+                jobs: Some(jobs),
+                done,
+                thread: Some(thread),
+            });
         }
-        Ok(Replicas { lead: group[0].clone(), devices, sync_bn, rule: StepRule::of(cfg), workers })
+        Ok(Replicas {
+            lead: group[0].clone(),
+            devices,
+            sync_bn,
+            rule: StepRule::of(cfg),
+            workers,
+        })
     }
 
     /// This process's replica in the MPI world ([`crate::collective::mpi`]): no threads of its
     /// own; its share of each batch is its rank's. Checks that every rank starts from the same
     /// `state` (a digest of its tensors, gathered: a rank that differs is named).
     #[cfg(feature = "mpi")]
-    pub fn mpi(cfg: &ExperimentConfig, device: Device, world: std::sync::Arc<crate::collective::mpi::MpiWorld>, state: &TrainState) -> Result<Replicas> {
+    pub fn mpi(
+        cfg: &ExperimentConfig,
+        device: Device,
+        world: std::sync::Arc<crate::collective::mpi::MpiWorld>,
+        state: &TrainState,
+    ) -> Result<Replicas> {
         let digests = world.gather_u64(digest(state)?);
         if let Some(r) = digests.iter().position(|&d| d != digests[0]) {
             return Err(Error::Replica {
                 rank: r,
-                message: format!("starts from other weights than rank 0 (state digest {:016x} against {:016x})", digests[r], digests[0]),
+                message: format!(
+                    "starts from other weights than rank 0 (state digest {:016x} against {:016x})",
+                    digests[r], digests[0]
+                ),
             });
         }
         let lead = crate::collective::mpi_replica(world);
-        Ok(Replicas { lead, devices: vec![device], sync_bn: cfg.model.sync_bn.unwrap_or(true), rule: StepRule::of(cfg), workers: Vec::new() })
+        Ok(Replicas {
+            lead,
+            devices: vec![device],
+            sync_bn: cfg.model.sync_bn.unwrap_or(true),
+            rule: StepRule::of(cfg),
+            workers: Vec::new(),
+        })
     }
 
     /// The number of replicas.
@@ -130,13 +171,26 @@ impl Replicas {
 
     /// One step of every replica on its slice of `view1`, `view2` ([B, 3, S, S], the global
     /// batch); returns rank 0's outcome (its metrics: the group's loss, rank 0's other values).
-    pub fn step(&mut self, state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64) -> Result<Outcome> {
+    pub fn step(
+        &mut self,
+        state: TrainState,
+        view1: Tensor<4>,
+        view2: Tensor<4>,
+        lr: f64,
+        tau: f64,
+    ) -> Result<Outcome> {
         let share = view1.dims()[0] / self.count();
         for (i, w) in self.workers.iter().enumerate() {
             let (rank, device) = (i + 1, &self.devices[i + 1]);
             let job = Job {
-                view1: view1.clone().narrow(0, rank * share, share).to_device(device), // [B/R, 3, S, S]
-                view2: view2.clone().narrow(0, rank * share, share).to_device(device), // [B/R, 3, S, S]
+                view1: view1
+                    .clone()
+                    .narrow(0, rank * share, share)
+                    .to_device(device), // [B/R, 3, S, S]
+                view2: view2
+                    .clone()
+                    .narrow(0, rank * share, share)
+                    .to_device(device), // [B/R, 3, S, S]
                 lr,
                 tau,
             };
@@ -149,7 +203,9 @@ impl Replicas {
         let at = self.lead.rank() * share; // 0, but for a process of an MPI world
         let (v1, v2) = (view1.narrow(0, at, share), view2.narrow(0, at, share)); // [B/R, 3, S, S]
         let rule = &self.rule;
-        let mine = replica_step(&self.lead, self.sync_bn, || guarded_step(state, v1, v2, lr, tau, rule));
+        let mine = replica_step(&self.lead, self.sync_bn, || {
+            guarded_step(state, v1, v2, lr, tau, rule)
+        });
         let mut first_error = mine.as_ref().err().map(ToString::to_string);
         for (i, w) in self.workers.iter().enumerate() {
             match w.done.recv() {
@@ -165,7 +221,10 @@ impl Replicas {
         match (mine, first_error) {
             (Ok(out), None) => Ok(out),
             (Err(e), _) => Err(e),
-            (Ok(_), Some(e)) => Err(Error::Replica { rank: 0, message: format!("another replica failed: {e}") }),
+            (Ok(_), Some(e)) => Err(Error::Replica {
+                rank: 0,
+                message: format!("another replica failed: {e}"),
+            }),
         }
     }
 
@@ -174,7 +233,10 @@ impl Replicas {
         let w = &self.workers[rank - 1];
         match w.done.try_recv() {
             Ok(Err(e)) => e,
-            _ => Error::Replica { rank, message: "stopped".into() },
+            _ => Error::Replica {
+                rank,
+                message: "stopped".into(),
+            },
         }
     }
 }
@@ -198,7 +260,11 @@ pub(crate) fn world_size() -> usize {
 }
 
 /// This process's replica when the run has several processes (an MPI world), else none.
-pub(crate) fn mpi_replicas(cfg: &ExperimentConfig, device: &Device, state: &TrainState) -> Result<Option<Replicas>> {
+pub(crate) fn mpi_replicas(
+    cfg: &ExperimentConfig,
+    device: &Device,
+    state: &TrainState,
+) -> Result<Option<Replicas>> {
     #[cfg(feature = "mpi")]
     if let Some(w) = crate::collective::mpi::world().filter(|w| w.size() > 1) {
         return Replicas::mpi(cfg, device.clone(), w, state).map(Some);

@@ -40,20 +40,37 @@ struct Setup {
 }
 
 /// Pre-train with `cfg` in `run_dir`, holding its lock for the run (see [`pretrain_in`]).
-pub fn pretrain(cfg: &ExperimentConfig, run_dir: &Path, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
+pub fn pretrain(
+    cfg: &ExperimentConfig,
+    run_dir: &Path,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+) -> Result<PretrainReport> {
     pretrain_in(cfg, &RunDir::lock(run_dir)?, opts, obs)
 }
 
 /// Pre-train with `cfg` in the run directory `run` (held by the caller), evaluate with kNN at
 /// the end (and every `train.knn-every-epochs`), and compare with the random-init encoder when
 /// asked. A run that fails before its first step removes the directory if it made it.
-pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn Observer) -> Result<PretrainReport> {
+pub fn pretrain_in(
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+) -> Result<PretrainReport> {
     let started = Instant::now();
-    let cfg = &ExperimentConfig { data: cfg.data.clone().with_absolute_paths(), ..cfg.clone() };
+    let cfg = &ExperimentConfig {
+        data: cfg.data.clone().with_absolute_paths(),
+        ..cfg.clone()
+    };
     let setup = match setup(cfg, run, opts, obs) {
         Ok(Start::Run(setup)) => setup,
         Ok(Start::Finished(report)) => {
-            obs.on_message(&format!("the run in {} is finished (step {}); nothing to resume, its report is unchanged", run.path().display(), report.steps));
+            obs.on_message(&format!(
+                "the run in {} is finished (step {}); nothing to resume, its report is unchanged",
+                run.path().display(),
+                report.steps
+            ));
             return Ok(*report);
         }
         Err(e) => {
@@ -61,12 +78,35 @@ pub fn pretrain_in(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs:
             return Err(e);
         }
     };
-    let Setup { cfg, mut state, device, mut replicas, train, test, data, skipped, schedules } = *setup;
+    let Setup {
+        cfg,
+        mut state,
+        device,
+        mut replicas,
+        train,
+        test,
+        data,
+        skipped,
+        schedules,
+    } = *setup;
     let ranks = replicas.as_ref().map_or(1, Replicas::count);
-    let ctx = Context { cfg: &cfg, run, train: &train, test: &test, device: &device, schedules, opts, probe_share: cfg.train.batch_size / ranks, data: &data };
+    let ctx = Context {
+        cfg: &cfg,
+        run,
+        train: &train,
+        test: &test,
+        device: &device,
+        schedules,
+        opts,
+        probe_share: cfg.train.batch_size / ranks,
+        data: &data,
+    };
     let mut feed = Feed::new(&cfg, &train, &device, state.step, schedules);
     let mut monitor = Monitor::start(&ctx, &mut state, skipped, obs)?;
-    let go_on = |step: u64, stop: u64, r: &Option<Replicas>| r.as_ref().map_or(step < stop, |r| r.agree_continue(step < stop));
+    let go_on = |step: u64, stop: u64, r: &Option<Replicas>| {
+        r.as_ref()
+            .map_or(step < stop, |r| r.agree_continue(step < stop))
+    };
     while go_on(state.step, monitor.stop(), &replicas) {
         let taken = feed.step(state, replicas.as_mut())?;
         monitor.note_failures(taken.failures);
@@ -84,7 +124,10 @@ pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
     if cfg.train.world != world {
         return Err(Error::config(
             "train.world",
-            format!("the config says {} process(es) and the run has {world}: resume a run with the number of processes it started with", cfg.train.world),
+            format!(
+                "the config says {} process(es) and the run has {world}: resume a run with the number of processes it started with",
+                cfg.train.world
+            ),
         ));
     }
     #[cfg(feature = "mpi")]
@@ -99,7 +142,12 @@ pub(crate) fn devices_of(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
 
 /// The devices, the state (new, or the checkpoint's when resuming), the data and the schedules;
 /// writes `config.toml` and `run.json`.
-fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn Observer) -> Result<Start> {
+fn setup(
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    opts: &RunOptions,
+    obs: &mut dyn Observer,
+) -> Result<Start> {
     let dir = run.path();
     // Writable: `RunDir::lock` made the folder and wrote its lock file.
     checkpoint::remove_stale_temporaries(dir);
@@ -112,9 +160,15 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
         resumed_states(cfg, dir, &devices, obs)?
     } else {
         if let Some((_, existing)) = checkpoint::list(dir).first() {
-            return Err(Error::checkpoint(existing, "a run already exists here: pass --resume to continue it, or choose another --run-dir"));
+            return Err(Error::checkpoint(
+                existing,
+                "a run already exists here: pass --resume to continue it, or choose another --run-dir",
+            ));
         }
-        let others = devices[1..].iter().map(|d| TrainState::init(cfg, d)).collect();
+        let others = devices[1..]
+            .iter()
+            .map(|d| TrainState::init(cfg, d))
+            .collect();
         (TrainState::init(cfg, &device), others, None)
     };
     std::fs::write(run.file(run_dir::CONFIG), cfg.to_toml()).map_err(|e| Error::io(dir, e))?;
@@ -130,24 +184,44 @@ fn setup(cfg: &ExperimentConfig, run: &RunDir, opts: &RunOptions, obs: &mut dyn 
             return Ok(Start::Finished(Box::new(report)));
         }
     }
-    run.write(run_dir::RUN, &run_info(cfg, &schedules, train.len(), test.len()))?;
+    run.write(
+        run_dir::RUN,
+        &run_info(cfg, &schedules, train.len(), test.len()),
+    )?;
     let replicas = match devices.len() {
         1 => super::parallel::mpi_replicas(cfg, &device, &state)?,
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
     };
-    Ok(Start::Run(Box::new(Setup { cfg: cfg.clone(), state, device, replicas, train, test, data, skipped, schedules })))
+    Ok(Start::Run(Box::new(Setup {
+        cfg: cfg.clone(),
+        state,
+        device,
+        replicas,
+        train,
+        test,
+        data,
+        skipped,
+        schedules,
+    })))
 }
 
 /// The states of a resumed run, one per device, from the newest checkpoint in `dir`, and the data
 /// fingerprint it records with its path; an error when `cfg` differs from its config in a field
 /// that changes the run.
-#[allow(clippy::type_complexity, reason = "used once, by setup, which takes it apart at once")]
+#[allow(
+    clippy::type_complexity,
+    reason = "used once, by setup, which takes it apart at once"
+)]
 fn resumed_states(
     cfg: &ExperimentConfig,
     dir: &Path,
     devices: &[Device],
     obs: &mut dyn Observer,
-) -> Result<(TrainState, Vec<TrainState>, Option<(Option<data::Fingerprint>, PathBuf)>)> {
+) -> Result<(
+    TrainState,
+    Vec<TrainState>,
+    Option<(Option<data::Fingerprint>, PathBuf)>,
+)> {
     let (loaded, ckpt_path) = checkpoint::read_latest(dir)?;
     let differences = cfg.resume_differences(&loaded.config);
     if !differences.is_empty() {
@@ -162,19 +236,42 @@ fn resumed_states(
             ),
         ));
     }
-    obs.on_message(&format!("resuming {} at step {}", ckpt_path.display(), loaded.step));
-    let others = devices[1..].iter().map(|d| loaded.state(d)).collect::<Result<Vec<_>>>()?;
-    Ok((loaded.state(&devices[0])?, others, Some((loaded.data.clone(), ckpt_path))))
+    obs.on_message(&format!(
+        "resuming {} at step {}",
+        ckpt_path.display(),
+        loaded.step
+    ));
+    let others = devices[1..]
+        .iter()
+        .map(|d| loaded.state(d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        loaded.state(&devices[0])?,
+        others,
+        Some((loaded.data.clone(), ckpt_path)),
+    ))
 }
 
 /// The training set (shared with the loader's threads), the test set and the files skipped when
 /// loading them; an error when the batch is larger than the training set.
-#[allow(clippy::type_complexity, reason = "used once, by setup, which takes it apart at once")]
-fn load_data(cfg: &ExperimentConfig, obs: &mut dyn Observer) -> Result<(Arc<data::ImageSet>, data::ImageSet, Vec<(String, String)>)> {
+#[allow(
+    clippy::type_complexity,
+    reason = "used once, by setup, which takes it apart at once"
+)]
+fn load_data(
+    cfg: &ExperimentConfig,
+    obs: &mut dyn Observer,
+) -> Result<(Arc<data::ImageSet>, data::ImageSet, Vec<(String, String)>)> {
     obs.on_message("loading data");
     let splits = data::load(&cfg.data, cfg.seed)?;
     // Files skipped when loading, and (without the cache) files that failed to decode later.
-    let skipped: Vec<(String, String)> = splits.train.skipped.iter().chain(&splits.test.skipped).map(|(p, e)| (p.display().to_string(), e.clone())).collect();
+    let skipped: Vec<(String, String)> = splits
+        .train
+        .skipped
+        .iter()
+        .chain(&splits.test.skipped)
+        .map(|(p, e)| (p.display().to_string(), e.clone()))
+        .collect();
     if !skipped.is_empty() {
         obs.on_message(&format!("skipped {} file(s) or folder(s), unreadable or outside the layout; see the warnings above", skipped.len()));
     }
@@ -184,23 +281,41 @@ fn load_data(cfg: &ExperimentConfig, obs: &mut dyn Observer) -> Result<(Arc<data
     }
     let b = cfg.train.batch_size;
     if b > splits.train.len() {
-        return Err(Error::config("train.batch-size", format!("{b} is larger than the {} training images; lower it or add data", splits.train.len())));
+        return Err(Error::config(
+            "train.batch-size",
+            format!(
+                "{b} is larger than the {} training images; lower it or add data",
+                splits.train.len()
+            ),
+        ));
     }
     Ok((Arc::new(splits.train), splits.test, skipped))
 }
 
 /// An error when the training data `data` is not the data the checkpoint `ckpt` was trained on
 /// (its fingerprint `recorded`; a checkpoint of an older `byol` has none, and gets a warning).
-fn check_same_data(cfg: &ExperimentConfig, data: &data::Fingerprint, recorded: Option<&data::Fingerprint>, ckpt: &Path) -> Result<()> {
+fn check_same_data(
+    cfg: &ExperimentConfig,
+    data: &data::Fingerprint,
+    recorded: Option<&data::Fingerprint>,
+    ckpt: &Path,
+) -> Result<()> {
     let Some(before) = recorded else {
-        tracing::warn!("{} records no data fingerprint (written by an older byol): the data cannot be checked", ckpt.display());
+        tracing::warn!(
+            "{} records no data fingerprint (written by an older byol): the data cannot be checked",
+            ckpt.display()
+        );
         return Ok(());
     };
     let differences = data.differences(before);
     if differences.is_empty() {
         return Ok(());
     }
-    let path = cfg.data.source.path().map_or_else(|| "the training set".into(), Path::to_path_buf);
+    let path = cfg
+        .data
+        .source
+        .path()
+        .map_or_else(|| "the training set".into(), Path::to_path_buf);
     Err(Error::data(
         path,
         format!(
@@ -213,7 +328,12 @@ fn check_same_data(cfg: &ExperimentConfig, data: &data::Fingerprint, recorded: O
 }
 
 /// What the run is (`run.json`).
-fn run_info(cfg: &ExperimentConfig, schedules: &Schedules, train_images: usize, test_images: usize) -> run_dir::RunInfo {
+fn run_info(
+    cfg: &ExperimentConfig,
+    schedules: &Schedules,
+    train_images: usize,
+    test_images: usize,
+) -> run_dir::RunInfo {
     let flex = cfg.backend == crate::backend::BackendKind::Flex;
     run_dir::RunInfo {
         seed: cfg.seed,
@@ -243,8 +363,14 @@ mod tests {
         cfg.train.batch_size = 16;
         cfg.train.epochs = 4_611_686_018_427_387_905; // 2⁶² + 1: × 4 steps wraps to 4
         let e = Schedules::new(&cfg, 64).unwrap_err().to_string();
-        assert!(e.contains("train.epochs") && e.contains(&format!("at most {} epochs", u64::MAX / 4)), "{e}");
+        assert!(
+            e.contains("train.epochs") && e.contains(&format!("at most {} epochs", u64::MAX / 4)),
+            "{e}"
+        );
         cfg.train.epochs = u64::MAX / 4;
-        assert_eq!(Schedules::new(&cfg, 64).unwrap().total_steps, u64::MAX / 4 * 4);
+        assert_eq!(
+            Schedules::new(&cfg, 64).unwrap().total_steps,
+            u64::MAX / 4 * 4
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! MoCo's queue of negative keys (He et al. 2020): a ring buffer of the last K L2-normalised
 //! target keys, first in first out, initialised with random unit vectors as in MoCo's code.
-#![allow(clippy::single_range_in_vec_init, reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b")]
+#![allow(
+    clippy::single_range_in_vec_init,
+    reason = "burn's `slice` takes one range per dimension: `[a..b]` is rows a..b"
+)]
 
 use crate::loss::l2_normalize;
 use crate::rng::{Stream, rng};
@@ -18,7 +21,9 @@ impl Queue {
     pub fn new(size: usize, dim: usize, seed: u64, device: &Device) -> Self {
         let mut r = rng(seed, Stream::MocoQueue, &[]);
         // Normal draws: isotropic after normalisation.
-        let v: Vec<f32> = (0..size * dim).map(|_| crate::rng::normal(&mut r, 1.0) as f32).collect();
+        let v: Vec<f32> = (0..size * dim)
+            .map(|_| crate::rng::normal(&mut r, 1.0) as f32)
+            .collect();
         let keys = l2_normalize(Tensor::from_data(TensorData::new(v, [size, dim]), device));
         Self { keys, ptr: 0 }
     }
@@ -37,11 +42,21 @@ impl Queue {
         let k = self.len();
         let [n, _] = new.dims();
         let new = l2_normalize(new.detach());
-        let (new, n) = if n > k { (new.slice([n - k..n]), k) } else { (new, n) };
+        let (new, n) = if n > k {
+            (new.slice([n - k..n]), k)
+        } else {
+            (new, n)
+        };
         let first = n.min(k - self.ptr);
-        self.keys = self.keys.clone().slice_assign([self.ptr..self.ptr + first], new.clone().slice([0..first]));
+        self.keys = self
+            .keys
+            .clone()
+            .slice_assign([self.ptr..self.ptr + first], new.clone().slice([0..first]));
         if first < n {
-            self.keys = self.keys.clone().slice_assign([0..n - first], new.slice([first..n]));
+            self.keys = self
+                .keys
+                .clone()
+                .slice_assign([0..n - first], new.slice([first..n]));
         }
         self.ptr = (self.ptr + n) % k;
     }
@@ -52,7 +67,13 @@ impl Queue {
         if self.ptr == 0 {
             return self.keys.clone();
         }
-        Tensor::cat(vec![self.keys.clone().slice([self.ptr..k]), self.keys.clone().slice([0..self.ptr])], 0)
+        Tensor::cat(
+            vec![
+                self.keys.clone().slice([self.ptr..k]),
+                self.keys.clone().slice([0..self.ptr]),
+            ],
+            0,
+        )
     }
 }
 
@@ -72,7 +93,10 @@ mod tests {
         let mut q = Queue::new(5, 2, 1, &d);
         assert_eq!(q.len(), 5);
         for r in rows(q.keys.clone()) {
-            assert!(((r[0] * r[0] + r[1] * r[1]).sqrt() - 1.0).abs() < 1e-5, "unit rows");
+            assert!(
+                ((r[0] * r[0] + r[1] * r[1]).sqrt() - 1.0).abs() < 1e-5,
+                "unit rows"
+            );
         }
         // Key i is (i, 1) before normalisation; push 3, then 4 (wrapping), then 2.
         let keys = |a: usize, b: usize| {
@@ -90,7 +114,10 @@ mod tests {
         let got = rows(q.ordered());
         for (row, i) in got.iter().zip(2..7) {
             let u = unit(i);
-            assert!((row[0] - u[0]).abs() < 1e-6 && (row[1] - u[1]).abs() < 1e-6, "{got:?}");
+            assert!(
+                (row[0] - u[0]).abs() < 1e-6 && (row[1] - u[1]).abs() < 1e-6,
+                "{got:?}"
+            );
         }
         q.push(keys(7, 9));
         let got = rows(q.ordered());

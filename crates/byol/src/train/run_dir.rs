@@ -117,7 +117,13 @@ impl RunDir {
         let created = !path.exists();
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let lock_path = path.join(LOCK);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -126,14 +132,32 @@ impl RunDir {
                 let holder = holder.trim();
                 return Err(Error::RunLocked {
                     path: path.to_path_buf(),
-                    holder: if holder.is_empty() { "another process".into() } else { holder.to_string() },
+                    holder: if holder.is_empty() {
+                        "another process".into()
+                    } else {
+                        holder.to_string()
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let who = format!("process {} ({})", std::process::id(), std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "));
-        file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(who.as_bytes())).map_err(|e| Error::io(&lock_path, e))?;
-        Ok(RunDir { path: path.to_path_buf(), created, _lock: file })
+        let who = format!(
+            "process {} ({})",
+            std::process::id(),
+            std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(who.as_bytes()))
+            .map_err(|e| Error::io(&lock_path, e))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            created,
+            _lock: file,
+        })
     }
 
     /// The directory.
@@ -149,15 +173,22 @@ impl RunDir {
     /// Append `record` as one JSON line to the file `name`.
     pub fn append<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.file(name);
-        let line = serde_json::to_string(record).map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        f.write_all(format!("{line}\n").as_bytes()).map_err(|e| Error::io(&path, e))
+        let line = serde_json::to_string(record)
+            .map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Write `record` as the file `name` (indented JSON), atomically.
     pub fn write<T: Serialize>(&self, name: &str, record: &T) -> Result<()> {
         let path = self.file(name);
-        let text = serde_json::to_string_pretty(record).map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
+        let text = serde_json::to_string_pretty(record)
+            .map_err(|e| Error::data(&path, format!("cannot write a record: {e}")))?;
         crate::io::write_atomic(&path, text.as_bytes())
     }
 
@@ -169,7 +200,9 @@ impl RunDir {
     /// Remove the directory if this process made it and it holds no checkpoint: what a run that
     /// failed before its first step leaves. Returns whether it was removed.
     pub(crate) fn remove_if_unused(&self) -> bool {
-        self.created && super::checkpoint::list(&self.path).is_empty() && std::fs::remove_dir_all(&self.path).is_ok()
+        self.created
+            && super::checkpoint::list(&self.path).is_empty()
+            && std::fs::remove_dir_all(&self.path).is_ok()
     }
 }
 
@@ -184,8 +217,14 @@ pub(crate) fn trim_logs_after(dir: &Path, step: u64) -> Result<()> {
     }
     for name in [METRICS, EVALS, PROBE, SKIPPED_STEPS] {
         let path = dir.join(name);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let keep: String = text.lines().filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step <= step)).flat_map(|l| [l, "\n"]).collect();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let keep: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<Step>(l).is_ok_and(|s| s.step <= step))
+            .flat_map(|l| [l, "\n"])
+            .collect();
         if keep.len() != text.len() {
             crate::io::write_atomic(&path, keep.as_bytes())?;
         }
@@ -205,7 +244,9 @@ fn read_lines<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Vec<T>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| serde_json::from_str(l).map_err(|e| Error::data(&path, format!("line {}: {e}", n + 1))))
+        .map(|(n, l)| {
+            serde_json::from_str(l).map_err(|e| Error::data(&path, format!("line {}: {e}", n + 1)))
+        })
         .collect()
 }
 
@@ -228,7 +269,9 @@ pub fn read_probes(dir: &Path) -> Result<Vec<ProbeReport>> {
 pub fn read_report(dir: &Path) -> Result<Option<PretrainReport>> {
     let path = dir.join(EVAL);
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| Error::data(&path, e.to_string())),
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::data(&path, e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&path, e)),
     }
@@ -247,11 +290,18 @@ mod tests {
         let first = RunDir::lock(&dir).unwrap();
         assert!(first.created());
         let e = RunDir::lock(&dir).unwrap_err().to_string();
-        assert!(e.contains(&dir.display().to_string()) && e.contains(&format!("process {}", std::process::id())), "{e}");
+        assert!(
+            e.contains(&dir.display().to_string())
+                && e.contains(&format!("process {}", std::process::id())),
+            "{e}"
+        );
         drop(first);
         let again = RunDir::lock(&dir).expect("free once the holder is gone");
         assert!(!again.created());
-        assert!(!again.remove_if_unused(), "only a directory this process made is removed");
+        assert!(
+            !again.remove_if_unused(),
+            "only a directory this process made is removed"
+        );
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -262,13 +312,22 @@ mod tests {
     fn resumed_logs_are_cut_at_the_checkpoint() {
         let dir = std::env::temp_dir().join(format!("byol-run-dir-trim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let lines = |steps: &[u64]| steps.iter().map(|s| format!("{{\"step\":{s},\"x\":1}}\n")).collect::<String>();
+        let lines = |steps: &[u64]| {
+            steps
+                .iter()
+                .map(|s| format!("{{\"step\":{s},\"x\":1}}\n"))
+                .collect::<String>()
+        };
         for name in [METRICS, EVALS, PROBE, SKIPPED_STEPS] {
             std::fs::write(dir.join(name), lines(&[4, 5, 6, 7])).unwrap();
         }
         trim_logs_after(&dir, 5).unwrap();
         for name in [METRICS, EVALS, PROBE, SKIPPED_STEPS] {
-            assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), lines(&[4, 5]), "{name}");
+            assert_eq!(
+                std::fs::read_to_string(dir.join(name)).unwrap(),
+                lines(&[4, 5]),
+                "{name}"
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

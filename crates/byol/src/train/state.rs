@@ -30,14 +30,31 @@ impl TrainState {
     pub fn init(cfg: &ExperimentConfig, device: &Device) -> Self {
         let ad = device.clone().autodiff();
         let online = reinit(Online::new(&cfg.model, &ad), online_seed(cfg.seed));
-        let fresh = reinit(Target::new(&cfg.model, device), crate::rng::key(cfg.seed, crate::rng::Stream::TargetInit, &[]));
+        let fresh = reinit(
+            Target::new(&cfg.model, device),
+            crate::rng::key(cfg.seed, crate::rng::Stream::TargetInit, &[]),
+        );
         let target = match (cfg.target.mode, cfg.target.init) {
             (TargetMode::None, _) => None,
             (TargetMode::Ema, TargetInit::Independent) => Some(fresh),
             (TargetMode::Ema, TargetInit::Copy) => Some(ema::copy_into(fresh, &online)),
         };
-        let queue = (cfg.objective.kind == ObjectiveKind::Moco).then(|| Queue::new(cfg.objective.queue_size, cfg.model.projector.output, cfg.seed, device));
-        TrainState { online, target, optim: cfg.optim.init(), queue, step: 0, probe: None }
+        let queue = (cfg.objective.kind == ObjectiveKind::Moco).then(|| {
+            Queue::new(
+                cfg.objective.queue_size,
+                cfg.model.projector.output,
+                cfg.seed,
+                device,
+            )
+        });
+        TrainState {
+            online,
+            target,
+            optim: cfg.optim.init(),
+            queue,
+            step: 0,
+            probe: None,
+        }
     }
 }
 

@@ -55,7 +55,12 @@ struct Micro {
 /// objective's loss and back-propagate it. `view1`, `view2`: [B, 3, S, S] on the plain device,
 /// in f32, or in bf16 / f16 for mixed precision (the encoders compute in that type; see
 /// `model::precision`).
-pub fn forward(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective: &ObjectiveConfig) -> Forward {
+pub fn forward(
+    state: TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    objective: &ObjectiveConfig,
+) -> Forward {
     forward_accumulated(state, view1, view2, objective, 1)
 }
 
@@ -65,14 +70,30 @@ pub fn forward(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective:
 /// one update of the whole batch — the paper's protocol for smaller batches (§5, "Batch size":
 /// gradients averaged over N consecutive steps, the target updated once every N). `micro_batches`
 /// must divide B (the config's validation says so).
-pub fn forward_accumulated(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, objective: &ObjectiveConfig, micro_batches: usize) -> Forward {
+pub fn forward_accumulated(
+    state: TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    objective: &ObjectiveConfig,
+    micro_batches: usize,
+) -> Forward {
     let b = view1.dims()[0] / micro_batches;
     let mut grads: Option<ParamGrads> = None;
     let mut micros = Vec::with_capacity(micro_batches);
     for i in 0..micro_batches {
-        let slice = |v: &Tensor<4>| if micro_batches == 1 { v.clone() } else { v.clone().narrow(0, i * b, b) }; // [b, 3, S, S]
+        let slice = |v: &Tensor<4>| {
+            if micro_batches == 1 {
+                v.clone()
+            } else {
+                v.clone().narrow(0, i * b, b)
+            }
+        }; // [b, 3, S, S]
         let (loss, micro) = micro_forward(&state, slice(&view1), slice(&view2), objective);
-        let loss = if micro_batches == 1 { loss } else { loss.div_scalar(micro_batches as f64) };
+        let loss = if micro_batches == 1 {
+            loss
+        } else {
+            loss.div_scalar(micro_batches as f64)
+        };
         let taken = ParamGrads::take(&state.online, &mut loss.backward());
         grads = Some(match grads {
             Some(g) => g + taken,
@@ -86,16 +107,31 @@ pub fn forward_accumulated(state: TrainState, view1: Tensor<4>, view2: Tensor<4>
         Some(replica) => replica.all_reduce_mean(loss), // [1]
         None => loss,
     };
-    let keys = state.queue.is_some().then(|| Tensor::cat(vec![cat(|m| m.z1t.clone()), cat(|m| m.z2t.clone())], 0)); // [2B, P]
+    let keys = state
+        .queue
+        .is_some()
+        .then(|| Tensor::cat(vec![cat(|m| m.z1t.clone()), cat(|m| m.z2t.clone())], 0)); // [2B, P]
     let projection_std = normalized_std(cat(|m| m.z1.clone())); // [1]
     let y1 = cat(|m| m.y1.clone()); // [B, D]
     let grads = grads.expect("at least one micro-batch");
-    Forward { state, grads, batch_loss, keys, projection_std, y1 }
+    Forward {
+        state,
+        grads,
+        batch_loss,
+        keys,
+        projection_std,
+        y1,
+    }
 }
 
 /// One micro-batch through the online network and the target: the objective's loss on the
 /// autodiff device (\[1\]), and what the step keeps.
-fn micro_forward(state: &TrainState, view1: Tensor<4>, view2: Tensor<4>, objective: &ObjectiveConfig) -> (Tensor<1>, Micro) {
+fn micro_forward(
+    state: &TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    objective: &ObjectiveConfig,
+) -> (Tensor<1>, Micro) {
     // Each view through the online network separately, so that BatchNorm statistics are per view
     // as in the official code.
     let o1 = state.online.forward(view1.clone().autodiff()); // p, z: [b, P]
@@ -108,16 +144,46 @@ fn micro_forward(state: &TrainState, view1: Tensor<4>, view2: Tensor<4>, objecti
     };
     let (alpha, beta) = (objective.temperature, objective.beta);
     let loss = match objective.kind {
-        ObjectiveKind::Byol => unified_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), beta, alpha), // [1]
-        ObjectiveKind::NtXent => nt_xent(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), alpha),          // [1]
+        ObjectiveKind::Byol => unified_loss(
+            o1.prediction,
+            o2.prediction,
+            z1t.clone(),
+            z2t.clone(),
+            beta,
+            alpha,
+        ), // [1]
+        ObjectiveKind::NtXent => nt_xent(
+            o1.prediction,
+            o2.prediction,
+            z1t.clone(),
+            z2t.clone(),
+            alpha,
+        ), // [1]
         ObjectiveKind::Moco => {
-            let keys = state.queue.as_ref().expect("a MoCo state has a queue").keys.clone(); // [K, P]
-            moco_loss(o1.prediction, o2.prediction, z1t.clone(), z2t.clone(), keys, alpha) // [1]
+            let keys = state
+                .queue
+                .as_ref()
+                .expect("a MoCo state has a queue")
+                .keys
+                .clone(); // [K, P]
+            moco_loss(
+                o1.prediction,
+                o2.prediction,
+                z1t.clone(),
+                z2t.clone(),
+                keys,
+                alpha,
+            ) // [1]
         }
     };
     let y1 = crate::model::precision::to_f32(o1.representation.without_autodiff()); // [b, D]
-    let kept =
-        Micro { loss: loss.clone().without_autodiff(), z1t: z1t.without_autodiff(), z2t: z2t.without_autodiff(), z1: o1.projection.without_autodiff(), y1 };
+    let kept = Micro {
+        loss: loss.clone().without_autodiff(),
+        z1t: z1t.without_autodiff(),
+        z2t: z2t.without_autodiff(),
+        z1: o1.projection.without_autodiff(),
+        y1,
+    };
     (loss, kept)
 }
 
@@ -131,7 +197,10 @@ impl Forward {
     /// step counter advances so that the schedules and the data order go on. (The BatchNorm
     /// running statistics of the forward pass are not rolled back.)
     pub fn skip(self) -> TrainState {
-        TrainState { step: self.state.step + 1, ..self.state }
+        TrainState {
+            step: self.state.step + 1,
+            ..self.state
+        }
     }
 
     /// Update θ with the optimizer at learning rate `lr`, then ξ by EMA with `tau` and MoCo's
@@ -140,20 +209,55 @@ impl Forward {
     /// optimizer averages each gradient over them first ([`crate::optim::Optimizer::step`]), so
     /// every replica takes the same step and the target, updated locally, stays the same too.
     pub fn apply(self, lr: f64, tau: f64) -> Result<(TrainState, StepMetrics)> {
-        let Forward { state, grads, batch_loss, keys, projection_std, y1 } = self;
-        let TrainState { online, target, mut optim, mut queue, step, probe } = state;
+        let Forward {
+            state,
+            grads,
+            batch_loss,
+            keys,
+            projection_std,
+            y1,
+        } = self;
+        let TrainState {
+            online,
+            target,
+            mut optim,
+            mut queue,
+            step,
+            probe,
+        } = state;
         let online = optim.apply(online, grads, lr, step + 1)?;
         let target = target.map(|t| ema::update(t, &online, tau));
         if let (Some(q), Some(keys)) = (queue.as_mut(), keys) {
             q.push(keys); // [2B, P]
         }
-        let metrics = StepMetrics { loss: batch_loss, projection_std, representation: y1 };
-        Ok((TrainState { online, target, optim, queue, step: step + 1, probe }, metrics))
+        let metrics = StepMetrics {
+            loss: batch_loss,
+            projection_std,
+            representation: y1,
+        };
+        Ok((
+            TrainState {
+                online,
+                target,
+                optim,
+                queue,
+                step: step + 1,
+                probe,
+            },
+            metrics,
+        ))
     }
 }
 
 /// A whole step: [`forward`], then [`Forward::apply`].
-pub fn train_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, objective: &ObjectiveConfig) -> Result<(TrainState, StepMetrics)> {
+pub fn train_step(
+    state: TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    lr: f64,
+    tau: f64,
+    objective: &ObjectiveConfig,
+) -> Result<(TrainState, StepMetrics)> {
     forward(state, view1, view2, objective).apply(lr, tau)
 }
 
@@ -183,7 +287,11 @@ pub struct StepRule {
 impl StepRule {
     /// The rule of `cfg`'s run.
     pub fn of(cfg: &ExperimentConfig) -> Self {
-        StepRule { objective: cfg.objective.clone(), on_non_finite: cfg.train.on_non_finite, accumulate: cfg.train.accumulate }
+        StepRule {
+            objective: cfg.objective.clone(),
+            on_non_finite: cfg.train.on_non_finite,
+            accumulate: cfg.train.accumulate,
+        }
     }
 }
 
@@ -191,13 +299,27 @@ impl StepRule {
 /// "stop"` applied unconditionally (the loop checks the loss when it logs); with `"skip"` the loss
 /// of the whole batch is read first (a host synchronisation) and a non-finite step skipped. With
 /// several replicas the loss read is the group's mean, so every replica decides the same.
-pub fn guarded_step(state: TrainState, view1: Tensor<4>, view2: Tensor<4>, lr: f64, tau: f64, rule: &StepRule) -> Result<Outcome> {
+pub fn guarded_step(
+    state: TrainState,
+    view1: Tensor<4>,
+    view2: Tensor<4>,
+    lr: f64,
+    tau: f64,
+    rule: &StepRule,
+) -> Result<Outcome> {
     let f = forward_accumulated(state, view1, view2, &rule.objective, rule.accumulate);
     match rule.on_non_finite {
         OnNonFinite::Stop => f.apply(lr, tau).map(|(s, m)| Outcome::Applied(s, m)),
         OnNonFinite::Skip => {
             let loss = f.loss_value();
-            if loss.is_finite() { f.apply(lr, tau).map(|(s, m)| Outcome::Applied(s, m)) } else { Ok(Outcome::Skipped { state: f.skip(), loss }) }
+            if loss.is_finite() {
+                f.apply(lr, tau).map(|(s, m)| Outcome::Applied(s, m))
+            } else {
+                Ok(Outcome::Skipped {
+                    state: f.skip(),
+                    loss,
+                })
+            }
         }
     }
 }

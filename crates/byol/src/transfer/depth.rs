@@ -72,14 +72,22 @@ pub enum DepthLoss {
 #[serde(tag = "source", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DepthData {
     /// Built-in synthetic scenes ([`scene`]): `train` and `val` of them, `size` px square.
-    Synthetic { train: usize, val: usize, size: usize },
+    Synthetic {
+        train: usize,
+        val: usize,
+        size: usize,
+    },
     /// `path/{train,val}/rgb/<id>.png|jpg` with `path/{train,val}/depth/<id>.png` (16-bit, mm).
     Folder { path: PathBuf },
 }
 
 impl Default for DepthData {
     fn default() -> Self {
-        DepthData::Synthetic { train: 2000, val: 500, size: 64 }
+        DepthData::Synthetic {
+            train: 2000,
+            val: 500,
+            size: 64,
+        }
     }
 }
 
@@ -118,7 +126,13 @@ impl DepthConfig {
         if let DepthData::Synthetic { train, val, size } = self.data
             && (train == 0 || val == 0 || !(16..=super::MAX_SIDE).contains(&size))
         {
-            return Err(Error::config(field("data"), format!("synthetic scenes need train and val ≥ 1 and a size of 16 to {} px", super::MAX_SIDE)));
+            return Err(Error::config(
+                field("data"),
+                format!(
+                    "synthetic scenes need train and val ≥ 1 and a size of 16 to {} px",
+                    super::MAX_SIDE
+                ),
+            ));
         }
         Ok(())
     }
@@ -138,11 +152,17 @@ pub struct UpProjection {
 
 fn conv(cin: usize, cout: usize, k: usize, device: &Device) -> Conv2d {
     let p = k / 2;
-    Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Explicit(p, p, p, p)).with_bias(false).init(device)
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_bias(false)
+        .init(device)
 }
 
 fn bn(c: usize, device: &Device) -> BatchNorm {
-    BatchNormConfig::new(c).with_epsilon(1e-5).with_momentum(0.1).init(device)
+    BatchNormConfig::new(c)
+        .with_epsilon(1e-5)
+        .with_momentum(0.1)
+        .init(device)
 }
 
 /// Laina et al.'s 2× unpooling: each value to the top-left of a 2×2 cell, zeros elsewhere.
@@ -195,13 +215,27 @@ impl DepthNet {
         let mut up = Vec::new();
         let mut s = stride;
         while s > 2 {
-            up.push(reinit(UpProjection::new(c, (c / 2).max(8), device), k(1 + up.len() as u64)));
+            up.push(reinit(
+                UpProjection::new(c, (c / 2).max(8), device),
+                k(1 + up.len() as u64),
+            ));
             c = (c / 2).max(8);
             s /= 2;
         }
-        let mut out = reinit(Conv2dConfig::new([c, 1], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device), k(99));
+        let mut out = reinit(
+            Conv2dConfig::new([c, 1], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            k(99),
+        );
         out.bias = Some(burn::nn::Initializer::Zeros.init([1], device));
-        DepthNet { encoder: encoder.fork(device), reduce, bn_reduce: bn((dim / 2).max(8), device), up, out }
+        DepthNet {
+            encoder: encoder.fork(device),
+            reduce,
+            bn_reduce: bn((dim / 2).max(8), device),
+            up,
+            out,
+        }
     }
 
     /// `x`: [B, 3, H, W] → depth [B, 1, H, W] in metres.
@@ -213,7 +247,10 @@ impl DepthNet {
             f = block.forward(f); // [B, c/2, 2·, 2·]
         }
         let d = self.out.forward(f); // [B, 1, H/2, W/2]
-        interpolate(d, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w])) // [B, 1, H, W]
+        interpolate(
+            d,
+            InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w]),
+        ) // [B, 1, H, W]
     }
 }
 
@@ -224,7 +261,10 @@ pub fn depth_loss(predicted: Tensor<4>, truth: &[f32], loss: DepthLoss) -> Tenso
     let [b, _, h, w] = predicted.dims();
     assert_eq!(truth.len(), b * h * w, "one depth per pixel");
     let device = predicted.device();
-    let keep: Vec<f32> = truth.iter().map(|&t| if t > 0.0 { 1.0 } else { 0.0 }).collect();
+    let keep: Vec<f32> = truth
+        .iter()
+        .map(|&t| if t > 0.0 { 1.0 } else { 0.0 })
+        .collect();
     let counted = keep.iter().sum::<f32>().max(1.0);
     let keep = Tensor::<4>::from_data(TensorData::new(keep, [b, 1, h, w]), &device);
     let truth = Tensor::<4>::from_data(TensorData::new(truth.to_vec(), [b, 1, h, w]), &device);
@@ -292,25 +332,56 @@ pub fn depth(
 ) -> Result<(DepthResult, DepthNet)> {
     cfg.validate()?;
     if val.is_empty() {
-        return Err(Error::input("depth estimation", "the validation split is empty"));
+        return Err(Error::input(
+            "depth estimation",
+            "the validation split is empty",
+        ));
     }
-    let Some(first) = train.first() else { return Err(Error::input("depth estimation", "the training split is empty")) };
+    let Some(first) = train.first() else {
+        return Err(Error::input(
+            "depth estimation",
+            "the training split is empty",
+        ));
+    };
     let (w, h) = (first.image.width, first.image.height);
-    if let Some(odd) = train.iter().find(|s| (s.image.width, s.image.height) != (w, h)) {
-        return Err(Error::data(&odd.id, format!("training images must share one size: {}×{} against {w}×{h}", odd.image.width, odd.image.height)));
+    if let Some(odd) = train
+        .iter()
+        .find(|s| (s.image.width, s.image.height) != (w, h))
+    {
+        return Err(Error::data(
+            &odd.id,
+            format!(
+                "training images must share one size: {}×{} against {w}×{h}",
+                odd.image.width, odd.image.height
+            ),
+        ));
     }
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;
     let training = cfg.training();
     let epochs = training.epochs(train.len(), seed, Stream::DepthOrder)?;
-    let trained = training.tuning(&epochs).run((model, training.optimizer()), 0, progress, &mut (), |model, chunk, epoch, _| {
-        let views: Vec<(Vec<f32>, Vec<f32>)> =
-            chunk.iter().map(|&i| train_view(&train[i], aug, &mut rng(seed, Stream::DepthViews, &[epoch, i as u64]))).collect();
-        let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
-        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
-        Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
-    })?;
+    let trained = training.tuning(&epochs).run(
+        (model, training.optimizer()),
+        0,
+        progress,
+        &mut (),
+        |model, chunk, epoch, _| {
+            let views: Vec<(Vec<f32>, Vec<f32>)> = chunk
+                .iter()
+                .map(|&i| {
+                    train_view(
+                        &train[i],
+                        aug,
+                        &mut rng(seed, Stream::DepthViews, &[epoch, i as u64]),
+                    )
+                })
+                .collect();
+            let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
+            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
+            Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
+        },
+    )?;
     let (step, epoch_losses) = (trained.step, epochs.epoch_means(&trained.losses));
     let model = trained.model.valid().fork(device);
     let (mut predicted, mut truth) = (Vec::new(), Vec::new());
@@ -318,25 +389,75 @@ pub fn depth(
         predicted.extend(predict(&model, &s.image, aug, device)?);
         truth.extend_from_slice(&s.depth);
     }
-    Ok((DepthResult { train_images: train.len(), val_images: val.len(), steps: step, epoch_losses, val: depth_scores(&predicted, &truth) }, model))
+    Ok((
+        DepthResult {
+            train_images: train.len(),
+            val_images: val.len(),
+            steps: step,
+            epoch_losses,
+            val: depth_scores(&predicted, &truth),
+        },
+        model,
+    ))
 }
 
 /// The depth of each pixel of `img` (metres, row-major), by a network in eval mode.
-pub fn predict(model: &DepthNet, img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Result<Vec<f32>> {
-    model.forward(image_tensor(img, aug, device)).into_data().try_into_vec::<f32>().map_err(|e| Error::readback("the predicted depths", e))
+pub fn predict(
+    model: &DepthNet,
+    img: &Rgb8,
+    aug: &AugmentConfig,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    model
+        .forward(image_tensor(img, aug, device))
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::readback("the predicted depths", e))
 }
 
 /// `count` validation images in rows of three: the image, its true depth and the prediction, the
 /// depths in one grey ramp from near (white) to `far` (black), unmeasured pixels red; each drawn
 /// `scale` times its size.
-pub fn prediction_picture(model: &DepthNet, val: &[DepthSample], count: usize, scale: usize, aug: &AugmentConfig, device: &Device) -> Result<Rgb8> {
+pub fn prediction_picture(
+    model: &DepthNet,
+    val: &[DepthSample],
+    count: usize,
+    scale: usize,
+    aug: &AugmentConfig,
+    device: &Device,
+) -> Result<Rgb8> {
     let shown = &val[..count.max(1).min(val.len())];
-    let far = shown.iter().flat_map(|s| s.depth.iter().copied()).fold(1e-3f32, f32::max);
-    let grey = |d: f32| if d > 0.0 { [(255.0 * (1.0 - (d / far).clamp(0.0, 1.0))) as u8; 3] } else { [200, 0, 0] };
-    let map = |s: &DepthSample, depth: &[f32]| Rgb8 { width: s.image.width, height: s.image.height, data: depth.iter().flat_map(|&d| grey(d)).collect() };
+    let far = shown
+        .iter()
+        .flat_map(|s| s.depth.iter().copied())
+        .fold(1e-3f32, f32::max);
+    let grey = |d: f32| {
+        if d > 0.0 {
+            [(255.0 * (1.0 - (d / far).clamp(0.0, 1.0))) as u8; 3]
+        } else {
+            [200, 0, 0]
+        }
+    };
+    let map = |s: &DepthSample, depth: &[f32]| Rgb8 {
+        width: s.image.width,
+        height: s.image.height,
+        data: depth.iter().flat_map(|&d| grey(d)).collect(),
+    };
     let rows = shown
         .iter()
-        .map(|s| Ok([s.image.clone(), map(s, &s.depth), map(s, &predict(model, &s.image, aug, device)?.iter().map(|d| d.max(1e-3)).collect::<Vec<_>>())]))
+        .map(|s| {
+            Ok([
+                s.image.clone(),
+                map(s, &s.depth),
+                map(
+                    s,
+                    &predict(model, &s.image, aug, device)?
+                        .iter()
+                        .map(|d| d.max(1e-3))
+                        .collect::<Vec<_>>(),
+                ),
+            ])
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(rows_picture(&rows, scale))
 }
@@ -355,10 +476,21 @@ mod tests {
         let (encoder, dim) = small();
         let net = DepthNet::new(encoder, dim, 8, 0, &device).valid();
         assert_eq!(net.up.len(), 2);
-        assert_eq!(net.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(), [2, 1, 32, 32]);
-        let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &device);
+        assert_eq!(
+            net.forward(Tensor::zeros([2, 3, 32, 32], &device)).dims(),
+            [2, 1, 32, 32]
+        );
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]),
+            &device,
+        );
         let u: Vec<f32> = unpool(x).into_data().try_into_vec().unwrap();
-        assert_eq!(u, [1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            u,
+            [
+                1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0
+            ]
+        );
     }
 
     /// berHu by hand: errors (1, 0.1, 3) with c = 0.6: 1 and 3 are quadratic, 0.1 linear; an
@@ -366,18 +498,42 @@ mod tests {
     #[test]
     fn berhu_by_hand_and_unmeasured_pixels_ignored() {
         let device = Device::flex().autodiff();
-        let p = Tensor::<4>::from_data(TensorData::new(vec![2.0f32, 1.1, 4.0, 9.0], [1, 1, 2, 2]), &device).require_grad();
+        let p = Tensor::<4>::from_data(
+            TensorData::new(vec![2.0f32, 1.1, 4.0, 9.0], [1, 1, 2, 2]),
+            &device,
+        )
+        .require_grad();
         let truth = [1.0, 1.0, 1.0, 0.0];
         let loss = depth_loss(p.clone(), &truth, DepthLoss::Berhu);
         let c = 0.6f64;
         let q = |e: f64| (e * e + c * c) / (2.0 * c);
         let expect = (q(1.0) + 0.1 + q(3.0)) / 3.0;
-        assert!((f64::from(loss.clone().into_scalar::<f32>()) - expect).abs() < 1e-5, "{}", loss.into_scalar::<f32>());
-        let g: Vec<f32> = p.grad(&loss.backward()).unwrap().into_data().try_into_vec().unwrap();
+        assert!(
+            (f64::from(loss.clone().into_scalar::<f32>()) - expect).abs() < 1e-5,
+            "{}",
+            loss.into_scalar::<f32>()
+        );
+        let g: Vec<f32> = p
+            .grad(&loss.backward())
+            .unwrap()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
         assert_eq!(g[3], 0.0, "{g:?}");
         // d/dp of (e² + c²)/2c = e/c, over 3 pixels; of |e| = sign(e).
-        assert!((f64::from(g[0]) - 1.0 / c / 3.0).abs() < 1e-5 && (f64::from(g[1]) - 1.0 / 3.0).abs() < 1e-5, "{g:?}");
-        let l1 = depth_loss(Tensor::from_data(TensorData::new(vec![2.0f32, 1.1, 4.0, 9.0], [1, 1, 2, 2]), &device), &truth, DepthLoss::L1);
+        assert!(
+            (f64::from(g[0]) - 1.0 / c / 3.0).abs() < 1e-5
+                && (f64::from(g[1]) - 1.0 / 3.0).abs() < 1e-5,
+            "{g:?}"
+        );
+        let l1 = depth_loss(
+            Tensor::from_data(
+                TensorData::new(vec![2.0f32, 1.1, 4.0, 9.0], [1, 1, 2, 2]),
+                &device,
+            ),
+            &truth,
+            DepthLoss::L1,
+        );
         assert!((f64::from(l1.into_scalar::<f32>()) - 4.1 / 3.0).abs() < 1e-5);
     }
 
@@ -386,16 +542,45 @@ mod tests {
     #[test]
     fn fine_tuning_on_scenes_lowers_the_loss_and_beats_a_constant() {
         let device = Device::flex();
-        let (train, val) = (super::super::scenes::scenes(64, 32, 0, Split::Train), super::super::scenes::scenes(16, 32, 0, Split::Val));
+        let (train, val) = (
+            super::super::scenes::scenes(64, 32, 0, Split::Train),
+            super::super::scenes::scenes(16, 32, 0, Split::Val),
+        );
         let (encoder, dim) = small();
-        let cfg = DepthConfig { epochs: 6, batch_size: 8, learning_rate: 0.01, ..Default::default() };
-        let (r, _) = depth(encoder, dim, 8, &train, &val, &cfg, &AugmentConfig::default(), 0, &device, &mut ()).unwrap();
+        let cfg = DepthConfig {
+            epochs: 6,
+            batch_size: 8,
+            learning_rate: 0.01,
+            ..Default::default()
+        };
+        let (r, _) = depth(
+            encoder,
+            dim,
+            8,
+            &train,
+            &val,
+            &cfg,
+            &AugmentConfig::default(),
+            0,
+            &device,
+            &mut (),
+        )
+        .unwrap();
         let mean = train.iter().flat_map(|s| s.depth.iter()).sum::<f32>() / (64 * 32 * 32) as f32;
         let truth: Vec<f32> = val.iter().flat_map(|s| s.depth.iter().copied()).collect();
         let constant = depth_scores(&vec![mean; truth.len()], &truth);
         assert_eq!(r.steps, 48);
         // Measured: 4.78 → 1.29, and rms 1.36 m against the constant's 2.52 m.
-        assert!(r.epoch_losses[5] < 0.5 * r.epoch_losses[0], "{:?}", r.epoch_losses);
-        assert!(r.val.rms < 0.8 * constant.rms, "{:?} against {:?}", r.val, constant);
+        assert!(
+            r.epoch_losses[5] < 0.5 * r.epoch_losses[0],
+            "{:?}",
+            r.epoch_losses
+        );
+        assert!(
+            r.val.rms < 0.8 * constant.rms,
+            "{:?} against {:?}",
+            r.val,
+            constant
+        );
     }
 }

@@ -21,10 +21,19 @@ pub fn image_tensor(img: &Rgb8, aug: &AugmentConfig, device: &Device) -> Tensor<
 /// Rows of three panels (each an image of the row's size), drawn `scale` times their size with
 /// a white gap between panels and rows.
 pub fn rows_picture(rows: &[[Rgb8; 3]], scale: usize) -> Rgb8 {
-    let (w, h) = rows.iter().fold((0, 0), |(w, h), r| (w.max(r[0].width), h.max(r[0].height)));
+    let (w, h) = rows
+        .iter()
+        .fold((0, 0), |(w, h), r| (w.max(r[0].width), h.max(r[0].height)));
     let (cw, ch, gap) = (w * scale, h * scale, 4);
-    let (width, height) = (3 * cw + 2 * gap, rows.len() * ch + rows.len().saturating_sub(1) * gap);
-    let mut out = Rgb8 { width, height, data: vec![255; width * height * 3] };
+    let (width, height) = (
+        3 * cw + 2 * gap,
+        rows.len() * ch + rows.len().saturating_sub(1) * gap,
+    );
+    let mut out = Rgb8 {
+        width,
+        height,
+        data: vec![255; width * height * 3],
+    };
     for (r, panels) in rows.iter().enumerate() {
         for (col, p) in panels.iter().enumerate() {
             for y in 0..p.height * scale {

@@ -17,13 +17,20 @@ pub struct Confusion {
 
 impl Confusion {
     pub fn new(classes: usize) -> Self {
-        Confusion { classes, counts: vec![0; classes * (classes + 1)] }
+        Confusion {
+            classes,
+            counts: vec![0; classes * (classes + 1)],
+        }
     }
 
     /// Add one image's predictions against its labels (same length); pixels labelled
     /// [`IGNORE`] (or any label outside the classes) are not scored.
     pub fn add(&mut self, predicted: &[u8], truth: &[u8]) {
-        assert_eq!(predicted.len(), truth.len(), "prediction and labels of one image differ in size");
+        assert_eq!(
+            predicted.len(),
+            truth.len(),
+            "prediction and labels of one image differ in size"
+        );
         let cols = self.classes + 1;
         for (&p, &t) in predicted.iter().zip(truth) {
             if t == IGNORE || t as usize >= self.classes {
@@ -51,7 +58,11 @@ impl Confusion {
         let total: f64 = self.counts.iter().sum::<u64>() as f64;
         let correct: f64 = (0..c).map(|k| at(k, k)).sum();
         SegScores {
-            miou: if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 },
+            miou: if present.is_empty() {
+                0.0
+            } else {
+                present.iter().sum::<f64>() / present.len() as f64
+            },
             pixel_accuracy: if total > 0.0 { correct / total } else { 0.0 },
             per_class_iou: per_class,
             pixels: total as u64,
@@ -86,7 +97,11 @@ pub struct DepthScores {
 /// Scores of predicted depths against the truth; pixels whose true depth is not positive (no
 /// measurement) are left out, and predictions are clamped to a small positive depth first.
 pub fn depth_scores(predicted: &[f32], truth: &[f32]) -> DepthScores {
-    assert_eq!(predicted.len(), truth.len(), "prediction and ground truth differ in size");
+    assert_eq!(
+        predicted.len(),
+        truth.len(),
+        "prediction and ground truth differ in size"
+    );
     let (mut n, mut d1, mut d2, mut d3, mut sq, mut rel) = (0u64, 0u64, 0u64, 0u64, 0f64, 0f64);
     for (&p, &t) in predicted.iter().zip(truth) {
         if t.is_nan() || t <= 0.0 {
@@ -145,7 +160,10 @@ mod tests {
         let mut f = Confusion::new(2);
         f.add(&[0, 9, 1], &[0, 0, 1]);
         let s = f.scores();
-        assert!((s.miou - 0.75).abs() < 1e-12 && (s.pixel_accuracy - 2.0 / 3.0).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s.miou - 0.75).abs() < 1e-12 && (s.pixel_accuracy - 2.0 / 3.0).abs() < 1e-12,
+            "{s:?}"
+        );
     }
 
     /// truth 1 2 4 0(invalid); predicted 1.2 1.5 4 9 → ratios 1.2, 1.333, 1: δ1 2/3, δ2 3/3;
@@ -154,7 +172,10 @@ mod tests {
     fn depth_scores_by_hand() {
         let s = depth_scores(&[1.2, 1.5, 4.0, 9.0], &[1.0, 2.0, 4.0, 0.0]);
         assert_eq!(s.pixels, 3);
-        assert!((s.delta1 - 2.0 / 3.0).abs() < 1e-12 && s.delta2 == 1.0 && s.delta3 == 1.0, "{s:?}");
+        assert!(
+            (s.delta1 - 2.0 / 3.0).abs() < 1e-12 && s.delta2 == 1.0 && s.delta3 == 1.0,
+            "{s:?}"
+        );
         assert!((s.rms - (0.29f64 / 3.0).sqrt()).abs() < 1e-6, "{s:?}");
         assert!((s.rel - 0.45 / 3.0).abs() < 1e-6, "{s:?}");
     }
@@ -165,6 +186,10 @@ mod tests {
     #[test]
     fn each_delta_threshold_is_its_own() {
         let s = depth_scores(&[1.1, 3.0, 1.0, 1.0], &[1.0, 2.0, 1.9, 3.0]);
-        assert_eq!((s.delta1, s.delta2, s.delta3, s.pixels), (0.25, 0.5, 0.75, 4), "{s:?}");
+        assert_eq!(
+            (s.delta1, s.delta2, s.delta3, s.pixels),
+            (0.25, 0.5, 0.75, 4),
+            "{s:?}"
+        );
     }
 }

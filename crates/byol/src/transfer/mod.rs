@@ -52,7 +52,9 @@ pub const MAX_SIDE: usize = 1024;
 /// An error naming `field` when `bytes` of images held in memory (`what`) are more than half the
 /// memory the OS says is available (the in-memory cache's rule), before any is made.
 pub fn check_memory(field: &str, what: &str, bytes: u128) -> crate::Result<()> {
-    let Some(available) = crate::data::available_memory() else { return Ok(()) };
+    let Some(available) = crate::data::available_memory() else {
+        return Ok(());
+    };
     let limit = u128::from(available / 2);
     if bytes <= limit {
         return Ok(());
@@ -80,17 +82,38 @@ pub struct TransferConfig {
 
 /// The samples of a PNG that must be of `color` at `depth` bits (else an error naming the file
 /// and saying what a `what` must be, `must`), with its width and height.
-fn read_png(path: &std::path::Path, color: png::ColorType, depth: png::BitDepth, what: &str, must: &str) -> crate::Result<(Vec<u8>, usize, usize)> {
+fn read_png(
+    path: &std::path::Path,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    what: &str,
+    must: &str,
+) -> crate::Result<(Vec<u8>, usize, usize)> {
     use crate::Error;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().map_err(|e| Error::data(path, format!("not a PNG {what}: {e}")))?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| Error::data(path, format!("not a PNG {what}: {e}")))?;
     let info = reader.info();
     if info.color_type != color || info.bit_depth != depth {
-        return Err(Error::data(path, format!("a {what} must be {must}; this one is {:?} at {:?} bits", info.color_type, info.bit_depth)));
+        return Err(Error::data(
+            path,
+            format!(
+                "a {what} must be {must}; this one is {:?} at {:?} bits",
+                info.color_type, info.bit_depth
+            ),
+        ));
     }
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| Error::data(path, format!("{what} too large")))?];
-    let frame = reader.next_frame(&mut buf).map_err(|e| Error::data(path, e.to_string()))?;
+    let mut buf = vec![
+        0u8;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| Error::data(path, format!("{what} too large")))?
+    ];
+    let frame = reader
+        .next_frame(&mut buf)
+        .map_err(|e| Error::data(path, e.to_string()))?;
     buf.truncate(frame.buffer_size());
     Ok((buf, w, h))
 }

@@ -30,8 +30,19 @@ pub fn scene(size: usize, key: u64) -> DepthSample {
     let (f, cam) = (0.9 * s, 1.5f32);
     let horizon = s * r.random_range(0.3..0.45);
     let wall = r.random_range(6.0..10.0f32);
-    let (floor_a, floor_b) = ([r.random_range(0.5..1.0f32), r.random_range(0.3..0.7), r.random_range(0.1..0.4)], [0.15f32, 0.15, 0.2]);
-    let wall_rgb = [r.random_range(0.3..0.9f32), r.random_range(0.3..0.9), r.random_range(0.3..0.9)];
+    let (floor_a, floor_b) = (
+        [
+            r.random_range(0.5..1.0f32),
+            r.random_range(0.3..0.7),
+            r.random_range(0.1..0.4),
+        ],
+        [0.15f32, 0.15, 0.2],
+    );
+    let wall_rgb = [
+        r.random_range(0.3..0.9f32),
+        r.random_range(0.3..0.9),
+        r.random_range(0.3..0.9),
+    ];
     let haze = |rgb: [f32; 3], z: f32| {
         let k = (-z / 12.0).exp();
         rgb.map(|c| c * k + 0.6 * (1.0 - k))
@@ -46,11 +57,19 @@ pub fn scene(size: usize, key: u64) -> DepthSample {
             let (z, c) = if yc > meet {
                 let z = cam * f / (yc - horizon);
                 let (wx, wz) = (xc * z / f, z);
-                let check = ((wx / 0.5).floor() as i64 + (wz / 0.5).floor() as i64).rem_euclid(2) == 0;
+                let check =
+                    ((wx / 0.5).floor() as i64 + (wz / 0.5).floor() as i64).rem_euclid(2) == 0;
                 (z, if check { floor_a } else { floor_b })
             } else {
                 let stripe = ((xc * wall / f / 0.4).floor() as i64).rem_euclid(2) == 0;
-                (wall, if stripe { wall_rgb } else { wall_rgb.map(|c| c * 0.7) })
+                (
+                    wall,
+                    if stripe {
+                        wall_rgb
+                    } else {
+                        wall_rgb.map(|c| c * 0.7)
+                    },
+                )
             };
             rgb[y * size + x] = haze(c, z);
             depth[y * size + x] = z;
@@ -59,24 +78,50 @@ pub fn scene(size: usize, key: u64) -> DepthSample {
     let mut boxes: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..r.random_range(2..=5))
         .map(|_| {
             let z = r.random_range(1.5..8.0f32).min(wall - 0.5);
-            (z, r.random_range(-2.0..2.0f32), r.random_range(0.4..1.2f32), r.random_range(0.4..1.8f32), [r.random(), r.random(), r.random()])
+            (
+                z,
+                r.random_range(-2.0..2.0f32),
+                r.random_range(0.4..1.2f32),
+                r.random_range(0.4..1.8f32),
+                [r.random(), r.random(), r.random()],
+            )
         })
         .collect();
     boxes.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (z, wx, w, h, c) in boxes {
         let bottom = horizon + cam * f / z;
-        let (top, left, right) = (bottom - h * f / z, s / 2.0 + (wx - w / 2.0) * f / z, s / 2.0 + (wx + w / 2.0) * f / z);
+        let (top, left, right) = (
+            bottom - h * f / z,
+            s / 2.0 + (wx - w / 2.0) * f / z,
+            s / 2.0 + (wx + w / 2.0) * f / z,
+        );
         for y in (top.max(0.0) as usize)..(bottom.min(s) as usize) {
             for x in (left.max(0.0) as usize)..(right.min(s) as usize) {
                 // A vertical shading band, so that a box has texture of its own.
-                let shade = if (((x as f32 - left) / (right - left) * 4.0) as usize).is_multiple_of(2) { 1.0 } else { 0.8 };
+                let shade =
+                    if (((x as f32 - left) / (right - left) * 4.0) as usize).is_multiple_of(2) {
+                        1.0
+                    } else {
+                        0.8
+                    };
                 rgb[y * size + x] = haze(c.map(|v| v * shade), z);
                 depth[y * size + x] = z;
             }
         }
     }
-    let data = rgb.iter().flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8)).collect();
-    DepthSample { id: String::new(), image: Rgb8 { width: size, height: size, data }, depth }
+    let data = rgb
+        .iter()
+        .flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
+        .collect();
+    DepthSample {
+        id: String::new(),
+        image: Rgb8 {
+            width: size,
+            height: size,
+            data,
+        },
+        depth,
+    }
 }
 
 /// `count` scenes of `size` px for `split`, drawn from `seed`.
@@ -96,14 +141,36 @@ pub fn scenes(count: usize, size: usize, seed: u64, split: Split) -> Vec<DepthSa
 
 /// Write a depth map in metres as a 16-bit grayscale PNG in millimetres (0: not measured).
 pub fn write_depth_png(path: &Path, depth: &[f32], width: usize, height: usize) -> Result<()> {
-    let bytes: Vec<u8> = depth.iter().flat_map(|&m| ((m * 1000.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes()).collect();
-    crate::io::write_png(path, (width, height), png::ColorType::Grayscale, png::BitDepth::Sixteen, None, &bytes)
+    let bytes: Vec<u8> = depth
+        .iter()
+        .flat_map(|&m| ((m * 1000.0).round().clamp(0.0, 65535.0) as u16).to_be_bytes())
+        .collect();
+    crate::io::write_png(
+        path,
+        (width, height),
+        png::ColorType::Grayscale,
+        png::BitDepth::Sixteen,
+        None,
+        &bytes,
+    )
 }
 
 /// A 16-bit grayscale PNG depth map in millimetres, as metres, with its size.
 pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let (buf, w, h) = super::read_png(path, png::ColorType::Grayscale, png::BitDepth::Sixteen, "depth map", "a 16-bit grayscale PNG in millimetres")?;
-    Ok((buf.chunks_exact(2).map(|b| f32::from(u16::from_be_bytes([b[0], b[1]])) / 1000.0).collect(), w, h))
+    let (buf, w, h) = super::read_png(
+        path,
+        png::ColorType::Grayscale,
+        png::BitDepth::Sixteen,
+        "depth map",
+        "a 16-bit grayscale PNG in millimetres",
+    )?;
+    Ok((
+        buf.chunks_exact(2)
+            .map(|b| f32::from(u16::from_be_bytes([b[0], b[1]])) / 1000.0)
+            .collect(),
+        w,
+        h,
+    ))
 }
 
 /// What a split's depths are fit for: an error (naming `split` of the data at `at`) when no pixel
@@ -112,9 +179,21 @@ pub fn read_depth_png(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
 /// millimetres (metres stored as millimetres read as a few millimetres, and give rel in the
 /// hundreds).
 pub fn check_depths(at: &Path, split: Split, samples: &[DepthSample]) -> Result<Option<String>> {
-    let valid = || samples.iter().flat_map(|s| s.depth.iter().copied()).filter(|&d| d > 0.0);
-    let Some((low, high)) = valid().fold(None, |r: Option<(f32, f32)>, d| Some(r.map_or((d, d), |(l, h)| (l.min(d), h.max(d))))) else {
-        return Err(Error::data(at, format!("the `{split}` split has no pixel with a measured (positive) depth: nothing to train on or score")));
+    let valid = || {
+        samples
+            .iter()
+            .flat_map(|s| s.depth.iter().copied())
+            .filter(|&d| d > 0.0)
+    };
+    let Some((low, high)) = valid().fold(None, |r: Option<(f32, f32)>, d| {
+        Some(r.map_or((d, d), |(l, h)| (l.min(d), h.max(d))))
+    }) else {
+        return Err(Error::data(
+            at,
+            format!(
+                "the `{split}` split has no pixel with a measured (positive) depth: nothing to train on or score"
+            ),
+        ));
     };
     Ok((high < 0.05 || low > 100.0).then(|| {
         format!(
@@ -130,7 +209,11 @@ pub fn read_folder(root: &Path, split: Split) -> Result<Vec<DepthSample>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&rgb_dir)
         .map_err(|e| Error::io(&rgb_dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str())))
+        .filter(|p| {
+            p.extension().is_some_and(|x| {
+                ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str())
+            })
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -139,12 +222,24 @@ pub fn read_folder(root: &Path, split: Split) -> Result<Vec<DepthSample>> {
     files
         .iter()
         .map(|file| {
-            let id = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let image = crate::data::decode::decode(file)?;
-            let depth_path = root.join(split.name()).join("depth").join(format!("{id}.png"));
+            let depth_path = root
+                .join(split.name())
+                .join("depth")
+                .join(format!("{id}.png"));
             let (depth, w, h) = read_depth_png(&depth_path)?;
             if (w, h) != (image.width, image.height) {
-                return Err(Error::data(&depth_path, format!("the depth map is {w}×{h}, its image {}×{}", image.width, image.height)));
+                return Err(Error::data(
+                    &depth_path,
+                    format!(
+                        "the depth map is {w}×{h}, its image {}×{}",
+                        image.width, image.height
+                    ),
+                ));
             }
             Ok(DepthSample { id, image, depth })
         })
@@ -153,13 +248,21 @@ pub fn read_folder(root: &Path, split: Split) -> Result<Vec<DepthSample>> {
 
 /// Write `samples` as split `split` of a depth folder under `root`.
 pub fn write_folder(root: &Path, split: Split, samples: &[DepthSample]) -> Result<()> {
-    let (rgb, depth) = (root.join(split.name()).join("rgb"), root.join(split.name()).join("depth"));
+    let (rgb, depth) = (
+        root.join(split.name()).join("rgb"),
+        root.join(split.name()).join("depth"),
+    );
     for d in [&rgb, &depth] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
     for s in samples {
         crate::io::write_rgb_png(&rgb.join(format!("{}.png", s.id)), &s.image)?;
-        write_depth_png(&depth.join(format!("{}.png", s.id)), &s.depth, s.image.width, s.image.height)?;
+        write_depth_png(
+            &depth.join(format!("{}.png", s.id)),
+            &s.depth,
+            s.image.width,
+            s.image.height,
+        )?;
     }
     Ok(())
 }
@@ -172,13 +275,39 @@ mod tests {
     /// written as millimetres) a warning; scene-like depths neither.
     #[test]
     fn depths_with_nothing_to_score_or_in_another_unit_are_told() {
-        let sample = |depth: Vec<f32>| DepthSample { id: "a".into(), image: Rgb8 { width: 2, height: 1, data: vec![0; 6] }, depth };
+        let sample = |depth: Vec<f32>| DepthSample {
+            id: "a".into(),
+            image: Rgb8 {
+                width: 2,
+                height: 1,
+                data: vec![0; 6],
+            },
+            depth,
+        };
         let at = Path::new("scenes");
-        let e = check_depths(at, Split::Val, &[sample(vec![0.0, 0.0])]).unwrap_err().to_string();
-        assert!(e.contains("`val` split has no pixel with a measured"), "{e}");
-        let w = check_depths(at, Split::Train, &[sample(vec![0.002, 0.0])]).unwrap().expect("a warning");
-        assert!(w.contains("`train` depths") && w.contains("0.0020 and 0.0020 m"), "{w}");
-        assert_eq!(check_depths(at, Split::Val, &[sample(vec![1.5, 0.0]), sample(vec![9.8, 3.0])]).unwrap(), None);
+        let e = check_depths(at, Split::Val, &[sample(vec![0.0, 0.0])])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`val` split has no pixel with a measured"),
+            "{e}"
+        );
+        let w = check_depths(at, Split::Train, &[sample(vec![0.002, 0.0])])
+            .unwrap()
+            .expect("a warning");
+        assert!(
+            w.contains("`train` depths") && w.contains("0.0020 and 0.0020 m"),
+            "{w}"
+        );
+        assert_eq!(
+            check_depths(
+                at,
+                Split::Val,
+                &[sample(vec![1.5, 0.0]), sample(vec![9.8, 3.0])]
+            )
+            .unwrap(),
+            None
+        );
     }
 
     /// Scenes: exact depths in the floor/wall/box ranges, seeded; they round-trip through the
@@ -201,9 +330,16 @@ mod tests {
         let back = read_folder(&root, Split::Val).unwrap();
         for (x, y) in a.iter().zip(&back) {
             assert_eq!((x.id.as_str(), &x.image), (y.id.as_str(), &y.image));
-            assert!(x.depth.iter().zip(&y.depth).all(|(p, q)| (p - q).abs() <= 0.0005 + 1e-6));
+            assert!(
+                x.depth
+                    .iter()
+                    .zip(&y.depth)
+                    .all(|(p, q)| (p - q).abs() <= 0.0005 + 1e-6)
+            );
         }
-        image::GrayImage::new(32, 32).save(root.join("val/depth/val-000001.png")).unwrap();
+        image::GrayImage::new(32, 32)
+            .save(root.join("val/depth/val-000001.png"))
+            .unwrap();
         let e = read_folder(&root, Split::Val).unwrap_err().to_string();
         assert!(e.contains("val-000001.png") && e.contains("16-bit"), "{e}");
         let e = read_folder(&root, Split::Train).unwrap_err().to_string();

@@ -24,10 +24,16 @@ impl Training {
             return Err(Error::config(field("epochs"), "must be ≥ 1"));
         }
         if self.batch_size < 2 {
-            return Err(Error::config(field("batch-size"), "must be ≥ 2 (BatchNorm needs two samples)"));
+            return Err(Error::config(
+                field("batch-size"),
+                "must be ≥ 2 (BatchNorm needs two samples)",
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(Error::config(field("learning-rate"), "must be a positive number"));
+            return Err(Error::config(
+                field("learning-rate"),
+                "must be a positive number",
+            ));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return Err(Error::config(field("weight-decay"), "must be ≥ 0"));
@@ -37,12 +43,23 @@ impl Training {
 
     /// The epochs over `n` training images, each a shuffle drawn from (`seed`, `stream`, epoch).
     pub fn epochs(&self, n: usize, seed: u64, stream: Stream) -> Result<Epochs> {
-        Epochs::new((0..n).collect(), self.batch_size, self.epochs, (seed, stream), self.section)
+        Epochs::new(
+            (0..n).collect(),
+            self.batch_size,
+            self.epochs,
+            (seed, stream),
+            self.section,
+        )
     }
 
     /// The optimisation over `epochs`, at the step-down schedule.
     pub fn tuning<'a>(&'a self, epochs: &'a Epochs) -> Tuning<'a> {
-        Tuning { section: self.section, epochs, learning_rate: self.learning_rate, decay: Decay::StepDown }
+        Tuning {
+            section: self.section,
+            epochs,
+            learning_rate: self.learning_rate,
+            decay: Decay::StepDown,
+        }
     }
 
     /// SGD with momentum 0.9 (no Nesterov).
@@ -73,6 +90,11 @@ pub(super) fn d_pictures() -> usize {
 /// tests of the protocols.
 #[cfg(test)]
 pub(super) fn small_encoder() -> (crate::model::ResNet, usize) {
-    let cfg = crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()]).unwrap();
-    (crate::model::params::reinit(cfg.model.encoder.init(&burn::tensor::Device::flex()), 3), cfg.model.encoder.output_dim())
+    let cfg =
+        crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()])
+            .unwrap();
+    (
+        crate::model::params::reinit(cfg.model.encoder.init(&burn::tensor::Device::flex()), 3),
+        cfg.model.encoder.output_dim(),
+    )
 }

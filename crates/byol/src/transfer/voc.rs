@@ -47,12 +47,25 @@ pub fn read_classes(root: &Path) -> Result<Vec<String>> {
     let path = root.join(CLASSES);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VOC_CLASSES.map(String::from).to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(VOC_CLASSES.map(String::from).to_vec());
+        }
         Err(e) => return Err(Error::io(&path, e)),
     };
-    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     if !(2..=usize::from(super::IGNORE)).contains(&names.len()) {
-        return Err(Error::data(&path, format!("declares {} classes; segmentation needs 2 to 255 (label 255 is \"ignore\")", names.len())));
+        return Err(Error::data(
+            &path,
+            format!(
+                "declares {} classes; segmentation needs 2 to 255 (label 255 is \"ignore\")",
+                names.len()
+            ),
+        ));
     }
     Ok(names)
 }
@@ -67,7 +80,11 @@ pub fn write_classes(root: &Path, names: &[String]) -> Result<()> {
 /// else an error naming the label map, the pixel and the declaration.
 pub fn check_labels(root: &Path, samples: &[Sample], classes: usize) -> Result<()> {
     for s in samples {
-        if let Some(i) = s.mask.iter().position(|&l| l != super::IGNORE && usize::from(l) >= classes) {
+        if let Some(i) = s
+            .mask
+            .iter()
+            .position(|&l| l != super::IGNORE && usize::from(l) >= classes)
+        {
             let (x, y) = (i % s.image.width, i / s.image.width);
             return Err(Error::data(
                 root.join("SegmentationClass").join(format!("{}.png", s.id)),
@@ -110,7 +127,11 @@ pub fn palette() -> Vec<u8> {
 /// Write `samples` as the split `split` of a VOC-layout dataset in `root`, under their ids; JPEG
 /// images at quality 95, lossless palette label maps, the list last; every file atomically.
 pub fn write_split(root: &Path, split: Split, samples: &[Sample]) -> Result<()> {
-    let (images, masks, sets) = (root.join("JPEGImages"), root.join("SegmentationClass"), root.join("ImageSets/Segmentation"));
+    let (images, masks, sets) = (
+        root.join("JPEGImages"),
+        root.join("SegmentationClass"),
+        root.join("ImageSets/Segmentation"),
+    );
     for d in [&images, &masks, &sets] {
         std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
     }
@@ -120,10 +141,20 @@ pub fn write_split(root: &Path, split: Split, samples: &[Sample]) -> Result<()> 
         let path = images.join(format!("{id}.jpg"));
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
-            .encode(&m.image.data, m.image.width as u32, m.image.height as u32, image::ExtendedColorType::Rgb8)
+            .encode(
+                &m.image.data,
+                m.image.width as u32,
+                m.image.height as u32,
+                image::ExtendedColorType::Rgb8,
+            )
             .map_err(|e| Error::data(&path, e.to_string()))?;
         crate::io::write_atomic(&path, &jpeg)?;
-        write_mask(&masks.join(format!("{id}.png")), &m.mask, m.image.width, m.image.height)?;
+        write_mask(
+            &masks.join(format!("{id}.png")),
+            &m.mask,
+            m.image.width,
+            m.image.height,
+        )?;
         ids.push_str(id);
         ids.push('\n');
     }
@@ -131,20 +162,38 @@ pub fn write_split(root: &Path, split: Split, samples: &[Sample]) -> Result<()> 
 }
 
 fn write_mask(path: &Path, mask: &[u8], width: usize, height: usize) -> Result<()> {
-    crate::io::write_png(path, (width, height), png::ColorType::Indexed, png::BitDepth::Eight, Some(palette()), mask)
+    crate::io::write_png(
+        path,
+        (width, height),
+        png::ColorType::Indexed,
+        png::BitDepth::Eight,
+        Some(palette()),
+        mask,
+    )
 }
 
 /// A label map: the pixel values of a palette PNG (class indices), with its size.
 fn read_mask(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
-    super::read_png(path, png::ColorType::Indexed, png::BitDepth::Eight, "label map", "an 8-bit palette PNG whose values are class indices")
+    super::read_png(
+        path,
+        png::ColorType::Indexed,
+        png::BitDepth::Eight,
+        "label map",
+        "an 8-bit palette PNG whose values are class indices",
+    )
 }
 
 /// The samples of split `split` of the VOC-layout dataset in `root`, in the list's order.
 pub fn read_split(root: &Path, split: Split) -> Result<Vec<Sample>> {
-    let list = root.join("ImageSets/Segmentation").join(format!("{split}.txt"));
+    let list = root
+        .join("ImageSets/Segmentation")
+        .join(format!("{split}.txt"));
     let text = std::fs::read_to_string(&list).map_err(|e| Error::io(&list, e))?;
     if text.lines().all(|l| l.trim().is_empty()) {
-        return Err(Error::data(&list, format!("the `{split}` list names no image")));
+        return Err(Error::data(
+            &list,
+            format!("the `{split}` list names no image"),
+        ));
     }
     text.lines()
         .map(str::trim)
@@ -154,9 +203,19 @@ pub fn read_split(root: &Path, split: Split) -> Result<Vec<Sample>> {
             let mask_path = root.join("SegmentationClass").join(format!("{id}.png"));
             let (mask, w, h) = read_mask(&mask_path)?;
             if (w, h) != (image.width, image.height) {
-                return Err(Error::data(&mask_path, format!("the label map is {w}×{h}, its image {}×{}", image.width, image.height)));
+                return Err(Error::data(
+                    &mask_path,
+                    format!(
+                        "the label map is {w}×{h}, its image {}×{}",
+                        image.width, image.height
+                    ),
+                ));
             }
-            Ok(Sample { id: id.to_string(), image, mask })
+            Ok(Sample {
+                id: id.to_string(),
+                image,
+                mask,
+            })
         })
         .collect()
 }
@@ -177,7 +236,10 @@ mod tests {
     #[test]
     fn the_palette_is_vocs() {
         let p = palette();
-        assert_eq!([&p[0..3], &p[3..6], &p[6..9], &p[45..48]], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [192, 128, 128]]);
+        assert_eq!(
+            [&p[0..3], &p[3..6], &p[6..9], &p[45..48]],
+            [[0, 0, 0], [128, 0, 0], [0, 128, 0], [192, 128, 128]]
+        );
         assert_eq!(&p[255 * 3..], [224, 224, 192]);
     }
 
@@ -186,17 +248,42 @@ mod tests {
     /// errors.
     #[test]
     fn mosaics_round_trip_through_the_layout() {
-        let set = synthetic::generate(&SyntheticConfig { train_per_class: 2, test_per_class: 1 }, 16, 0).train;
+        let set = synthetic::generate(
+            &SyntheticConfig {
+                train_per_class: 2,
+                test_per_class: 1,
+            },
+            16,
+            0,
+        )
+        .train;
         let ms = mosaics(&set, 3, 2, 16, 0).unwrap();
-        let samples: Vec<Sample> =
-            ms.iter().enumerate().map(|(i, m)| Sample { id: format!("train-{i:06}"), image: m.image.clone(), mask: m.mask.clone() }).collect();
+        let samples: Vec<Sample> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Sample {
+                id: format!("train-{i:06}"),
+                image: m.image.clone(),
+                mask: m.mask.clone(),
+            })
+            .collect();
         let root = tmp("round-trip");
         write_split(&root, Split::Train, &samples).unwrap();
         let back = read_split(&root, Split::Train).unwrap();
-        assert_eq!(back.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["train-000000", "train-000001", "train-000002"]);
+        assert_eq!(
+            back.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            ["train-000000", "train-000001", "train-000002"]
+        );
         for (m, s) in ms.iter().zip(&back) {
             assert_eq!(s.mask, m.mask);
-            let err: f64 = m.image.data.iter().zip(&s.image.data).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>() / m.image.data.len() as f64;
+            let err: f64 = m
+                .image
+                .data
+                .iter()
+                .zip(&s.image.data)
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+                .sum::<f64>()
+                / m.image.data.len() as f64;
             assert!(err < 6.0, "mean absolute JPEG error {err}");
         }
         let e = read_split(&root, Split::Val).unwrap_err().to_string();
@@ -204,13 +291,30 @@ mod tests {
         // An empty list is said as such (it was "0 training images are fewer than one batch").
         std::fs::write(root.join("ImageSets/Segmentation/val.txt"), "\n").unwrap();
         let e = read_split(&root, Split::Val).unwrap_err().to_string();
-        assert!(e.contains("val.txt") && e.contains("the `val` list names no image"), "{e}");
-        write_mask(&root.join("SegmentationClass/train-000001.png"), &[0; 20 * 10], 20, 10).unwrap();
+        assert!(
+            e.contains("val.txt") && e.contains("the `val` list names no image"),
+            "{e}"
+        );
+        write_mask(
+            &root.join("SegmentationClass/train-000001.png"),
+            &[0; 20 * 10],
+            20,
+            10,
+        )
+        .unwrap();
         let e = read_split(&root, Split::Train).unwrap_err().to_string();
-        assert!(e.contains("train-000001.png") && e.contains("20×10") && e.contains("32×32"), "{e}");
-        image::RgbImage::new(32, 32).save(root.join("SegmentationClass/train-000001.png")).unwrap();
+        assert!(
+            e.contains("train-000001.png") && e.contains("20×10") && e.contains("32×32"),
+            "{e}"
+        );
+        image::RgbImage::new(32, 32)
+            .save(root.join("SegmentationClass/train-000001.png"))
+            .unwrap();
         let e = read_split(&root, Split::Train).unwrap_err().to_string();
-        assert!(e.contains("train-000001.png") && e.contains("palette"), "{e}");
+        assert!(
+            e.contains("train-000001.png") && e.contains("palette"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -220,21 +324,45 @@ mod tests {
     fn the_classes_are_declared_and_a_stray_label_is_an_error() {
         let root = tmp("classes");
         std::fs::create_dir_all(&root).unwrap();
-        assert_eq!(read_classes(&root).unwrap(), VOC_CLASSES.map(String::from).to_vec());
-        let image = Rgb8 { width: 4, height: 2, data: vec![0; 4 * 2 * 3] };
+        assert_eq!(
+            read_classes(&root).unwrap(),
+            VOC_CLASSES.map(String::from).to_vec()
+        );
+        let image = Rgb8 {
+            width: 4,
+            height: 2,
+            data: vec![0; 4 * 2 * 3],
+        };
         let mut mask = vec![0u8, 1, 20, 255, 3, 2, 1, 0];
-        let sample = |mask: &[u8]| Sample { id: "a".into(), image: image.clone(), mask: mask.to_vec() };
+        let sample = |mask: &[u8]| Sample {
+            id: "a".into(),
+            image: image.clone(),
+            mask: mask.to_vec(),
+        };
         check_labels(&root, &[sample(&mask)], 21).unwrap();
         mask[6] = 37;
-        let e = check_labels(&root, &[sample(&mask)], 21).unwrap_err().to_string();
-        assert!(e.contains("SegmentationClass/a.png") && e.contains("pixel (2, 1)") && e.contains("label 37") && e.contains("21 declared"), "{e}");
+        let e = check_labels(&root, &[sample(&mask)], 21)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SegmentationClass/a.png")
+                && e.contains("pixel (2, 1)")
+                && e.contains("label 37")
+                && e.contains("21 declared"),
+            "{e}"
+        );
         write_classes(&root, &["sky".into(), "sea".into(), "boat".into()]).unwrap();
         assert_eq!(read_classes(&root).unwrap(), ["sky", "sea", "boat"]);
-        let e = check_labels(&root, &[sample(&[0, 1, 2, 255, 3, 2, 1, 0])], 3).unwrap_err().to_string();
+        let e = check_labels(&root, &[sample(&[0, 1, 2, 255, 3, 2, 1, 0])], 3)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pixel (0, 1)") && e.contains("label 3"), "{e}");
         std::fs::write(root.join(CLASSES), "only\n").unwrap();
         let e = read_classes(&root).unwrap_err().to_string();
-        assert!(e.contains("classes.txt") && e.contains("declares 1 classes"), "{e}");
+        assert!(
+            e.contains("classes.txt") && e.contains("declares 1 classes"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -24,7 +24,12 @@ pub fn classifier_info(e: &Evaluation, r: &FinetuneResult) -> Result<ClassifierI
         image_size: c.data.image_size,
         mean: c.augment.mean,
         std: c.augment.std,
-        labelled: Some(Labelled { fraction: c.eval.finetune.label_fraction, seed: c.seed, of_images: train.len(), images: r.labelled_images }),
+        labelled: Some(Labelled {
+            fraction: c.eval.finetune.label_fraction,
+            seed: c.seed,
+            of_images: train.len(),
+            images: r.labelled_images,
+        }),
     })
 }
 
@@ -43,7 +48,13 @@ impl DistillSetup {
     /// `[distill]` flags). With `resume`, the config recorded in that run directory's newest
     /// checkpoint takes `base`'s place, and `teacher` may be left out (`None`): the one the run
     /// recorded is read.
-    pub fn new(teacher: Option<&Path>, base: &str, settings: &Settings, resume: Option<&Path>, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Self> {
+    pub fn new(
+        teacher: Option<&Path>,
+        base: &str,
+        settings: &Settings,
+        resume: Option<&Path>,
+        edit: impl FnOnce(&mut ExperimentConfig),
+    ) -> Result<Self> {
         let (mut config, teacher_path) = match resume {
             Some(dir) => {
                 // A run in progress is "in use", whether or not it has a checkpoint yet.
@@ -51,10 +62,18 @@ impl DistillSetup {
                     drop(crate::train::RunDir::lock(dir)?);
                 }
                 let (cfg, path) = recorded(dir)?;
-                (settings.apply_to(&cfg, dir)?, teacher.map_or(path, Path::to_path_buf))
+                (
+                    settings.apply_to(&cfg, dir)?,
+                    teacher.map_or(path, Path::to_path_buf),
+                )
             }
             None => {
-                let path = teacher.ok_or_else(|| crate::Error::config("distill", "a new distillation needs its teacher (--teacher FILE)"))?;
+                let path = teacher.ok_or_else(|| {
+                    crate::Error::config(
+                        "distill",
+                        "a new distillation needs its teacher (--teacher FILE)",
+                    )
+                })?;
                 (settings.resolve(base)?, path.to_path_buf())
             }
         };
@@ -65,13 +84,28 @@ impl DistillSetup {
         config.data.image_size = teacher.info.image_size;
         config.validate()?;
         let splits = crate::data::load(&config.data, config.seed)?;
-        Ok(DistillSetup { teacher, config, splits, device })
+        Ok(DistillSetup {
+            teacher,
+            config,
+            splits,
+            device,
+        })
     }
 
     /// Run it in `dir` (see [`distill`]).
-    pub fn run(&self, dir: &Path, opts: &DistillOptions, progress: &mut dyn Progress) -> Result<DistillOutcome> {
-        let run =
-            Distillation { teacher: &self.teacher, config: &self.config, train: &self.splits.train, test: &self.splits.test, device: self.device.clone() };
+    pub fn run(
+        &self,
+        dir: &Path,
+        opts: &DistillOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<DistillOutcome> {
+        let run = Distillation {
+            teacher: &self.teacher,
+            config: &self.config,
+            train: &self.splits.train,
+            test: &self.splits.test,
+            device: self.device.clone(),
+        };
         distill(&run, dir, opts, progress)
     }
 }
@@ -87,10 +121,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("byol-distill-in-use-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let held = crate::train::RunDir::lock(&dir).unwrap();
-        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {}).err().unwrap().to_string();
+        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {})
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("is in use by"), "{e}");
         drop(held);
-        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {}).err().unwrap().to_string();
+        let e = DistillSetup::new(None, "small-cpu", &Settings::default(), Some(&dir), |_| {})
+            .err()
+            .unwrap()
+            .to_string();
         assert!(!e.contains("is in use by"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

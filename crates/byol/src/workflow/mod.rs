@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 mod distill;
 mod transfer;
 pub use distill::{DistillSetup, classifier_info};
-pub use transfer::{DepthRun, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes};
+pub use transfer::{
+    DepthRun, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes,
+};
 
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
 /// first, in order), then each typed setting given, which wins over a `set` of the same field.
@@ -48,7 +50,11 @@ impl Settings {
 
     /// `config` (a resolved config, e.g. a checkpoint's) with these settings, validated.
     pub fn apply_to(&self, config: &ExperimentConfig, origin: &Path) -> Result<ExperimentConfig> {
-        let mut cfg = if self.set.is_empty() { config.clone() } else { ExperimentConfig::from_toml_with_overrides(&config.to_toml(), origin, &self.set)? };
+        let mut cfg = if self.set.is_empty() {
+            config.clone()
+        } else {
+            ExperimentConfig::from_toml_with_overrides(&config.to_toml(), origin, &self.set)?
+        };
         self.apply_typed(&mut cfg)?;
         Ok(cfg)
     }
@@ -109,8 +115,14 @@ impl Settings {
 
 /// `runs/<stem of the config's name>-<seconds since the epoch>`, a new run's directory.
 pub fn new_run_dir(config: &str, now: std::time::SystemTime) -> PathBuf {
-    let name = Path::new(config).file_stem().and_then(|s| s.to_str()).unwrap_or("run");
-    let stamp = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let name = Path::new(config)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("run");
+    let stamp = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     PathBuf::from(format!("runs/{name}-{stamp}"))
 }
 
@@ -175,7 +187,12 @@ impl Evaluation {
     /// An encoder that `byol export` (or torchvision, by name) wrote to `path`, with the config
     /// `base` and `settings`, then `edit`, for the rest: the architecture is the one the file
     /// records, else the config's. Its projector is the config's random one.
-    pub fn from_exported(path: &Path, base: &str, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig)) -> Result<Self> {
+    pub fn from_exported(
+        path: &Path,
+        base: &str,
+        settings: &Settings,
+        edit: impl FnOnce(&mut ExperimentConfig),
+    ) -> Result<Self> {
         let mut config = settings.resolve(base)?;
         if let Some(recorded) = crate::model::export::recorded_encoder_config(path)? {
             config.model.encoder = recorded;
@@ -185,20 +202,42 @@ impl Evaluation {
         let device = config.backend.device()?;
         let encoder = crate::model::export::import_encoder(&config.model.encoder, path, &device)?;
         let projector = random_init_online(&config, &device).projector;
-        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label: "imported encoder", step: 0, run_dir: None })
+        Ok(Evaluation {
+            config,
+            device,
+            encoder,
+            projector,
+            splits: Default::default(),
+            label: "imported encoder",
+            step: 0,
+            run_dir: None,
+        })
     }
 
     /// Load the checkpoint at `path` (a file or a run directory), apply `settings` to its config
     /// (`--data` of another ImageFolder makes it a transfer evaluation), then `edit` (typed
     /// evaluation settings), validate, and load the encoder and the data.
-    pub fn from_checkpoint(path: &Path, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig), random_init: bool) -> Result<Self> {
-        if let Some(field) = settings.set.iter().map(|s| s.split('=').next().unwrap_or("").trim()).find(|f| f.starts_with("model.")) {
+    pub fn from_checkpoint(
+        path: &Path,
+        settings: &Settings,
+        edit: impl FnOnce(&mut ExperimentConfig),
+        random_init: bool,
+    ) -> Result<Self> {
+        if let Some(field) = settings
+            .set
+            .iter()
+            .map(|s| s.split('=').next().unwrap_or("").trim())
+            .find(|f| f.starts_with("model."))
+        {
             return Err(Error::config(
                 field,
                 "the architecture of an evaluation comes from the checkpoint; its `model.*` settings cannot be changed here (set `eval.*`, `data.*` or `augment.*` instead)",
             ));
         }
-        if path.is_file() && crate::io::TensorFile::format_of(path)?.as_deref() == Some(crate::eval::classifier::KIND.format) {
+        if path.is_file()
+            && crate::io::TensorFile::format_of(path)?.as_deref()
+                == Some(crate::eval::classifier::KIND.format)
+        {
             return Self::from_classifier(path, settings, edit, random_init);
         }
         let loaded = checkpoint::read_path_or_dir(path)?;
@@ -217,9 +256,24 @@ impl Evaluation {
             (loaded.online(&device)?, label)
         };
         let (encoder, projector) = (online.encoder, online.projector);
-        let dir = if path.is_dir() { Some(path) } else { path.parent() };
-        let run_dir = dir.filter(|d| d.join(crate::train::run_dir::CONFIG).is_file()).map(Path::to_path_buf);
-        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: loaded.step, run_dir })
+        let dir = if path.is_dir() {
+            Some(path)
+        } else {
+            path.parent()
+        };
+        let run_dir = dir
+            .filter(|d| d.join(crate::train::run_dir::CONFIG).is_file())
+            .map(Path::to_path_buf);
+        Ok(Evaluation {
+            config,
+            device,
+            encoder,
+            projector,
+            splits: Default::default(),
+            label,
+            step: loaded.step,
+            run_dir,
+        })
     }
 
     /// The encoder of the classifier file at `path` (`eval finetune --save-model`, or a
@@ -227,10 +281,21 @@ impl Evaluation {
     /// `config.toml` of its folder; `small-cpu`'s without one) with `settings`, the classifier's
     /// encoder, image size and normalisation, then `edit`. Its projector is the config's random
     /// one (a classifier keeps none).
-    fn from_classifier(path: &Path, settings: &Settings, edit: impl FnOnce(&mut ExperimentConfig), random_init: bool) -> Result<Self> {
-        let beside = path.parent().map(|d| d.join(crate::train::run_dir::CONFIG)).filter(|c| c.is_file());
+    fn from_classifier(
+        path: &Path,
+        settings: &Settings,
+        edit: impl FnOnce(&mut ExperimentConfig),
+        random_init: bool,
+    ) -> Result<Self> {
+        let beside = path
+            .parent()
+            .map(|d| d.join(crate::train::run_dir::CONFIG))
+            .filter(|c| c.is_file());
         let base = match &beside {
-            Some(c) => ExperimentConfig::from_recorded_toml(&std::fs::read_to_string(c).map_err(|e| Error::io(c, e))?, c)?,
+            Some(c) => ExperimentConfig::from_recorded_toml(
+                &std::fs::read_to_string(c).map_err(|e| Error::io(c, e))?,
+                c,
+            )?,
             None => ExperimentConfig::load("small-cpu", &[])?,
         };
         let mut config = settings.apply_to(&base, path)?;
@@ -243,12 +308,31 @@ impl Evaluation {
         edit(&mut config);
         config.validate()?;
         let (encoder, label) = if random_init {
-            (random_init_online(&config, &device).encoder, "random-init encoder")
+            (
+                random_init_online(&config, &device).encoder,
+                "random-init encoder",
+            )
         } else {
-            (encoder, if info.labelled.is_none() { "distilled student's encoder" } else { "fine-tuned classifier's encoder" })
+            (
+                encoder,
+                if info.labelled.is_none() {
+                    "distilled student's encoder"
+                } else {
+                    "fine-tuned classifier's encoder"
+                },
+            )
         };
         let projector = random_init_online(&config, &device).projector;
-        Ok(Evaluation { config, device, encoder, projector, splits: Default::default(), label, step: 0, run_dir: None })
+        Ok(Evaluation {
+            config,
+            device,
+            encoder,
+            projector,
+            splits: Default::default(),
+            label,
+            step: 0,
+            run_dir: None,
+        })
     }
 
     /// The config's data (training and test splits), read the first time it is asked for.
@@ -264,7 +348,9 @@ impl Evaluation {
     /// run's lock for the write (a run still training there holds it: then an error says so and
     /// nothing is written). `None` when the checkpoint is not in a run directory.
     pub fn record(&self, evaluation: EvaluationResult) -> Result<Option<PathBuf>> {
-        let Some(dir) = &self.run_dir else { return Ok(None) };
+        let Some(dir) = &self.run_dir else {
+            return Ok(None);
+        };
         let record = EvaluationRecord {
             evaluation,
             step: self.step,
@@ -272,7 +358,9 @@ impl Evaluation {
             data: self.config.data.source.shorthand(),
             test_images: self.splits()?.test.len(),
             settings: self.config.eval.clone(),
-            unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         };
         let run = crate::train::RunDir::lock(dir)?;
         run.append(crate::train::run_dir::EVALUATIONS, &record)?;
@@ -284,23 +372,53 @@ impl Evaluation {
     pub fn embed(&self, out: &Path) -> Result<(Features, Features)> {
         let splits = self.splits()?;
         let (train, test) = (&splits.train, &splits.test);
-        let ((tr, kept_tr), (te, kept_te)) = indexed_features_of(&self.encoder, &self.config, train, test, &self.device)?;
-        let mut rows: Vec<Row> = kept_tr.iter().map(|&i| Row { name: train.names[i].clone(), split: "train" }).collect();
-        rows.extend(kept_te.iter().map(|&i| Row { name: test.names[i].clone(), split: "test" }));
-        let all = Features { values: [tr.values.clone(), te.values.clone()].concat(), labels: [tr.labels.clone(), te.labels.clone()].concat(), dim: tr.dim };
+        let ((tr, kept_tr), (te, kept_te)) =
+            indexed_features_of(&self.encoder, &self.config, train, test, &self.device)?;
+        let mut rows: Vec<Row> = kept_tr
+            .iter()
+            .map(|&i| Row {
+                name: train.names[i].clone(),
+                split: "train",
+            })
+            .collect();
+        rows.extend(kept_te.iter().map(|&i| Row {
+            name: test.names[i].clone(),
+            split: "test",
+        }));
+        let all = Features {
+            values: [tr.values.clone(), te.values.clone()].concat(),
+            labels: [tr.labels.clone(), te.labels.clone()].concat(),
+            dim: tr.dim,
+        };
         write_embeddings(out, &rows, &train.classes, &all)?;
         Ok((tr, te))
     }
 
     /// A 2-D t-SNE map ([`crate::eval::embed::tsne_2d`]) of a class-balanced, seeded subset of at
     /// most `points` rows of `features`: the coordinates and the label of each point.
-    pub fn tsne_map(&self, features: &Features, points: usize, perplexity: f32) -> Result<(Vec<[f32; 2]>, Vec<usize>)> {
+    pub fn tsne_map(
+        &self,
+        features: &Features,
+        points: usize,
+        perplexity: f32,
+    ) -> Result<(Vec<[f32; 2]>, Vec<usize>)> {
         let classes = self.splits()?.train.classes.len();
-        let keep = crate::data::balanced_subset(&features.labels, classes, points.min(features.len()), self.config.seed);
+        let keep = crate::data::balanced_subset(
+            &features.labels,
+            classes,
+            points.min(features.len()),
+            self.config.seed,
+        );
         let d = features.dim;
-        let values: Vec<f32> = keep.iter().flat_map(|&i| features.values[i * d..(i + 1) * d].iter().copied()).collect();
+        let values: Vec<f32> = keep
+            .iter()
+            .flat_map(|&i| features.values[i * d..(i + 1) * d].iter().copied())
+            .collect();
         let labels = keep.iter().map(|&i| features.labels[i]).collect();
-        Ok((crate::eval::embed::tsne_2d(&values, d, perplexity, self.config.seed)?, labels))
+        Ok((
+            crate::eval::embed::tsne_2d(&values, d, perplexity, self.config.seed)?,
+            labels,
+        ))
     }
 
     /// The class names.
@@ -318,7 +436,12 @@ pub fn parse_fraction(s: &str) -> Result<f64> {
     };
     match v {
         Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        _ => Err(Error::config("eval.finetune.label-fraction", format!("{s:?}: expected a percentage in (0 %, 100 %] such as 10%, or a number in (0, 1]"))),
+        _ => Err(Error::config(
+            "eval.finetune.label-fraction",
+            format!(
+                "{s:?}: expected a percentage in (0 %, 100 %] such as 10%, or a number in (0, 1]"
+            ),
+        )),
     }
 }
 
@@ -328,20 +451,38 @@ mod tests {
 
     #[test]
     fn fractions_parse_as_written() {
-        let table = [("10%", 0.1), ("1 %", 0.01), (" 100% ", 1.0), ("0.25", 0.25), ("1", 1.0)];
+        let table = [
+            ("10%", 0.1),
+            ("1 %", 0.01),
+            (" 100% ", 1.0),
+            ("0.25", 0.25),
+            ("1", 1.0),
+        ];
         for (s, want) in table {
             assert!((parse_fraction(s).unwrap() - want).abs() < 1e-15, "{s}");
         }
         for bad in ["0%", "150%", "-5%", "ten", "", "1.5", "%"] {
-            assert!(parse_fraction(bad).unwrap_err().to_string().contains("label-fraction"), "{bad}");
+            assert!(
+                parse_fraction(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("label-fraction"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn run_dirs_are_named_after_the_config_and_the_time() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_300_000);
-        assert_eq!(new_run_dir("small-cpu", t), PathBuf::from("runs/small-cpu-1764300000"));
-        assert_eq!(new_run_dir("configs/my-exp.toml", t), PathBuf::from("runs/my-exp-1764300000"));
+        assert_eq!(
+            new_run_dir("small-cpu", t),
+            PathBuf::from("runs/small-cpu-1764300000")
+        );
+        assert_eq!(
+            new_run_dir("configs/my-exp.toml", t),
+            PathBuf::from("runs/my-exp-1764300000")
+        );
     }
 
     #[test]
@@ -357,26 +498,102 @@ mod tests {
             devices: Some(vec!["flex:0".parse().unwrap(), "flex:1".parse().unwrap()]),
         };
         let cfg = s.resolve("small-cpu").unwrap();
-        assert_eq!((cfg.train.epochs, cfg.train.batch_size, cfg.train.accumulate, cfg.seed, cfg.model.encoder.base_width), (7, 16, 4, 9, 4));
-        assert_eq!(cfg.train.devices.iter().map(ToString::to_string).collect::<Vec<_>>(), ["flex:0", "flex:1"]);
-        assert_eq!(cfg.data.source, Source::Folder { path: "/images/mine".into(), holdout_fraction: 0.1 });
-        let cifar = Settings { data: Some(Source::parse_shorthand("cifar100")), ..Default::default() }.resolve("small-cpu").unwrap();
-        assert_eq!(cifar.data.source, Source::Cifar100 { path: "data".into(), download: true });
+        assert_eq!(
+            (
+                cfg.train.epochs,
+                cfg.train.batch_size,
+                cfg.train.accumulate,
+                cfg.seed,
+                cfg.model.encoder.base_width
+            ),
+            (7, 16, 4, 9, 4)
+        );
+        assert_eq!(
+            cfg.train
+                .devices
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["flex:0", "flex:1"]
+        );
+        assert_eq!(
+            cfg.data.source,
+            Source::Folder {
+                path: "/images/mine".into(),
+                holdout_fraction: 0.1
+            }
+        );
+        let cifar = Settings {
+            data: Some(Source::parse_shorthand("cifar100")),
+            ..Default::default()
+        }
+        .resolve("small-cpu")
+        .unwrap();
+        assert_eq!(
+            cifar.data.source,
+            Source::Cifar100 {
+                path: "data".into(),
+                download: true
+            }
+        );
         // A source of the config's kind keeps the config's settings for it; the config's own
         // fields of another kind of source do not survive a change of source.
         let set = vec!["data.shuffle-buffer=7".into()];
-        let shards = Settings { set, data: Some(Source::parse_shorthand("shards:/s")), ..Default::default() }.resolve("imagenet-resnet50-1000ep").unwrap();
-        assert_eq!(shards.data.source, Source::Shards { path: "/s".into(), test_path: None, shuffle_buffer: 7 });
-        let synthetic = Settings { data: Some(Source::parse_shorthand("synthetic")), ..Default::default() }.resolve("cifar10-cpu").unwrap();
+        let shards = Settings {
+            set,
+            data: Some(Source::parse_shorthand("shards:/s")),
+            ..Default::default()
+        }
+        .resolve("imagenet-resnet50-1000ep")
+        .unwrap();
+        assert_eq!(
+            shards.data.source,
+            Source::Shards {
+                path: "/s".into(),
+                test_path: None,
+                shuffle_buffer: 7
+            }
+        );
+        let synthetic = Settings {
+            data: Some(Source::parse_shorthand("synthetic")),
+            ..Default::default()
+        }
+        .resolve("cifar10-cpu")
+        .unwrap();
         assert_eq!(synthetic.data.source, Source::Synthetic(Default::default()));
-        let folder = Settings { set: vec!["data.holdout-fraction=0.3".into()], data: Some(Source::parse_shorthand("/f")), ..Default::default() }
-            .resolve("cifar10-cpu")
-            .unwrap();
-        assert_eq!(folder.data.source, Source::Folder { path: "/f".into(), holdout_fraction: 0.3 });
-        let bad = Settings { batch_size: Some(1), ..Default::default() }.resolve("small-cpu").unwrap_err().to_string();
+        let folder = Settings {
+            set: vec!["data.holdout-fraction=0.3".into()],
+            data: Some(Source::parse_shorthand("/f")),
+            ..Default::default()
+        }
+        .resolve("cifar10-cpu")
+        .unwrap();
+        assert_eq!(
+            folder.data.source,
+            Source::Folder {
+                path: "/f".into(),
+                holdout_fraction: 0.3
+            }
+        );
+        let bad = Settings {
+            batch_size: Some(1),
+            ..Default::default()
+        }
+        .resolve("small-cpu")
+        .unwrap_err()
+        .to_string();
         assert!(bad.contains("train.batch-size"), "{bad}");
         // On a resolved config (a checkpoint's): the same rules, and the rest kept.
-        let again = Settings { epochs: Some(2), set: vec!["optim.base-lr=0.5".into()], ..Default::default() }.apply_to(&cfg, Path::new("x")).unwrap();
-        assert_eq!((again.train.epochs, again.optim.base_lr, again.seed), (2, 0.5, 9));
+        let again = Settings {
+            epochs: Some(2),
+            set: vec!["optim.base-lr=0.5".into()],
+            ..Default::default()
+        }
+        .apply_to(&cfg, Path::new("x"))
+        .unwrap();
+        assert_eq!(
+            (again.train.epochs, again.optim.base_lr, again.seed),
+            (2, 0.5, 9)
+        );
     }
 }

@@ -46,15 +46,31 @@ impl ShardFile {
     }
 }
 
-pub(crate) fn read_at<R: Read + Seek>(f: &mut R, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
-    f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+pub(crate) fn read_at<R: Read + Seek>(
+    f: &mut R,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| Error::io(path, e))?;
     read_member(f, path, offset, len)
 }
 
 /// The `len` bytes of the member at `offset`, where `f` now is.
-pub(crate) fn read_member<R: Read>(f: &mut R, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_member<R: Read>(
+    f: &mut R,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf).map_err(|e| Error::data(path, format!("member at byte {offset} is cut short ({e}): truncated shard")))?;
+    f.read_exact(&mut buf).map_err(|e| {
+        Error::data(
+            path,
+            format!("member at byte {offset} is cut short ({e}): truncated shard"),
+        )
+    })?;
     Ok(buf)
 }
 
@@ -85,7 +101,8 @@ pub struct ManifestShard {
 impl Manifest {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::data(path, format!("not a shard manifest: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::data(path, format!("not a shard manifest: {e}")))
     }
 }
 
@@ -96,10 +113,20 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
         return Ok(vec![pattern.to_string()]);
     };
     let bad = |why: &str| Error::data(pattern, format!("bad shard pattern: {why}"));
-    let close = pattern[open..].find('}').map(|c| open + c).ok_or_else(|| bad("`{` without `}`"))?;
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| bad("`{` without `}`"))?;
     let inner = &pattern[open + 1..close];
-    let (a, b) = inner.split_once("..").ok_or_else(|| bad("expected {first..last}"))?;
-    let (lo, hi): (u64, u64) = (a.parse().map_err(|_| bad("range bounds must be integers"))?, b.parse().map_err(|_| bad("range bounds must be integers"))?);
+    let (a, b) = inner
+        .split_once("..")
+        .ok_or_else(|| bad("expected {first..last}"))?;
+    let (lo, hi): (u64, u64) = (
+        a.parse()
+            .map_err(|_| bad("range bounds must be integers"))?,
+        b.parse()
+            .map_err(|_| bad("range bounds must be integers"))?,
+    );
     if lo > hi {
         return Err(bad("the first bound is larger than the last"));
     }
@@ -134,12 +161,17 @@ pub fn shard_paths(spec: &Path) -> Result<Vec<PathBuf>> {
         }
         return Ok(v);
     }
-    let text = spec.to_str().ok_or_else(|| Error::data(spec, "shard pattern is not valid UTF-8"))?;
+    let text = spec
+        .to_str()
+        .ok_or_else(|| Error::data(spec, "shard pattern is not valid UTF-8"))?;
     let mut out = Vec::new();
     for p in expand_braces(text)? {
         if p.contains(['*', '?', '[']) {
-            let mut found: Vec<PathBuf> =
-                glob::glob(&p).map_err(|e| Error::data(&p, format!("bad shard pattern: {e}")))?.filter_map(|r| r.ok()).filter(|p| p.is_file()).collect();
+            let mut found: Vec<PathBuf> = glob::glob(&p)
+                .map_err(|e| Error::data(&p, format!("bad shard pattern: {e}")))?
+                .filter_map(|r| r.ok())
+                .filter(|p| p.is_file())
+                .collect();
             found.sort();
             out.extend(found);
         } else {
@@ -177,7 +209,9 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let entries = archive.entries_with_seek().map_err(|e| Error::data(path, format!("not a tar file: {e}")))?;
+    let entries = archive
+        .entries_with_seek()
+        .map_err(|e| Error::data(path, format!("not a tar file: {e}")))?;
     let mut samples: Vec<ScannedSample> = Vec::new();
     let mut labels: HashMap<String, std::result::Result<usize, String>> = HashMap::new();
     let mut warning = None;
@@ -197,17 +231,33 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
             Err(_) => continue,
         };
         // WebDataset: the key is the path up to the first dot of the file name.
-        let (dir, file_name) = name.rsplit_once('/').map_or(("", name.as_str()), |(d, f)| (d, f));
-        let Some((stem, ext)) = file_name.split_once('.') else { continue };
-        let key = if dir.is_empty() { stem.to_string() } else { format!("{dir}/{stem}") };
+        let (dir, file_name) = name
+            .rsplit_once('/')
+            .map_or(("", name.as_str()), |(d, f)| (d, f));
+        let Some((stem, ext)) = file_name.split_once('.') else {
+            continue;
+        };
+        let key = if dir.is_empty() {
+            stem.to_string()
+        } else {
+            format!("{dir}/{stem}")
+        };
         let ext = ext.to_ascii_lowercase();
         let (offset, len) = (entry.raw_file_position(), entry.size());
         if offset + len > file_len {
-            warning = Some(format!("ends early after {} image(s): member {name} is cut short", samples.len()));
+            warning = Some(format!(
+                "ends early after {} image(s): member {name} is cut short",
+                samples.len()
+            ));
             break;
         }
         if is_image_ext(&ext) {
-            samples.push(ScannedSample { key, offset, len, label: None });
+            samples.push(ScannedSample {
+                key,
+                offset,
+                len,
+                label: None,
+            });
         } else if ext == "cls" {
             let mut text = String::new();
             let parsed = if len > 64 {
@@ -216,7 +266,11 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
                 entry
                     .read_to_string(&mut text)
                     .map_err(|e| format!("{name}: {e}"))
-                    .and_then(|_| text.trim().parse::<usize>().map_err(|_| format!("{name} holds {:?}, not a class index", text.trim())))
+                    .and_then(|_| {
+                        text.trim().parse::<usize>().map_err(|_| {
+                            format!("{name} holds {:?}, not a class index", text.trim())
+                        })
+                    })
             };
             labels.insert(key, parsed);
         }
@@ -245,7 +299,11 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
 pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) -> Result<ImageSet> {
     let paths = shard_paths(spec)?;
     let manifest_path = paths[0].parent().unwrap_or(Path::new(".")).join(MANIFEST);
-    let manifest = if manifest_path.is_file() { Some(Manifest::read(&manifest_path)?) } else { None };
+    let manifest = if manifest_path.is_file() {
+        Some(Manifest::read(&manifest_path)?)
+    } else {
+        None
+    };
     let scans: Vec<Result<(Vec<ScannedSample>, Option<String>)>> = {
         use rayon::prelude::*;
         paths.par_iter().map(|p| scan_shard(p)).collect()
@@ -254,17 +312,29 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
     let mut raw_labels: Vec<Option<usize>> = Vec::new();
     for (path, scan) in paths.iter().zip(scans) {
         let (samples, warning) = scan?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let recorded = manifest.as_ref().and_then(|m| m.shards.iter().find(|s| s.name == name));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let recorded = manifest
+            .as_ref()
+            .and_then(|m| m.shards.iter().find(|s| s.name == name));
         if let Some(problem) = open_problem(path, samples.len(), warning, recorded) {
             tracing::warn!("shard {} {problem}", path.display());
             set.lost += recorded.map_or(0, |r| r.count.saturating_sub(samples.len()));
             set.skipped.push((path.clone(), problem));
         }
-        let file = Arc::new(ShardFile { path: path.clone(), max_pixels });
+        let file = Arc::new(ShardFile {
+            path: path.clone(),
+            max_pixels,
+        });
         for s in samples {
             set.names.push(format!("{}:{}", path.display(), s.key));
-            set.images.push(Pixels::Member { shard: file.clone(), offset: s.offset, len: s.len });
+            set.images.push(Pixels::Member {
+                shard: file.clone(),
+                offset: s.offset,
+                len: s.len,
+            });
             raw_labels.push(s.label);
         }
     }
@@ -278,13 +348,24 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
         return Ok(set);
     }
     if labelled < raw_labels.len() {
-        let i = raw_labels.iter().position(Option::is_none).expect("some unlabelled");
+        let i = raw_labels
+            .iter()
+            .position(Option::is_none)
+            .expect("some unlabelled");
         return Err(Error::data(
             spec,
-            format!("{} has no .cls member ({} of {} samples have none)", set.names[i], raw_labels.len() - labelled, raw_labels.len()),
+            format!(
+                "{} has no .cls member ({} of {} samples have none)",
+                set.names[i],
+                raw_labels.len() - labelled,
+                raw_labels.len()
+            ),
         ));
     }
-    set.labels = raw_labels.into_iter().map(|l| l.expect("all labelled")).collect();
+    set.labels = raw_labels
+        .into_iter()
+        .map(|l| l.expect("all labelled"))
+        .collect();
     let max = set.labels.iter().copied().max().expect("not empty");
     set.classes = match (class_names, &manifest) {
         (Some(c), _) => c.to_vec(),
@@ -292,8 +373,19 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
         (None, None) => (0..=max).map(|i| i.to_string()).collect(),
     };
     if max >= set.classes.len() {
-        let i = set.labels.iter().position(|&l| l == max).expect("max exists");
-        return Err(Error::data(spec, format!("{} has class index {max}, but there are {} classes", set.names[i], set.classes.len())));
+        let i = set
+            .labels
+            .iter()
+            .position(|&l| l == max)
+            .expect("max exists");
+        return Err(Error::data(
+            spec,
+            format!(
+                "{} has class index {max}, but there are {} classes",
+                set.names[i],
+                set.classes.len()
+            ),
+        ));
     }
     Ok(set)
 }
@@ -302,15 +394,31 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
 /// scan's warning if it ended early) and its manifest entry: the samples lost against the
 /// manifest's count, and a size other than the manifest's (cheap; the SHA-256 is checked by
 /// [`verify`]).
-fn open_problem(path: &Path, found: usize, warning: Option<String>, recorded: Option<&ManifestShard>) -> Option<String> {
+fn open_problem(
+    path: &Path,
+    found: usize,
+    warning: Option<String>,
+    recorded: Option<&ManifestShard>,
+) -> Option<String> {
     let bytes = std::fs::metadata(path).map(|m| m.len()).ok();
     match (warning, recorded) {
-        (Some(w), Some(r)) if r.count > found => Some(format!("{w}; its manifest records {}: {} image(s) lost", r.count, r.count - found)),
-        (Some(w), _) => Some(format!("{w} (no manifest entry says how many images it held)")),
-        (None, Some(r)) if r.count != found => Some(format!("holds {found} image(s), its manifest records {}", r.count)),
-        (None, Some(r)) if bytes.is_some_and(|b| b != r.bytes) => {
-            Some(format!("is {} bytes, its manifest records {}: rewritten since (`byol shard --verify` checks its SHA-256)", bytes.unwrap_or(0), r.bytes))
-        }
+        (Some(w), Some(r)) if r.count > found => Some(format!(
+            "{w}; its manifest records {}: {} image(s) lost",
+            r.count,
+            r.count - found
+        )),
+        (Some(w), _) => Some(format!(
+            "{w} (no manifest entry says how many images it held)"
+        )),
+        (None, Some(r)) if r.count != found => Some(format!(
+            "holds {found} image(s), its manifest records {}",
+            r.count
+        )),
+        (None, Some(r)) if bytes.is_some_and(|b| b != r.bytes) => Some(format!(
+            "is {} bytes, its manifest records {}: rewritten since (`byol shard --verify` checks its SHA-256)",
+            bytes.unwrap_or(0),
+            r.bytes
+        )),
         _ => None,
     }
 }
@@ -339,9 +447,18 @@ pub fn verify(folder: &Path) -> Result<Vec<Verified>> {
     let manifests: Vec<PathBuf> = if folder.join(MANIFEST).is_file() {
         vec![folder.join(MANIFEST)]
     } else {
-        let split: Vec<PathBuf> = ["train", "test"].iter().map(|s| folder.join(s).join(MANIFEST)).filter(|p| p.is_file()).collect();
+        let split: Vec<PathBuf> = ["train", "test"]
+            .iter()
+            .map(|s| folder.join(s).join(MANIFEST))
+            .filter(|p| p.is_file())
+            .collect();
         if split.is_empty() {
-            return Err(Error::data(folder, format!("no {MANIFEST} here nor in train/ or test/: only shards written by `byol shard` can be verified")));
+            return Err(Error::data(
+                folder,
+                format!(
+                    "no {MANIFEST} here nor in train/ or test/: only shards written by `byol shard` can be verified"
+                ),
+            ));
         }
         split
     };
@@ -352,25 +469,52 @@ fn verify_manifest(manifest_path: &Path) -> Result<Verified> {
     use rayon::prelude::*;
     let manifest = Manifest::read(manifest_path)?;
     let dir = manifest_path.parent().unwrap_or(Path::new("."));
-    let mut problems: Vec<ShardProblem> = manifest.shards.par_iter().filter_map(|s| verify_shard(&dir.join(&s.name), s)).collect();
-    let named: std::collections::HashSet<&str> = manifest.shards.iter().map(|s| s.name.as_str()).collect();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok()) {
+    let mut problems: Vec<ShardProblem> = manifest
+        .shards
+        .par_iter()
+        .filter_map(|s| verify_shard(&dir.join(&s.name), s))
+        .collect();
+    let named: std::collections::HashSet<&str> =
+        manifest.shards.iter().map(|s| s.name.as_str()).collect();
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".tar") && !named.contains(name.as_str()) {
-            problems.push(ShardProblem { shard: entry.path(), problem: "is not in the manifest: training on this folder would read it too".into() });
+            problems.push(ShardProblem {
+                shard: entry.path(),
+                problem: "is not in the manifest: training on this folder would read it too".into(),
+            });
         }
     }
     let recorded: usize = manifest.shards.iter().map(|s| s.count).sum();
     if recorded != manifest.count {
-        problems.push(ShardProblem { shard: manifest_path.to_path_buf(), problem: format!("records {} images in all, its shards {recorded}", manifest.count) });
+        problems.push(ShardProblem {
+            shard: manifest_path.to_path_buf(),
+            problem: format!(
+                "records {} images in all, its shards {recorded}",
+                manifest.count
+            ),
+        });
     }
     problems.sort_by(|a, b| a.shard.cmp(&b.shard));
-    Ok(Verified { manifest: manifest_path.to_path_buf(), shards: manifest.shards.len(), images: manifest.count, problems })
+    Ok(Verified {
+        manifest: manifest_path.to_path_buf(),
+        shards: manifest.shards.len(),
+        images: manifest.count,
+        problems,
+    })
 }
 
 fn verify_shard(path: &Path, recorded: &ManifestShard) -> Option<ShardProblem> {
     use sha2::Digest;
-    let problem = |p: String| Some(ShardProblem { shard: path.to_path_buf(), problem: p });
+    let problem = |p: String| {
+        Some(ShardProblem {
+            shard: path.to_path_buf(),
+            problem: p,
+        })
+    };
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => return problem(format!("cannot be read: {e}")),
@@ -391,21 +535,35 @@ fn verify_shard(path: &Path, recorded: &ManifestShard) -> Option<ShardProblem> {
     let digest = format!("{:x}", sha.finalize());
     let mut found = Vec::new();
     if bytes != recorded.bytes {
-        found.push(format!("{bytes} bytes, the manifest records {}", recorded.bytes));
+        found.push(format!(
+            "{bytes} bytes, the manifest records {}",
+            recorded.bytes
+        ));
     }
     if digest != recorded.sha256 {
-        found.push(format!("SHA-256 {digest}, the manifest records {}", recorded.sha256));
+        found.push(format!(
+            "SHA-256 {digest}, the manifest records {}",
+            recorded.sha256
+        ));
     }
     match scan_shard(path) {
         Ok((samples, warning)) => {
             if samples.len() != recorded.count {
-                found.push(format!("{} image(s), the manifest records {}", samples.len(), recorded.count));
+                found.push(format!(
+                    "{} image(s), the manifest records {}",
+                    samples.len(),
+                    recorded.count
+                ));
             }
             found.extend(warning);
         }
         Err(e) => found.push(e.to_string()),
     }
-    if found.is_empty() { None } else { problem(found.join("; ")) }
+    if found.is_empty() {
+        None
+    } else {
+        problem(found.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -414,8 +572,14 @@ mod tests {
 
     #[test]
     fn brace_ranges_expand_with_their_padding() {
-        assert_eq!(expand_braces("a-{08..11}.tar").unwrap(), ["a-08.tar", "a-09.tar", "a-10.tar", "a-11.tar"]);
-        assert_eq!(expand_braces("{0..1}-{0..1}").unwrap(), ["0-0", "0-1", "1-0", "1-1"]);
+        assert_eq!(
+            expand_braces("a-{08..11}.tar").unwrap(),
+            ["a-08.tar", "a-09.tar", "a-10.tar", "a-11.tar"]
+        );
+        assert_eq!(
+            expand_braces("{0..1}-{0..1}").unwrap(),
+            ["0-0", "0-1", "1-0", "1-1"]
+        );
         assert_eq!(expand_braces("plain.tar").unwrap(), ["plain.tar"]);
         for bad in ["a{1..x}", "a{3..1}", "a{1-3}", "a{1..3"] {
             let e = expand_braces(bad).unwrap_err().to_string();

@@ -80,7 +80,15 @@ impl ShardReader {
         for v in wanted.values_mut() {
             v.sort_unstable();
         }
-        Self { set, plan, next: start, shard_order, next_shard: 0, wanted, pending: HashMap::new() }
+        Self {
+            set,
+            plan,
+            next: start,
+            shard_order,
+            next_shard: 0,
+            wanted,
+            pending: HashMap::new(),
+        }
     }
 
     /// Samples read and not yet handed out.
@@ -90,9 +98,14 @@ impl ShardReader {
 
     /// Read the next shard's wanted samples into `pending`.
     fn read_next_shard(&mut self) -> bool {
-        let Some(shard) = self.shard_order.get(self.next_shard).cloned() else { return false };
+        let Some(shard) = self.shard_order.get(self.next_shard).cloned() else {
+            return false;
+        };
         self.next_shard += 1;
-        let samples = self.wanted.remove(&(Arc::as_ptr(&shard) as usize)).unwrap_or_default();
+        let samples = self
+            .wanted
+            .remove(&(Arc::as_ptr(&shard) as usize))
+            .unwrap_or_default();
         let mut file = match std::fs::File::open(&shard.path) {
             Ok(f) => Some(std::io::BufReader::with_capacity(1 << 20, f)),
             Err(e) => {
@@ -109,15 +122,19 @@ impl ShardReader {
         // drop it and read a whole buffer again for every member).
         let mut pos = 0u64;
         for i in samples {
-            let Pixels::Member { offset, len, .. } = self.set.images[i] else { unreachable!("wanted samples are members") };
+            let Pixels::Member { offset, len, .. } = self.set.images[i] else {
+                unreachable!("wanted samples are members")
+            };
             let got = match (&truncated, file.as_mut()) {
                 (Some(t), _) => Err(t.clone()),
-                (None, Some(f)) => read_forward(f, &shard.path, pos, offset, len).inspect(|_| pos = offset + len).map_err(|e| {
-                    let t = e.to_string();
-                    tracing::warn!("{t}; the rest of this shard is skipped");
-                    truncated = Some(t.clone());
-                    t
-                }),
+                (None, Some(f)) => read_forward(f, &shard.path, pos, offset, len)
+                    .inspect(|_| pos = offset + len)
+                    .map_err(|e| {
+                        let t = e.to_string();
+                        tracing::warn!("{t}; the rest of this shard is skipped");
+                        truncated = Some(t.clone());
+                        t
+                    }),
                 (None, None) => unreachable!("opened above"),
             };
             self.pending.insert(i, got);
@@ -128,11 +145,18 @@ impl ShardReader {
 
 /// The member at `offset` (`len` bytes) of a reader now at `pos`: skipped forward within the
 /// buffer when it lies ahead, sought otherwise.
-fn read_forward(f: &mut BufReader<std::fs::File>, path: &std::path::Path, pos: u64, offset: u64, len: u64) -> crate::Result<Vec<u8>> {
+fn read_forward(
+    f: &mut BufReader<std::fs::File>,
+    path: &std::path::Path,
+    pos: u64,
+    offset: u64,
+    len: u64,
+) -> crate::Result<Vec<u8>> {
     if offset < pos || offset - pos > i64::MAX as u64 {
         return read_at(f, path, offset, len);
     }
-    f.seek_relative((offset - pos) as i64).map_err(|e| crate::Error::io(path, e))?;
+    f.seek_relative((offset - pos) as i64)
+        .map_err(|e| crate::Error::io(path, e))?;
     read_member(f, path, offset, len)
 }
 
@@ -165,11 +189,22 @@ mod tests {
     /// a buffer of one it reads shards whole in a shuffled order.
     #[test]
     fn epoch_plan_is_a_seeded_permutation() {
-        let shards: Vec<Arc<ShardFile>> = (0..5).map(|i| Arc::new(ShardFile { path: format!("s{i}").into(), max_pixels: 1 })).collect();
+        let shards: Vec<Arc<ShardFile>> = (0..5)
+            .map(|i| {
+                Arc::new(ShardFile {
+                    path: format!("s{i}").into(),
+                    max_pixels: 1,
+                })
+            })
+            .collect();
         let mut set = ImageSet::empty(vec!["a".into()]);
         for (s, f) in shards.iter().enumerate() {
             for m in 0..7 {
-                set.images.push(Pixels::Member { shard: f.clone(), offset: m, len: 1 });
+                set.images.push(Pixels::Member {
+                    shard: f.clone(),
+                    offset: m,
+                    len: 1,
+                });
                 set.labels.push(0);
                 set.names.push(format!("{s}:{m}"));
             }

@@ -47,16 +47,29 @@ impl ShardWriteOptions {
 /// `out`, each written to a temporary name and renamed when complete, then `manifest.json`
 /// (the same way). Unreadable images are skipped and returned with the reason. `progress` is
 /// called with (images done, total).
-pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<(Manifest, Vec<(String, String)>)> {
+pub fn write_shards(
+    set: &ImageSet,
+    out: &Path,
+    opts: &ShardWriteOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Manifest, Vec<(String, String)>)> {
     use rayon::prelude::*;
     opts.validate()?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     if out.join(MANIFEST).exists() {
-        return Err(Error::data(out.join(MANIFEST), "shards already exist here: choose another output folder"));
+        return Err(Error::data(
+            out.join(MANIFEST),
+            "shards already exist here: choose another output folder",
+        ));
     }
     let mut order: Vec<usize> = (0..set.len()).collect();
     order.shuffle(&mut rng(opts.seed, Stream::Shuffle, &[u64::MAX]));
-    let mut manifest = Manifest { count: 0, classes: set.classes.clone(), resize_shorter: opts.resize_shorter, shards: Vec::new() };
+    let mut manifest = Manifest {
+        count: 0,
+        classes: set.classes.clone(),
+        resize_shorter: opts.resize_shorter,
+        shards: Vec::new(),
+    };
     let mut skipped = Vec::new();
     let mut current: Option<OpenShard> = None;
     let total = order.len();
@@ -64,7 +77,10 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     for chunk in order.chunks(256) {
         // (index, the encoded image and its extension, or why it could not be encoded)
         type Encoded = (usize, std::result::Result<(Vec<u8>, &'static str), String>);
-        let encoded: Vec<Encoded> = chunk.par_iter().map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string()))).collect();
+        let encoded: Vec<Encoded> = chunk
+            .par_iter()
+            .map(|&i| (i, encode_for_shard(set, i, opts).map_err(|e| e.to_string())))
+            .collect();
         for (i, r) in encoded {
             let (bytes, ext) = match r {
                 Ok(x) => x,
@@ -74,8 +90,13 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
                     continue;
                 }
             };
-            if current.as_ref().is_some_and(|o| o.bytes >= opts.target_bytes) {
-                manifest.shards.push(current.take().expect("checked").finish()?);
+            if current
+                .as_ref()
+                .is_some_and(|o| o.bytes >= opts.target_bytes)
+            {
+                manifest
+                    .shards
+                    .push(current.take().expect("checked").finish()?);
             }
             let o = match &mut current {
                 Some(o) => o,
@@ -83,7 +104,11 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
             };
             let key = format!("{:08}", manifest.count);
             let label = set.labels[i].to_string();
-            o.append([(format!("{key}.{ext}"), &bytes), (format!("{key}.cls"), label.as_bytes()), (format!("{key}.path"), set.names[i].as_bytes())])?;
+            o.append([
+                (format!("{key}.{ext}"), &bytes),
+                (format!("{key}.cls"), label.as_bytes()),
+                (format!("{key}.path"), set.names[i].as_bytes()),
+            ])?;
             manifest.count += 1;
         }
         done += chunk.len();
@@ -97,7 +122,12 @@ pub fn write_shards(set: &ImageSet, out: &Path, opts: &ShardWriteOptions, progre
     }
     let tmp = out.join(format!("{MANIFEST}.part"));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(serde_json::to_string_pretty(&manifest).expect("json").as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(
+        serde_json::to_string_pretty(&manifest)
+            .expect("json")
+            .as_bytes(),
+    )
+    .map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, out.join(MANIFEST)).map_err(|e| Error::io(out, e))?;
     Ok((manifest, skipped))
@@ -120,8 +150,18 @@ impl OpenShard {
         let name = format!("shard-{index:06}.tar");
         let part = out.join(format!("{name}.part"));
         let file = std::fs::File::create(&part).map_err(|e| Error::io(&part, e))?;
-        let hashing = Hashing { file, sha: sha2::Sha256::new(), bytes: 0 };
-        Ok(OpenShard { builder: tar::Builder::new(std::io::BufWriter::new(hashing)), part, name, count: 0, bytes: 0 })
+        let hashing = Hashing {
+            file,
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+        };
+        Ok(OpenShard {
+            builder: tar::Builder::new(std::io::BufWriter::new(hashing)),
+            part,
+            name,
+            count: 0,
+            bytes: 0,
+        })
     }
 
     /// Append one sample's members (name, bytes): regular files, mode 0644, time 0.
@@ -132,7 +172,9 @@ impl OpenShard {
             h.set_mode(0o644);
             h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
-            self.builder.append_data(&mut h, &name, data).map_err(|e| Error::io(&self.part, e))?;
+            self.builder
+                .append_data(&mut h, &name, data)
+                .map_err(|e| Error::io(&self.part, e))?;
             self.bytes += 512 + (data.len() as u64).div_ceil(512) * 512;
         }
         self.count += 1;
@@ -142,13 +184,31 @@ impl OpenShard {
     /// Close it, synced, under its final name: its manifest entry.
     fn finish(self) -> Result<ManifestShard> {
         use sha2::Digest;
-        let writer = self.builder.into_inner().map_err(|e| Error::io(&self.part, e))?;
-        let hashing = writer.into_inner().map_err(|e| Error::io(&self.part, e.into_error()))?;
-        hashing.file.sync_all().map_err(|e| Error::io(&self.part, e))?;
-        let sha256 = hashing.sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let writer = self
+            .builder
+            .into_inner()
+            .map_err(|e| Error::io(&self.part, e))?;
+        let hashing = writer
+            .into_inner()
+            .map_err(|e| Error::io(&self.part, e.into_error()))?;
+        hashing
+            .file
+            .sync_all()
+            .map_err(|e| Error::io(&self.part, e))?;
+        let sha256 = hashing
+            .sha
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let dest = self.part.with_extension("");
         std::fs::rename(&self.part, &dest).map_err(|e| Error::io(&dest, e))?;
-        Ok(ManifestShard { name: self.name, count: self.count, bytes: hashing.bytes, sha256 })
+        Ok(ManifestShard {
+            name: self.name,
+            count: self.count,
+            bytes: hashing.bytes,
+            sha256,
+        })
     }
 }
 
@@ -196,7 +256,10 @@ pub fn shard_imagefolder(
 ) -> Result<ShardedSplits> {
     opts.validate()?;
     let cfg = crate::data::DataConfig {
-        source: crate::data::Source::Folder { path: root.to_path_buf(), holdout_fraction },
+        source: crate::data::Source::Folder {
+            path: root.to_path_buf(),
+            holdout_fraction,
+        },
         image_size: 32,
         cache: false,
         cache_max_mb: None,
@@ -208,17 +271,34 @@ pub fn shard_imagefolder(
     };
     cfg.validate()?;
     let splits = crate::data::imagefolder::load_splits(root, &cfg, holdout_fraction, opts.seed)?;
-    let mut skipped: Vec<(String, String)> = splits.train.skipped.iter().map(|(p, e)| (p.display().to_string(), e.clone())).collect();
-    let (train, s1) = write_shards(&splits.train, &out.join("train"), opts, &mut |d, t| progress("train", d, t))?;
-    let (test, s2) = write_shards(&splits.test, &out.join("test"), opts, &mut |d, t| progress("test", d, t))?;
+    let mut skipped: Vec<(String, String)> = splits
+        .train
+        .skipped
+        .iter()
+        .map(|(p, e)| (p.display().to_string(), e.clone()))
+        .collect();
+    let (train, s1) = write_shards(&splits.train, &out.join("train"), opts, &mut |d, t| {
+        progress("train", d, t)
+    })?;
+    let (test, s2) = write_shards(&splits.test, &out.join("test"), opts, &mut |d, t| {
+        progress("test", d, t)
+    })?;
     skipped.extend(s1);
     skipped.extend(s2);
-    Ok(ShardedSplits { train, test, skipped })
+    Ok(ShardedSplits {
+        train,
+        test,
+        skipped,
+    })
 }
 
 /// The bytes stored for image `i`: the file unchanged (checked to decode), or resized and
 /// re-encoded as JPEG.
-fn encode_for_shard(set: &ImageSet, i: usize, opts: &ShardWriteOptions) -> Result<(Vec<u8>, &'static str)> {
+fn encode_for_shard(
+    set: &ImageSet,
+    i: usize,
+    opts: &ShardWriteOptions,
+) -> Result<(Vec<u8>, &'static str)> {
     let Pixels::File(path) = &set.images[i] else {
         let img = set.rgb(i)?;
         return Ok((encode_jpeg(&img, opts.quality, &set.names[i])?, "jpg"));
@@ -228,10 +308,23 @@ fn encode_for_shard(set: &ImageSet, i: usize, opts: &ShardWriteOptions) -> Resul
     match opts.resize_shorter {
         Some(s) if img.width.min(img.height) > s as usize => {
             let short = img.width.min(img.height) as f64;
-            let (w, h) = ((img.width as f64 * s as f64 / short).round() as u32, (img.height as f64 * s as f64 / short).round() as u32);
-            let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data).expect("sizes match");
-            let small = image::imageops::resize(&buf, w.max(1), h.max(1), image::imageops::FilterType::CatmullRom);
-            let small = Rgb8 { width: small.width() as usize, height: small.height() as usize, data: small.into_raw() };
+            let (w, h) = (
+                (img.width as f64 * s as f64 / short).round() as u32,
+                (img.height as f64 * s as f64 / short).round() as u32,
+            );
+            let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
+                .expect("sizes match");
+            let small = image::imageops::resize(
+                &buf,
+                w.max(1),
+                h.max(1),
+                image::imageops::FilterType::CatmullRom,
+            );
+            let small = Rgb8 {
+                width: small.width() as usize,
+                height: small.height() as usize,
+                data: small.into_raw(),
+            };
             Ok((encode_jpeg(&small, opts.quality, &set.names[i])?, "jpg"))
         }
         _ => {
@@ -247,7 +340,12 @@ fn encode_for_shard(set: &ImageSet, i: usize, opts: &ShardWriteOptions) -> Resul
 fn encode_jpeg(img: &Rgb8, quality: u8, origin: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .encode(&img.data, img.width as u32, img.height as u32, image::ExtendedColorType::Rgb8)
+        .encode(
+            &img.data,
+            img.width as u32,
+            img.height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
         .map_err(|e| Error::data(origin, format!("cannot encode as JPEG: {e}")))?;
     Ok(out)
 }
