@@ -9,11 +9,11 @@ pub mod decode;
 pub mod download;
 pub mod imagefolder;
 pub mod shards;
+mod source;
 pub mod synthetic;
 
-pub use config::{
-    DataConfig, DataSource, MAX_IMAGE_PIXELS, SOURCE_FIELDS, Source, SyntheticConfig,
-};
+pub use config::{DataConfig, MAX_IMAGE_PIXELS};
+pub use source::{DataSource, SOURCE_FIELDS, Source, SyntheticConfig};
 
 use crate::image::Rgb8;
 use crate::{Error, Result};

@@ -9,13 +9,13 @@
 //!
 //! [`distill`] runs it in a run directory, resumable from its checkpoints.
 
+mod checkpoint;
 pub mod config;
 mod run;
 
+pub use checkpoint::{CHECKPOINT_KIND, recorded};
 pub use config::{DistillConfig, StudentConfig};
-pub use run::{
-    CHECKPOINT_KIND, DistillOptions, DistillOutcome, DistillResult, Distillation, distill, recorded,
-};
+pub use run::{DistillOptions, DistillOutcome, DistillResult, Distillation, distill};
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_softmax, softmax};
