@@ -182,17 +182,22 @@ mod tests {
         assert_ne!(a, d);
     }
 
-    /// The named uses give the keys of the numbered slots they replaced (the formula before the
-    /// names, written out here), so runs keep their bits; and no two uses share a key but the
-    /// two documented pairs.
+    /// The key of a numbered slot, the formula before the names, written out here.
+    fn slot(seed: u64, purpose: u64, parts: &[u64]) -> u64 {
+        parts
+            .iter()
+            .fold(mix(seed ^ mix(purpose)), |h, &p| mix(h ^ p))
+    }
+
+    const SEED: u64 = 7;
+    const E: u64 = 3;
+    const I: u64 = 11;
+
+    /// The named uses of one draw per run give the keys of the numbered slots they replaced, so
+    /// runs keep their bits.
     #[test]
-    fn named_uses_keep_their_slots_keys_and_are_distinct() {
-        let slot = |seed: u64, purpose: u64, parts: &[u64]| {
-            parts
-                .iter()
-                .fold(mix(seed ^ mix(purpose)), |h, &p| mix(h ^ p))
-        };
-        let (seed, e, i) = (7, 3, 11);
+    fn named_initialisations_keep_their_slots_keys() {
+        let seed = SEED;
         for (stream, parts, want) in [
             (Stream::OnlineInit, vec![], slot(seed, 5, &[0])),
             (Stream::TargetInit, vec![], slot(seed, 5, &[1])),
@@ -200,10 +205,21 @@ mod tests {
             (Stream::TsneStart, vec![], slot(seed, 5, &[3])),
             (Stream::FinetuneHead, vec![], slot(seed, 5, &[7])),
             (Stream::DistillStudent, vec![], slot(seed, 5, &[8])),
-            (Stream::SegmentHead, vec![i], slot(seed, 5, &[11, i])),
-            (Stream::DepthDecoder, vec![i], slot(seed, 5, &[13, i])),
+            (Stream::SegmentHead, vec![I], slot(seed, 5, &[11, I])),
+            (Stream::DepthDecoder, vec![I], slot(seed, 5, &[13, I])),
             (Stream::MosaicTrain, vec![], slot(seed, 6, &[0])),
             (Stream::MosaicVal, vec![], slot(seed, 6, &[1])),
+        ] {
+            assert_eq!(key(seed, stream, &parts), want, "{stream:?}");
+        }
+    }
+
+    /// The named uses drawn per epoch (orders) and per epoch and image (views) give the keys of
+    /// the numbered slots they replaced.
+    #[test]
+    fn named_orders_and_views_keep_their_slots_keys() {
+        let (seed, e, i) = (SEED, E, I);
+        for (stream, parts, want) in [
             (
                 Stream::LinearOrder,
                 vec![e],
@@ -260,6 +276,11 @@ mod tests {
         ] {
             assert_eq!(key(seed, stream, &parts), want, "{stream:?}");
         }
+    }
+
+    /// No two uses share a key but the two documented pairs.
+    #[test]
+    fn named_uses_are_distinct_but_the_documented_pairs() {
         let shared = [
             (Stream::DistillOrder, Stream::SegmentOrder),
             (Stream::DistillPick, Stream::DepthOrder),
@@ -283,7 +304,7 @@ mod tests {
         ];
         for (a, x) in uses.iter().enumerate() {
             for y in &uses[a + 1..] {
-                let same = key(seed, *x, &[e]) == key(seed, *y, &[e]);
+                let same = key(SEED, *x, &[E]) == key(SEED, *y, &[E]);
                 assert_eq!(same, shared.contains(&(*x, *y)), "{x:?} and {y:?}");
             }
         }

@@ -264,6 +264,46 @@ fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Opti
     ))
 }
 
+/// The encoder of variant `v` (its random-init one, or the one its run in `run` trains,
+/// resuming a run left there), its steps, its kNN accuracy, and the data where it was loaded.
+fn encoder_of(
+    v: &Variant,
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    device: &burn::tensor::Device,
+    obs: &mut dyn Observer,
+) -> Result<(
+    crate::model::ResNet,
+    u64,
+    crate::eval::KnnResult,
+    Option<data::Splits>,
+)> {
+    let vdir = run.path();
+    Ok(if v.random_init {
+        let splits = data::load(&cfg.data, cfg.seed)?;
+        let encoder = random_init_encoder(cfg, device);
+        let knn = knn_of_encoder(&encoder, cfg, &splits.train, &splits.test, device)?;
+        (encoder, 0, knn, Some(splits))
+    } else {
+        let resume = !checkpoint::list(vdir).is_empty();
+        let report = pretrain_in(
+            cfg,
+            run,
+            &RunOptions {
+                resume,
+                compare_random: false,
+                ..Default::default()
+            },
+            obs,
+        )?;
+        let knn = report
+            .knn
+            .ok_or_else(|| Error::data(vdir, "the run ended without an evaluation"))?;
+        let (loaded, _) = checkpoint::read_latest(vdir)?;
+        (loaded.online(device)?.encoder, report.steps, knn, None)
+    })
+}
+
 /// Train (or take the random-init encoder of) variant `v` at `seed` in `vdir`, resuming a run
 /// left there, and evaluate it: its row, written to `vdir` before the directory is let go.
 fn run_variant(
@@ -287,29 +327,7 @@ fn run_variant(
     let run = RunDir::lock(vdir)?;
     let device = cfg.backend.device()?;
     let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
-    let (encoder, steps, knn, splits) = if v.random_init {
-        let splits = data::load(&cfg.data, cfg.seed)?;
-        let encoder = random_init_encoder(cfg, &device);
-        let knn = knn_of_encoder(&encoder, cfg, &splits.train, &splits.test, &device)?;
-        (encoder, 0, knn, Some(splits))
-    } else {
-        let resume = !checkpoint::list(vdir).is_empty();
-        let report = pretrain_in(
-            cfg,
-            &run,
-            &RunOptions {
-                resume,
-                compare_random: false,
-                ..Default::default()
-            },
-            obs,
-        )?;
-        let knn = report
-            .knn
-            .ok_or_else(|| Error::data(vdir, "the run ended without an evaluation"))?;
-        let (loaded, _) = checkpoint::read_latest(vdir)?;
-        (loaded.online(&device)?.encoder, report.steps, knn, None)
-    };
+    let (encoder, steps, knn, splits) = encoder_of(v, cfg, &run, &device, obs)?;
     let linear_top1 = if options.linear {
         obs.on_message(&format!("{label}: linear evaluation"));
         let splits = match splits {

@@ -189,20 +189,6 @@ pub fn paired_differences(runs: &[Row], rows: &[&Row], to: &str) -> Vec<f64> {
 
 /// `ablation.md` (the per-variant summary, then every run) and `ablation.json`.
 pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
-    let pct = |v: f64| format!("{:.2}", 100.0 * v);
-    let spread_pct = |s: &Spread, n: usize| {
-        if n > 1 {
-            format!(
-                "{} ± {} ({}–{})",
-                pct(s.mean),
-                pct(s.std),
-                pct(s.min),
-                pct(s.max)
-            )
-        } else {
-            pct(s.mean)
-        }
-    };
     let with = if a.settings.is_empty() {
         String::new()
     } else {
@@ -214,43 +200,7 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
          |---|---|---|---|---|---|---|---|---|---|\n",
         a.base
     );
-    for s in &a.summary {
-        let n = s.seeds.len();
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
-            s.name,
-            s.seeds
-                .iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            spread_pct(&s.knn_top1, n),
-            s.relative.as_ref().map_or("–".into(), |r| {
-                let d = &r.knn_top1_delta;
-                let spread = if n > 1 {
-                    format!(" ± {:.2}", 100.0 * d.std)
-                } else {
-                    String::new()
-                };
-                let paper = r
-                    .paper_delta
-                    .map_or(String::new(), |p| format!(" (paper {p:+.1})"));
-                format!("{:+.2}{spread} vs {}{paper}", 100.0 * d.mean, r.to)
-            }),
-            pct(s.knn_top5.mean),
-            s.linear_top1
-                .as_ref()
-                .map_or("–".into(), |l| spread_pct(l, n)),
-            s.final_loss
-                .map_or("–".into(), |l| format!("{:.4}", l.mean)),
-            s.projection_std.map_or("–".into(), |p| format!(
-                "{:.4} ({:.4})",
-                p.mean, s.healthy_std
-            )),
-            s.collapsed.map_or("–".into(), |c| format!("{c} of {n}")),
-            s.wall_seconds.mean
-        ));
-    }
+    a.summary.iter().for_each(|s| md.push_str(&summary_row(s)));
     md.push_str(
         "\nEvery run:\n\n| variant | seed | kNN top-1 % | kNN top-5 % | linear top-1 % | final loss | projection std | steps | wall s | the variant's overrides |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
@@ -279,5 +229,64 @@ pub fn write_reports(dir: &Path, a: &Ablation) -> Result<()> {
     write(
         "ablation.json",
         serde_json::to_string_pretty(a).expect("json").as_bytes(),
+    )
+}
+
+/// A percentage with two decimals.
+fn pct(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+/// A spread in percent: the mean, and with several seeds ± the std and the range.
+fn spread_pct(s: &Spread, n: usize) -> String {
+    if n > 1 {
+        format!(
+            "{} ± {} ({}–{})",
+            pct(s.mean),
+            pct(s.std),
+            pct(s.min),
+            pct(s.max)
+        )
+    } else {
+        pct(s.mean)
+    }
+}
+
+/// The Markdown row of one variant's summary.
+fn summary_row(s: &Summary) -> String {
+    let n = s.seeds.len();
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+        s.name,
+        s.seeds
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        spread_pct(&s.knn_top1, n),
+        s.relative.as_ref().map_or("–".into(), |r| {
+            let d = &r.knn_top1_delta;
+            let spread = if n > 1 {
+                format!(" ± {:.2}", 100.0 * d.std)
+            } else {
+                String::new()
+            };
+            let paper = r
+                .paper_delta
+                .map_or(String::new(), |p| format!(" (paper {p:+.1})"));
+            format!("{:+.2}{spread} vs {}{paper}", 100.0 * d.mean, r.to)
+        }),
+        pct(s.knn_top5.mean),
+        s.linear_top1
+            .as_ref()
+            .map_or("–".into(), |l| spread_pct(l, n)),
+        s.final_loss
+            .map_or("–".into(), |l| format!("{:.4}", l.mean)),
+        s.projection_std.map_or("–".into(), |p| format!(
+            "{:.4} ({:.4})",
+            p.mean, s.healthy_std
+        )),
+        s.collapsed.map_or("–".into(), |c| format!("{c} of {n}")),
+        s.wall_seconds.mean
     )
 }

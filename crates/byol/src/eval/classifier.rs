@@ -176,12 +176,9 @@ mod tests {
     use crate::model::Stem;
     use burn::tensor::{Tensor, TensorData};
 
-    /// A saved classifier (with a projector layer whose BatchNorm statistics are not fresh)
-    /// reads back tensor for tensor, gives the same logits, and a file whose description does
-    /// not match its tensors is refused by name.
-    #[test]
-    fn a_classifier_round_trips_and_a_wrong_description_is_refused() {
-        let device = Device::flex();
+    /// A classifier on a width-4 ResNet-18 with a projector layer whose BatchNorm statistics are
+    /// not fresh, and its description.
+    fn classifier_with_projector(device: &Device) -> (Finetuned, ClassifierInfo) {
         let enc = ResNetConfig {
             arch: crate::model::Arch::Resnet18,
             width_multiplier: 1,
@@ -195,18 +192,18 @@ mod tests {
             output: 4,
             layers: 3,
         }
-        .init(d, &device);
+        .init(d, device);
         mlp.bn.running_mean = burn::module::RunningState::new(Tensor::<1>::from_data(
             TensorData::new((0..12).map(|i| i as f32 / 7.0).collect::<Vec<_>>(), [12]),
-            &device,
+            device,
         ));
         let net = Finetuned::new(
-            enc.init(&device),
+            enc.init(device),
             Some(ProjectorLayer::of(mlp)),
             d,
             3,
             1,
-            &device,
+            device,
         );
         let info = ClassifierInfo {
             encoder: enc.clone(),
@@ -222,6 +219,16 @@ mod tests {
                 images: 10,
             }),
         };
+        (net, info)
+    }
+
+    /// A saved classifier (with a projector layer whose BatchNorm statistics are not fresh)
+    /// reads back tensor for tensor, gives the same logits, and a file whose description does
+    /// not match its tensors is refused by name.
+    #[test]
+    fn a_classifier_round_trips_and_a_wrong_description_is_refused() {
+        let device = Device::flex();
+        let (net, info) = classifier_with_projector(&device);
         let dir = std::env::temp_dir().join(format!("byol-classifier-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.safetensors");

@@ -279,6 +279,39 @@ mod tests {
         assert_eq!(projector_name("fc2.weight", 0), "projector.3.weight");
     }
 
+    /// PyTorch's BatchNorm counter (`num_batches_tracked`, a 0-d i64 0) beside every
+    /// BatchNorm's statistics of an exported ResNet-18 and projector, and nowhere else.
+    fn assert_batch_norm_counters(st: &SafeTensors) {
+        for bn in [
+            "bn1",
+            "layer1.0.bn2",
+            "layer2.0.downsample.1",
+            "projector.1",
+            "projector.4",
+        ] {
+            let t = st
+                .tensor(&format!("{bn}.num_batches_tracked"))
+                .unwrap_or_else(|_| panic!("no {bn}.num_batches_tracked"));
+            assert_eq!(
+                (t.dtype(), t.shape(), t.data()),
+                (Dtype::I64, &[][..], &[0u8; 8][..]),
+                "{bn}"
+            );
+        }
+        let counters = st
+            .names()
+            .iter()
+            .filter(|n| n.ends_with(".num_batches_tracked"))
+            .count();
+        assert_eq!(
+            counters,
+            st.names()
+                .iter()
+                .filter(|n| n.ends_with(".running_mean"))
+                .count()
+        );
+    }
+
     /// The projector's Linear weights are written as PyTorch's [out, in]: element (o, i) of the
     /// file is element (i, o) of ours; BatchNorm tensors as they are.
     #[test]
@@ -339,35 +372,7 @@ mod tests {
             .unwrap();
         assert_eq!(read("projector.4.weight").1, gamma);
         assert!(st.tensor("conv1.weight").is_ok());
-        // PyTorch's BatchNorm counter, beside every BatchNorm's statistics and nowhere else.
-        for bn in [
-            "bn1",
-            "layer1.0.bn2",
-            "layer2.0.downsample.1",
-            "projector.1",
-            "projector.4",
-        ] {
-            let t = st
-                .tensor(&format!("{bn}.num_batches_tracked"))
-                .unwrap_or_else(|_| panic!("no {bn}.num_batches_tracked"));
-            assert_eq!(
-                (t.dtype(), t.shape(), t.data()),
-                (Dtype::I64, &[][..], &[0u8; 8][..]),
-                "{bn}"
-            );
-        }
-        let counters = st
-            .names()
-            .iter()
-            .filter(|n| n.ends_with(".num_batches_tracked"))
-            .count();
-        assert_eq!(
-            counters,
-            st.names()
-                .iter()
-                .filter(|n| n.ends_with(".running_mean"))
-                .count()
-        );
+        assert_batch_norm_counters(&st);
         std::fs::remove_file(&path).unwrap();
     }
 

@@ -97,50 +97,47 @@ fn sgd_and_adamw_match_formulas() {
     close(&get(b), &[1.0 - 0.1]);
 }
 
+/// A 3-layer MLP 4 → 6 → 3 drawn from seed 9, requiring gradients on `d`.
+fn small_mlp(d: &Device) -> crate::model::Mlp {
+    use crate::model::params::{reinit, require_grad};
+    let mlp = crate::model::MlpConfig {
+        hidden: 6,
+        output: 3,
+        layers: 3,
+    }
+    .init(4, d);
+    require_grad(reinit(mlp, 9))
+}
+
+/// Replica `r`'s input: 2 rows of 4 values.
+fn replica_input(r: usize, d: &Device) -> Tensor<2> {
+    let v: Vec<f32> = (0..8).map(|i| ((i * 7 + r * 3) % 5) as f32 - 2.0).collect();
+    Tensor::<2>::from_data(TensorData::new(v, [2, 4]), d)
+}
+
+/// The parameters of `m` by path (each replica's BatchNorm statistics are its own batch's).
+fn mlp_parameters(m: crate::model::Mlp) -> BTreeMap<String, Vec<f32>> {
+    crate::model::params::collect(&m.valid())
+        .into_iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(k, v)| (k, v.flat.into_data().try_into_vec().unwrap()))
+        .collect()
+}
+
 /// Two replicas' step averages their gradients in one all-reduce (one bucket) and applies
 /// the update one process makes from the mean of the two losses, to f32 rounding; in buckets
 /// of at most 20 values (the MLP's 24- and 36-value weights each a bucket of their own, the
 /// small vectors sharing theirs) it takes several all-reduces and gives the same bits.
 #[test]
 fn replicas_average_their_gradients_in_buckets() {
-    use crate::model::MlpConfig;
-    use crate::model::params::{collect, reinit, require_grad};
     let d = Device::flex().autodiff();
-    let net = || {
-        require_grad(reinit(
-            MlpConfig {
-                hidden: 6,
-                output: 3,
-                layers: 3,
-            }
-            .init(4, &d),
-            9,
-        ))
-    };
-    let x = |r: usize| {
-        Tensor::<2>::from_data(
-            TensorData::new(
-                (0..8)
-                    .map(|i| ((i * 7 + r * 3) % 5) as f32 - 2.0)
-                    .collect::<Vec<_>>(),
-                [2, 4],
-            ),
-            &d,
-        )
-    };
-    let loss = |m: &crate::model::Mlp, r: usize| m.forward(x(r)).square().sum(); // [1]
+    let net = || small_mlp(&d);
+    let loss = |m: &crate::model::Mlp, r: usize| m.forward(replica_input(r, &d)).square().sum(); // [1]
     let c = OptimConfig {
         nesterov: true,
         ..cfg(OptimKind::Sgd)
     };
-    let values = |m: crate::model::Mlp| -> BTreeMap<String, Vec<f32>> {
-        // The parameters (each replica's BatchNorm statistics are its own batch's).
-        collect(&m.valid())
-            .into_iter()
-            .filter(|(k, _)| !is_buffer(k))
-            .map(|(k, v)| (k, v.flat.into_data().try_into_vec().unwrap()))
-            .collect()
-    };
+    let values = mlp_parameters;
     // One process: the mean of the two replicas' losses.
     let one = net();
     let mut grads = (loss(&one, 0) + loss(&one, 1)).div_scalar(2.0).backward();

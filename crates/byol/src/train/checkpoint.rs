@@ -336,7 +336,23 @@ impl Loaded {
                 format!("missing tensors: {missing:?}"),
             ));
         }
-        let queue = match self.config.objective.kind {
+        let queue = self.queue(device)?;
+        let mut optim = self.config.optim.init();
+        optim.load_state(&self.tensors, device)?;
+        let probe = self.probe(device);
+        Ok(TrainState {
+            online,
+            target,
+            optim,
+            queue,
+            step: self.step,
+            probe,
+        })
+    }
+
+    /// MoCo's queue (a checkpoint of another objective has none).
+    fn queue(&self, device: &Device) -> Result<Option<Queue>> {
+        Ok(match self.config.objective.kind {
             ObjectiveKind::Moco => {
                 let (Some((shape, keys)), Some((_, ptr))) = (
                     self.tensors.get("queue/keys"),
@@ -356,10 +372,13 @@ impl Loaded {
                 })
             }
             _ => None,
-        };
-        let mut optim = self.config.optim.init();
-        optim.load_state(&self.tensors, device)?;
-        let probe = match (
+        })
+    }
+
+    /// The online probe, where the checkpoint holds one (the count of its epoch's correct
+    /// answers is 0 in checkpoints written before it was kept).
+    fn probe(&self, device: &Device) -> Option<crate::eval::OnlineProbe> {
+        match (
             self.tensors.get("probe/w"),
             self.tensors.get("probe/mw"),
             self.tensors.get("probe/b"),
@@ -391,15 +410,7 @@ impl Loaded {
                 })
             }
             _ => None,
-        };
-        Ok(TrainState {
-            online,
-            target,
-            optim,
-            queue,
-            step: self.step,
-            probe,
-        })
+        }
     }
 }
 

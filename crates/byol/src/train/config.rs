@@ -127,6 +127,12 @@ impl TrainConfig {
                 format!("{} is outside [0, 1)", t.collapse_fraction),
             ));
         }
+        t.validate_split()
+    }
+
+    /// The devices and processes, and the shares of a batch they and `train.accumulate` cut.
+    fn validate_split(&self) -> Result<()> {
+        let t = self;
         if let Some((i, d)) = t
             .devices
             .iter()

@@ -2,6 +2,8 @@
 //! files, the collapse check, the time budget, the kNN monitor, the online linear probe, the
 //! checkpoints, and the final evaluation and report. The loop (`pretrain.rs`) only feeds it.
 
+mod finish;
+
 use super::RunOptions;
 use super::evaluate::{has_labels, knn_of_encoder, random_init_knn};
 use super::feed::Schedules;
@@ -151,8 +153,7 @@ impl Monitor {
                 (state, None)
             }
         };
-        let (cfg, spe) = (ctx.cfg, ctx.schedules.steps_per_epoch);
-        let step = state.step;
+        let (cfg, step) = (ctx.cfg, state.step);
         if let (Some(p), Some(m)) = (state.probe.as_mut(), m.as_ref()) {
             let share = ctx.probe_share;
             p.step(
@@ -167,6 +168,26 @@ impl Monitor {
                 self.log(ctx, &m, step, lr, tau, obs)?;
             }
         }
+        self.check_stops(ctx, step, obs);
+        self.evaluate(ctx, &mut state, obs)?;
+        let every = cfg.train.checkpoint_every;
+        if step == self.stop || (every > 0 && step % every == 0) {
+            // The events up to this step first: a checkpoint never exists without them (a resume
+            // from an earlier one cuts them off again).
+            self.events.flush()?;
+            checkpoint::save_in(
+                ctx.run.path(),
+                &state,
+                cfg,
+                ctx.data,
+                cfg.train.keep_checkpoints,
+            )?;
+        }
+        Ok(state)
+    }
+
+    /// An interrupt or the time budget: the run stops at `step`, after its checkpoint.
+    fn check_stops(&mut self, ctx: &Context, step: u64, obs: &mut dyn Observer) {
         if step < self.stop
             && ctx
                 .opts
@@ -193,6 +214,17 @@ impl Monitor {
                 ctx.schedules.total_steps
             ));
         }
+    }
+
+    /// The kNN monitor every `train.knn-every-epochs`, and the online probe's report at each
+    /// epoch's end (and at the end of a run the time budget cut short).
+    fn evaluate(
+        &mut self,
+        ctx: &Context,
+        state: &mut TrainState,
+        obs: &mut dyn Observer,
+    ) -> Result<()> {
+        let (cfg, spe, step) = (ctx.cfg, ctx.schedules.steps_per_epoch, state.step);
         let ke = cfg.train.knn_every_epochs;
         if ke > 0
             && has_labels(ctx.train)
@@ -216,7 +248,7 @@ impl Monitor {
         if state.probe.is_some()
             && (step % spe == 0 || (step == self.stop && self.stopped_by_time_budget))
         {
-            let r = self.probe_report(ctx, &mut state, step)?;
+            let r = self.probe_report(ctx, state, step)?;
             ctx.run.append(run_dir::PROBE, &r)?;
             self.events.scalars(
                 step,
@@ -228,20 +260,7 @@ impl Monitor {
             obs.on_probe(&r);
             self.online_linear_top1 = Some(r.test_top1);
         }
-        let every = cfg.train.checkpoint_every;
-        if step == self.stop || (every > 0 && step % every == 0) {
-            // The events up to this step first: a checkpoint never exists without them (a resume
-            // from an earlier one cuts them off again).
-            self.events.flush()?;
-            checkpoint::save_in(
-                ctx.run.path(),
-                &state,
-                cfg,
-                ctx.data,
-                cfg.train.keep_checkpoints,
-            )?;
-        }
-        Ok(state)
+        Ok(())
     }
 
     /// A step skipped for its non-finite loss (`on-non-finite = "skip"`): recorded, and an error
@@ -413,88 +432,5 @@ impl Monitor {
         );
         obs.on_eval(&report);
         Ok(())
-    }
-
-    /// After the last step: the list of skipped images, the final kNN evaluation (and the
-    /// random-init encoder's) of a finished run, the report (`eval.json`).
-    pub fn finish(
-        mut self,
-        ctx: &Context,
-        state: &TrainState,
-        started: Instant,
-        obs: &mut dyn Observer,
-    ) -> Result<PretrainReport> {
-        let (cfg, run, spe) = (ctx.cfg, ctx.run, ctx.schedules.steps_per_epoch);
-        let train_seconds = self.train_started.elapsed().as_secs_f64();
-        if !self.skipped.is_empty() {
-            let list: Vec<SkippedImage> = self
-                .skipped
-                .iter()
-                .map(|(file, reason)| SkippedImage {
-                    file: file.clone(),
-                    reason: reason.clone(),
-                })
-                .collect();
-            run.write(run_dir::SKIPPED, &list)?;
-        }
-        if self.final_loss.is_nan()
-            && let Some(loss) = self.last_loss.take()
-        {
-            self.final_loss = f64::from(loss.into_scalar::<f32>());
-        }
-        let finished = state.step == ctx.schedules.total_steps || self.stopped_by_time_budget;
-        let (knn, random) = if finished && !has_labels(ctx.train) {
-            obs.on_message(&format!(
-                "no kNN evaluation: the training set has {} class(es), so every image has the same label and any accuracy would be 100 %; \
-                 judge the run by its loss and collapse signal (metrics.jsonl) or its representations (`byol embed`)",
-                ctx.train.classes.len()
-            ));
-            (None, None)
-        } else if finished {
-            obs.on_message("kNN evaluation of the trained encoder");
-            let knn = knn_of_encoder(&state.online.encoder, cfg, ctx.train, ctx.test, ctx.device)?;
-            self.record_eval(
-                run,
-                EvalReport {
-                    step: state.step,
-                    epoch: state.step / spe,
-                    knn,
-                },
-                obs,
-            )?;
-            let random = if ctx.opts.compare_random {
-                obs.on_message("kNN evaluation of the random-init encoder");
-                Some(random_init_knn(cfg, ctx.train, ctx.test, ctx.device)?)
-            } else {
-                None
-            };
-            (Some(knn), random)
-        } else {
-            obs.on_message(&format!(
-                "stopped at step {} of {}; continue with --resume",
-                state.step, ctx.schedules.total_steps
-            ));
-            (None, None)
-        };
-        let report = PretrainReport {
-            run_dir: run.path().to_path_buf(),
-            steps: state.step,
-            train_images: ctx.train.len(),
-            test_images: ctx.test.len(),
-            skipped_images: self.skipped.len(),
-            lost_images: ctx.train.lost + ctx.test.lost,
-            final_loss: self.final_loss,
-            knn,
-            random_init_knn: random,
-            wall_seconds: started.elapsed().as_secs_f64(),
-            train_seconds,
-            stopped_by_time_budget: self.stopped_by_time_budget,
-            online_linear_top1: self.online_linear_top1,
-        };
-        self.events.flush()?;
-        if finished {
-            run.write(run_dir::EVAL, &report)?;
-        }
-        Ok(report)
     }
 }

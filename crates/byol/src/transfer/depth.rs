@@ -311,26 +311,9 @@ fn train_view(s: &DepthSample, aug: &AugmentConfig, rng: &mut impl Rng) -> (Vec<
     (x, d)
 }
 
-/// Fine-tune a [`DepthNet`] on `encoder` (feature map of `dim` channels at output stride
-/// `stride`) over `train` (images of one size) and score it on `val`. Returns the result and the
-/// network (on `device`, eval mode).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the protocol's inputs: the encoder, its width and stride, the two splits, the protocol, the views' normalisation, the seed, the device, the progress"
-)]
-pub fn depth(
-    encoder: ResNet,
-    dim: usize,
-    stride: usize,
-    train: &[DepthSample],
-    val: &[DepthSample],
-    cfg: &DepthConfig,
-    aug: &AugmentConfig,
-    seed: u64,
-    device: &Device,
-    progress: &mut dyn Progress,
-) -> Result<(DepthResult, DepthNet)> {
-    cfg.validate()?;
+/// The size (width, height) every training image shares; an error when a split is empty or a
+/// training image has another size.
+fn image_size(train: &[DepthSample], val: &[DepthSample]) -> Result<(usize, usize)> {
     if val.is_empty() {
         return Err(Error::input(
             "depth estimation",
@@ -356,6 +339,30 @@ pub fn depth(
             ),
         ));
     }
+    Ok((w, h))
+}
+
+/// Fine-tune a [`DepthNet`] on `encoder` (feature map of `dim` channels at output stride
+/// `stride`) over `train` (images of one size) and score it on `val`. Returns the result and the
+/// network (on `device`, eval mode).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the protocol's inputs: the encoder, its width and stride, the two splits, the protocol, the views' normalisation, the seed, the device, the progress"
+)]
+pub fn depth(
+    encoder: ResNet,
+    dim: usize,
+    stride: usize,
+    train: &[DepthSample],
+    val: &[DepthSample],
+    cfg: &DepthConfig,
+    aug: &AugmentConfig,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<(DepthResult, DepthNet)> {
+    cfg.validate()?;
+    let (w, h) = image_size(train, val)?;
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;

@@ -26,101 +26,135 @@ pub struct DepthSample {
 /// the depth of each pixel is exact. Synthetic: no claim that it resembles NYU v2.
 pub fn scene(size: usize, key: u64) -> DepthSample {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(key);
-    let s = size as f32;
-    let (f, cam) = (0.9 * s, 1.5f32);
-    let horizon = s * r.random_range(0.3..0.45);
-    let wall = r.random_range(6.0..10.0f32);
-    let (floor_a, floor_b) = (
-        [
+    let mut scene = Scene::room(size, &mut r);
+    scene.boxes(&mut r);
+    scene.into_sample()
+}
+
+/// A scene being drawn: the camera (focal length `f` px, `cam` m above the floor, the horizon's
+/// row), the back wall's distance, and the pixels' colours and depths so far.
+struct Scene {
+    size: usize,
+    f: f32,
+    cam: f32,
+    horizon: f32,
+    wall: f32,
+    rgb: Vec<[f32; 3]>,
+    depth: Vec<f32>,
+}
+
+/// A colour faded towards grey with distance `z`.
+fn haze(rgb: [f32; 3], z: f32) -> [f32; 3] {
+    let k = (-z / 12.0).exp();
+    rgb.map(|c| c * k + 0.6 * (1.0 - k))
+}
+
+impl Scene {
+    /// The room: the floor below the row where it meets the wall, the wall above.
+    fn room(size: usize, r: &mut impl Rng) -> Scene {
+        let s = size as f32;
+        let (f, cam) = (0.9 * s, 1.5f32);
+        let horizon = s * r.random_range(0.3..0.45);
+        let wall = r.random_range(6.0..10.0f32);
+        let floor_a = [
             r.random_range(0.5..1.0f32),
             r.random_range(0.3..0.7),
             r.random_range(0.1..0.4),
-        ],
-        [0.15f32, 0.15, 0.2],
-    );
-    let wall_rgb = [
-        r.random_range(0.3..0.9f32),
-        r.random_range(0.3..0.9),
-        r.random_range(0.3..0.9),
-    ];
-    let haze = |rgb: [f32; 3], z: f32| {
-        let k = (-z / 12.0).exp();
-        rgb.map(|c| c * k + 0.6 * (1.0 - k))
-    };
-    let mut rgb = vec![[0f32; 3]; size * size];
-    let mut depth = vec![0f32; size * size];
-    // The floor below the row where it meets the wall, the wall above.
-    let meet = horizon + cam * f / wall;
-    for y in 0..size {
-        for x in 0..size {
-            let (yc, xc) = (y as f32 + 0.5, x as f32 + 0.5 - s / 2.0);
-            let (z, c) = if yc > meet {
-                let z = cam * f / (yc - horizon);
-                let (wx, wz) = (xc * z / f, z);
-                let check =
-                    ((wx / 0.5).floor() as i64 + (wz / 0.5).floor() as i64).rem_euclid(2) == 0;
-                (z, if check { floor_a } else { floor_b })
-            } else {
-                let stripe = ((xc * wall / f / 0.4).floor() as i64).rem_euclid(2) == 0;
-                (
-                    wall,
-                    if stripe {
-                        wall_rgb
-                    } else {
-                        wall_rgb.map(|c| c * 0.7)
-                    },
-                )
-            };
-            rgb[y * size + x] = haze(c, z);
-            depth[y * size + x] = z;
+        ];
+        let floor_b = [0.15f32, 0.15, 0.2];
+        let wall_rgb = [
+            r.random_range(0.3..0.9f32),
+            r.random_range(0.3..0.9),
+            r.random_range(0.3..0.9),
+        ];
+        let mut scene = Scene {
+            size,
+            f,
+            cam,
+            horizon,
+            wall,
+            rgb: vec![[0f32; 3]; size * size],
+            depth: vec![0f32; size * size],
+        };
+        let meet = horizon + cam * f / wall;
+        for y in 0..size {
+            for x in 0..size {
+                let (yc, xc) = (y as f32 + 0.5, x as f32 + 0.5 - s / 2.0);
+                let (z, c) = if yc > meet {
+                    let z = cam * f / (yc - horizon);
+                    let (wx, wz) = (xc * z / f, z);
+                    let check =
+                        ((wx / 0.5).floor() as i64 + (wz / 0.5).floor() as i64).rem_euclid(2) == 0;
+                    (z, if check { floor_a } else { floor_b })
+                } else {
+                    let stripe = ((xc * wall / f / 0.4).floor() as i64).rem_euclid(2) == 0;
+                    (
+                        wall,
+                        if stripe {
+                            wall_rgb
+                        } else {
+                            wall_rgb.map(|c| c * 0.7)
+                        },
+                    )
+                };
+                scene.rgb[y * size + x] = haze(c, z);
+                scene.depth[y * size + x] = z;
+            }
         }
+        scene
     }
-    let mut boxes: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..r.random_range(2..=5))
-        .map(|_| {
-            let z = r.random_range(1.5..8.0f32).min(wall - 0.5);
-            (
-                z,
-                r.random_range(-2.0..2.0f32),
-                r.random_range(0.4..1.2f32),
-                r.random_range(0.4..1.8f32),
-                [r.random(), r.random(), r.random()],
-            )
-        })
-        .collect();
-    boxes.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (z, wx, w, h, c) in boxes {
-        let bottom = horizon + cam * f / z;
-        let (top, left, right) = (
-            bottom - h * f / z,
-            s / 2.0 + (wx - w / 2.0) * f / z,
-            s / 2.0 + (wx + w / 2.0) * f / z,
-        );
-        for y in (top.max(0.0) as usize)..(bottom.min(s) as usize) {
-            for x in (left.max(0.0) as usize)..(right.min(s) as usize) {
-                // A vertical shading band, so that a box has texture of its own.
-                let shade =
-                    if (((x as f32 - left) / (right - left) * 4.0) as usize).is_multiple_of(2) {
-                        1.0
-                    } else {
-                        0.8
-                    };
-                rgb[y * size + x] = haze(c.map(|v| v * shade), z);
-                depth[y * size + x] = z;
+
+    /// 2–5 upright boxes on the floor, drawn far to near.
+    fn boxes(&mut self, r: &mut impl Rng) {
+        let (s, f, wall) = (self.size as f32, self.f, self.wall);
+        let mut boxes: Vec<(f32, f32, f32, f32, [f32; 3])> = (0..r.random_range(2..=5))
+            .map(|_| {
+                let z = r.random_range(1.5..8.0f32).min(wall - 0.5);
+                (
+                    z,
+                    r.random_range(-2.0..2.0f32),
+                    r.random_range(0.4..1.2f32),
+                    r.random_range(0.4..1.8f32),
+                    [r.random(), r.random(), r.random()],
+                )
+            })
+            .collect();
+        boxes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (z, wx, w, h, c) in boxes {
+            let bottom = self.horizon + self.cam * f / z;
+            let (top, left, right) = (
+                bottom - h * f / z,
+                s / 2.0 + (wx - w / 2.0) * f / z,
+                s / 2.0 + (wx + w / 2.0) * f / z,
+            );
+            for y in (top.max(0.0) as usize)..(bottom.min(s) as usize) {
+                for x in (left.max(0.0) as usize)..(right.min(s) as usize) {
+                    // A vertical shading band, so that a box has texture of its own.
+                    let band = ((x as f32 - left) / (right - left) * 4.0) as usize;
+                    let shade = if band.is_multiple_of(2) { 1.0 } else { 0.8 };
+                    self.rgb[y * self.size + x] = haze(c.map(|v| v * shade), z);
+                    self.depth[y * self.size + x] = z;
+                }
             }
         }
     }
-    let data = rgb
-        .iter()
-        .flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
-        .collect();
-    DepthSample {
-        id: String::new(),
-        image: Rgb8 {
-            width: size,
-            height: size,
+
+    fn into_sample(self) -> DepthSample {
+        let data = self
+            .rgb
+            .iter()
+            .flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8))
+            .collect();
+        let image = Rgb8 {
+            width: self.size,
+            height: self.size,
             data,
-        },
-        depth,
+        };
+        DepthSample {
+            id: String::new(),
+            image,
+            depth: self.depth,
+        }
     }
 }
 

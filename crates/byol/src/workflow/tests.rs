@@ -76,6 +76,32 @@ fn typed_settings_win_over_set_and_are_validated() {
             holdout_fraction: 0.1
         }
     );
+    let bad = Settings {
+        batch_size: Some(1),
+        ..Default::default()
+    }
+    .resolve("small-cpu")
+    .unwrap_err()
+    .to_string();
+    assert!(bad.contains("train.batch-size"), "{bad}");
+    // On a resolved config (a checkpoint's): the same rules, and the rest kept.
+    let again = Settings {
+        epochs: Some(2),
+        set: vec!["optim.base-lr=0.5".into()],
+        ..Default::default()
+    }
+    .apply_to(&cfg, Path::new("x"))
+    .unwrap();
+    assert_eq!(
+        (again.train.epochs, again.optim.base_lr, again.seed),
+        (2, 0.5, 9)
+    );
+}
+
+/// `--data` takes a source's settings from the config where the config reads the same kind of
+/// source, and the new kind's defaults otherwise.
+#[test]
+fn a_data_flag_keeps_the_settings_of_its_kind_of_source() {
     let cifar = Settings {
         data: Some(Source::parse_shorthand("cifar100")),
         ..Default::default()
@@ -127,25 +153,5 @@ fn typed_settings_win_over_set_and_are_validated() {
             path: "/f".into(),
             holdout_fraction: 0.3
         }
-    );
-    let bad = Settings {
-        batch_size: Some(1),
-        ..Default::default()
-    }
-    .resolve("small-cpu")
-    .unwrap_err()
-    .to_string();
-    assert!(bad.contains("train.batch-size"), "{bad}");
-    // On a resolved config (a checkpoint's): the same rules, and the rest kept.
-    let again = Settings {
-        epochs: Some(2),
-        set: vec!["optim.base-lr=0.5".into()],
-        ..Default::default()
-    }
-    .apply_to(&cfg, Path::new("x"))
-    .unwrap();
-    assert_eq!(
-        (again.train.epochs, again.optim.base_lr, again.seed),
-        (2, 0.5, 9)
     );
 }

@@ -232,19 +232,9 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
             Ok(p) => p.to_string_lossy().into_owned(),
             Err(_) => continue,
         };
-        // WebDataset: the key is the path up to the first dot of the file name.
-        let (dir, file_name) = name
-            .rsplit_once('/')
-            .map_or(("", name.as_str()), |(d, f)| (d, f));
-        let Some((stem, ext)) = file_name.split_once('.') else {
+        let Some((key, ext)) = key_and_extension(&name) else {
             continue;
         };
-        let key = if dir.is_empty() {
-            stem.to_string()
-        } else {
-            format!("{dir}/{stem}")
-        };
-        let ext = ext.to_ascii_lowercase();
         let (offset, len) = (entry.raw_file_position(), entry.size());
         if offset + len > file_len {
             warning = Some(format!(
@@ -261,20 +251,7 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
                 label: None,
             });
         } else if ext == "cls" {
-            let mut text = String::new();
-            let parsed = if len > 64 {
-                Err(format!("{name} is {len} bytes, not a class index"))
-            } else {
-                entry
-                    .read_to_string(&mut text)
-                    .map_err(|e| format!("{name}: {e}"))
-                    .and_then(|_| {
-                        text.trim().parse::<usize>().map_err(|_| {
-                            format!("{name} holds {:?}, not a class index", text.trim())
-                        })
-                    })
-            };
-            labels.insert(key, parsed);
+            labels.insert(key, class_index(&mut entry, &name, len));
         }
     }
     let mut bad_label = None;
@@ -291,6 +268,33 @@ pub fn scan_shard(path: &Path) -> Result<(Vec<ScannedSample>, Option<String>)> {
         return Err(Error::data(path, e));
     }
     Ok((samples, warning))
+}
+
+/// A member's sample key and extension (lower case): in WebDataset, the key is the path up to
+/// the first dot of the file name.
+fn key_and_extension(name: &str) -> Option<(String, String)> {
+    let (dir, file_name) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
+    let (stem, ext) = file_name.split_once('.')?;
+    let key = if dir.is_empty() {
+        stem.to_string()
+    } else {
+        format!("{dir}/{stem}")
+    };
+    Some((key, ext.to_ascii_lowercase()))
+}
+
+/// The class index a `<key>.cls` member (`name`, `len` bytes) holds, or why it holds none.
+fn class_index(member: &mut impl Read, name: &str, len: u64) -> std::result::Result<usize, String> {
+    if len > 64 {
+        return Err(format!("{name} is {len} bytes, not a class index"));
+    }
+    let mut text = String::new();
+    member
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{name}: {e}"))?;
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{name} holds {:?}, not a class index", text.trim()))
 }
 
 /// Open a split stored as shards: every sample's place and label (from the headers), the class
@@ -343,11 +347,25 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
     if set.images.is_empty() {
         return Err(Error::data(spec, "the shards hold no images"));
     }
+    label(&mut set, raw_labels, class_names, manifest.as_ref(), spec)?;
+    Ok(set)
+}
+
+/// The labels and class names of `set` from its samples' `raw` labels: none is an unlabelled set
+/// (one class), some but not all an error; the names are `class_names`, else the manifest's,
+/// else the indices, and every label must index into them.
+fn label(
+    set: &mut ImageSet,
+    raw_labels: Vec<Option<usize>>,
+    class_names: Option<&[String]>,
+    manifest: Option<&Manifest>,
+    spec: &Path,
+) -> Result<()> {
     let labelled = raw_labels.iter().filter(|l| l.is_some()).count();
     if labelled == 0 {
         set.classes = vec!["unlabelled".into()];
         set.labels = vec![0; raw_labels.len()];
-        return Ok(set);
+        return Ok(());
     }
     if labelled < raw_labels.len() {
         let i = raw_labels
@@ -369,7 +387,7 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
         .map(|l| l.expect("all labelled"))
         .collect();
     let max = set.labels.iter().copied().max().expect("not empty");
-    set.classes = match (class_names, &manifest) {
+    set.classes = match (class_names, manifest) {
         (Some(c), _) => c.to_vec(),
         (None, Some(m)) => m.classes.clone(),
         (None, None) => (0..=max).map(|i| i.to_string()).collect(),
@@ -389,7 +407,7 @@ pub fn load_set(spec: &Path, class_names: Option<&[String]>, max_pixels: u64) ->
             ),
         ));
     }
-    Ok(set)
+    Ok(())
 }
 
 /// What is wrong with a shard at open time, from its header scan (`found` samples, and the

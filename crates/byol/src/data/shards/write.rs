@@ -90,13 +90,8 @@ pub fn write_shards(
                     continue;
                 }
             };
-            if current
-                .as_ref()
-                .is_some_and(|o| o.bytes >= opts.target_bytes)
-            {
-                manifest
-                    .shards
-                    .push(current.take().expect("checked").finish()?);
+            if let Some(full) = current.take_if(|o| o.bytes >= opts.target_bytes) {
+                manifest.shards.push(full.finish()?);
             }
             let o = match &mut current {
                 Some(o) => o,
@@ -120,16 +115,8 @@ pub fn write_shards(
     if manifest.count == 0 {
         return Err(Error::data(out, "no readable image to write"));
     }
-    let tmp = out.join(format!("{MANIFEST}.part"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(
-        serde_json::to_string_pretty(&manifest)
-            .expect("json")
-            .as_bytes(),
-    )
-    .map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, out.join(MANIFEST)).map_err(|e| Error::io(out, e))?;
+    let json = serde_json::to_string_pretty(&manifest).expect("a manifest is JSON");
+    crate::io::write_atomic(&out.join(MANIFEST), json.as_bytes())?;
     Ok((manifest, skipped))
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::eval::classifier::Labelled;
 use crate::io::TensorFile;
-use crate::model::params::{Named, collect, values};
+use crate::model::params::{HostTensors, Named, collect, values};
 
 fn tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     TensorFile::read(path, classifier::KIND).unwrap().tensors
@@ -71,6 +71,118 @@ fn fine_tuned(
     .1
 }
 
+/// A teacher fine-tuned for an epoch (BatchNorm statistics no fresh network has), saved in a
+/// new folder `root` and read back, with its description and its file's tensors.
+fn saved_teacher(
+    cfg: &ExperimentConfig,
+    splits: &crate::data::Splits,
+    root: &Path,
+    device: &Device,
+) -> (classifier::Saved, ClassifierInfo, HostTensors) {
+    let (n, classes) = (splits.train.len(), splits.train.classes.clone());
+    let enc = cfg.model.encoder.clone();
+    // A teacher fine-tuned for an epoch: BatchNorm statistics no fresh network has.
+    let teacher = fine_tuned(cfg, splits, 0.25, 1, device);
+    let info = ClassifierInfo {
+        encoder: enc,
+        stem_width: None,
+        classes,
+        image_size: 16,
+        mean: cfg.augment.mean,
+        std: cfg.augment.std,
+        labelled: Some(Labelled {
+            fraction: 0.25,
+            seed: 5,
+            of_images: n,
+            images: 20,
+        }),
+    };
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root).unwrap();
+    classifier::save(&teacher, &info, &root.join("teacher.safetensors")).unwrap();
+    let saved = classifier::read(&root.join("teacher.safetensors"), device).unwrap();
+    let before = tensors(&root.join("teacher.safetensors"));
+    (saved, info, before)
+}
+
+/// A fresh run into `b` (which holds the stopped run's checkpoints) is refused, and so is
+/// resuming it with another temperature or against another teacher, each by name.
+fn assert_resume_refusals(run: &Distillation<'_>, b: &Path, cfg: &ExperimentConfig) {
+    let device = run.device.clone();
+    // A fresh run into a directory that holds checkpoints is refused.
+    let e = distill(run, b, &DistillOptions::default(), &mut ())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("resume"), "{e}");
+    let hotter = ExperimentConfig {
+        distill: DistillConfig {
+            temperature: 2.0,
+            ..cfg.distill.clone()
+        },
+        ..cfg.clone()
+    };
+    let e = distill(
+        &Distillation {
+            config: &hotter,
+            device: device.clone(),
+            ..*run
+        },
+        b,
+        &DistillOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &mut (),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("distill.temperature"), "{e}");
+    let other = classifier::Saved {
+        sha256: "0".repeat(64),
+        network: run.teacher.network.clone(),
+        info: run.teacher.info.clone(),
+        path: run.teacher.path.clone(),
+    };
+    let e = distill(
+        &Distillation {
+            teacher: &other,
+            device: device.clone(),
+            ..*run
+        },
+        b,
+        &DistillOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &mut (),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("another teacher"), "{e}");
+}
+
+/// The run in `b` (interrupted, resumed) logged steps 1 to 10 once each, as the run in `a`
+/// (uninterrupted) did, and wrote the same student, bit for bit: its tensors.
+fn assert_same_logs_and_students(a: &Path, b: &Path) -> HostTensors {
+    // The log of the interrupted run is the uninterrupted one's: steps 1 to 10, once each.
+    let log = std::fs::read_to_string(b.join(METRICS)).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<StepLine>(l).unwrap().step)
+        .collect();
+    assert_eq!(steps, (1..=10).collect::<Vec<_>>());
+    assert_eq!(log, std::fs::read_to_string(a.join(METRICS)).unwrap());
+    let (sa, sb) = (tensors(&a.join(STUDENT)), tensors(&b.join(STUDENT)));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (k, v) in &sa {
+        assert_eq!(v, &sb[k], "{k}");
+    }
+    sa
+}
+
 /// A distillation stopped at step 7 (between checkpoints) and resumed ends with the student,
 /// bit for bit, of one run through its 10 steps; the teacher (BatchNorm statistics included)
 /// is unchanged by either; resuming against another teacher or with another temperature is
@@ -87,29 +199,8 @@ fn an_interrupted_distillation_resumes_to_the_uninterrupted_student_and_leaves_t
     });
     let (n, classes) = (splits.train.len(), splits.train.classes.clone());
     assert_eq!((n, classes.len()), (80, 10));
-    let enc = cfg.model.encoder.clone();
-    // A teacher fine-tuned for an epoch: BatchNorm statistics no fresh network has.
-    let teacher = fine_tuned(&cfg, &splits, 0.25, 1, &device);
-    let info = ClassifierInfo {
-        encoder: enc,
-        stem_width: None,
-        classes,
-        image_size: 16,
-        mean: cfg.augment.mean,
-        std: cfg.augment.std,
-        labelled: Some(Labelled {
-            fraction: 0.25,
-            seed: 5,
-            of_images: n,
-            images: 20,
-        }),
-    };
     let root = std::env::temp_dir().join(format!("byol-distill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    classifier::save(&teacher, &info, &root.join("teacher.safetensors")).unwrap();
-    let saved = classifier::read(&root.join("teacher.safetensors"), &device).unwrap();
-    let before = tensors(&root.join("teacher.safetensors"));
+    let (saved, info, before) = saved_teacher(&cfg, &splits, &root, &device);
     let run = Distillation {
         teacher: &saved,
         config: &cfg,
@@ -137,59 +228,7 @@ fn an_interrupted_distillation_resumes_to_the_uninterrupted_student_and_leaves_t
     )
     .unwrap();
     assert!(matches!(stopped, DistillOutcome::Stopped { step: 7 }));
-    // A fresh run into a directory that holds checkpoints is refused.
-    let e = distill(&run, &b, &DistillOptions::default(), &mut ())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("resume"), "{e}");
-    let hotter = ExperimentConfig {
-        distill: DistillConfig {
-            temperature: 2.0,
-            ..cfg.distill.clone()
-        },
-        ..cfg.clone()
-    };
-    let e = distill(
-        &Distillation {
-            config: &hotter,
-            device: device.clone(),
-            ..run
-        },
-        &b,
-        &DistillOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut (),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(e.contains("distill.temperature"), "{e}");
-    let other = classifier::Saved {
-        sha256: "0".repeat(64),
-        network: saved.network.clone(),
-        info: saved.info.clone(),
-        path: saved.path.clone(),
-    };
-    let e = distill(
-        &Distillation {
-            teacher: &other,
-            device: device.clone(),
-            ..run
-        },
-        &b,
-        &DistillOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut (),
-    )
-    .err()
-    .unwrap()
-    .to_string();
-    assert!(e.contains("another teacher"), "{e}");
+    assert_resume_refusals(&run, &b, &cfg);
     // As if killed after logging step 8 without its checkpoint: that line is logged again.
     let mut log = std::fs::read_to_string(b.join(METRICS)).unwrap();
     log.push_str("{\"step\":8,\"loss\":9.0,\"lr\":0.0}\n");
@@ -206,25 +245,7 @@ fn an_interrupted_distillation_resumes_to_the_uninterrupted_student_and_leaves_t
     .unwrap() else {
         panic!("stopped")
     };
-    // The log of the interrupted run is the uninterrupted one's: steps 1 to 10, once each.
-    let log = std::fs::read_to_string(b.join(METRICS)).unwrap();
-    let steps: Vec<u64> = log
-        .lines()
-        .map(|l| serde_json::from_str::<StepLine>(l).unwrap().step)
-        .collect();
-    assert_eq!(steps, (1..=10).collect::<Vec<_>>());
-    assert_eq!(
-        log,
-        std::fs::read_to_string(root.join("a").join(METRICS)).unwrap()
-    );
-    let (sa, sb) = (
-        tensors(&root.join("a").join(STUDENT)),
-        tensors(&b.join(STUDENT)),
-    );
-    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
-    for (k, v) in &sa {
-        assert_eq!(v, &sb[k], "{k}");
-    }
+    let sa = assert_same_logs_and_students(&root.join("a"), &b);
     assert_eq!(
         (r.student, r.epoch_losses.clone()),
         (a.student, a.epoch_losses.clone())

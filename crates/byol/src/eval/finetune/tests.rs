@@ -72,12 +72,9 @@ fn the_projector_layer_is_loaded_exactly() {
     );
 }
 
-/// Several learning rates: the validation images are held out from the labelled subset and
-/// balanced over the classes; the network kept is the one trained at the rate with the best
-/// validation top-1 (the same weights as a run at that rate alone), not the last one tried.
-#[test]
-fn the_rate_with_the_best_validation_accuracy_is_kept() {
-    let device = Device::flex();
+/// A width-4 ResNet's config on 12 synthetic 16-pixel training images per class (2 to test),
+/// and the data.
+fn twelve_per_class() -> (crate::config::ExperimentConfig, crate::data::Splits) {
     let cfg = crate::config::ExperimentConfig::load(
         "small-cpu",
         &[
@@ -90,6 +87,32 @@ fn the_rate_with_the_best_validation_accuracy_is_kept() {
     )
     .unwrap();
     let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+    (cfg, splits)
+}
+
+/// The labelled subset and the images held out to choose a rate on: disjoint, 3 per class each.
+#[test]
+fn the_held_out_images_are_balanced_and_apart_from_the_labelled_ones() {
+    let (_, splits) = twelve_per_class();
+    let labelled = balanced_subset(&splits.train.labels, 10, 60, 5);
+    let validation = held_out(&splits.train, &labelled, 0.25, 5);
+    assert_eq!(validation.len(), 30);
+    assert!(validation.iter().all(|i| !labelled.contains(i)));
+    for c in 0..10 {
+        let n = validation
+            .iter()
+            .filter(|&&i| splits.train.labels[i] == c)
+            .count();
+        assert_eq!(n, 3, "class {c}");
+    }
+}
+
+/// Several learning rates: the network kept is the one trained at the rate with the best
+/// validation top-1 (the same weights as a run at that rate alone), not the last one tried.
+#[test]
+fn the_rate_with_the_best_validation_accuracy_is_kept() {
+    let device = Device::flex();
+    let (cfg, splits) = twelve_per_class();
     let enc = cfg.model.encoder.clone();
     let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
     let run = |lrs: Vec<f64>| {
@@ -115,21 +138,6 @@ fn the_rate_with_the_best_validation_accuracy_is_kept() {
         )
         .unwrap()
     };
-    // The labelled subset and the held-out images: disjoint, 3 per class each.
-    let labelled = balanced_subset(&splits.train.labels, 10, 60, 5);
-    let validation = held_out(&splits.train, &labelled, 0.25, 5);
-    assert_eq!(validation.len(), 30);
-    assert!(validation.iter().all(|i| !labelled.contains(i)));
-    for c in 0..10 {
-        assert_eq!(
-            validation
-                .iter()
-                .filter(|&&i| splits.train.labels[i] == c)
-                .count(),
-            3,
-            "class {c}"
-        );
-    }
     let head = |m: &Finetuned| {
         m.head
             .weight
