@@ -161,6 +161,32 @@ pub trait Hooks<M> {
 
 impl<M> Hooks<M> for () {}
 
+/// Where a protocol's run starts: the network and optimizer to train and the steps already done
+/// (none for a new run; a checkpoint's for a resumed one), with those steps' losses.
+pub struct Resumed<M> {
+    pub model: M,
+    pub optimizer: Optimizer,
+    pub step: u64,
+    pub losses: Vec<f32>,
+}
+
+/// What a caller gives a protocol's run besides its progress: the hooks around its steps
+/// (a stop, checkpoints), and the state it starts from.
+pub trait Session<M>: Hooks<M> {
+    /// The state to train from: `fresh` and `optimizer` at step 0, or in their place a
+    /// checkpoint's.
+    fn start(&mut self, fresh: M, optimizer: Optimizer) -> Result<Resumed<M>> {
+        Ok(Resumed {
+            model: fresh,
+            optimizer,
+            step: 0,
+            losses: Vec::new(),
+        })
+    }
+}
+
+impl<M> Session<M> for () {}
+
 /// Where a call of [`Tuning::run`] ended.
 pub struct Trained<M> {
     pub model: M,

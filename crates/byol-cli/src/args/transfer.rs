@@ -23,7 +23,7 @@ pub enum TransferCommand {
 #[derive(Args)]
 pub struct EncoderArgs {
     /// A run directory or a checkpoint file: its online encoder.
-    #[arg(long, required_unless_present = "encoder")]
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Use the random-init encoder of the checkpoint's architecture and seed instead.
     #[arg(long, requires = "checkpoint")]
@@ -60,10 +60,18 @@ pub struct TuneArgs {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
-    /// The run directory: the result (`segment.json` or `depth.json`), `predictions.png` and
-    /// `config.toml` (default: runs/<task>-<time>).
+    /// The run directory: checkpoints while it trains, then the result (`segment.json` or
+    /// `depth.json`), `predictions.png` and `config.toml` (default: runs/<task>-<time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint, with its recorded config
+    /// and encoder (the other flags of the run cannot change then).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["out", "epochs", "lr"])]
+    pub resume: Option<PathBuf>,
+    /// Stop with a checkpoint after this many steps in total, at least 1 (continue with
+    /// --resume).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_steps: Option<u64>,
 }
 
 impl TuneArgs {

@@ -14,12 +14,11 @@
 use super::images::{image_tensor, rows_picture};
 use super::metrics::{DepthScores, depth_scores};
 pub use super::scenes::DepthSample;
-use super::training::Training;
+use super::training::{Run, Training};
 use crate::augment::{AugmentConfig, normalize};
 use crate::image::Rgb8;
 use crate::model::{ResNet, batch_norm, batch_norm_relu};
 use crate::rng::{Stream, key, rng};
-use crate::supervised::Progress;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -52,6 +51,9 @@ pub struct DepthConfig {
     /// Validation images drawn in the run's `predictions.png`.
     #[serde(default = "super::training::d_pictures")]
     pub pictures: usize,
+    /// Steps between checkpoints of the fine-tuning (one is also written when it is stopped).
+    #[serde(default = "super::training::d_checkpoint_every")]
+    pub checkpoint_every: u64,
     #[serde(default)]
     pub data: DepthData,
 }
@@ -117,6 +119,7 @@ impl DepthConfig {
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
+            checkpoint_every: self.checkpoint_every,
         }
     }
 
@@ -344,68 +347,50 @@ fn image_size(train: &[DepthSample], val: &[DepthSample]) -> Result<(usize, usiz
 
 /// Fine-tune a [`DepthNet`] on `encoder` (feature map of `dim` channels at output stride
 /// `stride`) over `train` (images of one size) and score it on `val`. Returns the result and the
-/// network (on `device`, eval mode).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the protocol's inputs: the encoder, its width and stride, the two splits, the protocol, the views' normalisation, the seed, the device, the progress"
-)]
+/// network (on `run.device`, eval mode), or `None` when `run`'s session stopped it.
 pub fn depth(
-    encoder: ResNet,
-    dim: usize,
-    stride: usize,
-    train: &[DepthSample],
-    val: &[DepthSample],
+    (encoder, dim, stride): (ResNet, usize, usize),
+    (train, val): (&[DepthSample], &[DepthSample]),
     cfg: &DepthConfig,
-    aug: &AugmentConfig,
-    seed: u64,
-    device: &Device,
-    progress: &mut dyn Progress,
-) -> Result<(DepthResult, DepthNet)> {
+    mut run: Run<'_, DepthNet>,
+) -> Result<Option<(DepthResult, DepthNet)>> {
     cfg.validate()?;
     let (w, h) = image_size(train, val)?;
+    let (aug, seed, device) = (run.aug, run.seed, run.device);
     let ad = device.clone().autodiff();
     let model = crate::model::params::require_grad(DepthNet::new(encoder, dim, stride, seed, &ad));
     let b = cfg.batch_size;
     let training = cfg.training();
     let epochs = training.epochs(train.len(), seed, Stream::DepthOrder)?;
-    let trained = training.tuning(&epochs).run(
-        (model, training.optimizer()),
-        0,
-        progress,
-        &mut (),
-        |model, chunk, epoch, _| {
-            let views: Vec<(Vec<f32>, Vec<f32>)> = chunk
-                .iter()
-                .map(|&i| {
-                    train_view(
-                        &train[i],
-                        aug,
-                        &mut rng(seed, Stream::DepthViews, &[epoch, i as u64]),
-                    )
-                })
-                .collect();
-            let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
-            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
-            Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
-        },
-    )?;
-    let (step, epoch_losses) = (trained.step, epochs.epoch_means(&trained.losses));
-    let model = trained.model.valid().fork(device);
+    let trained = training.train(&epochs, model, &mut run, |model, chunk, epoch, _| {
+        let views: Vec<(Vec<f32>, Vec<f32>)> = chunk
+            .iter()
+            .map(|&i| {
+                let mut r = rng(seed, Stream::DepthViews, &[epoch, i as u64]);
+                train_view(&train[i], aug, &mut r)
+            })
+            .collect();
+        let (pix, truth): (Vec<Vec<f32>>, Vec<Vec<f32>>) = views.into_iter().unzip();
+        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, h, w]), &ad); // [B, 3, H, W]
+        Ok(depth_loss(model.forward(x), &truth.concat(), cfg.loss)) // [1]
+    })?;
+    let Some((model, losses)) = trained else {
+        return Ok(None);
+    };
+    let model = model.valid().fork(device);
     let (mut predicted, mut truth) = (Vec::new(), Vec::new());
     for s in val {
         predicted.extend(predict(&model, &s.image, aug, device)?);
         truth.extend_from_slice(&s.depth);
     }
-    Ok((
-        DepthResult {
-            train_images: train.len(),
-            val_images: val.len(),
-            steps: step,
-            epoch_losses,
-            val: depth_scores(&predicted, &truth),
-        },
-        model,
-    ))
+    let result = DepthResult {
+        train_images: train.len(),
+        val_images: val.len(),
+        steps: epochs.total(),
+        epoch_losses: epochs.epoch_means(&losses),
+        val: depth_scores(&predicted, &truth),
+    };
+    Ok(Some((result, model)))
 }
 
 /// The depth of each pixel of `img` (metres, row-major), by a network in eval mode.

@@ -9,14 +9,13 @@
 use super::IGNORE;
 use super::images::{image_tensor, rows_picture};
 use super::metrics::{Confusion, SegScores};
-use super::training::Training;
+use super::training::{Run, Training};
 use super::voc::Sample;
 use crate::augment::AugmentConfig;
 use crate::augment::normalize;
 use crate::image::Rgb8;
 use crate::model::ResNet;
 use crate::rng::{Stream, rng};
-use crate::supervised::Progress;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -61,6 +60,9 @@ pub struct SegmentConfig {
     /// Validation images drawn in the run's `predictions.png`.
     #[serde(default = "super::training::d_pictures")]
     pub pictures: usize,
+    /// Steps between checkpoints of the fine-tuning (one is also written when it is stopped).
+    #[serde(default = "super::training::d_checkpoint_every")]
+    pub checkpoint_every: u64,
     /// Where the images and label maps come from.
     #[serde(default)]
     pub data: SegmentData,
@@ -155,6 +157,7 @@ impl SegmentConfig {
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
+            checkpoint_every: self.checkpoint_every,
         }
     }
 
@@ -285,23 +288,14 @@ pub struct SegmentResult {
 
 /// Fine-tune an FCN on `encoder` (its feature map has `dim` channels) over `train` and score it
 /// on `val`, whose label maps hold class indices below `classes.len()` or [`IGNORE`]. Returns the
-/// result and the trained network (on `device`, eval mode).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the protocol's inputs: the encoder and its width, the two splits, their class names, the protocol, the views' normalisation, the seed, the device"
-)]
+/// result and the trained network (on `run.device`, eval mode), or `None` when `run`'s session
+/// stopped it.
 pub fn segment(
-    encoder: ResNet,
-    dim: usize,
-    train: &[Sample],
-    val: &[Sample],
-    classes: &[String],
+    (encoder, dim): (ResNet, usize),
+    (train, val, classes): (&[Sample], &[Sample], &[String]),
     cfg: &SegmentConfig,
-    aug: &AugmentConfig,
-    seed: u64,
-    device: &Device,
-    progress: &mut dyn Progress,
-) -> Result<(SegmentResult, Fcn)> {
+    mut run: Run<'_, Fcn>,
+) -> Result<Option<(SegmentResult, Fcn)>> {
     cfg.validate()?;
     if val.is_empty() {
         return Err(Error::input(
@@ -309,36 +303,29 @@ pub fn segment(
             "the validation split is empty",
         ));
     }
+    let (aug, seed, device) = (run.aug, run.seed, run.device);
     let ad = device.clone().autodiff();
     let model =
         crate::model::params::require_grad(Fcn::new(encoder, dim, classes.len(), cfg, seed, &ad));
     let (b, c) = (cfg.batch_size, cfg.crop);
     let training = cfg.training();
     let epochs = training.epochs(train.len(), seed, Stream::SegmentOrder)?;
-    let trained = training.tuning(&epochs).run(
-        (model, training.optimizer()),
-        0,
-        progress,
-        &mut (),
-        |model, chunk, epoch, _| {
-            let crops: Vec<(Vec<f32>, Vec<u8>)> = chunk
-                .par_iter()
-                .map(|&i| {
-                    train_crop(
-                        &train[i],
-                        cfg,
-                        aug,
-                        &mut rng(seed, Stream::SegmentCrops, &[epoch, i as u64]),
-                    )
-                })
-                .collect();
-            let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
-            let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
-            Ok(pixel_loss(model.forward(x), &labels.concat())) // [1]
-        },
-    )?;
-    let (step, epoch_losses) = (trained.step, epochs.epoch_means(&trained.losses));
-    let model = trained.model.valid().fork(device);
+    let trained = training.train(&epochs, model, &mut run, |model, chunk, epoch, _| {
+        let crops: Vec<(Vec<f32>, Vec<u8>)> = chunk
+            .par_iter()
+            .map(|&i| {
+                let mut r = rng(seed, Stream::SegmentCrops, &[epoch, i as u64]);
+                train_crop(&train[i], cfg, aug, &mut r)
+            })
+            .collect();
+        let (pix, labels): (Vec<Vec<f32>>, Vec<Vec<u8>>) = crops.into_iter().unzip();
+        let x = Tensor::<4>::from_data(TensorData::new(pix.concat(), [b, 3, c, c]), &ad); // [B, 3, S, S]
+        Ok(pixel_loss(model.forward(x), &labels.concat())) // [1]
+    })?;
+    let Some((model, losses)) = trained else {
+        return Ok(None);
+    };
+    let model = model.valid().fork(device);
     let mut confusion = Confusion::new(classes.len());
     for s in val {
         confusion.add(&predict(&model, &s.image, aug, device)?, &s.mask);
@@ -347,11 +334,11 @@ pub fn segment(
         classes: classes.to_vec(),
         train_images: train.len(),
         val_images: val.len(),
-        steps: step,
-        epoch_losses,
+        steps: epochs.total(),
+        epoch_losses: epochs.epoch_means(&losses),
         val: confusion.scores(),
     };
-    Ok((result, model))
+    Ok(Some((result, model)))
 }
 
 /// The class of each pixel of `img` (row-major), by an FCN in eval mode.

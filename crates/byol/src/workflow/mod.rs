@@ -19,7 +19,8 @@ mod distill;
 mod transfer;
 pub use distill::{DistillSetup, classifier_info};
 pub use transfer::{
-    DepthRun, SegmentRun, TransferRun, depth, segment, write_mosaics, write_scenes,
+    DEPTH_CHECKPOINT, DepthRun, SEGMENT_CHECKPOINT, SegmentRun, TransferOptions, TransferOutcome,
+    TransferRun, depth, segment, write_mosaics, write_scenes,
 };
 
 /// A front end's settings on top of a config: `set` (`key.path=value` for any field, applied
@@ -147,7 +148,7 @@ pub struct Evaluation {
     /// own data (depth estimation) never reads it.
     splits: std::sync::OnceLock<Splits>,
     /// What the encoder is, for a report ("BYOL-trained encoder", "random-init encoder").
-    pub label: &'static str,
+    pub label: String,
     /// The checkpoint's step.
     pub step: u64,
     /// The run directory the checkpoint is in (a folder with the run's `config.toml`), where
@@ -208,7 +209,7 @@ impl Evaluation {
             encoder,
             projector,
             splits: Default::default(),
-            label: "imported encoder",
+            label: "imported encoder".into(),
             step: 0,
             run_dir: None,
         })
@@ -270,7 +271,7 @@ impl Evaluation {
             encoder,
             projector,
             splits: Default::default(),
-            label,
+            label: label.into(),
             step: loaded.step,
             run_dir,
         })
@@ -329,7 +330,7 @@ impl Evaluation {
             encoder,
             projector,
             splits: Default::default(),
-            label,
+            label: label.into(),
             step: 0,
             run_dir: None,
         })
@@ -354,7 +355,7 @@ impl Evaluation {
         let record = EvaluationRecord {
             evaluation,
             step: self.step,
-            encoder: self.label.into(),
+            encoder: self.label.clone(),
             data: self.config.data.source.shorthand(),
             test_images: self.splits()?.test.len(),
             settings: self.config.eval.clone(),

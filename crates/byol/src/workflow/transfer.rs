@@ -4,7 +4,7 @@
 use super::Evaluation;
 use crate::data::ImageSet;
 use crate::rng::{Stream, key};
-use crate::supervised::Progress;
+use crate::supervised::{Progress, Session};
 use crate::train::RunDir;
 use crate::train::run_dir::{DEPTH, PREDICTIONS, SEGMENT};
 use crate::transfer::depth::{DepthConfig, DepthData, DepthResult};
@@ -13,6 +13,7 @@ use crate::transfer::scenes::{DepthSample, check_depths, read_folder, scenes, wr
 use crate::transfer::segment::{
     SegmentData, SegmentResult, prediction_picture, segment as fine_tune,
 };
+use crate::transfer::training::Run;
 use crate::transfer::voc::{
     Sample, check_labels, read_classes, read_split, write_classes, write_split,
 };
@@ -20,6 +21,13 @@ use crate::transfer::{IGNORE, Split, segment::SegmentConfig};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+
+mod checkpoints;
+
+use checkpoints::Checkpoints;
+pub use checkpoints::{
+    DEPTH_CHECKPOINT, SEGMENT_CHECKPOINT, TransferOptions, TransferOutcome, recorded,
+};
 
 /// What a transfer run's JSON file holds: the result and how it was made.
 #[derive(Debug, Clone, Serialize)]
@@ -39,33 +47,53 @@ pub type SegmentRun = TransferRun<SegmentConfig, SegmentResult>;
 /// `depth.json`.
 pub type DepthRun = TransferRun<DepthConfig, DepthResult>;
 
-/// Write a transfer run's files to `run`: its report (`e`'s encoder, `settings`, `result`, the
-/// seconds since `started`) as JSON in `file`, the prediction picture and the config; returns
-/// the report.
+/// What is told a transfer run's report as soon as it is scored.
+type Announce<'a, S, R> = &'a mut dyn FnMut(&TransferRun<S, R>);
+
+/// A transfer run's report (`e`'s encoder, `settings`, `result`, the seconds since `started`),
+/// handed to `announce` before anything is written (a full disk then loses files, not the
+/// score), then its files in `run`, each written atomically: the config, the report as JSON in
+/// `file`, the prediction picture.
 fn finish<S: Serialize + Clone, R: Serialize>(
     run: &RunDir,
     e: &Evaluation,
     file: &str,
     (settings, result): (&S, R),
     picture: &crate::image::Rgb8,
-    started: std::time::Instant,
+    (started, announce): (std::time::Instant, Announce<'_, S, R>),
 ) -> Result<TransferRun<S, R>> {
-    let wall_seconds = started.elapsed().as_secs_f64();
     let report = TransferRun {
-        encoder: e.label.to_string(),
+        encoder: e.label.clone(),
         step: e.step,
         seed: e.config.seed,
         settings: settings.clone(),
         result,
-        wall_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
     };
-    crate::io::write_rgb_png(&run.file(PREDICTIONS), picture)?;
-    run.write(file, &report)?;
+    announce(&report);
     crate::io::write_atomic(
         &run.file(crate::train::run_dir::CONFIG),
         e.config.to_toml().as_bytes(),
     )?;
+    run.write(file, &report)?;
+    crate::io::write_rgb_png(&run.file(PREDICTIONS), picture)?;
     Ok(report)
+}
+
+/// The run directory `out` of a transfer task, locked. A new run refuses a folder that holds an
+/// earlier run's results or checkpoints (resume those with `opts.resume`); a resumed one needs
+/// a checkpoint there.
+fn open_run(out: &Path, opts: &TransferOptions) -> Result<RunDir> {
+    let run = RunDir::lock(out)?;
+    // A folder of an earlier transfer run keeps its result: nothing is written over it.
+    refuse_used(out, &[SEGMENT, DEPTH, PREDICTIONS])?;
+    if !opts.resume && !crate::train::checkpoint::list(out).is_empty() {
+        return Err(Error::checkpoint(
+            out,
+            "already holds a transfer run's checkpoints: resume it, or give another folder",
+        ));
+    }
+    Ok(run)
 }
 
 /// The mosaics of `cfg` from `set`, as samples named `<split>-<index>`.
@@ -175,30 +203,45 @@ fn check_scoreable(train: &[Sample], val: &[Sample], classes: &[String], at: &Pa
     Ok(())
 }
 
-/// Fine-tune an FCN on `e`'s encoder with `e.config.transfer.segment`, writing `segment.json`,
-/// `predictions.png` and `config.toml` to `out` (locked while it runs).
-pub fn segment(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<SegmentRun> {
+/// Fine-tune an FCN on `e`'s encoder with `e.config.transfer.segment` in `out` (locked while it
+/// runs; checkpoints every `checkpoint-every` steps and at a stop), then hand the report to
+/// `announce` and write `config.toml`, `segment.json` and `predictions.png`.
+pub fn segment(
+    e: &Evaluation,
+    out: &Path,
+    opts: &TransferOptions,
+    progress: &mut dyn Progress,
+    announce: &mut dyn FnMut(&SegmentRun),
+) -> Result<TransferOutcome<SegmentRun>> {
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.segment;
-    let run = RunDir::lock(out)?;
-    // A folder of an earlier transfer run keeps its result: nothing is written over it.
-    refuse_used(out, &[SEGMENT, DEPTH, PREDICTIONS])?;
+    let run = open_run(out, opts)?;
     let (train, val, classes) = samples(e, &cfg.data)?;
     let dim = e.config.model.encoder.output_dim();
-    let (result, model) = fine_tune(
-        e.encoder.clone(),
-        dim,
-        &train,
-        &val,
-        &classes,
+    let mut session = e.checkpoints(&run, SEGMENT_CHECKPOINT, opts, cfg.checkpoint_every);
+    let run_of = e.run_of(progress, &mut session);
+    let tuned = fine_tune(
+        (e.encoder_copy(), dim),
+        (&train, &val, &classes),
         cfg,
-        &e.config.augment,
-        e.config.seed,
-        &e.device,
-        progress,
+        run_of,
     )?;
-    let picture = prediction_picture(&model, &val, cfg.pictures, 3, &e.config.augment, &e.device)?;
-    finish(&run, e, SEGMENT, (cfg, result), &picture, started)
+    let Some((result, model)) = tuned else {
+        return Ok(TransferOutcome::Stopped {
+            step: session.losses.len() as u64,
+        });
+    };
+    let aug = &e.config.augment;
+    let picture = prediction_picture(&model, &val, cfg.pictures, 3, aug, &e.device)?;
+    let report = finish(
+        &run,
+        e,
+        SEGMENT,
+        (cfg, result),
+        &picture,
+        (started, announce),
+    )?;
+    Ok(TransferOutcome::Finished(report))
 }
 
 /// Write the mosaics of `data` (a `mosaic` source) from `e`'s splits in PASCAL VOC's layout under
@@ -274,37 +317,102 @@ fn depth_samples(data: &DepthData, seed: u64) -> Result<(Vec<DepthSample>, Vec<D
     }
 }
 
-/// Fine-tune the up-projection decoder and `e`'s encoder with `e.config.transfer.depth`, writing
-/// `depth.json`, `predictions.png` and `config.toml` to `out` (locked while it runs).
-pub fn depth(e: &Evaluation, out: &Path, progress: &mut dyn Progress) -> Result<DepthRun> {
+/// Fine-tune the up-projection decoder and `e`'s encoder with `e.config.transfer.depth` in
+/// `out` (locked while it runs; checkpoints every `checkpoint-every` steps and at a stop), then
+/// hand the report to `announce` and write `config.toml`, `depth.json` and `predictions.png`.
+pub fn depth(
+    e: &Evaluation,
+    out: &Path,
+    opts: &TransferOptions,
+    progress: &mut dyn Progress,
+    announce: &mut dyn FnMut(&DepthRun),
+) -> Result<TransferOutcome<DepthRun>> {
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.depth;
-    let run = RunDir::lock(out)?;
-    // A folder of an earlier transfer run keeps its result: nothing is written over it.
-    refuse_used(out, &[SEGMENT, DEPTH, PREDICTIONS])?;
+    let run = open_run(out, opts)?;
     let (train, val) = depth_samples(&cfg.data, e.config.seed)?;
     let enc = &e.config.model.encoder;
-    let (result, model) = crate::transfer::depth::depth(
-        e.encoder.clone(),
-        enc.output_dim(),
-        enc.output_stride(),
-        &train,
-        &val,
-        cfg,
-        &e.config.augment,
-        e.config.seed,
-        &e.device,
-        progress,
-    )?;
-    let picture = crate::transfer::depth::prediction_picture(
-        &model,
-        &val,
-        cfg.pictures,
-        3,
-        &e.config.augment,
-        &e.device,
-    )?;
-    finish(&run, e, DEPTH, (cfg, result), &picture, started)
+    let mut session = e.checkpoints(&run, DEPTH_CHECKPOINT, opts, cfg.checkpoint_every);
+    let run_of = e.run_of(progress, &mut session);
+    let network = (e.encoder_copy(), enc.output_dim(), enc.output_stride());
+    let tuned = crate::transfer::depth::depth(network, (&train, &val), cfg, run_of)?;
+    let Some((result, model)) = tuned else {
+        return Ok(TransferOutcome::Stopped {
+            step: session.losses.len() as u64,
+        });
+    };
+    let aug = &e.config.augment;
+    let picture =
+        crate::transfer::depth::prediction_picture(&model, &val, cfg.pictures, 3, aug, &e.device)?;
+    let report = finish(&run, e, DEPTH, (cfg, result), &picture, (started, announce))?;
+    Ok(TransferOutcome::Finished(report))
+}
+
+impl Evaluation {
+    /// The evaluation a transfer run in `dir` started from, rebuilt from its newest checkpoint of
+    /// `kind`: its config, and an encoder of its architecture, whose weights the checkpoint's
+    /// then replace.
+    pub fn resumed_transfer(dir: &Path, kind: crate::io::FileKind<'static>) -> Result<Self> {
+        let recorded = recorded(dir, kind)?;
+        let config = recorded.config;
+        config.validate()?;
+        let device = config.backend.device()?;
+        let online = crate::train::random_init_online(&config, &device);
+        Ok(Evaluation {
+            config,
+            device,
+            encoder: online.encoder,
+            projector: online.projector,
+            splits: Default::default(),
+            label: recorded.encoder,
+            step: recorded.encoder_step,
+            run_dir: None,
+        })
+    }
+
+    /// A copy of the encoder with state of its own, to fine-tune: a clone would share its
+    /// BatchNorm statistics, and a second run from this evaluation would start from the
+    /// statistics the first left.
+    fn encoder_copy(&self) -> crate::model::ResNet {
+        let fresh = self.config.model.encoder.init(&self.device);
+        crate::model::params::copy_into(fresh, &self.encoder)
+    }
+
+    /// The checkpoints of a transfer run of this encoder in `run`.
+    fn checkpoints<'a>(
+        &'a self,
+        run: &'a RunDir,
+        kind: crate::io::FileKind<'static>,
+        opts: &'a TransferOptions,
+        every: u64,
+    ) -> Checkpoints<'a> {
+        Checkpoints {
+            run,
+            kind,
+            opts,
+            every,
+            config: &self.config,
+            encoder: (&self.label, self.step),
+            device: self.device.clone().autodiff(),
+            losses: Vec::new(),
+        }
+    }
+
+    /// What a dense protocol's run is given: this evaluation's views, seed and device, with
+    /// `progress` and `session`.
+    fn run_of<'a, M>(
+        &'a self,
+        progress: &'a mut dyn Progress,
+        session: &'a mut dyn Session<M>,
+    ) -> Run<'a, M> {
+        Run {
+            aug: &self.config.augment,
+            seed: self.config.seed,
+            device: &self.device,
+            progress,
+            session,
+        }
+    }
 }
 
 /// Write the synthetic scenes of `data` in the depth folder layout under `out` (`train/` and
@@ -324,104 +432,4 @@ pub fn write_scenes(data: &DepthData, seed: u64, out: &Path) -> Result<(usize, u
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Scenes or mosaics over half the available memory are refused before any is made (a
-    /// `mosaic:50` grew to 23 GB and was killed; scenes of 100,000 px a side aborted).
-    #[test]
-    fn sets_over_the_memory_are_refused_before_they_are_made() {
-        let huge = DepthData::Synthetic {
-            train: 1 << 40,
-            val: 1,
-            size: 64,
-        };
-        let started = std::time::Instant::now();
-        let Err(e) = depth_samples(&huge, 0) else {
-            panic!("refused")
-        };
-        let e = e.to_string();
-        assert!(
-            e.contains("transfer.depth.data") && e.contains("GB in memory"),
-            "{e}"
-        );
-        assert!(
-            started.elapsed().as_secs() < 1,
-            "refused before making scenes"
-        );
-        assert!(
-            depth_samples(
-                &DepthData::Synthetic {
-                    train: 2,
-                    val: 1,
-                    size: 16
-                },
-                0
-            )
-            .is_ok()
-        );
-    }
-
-    /// Single-class training labels and a validation split with nothing labelled are errors (they
-    /// scored "mIoU 100 %" and "mIoU 0 %" before); two classes and one scored pixel pass.
-    #[test]
-    fn data_with_nothing_to_tell_apart_or_to_score_is_refused() {
-        let image = crate::image::Rgb8 {
-            width: 2,
-            height: 1,
-            data: vec![0; 6],
-        };
-        let s = |mask: [u8; 2]| {
-            vec![Sample {
-                id: "a".into(),
-                image: image.clone(),
-                mask: mask.to_vec(),
-            }]
-        };
-        let classes = ["cat".to_string(), "dog".to_string()];
-        let at = Path::new("data");
-        let e = check_scoreable(&s([1, 1]), &s([0, 1]), &classes, at)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("only class 1 (dog)") && e.contains("at least two classes"),
-            "{e}"
-        );
-        let e = check_scoreable(&s([IGNORE, IGNORE]), &s([0, 1]), &classes, at)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no class"), "{e}");
-        let e = check_scoreable(&s([0, 1]), &s([IGNORE, IGNORE]), &classes, at)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("validation split has no labelled pixel"), "{e}");
-        check_scoreable(&s([0, 1]), &s([IGNORE, 0]), &classes, at).unwrap();
-    }
-
-    /// Scenes written into a folder that holds an earlier set are refused (the stale scenes would
-    /// be read with the new ones); into a new folder they read back, every file whole.
-    #[test]
-    fn scenes_are_not_written_over_an_earlier_set() {
-        let out = std::env::temp_dir().join(format!("byol-scenes-used-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let data = DepthData::Synthetic {
-            train: 2,
-            val: 1,
-            size: 16,
-        };
-        assert_eq!(write_scenes(&data, 0, &out).unwrap(), (2, 1));
-        assert_eq!(
-            (
-                read_folder(&out, Split::Train).unwrap().len(),
-                read_folder(&out, Split::Val).unwrap().len()
-            ),
-            (2, 1)
-        );
-        let e = write_scenes(&data, 1, &out).unwrap_err().to_string();
-        assert!(
-            e.contains("already holds `train`") && e.contains("new or empty folder"),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&out).unwrap();
-    }
-}
+mod tests;

@@ -89,19 +89,16 @@ fn fine_tuning_on_scenes_lowers_the_loss_and_beats_a_constant() {
         learning_rate: 0.01,
         ..Default::default()
     };
-    let (r, _) = depth(
-        encoder,
-        dim,
-        8,
-        &train,
-        &val,
-        &cfg,
-        &AugmentConfig::default(),
-        0,
-        &device,
-        &mut (),
-    )
-    .unwrap();
+    let run = Run {
+        aug: &AugmentConfig::default(),
+        seed: 0,
+        device: &device,
+        progress: &mut (),
+        session: &mut (),
+    };
+    let (r, _) = depth((encoder, dim, 8), (&train, &val), &cfg, run)
+        .unwrap()
+        .unwrap();
     let mean = train.iter().flat_map(|s| s.depth.iter()).sum::<f32>() / (64 * 32 * 32) as f32;
     let truth: Vec<f32> = val.iter().flat_map(|s| s.depth.iter().copied()).collect();
     let constant = depth_scores(&vec![mean; truth.len()], &truth);

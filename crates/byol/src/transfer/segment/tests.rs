@@ -184,19 +184,17 @@ fn fine_tuning_on_mosaics_lowers_the_loss_and_beats_chance() {
         crop: 32,
         ..Default::default()
     };
-    let (r, _) = segment(
-        encoder,
-        dim,
-        &train,
-        &val,
-        &splits.train.classes,
-        &cfg,
-        &AugmentConfig::default(),
-        0,
-        &device,
-        &mut (),
-    )
-    .unwrap();
+    let run = Run {
+        aug: &AugmentConfig::default(),
+        seed: 0,
+        device: &device,
+        progress: &mut (),
+        session: &mut (),
+    };
+    let classes = &splits.train.classes;
+    let (r, _) = segment((encoder, dim), (&train, &val, classes), &cfg, run)
+        .unwrap()
+        .unwrap();
     assert_eq!((r.steps, r.val_images), (144, 24));
     // Measured: 2.51 → 1.82 and 30 % of the pixels.
     assert!(
@@ -205,6 +203,22 @@ fn fine_tuning_on_mosaics_lowers_the_loss_and_beats_chance() {
         r.epoch_losses
     );
     assert!(r.val.pixel_accuracy > 0.2, "{:?}", r.val);
+    // The run's mIoU, against the best constant answer's (every pixel the most frequent class).
+    let mut counts = vec![0usize; classes.len()];
+    val.iter()
+        .flat_map(|s| &s.mask)
+        .filter(|&&m| m != IGNORE)
+        .for_each(|&m| counts[m as usize] += 1);
+    let most = (0..classes.len()).max_by_key(|&k| counts[k]).unwrap() as u8;
+    let mut constant = Confusion::new(classes.len());
+    val.iter()
+        .for_each(|s| constant.add(&vec![most; s.mask.len()], &s.mask));
+    let floor = constant.scores().miou;
+    assert!(
+        r.val.miou > 2.0 * floor,
+        "mIoU {} against the constant answer's {floor}",
+        r.val.miou
+    );
 }
 
 /// A crop keeps each pixel's label with its pixel: at scale 1 without padding, the crop's
