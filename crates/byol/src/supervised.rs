@@ -161,6 +161,17 @@ pub trait Hooks<M> {
 
 impl<M> Hooks<M> for () {}
 
+/// Whether a run asked to stop at `max_steps`, or by `interrupt` (a flag a signal handler sets),
+/// stops before step `step` (steps done so far).
+pub fn stop_requested(
+    max_steps: Option<u64>,
+    interrupt: Option<&std::sync::atomic::AtomicBool>,
+    step: u64,
+) -> bool {
+    max_steps.is_some_and(|m| step >= m)
+        || interrupt.is_some_and(|i| i.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 /// Where a protocol's run starts: the network and optimizer to train and the steps already done
 /// (none for a new run; a checkpoint's for a resumed one), with those steps' losses.
 pub struct Resumed<M> {

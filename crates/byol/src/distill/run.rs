@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// What a distillation needs: the teacher read back, the config (seed, data, views' image size
 /// and normalisation, `[distill]`), the two splits and the device.
@@ -304,12 +304,7 @@ struct Steps<'a> {
 
 impl Hooks<Finetuned> for Steps<'_> {
     fn stop_before(&mut self, step: u64) -> bool {
-        self.opts.max_steps.is_some_and(|m| step >= m)
-            || self
-                .opts
-                .interrupt
-                .as_ref()
-                .is_some_and(|i| i.load(Ordering::SeqCst))
+        crate::supervised::stop_requested(self.opts.max_steps, self.opts.interrupt.as_deref(), step)
     }
 
     fn after_step(

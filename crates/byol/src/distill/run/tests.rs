@@ -122,22 +122,16 @@ fn assert_resume_refusals(run: &Distillation<'_>, b: &Path, cfg: &ExperimentConf
         },
         ..cfg.clone()
     };
-    let e = distill(
-        &Distillation {
-            config: &hotter,
-            device: device.clone(),
-            ..*run
-        },
-        b,
-        &DistillOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut (),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let resume = DistillOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let refused = |d: Distillation<'_>| distill(&d, b, &resume, &mut ()).err().unwrap().to_string();
+    let e = refused(Distillation {
+        config: &hotter,
+        device: device.clone(),
+        ..*run
+    });
     assert!(e.contains("distill.temperature"), "{e}");
     let other = classifier::Saved {
         sha256: "0".repeat(64),
@@ -145,22 +139,11 @@ fn assert_resume_refusals(run: &Distillation<'_>, b: &Path, cfg: &ExperimentConf
         info: run.teacher.info.clone(),
         path: run.teacher.path.clone(),
     };
-    let e = distill(
-        &Distillation {
-            teacher: &other,
-            device: device.clone(),
-            ..*run
-        },
-        b,
-        &DistillOptions {
-            resume: true,
-            ..Default::default()
-        },
-        &mut (),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = refused(Distillation {
+        teacher: &other,
+        device: device.clone(),
+        ..*run
+    });
     assert!(e.contains("another teacher"), "{e}");
 }
 

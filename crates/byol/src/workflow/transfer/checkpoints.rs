@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// How to run a transfer task.
 #[derive(Default)]
@@ -121,12 +121,7 @@ impl Checkpoints<'_> {
 
 impl<M: Module> Hooks<M> for Checkpoints<'_> {
     fn stop_before(&mut self, step: u64) -> bool {
-        self.opts.max_steps.is_some_and(|m| step >= m)
-            || self
-                .opts
-                .interrupt
-                .as_ref()
-                .is_some_and(|i| i.load(Ordering::SeqCst))
+        crate::supervised::stop_requested(self.opts.max_steps, self.opts.interrupt.as_deref(), step)
     }
 
     fn after_step(&mut self, model: &M, optimizer: &Optimizer, done: &StepDone) -> Result<()> {
