@@ -83,21 +83,20 @@ impl byol::supervised::Progress for Bar {
 }
 
 /// A flag that the first Ctrl-C (or SIGTERM) sets: the run finishes its step, writes a
-/// checkpoint and stops. A second one ends the process at once (the run then loses at most the
-/// steps since its last checkpoint, as after a kill).
-pub(crate) fn stop_on_signal(
-    resume: &str,
-) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+/// checkpoint where it keeps them, and stops. A second one ends the process at once (the run then
+/// loses at most the steps since its last checkpoint, as after a kill), saying `then`: how to go
+/// on.
+pub(crate) fn stop_on_signal(then: &str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = std::sync::Arc::new(AtomicBool::new(false));
     let set = flag.clone();
-    let resume = resume.to_string();
+    let then = then.to_string();
     ctrlc::set_handler(move || {
         if set.swap(true, Ordering::SeqCst) {
-            eprintln!("\nstopped at once; resume from the last checkpoint with: {resume}");
+            eprintln!("\nstopped at once; {then}");
             std::process::exit(130);
         }
-        eprintln!("\nfinishing the step and writing a checkpoint (Ctrl-C again to stop at once)");
+        eprintln!("\nfinishing the step in progress, then stopping (Ctrl-C again to stop at once)");
     })
     .context("installing the Ctrl-C handler")?;
     Ok(flag)

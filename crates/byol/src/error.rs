@@ -41,6 +41,9 @@ pub enum Error {
         step: u64,
         hint: String,
     },
+    /// A run without checkpoints stopped by an interrupt (Ctrl-C, SIGTERM).
+    #[error("{what} interrupted at step {step}; it keeps no checkpoint: run it again")]
+    Interrupted { what: String, step: u64 },
     /// Parameters that should train but would not be updated by the optimizer: they do not
     /// require a gradient, or the loss does not depend on them.
     #[error("parameters that should train got no gradient: {}", parameters.join(", "))]

@@ -29,7 +29,10 @@ pub fn run(a: DistillArgs) -> Result<()> {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => byol::workflow::new_run_dir("distill", std::time::SystemTime::now()),
     };
-    let interrupt = stop_on_signal(&format!("byol distill --resume {}", dir.display()))?;
+    let interrupt = stop_on_signal(&format!(
+        "resume from the last checkpoint with: byol distill --resume {}",
+        dir.display()
+    ))?;
     println!(
         "distilling {} ({} classes) into run directory {}: {} unlabelled images, {} test images",
         setup.teacher.path.display(),

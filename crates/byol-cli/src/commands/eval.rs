@@ -1,6 +1,7 @@
 //! `byol eval`, `embed` and `export`: what a trained encoder is worth, and the encoder itself.
 
 use crate::args::*;
+use crate::progress::stop_on_signal;
 use anyhow::{Context, Result};
 use byol::ExperimentConfig;
 use byol::workflow::{self, Evaluation, EvaluationResult, Settings};
@@ -97,14 +98,15 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         f.from = args.from.unwrap_or(f.from);
     })?;
     let test_images = e.splits()?.test.len();
+    // Ctrl-C (or SIGTERM) ends fine-tuning after its step: it keeps no checkpoint to resume.
+    let interrupt = stop_on_signal("fine-tuning keeps no checkpoint: run it again")?;
     // Fine-tuning starts from copies of its own (`finetune_of_network`): `e`'s network stays as it was.
     let (r, tuned) = byol::train::finetune_of_network(
         e.encoder.clone(),
         Some(e.projector.clone()),
         &e.config,
-        &e.splits()?.train,
-        &e.splits()?.test,
-        &e.device,
+        (&e.splits()?.train, &e.splits()?.test),
+        (&e.device, Some(&interrupt)),
     )?;
     for (lr, top1) in &r.sweep {
         println!(

@@ -33,7 +33,10 @@ pub(crate) fn pretrain(args: PretrainArgs) -> Result<()> {
     // Held until the charts are drawn: no other process writes this directory meanwhile.
     let run = byol::train::RunDir::lock(&run_dir)?;
     let mut bar = Bar::new();
-    let interrupt = stop_on_signal(&format!("byol pretrain --resume {}", run_dir.display()))?;
+    let interrupt = stop_on_signal(&format!(
+        "resume from the last checkpoint with: byol pretrain --resume {}",
+        run_dir.display()
+    ))?;
     let opts = byol::train::RunOptions {
         resume,
         compare_random: !args.no_baseline,

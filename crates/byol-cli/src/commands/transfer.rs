@@ -114,7 +114,10 @@ fn fine_tune<R>(
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => workflow::new_run_dir(task, std::time::SystemTime::now()),
     };
-    let interrupt = stop_on_signal(&format!("byol transfer {task} --resume {}", out.display()))?;
+    let interrupt = stop_on_signal(&format!(
+        "resume from the last checkpoint with: byol transfer {task} --resume {}",
+        out.display()
+    ))?;
     let opts = TransferOptions {
         resume: tune.resume.is_some(),
         max_steps: tune.max_steps,

@@ -11,7 +11,7 @@ use crate::eval::linear::{Accuracy, top1_top5};
 use crate::model::{Mlp, ResNet, batch_norm_relu};
 use crate::optim::OptimConfig;
 use crate::rng::{Stream, rng};
-use crate::supervised::{Decay, Epochs, Tuning};
+use crate::supervised::{Decay, Epochs, Hooks, Tuning};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::{BatchNorm, Linear, LinearConfig};
@@ -19,6 +19,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
 
 /// Fine-tuning settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -320,7 +321,9 @@ pub type Start<'a> = dyn Fn(&Device) -> Result<(ResNet, Option<ProjectorLayer>)>
 /// Fine-tune the network `start` makes (moved to `device`'s autodiff twin) on the labelled
 /// subset of `train`, with each of `cfg.learning_rates`, keep the one with the best top-1 on the
 /// held-out validation images (with one rate, that one), and evaluate it on `test`. Returns the
-/// result and the fine-tuned network (on `device`, eval mode).
+/// result and the fine-tuned network (on `device`, eval mode). When `interrupt` is set (by a
+/// signal handler), the step in progress ends and so does the run, with an error saying so:
+/// fine-tuning keeps no checkpoint.
 #[allow(
     clippy::too_many_arguments,
     reason = "the protocol's inputs, none of which belong together: the starting network and its output size, the two splits, the views, the protocol's config, the seed, the device"
@@ -334,7 +337,7 @@ pub fn finetune(
     size: usize,
     cfg: &FinetuneConfig,
     seed: u64,
-    device: &Device,
+    (device, interrupt): (&Device, Option<&AtomicBool>),
 ) -> Result<(FinetuneResult, Finetuned)> {
     let classes = train.classes.len();
     let n = ((train.len() as f64) * cfg.label_fraction)
@@ -364,8 +367,7 @@ pub fn finetune(
             aug,
             size,
             cfg,
-            lr,
-            seed,
+            (lr, seed, interrupt),
         )?;
         if validation.is_empty() {
             kept = Some((lr, tuned));
@@ -427,8 +429,7 @@ fn tune(
     aug: &AugmentConfig,
     size: usize,
     cfg: &FinetuneConfig,
-    lr: f64,
-    seed: u64,
+    (lr, seed, interrupt): (f64, u64, Option<&AtomicBool>),
 ) -> Result<Finetuned> {
     let ad = model.head.weight.device();
     let b = cfg.batch_size.min(labelled.len());
@@ -450,7 +451,8 @@ fn tune(
         crate::model::params::require_grad(model),
         OptimConfig::sgd(lr, 0.0, true).init(),
     );
-    let trained = tuning.run(start, 0, &mut (), &mut (), |model, chunk, epoch, _| {
+    let mut stop = StopOn(interrupt);
+    let trained = tuning.run(start, 0, &mut (), &mut stop, |model, chunk, epoch, _| {
         let pixels = view_pixels(
             train,
             chunk,
@@ -472,7 +474,22 @@ fn tune(
         ); // [B, 1]
         Ok(log_softmax(model.forward(x), 1).gather(1, y).mean().neg()) // cross-entropy: [1]
     })?;
+    if trained.stopped {
+        return Err(Error::Interrupted {
+            what: format!("fine-tuning at learning rate {lr}"),
+            step: trained.step,
+        });
+    }
     Ok(trained.model.valid())
+}
+
+/// A stop when the flag is set.
+struct StopOn<'a>(Option<&'a AtomicBool>);
+
+impl<M> Hooks<M> for StopOn<'_> {
+    fn stop_before(&mut self, step: u64) -> bool {
+        crate::supervised::stop_requested(None, self.0, step)
+    }
 }
 
 #[cfg(test)]

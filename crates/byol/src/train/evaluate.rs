@@ -129,19 +129,19 @@ pub fn finetune_of_encoder(
     test: &ImageSet,
     device: &Device,
 ) -> Result<FinetuneResult> {
-    finetune_of_network(encoder, None, cfg, train, test, device).map(|(r, _)| r)
+    finetune_of_network(encoder, None, cfg, (train, test), (device, None)).map(|(r, _)| r)
 }
 
 /// [`finetune_of_encoder`], starting from the encoder and, with `eval.finetune.from =
 /// "projector:1"`, the first layer of `projector` (required then). Returns the fine-tuned
-/// network too.
+/// network too. `interrupt`, when set (by a signal handler), ends it after the step in progress
+/// with an error.
 pub fn finetune_of_network(
     encoder: ResNet,
     projector: Option<Mlp>,
     cfg: &ExperimentConfig,
-    train: &ImageSet,
-    test: &ImageSet,
-    device: &Device,
+    (train, test): (&ImageSet, &ImageSet),
+    (device, interrupt): (&Device, Option<&std::sync::atomic::AtomicBool>),
 ) -> Result<(FinetuneResult, Finetuned)> {
     if !has_labels(train) {
         return Err(unlabelled(train, cfg, "fine-tuning"));
@@ -174,7 +174,7 @@ pub fn finetune_of_network(
         cfg.data.image_size,
         &cfg.eval.finetune,
         cfg.seed,
-        device,
+        (device, interrupt),
     )
 }
 

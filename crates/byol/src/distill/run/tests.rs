@@ -65,7 +65,7 @@ fn fine_tuned(
         16,
         &tune,
         5,
-        device,
+        (device, None),
     )
     .unwrap()
     .1

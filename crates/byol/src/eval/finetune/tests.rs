@@ -134,7 +134,7 @@ fn the_rate_with_the_best_validation_accuracy_is_kept() {
             16,
             &tune,
             5,
-            &device,
+            (&device, None),
         )
         .unwrap()
     };
@@ -203,5 +203,41 @@ fn learning_rates_read_and_validate() {
             .validate()
             .is_ok(),
         "one rate needs no held-out images"
+    );
+}
+
+/// A set interrupt (a signal handler's) ends fine-tuning at the next step boundary with an error
+/// that names the run and the step; nothing is returned as a result.
+#[test]
+fn an_interrupt_ends_fine_tuning_with_an_error() {
+    let device = Device::flex();
+    let (cfg, splits) = twelve_per_class();
+    let enc = cfg.model.encoder.clone();
+    let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
+    let tune = FinetuneConfig {
+        label_fraction: 0.5,
+        epochs: 2,
+        batch_size: 10,
+        ..Default::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let (train, test) = (&splits.train, &splits.test);
+    let e = finetune(
+        &start,
+        enc.output_dim(),
+        train,
+        test,
+        &cfg.augment,
+        16,
+        &tune,
+        5,
+        (&device, Some(&stop)),
+    )
+    .expect_err("stopped");
+    assert!(matches!(e, Error::Interrupted { step: 0, .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("fine-tuning at learning rate 0.05 interrupted at step 0"),
+        "{e}"
     );
 }
