@@ -83,10 +83,6 @@ impl Epochs {
         self.total
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
     /// The samples of epoch `epoch` in their order.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order = self.samples.clone();
@@ -170,6 +166,33 @@ pub fn stop_requested(
 ) -> bool {
     max_steps.is_some_and(|m| step >= m)
         || interrupt.is_some_and(|i| i.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// How to run a protocol that keeps checkpoints (distillation, the dense transfer tasks).
+#[derive(Default)]
+pub struct Control {
+    /// Continue from the run directory's newest checkpoint.
+    pub resume: bool,
+    /// Stop (with a checkpoint) once this many steps are done in total.
+    pub max_steps: Option<u64>,
+    /// Set (by a signal handler) to stop after the step in progress, with a checkpoint.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Control {
+    /// Whether the run stops before step `step` (steps done so far).
+    pub fn stop_before(&self, step: u64) -> bool {
+        stop_requested(self.max_steps, self.interrupt.as_deref(), step)
+    }
+}
+
+/// How a run under a [`Control`] ended.
+pub enum Ended<R> {
+    /// Stopped early (`max_steps`, an interrupt) with a checkpoint at this step.
+    Stopped {
+        step: u64,
+    },
+    Finished(R),
 }
 
 /// Where a protocol's run starts: the network and optimizer to train and the steps already done

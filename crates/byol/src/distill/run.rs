@@ -28,8 +28,6 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// What a distillation needs: the teacher read back, the config (seed, data, views' image size
 /// and normalisation, `[distill]`), the two splits and the device.
@@ -41,25 +39,11 @@ pub struct Distillation<'a> {
     pub device: Device,
 }
 
-/// How to run it.
-#[derive(Default)]
-pub struct DistillOptions {
-    /// Continue from the run directory's newest checkpoint (same teacher, same settings).
-    pub resume: bool,
-    /// Stop (with a checkpoint) once this many steps are done in total.
-    pub max_steps: Option<u64>,
-    /// Set (by a signal handler) to stop after the step in progress, with a checkpoint.
-    pub interrupt: Option<Arc<AtomicBool>>,
-}
+/// How to run it: resume, a step limit, an interrupt.
+pub type DistillOptions = crate::supervised::Control;
 
 /// How a run ended.
-pub enum DistillOutcome {
-    /// Stopped early (`max_steps`, an interrupt) with a checkpoint at this step.
-    Stopped {
-        step: u64,
-    },
-    Finished(Box<DistillResult>),
-}
+pub type DistillOutcome = crate::supervised::Ended<Box<DistillResult>>;
 
 /// The result of a finished distillation (`distill.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,7 +288,7 @@ struct Steps<'a> {
 
 impl Hooks<Finetuned> for Steps<'_> {
     fn stop_before(&mut self, step: u64) -> bool {
-        crate::supervised::stop_requested(self.opts.max_steps, self.opts.interrupt.as_deref(), step)
+        self.opts.stop_before(step)
     }
 
     fn after_step(

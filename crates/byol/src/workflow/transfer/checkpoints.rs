@@ -14,28 +14,12 @@ use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::Device;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-/// How to run a transfer task.
-#[derive(Default)]
-pub struct TransferOptions {
-    /// Continue from the run directory's newest checkpoint.
-    pub resume: bool,
-    /// Stop (with a checkpoint) once this many steps are done in total.
-    pub max_steps: Option<u64>,
-    /// Set (by a signal handler) to stop after the step in progress, with a checkpoint.
-    pub interrupt: Option<Arc<AtomicBool>>,
-}
+/// How to run a transfer task: resume, a step limit, an interrupt.
+pub type TransferOptions = crate::supervised::Control;
 
 /// How a transfer run ended.
-pub enum TransferOutcome<R> {
-    /// Stopped early (`max_steps`, an interrupt) with a checkpoint at this step.
-    Stopped {
-        step: u64,
-    },
-    Finished(R),
-}
+pub type TransferOutcome<R> = crate::supervised::Ended<R>;
 
 /// What a segmentation checkpoint's metadata says it is.
 pub const SEGMENT_CHECKPOINT: FileKind<'static> = FileKind {
@@ -121,7 +105,7 @@ impl Checkpoints<'_> {
 
 impl<M: Module> Hooks<M> for Checkpoints<'_> {
     fn stop_before(&mut self, step: u64) -> bool {
-        crate::supervised::stop_requested(self.opts.max_steps, self.opts.interrupt.as_deref(), step)
+        self.opts.stop_before(step)
     }
 
     fn after_step(&mut self, model: &M, optimizer: &Optimizer, done: &StepDone) -> Result<()> {
