@@ -59,6 +59,10 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../configs/cifar10-cpu.toml"),
     ),
     (
+        "vit-cifar10-cpu",
+        include_str!("../../../configs/vit-cifar10-cpu.toml"),
+    ),
+    (
         "cifar10-resnet18",
         include_str!("../../../configs/cifar10-resnet18.toml"),
     ),
@@ -168,62 +172,20 @@ impl ExperimentConfig {
     /// The fields in which `self` differs from `recorded` (the config a checkpoint was written
     /// with) that change the training trajectory, as `field: recorded → new`. A run may resume
     /// with other values only for fields that do not: the backend, where the data is and how it
-    /// is read (`data.path`, `data.test-path`, `data.cache`, `data.workers`,
-    /// `data.prefetch-batches`; the files must be the same), logging, checkpointing, monitoring
-    /// and evaluation settings, and those of the transfer tasks.
+    /// is read ([`crate::data::DataConfig::with_location_of`]; the files must be the same),
+    /// logging, checkpointing and monitoring ([`crate::train::TrainConfig::with_run_settings_of`]),
+    /// and the evaluation, transfer and distillation sections.
     pub fn resume_differences(&self, recorded: &ExperimentConfig) -> Vec<ConfigDifference> {
-        const FREE: &[&str] = &[
-            "backend",
-            "data.path",
-            "data.cache",
-            "data.test-path",
-            "data.workers",
-            "data.prefetch-batches",
-            "train.checkpoint-every",
-            "train.keep-checkpoints",
-            "train.log-every",
-            "train.knn-every-epochs",
-            "train.collapse-fraction",
-            "train.collapse-patience",
-            "train.on-non-finite",
-            "eval",
-            "transfer",
-            "distill",
-        ];
-        self.differences(recorded, FREE)
-    }
-
-    /// Every field in which `self` differs from `recorded`, as `field: recorded → new`, leaving
-    /// out the fields (or whole sections) named in `free`.
-    pub fn differences(&self, recorded: &ExperimentConfig, free: &[&str]) -> Vec<ConfigDifference> {
-        let (mut new, mut old) = (
-            std::collections::BTreeMap::new(),
-            std::collections::BTreeMap::new(),
-        );
-        flatten(
-            "",
-            &toml::Value::try_from(self).expect("config serialises"),
-            &mut new,
-        );
-        flatten(
-            "",
-            &toml::Value::try_from(recorded).expect("config serialises"),
-            &mut old,
-        );
-        let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
-        keys.into_iter()
-            .filter(|k| {
-                !free
-                    .iter()
-                    .any(|f| k.as_str() == *f || k.starts_with(&format!("{f}.")))
-            })
-            .filter(|k| new.get(*k) != old.get(*k))
-            .map(|k| ConfigDifference {
-                field: k.clone(),
-                recorded: old.get(k).cloned(),
-                new: new.get(k).cloned(),
-            })
-            .collect()
+        let comparable = ExperimentConfig {
+            backend: self.backend,
+            data: recorded.data.clone().with_location_of(&self.data),
+            train: recorded.train.clone().with_run_settings_of(&self.train),
+            eval: self.eval.clone(),
+            transfer: self.transfer.clone(),
+            distill: self.distill.clone(),
+            ..recorded.clone()
+        };
+        differences(self, &comparable)
     }
 
     /// The resolved config as TOML.
@@ -245,6 +207,7 @@ impl ExperimentConfig {
             ));
         }
         self.model.validate()?;
+        self.check_vit()?;
         self.optim.validate()?;
         self.data.validate()?;
         self.transfer.segment.validate()?;
@@ -265,6 +228,22 @@ impl ExperimentConfig {
         // The run's one setting from the environment (`BYOL_CPU_KERNELS`), checked with the rest
         // so that a library user's bad value is an error here, not a panic on the first layer.
         crate::model::kernels::CpuKernels::from_env()?;
+        Ok(())
+    }
+
+    /// A ViT encoder against the image size (whole patches) and the compute type (f32).
+    fn check_vit(&self) -> Result<()> {
+        let crate::model::EncoderConfig::Vit(vit) = &self.model.encoder else {
+            return Ok(());
+        };
+        vit.check_image_size(self.data.image_size)?;
+        if self.train.precision != crate::model::precision::Precision::F32 {
+            return Err(Error::config(
+                "train.precision",
+                "a ViT computes in f32 here (mixed precision casts the ResNet's convolutions): \
+                 use \"f32\"",
+            ));
+        }
         Ok(())
     }
 
@@ -301,6 +280,30 @@ impl ExperimentConfig {
         }
         Ok(())
     }
+}
+
+/// Every field in which `new` differs from `recorded` (two configs, or two parts of configs that
+/// serialise to tables), as `field: recorded → new`.
+pub fn differences<T: Serialize>(new: &T, recorded: &T) -> Vec<ConfigDifference> {
+    let flat = |v: &T| {
+        let mut out = std::collections::BTreeMap::new();
+        flatten(
+            "",
+            &toml::Value::try_from(v).expect("config serialises"),
+            &mut out,
+        );
+        out
+    };
+    let (new, old) = (flat(new), flat(recorded));
+    let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+    keys.into_iter()
+        .filter(|k| new.get(*k) != old.get(*k))
+        .map(|k| ConfigDifference {
+            field: k.clone(),
+            recorded: old.get(k).cloned(),
+            new: new.get(k).cloned(),
+        })
+        .collect()
 }
 
 /// One field in which two configs differ ([`ExperimentConfig::resume_differences`]); shown as
@@ -449,6 +452,15 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
         })
     {
         kind.keep_own_fields(cur);
+    }
+    // Another kind of encoder (`model.encoder.arch` from a ResNet to a ViT or back) replaces the
+    // old kind's settings: overrides after this one set the new kind's.
+    if key == "model.encoder.arch" {
+        let vit =
+            |v: Option<&toml::Value>| v.and_then(|v| v.as_str()).map(|a| a.starts_with("vit-"));
+        if vit(cur.get("arch")) != vit(Some(&value)) {
+            cur.clear();
+        }
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())

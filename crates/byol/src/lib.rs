@@ -18,7 +18,8 @@
 //!   [`train::train_step`] the pure step from (state, two views, lr, τ) to the next state.
 //!   [`train::checkpoint`] reads and writes states. With several devices (`train.devices`),
 //!   [`train::Replicas`] runs one state per device, linked by [`collective`].
-//! - **The model**: [`model::Online`] (encoder [`model::ResNet`] → projector → predictor) and
+//! - **The model**: [`model::Online`] (encoder [`model::Encoder`], a ResNet or a ViT → projector
+//!   → predictor) and
 //!   [`model::Target`]; [`loss`] the objectives; [`ema`] the target update; [`optim`] LARS.
 //! - **Data and views**: [`data::load`] gives the image sets; [`augment`] the paper's two views.
 //! - **Evaluations** of an encoder: [`train::knn_of_encoder`], [`train::linear_of_encoder`],

@@ -136,17 +136,11 @@ fn unmoved(before: &BTreeMap<String, Named>, after: &TrainState) -> (usize, Vec<
     )
 }
 
-#[test]
-fn every_parameter_gets_a_gradient_and_moves_resnet18() {
-    // γ = 1 in the basic blocks (the official initialisation), so that every block's branch gets
-    // a gradient at the first step.
-    let cfg = tiny(&[
-        "model.encoder.arch=\"resnet18\"",
-        "model.encoder.stem=\"cifar\"",
-        "model.encoder.residual-gamma=\"official\"",
-    ]);
+/// One step of `cfg` at learning rate `lr` from its initial state: every parameter gets a
+/// gradient and moves.
+fn every_parameter_trains(cfg: &ExperimentConfig, lr: f64) {
     let device = Device::flex();
-    let state = TrainState::init(&cfg, &device);
+    let state = TrainState::init(cfg, &device);
     let (n, bad) = untrained(&state, None);
     assert!(bad.is_empty(), "after init: {bad:?}");
     let (v1, v2) = views(8, 16, 0, &device);
@@ -159,13 +153,46 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
         bad.len()
     );
     let before = collect(&state.online.valid());
-    let (after, _) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective).unwrap();
+    let (after, _) = train_step(state, v1, v2, lr, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&before, &after);
     assert!(
         still.is_empty(),
         "{} of {total} parameters did not move: {still:?}",
         still.len()
     );
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_and_moves_resnet18() {
+    // γ = 1 in the basic blocks (the official initialisation), so that every block's branch gets
+    // a gradient at the first step.
+    let cfg = tiny(&[
+        "model.encoder.arch=\"resnet18\"",
+        "model.encoder.stem=\"cifar\"",
+        "model.encoder.residual-gamma=\"official\"",
+    ]);
+    every_parameter_trains(&cfg, 0.05);
+}
+
+/// A ViT encoder (two blocks, 16 wide, 4 px patches on 16 px views) through the same step: every
+/// parameter (patch projection, class token, attention, MLP, LayerNorms, heads) gets a gradient
+/// and moves, under AdamW as MoCo v3 trains ViTs.
+#[test]
+fn every_parameter_gets_a_gradient_and_moves_vit() {
+    let cfg = tiny(&[
+        "model.encoder.arch=\"vit-tiny\"",
+        "model.encoder.patch-size=4",
+        "model.encoder.depth=2",
+        "model.encoder.width=16",
+        "model.encoder.heads=2",
+        "optim.kind=\"adamw\"",
+        "optim.base-lr=1e-3",
+    ]);
+    let byol::model::EncoderConfig::Vit(vit) = &cfg.model.encoder else {
+        panic!("a ViT config")
+    };
+    assert_eq!(vit.layout(), (16, 2, 2));
+    every_parameter_trains(&cfg, 1e-3);
 }
 
 /// SimCLR v2's 3-layer projection head (`model.projector.layers = 3`): Linear → BN → ReLU →
@@ -271,7 +298,10 @@ fn the_optimizer_refuses_a_parameter_that_would_not_train() {
     let cfg = tiny(&[]);
     let device = Device::flex();
     let mut state = TrainState::init(&cfg, &device);
-    let block = &mut state.online.encoder.layer1[0];
+    let byol::model::Encoder::ResNet(resnet) = &mut state.online.encoder else {
+        panic!("the tiny config's encoder is a ResNet")
+    };
+    let block = &mut resnet.layer1[0];
     block.bn2 = block.bn2.clone().no_grad();
     let (v1, v2) = views(8, 16, 0, &device);
     let Err(err) = train_step(state, v1, v2, 0.05, 0.99, &cfg.objective) else {

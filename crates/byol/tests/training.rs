@@ -510,6 +510,48 @@ fn n_steps_equal_half_then_resume_then_half() {
     assert!(err.contains("--resume"), "{err}");
 }
 
+/// A ViT encoder through the same loop: checkpoints, a resume that continues bit for bit
+/// (N steps = N/2 + resume + N/2), and the run's closing kNN evaluation.
+#[test]
+fn a_vit_run_resumes_bit_identically_and_is_evaluated() {
+    let cfg = tiny(&[
+        "model.encoder.arch=\"vit-tiny\"",
+        "model.encoder.patch-size=4",
+        "model.encoder.depth=1",
+        "model.encoder.width=16",
+        "model.encoder.heads=2",
+        "optim.kind=\"adamw\"",
+        "optim.base-lr=1e-3",
+    ]);
+    let opts = RunOptions {
+        resume: false,
+        compare_random: false,
+        max_steps: None,
+        ..Default::default()
+    };
+    let full = tmp("vit-full");
+    let r = pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
+    assert_eq!(r.steps, 10);
+    let knn = r.knn.expect("a finished run is evaluated");
+    assert!(knn.top1 > 0.0 && knn.top1 <= 1.0, "{knn:?}");
+    let half = tmp("vit-half");
+    let half_opts = RunOptions {
+        max_steps: Some(5),
+        ..opts.clone()
+    };
+    pretrain(&cfg, &half, &half_opts, &mut Quiet).unwrap();
+    let resumed = RunOptions {
+        resume: true,
+        ..opts.clone()
+    };
+    assert_eq!(
+        pretrain(&cfg, &half, &resumed, &mut Quiet).unwrap().steps,
+        10
+    );
+    assert_eq!(losses(&full), losses(&half));
+    same_online_weights(&full, &half);
+}
+
 /// `train.accumulate`: a run of micro-batches resumes bit-identically at an update boundary
 /// (N steps = N/2 + resume + N/2), and is another run than the whole batch's (each micro-batch
 /// has its own BatchNorm statistics).
@@ -782,7 +824,7 @@ fn byol_beats_random_init_on_cifar10() {
     .map(|s| s.to_string())
     .collect();
     let cfg = ExperimentConfig::load("small-cpu", &o).unwrap();
-    assert_eq!(cfg.model.encoder.base_width, 8);
+    assert_eq!(cfg.model.encoder.resnet("").unwrap().base_width, 8);
     let dir = tmp("cifar");
     let r = pretrain(
         &cfg,
@@ -916,7 +958,7 @@ fn export_then_import_gives_the_same_features() {
         let dir = tmp(&format!("export-{arch}"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("encoder.safetensors");
-        byol::model::export::export_encoder(&encoder, &cfg.model.encoder, None, &file).unwrap();
+        byol::model::export::export_encoder(&encoder, &cfg.model.encoder, 32, None, &file).unwrap();
         // torchvision's names are in the file.
         let bytes = std::fs::read(&file).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

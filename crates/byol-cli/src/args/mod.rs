@@ -39,7 +39,7 @@ impl From<Backend> for byol::backend::BackendKind {
     }
 }
 
-/// `bench step --arch`: the reference's two configurations.
+/// `bench step --arch`: the references' configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Arch {
     /// ResNet-18, CIFAR stem, 32×32 (r18c32).
@@ -48,6 +48,9 @@ pub enum Arch {
     /// ResNet-50, 224×224 (r50i224).
     #[value(alias = "r50i224")]
     Resnet50,
+    /// The `vit-cifar10-cpu` preset's ViT and recipe, 32×32 (vitc32; bench/vit_torch.py).
+    #[value(alias = "vitc32")]
+    VitCifar,
 }
 
 impl From<Arch> for byol::bench::StepArch {
@@ -55,6 +58,7 @@ impl From<Arch> for byol::bench::StepArch {
         match a {
             Arch::Resnet18Cifar => byol::bench::StepArch::Resnet18Cifar,
             Arch::Resnet50 => byol::bench::StepArch::Resnet50,
+            Arch::VitCifar => byol::bench::StepArch::VitCifar,
         }
     }
 }

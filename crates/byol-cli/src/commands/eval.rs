@@ -137,10 +137,18 @@ pub(crate) fn eval_finetune(args: FinetuneArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.save_encoder {
-        byol::model::export::export_encoder(&tuned.encoder, &e.config.model.encoder, None, path)?;
+        let c = &e.config;
+        byol::model::export::export_encoder(
+            &tuned.encoder,
+            &c.model.encoder,
+            c.data.image_size,
+            None,
+            path,
+        )?;
+        println!("wrote the fine-tuned encoder to {}", path.display());
         println!(
-            "wrote the fine-tuned encoder (torchvision layout) to {}",
-            path.display()
+            "{}",
+            byol::model::export::loader_hint(&c.model.encoder, c.data.image_size)
         );
     }
     Ok(())
@@ -180,9 +188,11 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     let device = loaded.config.backend.device()?;
     let online = loaded.online(&device)?;
     let projector = args.with_projector.then_some(&online.projector);
+    let cfg = &loaded.config;
     byol::model::export::export_encoder(
         &online.encoder,
-        &loaded.config.model.encoder,
+        &cfg.model.encoder,
+        cfg.data.image_size,
         projector,
         &args.out,
     )?;
@@ -191,17 +201,17 @@ pub(crate) fn export(args: ExportArgs) -> Result<()> {
     } else {
         ""
     };
+    let names = match cfg.model.encoder {
+        byol::model::EncoderConfig::ResNet(_) => "torchvision resnet",
+        byol::model::EncoderConfig::Vit(_) => "timm VisionTransformer",
+    };
     println!(
-        "wrote the encoder with torchvision resnet names{with} to {}",
+        "wrote the encoder with {names} names{with} to {}",
         args.out.display()
     );
-    let e = &loaded.config.model.encoder;
-    match byol::model::export::torchvision_constructor(e) {
-        Some(c) => println!("load it with load_state_dict(…, strict=False) into {c}"),
-        None => println!(
-            "no torchvision constructor fits this encoder ({:?}, base width {}, width ×{}): torchvision's ResNets have base width 64 and width ×1; build a ResNet of these sizes to load it",
-            e.arch, e.base_width, e.width_multiplier
-        ),
-    }
+    println!(
+        "{}",
+        byol::model::export::loader_hint(&cfg.model.encoder, cfg.data.image_size)
+    );
     Ok(())
 }

@@ -232,8 +232,7 @@ fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Opti
     };
     let differences: Vec<String> =
         match ExperimentConfig::from_recorded_toml(&row.config, &row_path) {
-            Ok(recorded) => canonical(cfg)
-                .differences(&canonical(&recorded), &[])
+            Ok(recorded) => crate::config::differences(&canonical(cfg), &canonical(&recorded))
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
@@ -273,7 +272,7 @@ fn encoder_of(
     device: &burn::tensor::Device,
     obs: &mut dyn Observer,
 ) -> Result<(
-    crate::model::ResNet,
+    crate::model::Encoder,
     u64,
     crate::eval::KnnResult,
     Option<data::Splits>,

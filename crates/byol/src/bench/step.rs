@@ -16,13 +16,16 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::Serialize;
 use std::time::Instant;
 
-/// The reference's two configurations.
+/// The references' configurations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepArch {
     /// ResNet-18, CIFAR stem, 32×32 (`r18c32`).
     Resnet18Cifar,
     /// ResNet-50, ImageNet stem, 224×224 (`r50i224`).
     Resnet50,
+    /// The `vit-cifar10-cpu` preset as it is (its ViT, heads, AdamW), 32×32 (`vitc32`): the
+    /// model and step of `bench/vit_torch.py`.
+    VitCifar,
 }
 
 impl StepArch {
@@ -31,6 +34,7 @@ impl StepArch {
         match self {
             StepArch::Resnet18Cifar => "r18c32",
             StepArch::Resnet50 => "r50i224",
+            StepArch::VitCifar => "vitc32",
         }
     }
 
@@ -41,6 +45,8 @@ impl StepArch {
             (StepArch::Resnet50, true) => 256,
             (StepArch::Resnet18Cifar, false) => 64,
             (StepArch::Resnet50, false) => 8,
+            (StepArch::VitCifar, true) => 512,
+            (StepArch::VitCifar, false) => 128,
         }
     }
 
@@ -53,14 +59,22 @@ impl StepArch {
         backend: BackendKind,
         precision: Precision,
     ) -> Result<ExperimentConfig> {
-        let mut cfg = ExperimentConfig::load("small-cpu", &[])?;
         let (arch, stem, size) = match self {
             StepArch::Resnet18Cifar => (Arch::Resnet18, Stem::Cifar, 32),
             StepArch::Resnet50 => (Arch::Resnet50, Stem::Imagenet, 224),
+            StepArch::VitCifar => {
+                let mut cfg = ExperimentConfig::load("vit-cifar10-cpu", &[])?;
+                cfg.backend = backend;
+                (cfg.train.batch_size, cfg.train.precision) = (batch, precision);
+                cfg.validate()?;
+                return Ok(cfg);
+            }
         };
+        let mut cfg = ExperimentConfig::load("small-cpu", &[])?;
         cfg.backend = backend;
-        let e = &mut cfg.model.encoder;
+        let mut e = cfg.model.encoder.resnet("the step benchmark")?.clone();
         (e.arch, e.stem, e.base_width) = (arch, stem, 64);
+        cfg.model.encoder = e.into();
         for head in [&mut cfg.model.projector, &mut cfg.model.predictor] {
             (head.hidden, head.output) = (4096, 256);
         }
@@ -200,7 +214,7 @@ mod tests {
         let c = StepArch::Resnet50
             .config(8, BackendKind::Flex, Precision::Bf16)
             .unwrap();
-        let e = &c.model.encoder;
+        let e = c.model.encoder.resnet("").unwrap();
         assert_eq!(
             (e.arch, e.stem, e.base_width, c.data.image_size),
             (Arch::Resnet50, Stem::Imagenet, 64, 224)
@@ -237,8 +251,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             (
-                c.model.encoder.arch,
-                c.model.encoder.stem,
+                c.model.encoder.resnet("").unwrap().arch,
+                c.model.encoder.resnet("").unwrap().stem,
                 c.data.image_size,
                 c.backend
             ),

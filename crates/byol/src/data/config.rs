@@ -224,6 +224,37 @@ impl DataConfig {
         self.with_paths_mapped(|p| std::fs::canonicalize(p).ok())
     }
 
+    /// `self` read from where `other` reads: `other`'s paths (where both name the same kind of
+    /// source), cache, workers and queue depth, the settings that leave the images and their
+    /// order unchanged. What stays is what a resumed run must keep.
+    pub fn with_location_of(mut self, other: &DataConfig) -> Self {
+        match (&mut self.source, &other.source) {
+            (Source::Folder { path, .. }, Source::Folder { path: p, .. })
+            | (Source::Cifar10 { path, .. }, Source::Cifar10 { path: p, .. })
+            | (Source::Cifar100 { path, .. }, Source::Cifar100 { path: p, .. }) => {
+                path.clone_from(p)
+            }
+            (
+                Source::Shards {
+                    path, test_path, ..
+                },
+                Source::Shards {
+                    path: p,
+                    test_path: t,
+                    ..
+                },
+            ) => {
+                path.clone_from(p);
+                test_path.clone_from(t);
+            }
+            _ => {}
+        }
+        self.cache = other.cache;
+        self.workers = other.workers;
+        self.prefetch_batches = other.prefetch_batches;
+        self
+    }
+
     /// The source's path and test path replaced by `f`'s, where it gives one.
     fn with_paths_mapped(mut self, f: impl Fn(&std::path::Path) -> Option<PathBuf>) -> Self {
         let map = |p: &mut PathBuf| {

@@ -24,25 +24,40 @@ pub const CHECKPOINT_KIND: FileKind<'static> = FileKind {
 /// Checkpoints kept in the run directory.
 const KEEP: usize = 2;
 
-/// The fields of a config that change a distillation's trajectory (everything of `[distill]`
-/// but how often it saves, the seed, the data but where it is, the views' settings).
+/// The fields of a config that change a distillation's trajectory: the seed, the data but
+/// where it is and how much of it is cached ([`crate::data::DataConfig::with_location_of`]), the
+/// views, and everything of `[distill]` but how often it saves.
 fn trajectory_differences(now: &ExperimentConfig, recorded: &ExperimentConfig) -> Vec<String> {
-    const FREE: &[&str] = &[
-        "data.path",
-        "data.test-path",
-        "data.cache",
-        "data.cache-max-mb",
-        "data.workers",
-        "data.prefetch-batches",
-        "distill.checkpoint-every",
-    ];
-    now.differences(recorded, FREE)
+    /// What a distillation's trajectory reads of its config.
+    #[derive(serde::Serialize)]
+    struct Trajectory<'a> {
+        seed: u64,
+        data: &'a crate::data::DataConfig,
+        augment: &'a crate::augment::AugmentConfig,
+        distill: &'a DistillConfig,
+    }
+    let data = crate::data::DataConfig {
+        cache_max_mb: now.data.cache_max_mb,
+        ..recorded.data.clone().with_location_of(&now.data)
+    };
+    let distill = DistillConfig {
+        checkpoint_every: now.distill.checkpoint_every,
+        ..recorded.distill.clone()
+    };
+    let ours = Trajectory {
+        seed: now.seed,
+        data: &now.data,
+        augment: &now.augment,
+        distill: &now.distill,
+    };
+    let theirs = Trajectory {
+        seed: recorded.seed,
+        data: &data,
+        augment: &recorded.augment,
+        distill: &distill,
+    };
+    crate::config::differences(&ours, &theirs)
         .into_iter()
-        .filter(|d| {
-            ["seed", "data.", "augment.", "distill."]
-                .iter()
-                .any(|p| d.field == *p || d.field.starts_with(p))
-        })
         .map(|d| d.to_string())
         .collect()
 }

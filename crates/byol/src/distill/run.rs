@@ -74,14 +74,18 @@ struct StepLine {
 }
 
 /// The student's encoder: the teacher's with `[distill.student]`'s changes.
-fn student_encoder(teacher: &ResNetConfig, cfg: &DistillConfig) -> ResNetConfig {
+fn student_encoder(
+    teacher: &crate::model::EncoderConfig,
+    cfg: &DistillConfig,
+) -> Result<ResNetConfig> {
     let s = &cfg.student;
-    ResNetConfig {
+    let teacher = teacher.resnet("distillation (a student made from its teacher's layout)")?;
+    Ok(ResNetConfig {
         arch: s.arch.unwrap_or(teacher.arch),
         base_width: s.base_width.unwrap_or(teacher.base_width),
         width_multiplier: s.width_multiplier.unwrap_or(teacher.width_multiplier),
         ..teacher.clone()
-    }
+    })
 }
 
 /// Distil `run.teacher` into a student in `dir` (locked while it runs): the setup, the
@@ -118,7 +122,7 @@ pub fn distill(
     let setup = Setup::new(run)?;
     let ad = run.device.clone().autodiff();
     let encoder = reinit(
-        setup.student.init(&run.device),
+        crate::model::Encoder::ResNet(setup.student.init(&run.device)),
         key(cfg.seed, Stream::DistillStudent, &[]),
     );
     let fresh = require_grad(Finetuned::new(
@@ -199,7 +203,7 @@ impl<'a> Setup<'a> {
                 ));
             }
         };
-        let student = student_encoder(&info.encoder, dc);
+        let student = student_encoder(&info.encoder, dc)?;
         student.validate()?;
         let epochs = Epochs::new(
             (0..n).collect(),
@@ -339,7 +343,7 @@ fn finish(setup: &Setup<'_>, student: Finetuned, lock: &RunDir) -> Result<Distil
     let (run, info) = (setup.run, &setup.run.teacher.info);
     let tested = |net: &Finetuned| net.accuracy(run.test, setup.size, &setup.aug, &run.device);
     let student_info = ClassifierInfo {
-        encoder: setup.student.clone(),
+        encoder: setup.student.clone().into(),
         stem_width: None,
         labelled: None,
         ..info.clone()
@@ -349,7 +353,7 @@ fn finish(setup: &Setup<'_>, student: Finetuned, lock: &RunDir) -> Result<Distil
         steps: setup.epochs.total(),
         unlabelled_images: run.train.len(),
         labelled_images: setup.labelled.len(),
-        teacher_encoder: info.encoder.clone(),
+        teacher_encoder: info.encoder.resnet("distillation")?.clone(),
         student_encoder: setup.student.clone(),
         teacher_parameters: count_trainable(&run.teacher.network),
         student_parameters: count_trainable(&student),

@@ -9,7 +9,7 @@ use crate::augment::AugmentConfig;
 use crate::eval::{Finetuned, ProjectorLayer};
 use crate::io::{FileKind, TensorFile};
 use crate::model::params::{Named, collect, load, named_from, values};
-use crate::model::{MlpConfig, ResNetConfig};
+use crate::model::{EncoderConfig, MlpConfig};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::nn::LinearConfig;
@@ -28,7 +28,7 @@ pub const KIND: FileKind<'static> = FileKind {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClassifierInfo {
-    pub encoder: ResNetConfig,
+    pub encoder: EncoderConfig,
     /// The output width of the projector layer under the head (`projector:1`), if there is one.
     pub stem_width: Option<usize>,
     pub classes: Vec<String>,
@@ -95,7 +95,7 @@ pub fn save(network: &Finetuned, info: &ClassifierInfo, path: &Path) -> Result<(
 pub fn read_encoder(
     path: &Path,
     device: &Device,
-) -> Result<(crate::model::ResNet, ClassifierInfo)> {
+) -> Result<(crate::model::Encoder, ClassifierInfo)> {
     let file = TensorFile::read(path, KIND)?;
     let info = info_of(&file, path)?;
     let (encoder, missing) = load(
@@ -179,13 +179,14 @@ mod tests {
     /// A classifier on a width-4 ResNet-18 with a projector layer whose BatchNorm statistics are
     /// not fresh, and its description.
     fn classifier_with_projector(device: &Device) -> (Finetuned, ClassifierInfo) {
-        let enc = ResNetConfig {
+        let enc: EncoderConfig = crate::model::ResNetConfig {
             arch: crate::model::Arch::Resnet18,
             width_multiplier: 1,
             base_width: 4,
             stem: Stem::Cifar,
             residual_gamma: Default::default(),
-        };
+        }
+        .into();
         let d = enc.output_dim();
         let mut mlp = MlpConfig {
             hidden: 12,

@@ -3,7 +3,7 @@
 
 use crate::augment::{AugmentConfig, eval_view};
 use crate::data::ImageSet;
-use crate::model::ResNet;
+use crate::model::Encoder;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -36,7 +36,7 @@ pub fn eval_batch(
 /// set was opened, a corrupt shard member: only decoding finds those) is left out with a
 /// warning naming it.
 pub fn extract(
-    encoder: &ResNet,
+    encoder: &Encoder,
     set: &ImageSet,
     size: usize,
     aug: &AugmentConfig,

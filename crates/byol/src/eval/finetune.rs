@@ -8,7 +8,7 @@ use crate::augment::{AugmentConfig, ViewConfig, make_view};
 use crate::data::{ImageSet, balanced_subset};
 use crate::eval::features::eval_batch;
 use crate::eval::linear::{Accuracy, top1_top5};
-use crate::model::{Mlp, ResNet, batch_norm_relu};
+use crate::model::{Encoder, Mlp, batch_norm_relu};
 use crate::optim::OptimConfig;
 use crate::rng::{Stream, rng};
 use crate::supervised::{Decay, Epochs, Hooks, Tuning};
@@ -216,7 +216,7 @@ pub fn view_pixels(
 /// Encoder, optionally the projector's first layer, and classifier.
 #[derive(Module, Debug)]
 pub struct Finetuned {
-    pub encoder: ResNet,
+    pub encoder: Encoder,
     /// The projector's first Linear and BatchNorm (ReLU follows), with `from = "projector:1"`.
     pub stem: Option<ProjectorLayer>,
     pub head: Linear,
@@ -248,7 +248,7 @@ impl Finetuned {
     /// The model fine-tuning starts from: `encoder` (and `stem`) moved to `device`, under a new
     /// classifier into `classes`, initialised from `seed`.
     pub fn new(
-        encoder: ResNet,
+        encoder: Encoder,
         stem: Option<ProjectorLayer>,
         encoder_dim: usize,
         classes: usize,
@@ -316,7 +316,7 @@ pub struct FinetuneResult {
 
 /// The network fine-tuning starts from, made anew on a device for each learning rate tried:
 /// the encoder and, with `from = "projector:1"`, the projector's first layer.
-pub type Start<'a> = dyn Fn(&Device) -> Result<(ResNet, Option<ProjectorLayer>)> + 'a;
+pub type Start<'a> = dyn Fn(&Device) -> Result<(Encoder, Option<ProjectorLayer>)> + 'a;
 
 /// Fine-tune the network `start` makes (moved to `device`'s autodiff twin) on the labelled
 /// subset of `train`, with each of `cfg.learning_rates`, keep the one with the best top-1 on the

@@ -1,5 +1,6 @@
-//! The encoder in safetensors with the tensor names and layouts of torchvision's `resnet*`
-//! (the de-facto standard ResNet in PyTorch), so that
+//! The encoder in safetensors: a ViT under timm's names ([`super::timm`]); a ResNet with the
+//! tensor names and layouts of torchvision's `resnet*` (the de-facto standard ResNet in PyTorch),
+//! so that
 //! `torchvision.models.resnet50().load_state_dict(safetensors.torch.load_file(f), strict=False)`
 //! loads everything but the classifier (`fc.*`) and gives the same features.
 //!
@@ -22,7 +23,7 @@
 //! finds every key it expects.
 
 use super::params::{Named, collect, load};
-use super::{Arch, Mlp, ResNet, ResNetConfig, Stem};
+use super::{Arch, Encoder, EncoderConfig, Mlp, ResNet, ResNetConfig, Stem};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -79,30 +80,59 @@ pub fn projector_name(path: &str, hidden_layers: usize) -> String {
     format!("projector.{index}.{tensor}")
 }
 
-/// Write the encoder (parameters and BatchNorm statistics) with torchvision names, and with
-/// `projector` its layers as PyTorch's `nn.Sequential` head (`projector.0.weight`, …; Linear
-/// weights transposed to PyTorch's [out, in]).
+/// Write the encoder: a ResNet's parameters and BatchNorm statistics with torchvision names, and
+/// with `projector` its layers as PyTorch's `nn.Sequential` head (`projector.0.weight`, …;
+/// Linear weights transposed to PyTorch's [out, in]); a ViT under timm's names, its position
+/// embedding for `image_size`.
 pub fn export_encoder(
-    encoder: &ResNet,
-    cfg: &ResNetConfig,
+    encoder: &Encoder,
+    cfg: &EncoderConfig,
+    image_size: usize,
     projector: Option<&Mlp>,
     path: &Path,
 ) -> Result<()> {
-    let named = collect(&encoder.valid());
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let bytes = |flat: Tensor<1>| -> Result<Vec<u8>> {
-        let v: Vec<f32> = flat
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .map_err(|e| Error::checkpoint(path, format!("{e:?}")))?;
-        Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    let (mut tensors, format) = match (encoder, cfg) {
+        (Encoder::Vit(vit), EncoderConfig::Vit(c)) => (
+            super::timm::tensors(vit, c, image_size)?,
+            "byol-encoder/timm-vit",
+        ),
+        (Encoder::ResNet(resnet), EncoderConfig::ResNet(_)) => {
+            (resnet_tensors(resnet)?, "byol-encoder/torchvision-resnet")
+        }
+        _ => {
+            return Err(Error::config(
+                "model.encoder.arch",
+                "the encoder is not of the configured kind",
+            ));
+        }
     };
-    for (p, Named { flat, shape }) in named {
-        tensors.push((torchvision_name(&p), Dtype::F32, shape, bytes(flat)?));
-    }
     if let Some(projector) = projector {
-        for (p, Named { flat, shape }) in collect(&projector.valid()) {
+        tensors.extend(projector_tensors(projector)?);
+    }
+    let meta: HashMap<String, String> = [
+        ("format".to_string(), format.to_string()),
+        (
+            "encoder".to_string(),
+            toml::to_string(cfg).expect("config serialises"),
+        ),
+    ]
+    .into();
+    write(path, tensors, meta)
+}
+
+/// A ResNet's tensors under torchvision's keys.
+fn resnet_tensors(encoder: &ResNet) -> Result<Vec<super::timm::Exported>> {
+    collect(&encoder.valid())
+        .into_iter()
+        .map(|(p, Named { flat, shape })| Ok((torchvision_name(&p), shape, f32s(flat)?)))
+        .collect()
+}
+
+/// The projector's tensors as PyTorch's `nn.Sequential` head.
+fn projector_tensors(projector: &Mlp) -> Result<Vec<super::timm::Exported>> {
+    collect(&projector.valid())
+        .into_iter()
+        .map(|(p, Named { flat, shape })| {
             let (flat, shape) = match shape.as_slice() {
                 // burn's Linear weight is [in, out]; PyTorch's [out, in].
                 &[i, o] if p.ends_with(".weight") => (
@@ -111,14 +141,36 @@ pub fn export_encoder(
                 ),
                 _ => (flat, shape),
             };
-            tensors.push((
-                projector_name(&p, projector.mid.len()),
+            Ok((projector_name(&p, projector.mid.len()), shape, f32s(flat)?))
+        })
+        .collect()
+}
+
+fn f32s(flat: Tensor<1>) -> Result<Vec<f32>> {
+    flat.into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .map_err(|e| Error::readback("an exported tensor", e))
+}
+
+/// Write `tensors` (f32), a `num_batches_tracked` counter beside every BatchNorm's statistics,
+/// and `meta` to `path` atomically.
+fn write(
+    path: &Path,
+    tensors: Vec<super::timm::Exported>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| {
+            (
+                n,
                 Dtype::F32,
-                shape,
-                bytes(flat)?,
-            ));
-        }
-    }
+                s,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     let counters: Vec<String> = tensors
         .iter()
         .filter_map(|(n, ..)| {
@@ -131,17 +183,6 @@ pub fn export_encoder(
             .into_iter()
             .map(|n| (n, Dtype::I64, vec![], 0i64.to_le_bytes().to_vec())),
     );
-    let meta: HashMap<String, String> = [
-        (
-            "format".to_string(),
-            "byol-encoder/torchvision-resnet".to_string(),
-        ),
-        (
-            "encoder".to_string(),
-            toml::to_string(cfg).expect("config serialises"),
-        ),
-    ]
-    .into();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, d, s, b)| {
@@ -181,7 +222,7 @@ pub fn torchvision_constructor(cfg: &ResNetConfig) -> Option<String> {
 
 /// The encoder's architecture recorded in a file that `byol export` wrote (its metadata's
 /// `encoder`); `None` for a file without it (one written by another program).
-pub fn recorded_encoder_config(path: &Path) -> Result<Option<ResNetConfig>> {
+pub fn recorded_encoder_config(path: &Path) -> Result<Option<EncoderConfig>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (_, meta) =
         SafeTensors::read_metadata(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
@@ -193,9 +234,10 @@ pub fn recorded_encoder_config(path: &Path) -> Result<Option<ResNetConfig>> {
     }
 }
 
-/// Read a torchvision-named safetensors file into an encoder of shape `cfg`. Extra keys (such as
-/// `fc.*` or `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
-pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Result<ResNet> {
+/// Read an exported file into an encoder of shape `cfg`: torchvision's names for a ResNet,
+/// timm's for a ViT ([`super::timm::import`]). Extra keys (such as `fc.*` or
+/// `num_batches_tracked`) are ignored; a missing or mis-shaped tensor is an error.
+pub fn import_encoder(cfg: &EncoderConfig, path: &Path, device: &Device) -> Result<Encoder> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st =
         SafeTensors::deserialize(&bytes).map_err(|e| Error::checkpoint(path, e.to_string()))?;
@@ -209,15 +251,21 @@ pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Resul
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-        values.insert(
-            our_name(&key),
-            Named {
-                flat,
-                shape: view.shape().to_vec(),
-            },
-        );
+        values.insert(key, (view.shape().to_vec(), v));
     }
+    let cfg = match cfg {
+        EncoderConfig::Vit(c) => {
+            return super::timm::import(c, values, path, device).map(Encoder::Vit);
+        }
+        EncoderConfig::ResNet(c) => c,
+    };
+    let values = values
+        .into_iter()
+        .map(|(key, (shape, v))| {
+            let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+            (our_name(&key), Named { flat, shape })
+        })
+        .collect();
     let (encoder, missing) = load(cfg.init(device), &values);
     if !missing.is_empty() {
         return Err(Error::checkpoint(
@@ -225,7 +273,26 @@ pub fn import_encoder(cfg: &ResNetConfig, path: &Path, device: &Device) -> Resul
             format!("missing or mis-shaped tensors: {missing:?}"),
         ));
     }
-    Ok(encoder)
+    Ok(Encoder::ResNet(encoder))
+}
+
+/// What to tell a user about loading the exported encoder of `cfg` in Python.
+pub fn loader_hint(cfg: &EncoderConfig, image_size: usize) -> String {
+    match cfg {
+        EncoderConfig::Vit(c) => format!(
+            "load it with load_state_dict(…, strict=True) into {}",
+            super::timm::constructor(c, image_size)
+        ),
+        EncoderConfig::ResNet(c) => match torchvision_constructor(c) {
+            Some(k) => format!("load it with load_state_dict(…, strict=False) into {k}"),
+            None => format!(
+                "no torchvision constructor fits this encoder ({:?}, base width {}, width ×{}): \
+                 torchvision's ResNets have base width 64 and width ×1; build a ResNet of these \
+                 sizes to load it",
+                c.arch, c.base_width, c.width_multiplier
+            ),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -238,7 +305,10 @@ mod tests {
         let mut cfg = crate::config::ExperimentConfig::load("small-cpu", &[])
             .unwrap()
             .model
-            .encoder;
+            .encoder
+            .resnet("")
+            .unwrap()
+            .clone();
         (cfg.arch, cfg.base_width, cfg.width_multiplier, cfg.stem) =
             (Arch::Resnet50, 64, 1, Stem::Imagenet);
         assert_eq!(
@@ -317,7 +387,7 @@ mod tests {
     #[test]
     fn the_projector_is_written_in_pytorchs_layout() {
         let device = Device::flex();
-        let cfg: ResNetConfig =
+        let cfg: EncoderConfig =
             toml::from_str("arch = \"resnet18\"\nstem = \"cifar\"\nbase-width = 4").unwrap();
         let encoder = cfg.init(&device);
         let projector = crate::model::MlpConfig {
@@ -334,7 +404,7 @@ mod tests {
             "byol-export-projector-{}.safetensors",
             std::process::id()
         ));
-        export_encoder(&encoder, &cfg, Some(&projector), &path).unwrap();
+        export_encoder(&encoder, &cfg, 32, Some(&projector), &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let read = |k: &str| -> (Vec<usize>, Vec<f32>) {

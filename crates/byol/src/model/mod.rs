@@ -1,6 +1,8 @@
-//! Networks: the ResNet encoder, the projector/predictor MLPs and the BYOL online/target pair.
+//! Networks: the encoder (a ResNet or a Vision Transformer), the projector/predictor MLPs and the
+//! BYOL online/target pair.
 
 mod bn;
+mod encoder;
 pub mod export;
 pub mod kernels;
 mod mlp;
@@ -8,11 +10,15 @@ mod networks;
 pub mod params;
 pub mod precision;
 mod resnet;
+pub mod timm;
+mod vit;
 
 pub use bn::{batch_norm, batch_norm_relu, batch_norm_train};
+pub use encoder::{Encoder, EncoderConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use networks::{Online, OnlineOutput, Target};
 pub use resnet::{Arch, ResNet, ResNetConfig, ResidualGamma, Stem};
+pub use vit::{Vit, VitArch, VitConfig, VitPool, gelu, sincos_position_embedding};
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -21,8 +27,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ModelConfig {
-    /// The encoder f.
-    pub encoder: ResNetConfig,
+    /// The encoder f: a ResNet or a ViT, by `arch`.
+    pub encoder: EncoderConfig,
     /// The projector g: Linear(hidden) → BN → ReLU → Linear(output). Paper: 4096 → 256.
     #[serde(default)]
     pub projector: MlpConfig,

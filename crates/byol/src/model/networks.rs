@@ -1,6 +1,6 @@
 //! The online and target networks (paper Section 3.1, Figure 2).
 
-use super::{Mlp, ModelConfig, ResNet};
+use super::{Encoder, Mlp, ModelConfig};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 /// `model.use-predictor = false`).
 #[derive(Module, Debug)]
 pub struct Online {
-    pub encoder: ResNet,
+    pub encoder: Encoder,
     pub projector: Mlp,
     pub predictor: Option<Mlp>,
 }
@@ -54,7 +54,7 @@ impl Online {
 /// Target network ξ: encoder f_ξ and projector g_ξ, no predictor.
 #[derive(Module, Debug)]
 pub struct Target {
-    pub encoder: ResNet,
+    pub encoder: Encoder,
     pub projector: Mlp,
 }
 

@@ -55,12 +55,28 @@ struct Tracked<'a, T> {
     inner: &'a mut T,
 }
 
-impl<V: PathVisitor> ModuleVisitor for Tracked<'_, V> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+impl<T> Tracked<'_, T> {
+    /// An enum module's variant (`Encoder::ResNet`) is not a step of the path: a tensor's name
+    /// is the same whichever kind holds it, and a ResNet's names are those it had before the
+    /// encoder was a choice.
+    fn enter(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.push(name.to_string());
+        }
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit(&mut self, container: &str) {
+        if !container.starts_with("Enum:") {
+            self.path.pop();
+        }
+    }
+}
+
+impl<V: PathVisitor> ModuleVisitor for Tracked<'_, V> {
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.enter(name, container);
+    }
+    fn exit_module(&mut self, _: &str, container: &str) {
+        self.exit(container);
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.inner.visit(&self.path.join("."), param);
@@ -68,11 +84,11 @@ impl<V: PathVisitor> ModuleVisitor for Tracked<'_, V> {
 }
 
 impl<P: PathMapper> ModuleMapper for Tracked<'_, P> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container: &str) {
+        self.enter(name, container);
     }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _: &str, container: &str) {
+        self.exit(container);
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         self.inner.map(&self.path.join("."), param)
@@ -265,6 +281,13 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
             &[crate::rng::hash_str(path)],
         );
         let n: usize = shape.iter().product();
+        if in_vit(path) {
+            let device = old.device();
+            return Tensor::from_data(
+                burn::tensor::TensorData::new(vit_init(&mut r, name, n), [n]),
+                &device,
+            );
+        }
         let values: Vec<f32> = match shape.len() {
             4 => {
                 let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
@@ -286,6 +309,33 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
         Tensor::from_data(burn::tensor::TensorData::new(values, [n]), &old.device())
     })
     .apply(module)
+}
+
+/// Whether `path` names a tensor of a Vision Transformer (timm's names: `patch_embed`,
+/// `blocks.N`, `cls_token`; [`crate::model::Vit`]).
+fn in_vit(path: &str) -> bool {
+    path.split('.')
+        .any(|s| s == "patch_embed" || s == "blocks" || s == "cls_token")
+}
+
+/// A ViT tensor's initial values, as timm's `init_weights_vit_timm`: weights (the patch
+/// projection treated as a linear layer, as MoCo v3 does) and the class token from a normal
+/// with σ 0.02 truncated to ±2 (timm's `trunc_normal_(std=.02)`, whose bounds are absolute, so
+/// at this σ nothing is cut), biases 0.
+fn vit_init(r: &mut impl rand::Rng, name: &str, n: usize) -> Vec<f32> {
+    if name == "bias" {
+        return vec![0.0; n];
+    }
+    (0..n)
+        .map(|_| {
+            loop {
+                let x = crate::rng::normal(r, 0.02);
+                if x.abs() <= 2.0 {
+                    break x as f32;
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

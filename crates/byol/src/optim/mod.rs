@@ -166,9 +166,11 @@ impl OptimConfig {
     }
 }
 
-/// Whether a parameter is excluded from weight decay and LARS adaptation (biases, BatchNorm).
-pub fn is_excluded(shape: &[usize]) -> bool {
-    shape.len() == 1
+/// Whether a parameter is excluded from weight decay and LARS adaptation: biases and the
+/// normalisations' scales and shifts (every rank-1 tensor), and a ViT's class token (as ViT
+/// recipes do: timm's `no_weight_decay`, MoCo v3's optimiser groups).
+pub fn is_excluded(path: &str, shape: &[usize]) -> bool {
+    shape.len() == 1 || path.ends_with("cls_token")
 }
 
 /// An optimizer with its per-parameter state.
@@ -402,7 +404,7 @@ impl PathMapper for Updater<'_> {
         };
         let new = self
             .opt
-            .update(path, w, g, is_excluded(&dims), lr, self.step);
+            .update(path, w, g, is_excluded(path, &dims), lr, self.step);
         let new = Tensor::from_inner(new.reshape(dims)).require_grad();
         Param::from_mapped_value(id, new, mapper)
     }

@@ -97,6 +97,21 @@ pub enum OnNonFinite {
 }
 
 impl TrainConfig {
+    /// `self` with `other`'s logging, checkpointing, monitoring and non-finite handling: the
+    /// settings a resumed run may change without changing its trajectory.
+    pub fn with_run_settings_of(self, other: &TrainConfig) -> Self {
+        TrainConfig {
+            checkpoint_every: other.checkpoint_every,
+            keep_checkpoints: other.keep_checkpoints,
+            log_every: other.log_every,
+            knn_every_epochs: other.knn_every_epochs,
+            collapse_fraction: other.collapse_fraction,
+            collapse_patience: other.collapse_patience,
+            on_non_finite: other.on_non_finite,
+            ..self
+        }
+    }
+
     /// Check the section's values.
     pub fn validate(&self) -> Result<()> {
         let t = self;

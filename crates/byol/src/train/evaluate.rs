@@ -9,13 +9,13 @@ use crate::eval::{
     extract, finetune, knn_classify, linear_eval,
 };
 use crate::model::params::{copy_into, reinit};
-use crate::model::{Mlp, Online, ResNet};
+use crate::model::{Encoder, Mlp, Online};
 use crate::{Error, Result};
 use burn::tensor::Device;
 
 /// Frozen-encoder features of both splits, in eval mode (images that cannot be decoded left out).
 pub fn features_of(
-    encoder: &ResNet,
+    encoder: &Encoder,
     cfg: &ExperimentConfig,
     train: &ImageSet,
     test: &ImageSet,
@@ -30,7 +30,7 @@ pub type IndexedFeatures = (Features, Vec<usize>);
 
 /// [`features_of`], with the index in its set of the image of each row.
 pub fn indexed_features_of(
-    encoder: &ResNet,
+    encoder: &Encoder,
     cfg: &ExperimentConfig,
     train: &ImageSet,
     test: &ImageSet,
@@ -78,7 +78,7 @@ fn unlabelled(train: &ImageSet, cfg: &ExperimentConfig, what: &str) -> Error {
 
 /// kNN accuracy of `encoder` with the config's protocol.
 pub fn knn_of_encoder(
-    encoder: &ResNet,
+    encoder: &Encoder,
     cfg: &ExperimentConfig,
     train: &ImageSet,
     test: &ImageSet,
@@ -101,7 +101,7 @@ pub fn knn_of_encoder(
 
 /// Linear-evaluation accuracy of `encoder` with the config's protocol (fast mode).
 pub fn linear_of_encoder(
-    encoder: &ResNet,
+    encoder: &Encoder,
     cfg: &ExperimentConfig,
     train: &ImageSet,
     test: &ImageSet,
@@ -123,7 +123,7 @@ pub fn linear_of_encoder(
 
 /// Semi-supervised fine-tuning of `encoder` with the config's protocol.
 pub fn finetune_of_encoder(
-    encoder: ResNet,
+    encoder: Encoder,
     cfg: &ExperimentConfig,
     train: &ImageSet,
     test: &ImageSet,
@@ -137,7 +137,7 @@ pub fn finetune_of_encoder(
 /// network too. `interrupt`, when set (by a signal handler), ends it after the step in progress
 /// with an error.
 pub fn finetune_of_network(
-    encoder: ResNet,
+    encoder: Encoder,
     projector: Option<Mlp>,
     cfg: &ExperimentConfig,
     (train, test): (&ImageSet, &ImageSet),
@@ -179,7 +179,7 @@ pub fn finetune_of_network(
 }
 
 /// The encoder as initialised by the run's seed, before any training.
-pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> ResNet {
+pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> Encoder {
     random_init_online(cfg, device).encoder
 }
 

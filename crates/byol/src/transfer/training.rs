@@ -143,7 +143,14 @@ pub(super) fn small_encoder() -> (crate::model::ResNet, usize) {
         crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()])
             .unwrap();
     (
-        crate::model::params::reinit(cfg.model.encoder.init(&burn::tensor::Device::flex()), 3),
+        crate::model::params::reinit(
+            cfg.model
+                .encoder
+                .resnet("")
+                .unwrap()
+                .init(&burn::tensor::Device::flex()),
+            3,
+        ),
         cfg.model.encoder.output_dim(),
     )
 }

@@ -8,7 +8,7 @@ use crate::config::ExperimentConfig;
 use crate::data::{Source, Splits};
 use crate::eval::Features;
 use crate::eval::embed::{Row, write_embeddings};
-use crate::model::{Mlp, ResNet};
+use crate::model::{Encoder, Mlp};
 use crate::train::{checkpoint, indexed_features_of, random_init_online};
 use crate::{Error, Result};
 use burn::tensor::Device;
@@ -141,7 +141,7 @@ pub struct Evaluation {
     pub config: ExperimentConfig,
     pub device: Device,
     /// The checkpoint's online encoder, or the random-init one of its architecture and seed.
-    pub encoder: ResNet,
+    pub encoder: Encoder,
     /// The online projector of the same network (for `eval.finetune.from = "projector:1"`).
     pub projector: Mlp,
     /// The config's data, read on first use ([`Evaluation::splits`]): a task that brings its

@@ -57,7 +57,7 @@ fn typed_settings_win_over_set_and_are_validated() {
             cfg.train.batch_size,
             cfg.train.accumulate,
             cfg.seed,
-            cfg.model.encoder.base_width
+            cfg.model.encoder.resnet("").unwrap().base_width
         ),
         (7, 16, 4, 9, 4)
     );

@@ -215,17 +215,13 @@ pub fn segment(
 ) -> Result<TransferOutcome<SegmentRun>> {
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.segment;
+    let encoder = e.encoder_copy("`byol transfer segment`")?;
     let run = open_run(out, opts)?;
     let (train, val, classes) = samples(e, &cfg.data)?;
     let dim = e.config.model.encoder.output_dim();
     let mut session = e.checkpoints(&run, SEGMENT_CHECKPOINT, opts, cfg.checkpoint_every);
     let run_of = e.run_of(progress, &mut session);
-    let tuned = fine_tune(
-        (e.encoder_copy(), dim),
-        (&train, &val, &classes),
-        cfg,
-        run_of,
-    )?;
+    let tuned = fine_tune((encoder, dim), (&train, &val, &classes), cfg, run_of)?;
     let Some((result, model)) = tuned else {
         return Ok(TransferOutcome::Stopped {
             step: session.losses.len() as u64,
@@ -329,12 +325,13 @@ pub fn depth(
 ) -> Result<TransferOutcome<DepthRun>> {
     let started = std::time::Instant::now();
     let cfg = &e.config.transfer.depth;
+    let encoder = e.encoder_copy("`byol transfer depth`")?;
     let run = open_run(out, opts)?;
     let (train, val) = depth_samples(&cfg.data, e.config.seed)?;
-    let enc = &e.config.model.encoder;
+    let enc = e.config.model.encoder.resnet("`byol transfer depth`")?;
     let mut session = e.checkpoints(&run, DEPTH_CHECKPOINT, opts, cfg.checkpoint_every);
     let run_of = e.run_of(progress, &mut session);
-    let network = (e.encoder_copy(), enc.output_dim(), enc.output_stride());
+    let network = (encoder, enc.output_dim(), enc.output_stride());
     let tuned = crate::transfer::depth::depth(network, (&train, &val), cfg, run_of)?;
     let Some((result, model)) = tuned else {
         return Ok(TransferOutcome::Stopped {
@@ -372,10 +369,12 @@ impl Evaluation {
 
     /// A copy of the encoder with state of its own, to fine-tune: a clone would share its
     /// BatchNorm statistics, and a second run from this evaluation would start from the
-    /// statistics the first left.
-    fn encoder_copy(&self) -> crate::model::ResNet {
+    /// statistics the first left. The dense tasks read a ResNet's feature maps: for `task`, a
+    /// ViT is refused here, before anything is written.
+    fn encoder_copy(&self, task: &str) -> Result<crate::model::ResNet> {
+        self.config.model.encoder.resnet(task)?;
         let fresh = self.config.model.encoder.init(&self.device);
-        crate::model::params::copy_into(fresh, &self.encoder)
+        crate::model::params::copy_into(fresh, &self.encoder).into_resnet(task)
     }
 
     /// The checkpoints of a transfer run of this encoder in `run`.

@@ -117,20 +117,7 @@ fn a_stopped_transfer_run_resumes_to_the_uninterrupted_result() {
         "transfer.depth.data.val=2",
         "transfer.depth.data.size=16",
     ];
-    let config =
-        crate::config::ExperimentConfig::load("small-cpu", &set.map(String::from)).unwrap();
-    let device = config.backend.device().unwrap();
-    let online = crate::train::random_init_online(&config, &device);
-    let e = Evaluation {
-        config,
-        device,
-        encoder: crate::model::params::reinit(online.encoder, 3),
-        projector: online.projector,
-        splits: Default::default(),
-        label: "random-init encoder".into(),
-        step: 0,
-        run_dir: None,
-    };
+    let e = random_init(&set);
     let root = std::env::temp_dir().join(format!("byol-transfer-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (a, b) = (root.join("a"), root.join("b"));
@@ -176,4 +163,51 @@ fn a_stopped_transfer_run_resumes_to_the_uninterrupted_result() {
         .unwrap();
     assert!(e3.to_string().contains("no checkpoint"), "{e3}");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The dense tasks read a ResNet's feature maps: on a ViT each is refused with an error naming
+/// `model.encoder.arch`, before its output folder is made.
+#[test]
+fn a_vit_is_refused_by_the_dense_tasks_before_anything_is_written() {
+    let set = [
+        "model.encoder.arch=\"vit-tiny\"",
+        "model.encoder.patch-size=4",
+        "model.encoder.depth=1",
+        "model.encoder.width=8",
+        "model.encoder.heads=2",
+    ];
+    let e = random_init(&set);
+    let out = std::env::temp_dir().join(format!("byol-transfer-vit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = TransferOptions::default();
+    let errors = [
+        segment(&e, &out, &opts, &mut (), &mut |_| {}).err(),
+        depth(&e, &out, &opts, &mut (), &mut |_| {}).err(),
+    ];
+    for (task, err) in ["segment", "depth"].iter().zip(errors) {
+        let err = err.expect("refused").to_string();
+        assert!(
+            err.contains("model.encoder.arch") && err.contains(task) && err.contains("vit-tiny"),
+            "{err}"
+        );
+    }
+    assert!(!out.exists(), "nothing written");
+}
+
+/// An evaluation of a random-init encoder (drawn from seed 3) of `small-cpu` with `set`.
+fn random_init(set: &[&str]) -> Evaluation {
+    let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+    let config = crate::config::ExperimentConfig::load("small-cpu", &set).unwrap();
+    let device = config.backend.device().unwrap();
+    let online = crate::train::random_init_online(&config, &device);
+    Evaluation {
+        config,
+        device,
+        encoder: crate::model::params::reinit(online.encoder, 3),
+        projector: online.projector,
+        splits: Default::default(),
+        label: "random-init encoder".into(),
+        step: 0,
+        run_dir: None,
+    }
 }

@@ -1,0 +1,298 @@
+//! A ViT encoder under timm's `VisionTransformer` state-dict keys and layouts, so that
+//! `timm.models.vision_transformer.VisionTransformer(…)` ([`constructor`] prints the call) loads
+//! it with `strict=True` and gives the same features.
+//!
+//! | ours | timm |
+//! |---|---|
+//! | `patch_embed.proj.{weight,bias}`, `cls_token` | same |
+//! | (fixed sine-cosine, computed) | `pos_embed` [1, 1 + N, D] for the config's image size |
+//! | `blocks.N.{norm1,norm2}.{gamma,beta}`, `norm.{gamma,beta}` | `….weight`, `….bias` |
+//! | `blocks.N.attn.{qkv,proj}.weight`, `blocks.N.mlp.{fc1,fc2}.weight`: [in, out] | same names, [out, in] |
+//!
+//! The `pos_embed` a file holds is read back only to check it is the fixed embedding: a file with
+//! learned position embeddings (a timm-trained ViT) is refused rather than read with other
+//! positions.
+
+use super::params::{Named, collect, load};
+use super::{Vit, VitConfig, VitPool, sincos_position_embedding};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A tensor to write: timm's key, shape, values.
+pub type Exported = (String, Vec<usize>, Vec<f32>);
+
+/// Our ViT path → timm's key.
+pub fn timm_name(path: &str) -> String {
+    if let Some(stem) = path.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = path.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        path.to_string()
+    }
+}
+
+/// timm's key → our ViT path (the inverse of [`timm_name`]).
+pub fn our_name(key: &str) -> String {
+    let is_norm = key
+        .rsplit('.')
+        .nth(1)
+        .is_some_and(|m| m.starts_with("norm"));
+    match (is_norm, key.rsplit_once('.')) {
+        (true, Some((stem, "weight"))) => format!("{stem}.gamma"),
+        (true, Some((stem, "bias"))) => format!("{stem}.beta"),
+        _ => key.to_string(),
+    }
+}
+
+/// Whether a tensor of this path is a Linear weight, stored [in, out] here and [out, in] in timm.
+fn is_linear_weight(path: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && path.ends_with(".weight")
+}
+
+/// The encoder's tensors under timm's keys, with `pos_embed` for `image_size`.
+pub fn tensors(vit: &Vit, cfg: &VitConfig, image_size: usize) -> Result<Vec<Exported>> {
+    let mut out = Vec::new();
+    for (p, Named { flat, shape }) in collect(&vit.valid()) {
+        let (flat, shape) = match shape.as_slice() {
+            &[i, o] if is_linear_weight(&p, &shape) => (
+                flat.reshape([i, o]).transpose().reshape([i * o]),
+                vec![o, i],
+            ),
+            _ => (flat, shape),
+        };
+        out.push((timm_name(&p), shape, values(flat)?));
+    }
+    let grid = image_size / cfg.patch_size;
+    let d = cfg.output_dim();
+    let pos = sincos_position_embedding(grid, grid, d, &Device::flex());
+    out.push((
+        "pos_embed".into(),
+        vec![1, 1 + grid * grid, d],
+        values(pos.reshape([(1 + grid * grid) * d]))?,
+    ));
+    Ok(out)
+}
+
+fn values(flat: Tensor<1>) -> Result<Vec<f32>> {
+    flat.into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .map_err(|e| Error::readback("an exported tensor", e))
+}
+
+/// The Python that builds a timm model this file loads into with `strict=True`.
+pub fn constructor(cfg: &VitConfig, image_size: usize) -> String {
+    let (width, depth, heads) = cfg.layout();
+    let pool = match cfg.pool {
+        VitPool::ClassToken => "global_pool='token'",
+        VitPool::Mean => "global_pool='avg', fc_norm=False",
+    };
+    format!(
+        "timm.models.vision_transformer.VisionTransformer(img_size={image_size}, \
+         patch_size={}, embed_dim={width}, depth={depth}, num_heads={heads}, mlp_ratio=4, \
+         qkv_bias=True, num_classes=0, {pool})",
+        cfg.patch_size
+    )
+}
+
+/// A ViT of shape `cfg` from timm-named tensors (`values`: key → shape and values). Extra keys
+/// (a classifier `head.*`) are ignored; a missing or mis-shaped tensor, or a `pos_embed` that is
+/// not the fixed sine-cosine embedding, is an error naming `path`.
+pub fn import(
+    cfg: &VitConfig,
+    values: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    path: &Path,
+    device: &Device,
+) -> Result<Vit> {
+    let err = |m: String| Error::checkpoint(path, m);
+    let mut named = BTreeMap::new();
+    for (key, (shape, v)) in values {
+        if key == "pos_embed" {
+            check_positions(cfg, &shape, &v).map_err(err)?;
+            continue;
+        }
+        let ours = our_name(&key);
+        let (v, shape) = match shape.as_slice() {
+            &[o, i] if is_linear_weight(&ours, &shape) => {
+                let t = Tensor::<2>::from_data(TensorData::new(v, [o, i]), device);
+                (t.transpose().reshape([i * o]), vec![i, o])
+            }
+            _ => {
+                let n = v.len();
+                (Tensor::from_data(TensorData::new(v, [n]), device), shape)
+            }
+        };
+        named.insert(ours, Named { flat: v, shape });
+    }
+    let (vit, missing) = load(cfg.init(device), &named);
+    if !missing.is_empty() {
+        return Err(err(format!("missing or mis-shaped tensors: {missing:?}")));
+    }
+    Ok(vit)
+}
+
+/// An error unless `v` (shape `shape`) is the fixed embedding of a square grid for `cfg`.
+fn check_positions(cfg: &VitConfig, shape: &[usize], v: &[f32]) -> std::result::Result<(), String> {
+    let d = cfg.output_dim();
+    let tokens = match shape {
+        &[1, t, w] if w == d => t,
+        _ => {
+            return Err(format!(
+                "pos_embed has shape {shape:?}, not [1, 1 + N, {d}]"
+            ));
+        }
+    };
+    let grid = (tokens.saturating_sub(1) as f64).sqrt().round() as usize;
+    if grid * grid + 1 != tokens {
+        return Err(format!(
+            "pos_embed has {tokens} tokens, not 1 + a square grid"
+        ));
+    }
+    let fixed: Vec<f32> = sincos_position_embedding(grid, grid, d, &Device::flex())
+        .into_data()
+        .try_into_vec()
+        .map_err(|e| format!("{e:?}"))?;
+    let worst = fixed
+        .iter()
+        .zip(v)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    // Written from the same f32 values: any difference beyond rounding is another embedding.
+    if worst > 1e-6 {
+        return Err(format!(
+            "pos_embed differs from the fixed sine-cosine embedding by up to {worst}: learned \
+             position embeddings are not supported here"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Encoder, EncoderConfig, VitArch};
+    use safetensors::SafeTensors;
+
+    /// A tiny ViT (2 blocks, 8 wide, 2 heads, 4 px patches) with drawn weights, exported for
+    /// 16 px images to a temporary file.
+    fn exported(tag: &str) -> (EncoderConfig, Encoder, std::path::PathBuf) {
+        let cfg = EncoderConfig::Vit(VitConfig {
+            arch: VitArch::VitTiny,
+            patch_size: 4,
+            depth: Some(2),
+            width: Some(8),
+            heads: Some(2),
+            pool: VitPool::ClassToken,
+        });
+        let encoder = crate::model::params::reinit(cfg.init(&Device::flex()), 7);
+        let path = std::env::temp_dir().join(format!(
+            "byol-timm-{tag}-{}.safetensors",
+            std::process::id()
+        ));
+        crate::model::export::export_encoder(&encoder, &cfg, 16, None, &path).unwrap();
+        (cfg, encoder, path)
+    }
+
+    /// Every key and shape of timm's `VisionTransformer(img_size=16, patch_size=4,
+    /// embed_dim=8, depth=2, num_heads=2, num_classes=0)` state dict, and nothing else; read back,
+    /// the same features.
+    #[test]
+    fn an_exported_vit_has_timms_keys_and_shapes_and_reads_back() {
+        let device = Device::flex();
+        let (cfg, encoder, path) = exported("keys");
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut got: Vec<(String, Vec<usize>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.shape().to_vec()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, Vec<usize>)> = vec![
+            ("cls_token".into(), vec![1, 1, 8]),
+            ("pos_embed".into(), vec![1, 17, 8]),
+            ("patch_embed.proj.weight".into(), vec![8, 3, 4, 4]),
+            ("patch_embed.proj.bias".into(), vec![8]),
+            ("norm.weight".into(), vec![8]),
+            ("norm.bias".into(), vec![8]),
+        ];
+        for b in 0..2 {
+            for (k, s) in [
+                ("norm1.weight", vec![8]),
+                ("norm1.bias", vec![8]),
+                ("attn.qkv.weight", vec![24, 8]),
+                ("attn.qkv.bias", vec![24]),
+                ("attn.proj.weight", vec![8, 8]),
+                ("attn.proj.bias", vec![8]),
+                ("norm2.weight", vec![8]),
+                ("norm2.bias", vec![8]),
+                ("mlp.fc1.weight", vec![32, 8]),
+                ("mlp.fc1.bias", vec![32]),
+                ("mlp.fc2.weight", vec![8, 32]),
+                ("mlp.fc2.bias", vec![8]),
+            ] {
+                want.push((format!("blocks.{b}.{k}"), s));
+            }
+        }
+        want.sort();
+        assert_eq!(got, want);
+        let back = crate::model::export::import_encoder(&cfg, &path, &device).unwrap();
+        let x = Tensor::<4>::random([2, 3, 16, 16], burn::tensor::Distribution::Default, &device);
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            encoder
+                .forward(x.clone())
+                .into_data()
+                .try_into_vec()
+                .unwrap(),
+            back.forward(x).into_data().try_into_vec().unwrap(),
+        );
+        assert_eq!(a, b);
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// A file whose `pos_embed` is not the fixed embedding (one value changed, as a learned
+    /// embedding would be) is refused, naming why.
+    #[test]
+    fn learned_position_embeddings_are_refused() {
+        let (cfg, _, path) = exported("positions");
+        let EncoderConfig::Vit(vit) = &cfg else {
+            unreachable!("a ViT config")
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut positions: Vec<f32> = st
+            .tensor("pos_embed")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let fixed = import(
+            vit,
+            [("pos_embed".to_string(), (vec![1, 17, 8], positions.clone()))].into(),
+            &path,
+            &Device::flex(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            fixed.contains("missing") && !fixed.contains("pos_embed"),
+            "the fixed embedding passes, the other tensors are missing: {fixed}"
+        );
+        positions[10] += 1e-3;
+        let e = import(
+            vit,
+            [("pos_embed".to_string(), (vec![1, 17, 8], positions))].into(),
+            &path,
+            &Device::flex(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("learned position embeddings"), "{e}");
+        std::fs::remove_file(&path).ok();
+    }
+}

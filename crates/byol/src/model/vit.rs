@@ -1,0 +1,338 @@
+//! Vision Transformer encoders (Dosovitskiy et al. 2021), as MoCo v3 (Chen, Xie & He, ICCV 2021)
+//! trains them with BYOL, SimCLR and MoCo: a strided-convolution patch embedding, a class token,
+//! fixed 2-D sine-cosine position embeddings (MoCo v3's `build_2d_sincos_position_embedding`),
+//! pre-norm blocks (LayerNorm → multi-head self-attention → residual; LayerNorm → MLP with GELU,
+//! ratio 4 → residual) and a final LayerNorm. The representation is the class token, or the mean
+//! of the patch tokens ([`VitPool`]).
+//!
+//! Field names are timm's `VisionTransformer` (`patch_embed.proj`, `cls_token`, `blocks.N.norm1`,
+//! `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`, `norm`), so that an export maps them
+//! one to one ([`super::export`]). LayerNorm ε is 1e-6, as timm's and MoCo v3's ViTs.
+//!
+//! Not yet here: learned position embeddings and MoCo v3's frozen random patch projection.
+
+use super::precision::to_f32;
+use crate::{Error, Result};
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// The standard sizes (Touvron et al. 2021, DeiT; timm's `vit_{tiny,small,base}_patch16_224`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitArch {
+    /// Width 192, 12 blocks, 3 heads.
+    VitTiny,
+    /// Width 384, 12 blocks, 6 heads.
+    VitSmall,
+    /// Width 768, 12 blocks, 12 heads.
+    VitBase,
+}
+
+impl VitArch {
+    /// (width, depth, heads).
+    fn layout(self) -> (usize, usize, usize) {
+        match self {
+            VitArch::VitTiny => (192, 12, 3),
+            VitArch::VitSmall => (384, 12, 6),
+            VitArch::VitBase => (768, 12, 12),
+        }
+    }
+}
+
+/// What the representation is made of.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VitPool {
+    /// The class token after the final LayerNorm (MoCo v3; timm's `global_pool="token"`).
+    #[default]
+    ClassToken,
+    /// The mean of the patch tokens after the final LayerNorm.
+    Mean,
+}
+
+/// A Vision Transformer encoder's configuration (`model.encoder` with `arch = "vit-…"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VitConfig {
+    pub arch: VitArch,
+    /// Side of a square patch in pixels: 16 at 224 px (ViT-B/16), 4 for 32 × 32 images.
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    /// Blocks, overriding the size's 12 (smaller for CPU-sized models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// Token width, overriding the size's (a multiple of 4 and of the heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    /// Attention heads, overriding the size's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    /// The representation: the class token or the mean of the patch tokens.
+    #[serde(default)]
+    pub pool: VitPool,
+}
+
+fn d_patch() -> usize {
+    16
+}
+
+impl VitConfig {
+    /// (width, depth, heads) after the overrides.
+    pub fn layout(&self) -> (usize, usize, usize) {
+        let (w, d, h) = self.arch.layout();
+        (
+            self.width.unwrap_or(w),
+            self.depth.unwrap_or(d),
+            self.heads.unwrap_or(h),
+        )
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let (width, depth, heads) = self.layout();
+        let bad = |field: &str, m: String| Err(Error::config(format!("model.encoder.{field}"), m));
+        if !(1..=64).contains(&self.patch_size) {
+            return bad(
+                "patch-size",
+                format!("{} is outside 1..=64", self.patch_size),
+            );
+        }
+        if !(1..=48).contains(&depth) {
+            return bad("depth", format!("{depth} is outside 1..=48"));
+        }
+        if !(1..=64).contains(&heads) {
+            return bad("heads", format!("{heads} is outside 1..=64"));
+        }
+        if width == 0 || width > 4096 || !width.is_multiple_of(4) || !width.is_multiple_of(heads) {
+            return bad(
+                "width",
+                format!(
+                    "{width} must be a positive multiple of 4 (the sine-cosine position embedding \
+                     has four parts) and of the {heads} heads, at most 4096"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// An error naming the fields unless `image_size` is a whole number of patches.
+    pub fn check_image_size(&self, image_size: usize) -> Result<()> {
+        if !image_size.is_multiple_of(self.patch_size) {
+            return Err(Error::config(
+                "data.image-size",
+                format!(
+                    "{image_size} is not a multiple of model.encoder.patch-size ({}): a ViT cuts \
+                     the image into whole patches",
+                    self.patch_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Dimension of the representation y: the token width.
+    pub fn output_dim(&self) -> usize {
+        self.layout().0
+    }
+
+    pub fn init(&self, device: &Device) -> Vit {
+        let (width, depth, heads) = self.layout();
+        let p = self.patch_size;
+        let patch_embed = PatchEmbed {
+            proj: Conv2dConfig::new([3, width], [p, p])
+                .with_stride([p, p])
+                .with_bias(true)
+                .init(device),
+        };
+        let linear = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        let norm = || LayerNormConfig::new(width).with_epsilon(1e-6).init(device);
+        let blocks = (0..depth)
+            .map(|_| VitBlock {
+                norm1: norm(),
+                attn: Attention {
+                    qkv: linear(width, 3 * width),
+                    proj: linear(width, width),
+                    heads,
+                },
+                norm2: norm(),
+                mlp: VitMlp {
+                    fc1: linear(width, 4 * width),
+                    fc2: linear(4 * width, width),
+                },
+            })
+            .collect();
+        Vit {
+            patch_embed,
+            // Through the initializer, which requires a gradient on an autodiff device (the
+            // values are redrawn by `params::reinit`).
+            cls_token: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([1, 1, width], device),
+            blocks,
+            norm: norm(),
+            patch_size: p,
+            mean_pool: self.pool == VitPool::Mean,
+        }
+    }
+}
+
+/// The patch embedding: a convolution with kernel and stride the patch size.
+#[derive(Module, Debug)]
+pub struct PatchEmbed {
+    pub proj: Conv2d,
+}
+
+/// Multi-head self-attention with one fused query-key-value projection (timm's layout: the
+/// output columns are ordered (q|k|v, head, channel)).
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    /// `x`: [B, N, D] → [B, N, D]: softmax(q kᵀ / √(D/heads)) v per head, through burn's
+    /// attention operation (a fused kernel where the backend has one; its decomposition under
+    /// autodiff).
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = x.dims();
+        let h = self.heads;
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, h, d / h])
+            .permute([2, 0, 3, 1, 4]); // [3, B, heads, N, D/heads]
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, n, d / h]);
+        let context = attention(
+            part(0),
+            part(1),
+            part(2),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        ); // [B, heads, N, D/heads]
+        self.proj
+            .forward(context.swap_dims(1, 2).reshape([b, n, d]))
+    }
+}
+
+/// The block's MLP: Linear(D, 4D) → GELU → Linear(4D, D).
+#[derive(Module, Debug)]
+pub struct VitMlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// A pre-norm Transformer block.
+#[derive(Module, Debug)]
+pub struct VitBlock {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: VitMlp,
+}
+
+impl VitBlock {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
+        let hidden = gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone())));
+        x + self.mlp.fc2.forward(hidden)
+    }
+}
+
+/// GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), composed from `erf` so that its gradient is exact on every
+/// backend: burn 0.22.1's fused `gelu` is exact on `flex`, but the backward the CubeCL backends
+/// inherit (burn-backend's default `gelu_backward`) is the derivative of the tanh approximation,
+/// off by up to 5e-4 of the gradient on lavapipe (`tests/gpu.rs`).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone()
+        * x.div_scalar(std::f64::consts::SQRT_2)
+            .erf()
+            .add_scalar(1.0)
+            .mul_scalar(0.5)
+}
+
+/// The encoder f of a ViT: image → representation y.
+#[derive(Module, Debug)]
+pub struct Vit {
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Param<Tensor<3>>,
+    pub blocks: Vec<VitBlock>,
+    pub norm: LayerNorm,
+    pub patch_size: usize,
+    pub mean_pool: bool,
+}
+
+impl Vit {
+    /// `x`: [B, 3, H, W], H and W multiples of the patch size → the representation: [B, D], f32.
+    /// The network computes in f32 (mixed precision is the ResNet's only).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let tokens = self.tokens(x);
+        let [b, n, d] = tokens.dims();
+        if self.mean_pool {
+            tokens.narrow(1, 1, n - 1).mean_dim(1).reshape([b, d])
+        } else {
+            tokens.narrow(1, 0, 1).reshape([b, d])
+        }
+    }
+
+    /// The normalised tokens: [B, 1 + H·W/p², D], the class token first, then the patches row
+    /// by row.
+    ///
+    /// # Panics
+    /// When H or W is not a multiple of the patch size (configs are checked before:
+    /// [`VitConfig::check_image_size`]).
+    pub fn tokens(&self, x: Tensor<4>) -> Tensor<3> {
+        let [b, _, hi, wi] = x.dims();
+        let p = self.patch_size;
+        assert!(
+            hi.is_multiple_of(p) && wi.is_multiple_of(p),
+            "a {hi}×{wi} image is not a whole number of {p}×{p} patches"
+        );
+        let patches = self.patch_embed.proj.forward(to_f32(x)); // [B, D, H/p, W/p]
+        let [_, d, gh, gw] = patches.dims();
+        let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2); // [B, N, D]
+        let device = patches.device();
+        let cls = self.cls_token.val().expand([b, 1, d]);
+        let pos = sincos_position_embedding(gh, gw, d, &device).unsqueeze::<3>(); // [1, 1+N, D]
+        let mut x = Tensor::cat(vec![cls, patches], 1) + pos; // [B, 1+N, D]
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        self.norm.forward(x)
+    }
+}
+
+/// MoCo v3's fixed 2-D sine-cosine position embedding (`vits.py`,
+/// `build_2d_sincos_position_embedding`, temperature 10,000) for a `gh` × `gw` grid of width
+/// `d`, with the class token's row of zeros first: [1 + gh·gw, d]. Patch k (row k / gw, column
+/// k % gw) gets [sin(row·ω), cos(row·ω), sin(col·ω), cos(col·ω)] with ω_i = 10000^(−i/(d/4)),
+/// i < d/4 (MoCo v3 names the row coordinate `grid_w`: its `meshgrid` is in `ij` order).
+pub fn sincos_position_embedding(gh: usize, gw: usize, d: usize, device: &Device) -> Tensor<2> {
+    let quarter = d / 4;
+    let omega: Vec<f64> = (0..quarter)
+        .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
+        .collect();
+    let mut values = vec![0f32; (1 + gh * gw) * d];
+    for k in 0..gh * gw {
+        let (row, col) = ((k / gw) as f64, (k % gw) as f64);
+        let out = &mut values[(1 + k) * d..(2 + k) * d];
+        for (i, w) in omega.iter().enumerate() {
+            out[i] = (row * w).sin() as f32;
+            out[quarter + i] = (row * w).cos() as f32;
+            out[2 * quarter + i] = (col * w).sin() as f32;
+            out[3 * quarter + i] = (col * w).cos() as f32;
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [1 + gh * gw, d]), device)
+}
+
+#[cfg(test)]
+mod tests;
