@@ -31,34 +31,69 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// A tensor to write: its key in the file, shape, values.
+pub type Exported = (String, Vec<usize>, Vec<f32>);
+
 /// Our encoder path → torchvision's state-dict key.
 pub fn torchvision_name(path: &str) -> String {
-    let mut s = path
-        .replace("downsample.conv.", "downsample.0.")
-        .replace("downsample.bn.", "downsample.1.");
-    if let Some(stem) = s.strip_suffix(".gamma") {
-        s = format!("{stem}.weight");
-    } else if let Some(stem) = s.strip_suffix(".beta") {
-        s = format!("{stem}.bias");
-    }
-    s
+    norm_to_pytorch(
+        &path
+            .replace("downsample.conv.", "downsample.0.")
+            .replace("downsample.bn.", "downsample.1."),
+    )
 }
 
 /// torchvision's key → our encoder path (the inverse of [`torchvision_name`]).
 pub fn our_name(key: &str) -> String {
-    let mut s = key
-        .replace("downsample.0.", "downsample.conv.")
-        .replace("downsample.1.", "downsample.bn.");
-    // BatchNorm parameters: every `…bnK.weight`/`…bn.weight` and `downsample.1.*` (renamed above).
-    let is_bn = s.rsplit('.').nth(1).is_some_and(|m| m.starts_with("bn"));
-    if is_bn {
-        if let Some(stem) = s.strip_suffix(".weight") {
-            s = format!("{stem}.gamma");
-        } else if let Some(stem) = s.strip_suffix(".bias") {
-            s = format!("{stem}.beta");
-        }
+    // BatchNorm parameters: every `…bnK.weight`/`…bn.weight` and `downsample.1.*` (renamed here).
+    norm_from_pytorch(
+        &key.replace("downsample.0.", "downsample.conv.")
+            .replace("downsample.1.", "downsample.bn."),
+        "bn",
+    )
+}
+
+/// A normalisation's scale and shift under PyTorch's names: our `….gamma`, `….beta` →
+/// `….weight`, `….bias`; other paths as they are.
+pub(super) fn norm_to_pytorch(path: &str) -> String {
+    if let Some(stem) = path.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = path.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        path.to_string()
     }
-    s
+}
+
+/// The inverse of [`norm_to_pytorch`] for the modules whose name starts with `norm_prefix`
+/// (`bn` in a ResNet, `norm` in a ViT): their `weight`, `bias` are our `gamma`, `beta`.
+pub(super) fn norm_from_pytorch(key: &str, norm_prefix: &str) -> String {
+    let is_norm = key
+        .rsplit('.')
+        .nth(1)
+        .is_some_and(|m| m.starts_with(norm_prefix));
+    match (is_norm, key.rsplit_once('.')) {
+        (true, Some((stem, "weight"))) => format!("{stem}.gamma"),
+        (true, Some((stem, "bias"))) => format!("{stem}.beta"),
+        _ => key.to_string(),
+    }
+}
+
+/// A tensor (`flat`, of `shape`) in the other framework's layout: a Linear weight (a rank-2
+/// `….weight`) is [in, out] in burn and [out, in] in PyTorch, so it is transposed (which goes
+/// either way); any other tensor is as it is.
+pub(super) fn swap_linear_layout(
+    path: &str,
+    flat: Tensor<1>,
+    shape: Vec<usize>,
+) -> (Tensor<1>, Vec<usize>) {
+    match shape.as_slice() {
+        &[i, o] if path.ends_with(".weight") => (
+            flat.reshape([i, o]).transpose().reshape([i * o]),
+            vec![o, i],
+        ),
+        _ => (flat, shape),
+    }
 }
 
 /// The key of a projector tensor (our path inside the [`Mlp`]) in PyTorch's `nn.Sequential`
@@ -121,7 +156,7 @@ pub fn export_encoder(
 }
 
 /// A ResNet's tensors under torchvision's keys.
-fn resnet_tensors(encoder: &ResNet) -> Result<Vec<super::timm::Exported>> {
+fn resnet_tensors(encoder: &ResNet) -> Result<Vec<Exported>> {
     collect(&encoder.valid())
         .into_iter()
         .map(|(p, Named { flat, shape })| Ok((torchvision_name(&p), shape, f32s(flat)?)))
@@ -129,24 +164,18 @@ fn resnet_tensors(encoder: &ResNet) -> Result<Vec<super::timm::Exported>> {
 }
 
 /// The projector's tensors as PyTorch's `nn.Sequential` head.
-fn projector_tensors(projector: &Mlp) -> Result<Vec<super::timm::Exported>> {
+fn projector_tensors(projector: &Mlp) -> Result<Vec<Exported>> {
     collect(&projector.valid())
         .into_iter()
         .map(|(p, Named { flat, shape })| {
-            let (flat, shape) = match shape.as_slice() {
-                // burn's Linear weight is [in, out]; PyTorch's [out, in].
-                &[i, o] if p.ends_with(".weight") => (
-                    flat.reshape([i, o]).transpose().reshape([i * o]),
-                    vec![o, i],
-                ),
-                _ => (flat, shape),
-            };
+            let (flat, shape) = swap_linear_layout(&p, flat, shape);
             Ok((projector_name(&p, projector.mid.len()), shape, f32s(flat)?))
         })
         .collect()
 }
 
-fn f32s(flat: Tensor<1>) -> Result<Vec<f32>> {
+/// The values of `flat`, read back.
+pub(super) fn f32s(flat: Tensor<1>) -> Result<Vec<f32>> {
     flat.into_data()
         .convert::<f32>()
         .try_into_vec()
@@ -155,11 +184,7 @@ fn f32s(flat: Tensor<1>) -> Result<Vec<f32>> {
 
 /// Write `tensors` (f32), a `num_batches_tracked` counter beside every BatchNorm's statistics,
 /// and `meta` to `path` atomically.
-fn write(
-    path: &Path,
-    tensors: Vec<super::timm::Exported>,
-    meta: HashMap<String, String>,
-) -> Result<()> {
+fn write(path: &Path, tensors: Vec<Exported>, meta: HashMap<String, String>) -> Result<()> {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, s, v)| {
@@ -262,7 +287,8 @@ pub fn import_encoder(cfg: &EncoderConfig, path: &Path, device: &Device) -> Resu
     let values = values
         .into_iter()
         .map(|(key, (shape, v))| {
-            let flat = Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+            let n = v.len();
+            let flat = Tensor::<1>::from_data(TensorData::new(v, [n]), device);
             (our_name(&key), Named { flat, shape })
         })
         .collect();

@@ -13,6 +13,7 @@
 //! learned position embeddings (a timm-trained ViT) is refused rather than read with other
 //! positions.
 
+use super::export::{Exported, f32s, norm_from_pytorch, norm_to_pytorch, swap_linear_layout};
 use super::params::{Named, collect, load};
 use super::{Vit, VitConfig, VitPool, sincos_position_embedding};
 use crate::{Error, Result};
@@ -21,50 +22,22 @@ use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// A tensor to write: timm's key, shape, values.
-pub type Exported = (String, Vec<usize>, Vec<f32>);
-
 /// Our ViT path → timm's key.
 pub fn timm_name(path: &str) -> String {
-    if let Some(stem) = path.strip_suffix(".gamma") {
-        format!("{stem}.weight")
-    } else if let Some(stem) = path.strip_suffix(".beta") {
-        format!("{stem}.bias")
-    } else {
-        path.to_string()
-    }
+    norm_to_pytorch(path)
 }
 
 /// timm's key → our ViT path (the inverse of [`timm_name`]).
 pub fn our_name(key: &str) -> String {
-    let is_norm = key
-        .rsplit('.')
-        .nth(1)
-        .is_some_and(|m| m.starts_with("norm"));
-    match (is_norm, key.rsplit_once('.')) {
-        (true, Some((stem, "weight"))) => format!("{stem}.gamma"),
-        (true, Some((stem, "bias"))) => format!("{stem}.beta"),
-        _ => key.to_string(),
-    }
-}
-
-/// Whether a tensor of this path is a Linear weight, stored [in, out] here and [out, in] in timm.
-fn is_linear_weight(path: &str, shape: &[usize]) -> bool {
-    shape.len() == 2 && path.ends_with(".weight")
+    norm_from_pytorch(key, "norm")
 }
 
 /// The encoder's tensors under timm's keys, with `pos_embed` for `image_size`.
 pub fn tensors(vit: &Vit, cfg: &VitConfig, image_size: usize) -> Result<Vec<Exported>> {
     let mut out = Vec::new();
     for (p, Named { flat, shape }) in collect(&vit.valid()) {
-        let (flat, shape) = match shape.as_slice() {
-            &[i, o] if is_linear_weight(&p, &shape) => (
-                flat.reshape([i, o]).transpose().reshape([i * o]),
-                vec![o, i],
-            ),
-            _ => (flat, shape),
-        };
-        out.push((timm_name(&p), shape, values(flat)?));
+        let (flat, shape) = swap_linear_layout(&p, flat, shape);
+        out.push((timm_name(&p), shape, f32s(flat)?));
     }
     let grid = image_size / cfg.patch_size;
     let d = cfg.output_dim();
@@ -72,16 +45,9 @@ pub fn tensors(vit: &Vit, cfg: &VitConfig, image_size: usize) -> Result<Vec<Expo
     out.push((
         "pos_embed".into(),
         vec![1, 1 + grid * grid, d],
-        values(pos.reshape([(1 + grid * grid) * d]))?,
+        f32s(pos.reshape([(1 + grid * grid) * d]))?,
     ));
     Ok(out)
-}
-
-fn values(flat: Tensor<1>) -> Result<Vec<f32>> {
-    flat.into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .map_err(|e| Error::readback("an exported tensor", e))
 }
 
 /// The Python that builds a timm model this file loads into with `strict=True`.
@@ -116,17 +82,10 @@ pub fn import(
             continue;
         }
         let ours = our_name(&key);
-        let (v, shape) = match shape.as_slice() {
-            &[o, i] if is_linear_weight(&ours, &shape) => {
-                let t = Tensor::<2>::from_data(TensorData::new(v, [o, i]), device);
-                (t.transpose().reshape([i * o]), vec![i, o])
-            }
-            _ => {
-                let n = v.len();
-                (Tensor::from_data(TensorData::new(v, [n]), device), shape)
-            }
-        };
-        named.insert(ours, Named { flat: v, shape });
+        let n = v.len();
+        let flat = Tensor::from_data(TensorData::new(v, [n]), device);
+        let (flat, shape) = swap_linear_layout(&ours, flat, shape);
+        named.insert(ours, Named { flat, shape });
     }
     let (vit, missing) = load(cfg.init(device), &named);
     if !missing.is_empty() {

@@ -176,7 +176,6 @@ impl VitConfig {
             .init([1, 1, width], device),
             blocks,
             norm: norm(),
-            patch_size: p,
             mean_pool: self.pool == VitPool::Mean,
         }
     }
@@ -266,7 +265,6 @@ pub struct Vit {
     pub cls_token: Param<Tensor<3>>,
     pub blocks: Vec<VitBlock>,
     pub norm: LayerNorm,
-    pub patch_size: usize,
     pub mean_pool: bool,
 }
 
@@ -291,7 +289,7 @@ impl Vit {
     /// [`VitConfig::check_image_size`]).
     pub fn tokens(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, _, hi, wi] = x.dims();
-        let p = self.patch_size;
+        let p = self.patch_embed.proj.stride[0]; // the patch size
         assert!(
             hi.is_multiple_of(p) && wi.is_multiple_of(p),
             "a {hi}×{wi} image is not a whole number of {p}×{p} patches"
