@@ -85,6 +85,13 @@ fn run(mut c: Command) -> Output {
     out
 }
 
+/// Run `byol` with `args` in this process alone (no `mpirun`); it must succeed.
+fn one_process(args: Vec<String>) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, stderr) = common::byol(&args);
+    assert!(ok, "{stderr}");
+}
+
 fn losses(dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -132,15 +139,7 @@ fn weight_gap(a: &Path, b: &Path) -> f64 {
 #[test]
 fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     let d = tmp("equal");
-    let one = Command::new(env!("CARGO_BIN_EXE_byol"))
-        .args(pretrain(&d.join("one"), false, &[]))
-        .output()
-        .unwrap();
-    assert!(
-        one.status.success(),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
+    one_process(pretrain(&d.join("one"), false, &[]));
     let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &[]))]));
     assert!(out.status.success());
     assert!(
@@ -172,16 +171,11 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     // Two threads of one process sum their replicas' values in rank order, as two processes
     // do: the same bits, where one process against two (another batch split, other sums) can
     // only be compared to a tolerance.
-    let threads = pretrain(&d.join("threads"), false, &["--devices", "flex:0,flex:1"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_byol"))
-        .args(threads)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    one_process(pretrain(
+        &d.join("threads"),
+        false,
+        &["--devices", "flex:0,flex:1"],
+    ));
     assert_eq!(
         weight_gap(&d.join("two"), &d.join("threads")),
         0.0,
@@ -236,15 +230,7 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
 fn two_gpu_processes_take_the_steps_of_one() {
     let d = tmp("wgpu");
     let gpu = ["--backend", "wgpu"];
-    let one = Command::new(env!("CARGO_BIN_EXE_byol"))
-        .args(pretrain(&d.join("one"), false, &gpu))
-        .output()
-        .unwrap();
-    assert!(
-        one.status.success(),
-        "{}",
-        String::from_utf8_lossy(&one.stderr)
-    );
+    one_process(pretrain(&d.join("one"), false, &gpu));
     let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &gpu))]));
     assert!(out.status.success());
     // Each rank keeps its own kernel and autotune cache: two processes opening one database at
