@@ -5,6 +5,7 @@ mod bn;
 mod encoder;
 pub mod export;
 pub mod kernels;
+mod layout;
 mod mlp;
 mod networks;
 pub mod params;

@@ -13,7 +13,7 @@
 //! learned position embeddings (a timm-trained ViT) is refused rather than read with other
 //! positions.
 
-use super::export::{Exported, f32s, norm_from_pytorch, norm_to_pytorch, swap_linear_layout};
+use super::layout::{Exported, f32s, norm_from_pytorch, norm_to_pytorch, swap_linear_layout};
 use super::params::{Named, collect, load};
 use super::{Vit, VitConfig, VitPool, sincos_position_embedding};
 use crate::{Error, Result};
