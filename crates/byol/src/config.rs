@@ -71,6 +71,10 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../configs/imagenet-resnet50-1000ep.toml"),
     ),
     (
+        "imagenet-vit-small-300ep",
+        include_str!("../../../configs/imagenet-vit-small-300ep.toml"),
+    ),
+    (
         "simclr-cifar10-cpu",
         include_str!("../../../configs/simclr-cifar10-cpu.toml"),
     ),
@@ -231,20 +235,12 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    /// A ViT encoder against the image size (whole patches) and the compute type (f32).
+    /// A ViT encoder against the image size (whole patches).
     fn check_vit(&self) -> Result<()> {
-        let crate::model::EncoderConfig::Vit(vit) = &self.model.encoder else {
-            return Ok(());
-        };
-        vit.check_image_size(self.data.image_size)?;
-        if self.train.precision != crate::model::precision::Precision::F32 {
-            return Err(Error::config(
-                "train.precision",
-                "a ViT computes in f32 here (mixed precision casts the ResNet's convolutions): \
-                 use \"f32\"",
-            ));
+        match &self.model.encoder {
+            crate::model::EncoderConfig::Vit(vit) => vit.check_image_size(self.data.image_size),
+            crate::model::EncoderConfig::ResNet(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// `train.devices` against the backend and the objective: every device of the run's backend;

@@ -114,7 +114,8 @@ fn byol_grads(state: &TrainState, v1: Tensor<4>, v2: Tensor<4>) -> Gradients {
 /// for the official architecture (Linear with bias, then BatchNorm) and still have to get a
 /// gradient; they are not required to move.
 fn bias_before_batch_norm(path: &str) -> bool {
-    path.ends_with(".fc1.bias")
+    let head = path.starts_with("projector.") || path.starts_with("predictor.");
+    head && path.ends_with(".fc1.bias")
         || path.ends_with(".fc.bias") && path.contains(".mid.")
         || path == "projector.fc2.bias"
 }
@@ -137,29 +138,38 @@ fn unmoved(before: &BTreeMap<String, Named>, after: &TrainState) -> (usize, Vec<
 }
 
 /// One step of `cfg` at learning rate `lr` from its initial state: every parameter gets a
-/// gradient and moves.
+/// gradient and moves, except those `cfg` freezes (`ModelConfig::frozen_paths`), which get none
+/// and stay.
 fn every_parameter_trains(cfg: &ExperimentConfig, lr: f64) {
+    let prefixes = cfg.model.frozen_paths();
+    let frozen = |p: &str| prefixes.iter().any(|f| p.starts_with(f.as_str()));
     let device = Device::flex();
     let state = TrainState::init(cfg, &device);
     let (n, bad) = untrained(&state, None);
     assert!(bad.is_empty(), "after init: {bad:?}");
+    let before = collect(&state.online.valid());
+    let n_frozen = before.keys().filter(|p| !is_buffer(p) && frozen(p)).count();
+    assert_eq!(n_frozen == 0, prefixes.is_empty(), "{prefixes:?}");
     let (v1, v2) = views(8, 16, 0, &device);
     let grads = byol_grads(&state, v1.clone(), v2.clone());
     let (m, bad) = untrained(&state, Some(&grads));
     assert_eq!(m, n);
+    let (no_gradient, bad): (Vec<_>, Vec<_>) = bad.into_iter().partition(|b| frozen(b));
     assert!(
         bad.is_empty(),
         "{} of {n} parameters get no gradient: {bad:?}",
         bad.len()
     );
-    let before = collect(&state.online.valid());
+    assert_eq!(no_gradient.len(), n_frozen, "frozen, yet a gradient");
     let (after, _) = train_step(state, v1, v2, lr, 0.99, &cfg.objective).unwrap();
     let (total, still) = unmoved(&before, &after);
+    let (stayed, still): (Vec<_>, Vec<_>) = still.into_iter().partition(|p| frozen(p));
     assert!(
         still.is_empty(),
         "{} of {total} parameters did not move: {still:?}",
         still.len()
     );
+    assert_eq!(stayed.len(), n_frozen, "frozen, yet moved");
 }
 
 #[test]
@@ -174,9 +184,10 @@ fn every_parameter_gets_a_gradient_and_moves_resnet18() {
     every_parameter_trains(&cfg, 0.05);
 }
 
-/// A ViT encoder (two blocks, 16 wide, 4 px patches on 16 px views) through the same step: every
-/// parameter (patch projection, class token, attention, MLP, LayerNorms, heads) gets a gradient
-/// and moves, under AdamW as MoCo v3 trains ViTs.
+/// A ViT encoder (two blocks, 16 wide, 4 px patches on 16 px views, learned position
+/// embeddings) through the same step: every parameter (patch projection, class token, position
+/// embeddings, attention, MLP, LayerNorms, heads) gets a gradient and moves, under AdamW as MoCo
+/// v3 trains ViTs.
 #[test]
 fn every_parameter_gets_a_gradient_and_moves_vit() {
     let cfg = tiny(&[
@@ -185,6 +196,7 @@ fn every_parameter_gets_a_gradient_and_moves_vit() {
         "model.encoder.depth=2",
         "model.encoder.width=16",
         "model.encoder.heads=2",
+        "model.encoder.pos-embed=\"learned\"",
         "optim.kind=\"adamw\"",
         "optim.base-lr=1e-3",
     ]);
@@ -192,6 +204,25 @@ fn every_parameter_gets_a_gradient_and_moves_vit() {
         panic!("a ViT config")
     };
     assert_eq!(vit.layout(), (16, 2, 2));
+    every_parameter_trains(&cfg, 1e-3);
+}
+
+/// MoCo v3's frozen random patch projection (`model.encoder.freeze-patch-embedding`): the patch
+/// projection gets no gradient and keeps its initial weights through an AdamW step with weight
+/// decay; every other parameter trains.
+#[test]
+fn a_frozen_patch_embedding_gets_no_gradient_and_stays() {
+    let cfg = tiny(&[
+        "model.encoder.arch=\"vit-tiny\"",
+        "model.encoder.patch-size=4",
+        "model.encoder.depth=1",
+        "model.encoder.width=16",
+        "model.encoder.heads=2",
+        "model.encoder.freeze-patch-embedding=true",
+        "optim.kind=\"adamw\"",
+        "optim.base-lr=1e-3",
+    ]);
+    assert_eq!(cfg.model.frozen_paths(), ["encoder.patch_embed."]);
     every_parameter_trains(&cfg, 1e-3);
 }
 

@@ -103,7 +103,8 @@ pub enum Command {
     Eval(EvalCommand),
     /// Write the representation of every image (train and test splits) to a safetensors file.
     Embed(EmbedArgs),
-    /// Write the encoder with torchvision's `resnet*` tensor names to a safetensors file.
+    /// Write the encoder to a safetensors file: a ResNet under torchvision's `resnet*` tensor
+    /// names, a ViT under timm's `VisionTransformer` names.
     Export(ExportArgs),
     /// Write a PNG grid of images and their two training views (the config's augmentations).
     Augment(AugmentArgs),

@@ -84,8 +84,9 @@ fn grid_names_are_checked() {
     );
 }
 
-/// Every grid in `ablations/` loads and each of its variants resolves over `cifar10-cpu`
-/// (the base they document), so that a grid never fails after hours of its earlier runs.
+/// Every grid in `ablations/` loads and each of its variants resolves over the base it documents
+/// (`vit-cifar10-cpu` for the `vit-` grids, `cifar10-cpu` for the others), so that a grid never
+/// fails after hours of its earlier runs.
 #[test]
 fn every_shipped_grid_resolves() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ablations");
@@ -93,13 +94,22 @@ fn every_shipped_grid_resolves() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let grid = Grid::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let vit = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("vit-"));
+        let base = if vit {
+            "vit-cifar10-cpu"
+        } else {
+            "cifar10-cpu"
+        };
         for v in &grid.variant {
             let settings = Settings {
                 set: v.set.clone(),
                 ..Default::default()
             };
             settings
-                .resolve("cifar10-cpu")
+                .resolve(base)
                 .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), v.name));
         }
         grids += 1;

@@ -99,7 +99,7 @@ pub fn read_encoder(
     let file = TensorFile::read(path, KIND)?;
     let info = info_of(&file, path)?;
     let (encoder, missing) = load(
-        info.encoder.init(device),
+        info.encoder.init(info.image_size, device),
         &named_from(&file.tensors, "encoder.", device),
     );
     if !missing.is_empty() {
@@ -131,7 +131,7 @@ pub fn read(path: &Path, device: &Device) -> Result<Saved> {
     let err = |m: String| Error::checkpoint(path, m);
     let info = info_of(&file, path)?;
     let d = info.encoder.output_dim();
-    let encoder = info.encoder.init(device);
+    let encoder = info.encoder.init(info.image_size, device);
     let stem = info.stem_width.map(|w| {
         ProjectorLayer::of(
             MlpConfig {
@@ -199,7 +199,7 @@ mod tests {
             device,
         ));
         let net = Finetuned::new(
-            enc.init(device),
+            enc.init(16, device),
             Some(ProjectorLayer::of(mlp)),
             d,
             3,

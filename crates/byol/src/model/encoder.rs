@@ -70,10 +70,12 @@ impl EncoderConfig {
         }
     }
 
-    pub fn init(&self, device: &Device) -> Encoder {
+    /// The encoder for `image_size` × `image_size` images (a ViT's learned position embeddings
+    /// have one row per patch; a ResNet takes any size).
+    pub fn init(&self, image_size: usize, device: &Device) -> Encoder {
         match self {
             EncoderConfig::ResNet(c) => Encoder::ResNet(c.init(device)),
-            EncoderConfig::Vit(c) => Encoder::Vit(c.init(device)),
+            EncoderConfig::Vit(c) => Encoder::Vit(c.init(image_size, device)),
         }
     }
 

@@ -362,7 +362,7 @@ mod tests {
         let device = Device::flex();
         let cfg: EncoderConfig =
             toml::from_str("arch = \"resnet18\"\nstem = \"cifar\"\nbase-width = 4").unwrap();
-        let encoder = cfg.init(&device);
+        let encoder = cfg.init(32, &device);
         let projector = crate::model::MlpConfig {
             hidden: 6,
             output: 3,

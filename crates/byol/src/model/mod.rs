@@ -19,7 +19,7 @@ pub use encoder::{Encoder, EncoderConfig};
 pub use mlp::{Mlp, MlpConfig};
 pub use networks::{Online, OnlineOutput, Target};
 pub use resnet::{Arch, ResNet, ResNetConfig, ResidualGamma, Stem};
-pub use vit::{Vit, VitArch, VitConfig, VitPool, gelu, sincos_position_embedding};
+pub use vit::{PosEmbed, Vit, VitArch, VitConfig, VitPool, gelu, sincos_position_embedding};
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -67,5 +67,17 @@ impl ModelConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Path prefixes of the online parameters that stay at their initial values (the optimiser
+    /// leaves them: [`crate::optim::Optimizer::with_frozen`]): a ViT's patch projection under
+    /// `model.encoder.freeze-patch-embedding`, else none.
+    pub fn frozen_paths(&self) -> Vec<String> {
+        match &self.encoder {
+            EncoderConfig::Vit(v) if v.freeze_patch_embedding => {
+                vec!["encoder.patch_embed.".to_string()]
+            }
+            _ => Vec::new(),
+        }
     }
 }

@@ -24,10 +24,11 @@ pub struct OnlineOutput {
 }
 
 impl Online {
-    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
+    /// The online network for `image_size` × `image_size` images ([`super::EncoderConfig::init`]).
+    pub fn new(cfg: &ModelConfig, image_size: usize, device: &Device) -> Self {
         let d = cfg.encoder.output_dim();
         Online {
-            encoder: cfg.encoder.init(device),
+            encoder: cfg.encoder.init(image_size, device),
             projector: cfg.projector.init(d, device),
             predictor: cfg
                 .use_predictor
@@ -59,9 +60,10 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
+    /// The target network for `image_size` × `image_size` images ([`super::EncoderConfig::init`]).
+    pub fn new(cfg: &ModelConfig, image_size: usize, device: &Device) -> Self {
         Target {
-            encoder: cfg.encoder.init(device),
+            encoder: cfg.encoder.init(image_size, device),
             projector: cfg.projector.init(cfg.encoder.output_dim(), device),
         }
     }

@@ -315,11 +315,12 @@ pub fn reinit<M: Module>(module: M, seed: u64) -> M {
 /// `blocks.N`, `cls_token`; [`crate::model::Vit`]).
 fn in_vit(path: &str) -> bool {
     path.split('.')
-        .any(|s| s == "patch_embed" || s == "blocks" || s == "cls_token")
+        .any(|s| s == "patch_embed" || s == "blocks" || s == "cls_token" || s == "pos_embed")
 }
 
 /// A ViT tensor's initial values, as timm's `init_weights_vit_timm`: weights (the patch
-/// projection treated as a linear layer, as MoCo v3 does) and the class token from a normal
+/// projection treated as a linear layer, as MoCo v3 does), the class token and learned position
+/// embeddings from a normal
 /// with σ 0.02 truncated to ±2 (timm's `trunc_normal_(std=.02)`, whose bounds are absolute, so
 /// at this σ nothing is cut), biases 0.
 fn vit_init(r: &mut impl rand::Rng, name: &str, n: usize) -> Vec<f32> {

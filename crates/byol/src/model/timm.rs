@@ -5,17 +5,18 @@
 //! | ours | timm |
 //! |---|---|
 //! | `patch_embed.proj.{weight,bias}`, `cls_token` | same |
-//! | (fixed sine-cosine, computed) | `pos_embed` [1, 1 + N, D] for the config's image size |
+//! | `pos_embed` (learned) or the fixed sine-cosine one, computed | `pos_embed` [1, 1 + N, D] for the config's image size |
 //! | `blocks.N.{norm1,norm2}.{gamma,beta}`, `norm.{gamma,beta}` | `….weight`, `….bias` |
 //! | `blocks.N.attn.{qkv,proj}.weight`, `blocks.N.mlp.{fc1,fc2}.weight`: [in, out] | same names, [out, in] |
 //!
-//! The `pos_embed` a file holds is read back only to check it is the fixed embedding: a file with
-//! learned position embeddings (a timm-trained ViT) is refused rather than read with other
-//! positions.
+//! With learned position embeddings (`pos-embed = "learned"`) `pos_embed` is a parameter, written
+//! and read as the others. With the fixed ones it is written for the image size and read back only
+//! to check it is that embedding: a file with learned ones (a timm-trained ViT) is refused for a
+//! fixed-embedding config rather than read with other positions.
 
 use super::layout::{Exported, f32s, norm_from_pytorch, norm_to_pytorch, swap_linear_layout};
 use super::params::{Named, collect, load};
-use super::{Vit, VitConfig, VitPool, sincos_position_embedding};
+use super::{PosEmbed, Vit, VitConfig, VitPool, sincos_position_embedding};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -39,14 +40,16 @@ pub fn tensors(vit: &Vit, cfg: &VitConfig, image_size: usize) -> Result<Vec<Expo
         let (flat, shape) = swap_linear_layout(&p, flat, shape);
         out.push((timm_name(&p), shape, f32s(flat)?));
     }
-    let grid = image_size / cfg.patch_size;
-    let d = cfg.output_dim();
-    let pos = sincos_position_embedding(grid, grid, d, &Device::flex());
-    out.push((
-        "pos_embed".into(),
-        vec![1, 1 + grid * grid, d],
-        f32s(pos.reshape([(1 + grid * grid) * d]))?,
-    ));
+    if vit.pos_embed.is_none() {
+        let grid = image_size / cfg.patch_size;
+        let d = cfg.output_dim();
+        let pos = sincos_position_embedding(grid, grid, d, &Device::flex());
+        out.push((
+            "pos_embed".into(),
+            vec![1, 1 + grid * grid, d],
+            f32s(pos.reshape([(1 + grid * grid) * d]))?,
+        ));
+    }
     Ok(out)
 }
 
@@ -65,9 +68,10 @@ pub fn constructor(cfg: &VitConfig, image_size: usize) -> String {
     )
 }
 
-/// A ViT of shape `cfg` from timm-named tensors (`values`: key → shape and values). Extra keys
-/// (a classifier `head.*`) are ignored; a missing or mis-shaped tensor, or a `pos_embed` that is
-/// not the fixed sine-cosine embedding, is an error naming `path`.
+/// A ViT of shape `cfg` from timm-named tensors (`values`: key → shape and values), built for the
+/// image size its `pos_embed` has patches for. Extra keys (a classifier `head.*`) are ignored; a
+/// missing or mis-shaped tensor, or (for the fixed embedding) a `pos_embed` that is not the
+/// sine-cosine one, is an error naming `path`.
 pub fn import(
     cfg: &VitConfig,
     values: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
@@ -75,10 +79,17 @@ pub fn import(
     device: &Device,
 ) -> Result<Vit> {
     let err = |m: String| Error::checkpoint(path, m);
+    let (pos_shape, pos) = values
+        .get("pos_embed")
+        .ok_or_else(|| err("no pos_embed".into()))?;
+    let grid = grid_of(cfg, pos_shape).map_err(err)?;
+    let learned = cfg.pos_embed == PosEmbed::Learned;
+    if !learned {
+        check_positions(cfg, grid, pos).map_err(err)?;
+    }
     let mut named = BTreeMap::new();
     for (key, (shape, v)) in values {
-        if key == "pos_embed" {
-            check_positions(cfg, &shape, &v).map_err(err)?;
+        if key == "pos_embed" && !learned {
             continue;
         }
         let ours = our_name(&key);
@@ -87,15 +98,15 @@ pub fn import(
         let (flat, shape) = swap_linear_layout(&ours, flat, shape);
         named.insert(ours, Named { flat, shape });
     }
-    let (vit, missing) = load(cfg.init(device), &named);
+    let (vit, missing) = load(cfg.init(grid * cfg.patch_size, device), &named);
     if !missing.is_empty() {
         return Err(err(format!("missing or mis-shaped tensors: {missing:?}")));
     }
     Ok(vit)
 }
 
-/// An error unless `v` (shape `shape`) is the fixed embedding of a square grid for `cfg`.
-fn check_positions(cfg: &VitConfig, shape: &[usize], v: &[f32]) -> std::result::Result<(), String> {
+/// The side of the square grid of patches a `pos_embed` of `shape` is for, or an error.
+fn grid_of(cfg: &VitConfig, shape: &[usize]) -> std::result::Result<usize, String> {
     let d = cfg.output_dim();
     let tokens = match shape {
         &[1, t, w] if w == d => t,
@@ -111,6 +122,12 @@ fn check_positions(cfg: &VitConfig, shape: &[usize], v: &[f32]) -> std::result::
             "pos_embed has {tokens} tokens, not 1 + a square grid"
         ));
     }
+    Ok(grid)
+}
+
+/// An error unless `v` is the fixed embedding of a `grid` × `grid` grid for `cfg`.
+fn check_positions(cfg: &VitConfig, grid: usize, v: &[f32]) -> std::result::Result<(), String> {
+    let d = cfg.output_dim();
     let fixed: Vec<f32> = sincos_position_embedding(grid, grid, d, &Device::flex())
         .into_data()
         .try_into_vec()
@@ -124,7 +141,7 @@ fn check_positions(cfg: &VitConfig, shape: &[usize], v: &[f32]) -> std::result::
     if worst > 1e-6 {
         return Err(format!(
             "pos_embed differs from the fixed sine-cosine embedding by up to {worst}: learned \
-             position embeddings are not supported here"
+             position embeddings need `model.encoder.pos-embed = \"learned\"`"
         ));
     }
     Ok(())
@@ -139,6 +156,13 @@ mod tests {
     /// A tiny ViT (2 blocks, 8 wide, 2 heads, 4 px patches) with drawn weights, exported for
     /// 16 px images to a temporary file.
     fn exported(tag: &str) -> (EncoderConfig, Encoder, std::path::PathBuf) {
+        exported_with(tag, PosEmbed::Sincos)
+    }
+
+    fn exported_with(
+        tag: &str,
+        pos_embed: PosEmbed,
+    ) -> (EncoderConfig, Encoder, std::path::PathBuf) {
         let cfg = EncoderConfig::Vit(VitConfig {
             arch: VitArch::VitTiny,
             patch_size: 4,
@@ -146,8 +170,10 @@ mod tests {
             width: Some(8),
             heads: Some(2),
             pool: VitPool::ClassToken,
+            freeze_patch_embedding: false,
+            pos_embed,
         });
-        let encoder = crate::model::params::reinit(cfg.init(&Device::flex()), 7);
+        let encoder = crate::model::params::reinit(cfg.init(16, &Device::flex()), 7);
         let path = std::env::temp_dir().join(format!(
             "byol-timm-{tag}-{}.safetensors",
             std::process::id()
@@ -161,8 +187,44 @@ mod tests {
     /// the same features.
     #[test]
     fn an_exported_vit_has_timms_keys_and_shapes_and_reads_back() {
+        let (_, _, path) = keys_shapes_and_read_back(PosEmbed::Sincos);
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// The same with learned position embeddings, whose `pos_embed` is the encoder's parameter.
+    #[test]
+    fn learned_position_embeddings_are_exported_and_read_back() {
+        let (_, encoder, path) = keys_shapes_and_read_back(PosEmbed::Learned);
+        let Encoder::Vit(vit) = encoder else {
+            unreachable!("a ViT")
+        };
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let file: Vec<f32> = st
+            .tensor("pos_embed")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let ours: Vec<f32> = vit
+            .pos_embed
+            .unwrap()
+            .val()
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        assert_eq!(file, ours);
+        std::fs::remove_file(&path).ok();
+    }
+
+    /// Exports a ViT with `pos_embed`, checks the file's keys and shapes against timm's and that
+    /// it reads back to the same features; returns what [`exported_with`] made.
+    fn keys_shapes_and_read_back(
+        pos_embed: PosEmbed,
+    ) -> (EncoderConfig, Encoder, std::path::PathBuf) {
         let device = Device::flex();
-        let (cfg, encoder, path) = exported("keys");
+        let (cfg, encoder, path) = exported_with(&format!("keys-{pos_embed:?}"), pos_embed);
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut got: Vec<(String, Vec<usize>)> = st
@@ -210,7 +272,7 @@ mod tests {
             back.forward(x).into_data().try_into_vec().unwrap(),
         );
         assert_eq!(a, b);
-        std::fs::remove_file(&path).ok();
+        (cfg, encoder, path)
     }
 
     /// A file whose `pos_embed` is not the fixed embedding (one value changed, as a learned

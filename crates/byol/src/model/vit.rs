@@ -1,6 +1,7 @@
 //! Vision Transformer encoders (Dosovitskiy et al. 2021), as MoCo v3 (Chen, Xie & He, ICCV 2021)
 //! trains them with BYOL, SimCLR and MoCo: a strided-convolution patch embedding, a class token,
-//! fixed 2-D sine-cosine position embeddings (MoCo v3's `build_2d_sincos_position_embedding`),
+//! fixed 2-D sine-cosine position embeddings (MoCo v3's `build_2d_sincos_position_embedding`) or
+//! learned ones ([`PosEmbed`]),
 //! pre-norm blocks (LayerNorm → multi-head self-attention → residual; LayerNorm → MLP with GELU,
 //! ratio 4 → residual) and a final LayerNorm. The representation is the class token, or the mean
 //! of the patch tokens ([`VitPool`]).
@@ -9,16 +10,21 @@
 //! `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`, `norm`), so that an export maps them
 //! one to one ([`super::export`]). LayerNorm ε is 1e-6, as timm's and MoCo v3's ViTs.
 //!
-//! Not yet here: learned position embeddings and MoCo v3's frozen random patch projection.
+//! Mixed precision (`train.precision`) as PyTorch's autocast runs a ViT: with bf16 or f16 input
+//! the patch projection, every Linear and the attention compute in that type on low-precision
+//! copies of the f32 weights, while the residual stream, the LayerNorms and the representation
+//! stay f32 (see [`super::precision`]).
+//!
+//! MoCo v3's stability trick is an option ([`VitConfig::freeze_patch_embedding`]).
 
-use super::precision::to_f32;
+use super::precision::{conv_in_input_type, to_f32};
 use crate::{Error, Result};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::module::attention;
+use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The standard sizes (Touvron et al. 2021, DeiT; timm's `vit_{tiny,small,base}_patch16_224`).
@@ -55,6 +61,20 @@ pub enum VitPool {
     Mean,
 }
 
+/// The position embeddings added to the tokens.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PosEmbed {
+    /// MoCo v3's fixed 2-D sine-cosine embedding ([`sincos_position_embedding`]): no
+    /// parameters, any image size.
+    #[default]
+    Sincos,
+    /// Learned (ViT's and timm's default): a parameter `pos_embed` [1, 1 + N, D] for the image
+    /// size the encoder is built for, drawn from N(0, 0.02²) as timm's, excluded from weight
+    /// decay and LARS adaptation.
+    Learned,
+}
+
 /// A Vision Transformer encoder's configuration (`model.encoder` with `arch = "vit-…"`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -75,6 +95,15 @@ pub struct VitConfig {
     /// The representation: the class token or the mean of the patch tokens.
     #[serde(default)]
     pub pool: VitPool,
+    /// MoCo v3's stability trick (Section 4.2, "random patch projection"): the patch projection
+    /// keeps its random initial weights; no gradient reaches it and the optimiser leaves it
+    /// ([`super::ModelConfig::frozen_paths`]). Off by default, as in timm and MoCo v3's code
+    /// (`--stop-grad-conv1`).
+    #[serde(default)]
+    pub freeze_patch_embedding: bool,
+    /// Fixed sine-cosine (MoCo v3's, the default) or learned position embeddings.
+    #[serde(default)]
+    pub pos_embed: PosEmbed,
 }
 
 fn d_patch() -> usize {
@@ -139,9 +168,21 @@ impl VitConfig {
         self.layout().0
     }
 
-    pub fn init(&self, device: &Device) -> Vit {
+    /// The encoder for `image_size` × `image_size` images: a learned position embedding has one
+    /// row per patch of that size (the fixed one is computed for any size).
+    pub fn init(&self, image_size: usize, device: &Device) -> Vit {
         let (width, depth, heads) = self.layout();
         let p = self.patch_size;
+        let tokens = 1 + (image_size / p).pow(2);
+        // Through the initializer, which requires a gradient on an autodiff device (the values
+        // are redrawn by `params::reinit`).
+        let drawn = |shape: [usize; 3]| {
+            Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init(shape, device)
+        };
         let patch_embed = PatchEmbed {
             proj: Conv2dConfig::new([3, width], [p, p])
                 .with_stride([p, p])
@@ -167,16 +208,12 @@ impl VitConfig {
             .collect();
         Vit {
             patch_embed,
-            // Through the initializer, which requires a gradient on an autodiff device (the
-            // values are redrawn by `params::reinit`).
-            cls_token: Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([1, 1, width], device),
+            cls_token: drawn([1, 1, width]),
+            pos_embed: (self.pos_embed == PosEmbed::Learned).then(|| drawn([1, tokens, width])),
             blocks,
             norm: norm(),
             mean_pool: self.pool == VitPool::Mean,
+            frozen_patch_embed: self.freeze_patch_embedding,
         }
     }
 }
@@ -201,11 +238,14 @@ impl Attention {
     /// attention operation (a fused kernel where the backend has one; its decomposition under
     /// autodiff).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_in(x, DType::F32)
+    }
+
+    /// [`Attention::forward`] computed in `compute` (f32, bf16 or f16); the output is f32.
+    pub fn forward_in(&self, x: Tensor<3>, compute: DType) -> Tensor<3> {
         let [b, n, d] = x.dims();
         let h = self.heads;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_in(&self.qkv, x, compute)
             .reshape([b, n, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]); // [3, B, heads, N, D/heads]
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([b, h, n, d / h]);
@@ -217,9 +257,25 @@ impl Attention {
             None,
             AttentionModuleOptions::default(),
         ); // [B, heads, N, D/heads]
-        self.proj
-            .forward(context.swap_dims(1, 2).reshape([b, n, d]))
+        to_f32(linear_in(
+            &self.proj,
+            context.swap_dims(1, 2).reshape([b, n, d]),
+            compute,
+        ))
     }
+}
+
+/// `l` applied to `x` in `compute`: as it is for f32, else on copies of its weights in that type.
+fn linear_in<const D: usize>(l: &Linear, x: Tensor<D>, compute: DType) -> Tensor<D> {
+    if compute == DType::F32 {
+        return l.forward(to_f32(x));
+    }
+    let low: FloatDType = compute.into();
+    linear(
+        x.cast(low),
+        l.weight.val().cast(low),
+        l.bias.as_ref().map(|b| b.val().cast(low)),
+    )
 }
 
 /// The block's MLP: Linear(D, 4D) → GELU → Linear(4D, D).
@@ -239,10 +295,15 @@ pub struct VitBlock {
 }
 
 impl VitBlock {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
-        let hidden = gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone())));
-        x + self.mlp.fc2.forward(hidden)
+    /// `x`: the f32 residual stream; the attention and the MLP compute in `compute`.
+    fn forward(&self, x: Tensor<3>, compute: DType) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward_in(self.norm1.forward(x), compute);
+        let hidden = gelu(linear_in(
+            &self.mlp.fc1,
+            self.norm2.forward(x.clone()),
+            compute,
+        ));
+        x + to_f32(linear_in(&self.mlp.fc2, hidden, compute))
     }
 }
 
@@ -263,14 +324,18 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub struct Vit {
     pub patch_embed: PatchEmbed,
     pub cls_token: Param<Tensor<3>>,
+    /// Learned position embeddings [1, 1 + N, D]; none: the fixed sine-cosine ones.
+    pub pos_embed: Option<Param<Tensor<3>>>,
     pub blocks: Vec<VitBlock>,
     pub norm: LayerNorm,
     pub mean_pool: bool,
+    /// The patch projection's output is detached from the graph: no gradient reaches it.
+    pub frozen_patch_embed: bool,
 }
 
 impl Vit {
-    /// `x`: [B, 3, H, W], H and W multiples of the patch size → the representation: [B, D], f32.
-    /// The network computes in f32 (mixed precision is the ResNet's only).
+    /// `x`: [B, 3, H, W] in the compute type (f32, bf16 or f16), H and W multiples of the patch
+    /// size → the representation: [B, D], f32.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let tokens = self.tokens(x);
         let [b, n, d] = tokens.dims();
@@ -286,7 +351,8 @@ impl Vit {
     ///
     /// # Panics
     /// When H or W is not a multiple of the patch size (configs are checked before:
-    /// [`VitConfig::check_image_size`]).
+    /// [`VitConfig::check_image_size`]), or with learned position embeddings for another number
+    /// of patches (the encoder is built for the run's image size).
     pub fn tokens(&self, x: Tensor<4>) -> Tensor<3> {
         let [b, _, hi, wi] = x.dims();
         let p = self.patch_embed.proj.stride[0]; // the patch size
@@ -294,15 +360,36 @@ impl Vit {
             hi.is_multiple_of(p) && wi.is_multiple_of(p),
             "a {hi}×{wi} image is not a whole number of {p}×{p} patches"
         );
-        let patches = self.patch_embed.proj.forward(to_f32(x)); // [B, D, H/p, W/p]
+        let compute = x.dtype();
+        let mut patches = to_f32(if compute == DType::F32 {
+            self.patch_embed.proj.forward(x)
+        } else {
+            conv_in_input_type(&self.patch_embed.proj, x)
+        }); // [B, D, H/p, W/p]
+        if self.frozen_patch_embed {
+            patches = patches.detach();
+        }
         let [_, d, gh, gw] = patches.dims();
         let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2); // [B, N, D]
         let device = patches.device();
         let cls = self.cls_token.val().expand([b, 1, d]);
-        let pos = sincos_position_embedding(gh, gw, d, &device).unsqueeze::<3>(); // [1, 1+N, D]
+        let pos = match &self.pos_embed {
+            Some(learned) => {
+                let rows = learned.dims()[1];
+                assert_eq!(
+                    rows,
+                    1 + gh * gw,
+                    "learned position embeddings for {} patches, and a {hi}×{wi} image has {}",
+                    rows - 1,
+                    gh * gw
+                );
+                learned.val()
+            }
+            None => sincos_position_embedding(gh, gw, d, &device).unsqueeze::<3>(),
+        }; // [1, 1+N, D]
         let mut x = Tensor::cat(vec![cls, patches], 1) + pos; // [B, 1+N, D]
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, compute);
         }
         self.norm.forward(x)
     }

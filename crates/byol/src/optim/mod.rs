@@ -144,6 +144,7 @@ impl OptimConfig {
         Optimizer {
             cfg: self.clone(),
             state: BTreeMap::new(),
+            frozen: Vec::new(),
         }
     }
 
@@ -167,10 +168,10 @@ impl OptimConfig {
 }
 
 /// Whether a parameter is excluded from weight decay and LARS adaptation: biases and the
-/// normalisations' scales and shifts (every rank-1 tensor), and a ViT's class token (as ViT
-/// recipes do: timm's `no_weight_decay`, MoCo v3's optimiser groups).
+/// normalisations' scales and shifts (every rank-1 tensor), and a ViT's class token and learned
+/// position embeddings (as ViT recipes do: timm's `no_weight_decay`, MoCo v3's optimiser groups).
 pub fn is_excluded(path: &str, shape: &[usize]) -> bool {
-    shape.len() == 1 || path.ends_with("cls_token")
+    shape.len() == 1 || path.ends_with("cls_token") || path.ends_with("pos_embed")
 }
 
 /// An optimizer with its per-parameter state.
@@ -179,11 +180,24 @@ pub struct Optimizer {
     cfg: OptimConfig,
     /// path → buffers (momentum; or Adam's first and second moments), flattened.
     pub state: BTreeMap<String, Vec<Tensor<1>>>,
+    /// Path prefixes of parameters that are not updated (and need no gradient).
+    frozen: Vec<String>,
 }
 
 impl Optimizer {
     pub fn config(&self) -> &OptimConfig {
         &self.cfg
+    }
+
+    /// The optimiser with the parameters under `prefixes` left as they are: no update, no
+    /// state, no gradient required ([`crate::model::ModelConfig::frozen_paths`]).
+    pub fn with_frozen(mut self, prefixes: Vec<String>) -> Self {
+        self.frozen = prefixes;
+        self
+    }
+
+    fn is_frozen(&self, path: &str) -> bool {
+        self.frozen.iter().any(|p| path.starts_with(p.as_str()))
     }
 
     /// Write the state into `out` as `optim/<path>/<slot>` (what a checkpoint holds).
@@ -243,8 +257,8 @@ impl Optimizer {
     /// Apply one update with learning rate `lr` to every parameter of `module` from `grads`
     /// (taken from one backward pass, or averaged over several: `train.accumulate`).
     ///
-    /// Every parameter (BatchNorm running statistics aside) must require a gradient and have one
-    /// in `grads`: a parameter that would silently stay at its initial value is an error naming
+    /// Every parameter (BatchNorm running statistics and frozen parameters aside) must require a
+    /// gradient and have one in `grads`: a parameter that would silently stay at its initial value is an error naming
     /// it ([`Error::Untrained`]), and `module` is lost with it.
     ///
     /// On a thread that is one of several replicas ([`crate::collective::current`]) the
@@ -381,6 +395,10 @@ struct Updater<'a> {
 impl PathMapper for Updater<'_> {
     fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         if is_buffer(path) {
+            return param;
+        }
+        if self.opt.is_frozen(path) {
+            self.grads.remove(path);
             return param;
         }
         if !param.is_require_grad() {

@@ -181,3 +181,17 @@ fn replicas_average_their_gradients_in_buckets() {
     );
     assert_eq!(split, whole, "the same sums, bucket by bucket");
 }
+
+/// The ViT tensors ViT recipes keep out of weight decay and LARS adaptation (the class token, a
+/// learned position embedding) are excluded, as are rank-1 tensors; weight matrices are not.
+#[test]
+fn a_vits_tokens_and_rank_one_tensors_are_excluded() {
+    assert!(is_excluded("encoder.cls_token", &[1, 1, 64]));
+    assert!(is_excluded("encoder.pos_embed", &[1, 65, 64]));
+    assert!(is_excluded("encoder.blocks.0.norm1.gamma", &[64]));
+    assert!(!is_excluded("encoder.blocks.0.attn.qkv.weight", &[64, 192]));
+    assert!(!is_excluded(
+        "encoder.patch_embed.proj.weight",
+        &[64, 3, 4, 4]
+    ));
+}

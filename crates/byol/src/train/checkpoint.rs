@@ -299,7 +299,7 @@ impl Loaded {
     /// The online network only (for evaluation and export).
     pub fn online(&self, device: &Device) -> Result<Online> {
         let (online, missing) = load(
-            Online::new(&self.config.model, device),
+            Online::new(&self.config.model, self.config.data.image_size, device),
             &self.named("online", device),
         );
         if !missing.is_empty() {
@@ -315,14 +315,14 @@ impl Loaded {
     pub fn state(&self, device: &Device) -> Result<TrainState> {
         let ad = device.clone().autodiff();
         let (online, m1) = load(
-            Online::new(&self.config.model, &ad),
+            Online::new(&self.config.model, self.config.data.image_size, &ad),
             &self.named("online", device),
         );
         let mut missing = m1;
         let target = match self.config.target.mode {
             TargetMode::Ema => {
                 let (target, m2) = load(
-                    Target::new(&self.config.model, device),
+                    Target::new(&self.config.model, self.config.data.image_size, device),
                     &self.named("target", device),
                 );
                 missing.extend(m2);
@@ -337,7 +337,11 @@ impl Loaded {
             ));
         }
         let queue = self.queue(device)?;
-        let mut optim = self.config.optim.init();
+        let mut optim = self
+            .config
+            .optim
+            .init()
+            .with_frozen(self.config.model.frozen_paths());
         optim.load_state(&self.tensors, device)?;
         let probe = self.probe(device);
         Ok(TrainState {

@@ -159,7 +159,7 @@ pub fn finetune_of_network(
     let dim = cfg.model.encoder.output_dim();
     // A copy for each learning rate tried: each starts from the network as given.
     let start = |d: &Device| {
-        let encoder = copy_into(cfg.model.encoder.init(d), &encoder);
+        let encoder = copy_into(cfg.model.encoder.init(cfg.data.image_size, d), &encoder);
         let stem = stem
             .as_ref()
             .map(|s| copy_into(ProjectorLayer::of(cfg.model.projector.init(dim, d)), s));
@@ -186,7 +186,7 @@ pub fn random_init_encoder(cfg: &ExperimentConfig, device: &Device) -> Encoder {
 /// The online network as initialised by the run's seed, before any training.
 pub fn random_init_online(cfg: &ExperimentConfig, device: &Device) -> Online {
     reinit(
-        Online::new(&cfg.model, device),
+        Online::new(&cfg.model, cfg.data.image_size, device),
         super::state::online_seed(cfg.seed),
     )
 }

@@ -29,9 +29,12 @@ impl TrainState {
     /// `target.init = independent`, as the official code does).
     pub fn init(cfg: &ExperimentConfig, device: &Device) -> Self {
         let ad = device.clone().autodiff();
-        let online = reinit(Online::new(&cfg.model, &ad), online_seed(cfg.seed));
+        let online = reinit(
+            Online::new(&cfg.model, cfg.data.image_size, &ad),
+            online_seed(cfg.seed),
+        );
         let fresh = reinit(
-            Target::new(&cfg.model, device),
+            Target::new(&cfg.model, cfg.data.image_size, device),
             crate::rng::key(cfg.seed, crate::rng::Stream::TargetInit, &[]),
         );
         let target = match (cfg.target.mode, cfg.target.init) {
@@ -50,7 +53,7 @@ impl TrainState {
         TrainState {
             online,
             target,
-            optim: cfg.optim.init(),
+            optim: cfg.optim.init().with_frozen(cfg.model.frozen_paths()),
             queue,
             step: 0,
             probe: None,

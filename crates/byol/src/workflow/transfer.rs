@@ -373,7 +373,11 @@ impl Evaluation {
     /// ViT is refused here, before anything is written.
     fn encoder_copy(&self, task: &str) -> Result<crate::model::ResNet> {
         self.config.model.encoder.resnet(task)?;
-        let fresh = self.config.model.encoder.init(&self.device);
+        let fresh = self
+            .config
+            .model
+            .encoder
+            .init(self.config.data.image_size, &self.device);
         crate::model::params::copy_into(fresh, &self.encoder).into_resnet(task)
     }
 

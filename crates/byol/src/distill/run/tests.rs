@@ -27,7 +27,7 @@ fn small(dc: DistillConfig) -> (ExperimentConfig, crate::data::Splits) {
 /// The student a distillation with `cfg` from a teacher described by `info` starts from.
 fn fresh_student(cfg: &ExperimentConfig, info: &ClassifierInfo, device: &Device) -> Finetuned {
     let encoder = reinit(
-        info.encoder.init(device),
+        info.encoder.init(info.image_size, device),
         key(cfg.seed, Stream::DistillStudent, &[]),
     );
     Finetuned::new(
@@ -55,7 +55,7 @@ fn fine_tuned(
         batch_size: 8,
         ..Default::default()
     };
-    let init = |d: &Device| Ok((reinit(enc.init(d), 11), None));
+    let init = |d: &Device| Ok((reinit(enc.init(cfg.data.image_size, d), 11), None));
     crate::eval::finetune(
         &init,
         enc.output_dim(),

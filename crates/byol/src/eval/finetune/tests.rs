@@ -13,7 +13,7 @@ fn the_projector_layer_is_loaded_exactly() {
     let cfg =
         crate::config::ExperimentConfig::load("small-cpu", &["model.encoder.base-width=4".into()])
             .unwrap();
-    let encoder = cfg.model.encoder.init(&device);
+    let encoder = cfg.model.encoder.init(cfg.data.image_size, &device);
     let d = cfg.model.encoder.output_dim();
     let projector = MlpConfig {
         hidden: 24,
@@ -114,7 +114,12 @@ fn the_rate_with_the_best_validation_accuracy_is_kept() {
     let device = Device::flex();
     let (cfg, splits) = twelve_per_class();
     let enc = cfg.model.encoder.clone();
-    let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
+    let start = |d: &Device| {
+        Ok((
+            crate::model::params::reinit(enc.init(cfg.data.image_size, d), 3),
+            None,
+        ))
+    };
     let run = |lrs: Vec<f64>| {
         let tune = FinetuneConfig {
             label_fraction: 0.5,
@@ -213,7 +218,12 @@ fn an_interrupt_ends_fine_tuning_with_an_error() {
     let device = Device::flex();
     let (cfg, splits) = twelve_per_class();
     let enc = cfg.model.encoder.clone();
-    let start = |d: &Device| Ok((crate::model::params::reinit(enc.init(d), 3), None));
+    let start = |d: &Device| {
+        Ok((
+            crate::model::params::reinit(enc.init(cfg.data.image_size, d), 3),
+            None,
+        ))
+    };
     let tune = FinetuneConfig {
         label_fraction: 0.5,
         epochs: 2,

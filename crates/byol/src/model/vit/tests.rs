@@ -10,6 +10,8 @@ fn vit(arch: VitArch, patch: usize, depth: Option<usize>, width: Option<usize>) 
         width,
         heads: width.map(|_| 2),
         pool: VitPool::ClassToken,
+        freeze_patch_embedding: false,
+        pos_embed: PosEmbed::Sincos,
     }
 }
 
@@ -18,8 +20,8 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// timm's `vit_{tiny,small,base}_patch16_224` have 5,717,416, 22,050,664 and 86,567,656
-/// parameters; without the 1,000-class head (D·1000 + 1000) and the learned position embedding
-/// (197 × D), which is fixed here, the rest is ours.
+/// parameters; without the 1,000-class head (D·1000 + 1000) the rest is ours with learned
+/// position embeddings, and without the position embedding (197 × D) ours with fixed ones.
 #[test]
 fn the_sizes_have_timms_parameter_counts() {
     let device = Device::flex();
@@ -30,9 +32,41 @@ fn the_sizes_have_timms_parameter_counts() {
     ] {
         let cfg = vit(arch, 16, None, None);
         assert_eq!(cfg.output_dim(), d);
-        let ours = count_trainable(&cfg.init(&device));
+        let ours = count_trainable(&cfg.init(224, &device));
         assert_eq!(ours, timm - (d * 1000 + 1000) - 197 * d, "{arch:?}");
+        let learned = VitConfig {
+            pos_embed: PosEmbed::Learned,
+            ..cfg
+        };
+        let ours = count_trainable(&learned.init(224, &device));
+        assert_eq!(ours, timm - (d * 1000 + 1000), "{arch:?}, learned");
     }
+}
+
+/// A learned position embedding is added where the fixed one is: holding the sine-cosine values,
+/// it gives the fixed-embedding encoder's tokens bit for bit, and other values give other tokens.
+#[test]
+fn learned_position_embeddings_take_the_fixed_ones_place() {
+    let device = Device::flex();
+    let cfg = VitConfig {
+        pos_embed: PosEmbed::Learned,
+        ..vit(VitArch::VitTiny, 4, Some(1), Some(8))
+    };
+    let net = reinit(cfg.init(8, &device), 2);
+    assert_eq!(net.pos_embed.as_ref().expect("learned").dims(), [1, 5, 8]);
+    let x = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let sincos = sincos_position_embedding(2, 2, 8, &device).unsqueeze::<3>();
+    let with = |pos: Tensor<3>| Vit {
+        pos_embed: Some(Param::from_tensor(pos)),
+        ..net.clone()
+    };
+    let fixed = Vit {
+        pos_embed: None,
+        ..net.clone()
+    };
+    let want = values(fixed.tokens(x.clone()));
+    assert_eq!(values(with(sincos.clone()).tokens(x.clone())), want);
+    assert_ne!(values(with(sincos.add_scalar(0.5)).tokens(x)), want);
 }
 
 #[test]
@@ -45,7 +79,7 @@ fn every_size_and_patch_gives_one_vector_per_image() {
         (VitArch::VitBase, 8, 16),
     ] {
         let cfg = vit(arch, patch, Some(1), None);
-        let net = cfg.init(&device);
+        let net = cfg.init(side, &device);
         let x = Tensor::<4>::zeros([2, 3, side, side], &device);
         assert_eq!(
             net.tokens(x.clone()).dims(),
@@ -62,7 +96,7 @@ fn every_size_and_patch_gives_one_vector_per_image() {
         ..vit(VitArch::VitTiny, 4, Some(1), Some(8))
     };
     let y = mean
-        .init(&device)
+        .init(8, &device)
         .forward(Tensor::zeros([3, 3, 8, 8], &device));
     assert_eq!(y.dims(), [3, 8]);
 }
@@ -91,7 +125,7 @@ fn attention_matches_the_formula_per_head() {
     let device = Device::flex();
     let (n, d, h) = (3, 4, 2);
     let attn = vit(VitArch::VitTiny, 4, Some(1), Some(d))
-        .init(&device)
+        .init(8, &device)
         .blocks
         .remove(0)
         .attn;
@@ -193,8 +227,8 @@ fn the_position_embedding_is_moco_v3s() {
 fn reinit_draws_a_vit_as_timm() {
     let device = Device::flex();
     let cfg = vit(VitArch::VitTiny, 4, Some(2), Some(64));
-    let a = collect(&reinit(cfg.init(&device), 3));
-    let b = collect(&reinit(cfg.init(&device), 3));
+    let a = collect(&reinit(cfg.init(32, &device), 3));
+    let b = collect(&reinit(cfg.init(32, &device), 3));
     let v = |k: &str| values(a[k].flat.clone());
     assert_eq!(
         v("blocks.1.mlp.fc1.weight"),
