@@ -511,10 +511,88 @@ fn n_steps_equal_half_then_resume_then_half() {
 }
 
 /// A ViT encoder through the same loop: checkpoints, a resume that continues bit for bit
-/// (N steps = N/2 + resume + N/2), and the run's closing kNN evaluation.
+/// (N steps = N/2 + resume + N/2), and the run's closing kNN evaluation; the same with learned
+/// position embeddings and a frozen patch projection, whose evaluation at another image size is
+/// refused with the field named (its embeddings are for the run's patches).
 #[test]
 fn a_vit_run_resumes_bit_identically_and_is_evaluated() {
-    let cfg = tiny(&[
+    vit_resumes("vit", &[]);
+    let dir = vit_resumes(
+        "vit-learned",
+        &[
+            "model.encoder.pos-embed=\"learned\"",
+            "model.encoder.freeze-patch-embedding=true",
+        ],
+    );
+    let settings = byol::workflow::Settings {
+        set: vec!["data.image-size=8".into()],
+        ..Default::default()
+    };
+    let e = byol::workflow::Evaluation::from_checkpoint(&dir, &settings, |_| {}, false)
+        .err()
+        .expect("another image size is refused")
+        .to_string();
+    assert!(e.contains("data.image-size") && e.contains("16 px"), "{e}");
+}
+
+/// The baselines on a ViT through the same code: SimCLR (no target, no predictor, NT-Xent) and
+/// MoCo v2 (a copied key encoder, a queue) train its encoder (every ViT tensor moves from its
+/// random initialisation) and are evaluated.
+#[test]
+fn simclr_and_moco_v2_train_a_vit() {
+    let device = Device::flex();
+    let simclr: &[&str] = &[
+        "model.use-predictor=false",
+        "target.mode=\"none\"",
+        "objective.kind=\"nt-xent\"",
+        "objective.temperature=0.5",
+    ];
+    let moco: &[&str] = &[
+        "model.use-predictor=false",
+        "target.init=\"copy\"",
+        "target.tau-schedule=\"constant\"",
+        "objective.kind=\"moco\"",
+        "objective.temperature=0.2",
+        "objective.queue-size=32",
+    ];
+    for (tag, objective) in [("vit-simclr", simclr), ("vit-moco", moco)] {
+        let mut o = vec![
+            "model.encoder.arch=\"vit-tiny\"",
+            "model.encoder.patch-size=4",
+            "model.encoder.depth=1",
+            "model.encoder.width=16",
+            "model.encoder.heads=2",
+            "optim.kind=\"adamw\"",
+            "optim.base-lr=1e-3",
+        ];
+        o.extend(objective);
+        let cfg = tiny(&o);
+        let dir = tmp(tag);
+        let r = pretrain(&cfg, &dir, &RunOptions::default(), &mut Quiet).unwrap();
+        assert!(r.knn.is_some(), "{tag}: evaluated");
+        let start = collect(&byol::train::random_init_online(&cfg, &device).encoder);
+        let end = collect(
+            &checkpoint::read_latest(&dir)
+                .unwrap()
+                .0
+                .online(&device)
+                .unwrap(),
+        );
+        for (p, t) in &start {
+            let at = format!("encoder.{p}");
+            assert_ne!(
+                values(&t.flat),
+                values(&end[&at].flat),
+                "{tag}: {at} did not move"
+            );
+        }
+    }
+}
+
+/// A tiny ViT run of 10 steps with `extra`, and its 5 + resume + 5 twin, compared; the
+/// uninterrupted run's directory.
+fn vit_resumes(tag: &str, extra: &[&str]) -> PathBuf {
+    let mut o = vec![
         "model.encoder.arch=\"vit-tiny\"",
         "model.encoder.patch-size=4",
         "model.encoder.depth=1",
@@ -522,19 +600,21 @@ fn a_vit_run_resumes_bit_identically_and_is_evaluated() {
         "model.encoder.heads=2",
         "optim.kind=\"adamw\"",
         "optim.base-lr=1e-3",
-    ]);
+    ];
+    o.extend(extra);
+    let cfg = tiny(&o);
     let opts = RunOptions {
         resume: false,
         compare_random: false,
         max_steps: None,
         ..Default::default()
     };
-    let full = tmp("vit-full");
+    let full = tmp(&format!("{tag}-full"));
     let r = pretrain(&cfg, &full, &opts, &mut Quiet).unwrap();
     assert_eq!(r.steps, 10);
     let knn = r.knn.expect("a finished run is evaluated");
     assert!(knn.top1 > 0.0 && knn.top1 <= 1.0, "{knn:?}");
-    let half = tmp("vit-half");
+    let half = tmp(&format!("{tag}-half"));
     let half_opts = RunOptions {
         max_steps: Some(5),
         ..opts.clone()
@@ -550,6 +630,7 @@ fn a_vit_run_resumes_bit_identically_and_is_evaluated() {
     );
     assert_eq!(losses(&full), losses(&half));
     same_online_weights(&full, &half);
+    full
 }
 
 /// `train.accumulate`: a run of micro-batches resumes bit-identically at an update boundary

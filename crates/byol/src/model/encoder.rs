@@ -131,6 +131,15 @@ impl Encoder {
         }
     }
 
+    /// An error naming `data.image-size` unless the encoder takes `image_size` × `image_size`
+    /// images (a ResNet takes any; a ViT: [`Vit::check_image_size`]).
+    pub fn check_image_size(&self, image_size: usize) -> Result<()> {
+        match self {
+            Encoder::ResNet(_) => Ok(()),
+            Encoder::Vit(v) => v.check_image_size(image_size),
+        }
+    }
+
     /// The ResNet, or an error saying that `what` needs one.
     pub fn into_resnet(self, what: &str) -> Result<ResNet> {
         match self {

@@ -202,6 +202,7 @@ impl Evaluation {
         config.validate()?;
         let device = config.backend.device()?;
         let encoder = crate::model::export::import_encoder(&config.model.encoder, path, &device)?;
+        encoder.check_image_size(config.data.image_size)?;
         let projector = random_init_online(&config, &device).projector;
         Ok(Evaluation {
             config,
@@ -257,6 +258,7 @@ impl Evaluation {
             (loaded.online(&device)?, label)
         };
         let (encoder, projector) = (online.encoder, online.projector);
+        encoder.check_image_size(config.data.image_size)?;
         let dir = if path.is_dir() {
             Some(path)
         } else {
