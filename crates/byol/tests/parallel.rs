@@ -165,13 +165,7 @@ fn two_vit_replicas_take_the_steps_of_one_device() {
         max_steps: Some(2),
         ..Default::default()
     };
-    let vit = [
-        "model.encoder.arch=\"vit-tiny\"",
-        "model.encoder.patch-size=4",
-        "model.encoder.depth=1",
-        "model.encoder.width=16",
-        "model.encoder.heads=2",
-    ];
+    let vit = common::TINY_VIT;
     run(&d.join("one"), &vit, &opts);
     let two = [&vit[..], &["train.devices=[\"flex:0\", \"flex:1\"]"]].concat();
     run(&d.join("two"), &two, &opts);

@@ -10,7 +10,7 @@ use byol::train::{Observer, RunOptions, TrainState, checkpoint, pretrain, train_
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{Quiet, tiny, tiny_overrides, tmp};
+use common::{Quiet, tiny, tiny_overrides, tiny_vit, tmp};
 
 fn values(t: &Tensor<1>) -> Vec<f32> {
     t.clone().into_data().try_into_vec().unwrap()
@@ -556,17 +556,7 @@ fn simclr_and_moco_v2_train_a_vit() {
         "objective.queue-size=32",
     ];
     for (tag, objective) in [("vit-simclr", simclr), ("vit-moco", moco)] {
-        let mut o = vec![
-            "model.encoder.arch=\"vit-tiny\"",
-            "model.encoder.patch-size=4",
-            "model.encoder.depth=1",
-            "model.encoder.width=16",
-            "model.encoder.heads=2",
-            "optim.kind=\"adamw\"",
-            "optim.base-lr=1e-3",
-        ];
-        o.extend(objective);
-        let cfg = tiny(&o);
+        let cfg = tiny_vit(objective);
         let dir = tmp(tag);
         let r = pretrain(&cfg, &dir, &RunOptions::default(), &mut Quiet).unwrap();
         assert!(r.knn.is_some(), "{tag}: evaluated");
@@ -592,17 +582,7 @@ fn simclr_and_moco_v2_train_a_vit() {
 /// A tiny ViT run of 10 steps with `extra`, and its 5 + resume + 5 twin, compared; the
 /// uninterrupted run's directory.
 fn vit_resumes(tag: &str, extra: &[&str]) -> PathBuf {
-    let mut o = vec![
-        "model.encoder.arch=\"vit-tiny\"",
-        "model.encoder.patch-size=4",
-        "model.encoder.depth=1",
-        "model.encoder.width=16",
-        "model.encoder.heads=2",
-        "optim.kind=\"adamw\"",
-        "optim.base-lr=1e-3",
-    ];
-    o.extend(extra);
-    let cfg = tiny(&o);
+    let cfg = tiny_vit(extra);
     let opts = RunOptions {
         resume: false,
         compare_random: false,
@@ -1399,14 +1379,7 @@ fn mixed_precision_steps_track_the_f32_step() {
 /// The same for a ViT: its patch projection, Linears and attention compute in the low type.
 #[test]
 fn mixed_precision_vit_steps_track_the_f32_step() {
-    let cfg = tiny(&[
-        "model.encoder.arch=\"vit-tiny\"",
-        "model.encoder.patch-size=4",
-        "model.encoder.depth=1",
-        "model.encoder.width=16",
-        "model.encoder.heads=2",
-        "optim.kind=\"adamw\"",
-    ]);
+    let cfg = tiny_vit(&[]);
     mixed_precision_tracks_f32(&cfg, "encoder.blocks.0.attn.qkv.weight");
 }
 

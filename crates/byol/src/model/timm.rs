@@ -198,15 +198,7 @@ mod tests {
         let Encoder::Vit(vit) = encoder else {
             unreachable!("a ViT")
         };
-        let bytes = std::fs::read(&path).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let file: Vec<f32> = st
-            .tensor("pos_embed")
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let file = pos_embed_of(&path);
         let ours: Vec<f32> = vit
             .pos_embed
             .unwrap()
@@ -216,6 +208,18 @@ mod tests {
             .unwrap();
         assert_eq!(file, ours);
         std::fs::remove_file(&path).ok();
+    }
+
+    /// The values of the `pos_embed` tensor of the file at `path`.
+    fn pos_embed_of(path: &std::path::Path) -> Vec<f32> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        st.tensor("pos_embed")
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
 
     /// Exports a ViT with `pos_embed`, checks the file's keys and shapes against timm's and that
@@ -283,15 +287,7 @@ mod tests {
         let EncoderConfig::Vit(vit) = &cfg else {
             unreachable!("a ViT config")
         };
-        let bytes = std::fs::read(&path).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        let mut positions: Vec<f32> = st
-            .tensor("pos_embed")
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let mut positions = pos_embed_of(&path);
         let fixed = import(
             vit,
             [("pos_embed".to_string(), (vec![1, 17, 8], positions.clone()))].into(),

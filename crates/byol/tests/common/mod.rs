@@ -30,6 +30,21 @@ pub fn tiny_overrides(extra: &[&str]) -> Vec<String> {
     TINY.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
+/// A ViT for [`TINY`]'s 16 px images: 1 block, 16 wide, 2 heads, 4 px patches.
+pub const TINY_VIT: [&str; 5] = [
+    "model.encoder.arch=\"vit-tiny\"",
+    "model.encoder.patch-size=4",
+    "model.encoder.depth=1",
+    "model.encoder.width=16",
+    "model.encoder.heads=2",
+];
+
+/// [`tiny`] with [`TINY_VIT`] under AdamW at 1e-3 (MoCo v3's optimiser for ViTs), then `extra`.
+pub fn tiny_vit(extra: &[&str]) -> ExperimentConfig {
+    let adamw = ["optim.kind=\"adamw\"", "optim.base-lr=1e-3"];
+    tiny(&[&TINY_VIT[..], &adamw, extra].concat())
+}
+
 /// The `small-cpu` preset with [`TINY`] and `extra` on top.
 pub fn tiny(extra: &[&str]) -> ExperimentConfig {
     ExperimentConfig::load("small-cpu", &tiny_overrides(extra)).unwrap()
