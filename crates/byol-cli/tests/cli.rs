@@ -721,11 +721,11 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
         "--set",
         "eval.knn.k=5",
         "--set",
-        "train.knn-every-epochs=0",
+        "train.knn-every-epochs=1",
         "--batch-size",
-        "16",
+        "8",
         "--epochs",
-        "1",
+        "2",
     ]);
     assert!(ok, "{err}");
     assert!(
@@ -735,14 +735,31 @@ fn ablate_over_two_seeds_writes_table_json_and_chart() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(runs.join("ablation.json")).unwrap())
             .unwrap();
-    assert_eq!(json["runs"].as_array().unwrap().len(), 4);
+    let rows = json["runs"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    // Each trained run's kNN after epochs 1 and 2 (steps 10 and 20); none for a random init.
+    for row in rows {
+        let steps: Vec<u64> = row["evals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[0].as_u64().unwrap())
+            .collect();
+        let want: &[u64] = if row["random_init"] == true {
+            &[]
+        } else {
+            &[10, 20]
+        };
+        assert_eq!(steps, want, "{row}");
+    }
     let png = image::open(runs.join("ablation.png"))
         .expect("ablation.png is a PNG")
         .to_rgb8();
-    // The kNN bars (2 variants), the difference bars (1 variant relative to another), one loss panel.
+    // The kNN bars (2 variants), the difference bars (1 variant relative to another), kNN along
+    // training, one loss panel.
     assert_eq!(
         (png.width(), png.height()),
-        (1200, (90 + 34 * 2) + (90 + 34) + 260)
+        (1200, (90 + 34 * 2) + (90 + 34) + 380 + 260)
     );
     assert!(
         png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 10_000,

@@ -344,9 +344,7 @@ pub struct FinetuneArgs {
 
 #[derive(Args, Clone)]
 pub struct ConfigArgs {
-    /// A preset name (small-cpu, cifar10-cpu, cifar10-resnet18, imagenet-resnet50-1000ep,
-    /// simclr-cifar10-cpu, mocov2-cifar10-cpu) or a TOML file.
-    #[arg(long, short, default_value = "small-cpu")]
+    #[arg(long, short, default_value = "small-cpu", help = presets_help())]
     pub config: String,
     #[command(flatten)]
     pub common: CommonArgs,
@@ -476,6 +474,12 @@ pub struct LinearArgs {
 }
 
 /// A count or size of at least 1 (0 would measure nothing, or divide by it).
+/// `--config`'s help: the embedded presets' names, from the list the binary carries.
+fn presets_help() -> String {
+    let names: Vec<&str> = byol::config::PRESETS.iter().map(|p| p.0).collect();
+    format!("A preset name ({}) or a TOML file", names.join(", "))
+}
+
 fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }

@@ -30,13 +30,16 @@ fn method_colours(a: &Ablation) -> Vec<RGBColor> {
 }
 
 /// kNN top-1 per variant (bar: mean over seeds; dots: each seed); when variants are
-/// `relative-to` others, their differences (bar: mean; dots: each seed, paired by seed); then one
-/// panel of training loss per trained variant (one line per seed).
+/// `relative-to` others, their differences (bar: mean; dots: each seed, paired by seed); when
+/// runs were evaluated along the way, kNN top-1 against the step for every run, the random-init
+/// encoders' level as a line; then one panel of training loss per trained variant (one line per
+/// seed).
 pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     register_font();
     let n = a.summary.len();
     let trained: Vec<_> = a.summary.iter().filter(|s| !s.random_init).collect();
     let relative: Vec<_> = a.summary.iter().filter(|s| s.relative.is_some()).collect();
+    let along = knn_along_training(a);
     let cols = 3usize;
     let panel_rows = trained.len().div_ceil(cols);
     let bars_h = 90 + 34 * n as u32;
@@ -45,13 +48,24 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     } else {
         90 + 34 * relative.len() as u32
     };
-    let root = BitMapBackend::new(out, (1200, bars_h + delta_h + 260 * panel_rows as u32))
-        .into_drawing_area();
+    let along_h = if along.is_empty() { 0 } else { 380 };
+    let height = bars_h + delta_h + along_h + 260 * panel_rows as u32;
+    let root = BitMapBackend::new(out, (1200, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(bars_h);
     let (deltas, bottom) = bottom.split_vertically(delta_h);
     if !relative.is_empty() {
         delta_bars(a, &relative, &deltas)?;
+    }
+    let (along_area, bottom) = bottom.split_vertically(along_h);
+    if !along.is_empty() {
+        line_panel(
+            &along_area,
+            "kNN top-1 on the test set along training",
+            "step",
+            "kNN top-1 %",
+            &along,
+        )?;
     }
     let all_top1 = a.runs.iter().map(|r| 100.0 * r.knn_top1);
     let (_, hi) = range(all_top1).ok_or_else(|| anyhow!("the ablation has no runs"))?;
@@ -126,6 +140,39 @@ pub fn ablation(a: &Ablation, out: &Path) -> Result<()> {
     }
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The series of the kNN-along-training panel: (step, kNN top-1 %) of every trained run evaluated
+/// more than once, and each random-init variant's mean level as a line over the same steps; none
+/// when no run was evaluated along the way.
+fn knn_along_training(a: &Ablation) -> Vec<(String, Vec<(f64, f64)>)> {
+    let seeds = a.summary.iter().map(|s| s.seeds.len()).max().unwrap_or(1);
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = a
+        .runs
+        .iter()
+        .filter(|r| !r.random_init && r.evals.len() > 1)
+        .map(|r| {
+            let label = if seeds > 1 {
+                format!("{} (seed {})", r.name, r.seed)
+            } else {
+                r.name.clone()
+            };
+            let points = r.evals.iter().map(|&(s, t)| (s as f64, 100.0 * t));
+            (label, points.collect())
+        })
+        .collect();
+    if series.is_empty() {
+        return series;
+    }
+    let last = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .fold(0.0, f64::max);
+    for s in a.summary.iter().filter(|s| s.random_init) {
+        let level = 100.0 * s.knn_top1.mean;
+        series.push((s.name.clone(), vec![(0.0, level), (last, level)]));
+    }
+    series
 }
 
 /// A horizontal bar chart's frame on `area`: x over `x`, one row per name (the first at the top,

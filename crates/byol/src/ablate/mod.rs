@@ -182,6 +182,9 @@ pub fn ablate(
                 // The run of this variant's directory, whatever the grid that trained it called
                 // it: a variant may link to another grid's run of the same config.
                 (row.name, row.overrides) = (v.name.clone(), v.set.clone());
+                if row.evals.is_empty() && !row.random_init {
+                    row.evals = evals_of(&vdir)?;
+                }
                 row
             }
             _ => {
@@ -344,6 +347,11 @@ fn run_variant(
     let metrics = crate::train::run_dir::read_metrics(vdir)?;
     let losses: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.loss)).collect();
     let projection_std = metrics.last().map(|m| m.projection_std);
+    let evals = if v.random_init {
+        Vec::new()
+    } else {
+        evals_of(vdir)?
+    };
     let row = Row {
         name: v.name.clone(),
         seed,
@@ -359,10 +367,19 @@ fn run_variant(
         collapsed: projection_std.map(|s| s < cfg.train.collapse_fraction * healthy_std),
         wall_seconds: started.elapsed().as_secs_f64(),
         losses,
+        evals,
         config: cfg.to_toml(),
     };
     run.write(ROW, &row)?;
     Ok(row)
+}
+
+/// (step, kNN top-1) of the evaluations recorded in the run directory `vdir`.
+fn evals_of(vdir: &Path) -> Result<Vec<(u64, f64)>> {
+    Ok(crate::train::run_dir::read_evals(vdir)?
+        .iter()
+        .map(|e| (e.step, e.knn.top1))
+        .collect())
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ pub struct Row {
     pub wall_seconds: f64,
     /// (step, loss) of every logged step.
     pub losses: Vec<(u64, f64)>,
+    /// (step, kNN top-1) of every evaluation during training (`train.knn-every-epochs`, the
+    /// run's final one last); none for a random-init encoder. Rows written before this field
+    /// read it back from the run's `evals.jsonl`.
+    #[serde(default)]
+    pub evals: Vec<(u64, f64)>,
     /// The resolved config of the run (TOML): a rerun reuses this row only if the variant
     /// resolves to the same config (compared as configs: fields added later read as their
     /// defaults).

@@ -136,6 +136,7 @@ fn relative_differences_pair_the_seeds() {
         collapsed: None,
         wall_seconds: 1.0,
         losses: vec![],
+        evals: vec![],
         config: String::new(),
     };
     let runs = [
