@@ -2,7 +2,9 @@
 # Everything a GPU user asks about, in one run that stops by itself (LIMIT seconds, default 570)
 # and prints one table last (bench/gpu-table.py):
 #   1. the training step, samples/s, ours (`byol bench step`) and shared/reference/byol_torch.py,
-#      ResNet-18 CIFAR (batch 512) and ResNet-50 224 px (batch 256), f32 and bf16;
+#      ResNet-18 CIFAR (batch 512) and ResNet-50 224 px (batch 256), f32 and bf16; and the
+#      `vit-cifar10-cpu` preset's ViT (vitc32, batch BATCH_VIT, default 512) against
+#      bench/vit_torch.py (eager PyTorch, scaled_dot_product_attention), f32 and bf16 (VIT=0: not);
 #   2. the batched view pipeline (`byol bench augment`), views/s at 32 and 224 px, against the
 #      views/s the ResNet-50 step consumes;
 #   3. time to accuracy on CIFAR-10: ResNet-18 (CIFAR stem, full width), ours
@@ -19,7 +21,8 @@
 #
 # QUICK=1: a first, short device slot (LIMIT 480 s): only the most important rows, in this order:
 # ResNet-18 CIFAR step f32 and bf16 and ResNet-50 224 px step bf16 against byol_torch.py (5 timed
-# steps after 2), then time to accuracy against byol_cifar_torch.py at a 2-minute budget each.
+# steps after 2), the ViT step f32 against vit_torch.py, then time to accuracy against
+# byol_cifar_torch.py at a 2-minute budget each.
 #
 # The first step of each `byol` process is reported apart (compilation and autotune); CubeCL
 # keeps the tuned choices and compiled kernels in BYOL_GPU_CACHE (default ~/.cache/byol/cubecl),
@@ -128,6 +131,16 @@ for cfg in ${CONFIGS//,/ }; do
       "$BYOL" bench step --arch "$cfg" --backend "$BACKEND" --precision "$prec" --batch "$(batch_of "$cfg")" --steps "$STEPS" --warmup "$WARM" >> "$OUT/ours.jsonl"
   done
 done
+
+# The ViT step (the preset's ViT; QUICK=1: f32 only).
+if [ "${VIT:-1}" = 1 ]; then
+  for prec in $(if [ "$QUICK" = 1 ]; then echo f32; else echo f32 bf16; fi); do
+    run_part "reference vitc32 $prec" 30 100 - "$PY" bench/vit_torch.py --device "$([ "$BACKEND" = cuda ] && echo cuda || echo cpu)" \
+      --precision "$prec" --batch "${BATCH_VIT:-512}" --steps "$STEPS" --warm "$WARM" >> "$OUT/ref.jsonl"
+    run_part "ours vitc32 $prec" 30 "${STEP_TIMEOUT:-100}" "vitc32-$prec" \
+      "$BYOL" bench step --arch vitc32 --backend "$BACKEND" --precision "$prec" --batch "${BATCH_VIT:-512}" --steps "$STEPS" --warmup "$WARM" >> "$OUT/ours.jsonl"
+  done
+fi
 
 # 2. The view pipeline.
 [ "$QUICK" = 1 ] || run_part "view pipeline" 20 60 - "$BYOL" bench augment --backend "$BACKEND" --sizes 32,224 --batch 256 > "$OUT/augment.jsonl"

@@ -9,7 +9,11 @@ forward without gradient, symmetric 2 − 2cos loss, backward, AdamW (lr 1.5e-4 
 Attention is PyTorch's `scaled_dot_product_attention`. Prints one JSON line in the fields of
 `byol bench step`.
 
-Usage: vit_torch.py [--batch 128] [--steps 20] [--warm 3]
+On a GPU (`--device cuda`, bench/gpu.sh's ViT row) the step is timed between CUDA
+synchronisations, and `--precision bf16` runs the encoders under autocast (the heads, loss,
+optimiser and EMA in float32), as `byol bench step --precision bf16` does.
+
+Usage: vit_torch.py [--batch 128] [--steps 20] [--warm 3] [--device cpu|cuda] [--precision f32|bf16]
 """
 import argparse, copy, json, math, time
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -67,9 +71,14 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warm", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    low = a.precision == "bf16"
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    online = nn.ModuleDict(dict(encoder=Vit(), projector=mlp(WIDTH), predictor=mlp(OUT)))
+    online = nn.ModuleDict(dict(encoder=Vit(), projector=mlp(WIDTH), predictor=mlp(OUT))).to(dev)
     target = nn.ModuleDict(dict(encoder=copy.deepcopy(online.encoder), projector=copy.deepcopy(online.projector)))
     for p in target.parameters():
         p.requires_grad_(False)
@@ -81,12 +90,17 @@ def main():
     def loss_fn(p, z):
         return (2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean()
 
+    def encode(net, v):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=low):
+            y = net.encoder(v)
+        return y.float()
+
     def step(v1, v2, tau):
-        p1 = online.predictor(online.projector(online.encoder(v1)))
-        p2 = online.predictor(online.projector(online.encoder(v2)))
+        p1 = online.predictor(online.projector(encode(online, v1)))
+        p2 = online.predictor(online.projector(encode(online, v2)))
         with torch.no_grad():
-            z1 = target.projector(target.encoder(v1))
-            z2 = target.projector(target.encoder(v2))
+            z1 = target.projector(encode(target, v1))
+            z2 = target.projector(encode(target, v2))
         loss = loss_fn(p1, z2) + loss_fn(p2, z1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,19 +112,23 @@ def main():
         return loss
 
     gen = torch.Generator().manual_seed(0)
-    xs = [torch.randn(a.batch, 3, SIZE, SIZE, generator=gen) for _ in range(4)]
+    xs = [torch.randn(a.batch, 3, SIZE, SIZE, generator=gen).to(dev) for _ in range(4)]
     t0 = time.time()
     for i in range(a.warm):
         loss = step(xs[i % 4], xs[(i + 1) % 4], 0.99)
+    sync()
     warm_s = time.time() - t0
     times = []
     for i in range(a.steps):
+        sync()
         t = time.time()
         loss = step(xs[i % 4], xs[(i + 1) % 4], 0.99)
+        sync()
         times.append(time.time() - t)
     times.sort()
     med = times[len(times) // 2]
-    print(json.dumps(dict(cfg="vitc32", device="cpu", torch=torch.__version__, batch=a.batch, dtype="float32",
+    print(json.dumps(dict(cfg="vitc32", device=a.device, torch=torch.__version__, batch=a.batch,
+                          dtype="bfloat16" if low else "float32",
                           step_ms_median=round(med * 1e3, 3), samples_per_s=round(a.batch / med, 1),
                           warmup_s=round(warm_s, 1), loss=float(loss.detach()),
                           threads=torch.get_num_threads())), flush=True)
