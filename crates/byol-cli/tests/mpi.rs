@@ -221,6 +221,39 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A ViT through MPI: two processes take the steps of two thread replicas of one process bit for
+/// bit (the same sums in rank order), so the thread replicas' equivalence with one device
+/// (`crates/byol/tests/parallel.rs`, `two_vit_replicas_take_the_steps_of_one_device`) holds
+/// across processes.
+#[test]
+fn two_processes_train_a_vit_as_two_threads_do() {
+    let d = tmp("vit");
+    let vit = [
+        "--set",
+        "model.encoder.arch=\"vit-tiny\"",
+        "--set",
+        "model.encoder.patch-size=4",
+        "--set",
+        "model.encoder.depth=1",
+        "--set",
+        "model.encoder.width=16",
+        "--set",
+        "model.encoder.heads=2",
+    ];
+    let out = run(mpirun(&[(2, pretrain(&d.join("two"), false, &vit))]));
+    assert!(out.status.success());
+    let threads = [&vit[..], &["--devices", "flex:0,flex:1"]].concat();
+    one_process(pretrain(&d.join("threads"), false, &threads));
+    assert_eq!(
+        weight_gap(&d.join("two"), &d.join("threads")),
+        0.0,
+        "two processes against two threads"
+    );
+    let (two, threads) = (losses(&d.join("two")), losses(&d.join("threads")));
+    assert_eq!((two.len(), two), (10, threads));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// On a GPU backend (`wgpu`; in CI Mesa's lavapipe, a Vulkan device on the CPU, one per
 /// process) the cross-process sums are staged through host memory (`collective/host.rs`): 2
 /// processes × 8 images with cross-process BatchNorm take the steps of 1 process × 16 images, to
