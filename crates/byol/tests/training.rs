@@ -5,8 +5,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use byol::ExperimentConfig;
 use byol::ema;
-use byol::model::params::{collect, is_buffer};
+use byol::model::params::{Named, collect, is_buffer};
 use byol::train::{Observer, RunOptions, TrainState, checkpoint, pretrain, train_step};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -400,19 +401,15 @@ fn checkpoint_round_trip_is_exact() {
     );
 }
 
+/// The tensors of the online network of the newest checkpoint of the run in `dir`, by path.
+fn latest_online(dir: &Path) -> BTreeMap<String, Named> {
+    let (loaded, _) = checkpoint::read_latest(dir).unwrap();
+    collect(&loaded.online(&Device::flex()).unwrap())
+}
+
 /// The online networks of the newest checkpoints of runs `a` and `b` are the same, bit for bit.
 fn same_online_weights(a: &Path, b: &Path) {
-    let device = Device::flex();
-    let online = |dir: &Path| {
-        collect(
-            &checkpoint::read_latest(dir)
-                .unwrap()
-                .0
-                .online(&device)
-                .unwrap(),
-        )
-    };
-    let (oa, ob) = (online(a), online(b));
+    let (oa, ob) = (latest_online(a), latest_online(b));
     assert_eq!(oa.len(), ob.len());
     for (p, t) in &oa {
         assert_eq!(values(&t.flat), values(&ob[p].flat), "{p}");
@@ -561,13 +558,7 @@ fn simclr_and_moco_v2_train_a_vit() {
         let r = pretrain(&cfg, &dir, &RunOptions::default(), &mut Quiet).unwrap();
         assert!(r.knn.is_some(), "{tag}: evaluated");
         let start = collect(&byol::train::random_init_online(&cfg, &device).encoder);
-        let end = collect(
-            &checkpoint::read_latest(&dir)
-                .unwrap()
-                .0
-                .online(&device)
-                .unwrap(),
-        );
+        let end = latest_online(&dir);
         for (p, t) in &start {
             let at = format!("encoder.{p}");
             assert_ne!(
@@ -943,7 +934,7 @@ fn byol_beats_random_init_on_cifar10() {
         collect(end.target.as_ref().unwrap()),
         collect(start.target.as_ref().unwrap()),
     );
-    let weights = |m: &std::collections::BTreeMap<String, byol::model::params::Named>| -> Vec<f32> {
+    let weights = |m: &BTreeMap<String, Named>| -> Vec<f32> {
         m.iter()
             .filter(|(p, _)| p.ends_with(".weight"))
             .flat_map(|(_, t)| values(&t.flat))
@@ -1148,24 +1139,7 @@ fn resume_falls_back_past_a_corrupt_checkpoint_and_keeps_k() {
     assert_eq!(r.steps, 10);
     // Data order and augmentations are functions of the step: the repeated steps 5-6 and the
     // rest give the uninterrupted run's final weights, bit for bit.
-    let device = Device::flex();
-    let a = collect(
-        &checkpoint::read_latest(&full)
-            .unwrap()
-            .0
-            .online(&device)
-            .unwrap(),
-    );
-    let b = collect(
-        &checkpoint::read_latest(&part)
-            .unwrap()
-            .0
-            .online(&device)
-            .unwrap(),
-    );
-    for (p, t) in &a {
-        assert_eq!(values(&t.flat), values(&b[p].flat), "{p}");
-    }
+    same_online_weights(&full, &part);
 }
 
 /// `ablate` trains each variant at each seed, summarises the seeds, writes the reports, skips

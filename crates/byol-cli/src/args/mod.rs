@@ -473,13 +473,13 @@ pub struct LinearArgs {
     pub lrs: Option<Vec<f64>>,
 }
 
-/// A count or size of at least 1 (0 would measure nothing, or divide by it).
 /// `--config`'s help: the embedded presets' names, from the list the binary carries.
 fn presets_help() -> String {
     let names: Vec<&str> = byol::config::PRESETS.iter().map(|p| p.0).collect();
     format!("A preset name ({}) or a TOML file", names.join(", "))
 }
 
+/// A count or size of at least 1 (0 would measure nothing, or divide by it).
 fn positive() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }

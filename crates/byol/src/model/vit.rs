@@ -334,25 +334,26 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// An error naming `data.image-size` unless this encoder takes `image_size` × `image_size`
-    /// images: whole patches, and with learned position embeddings the number of patches they
-    /// were built (and trained) for.
+    /// An error naming `data.image-size` unless this encoder's learned position embeddings (if it
+    /// has them) are for `image_size` × `image_size` images: the number of patches they were built
+    /// (and trained) for. Whole patches are the config's check ([`VitConfig::check_image_size`]).
     pub fn check_image_size(&self, image_size: usize) -> Result<()> {
+        let Some(learned) = &self.pos_embed else {
+            return Ok(());
+        };
         let p = self.patch_embed.proj.stride[0];
-        let patches = (image_size / p).pow(2);
-        let built = self.pos_embed.as_ref().map(|e| e.dims()[1] - 1);
-        if image_size.is_multiple_of(p) && built.is_none_or(|n| n == patches) {
+        let (built, given) = (learned.dims()[1] - 1, (image_size / p).pow(2));
+        if built == given {
             return Ok(());
         }
-        let why = match built {
-            Some(n) if image_size.is_multiple_of(p) => format!(
-                "this ViT's learned position embeddings are for {n} patches of {p} px ({} px \
-                 images), and {image_size} px images have {patches}: use its image size",
-                p * (n as f64).sqrt().round() as usize
+        Err(Error::config(
+            "data.image-size",
+            format!(
+                "this ViT's learned position embeddings are for {built} patches of {p} px ({} px \
+                 images), and {image_size} px images have {given}: use its image size",
+                p * (built as f64).sqrt().round() as usize
             ),
-            _ => format!("{image_size} px is not a whole number of {p} px patches"),
-        };
-        Err(Error::config("data.image-size", why))
+        ))
     }
 
     /// `x`: [B, 3, H, W] in the compute type (f32, bf16 or f16), H and W multiples of the patch
