@@ -1,6 +1,8 @@
 //! The library's and the binary's layers, checked on their source: every `crate::…` reference
 //! of a module points to a lower layer (so there is no import cycle between the top-level
-//! modules), and no source file of the workspace is longer than 500 lines. docs/ARCHITECTURE.md describes the layers.
+//! modules), and no source file of the workspace is longer than 500 lines. docs/ARCHITECTURE.md
+//! describes the layers. Also the house's other checks: no library function over 80 lines, and
+//! every repository path the docs name exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -567,4 +569,82 @@ fn a_long_function_is_seen() {
     );
     assert_eq!(long_functions(&text, 80), ["5: long (82 lines)"]);
     assert!(long_functions(&text, 82).is_empty());
+}
+
+/// The repository paths that `text` names in backticks: a token that starts with one of the
+/// workspace's top folders (`tests/…` stands for a crate's tests folder, as the docs write it);
+/// placeholders (`<table>`) and trailing punctuation are left out.
+fn named_paths(text: &str) -> Vec<String> {
+    const TOPS: [&str; 6] = [
+        "ablations/",
+        "bench/",
+        "configs/",
+        "crates/",
+        "docs/",
+        "tests/",
+    ];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| {
+            !t.contains(char::is_whitespace)
+                && !t.contains('<')
+                && TOPS.iter().any(|p| t.starts_with(p))
+        })
+        .map(|t| t.trim_end_matches([':', ',', '.', ')']).to_string())
+        .collect()
+}
+
+/// Every file or folder the README and the docs name exists in the checkout. On CI's clean clone
+/// this also catches a named file that `.gitignore` keeps out of the repository (the raw run
+/// records of `docs/runs/` were, under a `runs/` pattern meant for run directories).
+#[test]
+fn the_docs_name_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(path);
+        }
+    }
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for doc in &docs {
+        for path in named_paths(&std::fs::read_to_string(doc).unwrap()) {
+            named += 1;
+            let found = match path.strip_prefix("tests/") {
+                Some(rest) => ["byol", "byol-cli"].iter().any(|c| {
+                    root.join("crates")
+                        .join(c)
+                        .join("tests")
+                        .join(rest)
+                        .exists()
+                }),
+                None => root.join(&path).exists(),
+            };
+            if !found {
+                missing.push(format!(
+                    "{}: `{path}`",
+                    doc.strip_prefix(&root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        named > 100,
+        "only {named} paths named in {} docs",
+        docs.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "named but not in the checkout:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn a_named_path_is_seen() {
+    let text = "see `docs/runs/long/` and `bench/gpu.sh`, not `docs/runs/<table>/` or `cargo test`";
+    assert_eq!(named_paths(text), ["docs/runs/long/", "bench/gpu.sh"]);
 }

@@ -1072,9 +1072,9 @@ fn collapse_warning_fires_below_the_threshold() {
     assert!(obs.0.iter().all(|m| !m.contains("collapse")), "{:?}", obs.0);
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
-    // run.json names the revision the library was built from: in a git checkout, 12 hex digits
-    // (with `-dirty` when tracked files had changes; it may be an older commit than HEAD when
-    // nothing staged changed since the build), and "unknown" only outside one.
+    // run.json names the revision the library was built from: in a git checkout, HEAD's commit
+    // (the build script runs again when a commit moves the branch; with `-dirty` when the
+    // library's sources had changes), and "unknown" only outside one.
     let head = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -1084,13 +1084,11 @@ fn collapse_warning_fires_below_the_threshold() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let recorded = run["git_revision"].as_str().unwrap_or_default();
     match head {
-        Some(head) => {
-            let rev = recorded.trim_end_matches("-dirty");
-            assert!(
-                rev.len() == head.len() && rev.chars().all(|c| c.is_ascii_hexdigit()),
-                "run.json says {recorded:?} in a checkout at {head}"
-            );
-        }
+        Some(head) => assert_eq!(
+            recorded.trim_end_matches("-dirty"),
+            head,
+            "run.json says {recorded:?} in a checkout at {head}"
+        ),
         None => assert_eq!(recorded, "unknown"),
     }
 }
