@@ -6,9 +6,9 @@
 # finished runs back and resumes an interrupted one from its last checkpoint: run this script
 # again, with a binary of the same training code, to continue. Both run at the lowest CPU
 # priority on one thread each, so that builds and tests on the same machine go first; their logs
-# are `long.log` and `screen.log` in $RUNS. The PyTorch reference arm is not started here: the
-# reference script has no checkpoint, so its 15,600 steps (about three hours on 2 cores) need one
-# uninterrupted window.
+# are `long.log` and `screen.log` in $RUNS. The shared PyTorch reference BYOL, the long run's fifth
+# arm, is started too (bench/reference-arm.sh run: it trains on the BYOL arm's subset, so it starts
+# once that arm's run folder exists; it checkpoints every epoch and continues the same way).
 #
 #   bench/long-run.sh [BYOL_BINARY]      # default target/release/byol
 set -euo pipefail
@@ -25,3 +25,8 @@ echo "long run: pid $!, log $RUNS/long.log"
 nohup nice -n 19 "$BIN" ablate --config cifar10-cpu --data "$DATA" --grid ablations/recipe-screen.toml \
   --seeds 0 --set data.max-train=10000 --epochs 24 --run-dir "$RUNS/screen" >> "$RUNS/screen.log" 2>&1 &
 echo "recipe screen: pid $!, log $RUNS/screen.log"
+if [ -d "$RUNS/long/byol/seed-0" ]; then
+  bench/reference-arm.sh run "$BIN"
+else
+  echo "reference arm: not started (it needs the BYOL arm's run folder; run this script again later)"
+fi
