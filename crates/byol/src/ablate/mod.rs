@@ -154,6 +154,18 @@ pub fn ablate(
     } else {
         options.seeds.clone()
     };
+    // A seed given twice would be read back as a second run of itself: a spread of zero over
+    // copies, counted as two seeds.
+    if let Some(twice) = seeds
+        .iter()
+        .enumerate()
+        .find(|(i, s)| seeds[..*i].contains(s))
+    {
+        return Err(Error::config(
+            format!("seeds = {seeds:?}"),
+            format!("seed {} appears twice", twice.1),
+        ));
+    }
     // Resolve every run's config first, so that a bad one fails before any training.
     let mut plan = Vec::new();
     for v in &grid.variant {

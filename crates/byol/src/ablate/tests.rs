@@ -52,6 +52,35 @@ fn a_bad_variant_is_named() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A seed given twice is refused before anything trains (it would be counted as two seeds).
+#[test]
+fn a_seed_given_twice_is_refused() {
+    let dir = std::env::temp_dir().join(format!("byol-grid-seeds-{}", std::process::id()));
+    let grid: Grid = toml::from_str("[[variant]]\nname = \"base\"\n").unwrap();
+    struct Quiet;
+    impl crate::train::Observer for Quiet {}
+    let options = AblationOptions {
+        seeds: vec![0, 1, 0],
+        linear: false,
+    };
+    let e = ablate(
+        "small-cpu",
+        &Settings::default(),
+        &grid,
+        &dir,
+        &options,
+        &mut Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("seed 0 appears twice"), "{e}");
+    assert!(
+        !dir.join("base").exists(),
+        "a run trained before the seeds were checked"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn grid_names_are_checked() {
     let dir = std::env::temp_dir().join(format!("byol-grid-{}", std::process::id()));

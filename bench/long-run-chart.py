@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""The long run's chart and table: kNN top-1 against the step for every arm, finished or not.
+
+Reads the arms where they are written while they run: our BYOL, SimCLR and constant random
+target from `long/<arm>/seed-0/evals.jsonl` (`byol ablate`'s runs, ablations/long-four-arms.toml),
+the random-init encoder from `long/random-init/seed-0/eval.json` once it is evaluated, and the
+shared PyTorch reference from `long/reference/seed-0/records.jsonl` (bench/reference-arm.sh).
+Draws one chart (the random-init level as a horizontal line) and prints a Markdown table with a
+column per evaluated step; an arm not started yet is left out, a reading not taken yet is "–".
+
+Usage: long-run-chart.py [RUNS] [--out docs/figures/long-run.png]   # RUNS: ~/.cache/byol/runs
+Needs matplotlib (bench/long-run.sh's venv: pip install matplotlib).
+"""
+import argparse
+import json
+import os
+
+ARMS = [  # (label, folder, colour): one colour per method
+    ("BYOL (ours)", "byol", "#1f77b4"),
+    ("SimCLR (ours)", "simclr", "#d62728"),
+    ("constant random target, τ = 1 (ours)", "constant-random-target", "#2ca02c"),
+    ("BYOL (PyTorch reference)", "reference", "#9467bd"),
+]
+
+
+def curve(runs, folder):
+    """(step, kNN top-1 %) of one arm, in step order; empty if it has not been evaluated yet."""
+    seed = os.path.join(runs, "long", folder, "seed-0")
+    points = []
+    if folder == "reference":
+        path = os.path.join(seed, "records.jsonl")
+        if os.path.exists(path):
+            recs = [json.loads(l) for l in open(path) if l.strip()]
+            points = [(r["step"], 100 * r["knn"]) for r in recs if "knn" in r]
+    else:
+        path = os.path.join(seed, "evals.jsonl")
+        if os.path.exists(path):
+            points = [(r["step"], 100 * r["knn"]["top1"]) for r in map(json.loads, open(path)) if r.get("knn")]
+    return sorted(dict(points).items())
+
+
+def finished(runs, folder):
+    seed = os.path.join(runs, "long", folder, "seed-0")
+    if folder == "reference":
+        path = os.path.join(seed, "records.jsonl")
+        return os.path.exists(path) and any('"final": true' in l for l in open(path))
+    return os.path.exists(os.path.join(seed, "eval.json"))
+
+
+def random_init(runs):
+    path = os.path.join(runs, "long", "random-init", "seed-0", "eval.json")
+    return 100 * json.load(open(path))["knn"]["top1"] if os.path.exists(path) else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="?", default=os.path.expanduser("~/.cache/byol/runs"))
+    ap.add_argument("--out", default="docs/figures/long-run.png")
+    a = ap.parse_args()
+    curves = [(label + ("" if finished(a.runs, folder) else " — running"), colour, curve(a.runs, folder))
+              for label, folder, colour in ARMS]
+    curves = [c for c in curves if c[2]]
+    floor = random_init(a.runs)
+    steps = sorted({s for _, _, pts in curves for s, _ in pts})
+    print("| arm | " + " | ".join(f"{s:,}" for s in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for label, _, pts in curves:
+        at = dict(pts)
+        print(f"| {label} | " + " | ".join(f"{at[s]:.2f} %" if s in at else "–" for s in steps) + " |")
+    print(f"| random-init encoder | {floor:.2f} % at every step |" if floor is not None
+          else "| random-init encoder | not evaluated yet |")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for label, colour, pts in curves:
+        ax.plot([s for s, _ in pts], [v for _, v in pts], "-o", color=colour, label=label, markersize=4)
+    if floor is not None:
+        ax.axhline(floor, color="grey", linestyle="--", label=f"random-init encoder ({floor:.2f} %)")
+    ax.set_xlabel("step (batch 128; 78 steps an epoch of the 10,000-image subset)")
+    ax.set_ylabel("kNN top-1 on the 10,000 test images (%)")
+    ax.set_title("CIFAR-10, cifar10-cpu recipe, seed 0: kNN (k = 200) during the 15,600-step run")
+    ax.set_xlim(0, 15600)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out)
+    print(f"\nchart: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
