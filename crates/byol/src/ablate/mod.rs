@@ -133,6 +133,28 @@ fn in_variant(e: Error, name: &str) -> Error {
     }
 }
 
+/// The seeds every variant runs with: the options' list, or the config's own seed. A seed given
+/// twice would be read back as a second run of itself (a spread of zero over copies, counted as
+/// two seeds): refused.
+fn seeds_of(base: &str, settings: &Settings, options: &AblationOptions) -> Result<Vec<u64>> {
+    let seeds = if options.seeds.is_empty() {
+        vec![settings.resolve(base)?.seed]
+    } else {
+        options.seeds.clone()
+    };
+    match seeds
+        .iter()
+        .enumerate()
+        .find(|(i, s)| seeds[..*i].contains(s))
+    {
+        Some((_, twice)) => Err(Error::config(
+            format!("seeds = {seeds:?}"),
+            format!("seed {twice} appears twice"),
+        )),
+        None => Ok(seeds),
+    }
+}
+
 /// Run every variant of `grid` at every seed over the base config `base` (a preset or file)
 /// with `settings` (a variant's `set` comes after the settings' own, the seed last), each in
 /// `dir/<variant>/seed-<seed>`; write `ablation.md` and `ablation.json` into `dir` after each
@@ -149,23 +171,7 @@ pub fn ablate(
     // Held to the end: one `byol ablate` at a time writes the tables of `dir`; each run's own
     // directory is held while it runs.
     let _ablation = RunDir::lock(dir)?;
-    let seeds = if options.seeds.is_empty() {
-        vec![settings.resolve(base)?.seed]
-    } else {
-        options.seeds.clone()
-    };
-    // A seed given twice would be read back as a second run of itself: a spread of zero over
-    // copies, counted as two seeds.
-    if let Some(twice) = seeds
-        .iter()
-        .enumerate()
-        .find(|(i, s)| seeds[..*i].contains(s))
-    {
-        return Err(Error::config(
-            format!("seeds = {seeds:?}"),
-            format!("seed {} appears twice", twice.1),
-        ));
-    }
+    let seeds = seeds_of(base, settings, options)?;
     // Resolve every run's config first, so that a bad one fails before any training.
     let mut plan = Vec::new();
     for v in &grid.variant {
