@@ -86,6 +86,12 @@ def networks(ref, a):
     return bt, online, pred, target, rnd_enc
 
 
+def recipe(args):
+    """The arguments a resumed run must share with the run that wrote the checkpoint: all but
+    where things are (the folders may move between machines) and when to stop."""
+    return {k: v for k, v in args.items() if k not in ("data", "out", "reference", "stop_after_epochs")}
+
+
 def save(path, state):
     tmp = path + ".tmp"
     torch.save(state, tmp)
@@ -119,8 +125,8 @@ def main():
     step, first_epoch, train_s = 0, 0, 0.0
     if os.path.exists(ckpt_path):
         st = torch.load(ckpt_path, weights_only=False)
-        if st["args"] != {k: v for k, v in vars(a).items() if k != "stop_after_epochs"}:
-            sys.exit(f"{ckpt_path} was written with other arguments: {st['args']}")
+        if recipe(st["args"]) != recipe(vars(a)):
+            sys.exit(f"{ckpt_path} was written with another recipe: {recipe(st['args'])}")
         for m, k in [(online, "online"), (pred, "pred"), (target, "target"), (rnd_enc, "rnd_enc"), (opt, "opt")]:
             m.load_state_dict(st[k])
         gen.set_state(st["gen"]); torch.set_rng_state(st["torch_rng"])
