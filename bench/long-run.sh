@@ -6,8 +6,9 @@
 # ablations/recipe-screen-second-seed.toml; Figure 3(a) by the paper's protocol,
 # ablations/fig3a-accumulate.toml), each through `byol ablate`, which reads finished runs back
 # and resumes an interrupted one from its last checkpoint: run this script again, with a binary of
-# the same training code, to continue. They run at the lowest CPU priority on one thread each, so
-# that builds and tests on the same machine go first; their logs are `long.log` and `screen.log`
+# the same training code, to continue. They run at the lowest CPU priority on one thread each
+# (which still slows a test beside them by nearly half: stop them with `kill -STOP` for a timing,
+# `kill -CONT` after); their logs are `long.log` and `screen.log`
 # in $RUNS. The shared PyTorch reference BYOL, the long run's fifth arm, is started too
 # (bench/reference-arm.sh run: it trains on the BYOL arm's subset, so it starts once that arm's
 # run folder exists; it checkpoints every epoch and continues the same way).
