@@ -21,26 +21,33 @@ fn spread_is_mean_sample_std_min_and_max() {
     assert_eq!(Spread::of(&[]), None);
 }
 
-/// A variant whose overrides do not resolve is named in the error, before anything trains.
-#[test]
-fn a_bad_variant_is_named() {
-    let dir = std::env::temp_dir().join(format!("byol-grid-bad-{}", std::process::id()));
-    let grid: Grid = toml::from_str("[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"too-fast\"\nset = [\"optim.base-lr=-1.0\"]\n").unwrap();
+/// The error of `byol ablate` on `grid` at `seeds` in a new folder named after `tag`, and that
+/// folder's path (for the caller to check that nothing trained, then remove).
+fn ablate_error(tag: &str, grid: &str, seeds: Vec<u64>) -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("byol-grid-{tag}-{}", std::process::id()));
+    let grid: Grid = toml::from_str(grid).unwrap();
     struct Quiet;
     impl crate::train::Observer for Quiet {}
+    let options = AblationOptions {
+        seeds,
+        linear: false,
+    };
     let e = ablate(
         "small-cpu",
         &Settings::default(),
         &grid,
         &dir,
-        &AblationOptions {
-            seeds: vec![0],
-            linear: false,
-        },
+        &options,
         &mut Quiet,
-    )
-    .unwrap_err()
-    .to_string();
+    );
+    (e.unwrap_err().to_string(), dir)
+}
+
+/// A variant whose overrides do not resolve is named in the error, before anything trains.
+#[test]
+fn a_bad_variant_is_named() {
+    let grid = "[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"too-fast\"\nset = [\"optim.base-lr=-1.0\"]\n";
+    let (e, dir) = ablate_error("bad", grid, vec![0]);
     assert!(
         e.contains("optim.base-lr") && e.contains("variant `too-fast`"),
         "{e}"
@@ -55,24 +62,7 @@ fn a_bad_variant_is_named() {
 /// A seed given twice is refused before anything trains (it would be counted as two seeds).
 #[test]
 fn a_seed_given_twice_is_refused() {
-    let dir = std::env::temp_dir().join(format!("byol-grid-seeds-{}", std::process::id()));
-    let grid: Grid = toml::from_str("[[variant]]\nname = \"base\"\n").unwrap();
-    struct Quiet;
-    impl crate::train::Observer for Quiet {}
-    let options = AblationOptions {
-        seeds: vec![0, 1, 0],
-        linear: false,
-    };
-    let e = ablate(
-        "small-cpu",
-        &Settings::default(),
-        &grid,
-        &dir,
-        &options,
-        &mut Quiet,
-    )
-    .unwrap_err()
-    .to_string();
+    let (e, dir) = ablate_error("seeds", "[[variant]]\nname = \"base\"\n", vec![0, 1, 0]);
     assert!(e.contains("seed 0 appears twice"), "{e}");
     assert!(
         !dir.join("base").exists(),
