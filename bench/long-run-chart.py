@@ -23,28 +23,20 @@ ARMS = [  # (label, folder, colour): one colour per method
 ]
 
 
-def curve(runs, folder):
-    """(step, kNN top-1 %) of one arm, in step order; empty if it has not been evaluated yet."""
+def arm(runs, folder):
+    """(step, kNN top-1 %) of one arm in step order (empty if it has not been evaluated yet), and
+    whether it has finished: our runs write `eval.json` at the end, the reference a final line."""
     seed = os.path.join(runs, "long", folder, "seed-0")
-    points = []
-    if folder == "reference":
-        path = os.path.join(seed, "records.jsonl")
-        if os.path.exists(path):
-            recs = [json.loads(l) for l in open(path) if l.strip()]
-            points = [(r["step"], 100 * r["knn"]) for r in recs if "knn" in r]
+    reference = folder == "reference"
+    path = os.path.join(seed, "records.jsonl" if reference else "evals.jsonl")
+    recs = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+    if reference:
+        points = [(r["step"], 100 * r["knn"]) for r in recs if "knn" in r]
+        done = any(r.get("final") for r in recs)
     else:
-        path = os.path.join(seed, "evals.jsonl")
-        if os.path.exists(path):
-            points = [(r["step"], 100 * r["knn"]["top1"]) for r in map(json.loads, open(path)) if r.get("knn")]
-    return sorted(dict(points).items())
-
-
-def finished(runs, folder):
-    seed = os.path.join(runs, "long", folder, "seed-0")
-    if folder == "reference":
-        path = os.path.join(seed, "records.jsonl")
-        return os.path.exists(path) and any('"final": true' in l for l in open(path))
-    return os.path.exists(os.path.join(seed, "eval.json"))
+        points = [(r["step"], 100 * r["knn"]["top1"]) for r in recs if r.get("knn")]
+        done = os.path.exists(os.path.join(seed, "eval.json"))
+    return sorted(dict(points).items()), done
 
 
 def random_init(runs):
@@ -57,8 +49,10 @@ def main():
     ap.add_argument("runs", nargs="?", default=os.path.expanduser("~/.cache/byol/runs"))
     ap.add_argument("--out", default="docs/figures/long-run.png")
     a = ap.parse_args()
-    curves = [(label + ("" if finished(a.runs, folder) else " — running"), colour, curve(a.runs, folder))
-              for label, folder, colour in ARMS]
+    curves = []
+    for label, folder, colour in ARMS:
+        points, done = arm(a.runs, folder)
+        curves.append((label + ("" if done else " — running"), colour, points))
     curves = [c for c in curves if c[2]]
     floor = random_init(a.runs)
     steps = sorted({s for _, _, pts in curves for s, _ in pts})

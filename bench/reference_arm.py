@@ -5,8 +5,9 @@ The reference trains in one process from start to end; the long run's reference 
 steps, hours on 2 cores) does not fit one session. This runner takes the reference's own pieces
 (its data loading, views, networks, LARS and kNN, imported from the file, not copied) and runs
 its training loop with a checkpoint at the end of every epoch: the networks, the optimiser's
-state, the view generator's state, the step and the records so far, written atomically. Run
-again with the same arguments, it continues from the checkpoint. `bench/reference-arm.sh check`
+state, the view generator's state and the step, written atomically. Run again with the same
+arguments, it continues from the checkpoint; the records of epochs past it (written before an
+interruption reached the checkpoint) are dropped, so that each epoch has one line. `bench/reference-arm.sh check`
 compares it with the reference script itself (2 epochs in one go against 1 + resume + 1: the
 same JSON lines, loss and kNN to the last digit).
 
@@ -98,6 +99,23 @@ def save(path, state):
     os.replace(tmp, path)
 
 
+def keep_records_to(path, epoch):
+    """Rewrite the records at `path` with one line for each epoch up to `epoch`: the lines of
+    later epochs were written before an interruption reached their checkpoint, and the resumed
+    run writes them again; of an epoch recorded twice (by a runner without this rewrite) the last
+    line is the one whose checkpoint was written."""
+    if not os.path.exists(path):
+        return
+    by_epoch = {}
+    for line in open(path):
+        rec = json.loads(line)
+        if rec.get("epoch", epoch + 1) <= epoch:
+            by_epoch[rec["epoch"]] = line
+    with open(path + ".tmp", "w") as f:
+        f.writelines(by_epoch[e] for e in sorted(by_epoch))
+    os.replace(path + ".tmp", path)
+
+
 def main():
     a = arguments()
     ref = reference_module(a.reference)
@@ -132,6 +150,7 @@ def main():
         gen.set_state(st["gen"]); torch.set_rng_state(st["torch_rng"])
         step, first_epoch, train_s = st["step"], st["epoch"], st["train_s"]
         print(f"resuming {ckpt_path} at epoch {first_epoch}, step {step}", file=sys.stderr)
+        keep_records_to(rec_path, first_epoch)
     o_p, t_p = list(online.parameters()), list(target.parameters())
     for ep in range(first_epoch, a.epochs):
         t_epoch = time.time()
