@@ -9,7 +9,9 @@
 # the same training code, to continue. They run at the lowest CPU priority on one thread each
 # (which still slows a test beside them by nearly half: stop them with `kill -STOP` for a timing,
 # `kill -CONT` after); their logs are `long.log` and `screen.log`
-# in $RUNS. The shared PyTorch reference BYOL, the long run's fifth arm, is started too
+# in $RUNS. First, whatever $RUNS lacks is restored from docs/runs/ (bench/run-state.sh): on a new
+# machine the runs continue from the checkpoints the last session saved there; at the end of a
+# session, `bench/run-state.sh save` and a commit of docs/runs/ keep them for the next. The shared PyTorch reference BYOL, the long run's fifth arm, is started too
 # (bench/reference-arm.sh run: it trains on the BYOL arm's subset, so it starts once that arm's
 # run folder exists; it checkpoints every epoch and continues the same way).
 #
@@ -20,6 +22,7 @@ BIN=$(realpath "${1:-target/release/byol}")
 RUNS=${RUNS:-$HOME/.cache/byol/runs}
 DATA=$(realpath "${BYOL_CIFAR10:-../shared/data/cifar10}")
 mkdir -p "$RUNS"
+RUNS="$RUNS" bench/run-state.sh restore
 export RAYON_NUM_THREADS=1
 renice -n 19 $$ > /dev/null
 nohup nice -n 19 "$BIN" ablate --config cifar10-cpu --data "$DATA" --grid ablations/long-four-arms.toml \
@@ -31,9 +34,9 @@ echo "long run: pid $!, log $RUNS/long.log"
 SHORT=(--config cifar10-cpu --data "$DATA" --set data.max-train=10000 --epochs 24)
 queue() {
   set +e # a grid that stops does not stop the ones after it
-  "$BIN" ablate "${SHORT[@]}" --grid ablations/recipe-screen.toml --seeds 0 --run-dir "$RUNS/screen"
+  "$BIN" ablate "${SHORT[@]}" --grid ablations/recipe-screen.toml --seeds 0 --run-dir "$RUNS/recipe-screen"
   "$BIN" ablate "${SHORT[@]}" --grid ablations/recipe-screen-second-seed.toml --seeds 1 \
-    --run-dir "$RUNS/screen-seed-1"
+    --run-dir "$RUNS/recipe-screen-seed-1"
   "$BIN" ablate "${SHORT[@]}" --grid ablations/fig3a-accumulate.toml --seeds 0,1 \
     --run-dir "$RUNS/fig3a-accumulate"
 }

@@ -58,8 +58,14 @@ PY
 run)
   SUB="$RUNS/reference-subset"
   if [ ! -d "$SUB/train" ]; then
+    # Every arm of the grid trains on the same subset (one seed, one data config): the index is
+    # read off the first arm's run folder that holds a checkpoint (`embed` loads the run's config
+    # from one; a folder restored from docs/runs/ holds the finished BYOL arm's records alone).
+    ARM=$(ls -d "$RUNS"/long/*/seed-0 | while read -r d; do
+      ls "$d"/checkpoint-*.safetensors > /dev/null 2>&1 && echo "$d" && break; done)
+    [ -n "$ARM" ] || { echo "reference arm: no arm of $RUNS/long holds a checkpoint yet" >&2; exit 1; }
     mkdir -p "$SUB"
-    "$BIN" embed --checkpoint "$RUNS/long/byol/seed-0" --random-init --out "$SUB/index.safetensors" >&2
+    "$BIN" embed --checkpoint "$ARM" --random-init --out "$SUB/index.safetensors" >&2
     "$PY" - "$SUB/index.safetensors" "$DATA" "$SUB" <<'PY'
 import json, os, struct, sys
 index, data, sub = sys.argv[1:]

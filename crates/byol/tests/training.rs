@@ -1252,6 +1252,63 @@ set = ["model.use-predictor=false", 'target.mode="none"', 'objective.kind="nt-xe
     let again = ablate("small-cpu", &base, &grid, &runs, &two, &mut c).unwrap();
     assert_eq!(c.0, 6);
     assert_eq!(again.runs[3].knn_top1, b4);
+    // The runs kept as their records alone (no checkpoint, no row: what `docs/runs/` keeps of a
+    // run, copied back onto a machine that lost its run folder) read back as the same rows, with
+    // nothing trained; the linear evaluation, which needs the encoder, is refused.
+    let kept = dir.join("kept");
+    for r in a.runs.iter().filter(|r| !r.random_init) {
+        let seed = format!("seed-{}", r.seed);
+        let (from, to) = (
+            runs.join(&r.name).join(&seed),
+            kept.join(&r.name).join(&seed),
+        );
+        std::fs::create_dir_all(&to).unwrap();
+        for f in [
+            "config.toml",
+            "eval.json",
+            "evals.jsonl",
+            "metrics.jsonl",
+            "run.json",
+        ] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    let trained = Grid {
+        variant: grid.variant[1..].to_vec(),
+    };
+    let mut c = Count(0);
+    let back = ablate("small-cpu", &base, &trained, &kept, &two, &mut c).unwrap();
+    assert_eq!(c.0, 4);
+    for (b, r) in back.runs.iter().zip(&a.runs[2..]) {
+        assert_eq!(
+            (
+                b.steps,
+                b.knn_top1,
+                b.knn_top5,
+                b.final_loss,
+                b.projection_std
+            ),
+            (
+                r.steps,
+                r.knn_top1,
+                r.knn_top5,
+                r.final_loss,
+                r.projection_std
+            )
+        );
+        assert_eq!(
+            (&b.losses, &b.evals, &b.config),
+            (&r.losses, &r.evals, &r.config)
+        );
+    }
+    let linear = AblationOptions {
+        linear: true,
+        ..two.clone()
+    };
+    let err = ablate("small-cpu", &base, &trained, &kept, &linear, &mut Quiet)
+        .expect_err("no encoder to evaluate")
+        .to_string();
+    assert!(err.contains("without its checkpoints"), "{err}");
     // Another grid reuses the runs of the same config by linking their directory: read back
     // under its own variant's name, not redone.
     let other = dir.join("other");

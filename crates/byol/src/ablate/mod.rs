@@ -190,36 +190,20 @@ pub fn ablate(
     let mut runs = Vec::new();
     for (v, seed, cfg) in plan {
         let vdir = run_dir(dir, &v.name, seed);
-        let row = match recorded_row(v, &cfg, &vdir)? {
-            Some(mut row) if !options.linear || row.linear_top1.is_some() => {
-                obs.on_message(&format!(
-                    "{} (seed {seed}): already done ({:.2}% kNN), skipped",
-                    v.name,
-                    100.0 * row.knn_top1
-                ));
-                // The run of this variant's directory, whatever the grid that trained it called
-                // it: a variant may link to another grid's run of the same config.
-                (row.name, row.overrides) = (v.name.clone(), v.set.clone());
-                if row.evals.is_empty() && !row.random_init {
-                    row.evals = evals_of(&vdir)?;
-                }
-                row
-            }
-            _ => {
-                runs.push(run_variant(v, seed, &cfg, &vdir, options, obs)?);
-                write_reports(
-                    dir,
-                    &Ablation {
-                        base: base.to_string(),
-                        settings: described.clone(),
-                        summary: summarise(&runs, grid),
-                        runs: runs.clone(),
-                    },
-                )?;
-                continue;
-            }
-        };
-        runs.push(row);
+        if let Some(row) = reusable_row(v, seed, &cfg, &vdir, options, obs)? {
+            runs.push(row);
+            continue;
+        }
+        runs.push(run_variant(v, seed, &cfg, &vdir, options, obs)?);
+        write_reports(
+            dir,
+            &Ablation {
+                base: base.to_string(),
+                settings: described.clone(),
+                summary: summarise(&runs, grid),
+                runs: runs.clone(),
+            },
+        )?;
     }
     let ablation = Ablation {
         base: base.to_string(),
@@ -231,18 +215,69 @@ pub fn ablate(
     Ok(ablation)
 }
 
+/// The row of variant `v` at `seed` read back from `vdir` when it need not run again (recorded
+/// with the same config, and with the linear evaluation when `options` ask for one); None when
+/// it must (re)run; an error when the linear evaluation is asked of records kept without the
+/// encoder's checkpoint.
+fn reusable_row(
+    v: &Variant,
+    seed: u64,
+    cfg: &ExperimentConfig,
+    vdir: &Path,
+    options: &AblationOptions,
+    obs: &mut dyn Observer,
+) -> Result<Option<Row>> {
+    match recorded_row(v, seed, cfg, vdir)? {
+        Some(mut row) if !options.linear || row.linear_top1.is_some() => {
+            obs.on_message(&format!(
+                "{} (seed {seed}): already done ({:.2}% kNN), skipped",
+                v.name,
+                100.0 * row.knn_top1
+            ));
+            // The run of this variant's directory, whatever the grid that trained it called
+            // it: a variant may link to another grid's run of the same config.
+            (row.name, row.overrides) = (v.name.clone(), v.set.clone());
+            if row.evals.is_empty() && !row.random_init {
+                row.evals = evals_of(vdir)?;
+            }
+            Ok(Some(row))
+        }
+        Some(_) if !v.random_init && checkpoint::list(vdir).is_empty() => Err(Error::data(
+            vdir,
+            format!(
+                "variant `{}` holds a finished run's records without its checkpoints: the \
+                 linear evaluation needs the trained encoder. Run without --linear, or remove \
+                 {} to rerun it",
+                v.name,
+                vdir.display()
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// The file of a finished run's [`Row`] in its directory.
 const ROW: &str = "ablation-row.json";
 
-/// The row recorded in `vdir` for variant `v` with the resolved config `cfg`, if there is one;
-/// an error when it was recorded with another config or kind (its result would be stale).
-fn recorded_row(v: &Variant, cfg: &ExperimentConfig, vdir: &Path) -> Result<Option<Row>> {
-    let row_path = vdir.join(ROW);
-    let Ok(text) = std::fs::read_to_string(&row_path) else {
-        return Ok(None);
-    };
-    let Ok(row) = serde_json::from_str::<Row>(&text) else {
-        return Ok(None);
+/// The row recorded in `vdir` for variant `v` at `seed` with the resolved config `cfg`, if there
+/// is one (its `ablation-row.json`, or else the records of a finished run kept without its
+/// checkpoints: [`row_from_records`]); an error when it was recorded with another config or kind
+/// (its result would be stale).
+fn recorded_row(
+    v: &Variant,
+    seed: u64,
+    cfg: &ExperimentConfig,
+    vdir: &Path,
+) -> Result<Option<Row>> {
+    let (row, row_path) = match std::fs::read_to_string(vdir.join(ROW)) {
+        Ok(text) => match serde_json::from_str::<Row>(&text) {
+            Ok(row) => (row, vdir.join(ROW)),
+            Err(_) => return Ok(None),
+        },
+        Err(_) => match row_from_records(v, seed, cfg, vdir)? {
+            Some(row) => (row, vdir.join(crate::train::run_dir::CONFIG)),
+            None => return Ok(None),
+        },
     };
     // Compared as configs, not as text: a field added to `byol` since the row was written reads
     // back at its default and leaves the run the same. The data paths are compared by where they
@@ -346,7 +381,6 @@ fn run_variant(
     let started = Instant::now();
     let run = RunDir::lock(vdir)?;
     let device = cfg.backend.device()?;
-    let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
     let (encoder, steps, knn, splits) = encoder_of(v, cfg, &run, &device, obs)?;
     let linear_top1 = if options.linear {
         obs.on_message(&format!("{label}: linear evaluation"));
@@ -362,6 +396,37 @@ fn run_variant(
     } else {
         None
     };
+    let outcome = Outcome {
+        steps,
+        knn,
+        linear_top1,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let row = row_of(v, seed, cfg, vdir, outcome, cfg.to_toml())?;
+    run.write(ROW, &row)?;
+    Ok(row)
+}
+
+/// What a run of a variant gave, besides what its records in the run directory hold.
+struct Outcome {
+    steps: u64,
+    knn: crate::eval::KnnResult,
+    linear_top1: Option<f64>,
+    /// Seconds of the run's last invocation.
+    wall_seconds: f64,
+}
+
+/// The row of variant `v` at `seed` (resolved config `cfg`, whose TOML is `config`): `outcome`
+/// with the losses, projections and evaluations its run recorded in `vdir`.
+fn row_of(
+    v: &Variant,
+    seed: u64,
+    cfg: &ExperimentConfig,
+    vdir: &Path,
+    outcome: Outcome,
+    config: String,
+) -> Result<Row> {
+    let healthy_std = 1.0 / (cfg.model.projector.output as f64).sqrt();
     let metrics = crate::train::run_dir::read_metrics(vdir)?;
     let losses: Vec<(u64, f64)> = metrics.iter().map(|m| (m.step, m.loss)).collect();
     let projection_std = metrics.last().map(|m| m.projection_std);
@@ -370,26 +435,56 @@ fn run_variant(
     } else {
         evals_of(vdir)?
     };
-    let row = Row {
+    Ok(Row {
         name: v.name.clone(),
         seed,
         overrides: v.set.clone(),
         random_init: v.random_init,
-        steps,
-        knn_top1: knn.top1,
-        knn_top5: knn.top5,
-        linear_top1,
+        steps: outcome.steps,
+        knn_top1: outcome.knn.top1,
+        knn_top5: outcome.knn.top5,
+        linear_top1: outcome.linear_top1,
         final_loss: losses.last().map(|l| l.1),
         projection_std,
         healthy_std,
         collapsed: projection_std.map(|s| s < cfg.train.collapse_fraction * healthy_std),
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: outcome.wall_seconds,
         losses,
         evals,
-        config: cfg.to_toml(),
+        config,
+    })
+}
+
+/// The row of a finished pre-training run in `vdir` kept as its records alone: its final report
+/// (`eval.json`), config, metrics and evaluations, without checkpoints or `ablation-row.json` (the
+/// records `docs/runs/` keeps of a run, copied back onto a machine that lost its run folder).
+/// None when `vdir` holds a checkpoint (the run's own resume reads it back then) or no final report.
+/// The config recorded is the run's `config.toml`, compared by the caller.
+fn row_from_records(
+    v: &Variant,
+    seed: u64,
+    cfg: &ExperimentConfig,
+    vdir: &Path,
+) -> Result<Option<Row>> {
+    use crate::train::run_dir;
+    if v.random_init || !checkpoint::list(vdir).is_empty() {
+        return Ok(None);
+    }
+    let Some(report) = run_dir::read_report(vdir)? else {
+        return Ok(None);
     };
-    run.write(ROW, &row)?;
-    Ok(row)
+    let Some(knn) = report.knn else {
+        return Ok(None);
+    };
+    let config_path = vdir.join(run_dir::CONFIG);
+    let config = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let outcome = Outcome {
+        steps: report.steps,
+        knn,
+        linear_top1: None,
+        wall_seconds: report.wall_seconds,
+    };
+    row_of(v, seed, cfg, vdir, outcome, config).map(Some)
 }
 
 /// (step, kNN top-1) of the evaluations recorded in the run directory `vdir`.
