@@ -27,7 +27,7 @@ REPORTS=(ablation.md ablation.json ablation.png)
 
 # save_run FROM TO: the records of the run in FROM, and its checkpoint while unfinished, into TO.
 save_run() {
-  local from=$1 to=$2 newest
+  local from=$1 to=$2 checkpoints
   mkdir -p "$to"
   for f in "${RECORDS[@]}"; do
     [ -f "$from/$f" ] && cp "$from/$f" "$to/$f"
@@ -38,10 +38,19 @@ save_run() {
       cp "$from/checkpoint.pt" "$to/checkpoint.pt"
     fi
   elif [ ! -f "$from/ablation-row.json" ]; then
-    newest=$(ls "$from"/checkpoint-*.safetensors 2> /dev/null | sort | tail -n 1)
-    [ -n "$newest" ] && cp "$newest" "$to/"
+    checkpoints=("$from"/checkpoint-*.safetensors) # in step order: the steps are zero-padded
+    [ -f "${checkpoints[-1]}" ] && cp "${checkpoints[-1]}" "$to/"
   fi
   return 0
+}
+
+# worth_restoring RUN: whether RUN is finished or holds a checkpoint to continue from.
+worth_restoring() {
+  local f
+  for f in "$1"/checkpoint-*.safetensors "$1"/checkpoint.pt "$1"/ablation-row.json "$1"/eval.json; do
+    [ -f "$f" ] && return 0
+  done
+  grep -qs '"final": true' "$1/records.jsonl"
 }
 
 case "$MODE" in
@@ -66,6 +75,8 @@ restore)
       local_run="$RUNS/$g/${run#"$DOCS/$g/"}"
       if [ -e "$local_run" ]; then
         echo "kept $local_run (already here)"
+      elif ! worth_restoring "$run"; then
+        echo "not restored: $run (neither finished nor with a checkpoint to continue from)"
       else
         mkdir -p "$(dirname "$local_run")"
         cp -r "$run" "$local_run"
