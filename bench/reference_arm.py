@@ -116,6 +116,27 @@ def keep_records_to(path, epoch):
     os.replace(path + ".tmp", path)
 
 
+def invocation(epoch, step):
+    """Which software on which CPU continues the run from `epoch` (one line of invocations.jsonl
+    per start or resume): PyTorch's CPU kernels, and Pillow's JPEG decoder, differ between
+    versions and instruction sets, so a run continued on another machine is not bit-identical to
+    an uninterrupted one."""
+    import platform
+    import numpy
+    from PIL import Image
+    flags, model = set(), None
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            if key.strip() == "flags":
+                flags = set(value.split())
+    return dict(start_epoch=epoch, start_step=step, started_at=int(time.time()), python=platform.python_version(),
+                torch=torch.__version__, numpy=numpy.__version__, pillow=Image.__version__, cpu=model,
+                avx512f="avx512f" in flags, avx2="avx2" in flags, torch_cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+
 def main():
     a = arguments()
     ref = reference_module(a.reference)
@@ -151,6 +172,8 @@ def main():
         step, first_epoch, train_s = st["step"], st["epoch"], st["train_s"]
         print(f"resuming {ckpt_path} at epoch {first_epoch}, step {step}", file=sys.stderr)
         keep_records_to(rec_path, first_epoch)
+    with open(os.path.join(a.out, "invocations.jsonl"), "a") as f:
+        f.write(json.dumps(invocation(first_epoch, step)) + "\n")
     o_p, t_p = list(online.parameters()), list(target.parameters())
     for ep in range(first_epoch, a.epochs):
         t_epoch = time.time()

@@ -21,7 +21,7 @@ MODE=${1:?usage: bench/run-state.sh save|restore}
 RUNS=${RUNS:-$HOME/.cache/byol/runs}
 DOCS=docs/runs
 GROUPS_=(long recipe-screen recipe-screen-seed-1 fig3a-accumulate)
-RECORDS=(config.toml eval.json evals.jsonl metrics.jsonl probe.jsonl run.json ablation-row.json
+RECORDS=(config.toml eval.json evals.jsonl metrics.jsonl probe.jsonl run.json invocations.jsonl ablation-row.json
   skipped.json skipped-steps.jsonl records.jsonl)
 REPORTS=(ablation.md ablation.json ablation.png)
 

@@ -24,3 +24,4 @@ pub mod conv;
 mod gemm;
 pub mod max_pool;
 mod simd;
+pub use simd::level as simd_level;

@@ -44,3 +44,28 @@ macro_rules! multiversion {
 }
 
 pub(crate) use multiversion;
+
+/// The build of the multiversioned loops this CPU runs (the same test as [`multiversion`]):
+/// `x86-64-v4` (AVX-512 F, VL, BW, DQ with AVX2 and FMA), `x86-64-v3` (AVX2 and FMA) or
+/// `baseline`. The GEMM crate under the convolutions picks its micro-kernels from the same
+/// features, and those round differently from one level to the next: runs on CPUs of different
+/// levels are not bit-identical.
+pub fn level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f")
+            && has!("avx512vl")
+            && has!("avx512bw")
+            && has!("avx512dq")
+            && has!("avx2")
+            && has!("fma")
+        {
+            return "x86-64-v4";
+        }
+        if has!("avx2") && has!("fma") {
+            return "x86-64-v3";
+        }
+    }
+    "baseline"
+}

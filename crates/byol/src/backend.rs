@@ -226,6 +226,33 @@ pub struct GpuBuild {
     pub cache: Option<std::path::PathBuf>,
 }
 
+/// The CPU a process runs on, as far as it changes the numbers: its model and the SIMD level our
+/// kernels and the GEMM crate take on it ([`byol_kernels::simd_level`]), which round differently
+/// from one level to the next. A run continued on another machine records each in its
+/// `invocations.jsonl`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct CpuInfo {
+    /// `model name` of `/proc/cpuinfo`; None where there is none.
+    pub model: Option<String>,
+    pub simd: String,
+}
+
+/// This machine's [`CpuInfo`].
+pub fn cpu() -> CpuInfo {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        });
+    CpuInfo {
+        model,
+        simd: byol_kernels::simd_level().to_string(),
+    }
+}
+
 /// The GPU side of this build (see [`GpuBuild`]).
 pub fn gpu_build() -> GpuBuild {
     let gpu = cfg!(any(feature = "cuda", feature = "wgpu"));

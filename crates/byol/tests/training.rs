@@ -505,6 +505,27 @@ fn n_steps_equal_half_then_resume_then_half() {
         .unwrap()
         .to_string();
     assert!(err.contains("--resume"), "{err}");
+    // Every start and resume is recorded with the step it started from and the CPU it ran on;
+    // the refused ones are not.
+    let starts = |dir: &std::path::Path| -> Vec<(u64, String)> {
+        std::fs::read_to_string(dir.join("invocations.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["start_step"].as_u64().unwrap(),
+                    v["cpu"]["simd"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let simd = format!("{:?}", byol::backend::cpu().simd);
+    let at = |steps: &[u64]| -> Vec<(u64, String)> {
+        steps.iter().map(|&s| (s, simd.clone())).collect()
+    };
+    assert_eq!(starts(&half), at(&[0, 5, 5]));
+    assert_eq!(starts(&full), at(&[0]));
 }
 
 /// A ViT encoder through the same loop: checkpoints, a resume that continues bit for bit

@@ -184,10 +184,9 @@ fn setup(
             return Ok(Start::Finished(Box::new(report)));
         }
     }
-    run.write(
-        run_dir::RUN,
-        &run_info(cfg, &schedules, train.len(), test.len()),
-    )?;
+    let info = run_info(cfg, &schedules, state.step, (train.len(), test.len()));
+    run.write(run_dir::RUN, &info)?;
+    run.append(run_dir::INVOCATIONS, &info)?;
     let replicas = match devices.len() {
         1 => super::parallel::mpi_replicas(cfg, &device, &state)?,
         _ => Some(Replicas::start(cfg, devices.clone(), others)?),
@@ -331,11 +330,15 @@ fn check_same_data(
 fn run_info(
     cfg: &ExperimentConfig,
     schedules: &Schedules,
-    train_images: usize,
-    test_images: usize,
+    start_step: u64,
+    (train_images, test_images): (usize, usize),
 ) -> run_dir::RunInfo {
     let flex = cfg.backend == crate::backend::BackendKind::Flex;
     run_dir::RunInfo {
+        start_step,
+        started_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         seed: cfg.seed,
         backend: cfg.backend.name(),
         git_revision: env!("BYOL_GIT_REVISION"),
@@ -347,6 +350,7 @@ fn run_info(
         peak_lr: schedules.peak_lr,
         gpu_build: (!flex).then(crate::backend::gpu_build),
         cpu_kernels: flex.then(|| crate::model::kernels::selected().name()),
+        cpu: crate::backend::cpu(),
     }
 }
 

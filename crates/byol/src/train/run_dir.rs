@@ -25,8 +25,12 @@ pub const METRICS: &str = "metrics.jsonl";
 pub const EVALS: &str = "evals.jsonl";
 /// One line per epoch of the online linear probe ([`ProbeReport`]).
 pub const PROBE: &str = "probe.jsonl";
-/// What the run is: seed, backend, revision, data size, schedule length.
+/// What the run is: seed, backend, revision, data size, schedule length ([`RunInfo`] of its
+/// latest start or resume).
 pub const RUN: &str = "run.json";
+/// One [`RunInfo`] per start or resume of the run, appended: which binary, on which CPU, trained
+/// from which step (a run continued by other binaries or machines says which steps each made).
+pub const INVOCATIONS: &str = "invocations.jsonl";
 /// The final report of a finished run ([`PretrainReport`]).
 pub const EVAL: &str = "eval.json";
 /// The images that could not be read, with the reason.
@@ -53,9 +57,14 @@ pub const PREDICTIONS: &str = "predictions.png";
 /// The lock file (see the module's documentation).
 pub const LOCK: &str = ".lock";
 
-/// What a run is (`run.json`): written at its start.
+/// What a run is (`run.json`): written at its start and at each resume, and appended to
+/// `invocations.jsonl`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
+    /// The step this invocation started from: 0, or the checkpoint's when resuming.
+    pub start_step: u64,
+    /// Seconds since the Unix epoch when this invocation started.
+    pub started_at: u64,
     pub seed: u64,
     pub backend: &'static str,
     /// The source's git revision the binary was built from.
@@ -70,6 +79,8 @@ pub struct RunInfo {
     pub gpu_build: Option<crate::backend::GpuBuild>,
     /// On the CPU backend: whose kernels run (`BYOL_CPU_KERNELS`: `ours` or `burn`).
     pub cpu_kernels: Option<&'static str>,
+    /// The host's CPU (on every backend: it prepares the views on a GPU run too).
+    pub cpu: crate::backend::CpuInfo,
 }
 
 /// A step skipped for its non-finite loss (a line of `skipped-steps.jsonl`).
