@@ -8,6 +8,11 @@ shared PyTorch reference from `long/reference/seed-0/records.jsonl` (bench/refer
 Draws one chart (the random-init level as a horizontal line) and prints a Markdown table with a
 column per evaluated step; an arm not started yet is left out, a reading not taken yet is "–".
 
+The readings of arms whose first runs were lost with their machine before they finished
+(`--earlier`, default docs/runs/long-first-machine/: SimCLR to step 6,240 and the reference to
+4,680, started again from step 0 on 2026-12-07) are drawn dashed beside them and get rows of
+their own.
+
 Usage: long-run-chart.py [RUNS] [--out docs/figures/long-run.png]   # RUNS: ~/.cache/byol/runs
 Needs matplotlib (bench/long-run.sh's venv: pip install matplotlib).
 """
@@ -23,10 +28,10 @@ ARMS = [  # (label, folder, colour): one colour per method
 ]
 
 
-def arm(runs, folder):
+def arm(runs, folder, group="long"):
     """(step, kNN top-1 %) of one arm in step order (empty if it has not been evaluated yet), and
     whether it has finished: our runs write `eval.json` at the end, the reference a final line."""
-    seed = os.path.join(runs, "long", folder, "seed-0")
+    seed = os.path.join(runs, group, folder, "seed-0")
     reference = folder == "reference"
     path = os.path.join(seed, "records.jsonl" if reference else "evals.jsonl")
     recs = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
@@ -48,17 +53,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("runs", nargs="?", default=os.path.expanduser("~/.cache/byol/runs"))
     ap.add_argument("--out", default="docs/figures/long-run.png")
+    ap.add_argument("--earlier", default="docs/runs/long-first-machine")
     a = ap.parse_args()
-    curves = []
+    curves = []  # (label, colour, points, line style)
     for label, folder, colour in ARMS:
         points, done = arm(a.runs, folder)
-        curves.append((label + ("" if done else " — running"), colour, points))
+        curves.append((label + ("" if done else " — running"), colour, points, "-o"))
+        lost, _ = arm(os.path.dirname(a.earlier), folder, os.path.basename(a.earlier))
+        if lost:
+            curves.append((f"{label}, first run (lost after its reading at step {lost[-1][0]:,})", colour, lost, "--x"))
     curves = [c for c in curves if c[2]]
     floor = random_init(a.runs)
-    steps = sorted({s for _, _, pts in curves for s, _ in pts})
+    steps = sorted({s for _, _, pts, _ in curves for s, _ in pts})
     print("| arm | " + " | ".join(f"{s:,}" for s in steps) + " |")
     print("|---|" + "---|" * len(steps))
-    for label, _, pts in curves:
+    for label, _, pts, _ in curves:
         at = dict(pts)
         print(f"| {label} | " + " | ".join(f"{at[s]:.2f} %" if s in at else "–" for s in steps) + " |")
     print(f"| random-init encoder | {floor:.2f} % at every step |" if floor is not None
@@ -68,8 +77,9 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for label, colour, pts in curves:
-        ax.plot([s for s, _ in pts], [v for _, v in pts], "-o", color=colour, label=label, markersize=4)
+    for label, colour, pts, style in curves:
+        ax.plot([s for s, _ in pts], [v for _, v in pts], style, color=colour, label=label, markersize=4,
+                alpha=0.5 if style.startswith("--") else 1.0)
     if floor is not None:
         ax.axhline(floor, color="grey", linestyle="--", label=f"random-init encoder ({floor:.2f} %)")
     ax.set_xlabel("step (batch 128; 78 steps an epoch of the 10,000-image subset)")
