@@ -8,7 +8,12 @@ use std::time::Instant;
 fn main() {
     byol_kernels::alloc::keep_freed_memory();
     let cfg = StepArch::Resnet18Cifar
-        .config(64, byol::backend::BackendKind::Flex, Default::default())
+        .config(
+            64,
+            byol::backend::BackendKind::Flex,
+            Default::default(),
+            &[],
+        )
         .unwrap();
     let device = burn::tensor::Device::flex();
     let mut state = TrainState::init(&cfg, &device);

@@ -221,6 +221,10 @@ pub struct BenchStepArgs {
     /// Compute type of the encoders (bf16 / f16: mixed precision, the rest in f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// A config field changed from the reference's: `--set model.encoder.base-width=16`
+    /// (repeatable; reported in the line's `overrides`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 #[derive(Args)]

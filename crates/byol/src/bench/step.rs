@@ -52,8 +52,31 @@ impl StepArch {
 
     /// The experiment config of the reference's step at batch `batch` on `backend`: the
     /// reference's model (base width 64, heads 4096 → 256), SGD with momentum 0.9 at lr 0.2,
-    /// weight decay 1.5e-6, a target copied from the online network and τ_base 0.996.
+    /// weight decay 1.5e-6, a target copied from the online network and τ_base 0.996; then
+    /// `overrides` (`section.key=value`, as `--set` anywhere), which [`StepBench::overrides`]
+    /// reports beside the configuration's name.
     pub fn config(
+        self,
+        batch: usize,
+        backend: BackendKind,
+        precision: Precision,
+        overrides: &[String],
+    ) -> Result<ExperimentConfig> {
+        let cfg = self.reference_config(batch, backend, precision)?;
+        if overrides.is_empty() {
+            return Ok(cfg);
+        }
+        let origin = format!("the {} step with --set", self.name());
+        let cfg = ExperimentConfig::from_toml_with_overrides(
+            &cfg.to_toml(),
+            std::path::Path::new(&origin),
+            overrides,
+        )?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn reference_config(
         self,
         batch: usize,
         backend: BackendKind,
@@ -92,6 +115,9 @@ impl StepArch {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepBench {
     pub cfg: String,
+    /// The `--set` overrides on top of the reference's configuration (none for the reference's
+    /// own step).
+    pub overrides: Vec<String>,
     pub device: String,
     pub batch: usize,
     pub dtype: String,
@@ -129,6 +155,7 @@ fn peak_rss_gib() -> Option<f64> {
 /// Time `steps` training steps after `warmup` untimed ones.
 pub fn bench_step(
     arch: StepArch,
+    overrides: &[String],
     cfg: &ExperimentConfig,
     steps: usize,
     warmup: usize,
@@ -182,6 +209,7 @@ pub fn bench_step(
     let med = times[times.len() / 2];
     Ok(StepBench {
         cfg: arch.name().to_string(),
+        overrides: overrides.to_vec(),
         device: cfg.backend.name().to_string(),
         batch: b,
         dtype: precision.name().into(),
@@ -212,7 +240,7 @@ mod tests {
     #[test]
     fn configs_are_the_references() {
         let c = StepArch::Resnet50
-            .config(8, BackendKind::Flex, Precision::Bf16)
+            .config(8, BackendKind::Flex, Precision::Bf16, &[])
             .unwrap();
         let e = c.model.encoder.resnet("").unwrap();
         assert_eq!(
@@ -247,7 +275,7 @@ mod tests {
             (TargetInit::Copy, 0.996, 8, Precision::Bf16)
         );
         let c = StepArch::Resnet18Cifar
-            .config(64, BackendKind::Cuda, Precision::F32)
+            .config(64, BackendKind::Cuda, Precision::F32, &[])
             .unwrap();
         assert_eq!(
             (
@@ -260,9 +288,33 @@ mod tests {
         );
         assert!(
             StepArch::Resnet18Cifar
-                .config(1, BackendKind::Flex, Precision::F32)
+                .config(1, BackendKind::Flex, Precision::F32, &[])
                 .is_err(),
             "batch 1 is refused"
         );
+        // `--set` changes the field named and keeps the rest of the reference's step.
+        let sets = ["model.encoder.base-width=4".to_string()];
+        let c = StepArch::Resnet18Cifar
+            .config(2, BackendKind::Flex, Precision::F32, &sets)
+            .unwrap();
+        assert_eq!(
+            (
+                c.model.encoder.resnet("").unwrap().base_width,
+                c.model.projector.hidden,
+                c.optim.kind,
+                c.target.init
+            ),
+            (4, 4096, OptimKind::Sgd, TargetInit::Copy)
+        );
+        let err = StepArch::Resnet18Cifar
+            .config(
+                2,
+                BackendKind::Flex,
+                Precision::F32,
+                &["model.nope=1".into()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope") && err.contains("r18c32"), "{err}");
     }
 }
