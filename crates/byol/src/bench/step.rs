@@ -67,13 +67,12 @@ impl StepArch {
             return Ok(cfg);
         }
         let origin = format!("the {} step with --set", self.name());
-        let cfg = ExperimentConfig::from_toml_with_overrides(
+        // Validated there, as every config read with overrides.
+        ExperimentConfig::from_toml_with_overrides(
             &cfg.to_toml(),
             std::path::Path::new(&origin),
             overrides,
-        )?;
-        cfg.validate()?;
-        Ok(cfg)
+        )
     }
 
     fn reference_config(
