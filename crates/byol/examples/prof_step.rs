@@ -7,8 +7,8 @@ use byol::train::TrainState;
 use std::time::Instant;
 fn main() {
     byol_kernels::alloc::keep_freed_memory();
-    let cfg = StepArch::Resnet18Cifar
-        .config(
+    let setup = StepArch::Resnet18Cifar
+        .setup(
             64,
             byol::backend::BackendKind::Flex,
             Default::default(),
@@ -16,7 +16,7 @@ fn main() {
         )
         .unwrap();
     let device = burn::tensor::Device::flex();
-    let mut state = TrainState::init(&cfg, &device);
+    let mut state = TrainState::init(setup.config(), &device);
     let x1 = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let x2 = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     for it in 0..3 {

@@ -9,9 +9,9 @@ pub(crate) fn bench_step(args: BenchStepArgs) -> Result<()> {
     let batch = args
         .batch
         .unwrap_or(arch.default_batch(kind != byol::backend::BackendKind::Flex));
-    let cfg = arch.config(batch, kind, args.precision.into(), &args.sets)?;
+    let setup = arch.setup(batch, kind, args.precision.into(), &args.sets)?;
     let device = kind.device()?;
-    let r = byol::bench::bench_step(arch, &args.sets, &cfg, args.steps, args.warmup, &device)?;
+    let r = byol::bench::bench_step(&setup, args.steps, args.warmup, &device)?;
     println!("{}", serde_json::to_string(&r)?);
     Ok(())
 }

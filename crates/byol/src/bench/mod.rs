@@ -8,7 +8,7 @@ pub mod step;
 
 pub use augment::{AugmentBench, bench_augment};
 pub use decode::{DecodeBench, bench_decode};
-pub use step::{StepArch, StepBench, bench_step};
+pub use step::{StepArch, StepBench, StepSetup, bench_step};
 
 /// Median of `f`'s wall time over `reps` runs after `warmup` untimed runs, in seconds.
 pub fn median_seconds(warmup: usize, reps: usize, mut f: impl FnMut()) -> f64 {

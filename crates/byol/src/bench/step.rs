@@ -50,29 +50,33 @@ impl StepArch {
         }
     }
 
-    /// The experiment config of the reference's step at batch `batch` on `backend`: the
-    /// reference's model (base width 64, heads 4096 → 256), SGD with momentum 0.9 at lr 0.2,
-    /// weight decay 1.5e-6, a target copied from the online network and τ_base 0.996; then
-    /// `overrides` (`section.key=value`, as `--set` anywhere), which [`StepBench::overrides`]
-    /// reports beside the configuration's name.
-    pub fn config(
+    /// The step to time: the reference's step at batch `batch` on `backend` (the reference's
+    /// model, base width 64, heads 4096 → 256; SGD with momentum 0.9 at lr 0.2, weight decay
+    /// 1.5e-6; a target copied from the online network, τ_base 0.996), then `overrides`
+    /// (`section.key=value`, as `--set` anywhere), which [`StepBench::overrides`] reports beside
+    /// the configuration's name.
+    pub fn setup(
         self,
         batch: usize,
         backend: BackendKind,
         precision: Precision,
         overrides: &[String],
-    ) -> Result<ExperimentConfig> {
-        let cfg = self.reference_config(batch, backend, precision)?;
-        if overrides.is_empty() {
-            return Ok(cfg);
+    ) -> Result<StepSetup> {
+        let mut cfg = self.reference_config(batch, backend, precision)?;
+        if !overrides.is_empty() {
+            let origin = format!("the {} step with --set", self.name());
+            // Validated there, as every config read with overrides.
+            cfg = ExperimentConfig::from_toml_with_overrides(
+                &cfg.to_toml(),
+                std::path::Path::new(&origin),
+                overrides,
+            )?;
         }
-        let origin = format!("the {} step with --set", self.name());
-        // Validated there, as every config read with overrides.
-        ExperimentConfig::from_toml_with_overrides(
-            &cfg.to_toml(),
-            std::path::Path::new(&origin),
-            overrides,
-        )
+        Ok(StepSetup {
+            arch: self,
+            overrides: overrides.to_vec(),
+            cfg,
+        })
     }
 
     fn reference_config(
@@ -107,6 +111,22 @@ impl StepArch {
         (cfg.train.batch_size, cfg.train.precision) = (batch, precision);
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// The step [`bench_step`] times: a reference's configuration and the overrides that made it,
+/// built together by [`StepArch::setup`] so that the line reports the configuration it ran.
+#[derive(Debug, Clone)]
+pub struct StepSetup {
+    arch: StepArch,
+    overrides: Vec<String>,
+    cfg: ExperimentConfig,
+}
+
+impl StepSetup {
+    /// The resolved experiment config of the step.
+    pub fn config(&self) -> &ExperimentConfig {
+        &self.cfg
     }
 }
 
@@ -153,13 +173,12 @@ fn peak_rss_gib() -> Option<f64> {
 
 /// Time `steps` training steps after `warmup` untimed ones.
 pub fn bench_step(
-    arch: StepArch,
-    overrides: &[String],
-    cfg: &ExperimentConfig,
+    setup: &StepSetup,
     steps: usize,
     warmup: usize,
     device: &Device,
 ) -> crate::Result<StepBench> {
+    let cfg = &setup.cfg;
     let (b, s) = (cfg.train.batch_size, cfg.data.image_size);
     let (build, gpu) = (
         crate::backend::gpu_build(),
@@ -207,8 +226,8 @@ pub fn bench_step(
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     Ok(StepBench {
-        cfg: arch.name().to_string(),
-        overrides: overrides.to_vec(),
+        cfg: setup.arch.name().to_string(),
+        overrides: setup.overrides.clone(),
         device: cfg.backend.name().to_string(),
         batch: b,
         dtype: precision.name().into(),
@@ -239,8 +258,9 @@ mod tests {
     #[test]
     fn configs_are_the_references() {
         let c = StepArch::Resnet50
-            .config(8, BackendKind::Flex, Precision::Bf16, &[])
-            .unwrap();
+            .setup(8, BackendKind::Flex, Precision::Bf16, &[])
+            .unwrap()
+            .cfg;
         let e = c.model.encoder.resnet("").unwrap();
         assert_eq!(
             (e.arch, e.stem, e.base_width, c.data.image_size),
@@ -274,8 +294,9 @@ mod tests {
             (TargetInit::Copy, 0.996, 8, Precision::Bf16)
         );
         let c = StepArch::Resnet18Cifar
-            .config(64, BackendKind::Cuda, Precision::F32, &[])
-            .unwrap();
+            .setup(64, BackendKind::Cuda, Precision::F32, &[])
+            .unwrap()
+            .cfg;
         assert_eq!(
             (
                 c.model.encoder.resnet("").unwrap().arch,
@@ -287,15 +308,25 @@ mod tests {
         );
         assert!(
             StepArch::Resnet18Cifar
-                .config(1, BackendKind::Flex, Precision::F32, &[])
+                .setup(1, BackendKind::Flex, Precision::F32, &[])
                 .is_err(),
             "batch 1 is refused"
         );
-        // `--set` changes the field named and keeps the rest of the reference's step.
+    }
+
+    /// `--set` changes the field named and keeps the rest of the reference's step; a field the
+    /// config lacks is refused, naming the step.
+    #[test]
+    fn overrides_change_the_named_field_only() {
         let sets = ["model.encoder.base-width=4".to_string()];
-        let c = StepArch::Resnet18Cifar
-            .config(2, BackendKind::Flex, Precision::F32, &sets)
+        let setup = StepArch::Resnet18Cifar
+            .setup(2, BackendKind::Flex, Precision::F32, &sets)
             .unwrap();
+        assert_eq!(
+            setup.overrides, sets,
+            "the line reports what made the config"
+        );
+        let c = setup.config();
         assert_eq!(
             (
                 c.model.encoder.resnet("").unwrap().base_width,
@@ -306,7 +337,7 @@ mod tests {
             (4, 4096, OptimKind::Sgd, TargetInit::Copy)
         );
         let err = StepArch::Resnet18Cifar
-            .config(
+            .setup(
                 2,
                 BackendKind::Flex,
                 Precision::F32,
