@@ -261,7 +261,7 @@ fn two_processes_train_a_vit_as_two_threads_do() {
 /// the bounds of the `flex` test; without it, another model. The one process runs on `flex`: the
 /// same run on wgpu gives the same losses to 1.04e-7 relative over the 10 steps (measured on
 /// lavapipe; `crates/byol/tests/gpu.rs` holds the backends together step by step), and a cold GPU
-/// process compiles and tunes every kernel of its batch of 16 (about 200 s on lavapipe in CI),
+/// process compiles and tunes every kernel of its batch of 16 (216 s alone on a 2-core CPU),
 /// none of which the ranks' batch of 8 reuses.
 #[cfg(feature = "wgpu")]
 #[test]
