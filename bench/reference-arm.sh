@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The long run's fifth arm: the shared PyTorch reference BYOL (shared/reference/byol_cifar_torch.py)
-# on the same 10,000 training images as our arms and today's `cifar10-cpu` recipe, 200 epochs
-# (15,600 steps), kNN every 20 epochs, through bench/reference_arm.py, which checkpoints every
-# epoch so that the run continues across sessions.
+# on the same 10,000 training images as our arms and the long run's recipe (`cifar10-cpu`'s until
+# 0c957d0), 200 epochs (15,600 steps), kNN every 20 epochs, through bench/reference_arm.py, which
+# checkpoints every epoch so that the run continues across sessions.
 #
 #   bench/reference-arm.sh check [BYOL_BINARY]   # the runner against the reference script itself
 #   bench/reference-arm.sh run   [BYOL_BINARY]   # start or continue the arm in the background
 #
 # `check`: the reference script for 2 epochs of a 1,000-image subset against the runner for
 # 1 epoch, a resume and 1 epoch; every JSON line must be the same but for the wall time.
-# `run`: the subset is the one our arms trained on, read from `byol embed`'s index of the BYOL
-# arm's run (its training split is that subset) and laid out as links; the recipe is the
-# preset's (CIFAR stem, base width 8, γ = 0 on each block's last BatchNorm, heads 512 → 128,
-# batch 128, LARS at 1.0 × 128/256 with η = 0.02 and weight decay 1.5e-6, 0.5 warm-up epochs then
-# cosine, τ_base 0.99 cosine, the target initialised on its own, solarisation 0.2 on view 2), one
-# thread at the lowest priority; log `reference.log` and records
+# `run`: the subset is the one our arms trained on, read from `byol embed`'s index of the BYOL arm's
+# run (its training split is that subset) and laid out as links; the recipe is the long run's,
+# cifar10-cpu's until 0c957d0 (CIFAR stem, base width 8, γ = 0 on each block's last BatchNorm, heads
+# 512 → 128, batch 128, LARS at 1.0 × 128/256 with η = 0.02 and weight decay 1.5e-6, 0.5 warm-up
+# epochs then cosine, τ_base 0.99 cosine, the target initialised on its own, solarisation 0.2 on
+# view 2), one thread at the lowest priority; log `reference.log` and records
 # `long/reference/seed-0/records.jsonl` in $RUNS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
