@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TINY, byol};
+use common::{TINY, byol, tiny_model};
 
 /// Pre-training with the views made on the device (the `auto` placement on a GPU backend), a
 /// checkpoint, resume to the end of the schedule, and the kNN evaluation, all on wgpu; the
@@ -70,8 +70,8 @@ fn pretrain_resume_and_knn_on_wgpu() {
 /// `bench step` on the GPU path says it was built with burn's autotune and fusion, times the first
 /// step (compilation and tuning) apart, and leaves CubeCL's kernel and autotune cache where
 /// `BYOL_GPU_CACHE` points, so that the next process finds it. The reference's step at `TINY`'s
-/// model and batch (`--set`): its kernels are the other tests', so lavapipe compiles few of its
-/// own (the reference's width-64 ResNet-18 alone took 440 s on a 2-core CPU).
+/// model and batch (`--set`, from `tiny_model`): its kernels are the other tests', so lavapipe
+/// compiles few of its own (the reference's width-64 ResNet-18 alone took 440 s on a 2-core CPU).
 #[test]
 fn bench_step_and_augment_on_wgpu() {
     let cache = std::env::temp_dir().join(format!("byol-gpu-cache-{}", std::process::id()));
@@ -88,14 +88,9 @@ fn bench_step_and_augment_on_wgpu() {
         "--warmup",
         "0",
     ];
-    for set in [
-        "model.encoder.base-width=4",
-        "model.projector.hidden=32",
-        "model.projector.output=64",
-        "model.predictor.hidden=32",
-        "model.predictor.output=64",
-        "data.image-size=16",
-    ] {
+    // The heads' outputs at the tests' preset's (the reference's are 256 wide).
+    let outputs = ["model.projector.output=64", "model.predictor.output=64"];
+    for set in tiny_model().into_iter().chain(outputs) {
         args.extend(["--set", set]);
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_byol"))

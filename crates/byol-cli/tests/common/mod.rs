@@ -46,3 +46,13 @@ pub const TINY: &[&str] = &[
     "--epochs",
     "2",
 ];
+
+/// `TINY`'s network and image size, its `--set` values on `model.` and `data.image-size`: what a
+/// command that builds the network without the built-in dataset (`bench step`) takes from it.
+pub fn tiny_model() -> Vec<&'static str> {
+    TINY.windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| w[1])
+        .filter(|s| s.starts_with("model.") || s.starts_with("data.image-size="))
+        .collect()
+}
