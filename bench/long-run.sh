@@ -2,8 +2,8 @@
 # The background experiments of "BYOL's own advantage": the four-arm long run
 # (ablations/long-four-arms.toml: BYOL, SimCLR, the constant random target and random init over
 # 15,600 steps, kNN every 20 epochs, linear evaluation at the end); beside it one queue of the
-# grids at 1,872 steps (the rest of the recipe screen, ablations/recipe-screen.toml; its second
-# seed, ablations/recipe-screen-second-seed.toml; Figure 3(a) by the paper's protocol,
+# grids at 1,872 steps (the recipe screen's second seed, ablations/recipe-screen-second-seed.toml;
+# the rest of the screen, ablations/recipe-screen.toml; Figure 3(a) by the paper's protocol,
 # ablations/fig3a-accumulate.toml), each through `byol ablate`, which reads finished runs back
 # and resumes an interrupted one from its last checkpoint: run this script again, with a binary of
 # the same training code, to continue. They run at the lowest CPU priority on one thread each
@@ -34,17 +34,17 @@ nohup nice -n 19 "$BIN" ablate --config cifar10-cpu --data "$DATA" --grid ablati
   --seeds 0 --set data.max-train=10000 --epochs 200 --set train.knn-every-epochs=20 --linear \
   "${ETA_BEFORE[@]}" --run-dir "$RUNS/long" >> "$RUNS/long.log" 2>&1 &
 echo "long run: pid $!, log $RUNS/long.log"
-# One queue for the grids at Figure 3(b)'s budget, one after the other: the rest of the screen
-# (its next trial, SimCLR with η = 1e-3, tells a BYOL effect of the presets' η from an optimiser
-# one), the screen's second seed, then Figure 3(a) by the paper's protocol (each grid's finished
-# runs are read back).
+# One queue for the grids at Figure 3(b)'s budget, one after the other: the screen's second seed
+# (its next rows, SimCLR's base and SimCLR with η = 1e-3, decide whether simclr-cifar10-cpu keeps
+# the paper's η), the rest of the screen, then Figure 3(a) by the paper's protocol (each grid's
+# finished runs are read back).
 SHORT=(--config cifar10-cpu --data "$DATA" --set data.max-train=10000 --epochs 24)
 queue() {
   set +e # a grid that stops does not stop the ones after it
-  "$BIN" ablate "${SHORT[@]}" "${ETA_BEFORE[@]}" --grid ablations/recipe-screen.toml --seeds 0 \
-    --run-dir "$RUNS/recipe-screen"
   "$BIN" ablate "${SHORT[@]}" "${ETA_BEFORE[@]}" --grid ablations/recipe-screen-second-seed.toml \
     --seeds 1 --run-dir "$RUNS/recipe-screen-seed-1"
+  "$BIN" ablate "${SHORT[@]}" "${ETA_BEFORE[@]}" --grid ablations/recipe-screen.toml --seeds 0 \
+    --run-dir "$RUNS/recipe-screen"
   "$BIN" ablate "${SHORT[@]}" --set optim.trust-coefficient=1e-3 \
     --grid ablations/fig3a-accumulate.toml --seeds 0,1 --run-dir "$RUNS/fig3a-accumulate"
 }
