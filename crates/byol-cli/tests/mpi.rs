@@ -258,11 +258,14 @@ fn two_processes_train_a_vit_as_two_threads_do() {
 /// On a GPU backend (`wgpu`; in CI Mesa's lavapipe, a Vulkan device on the CPU, one per
 /// process) the cross-process sums are staged through host memory (`collective/host.rs`): 2
 /// processes × 8 images with cross-process BatchNorm take the steps of 1 process × 16 images, to
-/// the bounds of the `flex` test; without it, another model. The one process runs on `flex`: the
-/// same run on wgpu gives the same losses to 1.04e-7 relative over the 10 steps (measured on
-/// lavapipe; `crates/byol/tests/gpu.rs` holds the backends together step by step), and a cold GPU
-/// process compiles and tunes every kernel of its batch of 16 (216 s alone on a 2-core CPU),
-/// none of which the ranks' batch of 8 reuses.
+/// the bounds of the `flex` test. The one process runs on `flex`: the same run on wgpu gives the
+/// same losses to 1.04e-7 relative over the 10 steps (measured on lavapipe;
+/// `crates/byol/tests/gpu.rs` holds the backends together step by step), and a cold GPU process
+/// compiles and tunes every kernel of its batch of 16 (216 s alone on a 2-core CPU), none of
+/// which the ranks' batch of 8 reuses. That these bounds tell cross-process BatchNorm from none
+/// at this model and batch is the `flex` test's negative control (the same runs, the same one
+/// process); measured on wgpu too: without it the gaps are 0.13 and 2.88, so ranks whose
+/// BatchNorm saw only their own images would fail the bounds below.
 #[cfg(feature = "wgpu")]
 #[test]
 fn two_gpu_processes_take_the_steps_of_one() {
@@ -277,40 +280,20 @@ fn two_gpu_processes_take_the_steps_of_one() {
         !String::from_utf8_lossy(&out.stderr).contains("database is readonly"),
         "the ranks share one GPU cache"
     );
-    let local = [&gpu[..], &["--set", "model.sync-bn=false"]].concat();
-    assert!(
-        run(mpirun(&[(2, pretrain(&d.join("local"), false, &local))]))
-            .status
-            .success()
-    );
     let run_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("two/run.json")).unwrap()).unwrap();
     assert_eq!(run_json["backend"], "wgpu");
-    let (a, b, c) = (
-        losses(&d.join("one")),
-        losses(&d.join("two")),
-        losses(&d.join("local")),
-    );
-    let gap = |x: &[f64], y: &[f64]| {
-        x.iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs() / p.abs())
-            .fold(0.0, f64::max)
-    };
+    let (a, b) = (losses(&d.join("one")), losses(&d.join("two")));
+    let gap = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| (p - q).abs() / p.abs())
+        .fold(0.0, f64::max);
     assert_eq!((a.len(), b.len()), (10, 10));
-    println!(
-        "loss gap {:e}, weight gap {:e}; without cross-process BatchNorm {:e}, {:e}",
-        gap(&a, &b),
-        weight_gap(&d.join("one"), &d.join("two")),
-        gap(&a, &c),
-        weight_gap(&d.join("one"), &d.join("local"))
-    );
-    assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
-    assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
-    assert!(
-        gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1,
-        "without cross-process BatchNorm: {c:?}"
-    );
+    let weights = weight_gap(&d.join("one"), &d.join("two"));
+    println!("loss gap {gap:e}, weight gap {weights:e}");
+    assert!(gap < 1e-6, "{a:?} vs {b:?}");
+    assert!(weights < 1e-4);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
