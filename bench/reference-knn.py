@@ -15,16 +15,14 @@ reference's `knn` (k = 200, T = 0.1, BatchNorm in eval mode), to be set beside
 
 TRAIN_DIR: the run's training images as class folders (for the long run's 10,000-image subset,
 `~/.cache/byol/runs/reference-subset/train`, which bench/reference-arm.sh links from the run's
-index). Needs torch and numpy (bench/cpu.sh's venv).
+index). Needs torch, numpy, pillow and safetensors (bench/detect-check.sh installs them into
+the bench venv).
 """
 import argparse
 import importlib.util
-import json
 import os
-import struct
 
-import numpy as np
-import torch
+from safetensors.torch import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,24 +32,6 @@ def reference(path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def read_safetensors(path):
-    """The file's tensors by name (the format: a little-endian u64 header length, a JSON header
-    of dtype, shape and byte offsets, then the data); f32, and i64 for BatchNorm's counters."""
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    header, base = json.loads(raw[8:8 + n]), 8 + n
-    out = {}
-    for name, t in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = {"F32": np.float32, "I64": np.int64}.get(t["dtype"])
-        if dtype is None:
-            raise SystemExit(f"{path}: {name} is {t['dtype']}, expected F32 or I64")
-        s, e = t["data_offsets"]
-        out[name] = torch.from_numpy(np.frombuffer(raw[base + s:base + e], dtype=dtype).reshape(t["shape"]).copy())
-    return out
 
 
 def reference_name(name):
@@ -78,7 +58,7 @@ def main():
     ref = reference(a.reference)
     bt = ref.load_reference_models()
     enc = bt.ResNet(bt.Basic, [2, 2, 2, 2], True, width=a.width)
-    weights = {reference_name(k): v for k, v in read_safetensors(a.export).items() if not k.startswith("fc.")}
+    weights = {reference_name(k): v for k, v in load_file(a.export).items() if not k.startswith("fc.")}
     enc.load_state_dict(weights, strict=True)
     xtr, ytr = ref.load_split(a.train)
     xte, yte = ref.load_split(a.test)
