@@ -104,6 +104,14 @@ fn losses(dir: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// The largest difference between two runs' step losses, relative to the first run's.
+fn loss_gap(x: &[f64], y: &[f64]) -> f64 {
+    x.iter()
+        .zip(y)
+        .map(|(p, q)| (p - q).abs() / p.abs())
+        .fold(0.0, f64::max)
+}
+
 /// Every tensor of the newest checkpoint, and the largest difference between two runs' tensors
 /// relative to each tensor's largest value.
 fn weight_gap(a: &Path, b: &Path) -> f64 {
@@ -159,14 +167,8 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
         losses(&d.join("two")),
         losses(&d.join("local")),
     );
-    let gap = |x: &[f64], y: &[f64]| {
-        x.iter()
-            .zip(y)
-            .map(|(p, q)| (p - q).abs() / p.abs())
-            .fold(0.0, f64::max)
-    };
     assert_eq!((a.len(), b.len()), (10, 10));
-    assert!(gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
+    assert!(loss_gap(&a, &b) < 1e-6, "{a:?} vs {b:?}");
     assert!(weight_gap(&d.join("one"), &d.join("two")) < 1e-4);
     // Two threads of one process sum their replicas' values in rank order, as two processes
     // do: the same bits, where one process against two (another batch split, other sums) can
@@ -182,7 +184,7 @@ fn two_processes_take_the_steps_of_one_and_resume_as_one_run() {
         "two processes against two threads"
     );
     assert!(
-        gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1,
+        loss_gap(&a, &c) > 1e-2 && weight_gap(&d.join("one"), &d.join("local")) > 1e-1,
         "without cross-process BatchNorm: {c:?}"
     );
     // 3 steps, then a resume of 7 on two processes: the 10 steps of the uninterrupted run, bit for bit.
@@ -284,11 +286,7 @@ fn two_gpu_processes_take_the_steps_of_one() {
         serde_json::from_str(&std::fs::read_to_string(d.join("two/run.json")).unwrap()).unwrap();
     assert_eq!(run_json["backend"], "wgpu");
     let (a, b) = (losses(&d.join("one")), losses(&d.join("two")));
-    let gap = a
-        .iter()
-        .zip(&b)
-        .map(|(p, q)| (p - q).abs() / p.abs())
-        .fold(0.0, f64::max);
+    let gap = loss_gap(&a, &b);
     assert_eq!((a.len(), b.len()), (10, 10));
     let weights = weight_gap(&d.join("one"), &d.join("two"));
     println!("loss gap {gap:e}, weight gap {weights:e}");
